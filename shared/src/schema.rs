@@ -1,0 +1,167 @@
+//! The Redis key schema of ARCHITECTURE.md as typed helpers, so both sides build the
+//! same keys from one place. The prefix is configurable (default `vnc:`).
+
+use serde::{Deserialize, Serialize};
+
+/// Default key prefix.
+pub const DEFAULT_PREFIX: &str = "vnc:";
+
+/// Builds every key and channel name under one prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys::new(DEFAULT_PREFIX)
+    }
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Keys {
+        Keys {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Hash: the container record ([`ContainerField`]).
+    pub fn container(&self, cid: &str) -> String {
+        format!("{}container:{cid}", self.prefix)
+    }
+
+    /// Set: container ids of a tenant.
+    pub fn tenant_containers(&self, tenant: &str) -> String {
+        format!("{}containers:{tenant}", self.prefix)
+    }
+
+    /// Hash with TTL: one live session.
+    pub fn session(&self, sid: &str) -> String {
+        format!("{}session:{sid}", self.prefix)
+    }
+
+    /// Set: live session ids of a container.
+    pub fn container_sessions(&self, cid: &str) -> String {
+        format!("{}sessions:{cid}", self.prefix)
+    }
+
+    /// Hash with TTL: a relay node's heartbeat.
+    pub fn node(&self, node_id: &str) -> String {
+        format!("{}node:{node_id}", self.prefix)
+    }
+
+    /// String with TTL until the token's exp: a revoked token.
+    pub fn revoked(&self, jti: &str) -> String {
+        format!("{}revoked:{jti}", self.prefix)
+    }
+
+    /// Stream: job ids to run (group `workers`).
+    pub fn jobs(&self) -> String {
+        format!("{}jobs", self.prefix)
+    }
+
+    /// Hash: one job.
+    pub fn job(&self, id: &str) -> String {
+        format!("{}job:{id}", self.prefix)
+    }
+
+    /// Pub/sub channel of domain events.
+    pub fn events_channel(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+
+    /// Pub/sub channel of one container's room.
+    pub fn room_channel(&self, cid: &str) -> String {
+        format!("{}room:{cid}", self.prefix)
+    }
+
+    /// Pub/sub channel of kicks.
+    pub fn control_channel(&self) -> String {
+        format!("{}control", self.prefix)
+    }
+}
+
+/// Fields of the `container:{cid}` hash.
+pub mod container_field {
+    pub const OWNER: &str = "owner";
+    pub const TENANT: &str = "tenant";
+    pub const STATE: &str = "state";
+    pub const HOST: &str = "host";
+    pub const PORT: &str = "port";
+    pub const IMAGE: &str = "image";
+    pub const NODE: &str = "node";
+    pub const CREATED_AT: &str = "created_at";
+    /// The container's VNC password; never returned by the API.
+    pub const VNC_PASSWORD: &str = "vnc_password";
+}
+
+/// Lifecycle state of a container record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerState {
+    Creating,
+    Running,
+    Stopping,
+    Stopped,
+    Failed,
+}
+
+impl ContainerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerState::Creating => "creating",
+            ContainerState::Running => "running",
+            ContainerState::Stopping => "stopping",
+            ContainerState::Stopped => "stopped",
+            ContainerState::Failed => "failed",
+        }
+    }
+}
+
+impl std::str::FromStr for ContainerState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "creating" => ContainerState::Creating,
+            "running" => ContainerState::Running,
+            "stopping" => ContainerState::Stopping,
+            "stopped" => ContainerState::Stopped,
+            "failed" => ContainerState::Failed,
+            other => return Err(format!("unknown container state {other:?}")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_documented_schema() {
+        let k = Keys::default();
+        assert_eq!(k.container("c1"), "vnc:container:c1");
+        assert_eq!(k.tenant_containers("t1"), "vnc:containers:t1");
+        assert_eq!(k.session("s1"), "vnc:session:s1");
+        assert_eq!(k.container_sessions("c1"), "vnc:sessions:c1");
+        assert_eq!(k.node("n1"), "vnc:node:n1");
+        assert_eq!(k.revoked("j1"), "vnc:revoked:j1");
+        assert_eq!(k.jobs(), "vnc:jobs");
+        assert_eq!(k.job("1"), "vnc:job:1");
+        assert_eq!(k.events_channel(), "vnc:events");
+        assert_eq!(k.room_channel("c1"), "vnc:room:c1");
+        assert_eq!(k.control_channel(), "vnc:control");
+        assert_eq!(Keys::new("test:").container("c"), "test:container:c");
+    }
+
+    #[test]
+    fn container_state_round_trips() {
+        for s in ["creating", "running", "stopping", "stopped", "failed"] {
+            assert_eq!(s.parse::<ContainerState>().unwrap().as_str(), s);
+        }
+        assert!("bogus".parse::<ContainerState>().is_err());
+    }
+}
