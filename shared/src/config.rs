@@ -1,13 +1,14 @@
 //! Config layering shared by both daemons: flags beat env beat the TOML file beat the
 //! documented defaults. Flags and env come from clap (`env = ...` on each arg, every
-//! arg an `Option`), the file from [`load_toml`]; [`layer`] picks the winner.
+//! arg an `Option`), the file from [`load_toml`]; [`overlay`] lays one over the other and
+//! the daemon's own `DEFAULT_*` constants fill what neither set.
 
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Why a config could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +36,19 @@ pub fn load_toml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     })
 }
 
-/// The winning value: flag-or-env (clap already ordered those two), then file, then default.
-pub fn layer<T>(flag_or_env: Option<T>, file: Option<T>, default: T) -> T {
-    flag_or_env.or(file).unwrap_or(default)
+/// Lays the values set in `top` (flags and env) over `bottom` (the file). Both are the
+/// same settings struct with every field an `Option` that is skipped when `None`, so
+/// one struct serves clap and serde and no field is merged by hand.
+pub fn overlay<T: Serialize + DeserializeOwned>(top: &T, bottom: &T) -> Result<T, ConfigError> {
+    let as_map = |v: &T| match serde_json::to_value(v) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ConfigError::Invalid("settings must be a struct".into())),
+        Err(e) => Err(ConfigError::Invalid(e.to_string())),
+    };
+    let mut merged = as_map(bottom)?;
+    merged.extend(as_map(top)?);
+    serde_json::from_value(serde_json::Value::Object(merged))
+        .map_err(|e| ConfigError::Invalid(e.to_string()))
 }
 
 /// Parses a human duration (`30s`, `5m`, `1h 30m`, `250ms`).
@@ -45,11 +56,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration: {e}"))
 }
 
-/// Serde helper for optional human durations in config files.
-pub fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    Option::<String>::deserialize(d)?
-        .map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
-        .transpose()
+/// Serde `with` module for optional human durations (`"30s"`) in config files.
+pub mod opt_duration {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
 }
 
 /// A value that never shows in `Debug` or `Display` output.
@@ -83,19 +105,29 @@ impl<T> fmt::Display for Secret<T> {
 mod tests {
     use super::*;
 
-    #[derive(Deserialize, Debug)]
+    #[derive(Deserialize, Serialize, Debug, Default, PartialEq)]
     #[serde(deny_unknown_fields)]
     struct File {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         listen: Option<String>,
-        #[serde(default, deserialize_with = "de_opt_duration")]
+        #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
         idle: Option<Duration>,
     }
 
     #[test]
-    fn flags_beat_file_beat_defaults() {
-        assert_eq!(layer(Some(1), Some(2), 3), 1);
-        assert_eq!(layer(None, Some(2), 3), 2);
-        assert_eq!(layer(None, None, 3), 3);
+    fn overlay_keeps_file_values_the_top_leaves_unset() {
+        let top = File {
+            listen: Some("flag".into()),
+            idle: None,
+        };
+        let file = File {
+            listen: Some("file".into()),
+            idle: Some(Duration::from_secs(5)),
+        };
+        let merged = overlay(&top, &file).unwrap();
+        assert_eq!(merged.listen.as_deref(), Some("flag"));
+        assert_eq!(merged.idle, Some(Duration::from_secs(5)));
+        assert_eq!(overlay(&File::default(), &File::default()).unwrap(), File::default());
     }
 
     #[test]

@@ -14,6 +14,9 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+/// Why signing a token failed.
+pub use jsonwebtoken::errors::Error as SignError;
+
 /// Default `iss` of tokens minted by control.
 pub const DEFAULT_ISSUER: &str = "vnc-control";
 /// Default `aud` of tokens, i.e. who may accept them.
@@ -399,7 +402,7 @@ impl Signer {
     }
 
     /// Mints a token valid from now for `req.ttl` (capped at [`MAX_TTL`]).
-    pub fn mint(&self, req: &TokenRequest<'_>) -> Result<Minted, jsonwebtoken::errors::Error> {
+    pub fn mint(&self, req: &TokenRequest<'_>) -> Result<Minted, SignError> {
         let now = unix_now();
         let claims = VncClaims {
             iss: self.issuer.clone(),
@@ -418,7 +421,7 @@ impl Signer {
     }
 
     /// Signs arbitrary claims with this key (tests use it to build hostile tokens).
-    pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, jsonwebtoken::errors::Error> {
+    pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, SignError> {
         let mut header = Header::new(self.algorithm.jwt());
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.key)

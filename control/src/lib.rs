@@ -1,0 +1,5 @@
+//! vnc-control: the control plane. So far the operator commands: key generation and
+//! offline token minting; the REST API and the job queue build on these.
+#![forbid(unsafe_code)]
+
+pub mod operator;

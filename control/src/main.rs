@@ -1,0 +1,116 @@
+//! The `vnc-control` binary: flags and logging; the work is in the library.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use vnc_control::operator::{self, MintArgs};
+use vnc_shared::config::parse_duration;
+use vnc_shared::token::{DEFAULT_AUDIENCE, DEFAULT_ISSUER, Scope};
+
+#[derive(Parser)]
+#[command(name = "vnc-control", version, about = "VNC control plane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Key management.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Token operations.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write an Ed25519 key pair: KID.key.pem (private, 0600) and KID.pub.pem.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+        /// Key id (default: key-<days since epoch>).
+        #[arg(long)]
+        kid: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mint a VNC token offline with the private key; prints the token.
+    Mint {
+        #[arg(long, env = "VNC_JWT_PRIVATE_KEY")]
+        private_key: PathBuf,
+        /// Key id (default: the key file's stem).
+        #[arg(long)]
+        kid: Option<String>,
+        #[arg(long)]
+        container: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "control")]
+        scope: Scope,
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        ttl: Duration,
+        #[arg(long, env = "VNC_JWT_ISSUER", default_value = DEFAULT_ISSUER)]
+        issuer: String,
+        #[arg(long, env = "VNC_JWT_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
+        audience: String,
+        /// Print the claims as JSON on stderr too.
+        #[arg(long)]
+        verbose: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Keys {
+            command: KeysCommand::Generate { out, kid },
+        } => {
+            let kid = kid.unwrap_or_else(operator::default_kid);
+            let (private, public) = operator::generate_keys(&out, &kid)?;
+            println!("kid {kid}\nprivate {}\npublic {}", private.display(), public.display());
+        }
+        Command::Token {
+            command:
+                TokenCommand::Mint {
+                    private_key,
+                    kid,
+                    container,
+                    user,
+                    tenant,
+                    scope,
+                    ttl,
+                    issuer,
+                    audience,
+                    verbose,
+                },
+        } => {
+            let minted = operator::mint(&MintArgs {
+                private_key: &private_key,
+                kid,
+                issuer: &issuer,
+                audience: &audience,
+                container: &container,
+                user: &user,
+                tenant: &tenant,
+                scope,
+                ttl,
+            })?;
+            if verbose {
+                eprintln!("{}", serde_json::to_string(&minted.claims)?);
+            }
+            println!("{}", minted.token);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! Readiness-based socket I/O on `&TcpStream`, so both half-pumps of a session can share
+//! the two sockets inside one task, and a pump can wait for data before it takes a
+//! buffer.
+
+use std::io::{self, IoSlice};
+
+use tokio::net::TcpStream;
+
+/// Waits until `stream` is readable and only then takes a pooled buffer of `size`
+/// bytes to read into. Returns the buffer and the byte count (0 at EOF).
+pub async fn read_when_ready(
+    stream: &TcpStream,
+    size: usize,
+) -> io::Result<(Vec<u8>, usize)> {
+    loop {
+        stream.readable().await?;
+        let mut buf = crate::bufpool::take(size);
+        match stream.try_read(&mut buf) {
+            Ok(n) => return Ok((buf, n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => crate::bufpool::give(buf),
+            Err(e) => {
+                crate::bufpool::give(buf);
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Writes `head` then `body` in as few syscalls as the socket allows (`writev`), so a
+/// frame header and the payload it announces go out without copying the payload.
+pub async fn write_all_vectored(stream: &TcpStream, head: &[u8], body: &[u8]) -> io::Result<()> {
+    let total = head.len() + body.len();
+    let mut done = 0;
+    while done < total {
+        let result = if done < head.len() {
+            stream.try_write_vectored(&[IoSlice::new(&head[done..]), IoSlice::new(body)])
+        } else {
+            stream.try_write(&body[done - head.len()..])
+        };
+        match result {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes all of `data`.
+pub async fn write_all(stream: &TcpStream, data: &[u8]) -> io::Result<()> {
+    write_all_vectored(stream, &[], data).await
+}

@@ -1,0 +1,104 @@
+//! vnc-relay: pins each container's RFB (VNC) TCP socket to a browser WebSocket.
+//!
+//! `main.rs` parses flags and signals and calls [`run`], which tests call too.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod auth;
+pub mod bufpool;
+pub mod config;
+pub mod frame;
+pub mod io;
+pub mod metrics;
+pub mod reject;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod upgrade;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use vnc_shared::schema::Keys;
+use vnc_shared::token::KeyError;
+
+pub use config::{RelayConfig, RelaySettings};
+use server::Relay;
+use store::{Store, StoreError};
+
+/// How long start-up waits for Redis before serving anyway (unready until it answers).
+const REDIS_STARTUP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Each step of start-up that can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("loading token keys: {0}")]
+    Keys(#[from] KeyError),
+    #[error("configuring redis: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The bound listeners `run` serves (bound by the caller, so tests can bind port 0).
+pub struct Listeners {
+    pub public: TcpListener,
+    pub admin: TcpListener,
+}
+
+/// Shutdown signals from the caller.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    /// Cancel to drain: stop accepting, let sessions run until the drain deadline.
+    pub drain: CancellationToken,
+    /// Cancel to close every session now with 1001.
+    pub now: CancellationToken,
+}
+
+/// Runs the relay until drained. Returns once every session has ended.
+pub async fn run(config: RelayConfig, listeners: Listeners, shutdown: Shutdown) -> Result<(), StartError> {
+    let prometheus = metrics::install();
+    let keys = config.load_keys()?;
+    let store = Store::connect(config.redis_url.expose(), Keys::new(config.redis_prefix.clone()))?;
+    if !store.wait_connected(REDIS_STARTUP_WAIT).await {
+        tracing::warn!("redis is not reachable yet; refusing sessions until it is");
+    }
+    let drain_timeout = config.limits.drain_timeout;
+    let relay = Arc::new(Relay::new(config, keys, store));
+    let admin_stop = CancellationToken::new();
+    tokio::spawn(admin::serve(listeners.admin, relay.clone(), prometheus, admin_stop.clone()));
+
+    // Bridge the caller's signals to the relay's own tokens.
+    let bridge = {
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.drain.cancelled() => relay.draining.cancel(),
+                _ = shutdown.now.cancelled() => {}
+            }
+            tokio::select! {
+                _ = shutdown.now.cancelled() => {}
+                _ = tokio::time::sleep(drain_timeout) => {}
+            }
+            relay.draining.cancel();
+            relay.stop.cancel();
+        })
+    };
+    tracing::info!(
+        listen = ?listeners.public.local_addr().ok(),
+        node.id = %relay.config.node_id,
+        keys = relay.keys.len(),
+        "relay serving"
+    );
+    let tracker = TaskTracker::new();
+    relay.accept_loop(listeners.public, &tracker).await;
+    tracing::info!(live = tracker.len(), ?drain_timeout, "draining");
+    tracker.close();
+    tracker.wait().await;
+    bridge.abort();
+    admin_stop.cancel();
+    relay.store.quit().await;
+    tracing::info!("relay stopped");
+    Ok(())
+}

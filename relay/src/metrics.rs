@@ -1,0 +1,84 @@
+//! Prometheus metrics of the relay: names, units and labels in one place.
+//!
+//! Sessions take their counter handles once at start, so relaying a message costs
+//! one atomic add, never a registry lookup.
+
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub const SESSIONS_ACTIVE: &str = "vnc_relay_sessions_active";
+pub const SESSIONS_TOTAL: &str = "vnc_relay_sessions_total";
+pub const SESSION_DURATION: &str = "vnc_relay_session_duration_seconds";
+pub const BYTES_TOTAL: &str = "vnc_relay_bytes_total";
+pub const CONNECT_DURATION: &str = "vnc_relay_upstream_connect_duration_seconds";
+pub const UPSTREAM_ERRORS: &str = "vnc_relay_upstream_errors_total";
+pub const AUTH_FAILURES: &str = "vnc_relay_auth_failures_total";
+pub const REJECTIONS: &str = "vnc_relay_http_rejections_total";
+pub const ACCEPT_ERRORS: &str = "vnc_relay_accept_errors_total";
+
+/// Installs the global Prometheus recorder and describes every metric. A second call
+/// (several relays in one test process) reuses a fresh, unregistered handle.
+pub fn install() -> PrometheusHandle {
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(CONNECT_DURATION.into()),
+            &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(SESSION_DURATION.into()),
+                &[1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 4.0 * 3600.0, 12.0 * 3600.0],
+            )
+        });
+    let recorder = match builder {
+        Ok(b) => b.build_recorder(),
+        Err(_) => PrometheusBuilder::new().build_recorder(),
+    };
+    let handle = recorder.handle();
+    if metrics::set_global_recorder(recorder).is_ok() {
+        describe();
+    }
+    handle
+}
+
+fn describe() {
+    describe_gauge!(SESSIONS_ACTIVE, "Sessions relaying now, by transport.");
+    describe_counter!(SESSIONS_TOTAL, "Sessions ended, by transport and outcome.");
+    describe_histogram!(SESSION_DURATION, Unit::Seconds, "How long sessions lasted.");
+    describe_counter!(BYTES_TOTAL, Unit::Bytes, "Bytes relayed, by direction.");
+    describe_histogram!(CONNECT_DURATION, Unit::Seconds, "Time to connect to a container's VNC server.");
+    describe_counter!(UPSTREAM_ERRORS, "Failures reaching or talking to a VNC server, by kind.");
+    describe_counter!(AUTH_FAILURES, "Refused tokens, by reason.");
+    describe_counter!(REJECTIONS, "Requests refused before the upgrade, by HTTP status.");
+    describe_counter!(ACCEPT_ERRORS, "Errors accepting connections (EMFILE and the like).");
+}
+
+/// Counter handles one session uses on its hot path.
+pub struct SessionMetrics {
+    pub to_client: Counter,
+    pub to_upstream: Counter,
+    active: Gauge,
+    transport: &'static str,
+}
+
+impl SessionMetrics {
+    /// Marks a session as started; [`SessionMetrics::finish`] marks it ended.
+    pub fn start(transport: &'static str) -> SessionMetrics {
+        let active = gauge!(SESSIONS_ACTIVE, "transport" => transport);
+        active.increment(1.0);
+        SessionMetrics {
+            to_client: counter!(BYTES_TOTAL, "direction" => "upstream_to_client"),
+            to_upstream: counter!(BYTES_TOTAL, "direction" => "client_to_upstream"),
+            active,
+            transport,
+        }
+    }
+
+    pub fn finish(self, outcome: &'static str, lasted: Duration) {
+        self.active.decrement(1.0);
+        counter!(SESSIONS_TOTAL, "transport" => self.transport, "outcome" => outcome).increment(1);
+        histogram!(SESSION_DURATION, "transport" => self.transport).record(lasted.as_secs_f64());
+    }
+}

@@ -1,0 +1,115 @@
+//! Why a request is refused before the upgrade, each reason mapped to one HTTP status
+//! (ARCHITECTURE.md) in one place, answered as a small JSON body.
+
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use http_body_util::Full;
+use vnc_shared::token::TokenError;
+
+use crate::metrics::{AUTH_FAILURES, REJECTIONS};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Reject {
+    #[error("{0}")]
+    BadRequest(&'static str),
+    #[error("no token: pass ?token=, the vnc_token cookie or Authorization: Bearer")]
+    NoToken,
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("token has been revoked")]
+    Revoked,
+    #[error("origin is not allowed")]
+    Origin,
+    #[error("token is not valid for this container")]
+    WrongContainer,
+    #[error("unknown container")]
+    UnknownContainer,
+    #[error("container is not running (state: {0})")]
+    NotRunning(&'static str),
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("VNC server unreachable: {0}")]
+    Upstream(String),
+    #[error("relay is draining")]
+    Draining,
+    #[error("relay is at its session limit")]
+    AtCapacity,
+    #[error("relay can't verify the session right now: {0}")]
+    Unavailable(String),
+}
+
+impl Reject {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Reject::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Reject::NoToken | Reject::Token(_) => StatusCode::UNAUTHORIZED,
+            Reject::Revoked | Reject::Origin | Reject::WrongContainer => StatusCode::FORBIDDEN,
+            Reject::UnknownContainer | Reject::NotRunning(_) | Reject::NotFound => {
+                StatusCode::NOT_FOUND
+            }
+            Reject::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Reject::Draining | Reject::AtCapacity | Reject::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    /// Counts the refusal and renders it as `{"status", "error", "message"}`.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let status = self.status();
+        match &self {
+            Reject::NoToken => metrics::counter!(AUTH_FAILURES, "reason" => "missing").increment(1),
+            Reject::Token(e) => metrics::counter!(AUTH_FAILURES, "reason" => e.reason()).increment(1),
+            Reject::Revoked => metrics::counter!(AUTH_FAILURES, "reason" => "revoked").increment(1),
+            _ => {}
+        }
+        metrics::counter!(REJECTIONS, "status" => status.as_str().to_owned()).increment(1);
+        json_response(status, &self.to_string())
+    }
+}
+
+/// A JSON error response: `{"status", "error", "message"}`.
+pub fn json_response(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({
+        "status": status.as_u16(),
+        "error": status.canonical_reason().unwrap_or("error"),
+        "message": message,
+    });
+    json(status, &body)
+}
+
+/// A response with a JSON body.
+pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_design() {
+        let cases = [
+            (Reject::BadRequest("x"), 400),
+            (Reject::NoToken, 401),
+            (Reject::Token(TokenError::Expired), 401),
+            (Reject::Revoked, 403),
+            (Reject::Origin, 403),
+            (Reject::WrongContainer, 403),
+            (Reject::UnknownContainer, 404),
+            (Reject::NotRunning("stopped"), 404),
+            (Reject::Upstream("refused".into()), 502),
+            (Reject::Draining, 503),
+            (Reject::Unavailable("down".into()), 503),
+        ];
+        for (r, code) in cases {
+            assert_eq!(r.status().as_u16(), code, "{r}");
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! One relayed session: the browser's WebSocket and the container's RFB socket, pumped
+//! both ways inside one task until either side ends it or a limit does.
+//!
+//! The down pump (container → browser) is the only writer to the browser: data frames
+//! are a stack header plus the very buffer read from the container, written with one
+//! vectored write; Pongs and Pings go between data frames; the Close frame last. The
+//! up pump (browser → container) decodes frames in place and writes unmasked payload
+//! straight to the container. Each direction has one buffer in flight at most, taken
+//! only when its socket is readable, so an idle session holds no buffer and a browser
+//! that stops reading stalls the container through TCP instead of growing memory.
+
+use std::pin::pin;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior, sleep, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use crate::bufpool;
+use crate::config::Limits;
+use crate::frame::{ControlFrame, Decoded, Decoder, FrameError, PingPayload, ServerHeader, opcode};
+use crate::io::{read_when_ready, write_all, write_all_vectored};
+use crate::metrics::SessionMetrics;
+
+/// After the session is decided to end: time to finish the frame being written, send
+/// Close and receive the browser's Close.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Control frames (Pongs) queued from the up pump to the writer; a browser that pings
+/// faster than the relay can answer waits.
+const CONTROL_QUEUE: usize = 4;
+
+/// Why a session ended. Each maps to one close code and one metrics outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The container closed its socket.
+    UpstreamClosed,
+    /// Reading or writing the container failed.
+    UpstreamError,
+    /// The browser sent Close.
+    ClientClosed,
+    /// The browser's connection dropped without Close.
+    ClientGone,
+    /// The browser broke the WebSocket protocol.
+    Protocol(FrameError),
+    /// The browser stopped answering Pings.
+    PingTimeout,
+    Idle,
+    MaxDuration,
+    /// The relay is shutting down.
+    Draining,
+}
+
+impl End {
+    /// Close code and reason sent to the browser.
+    pub fn close(self) -> (u16, &'static str) {
+        match self {
+            End::UpstreamClosed => (1000, "VNC server closed the connection"),
+            End::ClientClosed | End::ClientGone => (1000, "closed"),
+            End::UpstreamError => (1011, "VNC server connection failed"),
+            End::Protocol(FrameError::TooBig(_)) => (1009, "message too big"),
+            End::Protocol(FrameError::Text) => (1008, "text frames are not supported"),
+            End::Protocol(_) => (1008, "WebSocket protocol error"),
+            End::PingTimeout => (1011, "browser stopped answering pings"),
+            End::Idle => (4001, "idle timeout"),
+            End::MaxDuration => (4002, "maximum session duration reached"),
+            End::Draining => (1001, "relay is draining"),
+        }
+    }
+
+    /// Label of `vnc_relay_sessions_total{outcome}`.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            End::UpstreamClosed => "upstream_closed",
+            End::UpstreamError => "upstream_error",
+            End::ClientClosed => "client_closed",
+            End::ClientGone => "client_gone",
+            End::Protocol(FrameError::TooBig(_)) => "message_too_big",
+            End::Protocol(_) => "protocol_error",
+            End::PingTimeout => "ping_timeout",
+            End::Idle => "idle_timeout",
+            End::MaxDuration => "max_duration",
+            End::Draining => "draining",
+        }
+    }
+}
+
+/// State the pumps share; atomics only, so the session future stays `Send`.
+struct Shared<'a> {
+    browser: &'a TcpStream,
+    upstream: &'a TcpStream,
+    limits: &'a Limits,
+    metrics: &'a SessionMetrics,
+    started: Instant,
+    /// Milliseconds after `started` of the last relayed byte, for the idle timer.
+    last_activity_ms: AtomicU64,
+    missed_pongs: AtomicU32,
+    /// Cancelled once the session's end is decided; `end` says why.
+    ending: CancellationToken,
+    end: OnceLock<End>,
+}
+
+impl Shared<'_> {
+    fn touch(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_activity_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Records why the session ends (the first reason wins) and wakes the writer.
+    fn finish(&self, end: End) -> End {
+        let end = *self.end.get_or_init(|| end);
+        self.ending.cancel();
+        end
+    }
+
+    /// Resolves once the session has decided to end and the grace has run out.
+    async fn grace_over(&self) {
+        self.ending.cancelled().await;
+        sleep(CLOSE_GRACE).await;
+    }
+
+    /// Writes to the browser; gives up once the session is ending and the grace ran out
+    /// (a browser that reads nothing must not hold the session open).
+    async fn write_browser(&self, head: &[u8], body: &[u8]) -> bool {
+        tokio::select! {
+            biased;
+            r = write_all_vectored(self.browser, head, body) => r.is_ok(),
+            _ = self.grace_over() => false,
+        }
+    }
+}
+
+/// Relays until the session ends; returns why. `leftover` holds bytes the browser sent
+/// right behind its HTTP request. `stop` cancelled means drain now (1001).
+pub async fn relay(
+    browser: TcpStream,
+    leftover: Bytes,
+    upstream: TcpStream,
+    limits: &Limits,
+    stop: &CancellationToken,
+    metrics: &SessionMetrics,
+) -> End {
+    let shared = Shared {
+        browser: &browser,
+        upstream: &upstream,
+        limits,
+        metrics,
+        started: Instant::now(),
+        last_activity_ms: AtomicU64::new(0),
+        missed_pongs: AtomicU32::new(0),
+        ending: CancellationToken::new(),
+        end: OnceLock::new(),
+    };
+    let (pongs_tx, pongs_rx) = mpsc::channel(CONTROL_QUEUE);
+    let mut up = pin!(up_pump(&shared, leftover, pongs_tx));
+    let mut down = pin!(down_pump(&shared, pongs_rx));
+    let (mut up_done, mut down_done) = (false, false);
+    let end = tokio::select! {
+        biased;
+        _ = stop.cancelled() => End::Draining,
+        _ = sleep(limits.max_session_duration) => End::MaxDuration,
+        _ = idle(&shared) => End::Idle,
+        e = &mut up => { up_done = true; e }
+        e = &mut down => { down_done = true; e }
+    };
+    let end = shared.finish(end);
+    // The writer finishes its frame, sends Close and returns (bounded by the grace);
+    // then the browser gets the grace to answer with its own Close.
+    if !down_done {
+        down.await;
+    }
+    if !up_done {
+        let _ = tokio::time::timeout(CLOSE_GRACE, up).await;
+    }
+    end
+}
+
+/// Resolves when nothing was relayed for the idle timeout.
+async fn idle(shared: &Shared<'_>) {
+    loop {
+        let last = shared.last_activity_ms.load(Ordering::Relaxed);
+        let deadline = shared.started + Duration::from_millis(last) + shared.limits.idle_timeout;
+        if Instant::now() >= deadline {
+            return;
+        }
+        sleep_until(deadline).await;
+    }
+}
+
+/// Container → browser, plus every control frame. Ends by writing Close.
+async fn down_pump(shared: &Shared<'_>, mut pongs: mpsc::Receiver<PingPayload>) -> End {
+    let limits = shared.limits;
+    let mut ping = tokio::time::interval_at(
+        Instant::now() + limits.ping_interval,
+        limits.ping_interval,
+    );
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let end = loop {
+        tokio::select! {
+            biased;
+            _ = shared.ending.cancelled() => break None,
+            Some(payload) = pongs.recv() => {
+                let pong = ControlFrame::new(opcode::PONG, payload.as_bytes());
+                if !shared.write_browser(&[], pong.as_bytes()).await {
+                    break Some(End::ClientGone);
+                }
+            }
+            _ = ping.tick() => {
+                if shared.missed_pongs.fetch_add(1, Ordering::Relaxed) >= limits.max_missed_pongs {
+                    break Some(End::PingTimeout);
+                }
+                let frame = ControlFrame::new(opcode::PING, b"");
+                if !shared.write_browser(&[], frame.as_bytes()).await {
+                    break Some(End::ClientGone);
+                }
+            }
+            read = read_when_ready(shared.upstream, limits.read_buffer_size) => {
+                let (buf, n) = match read {
+                    Ok((buf, 0)) => { bufpool::give(buf); break Some(End::UpstreamClosed) }
+                    Ok(read) => read,
+                    Err(_) => break Some(End::UpstreamError),
+                };
+                let header = ServerHeader::new(opcode::BINARY, n);
+                let sent = shared.write_browser(header.as_bytes(), &buf[..n]).await;
+                bufpool::give(buf);
+                if !sent {
+                    break Some(End::ClientGone);
+                }
+                shared.metrics.to_client.increment(n as u64);
+                shared.touch();
+            }
+        }
+    };
+    let end = shared.finish(end.unwrap_or(End::Draining));
+    if end != End::ClientGone {
+        let (code, reason) = end.close();
+        let close = ControlFrame::close(code, reason);
+        shared.write_browser(&[], close.as_bytes()).await;
+    }
+    end
+}
+
+/// Browser → container. Returns when the browser closes, breaks the protocol or the
+/// container stops taking bytes.
+async fn up_pump(
+    shared: &Shared<'_>,
+    leftover: Bytes,
+    pongs: mpsc::Sender<PingPayload>,
+) -> End {
+    let limits = shared.limits;
+    let mut decoder = Decoder::new(limits.max_message_size as u64);
+    if !leftover.is_empty() {
+        let mut buf = bufpool::take(leftover.len().max(limits.read_buffer_size));
+        buf[..leftover.len()].copy_from_slice(&leftover);
+        let n = leftover.len();
+        drop(leftover);
+        let step = forward(shared, &mut decoder, &mut buf[..n], &pongs).await;
+        bufpool::give(buf);
+        if let Some(end) = step {
+            return end;
+        }
+    }
+    loop {
+        let (mut buf, n) = match read_when_ready(shared.browser, limits.read_buffer_size).await {
+            Ok((buf, 0)) => {
+                bufpool::give(buf);
+                return End::ClientGone;
+            }
+            Ok(read) => read,
+            Err(_) => return End::ClientGone,
+        };
+        let step = forward(shared, &mut decoder, &mut buf[..n], &pongs).await;
+        bufpool::give(buf);
+        if let Some(end) = step {
+            return end;
+        }
+    }
+}
+
+/// Decodes one read's worth of frames and forwards their payload.
+async fn forward(
+    shared: &Shared<'_>,
+    decoder: &mut Decoder,
+    input: &mut [u8],
+    pongs: &mpsc::Sender<PingPayload>,
+) -> Option<End> {
+    let mut at = 0;
+    while at < input.len() {
+        let (used, item) = match decoder.decode(&mut input[at..]) {
+            Ok(step) => step,
+            Err(e) => return Some(End::Protocol(e)),
+        };
+        match item {
+            Some(Decoded::Data(range)) => {
+                let data = &input[at + range.start..at + range.end];
+                if write_all(shared.upstream, data).await.is_err() {
+                    return Some(End::UpstreamClosed);
+                }
+                shared.metrics.to_upstream.increment(data.len() as u64);
+                shared.touch();
+            }
+            Some(Decoded::Ping(payload)) => {
+                // A full queue means the browser pings faster than it reads: wait.
+                let queued = pongs.send(payload).await;
+                if queued.is_err() {
+                    return Some(End::ClientGone);
+                }
+            }
+            Some(Decoded::Pong) => shared.missed_pongs.store(0, Ordering::Relaxed),
+            Some(Decoded::Close(_)) => return Some(End::ClientClosed),
+            None => {}
+        }
+        at += used;
+    }
+    None
+}

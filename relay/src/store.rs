@@ -1,0 +1,144 @@
+//! The relay's view of Redis: resolving a container's VNC target and checking token
+//! revocation, in one round trip per new session (never per relayed message).
+
+use std::time::Duration;
+
+use fred::prelude::*;
+use vnc_shared::schema::{ContainerState, Keys, container_field};
+
+/// How long one Redis call may take before the session is refused with 503.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time to establish one Redis connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis is unavailable: {0}")]
+    Unavailable(String),
+    #[error("container record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<fred::error::Error> for StoreError {
+    fn from(e: fred::error::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// What the relay needs of a container record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerTarget {
+    pub state: ContainerState,
+    pub tenant: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// The answer to "may this token open this container, and where is it".
+#[derive(Debug)]
+pub struct Lookup {
+    pub container: Option<ContainerTarget>,
+    pub revoked: bool,
+}
+
+/// Redis client plus the key schema.
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    keys: Keys,
+}
+
+impl Store {
+    /// Builds the client and starts connecting in the background; it reconnects with
+    /// back-off for as long as the relay runs.
+    pub fn connect(url: &str, keys: Keys) -> Result<Store, StoreError> {
+        let mut config = Config::from_url(url)?;
+        // Refuse at once while disconnected instead of queueing: fail closed, fast.
+        config.fail_fast = true;
+        let client = Builder::from_config(config)
+            .with_connection_config(|c| {
+                c.connection_timeout = CONNECT_TIMEOUT;
+                c.internal_command_timeout = COMMAND_TIMEOUT;
+            })
+            .with_performance_config(|p| p.default_command_timeout = COMMAND_TIMEOUT)
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+            .build()?;
+        client.connect();
+        Ok(Store { client, keys })
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.client.is_connected()
+    }
+
+    /// Waits (bounded) for the first connection; the relay starts either way.
+    pub async fn wait_connected(&self, within: Duration) -> bool {
+        tokio::time::timeout(within, self.client.wait_for_connect())
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Fetches the container record and the revocation flag of `jti` in one pipeline.
+    pub async fn lookup(&self, cid: &str, jti: &str) -> Result<Lookup, StoreError> {
+        use container_field::{HOST, PORT, STATE, TENANT};
+        let pipe = self.client.pipeline();
+        let _: () = pipe
+            .hmget(self.keys.container(cid), vec![STATE, TENANT, HOST, PORT])
+            .await?;
+        let _: () = pipe.exists(self.keys.revoked(jti)).await?;
+        let (fields, revoked): (Vec<Option<String>>, i64) = pipe.all().await?;
+        Ok(Lookup {
+            container: parse_target(&fields)?,
+            revoked: revoked > 0,
+        })
+    }
+
+    pub async fn quit(&self) {
+        let _ = self.client.quit().await;
+    }
+}
+
+fn parse_target(fields: &[Option<String>]) -> Result<Option<ContainerTarget>, StoreError> {
+    let [state, tenant, host, port] = fields else {
+        return Err(StoreError::Corrupt(format!("expected 4 fields, got {}", fields.len())));
+    };
+    let Some(state) = state else {
+        return Ok(None);
+    };
+    let state = state.parse().map_err(StoreError::Corrupt)?;
+    let port = match port.as_deref().map(str::parse::<u16>) {
+        Some(Ok(p)) => p,
+        Some(Err(_)) | None if state != ContainerState::Running => 0,
+        _ => return Err(StoreError::Corrupt("running container without a valid port".into())),
+    };
+    Ok(Some(ContainerTarget {
+        state,
+        tenant: tenant.clone().unwrap_or_default(),
+        host: host.clone().unwrap_or_else(|| "127.0.0.1".into()),
+        port,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> Option<String> {
+        Some(v.to_owned())
+    }
+
+    #[test]
+    fn parses_records() {
+        let t = parse_target(&[s("running"), s("t1"), s("10.0.0.5"), s("5901")]).unwrap().unwrap();
+        assert_eq!((t.state, t.port, t.host.as_str()), (ContainerState::Running, 5901, "10.0.0.5"));
+        assert_eq!(parse_target(&[None, None, None, None]).unwrap(), None);
+        let stopped = parse_target(&[s("stopped"), s("t1"), None, None]).unwrap().unwrap();
+        assert_eq!(stopped.state, ContainerState::Stopped);
+        assert!(parse_target(&[s("running"), s("t1"), s("h"), s("x")]).is_err());
+        assert!(parse_target(&[s("weird"), None, None, None]).is_err());
+    }
+}
