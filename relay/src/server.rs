@@ -141,7 +141,6 @@ impl Relay {
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.handshake_timeout)
-            .keep_alive(false)
             .max_buf_size(MAX_REQUEST_HEAD)
             .serve_connection(TokioIo::new(stream), svc)
             .with_upgrades();

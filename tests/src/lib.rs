@@ -1,1 +1,16 @@
+//! The end-to-end harness: real `redis-server`, the real `vnc-relay` and `rfb-fixture`
+//! binaries on free loopback ports, token minting, and small RFB/WebSocket clients.
+//! Every process is killed when its handle drops.
 #![forbid(unsafe_code)]
+
+pub mod fixture;
+pub mod keys;
+pub mod process;
+pub mod redis;
+pub mod relay;
+pub mod rfb;
+pub mod stack;
+pub mod ws;
+
+/// Bound on every wait in the harness: a test that waits longer has failed.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(10);

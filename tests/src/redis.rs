@@ -1,0 +1,109 @@
+//! A real `redis-server` per test on a free loopback port, and a client for it.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use fred::prelude::*;
+use tokio::process::Command;
+
+use crate::process::eventually;
+
+/// A running redis-server, killed on drop.
+pub struct RedisServer {
+    child: tokio::process::Child,
+    pub port: u16,
+    pub client: Client,
+    _dir: tempfile::TempDir,
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn redis_binary() -> PathBuf {
+    for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
+        let p = PathBuf::from(dir).join("redis-server");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("redis-server is not installed: `apt-get install redis-server` (.ci/run does)");
+}
+
+impl RedisServer {
+    pub async fn start() -> anyhow::Result<RedisServer> {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir()?;
+            let port = free_port();
+            let child = Command::new(redis_binary())
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting redis-server")?;
+            let config = Config::from_url(&format!("redis://127.0.0.1:{port}"))?;
+            let client = Builder::from_config(config).build()?;
+            let mut server = RedisServer { child, port, client, _dir: dir };
+            let ready = tokio::time::timeout(crate::WAIT, async {
+                loop {
+                    if server.child.try_wait()?.is_some() {
+                        return anyhow::Ok(false);
+                    }
+                    if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                        return Ok(true);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            })
+            .await??;
+            if ready {
+                server.client.init().await?;
+                return Ok(server);
+            }
+        }
+        bail!("redis-server would not start")
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Writes a container record the way control does.
+    pub async fn put_container(&self, cid: &str, tenant: &str, state: &str, port: u16) {
+        let fields = vec![
+            ("owner", "u1".to_owned()),
+            ("tenant", tenant.to_owned()),
+            ("state", state.to_owned()),
+            ("host", "127.0.0.1".to_owned()),
+            ("port", port.to_string()),
+        ];
+        let _: () = self
+            .client
+            .hset(format!("vnc:container:{cid}"), fields)
+            .await
+            .expect("HSET container");
+    }
+
+    pub async fn revoke(&self, jti: &str) {
+        let _: () = self
+            .client
+            .set(format!("vnc:revoked:{jti}"), "1", Some(Expiration::EX(60)), None, false)
+            .await
+            .expect("SET revoked");
+    }
+
+    /// Waits until a key exists (or panics).
+    pub async fn wait_key(&self, key: &str) {
+        eventually(key, crate::WAIT, || async {
+            let n: i64 = self.client.exists(key).await.ok()?;
+            (n > 0).then_some(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,59 @@
+//! The real `vnc-relay` binary, on free loopback ports.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Context;
+use tokio::process::Command;
+
+use crate::process::{Proc, bin_path};
+
+pub struct RelayProcess {
+    pub proc: Proc,
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl RelayProcess {
+    /// Starts a relay against `redis_url` trusting `public_key`, with extra flags.
+    pub async fn start(redis_url: &str, public_key: &Path, extra: &[&str]) -> anyhow::Result<RelayProcess> {
+        let mut cmd = Command::new(bin_path("vnc-relay"));
+        cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--redis-url", redis_url])
+            .arg("--jwt-public-key")
+            .arg(public_key)
+            .args(["--node-id", "test-node"])
+            .args(extra)
+            .env("RUST_LOG", std::env::var("RELAY_LOG").unwrap_or_else(|_| "warn".into()));
+        let (proc, line) = Proc::start(cmd, "vnc-relay").await?;
+        let field = |name: &str| -> anyhow::Result<SocketAddr> {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(name))
+                .context("LISTENING line")?
+                .parse()
+                .context("address")
+        };
+        Ok(RelayProcess {
+            public: field("public=")?,
+            admin: field("admin=")?,
+            proc,
+        })
+    }
+
+    /// `ws://` URL of the raw WebSocket endpoint with a token.
+    pub fn ws_url(&self, token: &str) -> String {
+        format!("ws://{}/websockify?token={token}", self.public)
+    }
+
+    /// The Prometheus text from the admin listener.
+    pub async fn metrics(&self) -> String {
+        crate::ws::http_get(self.admin, "/metrics").await.expect("GET /metrics").1
+    }
+
+    /// The value of one metric line (exact name and labels), if present.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+}

@@ -1,0 +1,136 @@
+//! A minimal RFB client speaking through the relay's WebSocket, as noVNC would.
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::ws::{Ws, connect};
+
+/// What ServerInit said.
+#[derive(Debug)]
+pub struct ServerInit {
+    pub width: u16,
+    pub height: u16,
+    pub name: String,
+}
+
+/// One Raw rectangle of a FramebufferUpdate, pixels in the server's 32 bpp format.
+#[derive(Debug)]
+pub struct Rect {
+    pub x: u16,
+    pub y: u16,
+    pub width: u16,
+    pub height: u16,
+    pub pixels: Vec<u8>,
+}
+
+impl Rect {
+    /// The (r, g, b) of a pixel, for the default little-endian 32 bpp format.
+    pub fn rgb(&self, x: u16, y: u16) -> (u8, u8, u8) {
+        let i = (usize::from(y) * usize::from(self.width) + usize::from(x)) * 4;
+        (self.pixels[i + 2], self.pixels[i + 1], self.pixels[i])
+    }
+}
+
+pub struct RfbClient {
+    pub ws: Ws,
+    buf: Vec<u8>,
+}
+
+impl RfbClient {
+    pub async fn connect(url: &str) -> anyhow::Result<RfbClient> {
+        Ok(RfbClient {
+            ws: connect(url).await?,
+            buf: Vec::new(),
+        })
+    }
+
+    async fn read_exact(&mut self, n: usize) -> anyhow::Result<Vec<u8>> {
+        while self.buf.len() < n {
+            let msg = tokio::time::timeout(crate::WAIT, self.ws.next())
+                .await
+                .context("no RFB data in time")?
+                .context("connection ended")??;
+            match msg {
+                Message::Binary(b) => self.buf.extend_from_slice(&b),
+                Message::Close(f) => bail!("closed by relay: {f:?}"),
+                _ => {}
+            }
+        }
+        Ok(self.buf.drain(..n).collect())
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.ws.send(Message::binary(bytes.to_vec())).await?;
+        Ok(())
+    }
+
+    /// Version 3.8, security None, shared ClientInit; returns ServerInit.
+    pub async fn handshake(&mut self) -> anyhow::Result<ServerInit> {
+        let version = self.read_exact(12).await?;
+        if &version != b"RFB 003.008\n" {
+            bail!("unexpected version {:?}", String::from_utf8_lossy(&version));
+        }
+        self.send(b"RFB 003.008\n").await?;
+        let count = self.read_exact(1).await?[0];
+        let types = self.read_exact(usize::from(count)).await?;
+        if !types.contains(&1) {
+            bail!("security None not offered: {types:?}");
+        }
+        self.send(&[1]).await?;
+        let result = self.read_exact(4).await?;
+        if result != [0, 0, 0, 0] {
+            bail!("security result {result:?}");
+        }
+        self.send(&[1]).await?;
+        let head = self.read_exact(24).await?;
+        let name_len = u32::from_be_bytes([head[20], head[21], head[22], head[23]]) as usize;
+        let name = self.read_exact(name_len).await?;
+        Ok(ServerInit {
+            width: u16::from_be_bytes([head[0], head[1]]),
+            height: u16::from_be_bytes([head[2], head[3]]),
+            name: String::from_utf8_lossy(&name).into_owned(),
+        })
+    }
+
+    pub async fn request_update(&mut self, incremental: bool, width: u16, height: u16) -> anyhow::Result<()> {
+        let mut msg = vec![3, u8::from(incremental), 0, 0, 0, 0];
+        msg.extend_from_slice(&width.to_be_bytes());
+        msg.extend_from_slice(&height.to_be_bytes());
+        self.send(&msg).await
+    }
+
+    /// Reads one FramebufferUpdate of Raw rectangles.
+    pub async fn read_update(&mut self) -> anyhow::Result<Vec<Rect>> {
+        let head = self.read_exact(4).await?;
+        if head[0] != 0 {
+            bail!("expected FramebufferUpdate, got message type {}", head[0]);
+        }
+        let count = u16::from_be_bytes([head[2], head[3]]);
+        let mut rects = Vec::new();
+        for _ in 0..count {
+            let r = self.read_exact(12).await?;
+            let be = |i: usize| u16::from_be_bytes([r[i], r[i + 1]]);
+            let (x, y, width, height) = (be(0), be(2), be(4), be(6));
+            let encoding = i32::from_be_bytes([r[8], r[9], r[10], r[11]]);
+            if encoding != 0 {
+                bail!("expected Raw encoding, got {encoding}");
+            }
+            let pixels = self.read_exact(usize::from(width) * usize::from(height) * 4).await?;
+            rects.push(Rect { x, y, width, height, pixels });
+        }
+        Ok(rects)
+    }
+
+    pub async fn key(&mut self, down: bool, keysym: u32) -> anyhow::Result<()> {
+        let mut msg = vec![4, u8::from(down), 0, 0];
+        msg.extend_from_slice(&keysym.to_be_bytes());
+        self.send(&msg).await
+    }
+
+    /// A full update round trip: the session is alive and relaying both ways.
+    pub async fn round_trip(&mut self, width: u16, height: u16) -> anyhow::Result<Vec<Rect>> {
+        self.request_update(false, width, height).await?;
+        self.read_update().await
+    }
+}

@@ -1,0 +1,77 @@
+//! WebSocket and plain HTTP clients for tests.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Opens a WebSocket offering subprotocol `binary`, as noVNC does.
+pub async fn connect(url: &str) -> Result<Ws, tungstenite::Error> {
+    let mut req = url.into_client_request()?;
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", http::HeaderValue::from_static("binary"));
+    let config = WebSocketConfig::default()
+        .max_message_size(None)
+        .max_frame_size(None);
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true).await?;
+    Ok(ws)
+}
+
+/// The HTTP status a refused WebSocket connect got, and its body.
+pub async fn refused(url: &str) -> (u16, String) {
+    match connect(url).await {
+        Ok(_) => panic!("{url} was accepted, expected a refusal"),
+        Err(tungstenite::Error::Http(resp)) => {
+            let body = resp.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+            (resp.status().as_u16(), body.unwrap_or_default())
+        }
+        Err(e) => panic!("{url}: expected an HTTP refusal, got {e}"),
+    }
+}
+
+/// Reads until the server's Close frame (skipping data); returns its code and reason.
+pub async fn expect_close(ws: &mut Ws, within: Duration) -> anyhow::Result<(u16, String)> {
+    tokio::time::timeout(within, async {
+        while let Some(msg) = ws.next().await {
+            match msg? {
+                Message::Close(Some(frame)) => return Ok((u16::from(frame.code), frame.reason.to_string())),
+                Message::Close(None) => bail!("close frame without a code"),
+                _ => {}
+            }
+        }
+        bail!("connection ended without a close frame")
+    })
+    .await
+    .context("no close frame in time")?
+}
+
+/// Sends `request` as is on a fresh connection; returns the status and body.
+pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(request).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(crate::WAIT, s.read_to_end(&mut out)).await??;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no HTTP status in {text:?}"))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// GET `path`; returns the status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    raw_http(addr, req.as_bytes()).await
+}
