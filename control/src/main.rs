@@ -78,7 +78,11 @@ fn main() -> anyhow::Result<()> {
         } => {
             let kid = kid.unwrap_or_else(operator::default_kid);
             let (private, public) = operator::generate_keys(&out, &kid)?;
-            println!("kid {kid}\nprivate {}\npublic {}", private.display(), public.display());
+            println!(
+                "kid {kid}\nprivate {}\npublic {}",
+                private.display(),
+                public.display()
+            );
         }
         Command::Token {
             command:

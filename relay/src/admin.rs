@@ -19,7 +19,12 @@ use crate::reject::{json, json_response};
 use crate::server::Relay;
 
 /// Serves the admin endpoints until `stop` is cancelled.
-pub async fn serve(listener: TcpListener, relay: Arc<Relay>, prometheus: PrometheusHandle, stop: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    relay: Arc<Relay>,
+    prometheus: PrometheusHandle,
+    stop: CancellationToken,
+) {
     loop {
         let stream = tokio::select! {
             _ = stop.cancelled() => return,
@@ -47,7 +52,11 @@ pub async fn serve(listener: TcpListener, relay: Arc<Relay>, prometheus: Prometh
     }
 }
 
-fn route(req: &Request<Incoming>, relay: &Relay, prometheus: &PrometheusHandle) -> Response<Full<Bytes>> {
+fn route(
+    req: &Request<Incoming>,
+    relay: &Relay,
+    prometheus: &PrometheusHandle,
+) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/metrics" => {
             let mut resp = Response::new(Full::new(Bytes::from(prometheus.render())));

@@ -13,7 +13,10 @@ pub fn token_from(query: Option<&str>, headers: &HeaderMap) -> Option<String> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .filter(|t| !t.is_empty());
     if let Some(t) = bearer {
@@ -59,7 +62,10 @@ mod tests {
         assert_eq!(token_from(None, &h).as_deref(), Some("cookie"));
         h.insert(header::AUTHORIZATION, "Bearer bearer".parse().unwrap());
         assert_eq!(token_from(None, &h).as_deref(), Some("bearer"));
-        assert_eq!(token_from(Some("x=1&token=q%2Bv"), &h).as_deref(), Some("q+v"));
+        assert_eq!(
+            token_from(Some("x=1&token=q%2Bv"), &h).as_deref(),
+            Some("q+v")
+        );
         assert_eq!(token_from(Some("token="), &HeaderMap::new()), None);
     }
 

@@ -67,7 +67,11 @@ pub struct RelaySettings {
     pub redis_prefix: Option<String>,
     /// Token verification key, PEM file; `KID=PATH` or `PATH` (kid = file stem). Repeat
     /// for rotation.
-    #[arg(long = "jwt-public-key", env = "VNC_JWT_PUBLIC_KEYS", value_delimiter = ',')]
+    #[arg(
+        long = "jwt-public-key",
+        env = "VNC_JWT_PUBLIC_KEYS",
+        value_delimiter = ','
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt_public_keys: Option<Vec<String>>,
     /// `eddsa` (default) or `hs256`; HS256 takes `--jwt-secret-file` instead of keys.
@@ -75,7 +79,11 @@ pub struct RelaySettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt_algorithm: Option<TokenAlgorithm>,
     /// HS256 shared secret files, `KID=PATH` or `PATH`.
-    #[arg(long = "jwt-secret-file", env = "VNC_JWT_SECRET_FILES", value_delimiter = ',')]
+    #[arg(
+        long = "jwt-secret-file",
+        env = "VNC_JWT_SECRET_FILES",
+        value_delimiter = ','
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt_secret_files: Option<Vec<String>>,
     #[arg(long, env = "VNC_JWT_ISSUER")]
@@ -89,26 +97,50 @@ pub struct RelaySettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
     /// Browser origins allowed to connect (`https://app.example.com`); empty allows any.
-    #[arg(long = "allowed-origin", env = "VNC_RELAY_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        long = "allowed-origin",
+        env = "VNC_RELAY_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_origins: Option<Vec<String>>,
     #[arg(long, env = "VNC_RELAY_MAX_SESSIONS")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_sessions: Option<usize>,
     #[arg(long, env = "VNC_RELAY_HANDSHAKE_TIMEOUT", value_parser = parse_duration)]
-    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub handshake_timeout: Option<Duration>,
     #[arg(long, env = "VNC_RELAY_CONNECT_TIMEOUT", value_parser = parse_duration)]
-    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub connect_timeout: Option<Duration>,
     #[arg(long, env = "VNC_RELAY_IDLE_TIMEOUT", value_parser = parse_duration)]
-    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub idle_timeout: Option<Duration>,
     #[arg(long, env = "VNC_RELAY_MAX_SESSION_DURATION", value_parser = parse_duration)]
-    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_session_duration: Option<Duration>,
     #[arg(long, env = "VNC_RELAY_PING_INTERVAL", value_parser = parse_duration)]
-    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ping_interval: Option<Duration>,
     #[arg(long, env = "VNC_RELAY_MAX_MISSED_PONGS")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,7 +152,11 @@ pub struct RelaySettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_buffer_size: Option<usize>,
     #[arg(long, env = "VNC_RELAY_DRAIN_TIMEOUT", value_parser = parse_duration)]
-    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub drain_timeout: Option<Duration>,
     /// Log filter (`info`, `vnc_relay=debug`); `RUST_LOG` wins when set.
     #[arg(long, env = "VNC_LOG_LEVEL")]
@@ -202,7 +238,11 @@ impl RelaySettings {
         };
         let algorithm = s.jwt_algorithm.unwrap_or(TokenAlgorithm::EdDsa);
         let entries = |v: &Option<Vec<String>>| -> Vec<(String, PathBuf)> {
-            v.iter().flatten().filter(|e| !e.is_empty()).map(|e| key_entry(e)).collect()
+            v.iter()
+                .flatten()
+                .filter(|e| !e.is_empty())
+                .map(|e| key_entry(e))
+                .collect()
         };
         let keys = match algorithm {
             TokenAlgorithm::EdDsa => KeySource::Ed25519PublicKeys(entries(&s.jwt_public_keys)),
@@ -253,8 +293,14 @@ impl RelayConfig {
                 l.read_buffer_size < 1024 || l.read_buffer_size > 16 << 20,
                 "read_buffer_size must be between 1 KiB and 16 MiB",
             ),
-            (l.max_message_size == 0, "max_message_size must be at least 1"),
-            (l.max_missed_pongs == 0, "max_missed_pongs must be at least 1"),
+            (
+                l.max_message_size == 0,
+                "max_message_size must be at least 1",
+            ),
+            (
+                l.max_missed_pongs == 0,
+                "max_missed_pongs must be at least 1",
+            ),
             (l.ping_interval.is_zero(), "ping_interval must be positive"),
             (l.idle_timeout.is_zero(), "idle_timeout must be positive"),
             (
@@ -365,7 +411,10 @@ mod tests {
     fn kid_defaults_to_the_file_stem() {
         assert_eq!(
             key_entry("/etc/vnc/2026-11.pub.pem"),
-            ("2026-11".to_owned(), PathBuf::from("/etc/vnc/2026-11.pub.pem"))
+            (
+                "2026-11".to_owned(),
+                PathBuf::from("/etc/vnc/2026-11.pub.pem")
+            )
         );
     }
 

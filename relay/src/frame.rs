@@ -248,7 +248,10 @@ impl Decoder {
         let op = h[0] & 0x0F;
         let (len, mask_at) = match h[1] & 0x7F {
             126 => (u64::from(u16::from_be_bytes([h[2], h[3]])), 4),
-            127 => (u64::from_be_bytes(h[2..10].try_into().unwrap_or_default()), 10),
+            127 => (
+                u64::from_be_bytes(h[2..10].try_into().unwrap_or_default()),
+                10,
+            ),
             n => (u64::from(n), 2),
         };
         let mask = [h[mask_at], h[mask_at + 1], h[mask_at + 2], h[mask_at + 3]];
@@ -389,7 +392,9 @@ mod tests {
             while at < end {
                 let (used, item) = dec.decode(&mut input[at..end])?;
                 match item {
-                    Some(Decoded::Data(r)) => data.extend_from_slice(&input[at + r.start..at + r.end]),
+                    Some(Decoded::Data(r)) => {
+                        data.extend_from_slice(&input[at + r.start..at + r.end])
+                    }
                     Some(other) => events.push(other),
                     None => {}
                 }
@@ -445,7 +450,10 @@ mod tests {
             (client_frame(true, opcode::TEXT, b"hi", m), FrameError::Text),
             (vec![0x82, 0x02, b'h', b'i'], FrameError::Unmasked),
             (vec![0xC2, 0x80, 0, 0, 0, 0], FrameError::ReservedBits),
-            (client_frame(true, 0x3, b"", m), FrameError::UnknownOpcode(3)),
+            (
+                client_frame(true, 0x3, b"", m),
+                FrameError::UnknownOpcode(3),
+            ),
             (
                 client_frame(false, opcode::PING, b"", m),
                 FrameError::BadControlFrame,
@@ -458,7 +466,10 @@ mod tests {
                 client_frame(true, opcode::CONTINUATION, b"x", m),
                 FrameError::BadContinuation,
             ),
-            (client_frame(true, opcode::CLOSE, &[3], m), FrameError::BadClose),
+            (
+                client_frame(true, opcode::CLOSE, &[3], m),
+                FrameError::BadClose,
+            ),
             (
                 client_frame(true, opcode::BINARY, &[0; 2000], m),
                 FrameError::TooBig(1024),

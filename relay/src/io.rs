@@ -8,10 +8,7 @@ use tokio::net::TcpStream;
 
 /// Waits until `stream` is readable and only then takes a pooled buffer of `size`
 /// bytes to read into. Returns the buffer and the byte count (0 at EOF).
-pub async fn read_when_ready(
-    stream: &TcpStream,
-    size: usize,
-) -> io::Result<(Vec<u8>, usize)> {
+pub async fn read_when_ready(stream: &TcpStream, size: usize) -> io::Result<(Vec<u8>, usize)> {
     loop {
         stream.readable().await?;
         let mut buf = crate::bufpool::take(size);

@@ -57,17 +57,29 @@ pub struct Shutdown {
 }
 
 /// Runs the relay until drained. Returns once every session has ended.
-pub async fn run(config: RelayConfig, listeners: Listeners, shutdown: Shutdown) -> Result<(), StartError> {
+pub async fn run(
+    config: RelayConfig,
+    listeners: Listeners,
+    shutdown: Shutdown,
+) -> Result<(), StartError> {
     let prometheus = metrics::install();
     let keys = config.load_keys()?;
-    let store = Store::connect(config.redis_url.expose(), Keys::new(config.redis_prefix.clone()))?;
+    let store = Store::connect(
+        config.redis_url.expose(),
+        Keys::new(config.redis_prefix.clone()),
+    )?;
     if !store.wait_connected(REDIS_STARTUP_WAIT).await {
         tracing::warn!("redis is not reachable yet; refusing sessions until it is");
     }
     let drain_timeout = config.limits.drain_timeout;
     let relay = Arc::new(Relay::new(config, keys, store));
     let admin_stop = CancellationToken::new();
-    tokio::spawn(admin::serve(listeners.admin, relay.clone(), prometheus, admin_stop.clone()));
+    tokio::spawn(admin::serve(
+        listeners.admin,
+        relay.clone(),
+        prometheus,
+        admin_stop.clone(),
+    ));
 
     // Bridge the caller's signals to the relay's own tokens.
     let bridge = {

@@ -8,7 +8,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use vnc_relay::{Listeners, RelaySettings, Shutdown};
 
 #[derive(Parser)]
-#[command(name = "vnc-relay", version, about = "VNC relay: browser WebSocket to container RFB")]
+#[command(
+    name = "vnc-relay",
+    version,
+    about = "VNC relay: browser WebSocket to container RFB"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -30,7 +34,12 @@ fn main() -> anyhow::Result<()> {
     vnc_shared::telemetry::init_tracing(&config.log_level, config.log_format);
     if let Some(Command::Check) = cli.command {
         let keys = config.load_keys()?;
-        println!("configuration ok: {} key(s), listen {}, admin {}", keys.len(), config.listen, config.admin_listen);
+        println!(
+            "configuration ok: {} key(s), listen {}, admin {}",
+            keys.len(),
+            config.listen,
+            config.admin_listen
+        );
         return Ok(());
     }
     tokio::runtime::Builder::new_multi_thread()

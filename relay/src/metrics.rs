@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    Counter, Gauge, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
+};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 pub const SESSIONS_ACTIVE: &str = "vnc_relay_sessions_active";
@@ -24,12 +27,24 @@ pub fn install() -> PrometheusHandle {
     let builder = PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(CONNECT_DURATION.into()),
-            &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ],
         )
         .and_then(|b| {
             b.set_buckets_for_metric(
                 metrics_exporter_prometheus::Matcher::Full(SESSION_DURATION.into()),
-                &[1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 4.0 * 3600.0, 12.0 * 3600.0],
+                &[
+                    1.0,
+                    10.0,
+                    60.0,
+                    300.0,
+                    900.0,
+                    1800.0,
+                    3600.0,
+                    4.0 * 3600.0,
+                    12.0 * 3600.0,
+                ],
             )
         });
     let recorder = match builder {
@@ -48,11 +63,24 @@ fn describe() {
     describe_counter!(SESSIONS_TOTAL, "Sessions ended, by transport and outcome.");
     describe_histogram!(SESSION_DURATION, Unit::Seconds, "How long sessions lasted.");
     describe_counter!(BYTES_TOTAL, Unit::Bytes, "Bytes relayed, by direction.");
-    describe_histogram!(CONNECT_DURATION, Unit::Seconds, "Time to connect to a container's VNC server.");
-    describe_counter!(UPSTREAM_ERRORS, "Failures reaching or talking to a VNC server, by kind.");
+    describe_histogram!(
+        CONNECT_DURATION,
+        Unit::Seconds,
+        "Time to connect to a container's VNC server."
+    );
+    describe_counter!(
+        UPSTREAM_ERRORS,
+        "Failures reaching or talking to a VNC server, by kind."
+    );
     describe_counter!(AUTH_FAILURES, "Refused tokens, by reason.");
-    describe_counter!(REJECTIONS, "Requests refused before the upgrade, by HTTP status.");
-    describe_counter!(ACCEPT_ERRORS, "Errors accepting connections (EMFILE and the like).");
+    describe_counter!(
+        REJECTIONS,
+        "Requests refused before the upgrade, by HTTP status."
+    );
+    describe_counter!(
+        ACCEPT_ERRORS,
+        "Errors accepting connections (EMFILE and the like)."
+    );
 }
 
 /// Counter handles one session uses on its hot path.

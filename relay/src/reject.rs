@@ -59,7 +59,9 @@ impl Reject {
         let status = self.status();
         match &self {
             Reject::NoToken => metrics::counter!(AUTH_FAILURES, "reason" => "missing").increment(1),
-            Reject::Token(e) => metrics::counter!(AUTH_FAILURES, "reason" => e.reason()).increment(1),
+            Reject::Token(e) => {
+                metrics::counter!(AUTH_FAILURES, "reason" => e.reason()).increment(1)
+            }
             Reject::Revoked => metrics::counter!(AUTH_FAILURES, "reason" => "revoked").increment(1),
             _ => {}
         }

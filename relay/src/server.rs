@@ -125,7 +125,12 @@ impl Relay {
     }
 
     /// One connection: HTTP until upgrade (bounded), then the session.
-    async fn serve(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, _permit: OwnedSemaphorePermit) {
+    async fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        _permit: OwnedSemaphorePermit,
+    ) {
         let _ = stream.set_nodelay(true);
         let slot: Arc<Mutex<Option<Accepted>>> = Arc::default();
         let svc = {
@@ -157,7 +162,11 @@ impl Relay {
         }
         let accepted = slot.lock().ok().and_then(|mut s| s.take());
         let Some(accepted) = accepted else { return };
-        let parts = match accepted.on_upgrade.await.map(|u| u.downcast::<TokioIo<TcpStream>>()) {
+        let parts = match accepted
+            .on_upgrade
+            .await
+            .map(|u| u.downcast::<TokioIo<TcpStream>>())
+        {
             Ok(Ok(parts)) => parts,
             _ => {
                 tracing::debug!("upgrade did not complete");
@@ -188,19 +197,32 @@ impl Relay {
             .await;
             let lasted = started.elapsed();
             metrics.finish(end.outcome(), lasted);
-            tracing::info!(outcome = end.outcome(), close.code = end.close().0, ?lasted, "session ended");
+            tracing::info!(
+                outcome = end.outcome(),
+                close.code = end.close().0,
+                ?lasted,
+                "session ended"
+            );
         }
         .instrument(span)
         .await;
     }
 
-    async fn handle(&self, req: Request<Incoming>, slot: &Mutex<Option<Accepted>>) -> Response<Full<Bytes>> {
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        slot: &Mutex<Option<Accepted>>,
+    ) -> Response<Full<Bytes>> {
         match req.uri().path() {
             "/websockify" | "/vnc/ws" => match self.open(&req).await {
                 Ok((upgrade, upstream, claims)) => {
                     let on_upgrade = hyper::upgrade::on(req);
                     if let Ok(mut s) = slot.lock() {
-                        *s = Some(Accepted { on_upgrade, upstream, claims });
+                        *s = Some(Accepted {
+                            on_upgrade,
+                            upstream,
+                            claims,
+                        });
                     }
                     upgrade.response()
                 }
@@ -214,7 +236,10 @@ impl Relay {
     }
 
     /// Every check a request passes before it becomes a session, cheapest first.
-    async fn open(&self, req: &Request<Incoming>) -> Result<(Upgrade, TcpStream, VncClaims), Reject> {
+    async fn open(
+        &self,
+        req: &Request<Incoming>,
+    ) -> Result<(Upgrade, TcpStream, VncClaims), Reject> {
         if self.draining.is_cancelled() {
             return Err(Reject::Draining);
         }

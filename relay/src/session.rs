@@ -193,10 +193,8 @@ async fn idle(shared: &Shared<'_>) {
 /// Container → browser, plus every control frame. Ends by writing Close.
 async fn down_pump(shared: &Shared<'_>, mut pongs: mpsc::Receiver<PingPayload>) -> End {
     let limits = shared.limits;
-    let mut ping = tokio::time::interval_at(
-        Instant::now() + limits.ping_interval,
-        limits.ping_interval,
-    );
+    let mut ping =
+        tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let end = loop {
         tokio::select! {
@@ -245,11 +243,7 @@ async fn down_pump(shared: &Shared<'_>, mut pongs: mpsc::Receiver<PingPayload>) 
 
 /// Browser → container. Returns when the browser closes, breaks the protocol or the
 /// container stops taking bytes.
-async fn up_pump(
-    shared: &Shared<'_>,
-    leftover: Bytes,
-    pongs: mpsc::Sender<PingPayload>,
-) -> End {
+async fn up_pump(shared: &Shared<'_>, leftover: Bytes, pongs: mpsc::Sender<PingPayload>) -> End {
     let limits = shared.limits;
     let mut decoder = Decoder::new(limits.max_message_size as u64);
     if !leftover.is_empty() {

@@ -104,7 +104,10 @@ impl Store {
 
 fn parse_target(fields: &[Option<String>]) -> Result<Option<ContainerTarget>, StoreError> {
     let [state, tenant, host, port] = fields else {
-        return Err(StoreError::Corrupt(format!("expected 4 fields, got {}", fields.len())));
+        return Err(StoreError::Corrupt(format!(
+            "expected 4 fields, got {}",
+            fields.len()
+        )));
     };
     let Some(state) = state else {
         return Ok(None);
@@ -113,7 +116,11 @@ fn parse_target(fields: &[Option<String>]) -> Result<Option<ContainerTarget>, St
     let port = match port.as_deref().map(str::parse::<u16>) {
         Some(Ok(p)) => p,
         Some(Err(_)) | None if state != ContainerState::Running => 0,
-        _ => return Err(StoreError::Corrupt("running container without a valid port".into())),
+        _ => {
+            return Err(StoreError::Corrupt(
+                "running container without a valid port".into(),
+            ));
+        }
     };
     Ok(Some(ContainerTarget {
         state,
@@ -133,10 +140,17 @@ mod tests {
 
     #[test]
     fn parses_records() {
-        let t = parse_target(&[s("running"), s("t1"), s("10.0.0.5"), s("5901")]).unwrap().unwrap();
-        assert_eq!((t.state, t.port, t.host.as_str()), (ContainerState::Running, 5901, "10.0.0.5"));
+        let t = parse_target(&[s("running"), s("t1"), s("10.0.0.5"), s("5901")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (t.state, t.port, t.host.as_str()),
+            (ContainerState::Running, 5901, "10.0.0.5")
+        );
         assert_eq!(parse_target(&[None, None, None, None]).unwrap(), None);
-        let stopped = parse_target(&[s("stopped"), s("t1"), None, None]).unwrap().unwrap();
+        let stopped = parse_target(&[s("stopped"), s("t1"), None, None])
+            .unwrap()
+            .unwrap();
         assert_eq!(stopped.state, ContainerState::Stopped);
         assert!(parse_target(&[s("running"), s("t1"), s("h"), s("x")]).is_err());
         assert!(parse_target(&[s("weird"), None, None, None]).is_err());

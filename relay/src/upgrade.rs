@@ -38,7 +38,11 @@ pub fn check(method: &Method, headers: &HeaderMap) -> Result<Upgrade, Reject> {
     {
         return Err(Reject::BadRequest("expected a WebSocket upgrade request"));
     }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
         return Err(Reject::BadRequest("Sec-WebSocket-Version must be 13"));
     }
     let key = headers
@@ -95,7 +99,10 @@ mod tests {
         h.insert(header::CONNECTION, "keep-alive, Upgrade".parse().unwrap());
         h.insert(header::UPGRADE, "websocket".parse().unwrap());
         h.insert(header::SEC_WEBSOCKET_VERSION, "13".parse().unwrap());
-        h.insert(header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==".parse().unwrap());
+        h.insert(
+            header::SEC_WEBSOCKET_KEY,
+            "dGhlIHNhbXBsZSBub25jZQ==".parse().unwrap(),
+        );
         if let Some(p) = protocols {
             h.insert(header::SEC_WEBSOCKET_PROTOCOL, p.parse().unwrap());
         }
@@ -109,7 +116,12 @@ mod tests {
         assert_eq!(up.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         let none = check(&Method::GET, &headers(None)).unwrap();
         assert_eq!(none.protocol, None);
-        assert!(none.response().headers().get(header::SEC_WEBSOCKET_PROTOCOL).is_none());
+        assert!(
+            none.response()
+                .headers()
+                .get(header::SEC_WEBSOCKET_PROTOCOL)
+                .is_none()
+        );
         assert!(check(&Method::GET, &headers(Some("base64"))).is_err());
     }
 

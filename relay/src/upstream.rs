@@ -33,11 +33,17 @@ impl UpstreamError {
 }
 
 /// Connects to the target with `TCP_NODELAY` (RFB input is small and latency-bound).
-pub async fn connect(target: &ContainerTarget, within: Duration) -> Result<TcpStream, UpstreamError> {
+pub async fn connect(
+    target: &ContainerTarget,
+    within: Duration,
+) -> Result<TcpStream, UpstreamError> {
     let addr = format!("{}:{}", target.host, target.port);
     let started = Instant::now();
     let result = match tokio::time::timeout(within, TcpStream::connect(&addr)).await {
-        Err(_) => Err(UpstreamError::Timeout { addr, after: within }),
+        Err(_) => Err(UpstreamError::Timeout {
+            addr,
+            after: within,
+        }),
         Ok(Err(source)) => Err(UpstreamError::Connect { addr, source }),
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);

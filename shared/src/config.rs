@@ -110,7 +110,11 @@ mod tests {
     struct File {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         listen: Option<String>,
-        #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            with = "opt_duration",
+            skip_serializing_if = "Option::is_none"
+        )]
         idle: Option<Duration>,
     }
 
@@ -127,7 +131,10 @@ mod tests {
         let merged = overlay(&top, &file).unwrap();
         assert_eq!(merged.listen.as_deref(), Some("flag"));
         assert_eq!(merged.idle, Some(Duration::from_secs(5)));
-        assert_eq!(overlay(&File::default(), &File::default()).unwrap(), File::default());
+        assert_eq!(
+            overlay(&File::default(), &File::default()).unwrap(),
+            File::default()
+        );
     }
 
     #[test]

@@ -657,8 +657,14 @@ mod tests {
         )
         .unwrap();
         let signer2 = Signer::ed25519_from_pem_file(&private2, None).unwrap();
-        assert!(keys.verify(&fx.signer.mint(&request()).unwrap().token).is_ok());
-        assert!(keys.verify(&signer2.mint(&request()).unwrap().token).is_ok());
+        assert!(
+            keys.verify(&fx.signer.mint(&request()).unwrap().token)
+                .is_ok()
+        );
+        assert!(
+            keys.verify(&signer2.mint(&request()).unwrap().token)
+                .is_ok()
+        );
     }
 
     #[test]

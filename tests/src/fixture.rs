@@ -20,7 +20,10 @@ impl Fixture {
         let dir = tempfile::tempdir()?;
         let log = dir.path().join("fixture.log");
         let mut cmd = Command::new(bin_path("rfb-fixture"));
-        cmd.args(["--listen", "127.0.0.1:0"]).arg("--log").arg(&log).args(extra);
+        cmd.args(["--listen", "127.0.0.1:0"])
+            .arg("--log")
+            .arg(&log)
+            .args(extra);
         let (proc, line) = Proc::start(cmd, "rfb-fixture").await?;
         Ok(Fixture {
             proc,
@@ -44,7 +47,14 @@ impl Fixture {
     }
 
     /// Waits until a log line satisfies `pred`; returns it.
-    pub async fn wait_event(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        eventually(what, crate::WAIT, || async { self.events().into_iter().find(|e| pred(e)) }).await
+    pub async fn wait_event(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        eventually(what, crate::WAIT, || async {
+            self.events().into_iter().find(|e| pred(e))
+        })
+        .await
     }
 }

@@ -21,7 +21,12 @@ impl TestKeys {
         let dir = tempfile::tempdir().expect("tempdir");
         let (private, public) = generate_ed25519_pair(dir.path(), kid).expect("key pair");
         let signer = Signer::ed25519_from_pem_file(&private, None).expect("signer");
-        TestKeys { dir, signer, public, private }
+        TestKeys {
+            dir,
+            signer,
+            public,
+            private,
+        }
     }
 
     /// A valid 60 s token for container `cid` of tenant `t1`.

@@ -38,7 +38,9 @@ impl Proc {
     /// Starts `cmd` (stdout piped, stderr to `stderr_to` or inherited) and waits for
     /// its `LISTENING ...` line; returns the process and the rest of that line.
     pub async fn start(mut cmd: Command, name: &str) -> anyhow::Result<(Proc, String)> {
-        cmd.stdout(Stdio::piped()).stdin(Stdio::null()).kill_on_drop(true);
+        cmd.stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
         let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
         let stdout = child.stdout.take().context("stdout")?;
         let mut proc = Proc {
@@ -53,7 +55,10 @@ impl Proc {
                 .await
                 .with_context(|| format!("{name} did not report LISTENING in time"))??;
             if n == 0 {
-                bail!("{name} exited before listening: {:?}", proc.child.try_wait());
+                bail!(
+                    "{name} exited before listening: {:?}",
+                    proc.child.try_wait()
+                );
             }
             if let Some(rest) = line.trim().strip_prefix("LISTENING ") {
                 return Ok((proc, rest.to_owned()));
@@ -70,12 +75,17 @@ impl Proc {
         let status = std::process::Command::new("kill")
             .args([format!("-{sig}"), self.pid().to_string()])
             .status();
-        assert!(status.is_ok_and(|s| s.success()), "kill -{sig} {}", self.name);
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "kill -{sig} {}",
+            self.name
+        );
     }
 
     /// Resident set size in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -103,7 +113,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

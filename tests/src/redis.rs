@@ -40,7 +40,16 @@ impl RedisServer {
             let dir = tempfile::tempdir()?;
             let port = free_port();
             let child = Command::new(redis_binary())
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
                 .arg("--dir")
                 .arg(dir.path())
                 .stdout(std::process::Stdio::null())
@@ -49,13 +58,21 @@ impl RedisServer {
                 .context("starting redis-server")?;
             let config = Config::from_url(&format!("redis://127.0.0.1:{port}"))?;
             let client = Builder::from_config(config).build()?;
-            let mut server = RedisServer { child, port, client, _dir: dir };
+            let mut server = RedisServer {
+                child,
+                port,
+                client,
+                _dir: dir,
+            };
             let ready = tokio::time::timeout(crate::WAIT, async {
                 loop {
                     if server.child.try_wait()?.is_some() {
                         return anyhow::Ok(false);
                     }
-                    if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                    if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .is_ok()
+                    {
                         return Ok(true);
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -93,7 +110,13 @@ impl RedisServer {
     pub async fn revoke(&self, jti: &str) {
         let _: () = self
             .client
-            .set(format!("vnc:revoked:{jti}"), "1", Some(Expiration::EX(60)), None, false)
+            .set(
+                format!("vnc:revoked:{jti}"),
+                "1",
+                Some(Expiration::EX(60)),
+                None,
+                false,
+            )
             .await
             .expect("SET revoked");
     }

@@ -16,7 +16,11 @@ pub struct RelayProcess {
 
 impl RelayProcess {
     /// Starts a relay against `redis_url` trusting `public_key`, with extra flags.
-    pub async fn start(redis_url: &str, public_key: &Path, extra: &[&str]) -> anyhow::Result<RelayProcess> {
+    pub async fn start(
+        redis_url: &str,
+        public_key: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<RelayProcess> {
         let mut cmd = Command::new(bin_path("vnc-relay"));
         cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(["--redis-url", redis_url])
@@ -24,7 +28,10 @@ impl RelayProcess {
             .arg(public_key)
             .args(["--node-id", "test-node"])
             .args(extra)
-            .env("RUST_LOG", std::env::var("RELAY_LOG").unwrap_or_else(|_| "warn".into()));
+            .env(
+                "RUST_LOG",
+                std::env::var("RELAY_LOG").unwrap_or_else(|_| "warn".into()),
+            );
         let (proc, line) = Proc::start(cmd, "vnc-relay").await?;
         let field = |name: &str| -> anyhow::Result<SocketAddr> {
             line.split_whitespace()
@@ -47,13 +54,21 @@ impl RelayProcess {
 
     /// The Prometheus text from the admin listener.
     pub async fn metrics(&self) -> String {
-        crate::ws::http_get(self.admin, "/metrics").await.expect("GET /metrics").1
+        crate::ws::http_get(self.admin, "/metrics")
+            .await
+            .expect("GET /metrics")
+            .1
     }
 
     /// The value of one metric line (exact name and labels), if present.
     pub async fn metric(&self, series: &str) -> Option<f64> {
         let text = self.metrics().await;
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        text.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
     }
 }

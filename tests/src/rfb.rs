@@ -93,7 +93,12 @@ impl RfbClient {
         })
     }
 
-    pub async fn request_update(&mut self, incremental: bool, width: u16, height: u16) -> anyhow::Result<()> {
+    pub async fn request_update(
+        &mut self,
+        incremental: bool,
+        width: u16,
+        height: u16,
+    ) -> anyhow::Result<()> {
         let mut msg = vec![3, u8::from(incremental), 0, 0, 0, 0];
         msg.extend_from_slice(&width.to_be_bytes());
         msg.extend_from_slice(&height.to_be_bytes());
@@ -116,8 +121,16 @@ impl RfbClient {
             if encoding != 0 {
                 bail!("expected Raw encoding, got {encoding}");
             }
-            let pixels = self.read_exact(usize::from(width) * usize::from(height) * 4).await?;
-            rects.push(Rect { x, y, width, height, pixels });
+            let pixels = self
+                .read_exact(usize::from(width) * usize::from(height) * 4)
+                .await?;
+            rects.push(Rect {
+                x,
+                y,
+                width,
+                height,
+                pixels,
+            });
         }
         Ok(rects)
     }

@@ -19,13 +19,21 @@ impl Stack {
         let redis = RedisServer::start().await?;
         let keys = TestKeys::new();
         let fixture = Fixture::start(fixture_args).await?;
-        redis.put_container("c1", "t1", "running", fixture.port()).await;
+        redis
+            .put_container("c1", "t1", "running", fixture.port())
+            .await;
         let relay = RelayProcess::start(&redis.url(), &keys.public, relay_args).await?;
-        Ok(Stack { redis, keys, fixture, relay })
+        Ok(Stack {
+            redis,
+            keys,
+            fixture,
+            relay,
+        })
     }
 
     /// A `ws://` URL with a fresh control token for `c1`.
     pub fn url(&self) -> String {
-        self.relay.ws_url(&self.keys.token("c1", vnc_shared::token::Scope::Control))
+        self.relay
+            .ws_url(&self.keys.token("c1", vnc_shared::token::Scope::Control))
     }
 }

@@ -17,8 +17,10 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Opens a WebSocket offering subprotocol `binary`, as noVNC does.
 pub async fn connect(url: &str) -> Result<Ws, tungstenite::Error> {
     let mut req = url.into_client_request()?;
-    req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", http::HeaderValue::from_static("binary"));
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        http::HeaderValue::from_static("binary"),
+    );
     let config = WebSocketConfig::default()
         .max_message_size(None)
         .max_frame_size(None);
@@ -31,7 +33,10 @@ pub async fn refused(url: &str) -> (u16, String) {
     match connect(url).await {
         Ok(_) => panic!("{url} was accepted, expected a refusal"),
         Err(tungstenite::Error::Http(resp)) => {
-            let body = resp.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned());
             (resp.status().as_u16(), body.unwrap_or_default())
         }
         Err(e) => panic!("{url}: expected an HTTP refusal, got {e}"),
@@ -43,7 +48,9 @@ pub async fn expect_close(ws: &mut Ws, within: Duration) -> anyhow::Result<(u16,
     tokio::time::timeout(within, async {
         while let Some(msg) = ws.next().await {
             match msg? {
-                Message::Close(Some(frame)) => return Ok((u16::from(frame.code), frame.reason.to_string())),
+                Message::Close(Some(frame)) => {
+                    return Ok((u16::from(frame.code), frame.reason.to_string()));
+                }
                 Message::Close(None) => bail!("close frame without a code"),
                 _ => {}
             }
@@ -66,7 +73,10 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> anyhow::Result<(u16, 
         .nth(1)
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("no HTTP status in {text:?}"))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((status, body))
 }
 

@@ -23,48 +23,79 @@ async fn full_rfb_session_through_the_relay_both_ways() {
     let stack = Stack::start(&[], &[]).await.unwrap();
     let mut rfb = RfbClient::connect(&stack.url()).await.unwrap();
     let init = rfb.handshake().await.unwrap();
-    assert_eq!((init.width, init.height, init.name.as_str()), (W, H, "rfb-fixture"));
+    assert_eq!(
+        (init.width, init.height, init.name.as_str()),
+        (W, H, "rfb-fixture")
+    );
 
     // Server → browser: the top half is the fixture's base colour (red).
     let rects = rfb.round_trip(W, H).await.unwrap();
     assert_eq!(rects.len(), 1);
-    assert_eq!((rects[0].x, rects[0].y, rects[0].width, rects[0].height), (0, 0, W, H));
+    assert_eq!(
+        (rects[0].x, rects[0].y, rects[0].width, rects[0].height),
+        (0, 0, W, H)
+    );
     assert_eq!(rects[0].rgb(5, 5), (255, 0, 0));
 
     // Browser → server: the fixture logs the key it received through the relay.
     rfb.key(true, 0x61).await.unwrap();
     stack
         .fixture
-        .wait_event("KeyEvent", |e| e["msg"] == "KeyEvent" && e["keysym"] == 0x61 && e["down"] == true)
+        .wait_event("KeyEvent", |e| {
+            e["msg"] == "KeyEvent" && e["keysym"] == 0x61 && e["down"] == true
+        })
         .await;
-    stack.fixture.wait_event("client_init", |e| e["event"] == "client_init").await;
+    stack
+        .fixture
+        .wait_event("client_init", |e| e["event"] == "client_init")
+        .await;
 
     let m = stack.relay.metrics().await;
-    assert!(m.contains("vnc_relay_sessions_active{transport=\"websocket\"} 1"), "{m}");
+    assert!(
+        m.contains("vnc_relay_sessions_active{transport=\"websocket\"} 1"),
+        "{m}"
+    );
     let to_client = stack
         .relay
         .metric("vnc_relay_bytes_total{direction=\"upstream_to_client\"}")
         .await
         .unwrap_or(0.0);
-    assert!(to_client >= f64::from(W) * f64::from(H) * 4.0, "bytes counted: {to_client}");
-    assert!(m.contains("vnc_relay_upstream_connect_duration_seconds_count 1"), "{m}");
+    assert!(
+        to_client >= f64::from(W) * f64::from(H) * 4.0,
+        "bytes counted: {to_client}"
+    );
+    assert!(
+        m.contains("vnc_relay_upstream_connect_duration_seconds_count 1"),
+        "{m}"
+    );
 }
 
 /// Every hostile or broken request gets its documented status, while a session that
 /// was open before keeps relaying throughout.
 #[tokio::test]
 async fn bad_requests_get_documented_statuses_and_harm_no_other_session() {
-    let stack = Stack::start(&[], &["--handshake-timeout", "1s"]).await.unwrap();
+    let stack = Stack::start(&[], &["--handshake-timeout", "1s"])
+        .await
+        .unwrap();
     let mut canary = RfbClient::connect(&stack.url()).await.unwrap();
     canary.handshake().await.unwrap();
     canary.round_trip(W, H).await.unwrap();
 
     let keys = &stack.keys;
     let relay = &stack.relay;
-    stack.redis.put_container("stopped", "t1", "stopped", 1).await;
+    stack
+        .redis
+        .put_container("stopped", "t1", "stopped", 1)
+        .await;
     let refused_port = vnc_tests::redis::free_port();
-    stack.redis.put_container("dead", "t1", "running", refused_port).await;
-    stack.redis.put_container("other-tenant", "t2", "running", stack.fixture.port()).await;
+    stack
+        .redis
+        .put_container("dead", "t1", "running", refused_port)
+        .await;
+    stack
+        .redis
+        .put_container("other-tenant", "t2", "running", stack.fixture.port())
+        .await;
 
     let claims = |f: &dyn Fn(&mut serde_json::Value)| {
         let mut c = TestKeys::claims("c1");
@@ -72,7 +103,9 @@ async fn bad_requests_get_documented_statuses_and_harm_no_other_session() {
         keys.sign(&c)
     };
     let public_pem = std::fs::read(&keys.public).unwrap();
-    let confused = Signer::hs256("k1".into(), &public_pem).sign(&TestKeys::claims("c1")).unwrap();
+    let confused = Signer::hs256("k1".into(), &public_pem)
+        .sign(&TestKeys::claims("c1"))
+        .unwrap();
     let stranger = TestKeys::with_kid("k1").sign(&TestKeys::claims("c1"));
     let unknown_kid = TestKeys::with_kid("k9").sign(&TestKeys::claims("c1"));
     let b64 = |s: &str| {
@@ -86,18 +119,41 @@ async fn bad_requests_get_documented_statuses_and_harm_no_other_session() {
     );
     let now = vnc_shared::token::unix_now();
     let revoked_claims = TestKeys::claims("c1");
-    stack.redis.revoke(revoked_claims["jti"].as_str().unwrap()).await;
+    stack
+        .redis
+        .revoke(revoked_claims["jti"].as_str().unwrap())
+        .await;
 
     let cases: Vec<(&str, String, u16)> = vec![
         ("no token", format!("ws://{}/websockify", relay.public), 401),
         ("malformed token", relay.ws_url("not.a.jwt"), 401),
         ("wrong signature", relay.ws_url(&stranger), 401),
         ("alg none", relay.ws_url(&alg_none), 401),
-        ("HS256 signed with the public key", relay.ws_url(&confused), 401),
-        ("expired", relay.ws_url(&claims(&|c| c["exp"] = (now - 60).into())), 401),
-        ("not yet valid", relay.ws_url(&claims(&|c| c["nbf"] = (now + 600).into())), 401),
-        ("wrong aud", relay.ws_url(&claims(&|c| c["aud"] = "someone-else".into())), 401),
-        ("wrong iss", relay.ws_url(&claims(&|c| c["iss"] = "mallory".into())), 401),
+        (
+            "HS256 signed with the public key",
+            relay.ws_url(&confused),
+            401,
+        ),
+        (
+            "expired",
+            relay.ws_url(&claims(&|c| c["exp"] = (now - 60).into())),
+            401,
+        ),
+        (
+            "not yet valid",
+            relay.ws_url(&claims(&|c| c["nbf"] = (now + 600).into())),
+            401,
+        ),
+        (
+            "wrong aud",
+            relay.ws_url(&claims(&|c| c["aud"] = "someone-else".into())),
+            401,
+        ),
+        (
+            "wrong iss",
+            relay.ws_url(&claims(&|c| c["iss"] = "mallory".into())),
+            401,
+        ),
         (
             "missing cid",
             relay.ws_url(&claims(&|c| {
@@ -107,35 +163,73 @@ async fn bad_requests_get_documented_statuses_and_harm_no_other_session() {
         ),
         ("unknown kid", relay.ws_url(&unknown_kid), 401),
         ("revoked", relay.ws_url(&keys.sign(&revoked_claims)), 403),
-        ("other tenant's container", relay.ws_url(&keys.token("other-tenant", Scope::Control)), 403),
-        ("unknown container", relay.ws_url(&keys.token("nope", Scope::Control)), 404),
-        ("stopped container", relay.ws_url(&keys.token("stopped", Scope::Control)), 404),
-        ("upstream refusing", relay.ws_url(&keys.token("dead", Scope::Control)), 502),
+        (
+            "other tenant's container",
+            relay.ws_url(&keys.token("other-tenant", Scope::Control)),
+            403,
+        ),
+        (
+            "unknown container",
+            relay.ws_url(&keys.token("nope", Scope::Control)),
+            404,
+        ),
+        (
+            "stopped container",
+            relay.ws_url(&keys.token("stopped", Scope::Control)),
+            404,
+        ),
+        (
+            "upstream refusing",
+            relay.ws_url(&keys.token("dead", Scope::Control)),
+            502,
+        ),
     ];
     for (what, url, want) in cases {
         let (status, body) = refused(&url).await;
         assert_eq!(status, want, "{what}: {body}");
-        let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{what}: {body}"));
+        let json: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|_| panic!("{what}: {body}"));
         assert_eq!(json["status"], want, "{what}");
-        assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}");
-        canary.round_trip(W, H).await.unwrap_or_else(|e| panic!("canary after {what}: {e}"));
+        assert!(
+            json["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
+        canary
+            .round_trip(W, H)
+            .await
+            .unwrap_or_else(|e| panic!("canary after {what}: {e}"));
     }
 
     // Not a WebSocket upgrade, and a subprotocol the relay doesn't speak: 400.
     let token = keys.token("c1", Scope::Control);
-    let plain = format!("GET /websockify?token={token} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    assert_eq!(raw_http(relay.public, plain.as_bytes()).await.unwrap().0, 400);
+    let plain =
+        format!("GET /websockify?token={token} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(
+        raw_http(relay.public, plain.as_bytes()).await.unwrap().0,
+        400
+    );
     let base64_only = format!(
         "GET /websockify?token={token} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: base64\r\n\r\n"
     );
-    assert_eq!(raw_http(relay.public, base64_only.as_bytes()).await.unwrap().0, 400);
-    assert_eq!(http_get(relay.public, "/nothing-here").await.unwrap().0, 404);
+    assert_eq!(
+        raw_http(relay.public, base64_only.as_bytes())
+            .await
+            .unwrap()
+            .0,
+        400
+    );
+    assert_eq!(
+        http_get(relay.public, "/nothing-here").await.unwrap().0,
+        404
+    );
 
     // A slowloris client that never finishes its request is cut off at the handshake
     // timeout; the canary does not notice.
     let mut slow = TcpStream::connect(relay.public).await.unwrap();
-    slow.write_all(b"GET /websockify HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    slow.write_all(b"GET /websockify HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     canary.round_trip(W, H).await.unwrap();
     let mut sink = [0u8; 64];
     let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut sink))
@@ -144,7 +238,9 @@ async fn bad_requests_get_documented_statuses_and_harm_no_other_session() {
     assert!(matches!(n, Ok(0) | Err(_)), "slowloris got {n:?}");
     canary.round_trip(W, H).await.unwrap();
 
-    let refusals = relay.metric("vnc_relay_auth_failures_total{reason=\"expired\"}").await;
+    let refusals = relay
+        .metric("vnc_relay_auth_failures_total{reason=\"expired\"}")
+        .await;
     assert_eq!(refusals, Some(1.0));
 }
 
@@ -152,19 +248,33 @@ async fn bad_requests_get_documented_statuses_and_harm_no_other_session() {
 /// documented close code.
 #[tokio::test]
 async fn bad_frames_get_documented_close_codes() {
-    let stack = Stack::start(&[], &["--max-message-size", "4096"]).await.unwrap();
+    let stack = Stack::start(&[], &["--max-message-size", "4096"])
+        .await
+        .unwrap();
     let mut canary = RfbClient::connect(&stack.url()).await.unwrap();
     canary.handshake().await.unwrap();
 
     // A text frame: 1008.
     let mut ws = connect(&stack.url()).await.unwrap();
     ws.send(Message::text("hello")).await.unwrap();
-    assert_eq!(expect_close(&mut ws, Duration::from_secs(5)).await.unwrap().0, 1008);
+    assert_eq!(
+        expect_close(&mut ws, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .0,
+        1008
+    );
 
     // A message over the limit: 1009.
     let mut ws = connect(&stack.url()).await.unwrap();
     ws.send(Message::binary(vec![0u8; 5000])).await.unwrap();
-    assert_eq!(expect_close(&mut ws, Duration::from_secs(5)).await.unwrap().0, 1009);
+    assert_eq!(
+        expect_close(&mut ws, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .0,
+        1009
+    );
 
     // Garbage bytes after the upgrade (not WebSocket frames at all): 1008.
     let url = stack.url();
@@ -175,13 +285,18 @@ async fn bad_frames_get_documented_close_codes() {
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     );
     raw.write_all(req.as_bytes()).await.unwrap();
-    raw.write_all(b"\x01\x02garbage garbage garbage").await.unwrap();
+    raw.write_all(b"\x01\x02garbage garbage garbage")
+        .await
+        .unwrap();
     let mut got = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut got)).await;
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 101"), "{text}");
     // The relay's close frame: 0x88, length, then code 1008 (0x03F0).
-    let close_at = got.windows(2).position(|w| w[0] == 0x88).expect("a close frame");
+    let close_at = got
+        .windows(2)
+        .position(|w| w[0] == 0x88)
+        .expect("a close frame");
     assert_eq!(&got[close_at + 2..close_at + 4], &1008u16.to_be_bytes());
 
     canary.round_trip(W, H).await.unwrap();
@@ -195,16 +310,30 @@ async fn upstream_closing_mid_session_closes_the_browser_with_1000() {
     let stack = Stack::start(&[], &[]).await.unwrap();
     // A VNC server that greets and then hangs up.
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    stack.redis.put_container("flaky", "t1", "running", upstream.local_addr().unwrap().port()).await;
+    stack
+        .redis
+        .put_container(
+            "flaky",
+            "t1",
+            "running",
+            upstream.local_addr().unwrap().port(),
+        )
+        .await;
     tokio::spawn(async move {
         let (mut s, _) = upstream.accept().await.unwrap();
         s.write_all(b"RFB 003.008\n").await.unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
     });
-    let mut rfb = RfbClient::connect(&stack.relay.ws_url(&stack.keys.token("flaky", Scope::Control)))
+    let mut rfb = RfbClient::connect(
+        &stack
+            .relay
+            .ws_url(&stack.keys.token("flaky", Scope::Control)),
+    )
+    .await
+    .unwrap();
+    let (code, reason) = expect_close(&mut rfb.ws, Duration::from_secs(5))
         .await
         .unwrap();
-    let (code, reason) = expect_close(&mut rfb.ws, Duration::from_secs(5)).await.unwrap();
     assert_eq!(code, 1000, "{reason}");
 }
 
@@ -218,12 +347,18 @@ async fn browser_vanishing_mid_session_closes_the_upstream() {
     drop(rfb); // TCP closed without a WebSocket Close
     stack
         .fixture
-        .wait_event("the vanished browser's upstream closed", |e| e["event"] == "closed" && e["conn"] == 2)
+        .wait_event("the vanished browser's upstream closed", |e| {
+            e["event"] == "closed" && e["conn"] == 2
+        })
         .await;
     other.round_trip(W, H).await.unwrap();
     let relay = &stack.relay;
     eventually("session gauge back to 1", vnc_tests::WAIT, || async {
-        (relay.metric("vnc_relay_sessions_active{transport=\"websocket\"}").await == Some(1.0)).then_some(())
+        (relay
+            .metric("vnc_relay_sessions_active{transport=\"websocket\"}")
+            .await
+            == Some(1.0))
+        .then_some(())
     })
     .await;
 }
@@ -233,12 +368,18 @@ async fn idle_sessions_end_with_4001_and_long_ones_with_4002() {
     let stack = Stack::start(&[], &["--idle-timeout", "1s"]).await.unwrap();
     let mut rfb = RfbClient::connect(&stack.url()).await.unwrap();
     rfb.handshake().await.unwrap();
-    let (code, _) = expect_close(&mut rfb.ws, Duration::from_secs(5)).await.unwrap();
-    assert_eq!(code, 4001);
-
-    let relay = RelayProcess::start(&stack.redis.url(), &stack.keys.public, &["--max-session-duration", "1s"])
+    let (code, _) = expect_close(&mut rfb.ws, Duration::from_secs(5))
         .await
         .unwrap();
+    assert_eq!(code, 4001);
+
+    let relay = RelayProcess::start(
+        &stack.redis.url(),
+        &stack.keys.public,
+        &["--max-session-duration", "1s"],
+    )
+    .await
+    .unwrap();
     let mut rfb = RfbClient::connect(&relay.ws_url(&stack.keys.token("c1", Scope::Control)))
         .await
         .unwrap();
@@ -247,7 +388,10 @@ async fn idle_sessions_end_with_4001_and_long_ones_with_4002() {
     // Keep it busy so it is not idle; it still ends at the maximum duration.
     let code = loop {
         match rfb.round_trip(W, H).await {
-            Ok(_) => assert!(started.elapsed() < Duration::from_secs(5), "session outlived its maximum"),
+            Ok(_) => assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "session outlived its maximum"
+            ),
             Err(e) => break e.to_string(),
         }
     };
@@ -280,20 +424,31 @@ async fn sigterm_drains_refuses_new_sessions_and_closes_live_ones_with_1001() {
     // keeps relaying until the deadline.
     assert!(TcpStream::connect(stack.relay.public).await.is_err());
     rfb.round_trip(W, H).await.unwrap();
-    let (code, _) = expect_close(&mut rfb.ws, Duration::from_secs(5)).await.unwrap();
+    let (code, _) = expect_close(&mut rfb.ws, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(code, 1001);
-    let exit = stack.relay.proc.wait_exit(Duration::from_secs(5)).await.unwrap();
+    let exit = stack
+        .relay
+        .proc
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(exit, Some(0));
 }
 
 #[tokio::test]
 async fn a_slow_browser_throttles_the_vnc_server_and_relay_memory_stays_bounded() {
-    let stack = Stack::start(&["--flood", "--width", "512", "--height", "512"], &[]).await.unwrap();
+    let stack = Stack::start(&["--flood", "--width", "512", "--height", "512"], &[])
+        .await
+        .unwrap();
     let mut other = RfbClient::connect(&stack.url()).await.unwrap();
     let rss_before = stack.relay.proc.rss_kib();
     // A browser that completes the handshake, then never reads again.
     let mut slow = connect(&stack.url()).await.unwrap();
-    slow.send(Message::binary(b"RFB 003.008\n".to_vec())).await.unwrap();
+    slow.send(Message::binary(b"RFB 003.008\n".to_vec()))
+        .await
+        .unwrap();
     slow.send(Message::binary(vec![1])).await.unwrap();
     slow.send(Message::binary(vec![1])).await.unwrap();
     // The fixture's flood stalls: its byte count stops growing (socket buffers full).
@@ -314,11 +469,18 @@ async fn a_slow_browser_throttles_the_vnc_server_and_relay_memory_stays_bounded(
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(progress(fixture), Some(stalled_at), "the fixture's writes must block");
+    assert_eq!(
+        progress(fixture),
+        Some(stalled_at),
+        "the fixture's writes must block"
+    );
     // What is in flight lives in kernel socket buffers, not in the relay: its RSS grew
     // by far less than what the fixture pushed.
     let grown = stack.relay.proc.rss_kib().saturating_sub(rss_before);
-    assert!(grown < 4 * 1024, "relay RSS grew {grown} KiB while {stalled_at} bytes were pushed");
+    assert!(
+        grown < 4 * 1024,
+        "relay RSS grew {grown} KiB while {stalled_at} bytes were pushed"
+    );
     // The other session is unaffected.
     other.handshake().await.unwrap();
     drop(slow);

@@ -1,0 +1,276 @@
+//! One client connection, plain TCP or WebSocket, behind the three operations the
+//! measurements need: send bytes, receive exactly n bytes (an echo), count whatever
+//! arrives (throughput / idle watch).
+//!
+//! WebSocket: the handshake offers subprotocol `binary` (websockify and the relay accept
+//! `binary` or nothing), sends binary messages, and accepts any message size because the
+//! server decides how it frames the byte stream. A single task owns the stream and does
+//! send-then-read, so it is not split: nothing is gained from two halves when there is
+//! only ever one operation in flight, and the split would add a lock per call.
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError, SubProtocolError};
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, header};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::target::Target;
+
+/// The only subprotocol offered. websockify 0.13 matches the offered list exactly after
+/// splitting on `,` (without trimming), so offer exactly one token.
+const SUBPROTOCOL: &str = "binary";
+
+pub enum Conn {
+    Tcp(TcpStream),
+    /// Boxed: the WebSocket state is several times larger than a `TcpStream`.
+    Ws(Box<WebSocketStream<TcpStream>>),
+}
+
+/// Opens `target`: TCP connect with TCP_NODELAY, then for ws the handshake carrying the
+/// subprotocol and the extra headers. The caller bounds it with a timeout.
+///
+/// This connects the socket itself and calls `client_async_with_config` rather than
+/// `connect_async_with_config(req, cfg, true)`: same handshake and nodelay, but it uses
+/// the address resolved once at load time.
+pub async fn connect(
+    target: &Target,
+    headers: &[(HeaderName, HeaderValue)],
+    ws_read_buffer: usize,
+) -> Result<Conn> {
+    match target {
+        Target::Tcp { addr } => {
+            let stream = TcpStream::connect(addr)
+                .await
+                .with_context(|| format!("tcp connect {addr}"))?;
+            stream.set_nodelay(true)?;
+            Ok(Conn::Tcp(stream))
+        }
+        Target::Ws { url, addr } => {
+            let stream = TcpStream::connect(addr)
+                .await
+                .with_context(|| format!("tcp connect {addr}"))?;
+            stream.set_nodelay(true)?;
+            let mut request = url.as_str().into_client_request()?;
+            let h = request.headers_mut();
+            h.insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static(SUBPROTOCOL),
+            );
+            for (name, value) in headers {
+                h.insert(name.clone(), value.clone());
+            }
+            let config = WebSocketConfig::default()
+                .read_buffer_size(ws_read_buffer)
+                // Writes are flushed per message anyway (`SinkExt::send`); a small target
+                // keeps the per-session buffer small.
+                .write_buffer_size(0)
+                .max_message_size(None)
+                .max_frame_size(None);
+            let (ws, _response) =
+                tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+                    .await
+                    .map_err(describe_handshake_error)?;
+            Ok(Conn::Ws(Box::new(ws)))
+        }
+    }
+}
+
+fn describe_handshake_error(err: WsError) -> anyhow::Error {
+    match err {
+        WsError::Http(resp) => {
+            let body = resp
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(&b[..b.len().min(200)]).into_owned())
+                .unwrap_or_default();
+            anyhow::anyhow!("handshake refused: HTTP {} {}", resp.status(), body.trim())
+        }
+        WsError::Protocol(ProtocolError::SecWebSocketSubProtocolError(
+            SubProtocolError::NoSubProtocol,
+        )) => anyhow::anyhow!("server accepted the upgrade without echoing subprotocol `binary`"),
+        other => anyhow::Error::new(other).context("websocket handshake"),
+    }
+}
+
+impl Conn {
+    pub async fn send(&mut self, data: &[u8]) -> Result<()> {
+        match self {
+            Conn::Tcp(s) => s.write_all(data).await?,
+            // `send` = feed + flush: the frame is on the wire when this returns.
+            Conn::Ws(ws) => {
+                ws.send(Message::Binary(Bytes::copy_from_slice(data)))
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills `buf` completely. A ws server may split the bytes over several messages;
+    /// more bytes than asked for is an error (the caller only ever has `buf.len()` in
+    /// flight, so extra bytes mean a broken echo).
+    pub async fn recv_exact(&mut self, buf: &mut [u8]) -> Result<()> {
+        match self {
+            Conn::Tcp(s) => {
+                s.read_exact(buf).await.context("tcp read")?;
+            }
+            Conn::Ws(ws) => {
+                let mut filled = 0;
+                while filled < buf.len() {
+                    let Some(data) = next_data(ws).await? else {
+                        bail!(
+                            "websocket closed by peer after {filled} of {} bytes",
+                            buf.len()
+                        );
+                    };
+                    let end = filled + data.len();
+                    if end > buf.len() {
+                        bail!("received {end} bytes, expected {}", buf.len());
+                    }
+                    buf[filled..end].copy_from_slice(&data);
+                    filled = end;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Receives whatever comes next and returns its length; 0 means the peer closed.
+    /// `scratch` is the TCP read buffer (ws messages arrive in tungstenite's own buffer).
+    /// Cancel-safe, so it can sit in a `select!` against a deadline.
+    pub async fn recv_count(&mut self, scratch: &mut [u8]) -> Result<RecvCount> {
+        match self {
+            Conn::Tcp(s) => {
+                let n = s.read(scratch).await.context("tcp read")?;
+                Ok(RecvCount {
+                    bytes: n,
+                    messages: usize::from(n > 0),
+                })
+            }
+            Conn::Ws(ws) => match next_data(ws).await? {
+                Some(data) => Ok(RecvCount {
+                    bytes: data.len(),
+                    messages: 1,
+                }),
+                None => Ok(RecvCount {
+                    bytes: 0,
+                    messages: 0,
+                }),
+            },
+        }
+    }
+
+    /// Polite close: FIN for TCP, a close handshake for ws. Callers bound it in time.
+    pub async fn close(self) {
+        match self {
+            Conn::Tcp(mut s) => {
+                let _ = s.shutdown().await;
+            }
+            Conn::Ws(mut ws) => {
+                if ws.as_mut().close(None).await.is_ok() {
+                    // Wait for the peer's close frame (or EOF), discarding data in flight.
+                    while let Some(Ok(_)) = ws.next().await {}
+                }
+            }
+        }
+    }
+}
+
+/// What one `recv_count` got: bytes and ws messages (TCP: reads).
+pub struct RecvCount {
+    pub bytes: usize,
+    pub messages: usize,
+}
+
+/// Next data-bearing message; `None` once the peer closed. Pings are answered by
+/// tungstenite itself while reading.
+async fn next_data(ws: &mut WebSocketStream<TcpStream>) -> Result<Option<Bytes>> {
+    loop {
+        match ws.next().await {
+            None => return Ok(None),
+            Some(Ok(Message::Binary(b))) => return Ok(Some(b)),
+            Some(Ok(Message::Text(t))) => return Ok(Some(Bytes::from(t))),
+            Some(Ok(Message::Close(frame))) => {
+                if let Some(f) = frame
+                    && u16::from(f.code) != 1000
+                {
+                    bail!(
+                        "websocket closed by peer: {} {}",
+                        u16::from(f.code),
+                        f.reason
+                    );
+                }
+                return Ok(None);
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+            Some(Err(tungstenite::Error::ConnectionClosed)) => return Ok(None),
+            Some(Err(e)) => return Err(anyhow::Error::new(e).context("websocket read")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+
+    /// A ws server that answers the handshake (echoing `binary` if `echo_protocol`), then
+    /// sends a ping and echoes each message back one byte per message.
+    // The callback's `Result<Response, ErrorResponse>` is tungstenite's signature.
+    #[allow(clippy::result_large_err)]
+    async fn split_echo_server(echo_protocol: bool) -> Target {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            let callback = move |req: &Request, mut resp: Response| {
+                let offered = req.headers().get(header::SEC_WEBSOCKET_PROTOCOL).cloned();
+                if echo_protocol && let Some(p) = offered {
+                    resp.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, p);
+                }
+                Ok(resp)
+            };
+            let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(sock, callback).await else {
+                return;
+            };
+            while let Some(Ok(msg)) = ws.next().await {
+                if let Message::Binary(data) = msg {
+                    ws.send(Message::Ping(Bytes::new())).await.unwrap();
+                    for b in data.iter() {
+                        ws.send(Message::binary(vec![*b])).await.unwrap();
+                    }
+                }
+            }
+        });
+        Target::Ws {
+            url: format!("ws://{addr}/websockify?token=t"),
+            addr,
+        }
+    }
+
+    #[tokio::test]
+    async fn ws_echo_split_over_messages_is_reassembled() {
+        let target = split_echo_server(true).await;
+        let mut conn = connect(&target, &[], 4096).await.unwrap();
+        let sent: Vec<u8> = (1..=16).collect();
+        conn.send(&sent).await.unwrap();
+        let mut got = vec![0u8; sent.len()];
+        conn.recv_exact(&mut got).await.unwrap();
+        assert_eq!(got, sent);
+    }
+
+    #[tokio::test]
+    async fn ws_server_without_subprotocol_is_reported() {
+        let target = split_echo_server(false).await;
+        let Err(err) = connect(&target, &[], 4096).await else {
+            panic!("handshake without the subprotocol must fail");
+        };
+        assert!(format!("{err:#}").contains("subprotocol"), "{err:#}");
+    }
+}

@@ -1,0 +1,84 @@
+//! `vnc-bench`: load generator for vnc-relay. Three stand-in servers (`echo`, `source`,
+//! and the `proxy` baseline) and three client measurements (`throughput`, `latency`,
+//! `conns`) against `tcp://` or `ws://` targets. Client modes end by themselves and print
+//! a summary, then one `RESULT {json}` line for scripts.
+
+#![forbid(unsafe_code)]
+
+mod client;
+mod conns;
+mod latency;
+mod ping;
+mod procfs;
+mod report;
+mod server;
+mod session;
+mod stats;
+mod target;
+mod throughput;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "vnc-bench", version, about)]
+struct Cli {
+    /// Tokio worker threads (default: one per CPU). Fewer leaves more CPU to the relay
+    /// under test when both run on one machine.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand, Debug)]
+enum Mode {
+    /// TCP echo server: the stand-in container for latency tests.
+    Echo(server::EchoArgs),
+    /// TCP server writing a constant buffer as fast as each peer reads.
+    Source(server::SourceArgs),
+    /// Baseline TCP-to-TCP proxy (copy_bidirectional, 256 KiB buffers).
+    Proxy(server::ProxyArgs),
+    /// Read everything the target sends; report bytes per second.
+    Throughput(throughput::ThroughputArgs),
+    /// Sequential ping-pong on one connection; report RTT percentiles.
+    Latency(latency::LatencyArgs),
+    /// Many concurrent sessions: connect results, RTT under load, relay RSS per session.
+    Conns(conns::ConnsArgs),
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the cause chain on one line, without a backtrace.
+            eprintln!("vnc-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = cli.threads {
+        anyhow::ensure!(n > 0, "--threads must be at least 1");
+        builder.worker_threads(n);
+    }
+    let runtime = builder.build()?;
+    runtime.block_on(async move {
+        match cli.mode {
+            Mode::Echo(a) => server::echo(a).await,
+            Mode::Source(a) => server::source(a).await,
+            Mode::Proxy(a) => server::proxy(a).await,
+            Mode::Throughput(a) => throughput::run(a).await,
+            Mode::Latency(a) => latency::run(a).await,
+            Mode::Conns(a) => conns::run(a).await,
+        }
+    })?;
+    // Don't wait for blocking-pool threads (e.g. a stuck resolver) on the way out.
+    runtime.shutdown_background();
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! The stand-in servers a measurement runs against:
+//! - `echo`: the "container" for latency tests, echoes every byte;
+//! - `source`: the "container" for throughput tests, writes as fast as the peer reads;
+//! - `proxy`: the baseline, a plain TCP-to-TCP proxy (what a relay costs at the least).
+//!
+//! Each accepts in a loop and gives every connection its own task, so one slow peer never
+//! stalls the accept loop. They run until killed.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+use crate::report;
+
+/// Per-connection buffer of the echo server.
+const ECHO_BUF: usize = 64 * 1024;
+/// Read buffer for what the source's peer sends (discarded).
+const DISCARD_BUF: usize = 64 * 1024;
+/// Copy buffer of the baseline proxy, per direction.
+const PROXY_BUF: usize = 256 * 1024;
+/// Bound on the proxy's upstream connect.
+const PROXY_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Accept queue length asked for (the kernel caps it at `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 8192;
+/// Pause after a failed accept (typically EMFILE) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+#[derive(Args, Debug)]
+pub struct EchoArgs {
+    /// Address to listen on (port 0 picks a free port; see the LISTENING line).
+    #[arg(long)]
+    pub listen: SocketAddr,
+}
+
+#[derive(Args, Debug)]
+pub struct SourceArgs {
+    /// Address to listen on.
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Size of the constant buffer written repeatedly per connection.
+    #[arg(long, default_value_t = 65536)]
+    pub chunk: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct ProxyArgs {
+    /// Address to listen on.
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// TCP address every connection is forwarded to.
+    #[arg(long)]
+    pub upstream: String,
+}
+
+pub async fn echo(args: EchoArgs) -> Result<()> {
+    serve(args.listen, |mut sock| async move {
+        let mut buf = vec![0u8; ECHO_BUF];
+        loop {
+            let n = sock.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            sock.write_all(&buf[..n]).await?;
+        }
+    })
+    .await
+}
+
+pub async fn source(args: SourceArgs) -> Result<()> {
+    anyhow::ensure!(args.chunk > 0, "--chunk must be at least 1 byte");
+    // One shared pattern buffer for all connections: the source costs no memory per peer
+    // beyond its socket and discard buffer.
+    let chunk: Arc<[u8]> = (0..args.chunk).map(|i| (i % 253) as u8).collect();
+    serve(args.listen, move |sock| {
+        let chunk = Arc::clone(&chunk);
+        async move {
+            let (mut rd, mut wr) = sock.into_split();
+            let writer = async move {
+                loop {
+                    if wr.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+            };
+            let reader = async move {
+                let mut buf = vec![0u8; DISCARD_BUF];
+                while matches!(rd.read(&mut buf).await, Ok(n) if n > 0) {}
+            };
+            // The writer ends when the peer goes away; the reader at EOF. A half-close
+            // by the peer must not stop the stream it is still reading, hence join.
+            tokio::join!(writer, reader);
+            Ok(())
+        }
+    })
+    .await
+}
+
+pub async fn proxy(args: ProxyArgs) -> Result<()> {
+    let upstream = tokio::net::lookup_host(&args.upstream)
+        .await
+        .with_context(|| format!("resolving {}", args.upstream))?
+        .next()
+        .with_context(|| format!("{} resolved to no address", args.upstream))?;
+    serve(args.listen, move |mut client| async move {
+        let mut server = tokio::time::timeout(PROXY_CONNECT_TIMEOUT, TcpStream::connect(upstream))
+            .await
+            .context("upstream connect timed out")?
+            .context("upstream connect")?;
+        server.set_nodelay(true)?;
+        tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, PROXY_BUF, PROXY_BUF)
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Listener with a deep accept queue: a TCP connect completes in the kernel before
+/// `accept`, so a client opening thousands of sessions can outrun the accept loop, and
+/// tokio's default backlog (1024) then drops SYNs (seen as 1 s connect times).
+fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if listen.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(listen)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Binds, prints `LISTENING`, and runs `handle` in its own task for every connection
+/// (with TCP_NODELAY set). Connection errors are normal disconnects here and not printed.
+async fn serve<F, Fut>(listen: SocketAddr, handle: F) -> Result<()>
+where
+    F: Fn(TcpStream) -> Fut,
+    Fut: Future<Output = Result<()>> + Send + 'static,
+{
+    let listener = bind(listen).with_context(|| format!("binding {listen}"))?;
+    report::listening(listener.local_addr()?);
+    loop {
+        match listener.accept().await {
+            Ok((sock, _peer)) => {
+                let _ = sock.set_nodelay(true);
+                let task = handle(sock);
+                tokio::spawn(async move {
+                    let _ = task.await;
+                });
+            }
+            Err(e) => {
+                eprintln!("accept: {e}");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
