@@ -53,7 +53,7 @@ fn bench(c: &mut Criterion) {
                 let start = Instant::now();
                 for _ in 0..iters {
                     let header = ServerHeader::new(opcode::BINARY, payload.len());
-                    write_all_vectored(&relay_sock, header.as_bytes(), &payload)
+                    write_all_vectored(&relay_sock, header.as_bytes(), &payload, 0)
                         .await
                         .expect("write");
                 }

@@ -23,28 +23,48 @@ pub async fn read_when_ready(stream: &TcpStream, size: usize) -> io::Result<(Vec
     }
 }
 
-/// Writes `head` then `body` in as few syscalls as the socket allows (`writev`), so a
-/// frame header and the payload it announces go out without copying the payload.
-pub async fn write_all_vectored(stream: &TcpStream, head: &[u8], body: &[u8]) -> io::Result<()> {
+/// Writes as much of `head` then `body` as the socket takes now, with vectored
+/// writes (`writev`), so a frame header and the payload it announces go out without
+/// copying the payload. `done` counts bytes written across calls; returns whether
+/// everything is out.
+pub fn try_write_vectored(
+    stream: &TcpStream,
+    head: &[u8],
+    body: &[u8],
+    done: &mut usize,
+) -> io::Result<bool> {
     let total = head.len() + body.len();
-    let mut done = 0;
-    while done < total {
-        let result = if done < head.len() {
-            stream.try_write_vectored(&[IoSlice::new(&head[done..]), IoSlice::new(body)])
+    while *done < total {
+        let result = if *done < head.len() {
+            stream.try_write_vectored(&[IoSlice::new(&head[*done..]), IoSlice::new(body)])
         } else {
-            stream.try_write(&body[done - head.len()..])
+            stream.try_write(&body[*done - head.len()..])
         };
         match result {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable().await?,
+            Ok(n) => *done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) => return Err(e),
         }
+    }
+    Ok(true)
+}
+
+/// Writes the rest of `head` then `body` (after the first `done` bytes), waiting for
+/// the socket as needed.
+pub async fn write_all_vectored(
+    stream: &TcpStream,
+    head: &[u8],
+    body: &[u8],
+    mut done: usize,
+) -> io::Result<()> {
+    while !try_write_vectored(stream, head, body, &mut done)? {
+        stream.writable().await?;
     }
     Ok(())
 }
 
 /// Writes all of `data`.
 pub async fn write_all(stream: &TcpStream, data: &[u8]) -> io::Result<()> {
-    write_all_vectored(stream, &[], data).await
+    write_all_vectored(stream, &[], data, 0).await
 }

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod reject;
 pub mod server;
 pub mod session;
+pub mod signal;
 pub mod store;
 pub mod upgrade;
 pub mod upstream;
@@ -94,7 +95,7 @@ pub async fn run(
                 _ = tokio::time::sleep(drain_timeout) => {}
             }
             relay.draining.cancel();
-            relay.stop.cancel();
+            relay.stop_all(session::Stop::Draining);
         })
     };
     tracing::info!(

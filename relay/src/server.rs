@@ -5,8 +5,10 @@
 //! connection's own task under the handshake timeout, so a slow peer never stalls the
 //! accept loop. One task per session: after the upgrade the same task relays.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,7 +32,8 @@ use crate::auth;
 use crate::config::RelayConfig;
 use crate::metrics::{ACCEPT_ERRORS, SessionMetrics};
 use crate::reject::Reject;
-use crate::session;
+use crate::session::{self, Stop};
+use crate::signal::Signal;
 use crate::store::Store;
 use crate::upgrade::{self, Upgrade};
 use crate::upstream;
@@ -53,11 +56,33 @@ pub struct Relay {
     /// Cancelled at the drain deadline: close live sessions with 1001.
     pub stop: CancellationToken,
     sessions: Arc<Semaphore>,
+    /// Stop signals of this node's live sessions, by local id.
+    live: Mutex<HashMap<u64, Arc<Signal>>>,
+    next_id: AtomicU64,
+}
+
+/// Keeps a session in [`Relay::live`] while it runs.
+struct LiveGuard<'a> {
+    relay: &'a Relay,
+    id: u64,
+}
+
+impl Drop for LiveGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut live) = self.relay.live.lock() {
+            live.remove(&self.id);
+        }
+    }
 }
 
 /// A request that passed every check; its upgrade completes once the 101 is sent.
 struct Accepted {
     on_upgrade: OnUpgrade,
+    admitted: Admitted,
+}
+
+/// What a session starts from: the connected VNC server and the token's claims.
+struct Admitted {
     upstream: TcpStream,
     claims: VncClaims,
 }
@@ -72,7 +97,32 @@ impl Relay {
             draining: CancellationToken::new(),
             stop: CancellationToken::new(),
             sessions,
+            live: Mutex::default(),
+            next_id: AtomicU64::new(0),
         }
+    }
+
+    /// Ends every live session with `why` (and any that registers afterwards).
+    pub fn stop_all(&self, why: Stop) {
+        self.stop.cancel();
+        if let Ok(live) = self.live.lock() {
+            for signal in live.values() {
+                signal.set(why as u8);
+            }
+        }
+    }
+
+    /// Registers a session's stop signal; it is already set if the relay has stopped.
+    fn register(&self) -> (Arc<Signal>, LiveGuard<'_>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let signal = Arc::new(Signal::default());
+        if let Ok(mut live) = self.live.lock() {
+            live.insert(id, signal.clone());
+        }
+        if self.stop.is_cancelled() {
+            signal.set(Stop::Draining as u8);
+        }
+        (signal, LiveGuard { relay: self, id })
     }
 
     /// Why the relay should not get new sessions now, if it shouldn't.
@@ -115,7 +165,11 @@ impl Relay {
                 Ok(permit) => {
                     let relay = self.clone();
                     let span = tracing::info_span!("conn", client.addr = %peer);
-                    tracker.spawn(relay.serve(stream, peer, permit).instrument(span));
+                    tracker.spawn(
+                        relay
+                            .serve(stream, peer, permit, tracker.clone())
+                            .instrument(span),
+                    );
                 }
                 Err(_) => {
                     tracker.spawn(refuse_busy(stream));
@@ -129,7 +183,8 @@ impl Relay {
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
-        _permit: OwnedSemaphorePermit,
+        permit: OwnedSemaphorePermit,
+        tracker: TaskTracker,
     ) {
         let _ = stream.set_nodelay(true);
         let slot: Arc<Mutex<Option<Accepted>>> = Arc::default();
@@ -173,25 +228,45 @@ impl Relay {
                 return;
             }
         };
+        let span = tracing::Span::current();
+        let session = self.run_session(
+            parts.io.into_inner(),
+            parts.read_buf,
+            accepted.admitted,
+            peer,
+            permit,
+        );
+        tracker.spawn(session.instrument(span));
+    }
+
+    async fn run_session(
+        self: Arc<Self>,
+        browser: TcpStream,
+        leftover: Bytes,
+        admitted: Admitted,
+        peer: SocketAddr,
+        _permit: OwnedSemaphorePermit,
+    ) {
         let sid = uuid::Uuid::new_v4();
         let span = tracing::info_span!(
             "session",
             session.id = %sid,
-            container.id = %accepted.claims.cid,
-            user.id = %accepted.claims.sub,
-            scope = accepted.claims.scope.as_str(),
+            container.id = %admitted.claims.cid,
+            user.id = %admitted.claims.sub,
+            scope = admitted.claims.scope.as_str(),
             client.addr = %peer,
         );
         async {
             tracing::info!("session started");
+            let (stop, _live) = self.register();
             let started = Instant::now();
             let metrics = SessionMetrics::start("websocket");
             let end = session::relay(
-                parts.io.into_inner(),
-                parts.read_buf,
-                accepted.upstream,
-                limits,
-                &self.stop,
+                browser,
+                leftover,
+                admitted.upstream,
+                &self.config.limits,
+                &stop,
                 &metrics,
             )
             .await;
@@ -220,8 +295,7 @@ impl Relay {
                     if let Ok(mut s) = slot.lock() {
                         *s = Some(Accepted {
                             on_upgrade,
-                            upstream,
-                            claims,
+                            admitted: Admitted { upstream, claims },
                         });
                     }
                     upgrade.response()

@@ -10,28 +10,40 @@
 //! that stops reading stalls the container through TCP instead of growing memory.
 
 use std::pin::pin;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, sleep, sleep_until};
-use tokio_util::sync::CancellationToken;
 
 use crate::bufpool;
 use crate::config::Limits;
 use crate::frame::{ControlFrame, Decoded, Decoder, FrameError, PingPayload, ServerHeader, opcode};
-use crate::io::{read_when_ready, write_all, write_all_vectored};
+use crate::io::{read_when_ready, try_write_vectored, write_all, write_all_vectored};
 use crate::metrics::SessionMetrics;
+use crate::signal::Signal;
 
 /// After the session is decided to end: time to finish the frame being written, send
 /// Close and receive the browser's Close.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
-/// Control frames (Pongs) queued from the up pump to the writer; a browser that pings
-/// faster than the relay can answer waits.
-const CONTROL_QUEUE: usize = 4;
+
+/// Why the relay ends a session from outside it; the value of the session's stop
+/// [`Signal`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Stop {
+    Draining = 1,
+}
+
+impl Stop {
+    /// The session end a stop signal value stands for.
+    fn end_for(value: u8) -> End {
+        debug_assert_eq!(value, Stop::Draining as u8);
+        End::Draining
+    }
+}
 
 /// Why a session ended. Each maps to one close code and one metrics outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,7 +100,8 @@ impl End {
     }
 }
 
-/// State the pumps share; atomics only, so the session future stays `Send`.
+/// State the pumps share. Nothing here is locked per relayed message: atomics and
+/// [`Signal`]s, and a mutex touched only when the browser pings.
 struct Shared<'a> {
     browser: &'a TcpStream,
     upstream: &'a TcpStream,
@@ -98,8 +111,11 @@ struct Shared<'a> {
     /// Milliseconds after `started` of the last relayed byte, for the idle timer.
     last_activity_ms: AtomicU64,
     missed_pongs: AtomicU32,
-    /// Cancelled once the session's end is decided; `end` says why.
-    ending: CancellationToken,
+    /// The latest Ping to answer, and the flag that tells the writer so.
+    ping: Mutex<Option<PingPayload>>,
+    pong_due: Signal,
+    /// Set once the session's end is decided; `end` says why.
+    ending: Signal,
     end: OnceLock<End>,
 }
 
@@ -112,35 +128,51 @@ impl Shared<'_> {
     /// Records why the session ends (the first reason wins) and wakes the writer.
     fn finish(&self, end: End) -> End {
         let end = *self.end.get_or_init(|| end);
-        self.ending.cancel();
+        self.ending.set(1);
         end
     }
 
     /// Resolves once the session has decided to end and the grace has run out.
     async fn grace_over(&self) {
-        self.ending.cancelled().await;
+        self.ending.wait().await;
         sleep(CLOSE_GRACE).await;
     }
 
     /// Writes to the browser; gives up once the session is ending and the grace ran out
-    /// (a browser that reads nothing must not hold the session open).
+    /// (a browser that reads nothing must not hold the session open). The common case,
+    /// a socket with room, completes without building the slow path's timers.
     async fn write_browser(&self, head: &[u8], body: &[u8]) -> bool {
+        let mut done = 0;
+        match try_write_vectored(self.browser, head, body, &mut done) {
+            Ok(true) => return true,
+            Ok(false) => {}
+            Err(_) => return false,
+        }
         tokio::select! {
             biased;
-            r = write_all_vectored(self.browser, head, body) => r.is_ok(),
+            r = write_all_vectored(self.browser, head, body, done) => r.is_ok(),
             _ = self.grace_over() => false,
         }
+    }
+
+    /// Hands a Ping to the writer to answer; a newer one replaces an unanswered one.
+    fn answer_ping(&self, payload: PingPayload) {
+        if let Ok(mut ping) = self.ping.lock() {
+            *ping = Some(payload);
+        }
+        self.pong_due.set(1);
     }
 }
 
 /// Relays until the session ends; returns why. `leftover` holds bytes the browser sent
-/// right behind its HTTP request. `stop` cancelled means drain now (1001).
+/// right behind its HTTP request. Setting `stop` (a [`Stop`]) ends the session from
+/// outside.
 pub async fn relay(
     browser: TcpStream,
     leftover: Bytes,
     upstream: TcpStream,
     limits: &Limits,
-    stop: &CancellationToken,
+    stop: &Signal,
     metrics: &SessionMetrics,
 ) -> End {
     let shared = Shared {
@@ -151,16 +183,17 @@ pub async fn relay(
         started: Instant::now(),
         last_activity_ms: AtomicU64::new(0),
         missed_pongs: AtomicU32::new(0),
-        ending: CancellationToken::new(),
+        ping: Mutex::new(None),
+        pong_due: Signal::default(),
+        ending: Signal::default(),
         end: OnceLock::new(),
     };
-    let (pongs_tx, pongs_rx) = mpsc::channel(CONTROL_QUEUE);
-    let mut up = pin!(up_pump(&shared, leftover, pongs_tx));
-    let mut down = pin!(down_pump(&shared, pongs_rx));
+    let mut up = pin!(up_pump(&shared, leftover));
+    let mut down = pin!(down_pump(&shared));
     let (mut up_done, mut down_done) = (false, false);
     let end = tokio::select! {
         biased;
-        _ = stop.cancelled() => End::Draining,
+        v = stop.wait() => Stop::end_for(v),
         _ = sleep(limits.max_session_duration) => End::MaxDuration,
         _ = idle(&shared) => End::Idle,
         e = &mut up => { up_done = true; e }
@@ -191,7 +224,7 @@ async fn idle(shared: &Shared<'_>) {
 }
 
 /// Container → browser, plus every control frame. Ends by writing Close.
-async fn down_pump(shared: &Shared<'_>, mut pongs: mpsc::Receiver<PingPayload>) -> End {
+async fn down_pump(shared: &Shared<'_>) -> End {
     let limits = shared.limits;
     let mut ping =
         tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
@@ -199,11 +232,14 @@ async fn down_pump(shared: &Shared<'_>, mut pongs: mpsc::Receiver<PingPayload>) 
     let end = loop {
         tokio::select! {
             biased;
-            _ = shared.ending.cancelled() => break None,
-            Some(payload) = pongs.recv() => {
-                let pong = ControlFrame::new(opcode::PONG, payload.as_bytes());
-                if !shared.write_browser(&[], pong.as_bytes()).await {
-                    break Some(End::ClientGone);
+            _ = shared.ending.wait() => break None,
+            _ = shared.pong_due.wait_take() => {
+                let payload = shared.ping.lock().ok().and_then(|mut p| p.take());
+                if let Some(payload) = payload {
+                    let pong = ControlFrame::new(opcode::PONG, payload.as_bytes());
+                    if !shared.write_browser(&[], pong.as_bytes()).await {
+                        break Some(End::ClientGone);
+                    }
                 }
             }
             _ = ping.tick() => {
@@ -243,7 +279,7 @@ async fn down_pump(shared: &Shared<'_>, mut pongs: mpsc::Receiver<PingPayload>) 
 
 /// Browser → container. Returns when the browser closes, breaks the protocol or the
 /// container stops taking bytes.
-async fn up_pump(shared: &Shared<'_>, leftover: Bytes, pongs: mpsc::Sender<PingPayload>) -> End {
+async fn up_pump(shared: &Shared<'_>, leftover: Bytes) -> End {
     let limits = shared.limits;
     let mut decoder = Decoder::new(limits.max_message_size as u64);
     if !leftover.is_empty() {
@@ -251,7 +287,7 @@ async fn up_pump(shared: &Shared<'_>, leftover: Bytes, pongs: mpsc::Sender<PingP
         buf[..leftover.len()].copy_from_slice(&leftover);
         let n = leftover.len();
         drop(leftover);
-        let step = forward(shared, &mut decoder, &mut buf[..n], &pongs).await;
+        let step = forward(shared, &mut decoder, &mut buf[..n]).await;
         bufpool::give(buf);
         if let Some(end) = step {
             return end;
@@ -266,7 +302,7 @@ async fn up_pump(shared: &Shared<'_>, leftover: Bytes, pongs: mpsc::Sender<PingP
             Ok(read) => read,
             Err(_) => return End::ClientGone,
         };
-        let step = forward(shared, &mut decoder, &mut buf[..n], &pongs).await;
+        let step = forward(shared, &mut decoder, &mut buf[..n]).await;
         bufpool::give(buf);
         if let Some(end) = step {
             return end;
@@ -275,12 +311,7 @@ async fn up_pump(shared: &Shared<'_>, leftover: Bytes, pongs: mpsc::Sender<PingP
 }
 
 /// Decodes one read's worth of frames and forwards their payload.
-async fn forward(
-    shared: &Shared<'_>,
-    decoder: &mut Decoder,
-    input: &mut [u8],
-    pongs: &mpsc::Sender<PingPayload>,
-) -> Option<End> {
+async fn forward(shared: &Shared<'_>, decoder: &mut Decoder, input: &mut [u8]) -> Option<End> {
     let mut at = 0;
     while at < input.len() {
         let (used, item) = match decoder.decode(&mut input[at..]) {
@@ -296,13 +327,7 @@ async fn forward(
                 shared.metrics.to_upstream.increment(data.len() as u64);
                 shared.touch();
             }
-            Some(Decoded::Ping(payload)) => {
-                // A full queue means the browser pings faster than it reads: wait.
-                let queued = pongs.send(payload).await;
-                if queued.is_err() {
-                    return Some(End::ClientGone);
-                }
-            }
+            Some(Decoded::Ping(payload)) => shared.answer_ping(payload),
             Some(Decoded::Pong) => shared.missed_pongs.store(0, Ordering::Relaxed),
             Some(Decoded::Close(_)) => return Some(End::ClientClosed),
             None => {}

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Runs the relay-core benchmarks of benches/README.md in one go on this machine:
+# throughput and 16-byte ping-pong latency through vnc-relay, a plain tokio TCP proxy
+# (copy_bidirectional, 256 KiB buffers) and websockify 0.13, alternating targets each
+# round; then 5,000 concurrent pinging sessions through the relay and straight to the
+# echo upstream; then relay RSS per idle session. Loopback only; everything it starts
+# is stopped on exit.
+#
+#   benches/run.sh [ROUNDS]          (default 3)
+# Env: DURATION (throughput seconds, default 8), COUNT (pings, default 20000),
+#      SESSIONS (default 5000), CONNS_DURATION (default 20s)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS="${1:-3}"
+DURATION="${DURATION:-8}"
+COUNT="${COUNT:-20000}"
+SESSIONS="${SESSIONS:-5000}"
+CONNS_DURATION="${CONNS_DURATION:-20s}"
+
+cargo build --release --bins --locked -q
+BIN=target/release
+STATE="$(mktemp -d /tmp/vnc-bench.XXXXXX)"
+OUT="$STATE/results.jsonl"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+# websockify 0.13 from PyPI, in a venv of its own.
+VENV="target/bench-venv"
+if [[ ! -x "$VENV/bin/websockify" ]]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q "websockify==0.13.0"
+fi
+
+# start NAME CMD... : runs CMD in the background, waits for its LISTENING line.
+start() {
+  local name="$1"; shift
+  "$@" >"$STATE/$name.out" 2>"$STATE/$name.err" &
+  pids+=($!)
+  eval "${name}_pid=$!"
+  for _ in $(seq 200); do
+    if grep -q '^LISTENING' "$STATE/$name.out" 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "$name did not start:"; cat "$STATE/$name.err"; exit 1
+}
+addr_of() { sed -n 's/^LISTENING \([^ ]*\).*/\1/p' "$STATE/$1.out" | head -1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+REDIS_PORT="$(free_port)"
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$STATE/redis.log" 2>&1 &
+pids+=($!)
+until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
+
+"$BIN/vnc-control" keys generate --out "$STATE/keys" --kid bench >/dev/null
+start source "$BIN/vnc-bench" source --listen 127.0.0.1:0
+start echo "$BIN/vnc-bench" echo --listen 127.0.0.1:0
+SRC="$(addr_of source)"; ECHO="$(addr_of echo)"
+start proxy_src "$BIN/vnc-bench" proxy --listen 127.0.0.1:0 --upstream "$SRC"
+start proxy_echo "$BIN/vnc-bench" proxy --listen 127.0.0.1:0 --upstream "$ECHO"
+WS_SRC_PORT="$(free_port)"; WS_ECHO_PORT="$(free_port)"
+"$VENV/bin/websockify" "127.0.0.1:$WS_SRC_PORT" "$SRC" >"$STATE/wsfy_src.log" 2>&1 & pids+=($!)
+"$VENV/bin/websockify" "127.0.0.1:$WS_ECHO_PORT" "$ECHO" >"$STATE/wsfy_echo.log" 2>&1 & pids+=($!)
+
+relay_args=(--listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --redis-url "redis://127.0.0.1:$REDIS_PORT"
+  --jwt-public-key "$STATE/keys/bench.pub.pem" --max-sessions 20000 --idle-timeout 10m)
+start relay "$BIN/vnc-relay" "${relay_args[@]}"
+RELAY="$(sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/relay.out")"
+
+for c in src echo; do
+  port="${SRC##*:}"; [[ $c == echo ]] && port="${ECHO##*:}"
+  redis-cli -p "$REDIS_PORT" hset "vnc:container:$c" state running tenant bench owner bench \
+    host 127.0.0.1 port "$port" >/dev/null
+done
+token() { "$BIN/vnc-control" token mint --private-key "$STATE/keys/bench.key.pem" \
+  --container "$1" --user bench --tenant bench --scope control --ttl 2h; }
+TOKEN_SRC="$(token src)"; TOKEN_ECHO="$(token echo)"
+until curl -sf "http://$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/relay.out")/readyz" >/dev/null; do sleep 0.05; done
+
+# bench LABEL ARGS... : runs vnc-bench, appends {"label":..., "result":...} to $OUT.
+bench() {
+  local label="$1"; shift
+  local line
+  line="$("$BIN/vnc-bench" "$@" | sed -n 's/^RESULT //p' | tail -1)"
+  echo "{\"label\":\"$label\",\"result\":$line}" >>"$OUT"
+  echo "  $label: $line" | cut -c1-220
+}
+
+echo "== throughput and latency, $ROUNDS rounds, alternating targets"
+for r in $(seq "$ROUNDS"); do
+  echo "round $r"
+  bench throughput/relay throughput --target "ws://$RELAY/websockify?token=$TOKEN_SRC" --duration "${DURATION}s"
+  bench throughput/proxy throughput --target "tcp://$(addr_of proxy_src)" --duration "${DURATION}s"
+  bench throughput/websockify throughput --target "ws://127.0.0.1:$WS_SRC_PORT/" --duration "${DURATION}s"
+  bench latency/relay latency --target "ws://$RELAY/websockify?token=$TOKEN_ECHO" --count "$COUNT"
+  bench latency/proxy latency --target "tcp://$(addr_of proxy_echo)" --count "$COUNT"
+  bench latency/websockify latency --target "ws://127.0.0.1:$WS_ECHO_PORT/" --count "$COUNT"
+  bench latency/direct latency --target "tcp://$ECHO" --count "$COUNT"
+done
+
+echo "== $SESSIONS concurrent sessions, 5 pings/s each"
+bench conns/relay conns --target "ws://$RELAY/websockify?token=$TOKEN_ECHO" --sessions "$SESSIONS" \
+  --rate 5 --duration "$CONNS_DURATION" --warmup 2s --pid "$relay_pid"
+bench conns/direct conns --target "tcp://$ECHO" --sessions "$SESSIONS" --rate 5 --duration "$CONNS_DURATION" --warmup 2s
+
+echo "== relay RSS per idle session (fresh relay)"
+kill "$relay_pid"; wait "$relay_pid" 2>/dev/null || true
+start relay "$BIN/vnc-relay" "${relay_args[@]}"
+RELAY="$(sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/relay.out")"
+until curl -sf "http://$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/relay.out")/readyz" >/dev/null; do sleep 0.05; done
+bench idle/relay conns --target "ws://$RELAY/websockify?token=$TOKEN_ECHO" --sessions "$SESSIONS" \
+  --rate 0 --duration 5s --pid "$relay_pid"
+
+python3 benches/summarize.py "$OUT"
+echo "raw results: $OUT"
