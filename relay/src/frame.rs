@@ -122,6 +122,8 @@ pub enum Decoded {
 pub enum FrameError {
     #[error("client frames must be masked")]
     Unmasked,
+    #[error("server frames must not be masked")]
+    Masked,
     #[error("reserved bits set")]
     ReservedBits,
     #[error("unknown opcode {0:#x}")]
@@ -163,10 +165,14 @@ const EMPTY_HEADER: State = State::Header {
     have: 0,
 };
 
-/// Decoder of the client→server frame stream. Holds no heap memory.
+/// Decoder of a frame stream: the client→server stream (masked frames, unmasked in
+/// place) or, for clients such as the load generator, the server→client stream
+/// (unmasked frames). Holds no heap memory.
 #[derive(Debug)]
 pub struct Decoder {
     state: State,
+    /// Whether frames must carry a mask (client→server) or must not (server→client).
+    masked: bool,
     /// Most bytes one (possibly fragmented) message may carry.
     max_message: u64,
     /// Bytes of the current data message so far; `None` between messages.
@@ -174,11 +180,21 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// Decodes what a browser sends: masked frames.
     pub fn new(max_message: u64) -> Decoder {
         Decoder {
             state: EMPTY_HEADER,
+            masked: true,
             max_message,
             message: None,
+        }
+    }
+
+    /// Decodes what a server sends: unmasked frames.
+    pub fn server_frames(max_message: u64) -> Decoder {
+        Decoder {
+            masked: false,
+            ..Decoder::new(max_message)
         }
     }
 
@@ -192,10 +208,14 @@ impl Decoder {
                 let take = (want - *have).min(input.len());
                 buf[*have..*have + take].copy_from_slice(&input[..take]);
                 *have += take;
-                // Refuse an unmasked frame as soon as its second byte shows it, rather
-                // than waiting for mask bytes that will never come.
-                if *have >= 2 && buf[1] & 0x80 == 0 {
-                    return Err(FrameError::Unmasked);
+                // Refuse a wrongly masked frame as soon as its second byte shows it,
+                // rather than waiting for mask bytes that will never come.
+                if *have >= 2 && (buf[1] & 0x80 != 0) != self.masked {
+                    return Err(if self.masked {
+                        FrameError::Unmasked
+                    } else {
+                        FrameError::Masked
+                    });
                 }
                 if *have < header_len(&buf[..*have]) {
                     return Ok((take, None));
@@ -210,7 +230,9 @@ impl Decoder {
                 phase,
             } => {
                 let n = (*remaining).min(input.len() as u64) as usize;
-                unmask(&mut input[..n], *mask, *phase);
+                if *mask != [0; 4] {
+                    unmask(&mut input[..n], *mask, *phase);
+                }
                 *phase = (*phase + n) % 4;
                 *remaining -= n as u64;
                 if *remaining == 0 {
@@ -254,7 +276,12 @@ impl Decoder {
             ),
             n => (u64::from(n), 2),
         };
-        let mask = [h[mask_at], h[mask_at + 1], h[mask_at + 2], h[mask_at + 3]];
+        // An all-zero mask leaves unmasked payload as it is.
+        let mask = if self.masked {
+            [h[mask_at], h[mask_at + 1], h[mask_at + 2], h[mask_at + 3]]
+        } else {
+            [0; 4]
+        };
         match op {
             opcode::BINARY | opcode::CONTINUATION => {
                 let so_far = match (op, self.message) {
@@ -303,11 +330,12 @@ impl Decoder {
 
 /// Header length implied by the bytes seen so far (2 until the length byte is known).
 fn header_len(seen: &[u8]) -> usize {
-    match seen.get(1).map(|b| b & 0x7F) {
-        None => 2,
-        Some(126) => 2 + 2 + 4,
-        Some(127) => 2 + 8 + 4,
-        Some(_) => 2 + 4,
+    let Some(&b) = seen.get(1) else { return 2 };
+    let mask = if b & 0x80 != 0 { 4 } else { 0 };
+    match b & 0x7F {
+        126 => 2 + 2 + mask,
+        127 => 2 + 8 + mask,
+        _ => 2 + mask,
     }
 }
 
@@ -487,6 +515,24 @@ mod tests {
     }
 
     #[test]
+    fn decodes_server_frames_for_clients() {
+        let mut input = ServerHeader::new(opcode::BINARY, 3).as_bytes().to_vec();
+        input.extend_from_slice(b"abc");
+        input.extend_from_slice(ServerHeader::new(opcode::BINARY, 70_000).as_bytes());
+        input.extend(std::iter::repeat_n(7u8, 70_000));
+        input.extend_from_slice(ControlFrame::close(1000, "bye").as_bytes());
+        let (data, events) = run(&mut Decoder::server_frames(1 << 20), input, &[999]).unwrap();
+        assert_eq!(data.len(), 70_003);
+        assert_eq!(&data[..3], b"abc");
+        assert_eq!(events, vec![Decoded::Close(Some(1000))]);
+        let masked = client_frame(true, opcode::BINARY, b"x", [1, 2, 3, 4]);
+        assert_eq!(
+            run(&mut Decoder::server_frames(64), masked, &[8]),
+            Err(FrameError::Masked)
+        );
+    }
+
+    #[test]
     fn the_message_limit_counts_all_fragments() {
         let m = [5, 6, 7, 8];
         let mut input = client_frame(false, opcode::BINARY, &[0; 600], m);
@@ -498,6 +544,9 @@ mod tests {
     }
 
     proptest! {
+        // Each case decodes up to ~200 KiB; 64 cases keep the suite fast.
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
         /// However the stream is split across reads, the decoded bytes are the sent ones.
         #[test]
         fn any_split_decodes_the_same(

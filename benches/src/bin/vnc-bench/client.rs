@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use crate::lean_ws::LeanWs;
 use crate::target::Target;
 
 /// The only subprotocol offered. websockify 0.13 matches the offered list exactly after
@@ -30,6 +31,8 @@ pub enum Conn {
     Tcp(TcpStream),
     /// Boxed: the WebSocket state is several times larger than a `TcpStream`.
     Ws(Box<WebSocketStream<TcpStream>>),
+    /// Counting-only WebSocket reader for throughput runs (boxed: its decoder state).
+    Lean(Box<LeanWs>),
 }
 
 /// Opens `target`: TCP connect with TCP_NODELAY, then for ws the handshake carrying the
@@ -38,10 +41,17 @@ pub enum Conn {
 /// This connects the socket itself and calls `client_async_with_config` rather than
 /// `connect_async_with_config(req, cfg, true)`: same handshake and nodelay, but it uses
 /// the address resolved once at load time.
+/// How a ws target is read: full tungstenite client, or the lean counting reader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WsClient {
+    Tungstenite { read_buffer: usize },
+    Lean,
+}
+
 pub async fn connect(
     target: &Target,
     headers: &[(HeaderName, HeaderValue)],
-    ws_read_buffer: usize,
+    client: WsClient,
 ) -> Result<Conn> {
     match target {
         Target::Tcp { addr } => {
@@ -56,6 +66,14 @@ pub async fn connect(
                 .await
                 .with_context(|| format!("tcp connect {addr}"))?;
             stream.set_nodelay(true)?;
+            let ws_read_buffer = match client {
+                WsClient::Lean => {
+                    return Ok(Conn::Lean(Box::new(
+                        LeanWs::connect(url, stream, headers).await?,
+                    )));
+                }
+                WsClient::Tungstenite { read_buffer } => read_buffer,
+            };
             let mut request = url.as_str().into_client_request()?;
             let h = request.headers_mut();
             h.insert(
@@ -102,6 +120,7 @@ impl Conn {
     pub async fn send(&mut self, data: &[u8]) -> Result<()> {
         match self {
             Conn::Tcp(s) => s.write_all(data).await?,
+            Conn::Lean(_) => bail!("the lean ws reader only counts what arrives"),
             // `send` = feed + flush: the frame is on the wire when this returns.
             Conn::Ws(ws) => {
                 ws.send(Message::Binary(Bytes::copy_from_slice(data)))
@@ -119,6 +138,7 @@ impl Conn {
             Conn::Tcp(s) => {
                 s.read_exact(buf).await.context("tcp read")?;
             }
+            Conn::Lean(_) => bail!("the lean ws reader only counts what arrives"),
             Conn::Ws(ws) => {
                 let mut filled = 0;
                 while filled < buf.len() {
@@ -162,6 +182,7 @@ impl Conn {
                     messages: 0,
                 }),
             },
+            Conn::Lean(lean) => lean.recv_count(scratch).await,
         }
     }
 
@@ -171,6 +192,7 @@ impl Conn {
             Conn::Tcp(mut s) => {
                 let _ = s.shutdown().await;
             }
+            Conn::Lean(lean) => (*lean).close().await,
             Conn::Ws(mut ws) => {
                 if ws.as_mut().close(None).await.is_ok() {
                     // Wait for the peer's close frame (or EOF), discarding data in flight.
@@ -257,7 +279,9 @@ mod tests {
     #[tokio::test]
     async fn ws_echo_split_over_messages_is_reassembled() {
         let target = split_echo_server(true).await;
-        let mut conn = connect(&target, &[], 4096).await.unwrap();
+        let mut conn = connect(&target, &[], WsClient::Tungstenite { read_buffer: 4096 })
+            .await
+            .unwrap();
         let sent: Vec<u8> = (1..=16).collect();
         conn.send(&sent).await.unwrap();
         let mut got = vec![0u8; sent.len()];
@@ -268,7 +292,8 @@ mod tests {
     #[tokio::test]
     async fn ws_server_without_subprotocol_is_reported() {
         let target = split_echo_server(false).await;
-        let Err(err) = connect(&target, &[], 4096).await else {
+        let Err(err) = connect(&target, &[], WsClient::Tungstenite { read_buffer: 4096 }).await
+        else {
             panic!("handshake without the subprotocol must fail");
         };
         assert!(format!("{err:#}").contains("subprotocol"), "{err:#}");

@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::client::Conn;
+use crate::client::{Conn, WsClient};
 use crate::ping::micros;
 use crate::procfs;
 use crate::report;
@@ -225,7 +225,14 @@ async fn open_all(
             tokio::spawn(async move {
                 let _permit = permits.acquire_owned().await;
                 let t = std::time::Instant::now();
-                let conn = targets.connect(i, WS_READ_BUF).await;
+                let conn = targets
+                    .connect(
+                        i,
+                        WsClient::Tungstenite {
+                            read_buffer: WS_READ_BUF,
+                        },
+                    )
+                    .await;
                 (conn, t.elapsed())
             })
         })

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
 
+use crate::client::WsClient;
 use crate::ping::{Ping, micros};
 use crate::report;
 use crate::stats::Summary;
@@ -38,7 +39,14 @@ pub struct LatencyArgs {
 pub async fn run(args: LatencyArgs) -> Result<()> {
     let targets = Targets::load(&args.target).await?;
     let mut ping = Ping::new(args.size)?;
-    let mut conn = targets.connect(0, WS_READ_BUF).await?;
+    let mut conn = targets
+        .connect(
+            0,
+            WsClient::Tungstenite {
+                read_buffer: WS_READ_BUF,
+            },
+        )
+        .await?;
 
     let mut samples = Vec::with_capacity(usize::try_from(args.count).unwrap_or(0));
     let mut measured_from = Instant::now();

@@ -8,6 +8,7 @@
 mod client;
 mod conns;
 mod latency;
+mod lean_ws;
 mod ping;
 mod procfs;
 mod report;

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, Uri};
 
-use crate::client::{self, Conn};
+use crate::client::{self, Conn, WsClient};
 
 /// Flags shared by every client mode.
 #[derive(Args, Debug)]
@@ -115,11 +115,11 @@ impl Targets {
     /// Connects to the target of session `i` under the connect timeout. `ws_read_buffer`
     /// sizes tungstenite's eagerly allocated read buffer (small for thousands of idle
     /// sessions, large for throughput).
-    pub async fn connect(&self, i: usize, ws_read_buffer: usize) -> Result<Conn> {
+    pub async fn connect(&self, i: usize, ws_client: WsClient) -> Result<Conn> {
         let target = &self.list[i % self.list.len()];
         tokio::time::timeout(
             self.connect_timeout,
-            client::connect(target, &self.headers, ws_read_buffer),
+            client::connect(target, &self.headers, ws_client),
         )
         .await
         .map_err(|_| anyhow!("connect timed out after {:?}", self.connect_timeout))?

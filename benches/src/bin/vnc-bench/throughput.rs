@@ -9,7 +9,7 @@ use clap::Args;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::client::Conn;
+use crate::client::{Conn, WsClient};
 use crate::report;
 use crate::target::{TargetArgs, Targets};
 
@@ -34,6 +34,10 @@ pub struct ThroughputArgs {
     /// Parallel connections (stream i uses URL i mod n of --url-file).
     #[arg(long, default_value_t = 1)]
     pub streams: usize,
+    /// How ws targets are read: `lean` parses frames in place and counts payload (the
+    /// same per-byte client work as a tcp target); `tungstenite` copies each message.
+    #[arg(long, default_value = "lean", value_parser = ["lean", "tungstenite"])]
+    pub ws_client: String,
 }
 
 /// What one stream counted in the measured window.
@@ -51,9 +55,15 @@ pub async fn run(args: ThroughputArgs) -> Result<()> {
     );
     ensure!(!args.duration.is_zero(), "--duration must be > 0");
     let targets = Targets::load(&args.target).await?;
+    let ws_client = match args.ws_client.as_str() {
+        "lean" => WsClient::Lean,
+        _ => WsClient::Tungstenite {
+            read_buffer: READ_BUF,
+        },
+    };
     let mut conns = Vec::with_capacity(args.streams);
     for i in 0..args.streams {
-        conns.push(targets.connect(i, READ_BUF).await?);
+        conns.push(targets.connect(i, ws_client).await?);
     }
 
     let measure_from = Instant::now() + args.warmup;

@@ -1,0 +1,129 @@
+//! A lean WebSocket reader for `throughput`: a hand-made upgrade request, then the
+//! server's frames parsed in place with the relay's own frame decoder and their payload
+//! counted, never copied. Per byte that is the same client work as the plain TCP
+//! target, so the client's cost doesn't tilt a relay/proxy/websockify comparison.
+//!
+//! Pings from the server are not answered: runs are far shorter than any server's
+//! missed-pong limit.
+
+use anyhow::{Context, Result, bail, ensure};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::handshake::client::generate_key;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, Uri};
+use vnc_relay::frame::{Decoded, Decoder};
+
+use crate::client::RecvCount;
+
+/// Largest HTTP response head accepted.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+pub struct LeanWs {
+    stream: TcpStream,
+    decoder: Decoder,
+    /// Frame bytes that arrived with the 101 response, decoded before any read.
+    pending: Vec<u8>,
+}
+
+impl LeanWs {
+    pub async fn connect(
+        url: &str,
+        mut stream: TcpStream,
+        headers: &[(HeaderName, HeaderValue)],
+    ) -> Result<LeanWs> {
+        let uri: Uri = url.parse().context("target URL")?;
+        let host = uri.authority().context("target URL has no host")?;
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let key = generate_key();
+        let mut request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: binary\r\n"
+        );
+        for (name, value) in headers {
+            request.push_str(&format!(
+                "{name}: {}\r\n",
+                value.to_str().unwrap_or_default()
+            ));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).await?;
+
+        let mut head = Vec::new();
+        let end = loop {
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await?;
+            ensure!(n > 0, "connection closed during the handshake");
+            head.extend_from_slice(&chunk[..n]);
+            if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            ensure!(head.len() < MAX_RESPONSE_HEAD, "response head too large");
+        };
+        let text = String::from_utf8_lossy(&head[..end]).to_ascii_lowercase();
+        if !text.starts_with("http/1.1 101") {
+            bail!(
+                "handshake refused: {}",
+                text.lines().next().unwrap_or_default()
+            );
+        }
+        let accept = derive_accept_key(key.as_bytes()).to_ascii_lowercase();
+        ensure!(
+            text.contains(&format!("sec-websocket-accept: {accept}")),
+            "wrong Sec-WebSocket-Accept"
+        );
+        Ok(LeanWs {
+            stream,
+            decoder: Decoder::server_frames(u64::MAX),
+            pending: head.split_off(end),
+        })
+    }
+
+    /// Reads once (or takes the bytes left from the handshake) and counts the payload
+    /// bytes and completed data frames in it; 0 bytes and 0 messages means closed.
+    pub async fn recv_count(&mut self, scratch: &mut [u8]) -> Result<RecvCount> {
+        let mut input = std::mem::take(&mut self.pending);
+        let buf: &mut [u8] = if input.is_empty() {
+            let n = self.stream.read(scratch).await.context("ws read")?;
+            if n == 0 {
+                return Ok(RecvCount {
+                    bytes: 0,
+                    messages: 0,
+                });
+            }
+            &mut scratch[..n]
+        } else {
+            &mut input
+        };
+        let mut count = RecvCount {
+            bytes: 0,
+            messages: 0,
+        };
+        let mut at = 0;
+        while at < buf.len() {
+            let (used, item) = self
+                .decoder
+                .decode(&mut buf[at..])
+                .context("server frame")?;
+            match item {
+                Some(Decoded::Data(range)) => {
+                    count.bytes += range.len();
+                    count.messages += 1;
+                }
+                Some(Decoded::Close(code)) => bail!("closed by peer: {code:?}"),
+                Some(Decoded::Ping(_) | Decoded::Pong) | None => {}
+            }
+            at += used;
+        }
+        if count.bytes == 0 {
+            // Only control frames or a partial header: report one empty message so the
+            // caller keeps reading.
+            count.messages = 1;
+        }
+        Ok(count)
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.stream.shutdown().await;
+    }
+}
