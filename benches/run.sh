@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the relay-core benchmarks of benches/README.md in one go on this machine:
-# throughput and 16-byte ping-pong latency through vnc-relay, a plain tokio TCP proxy
+# throughput and 16-byte ping-pong latency through vnc-relay (default 64 KiB read
+# buffer, and 256 KiB like the proxy's), a plain tokio TCP proxy
 # (copy_bidirectional, 256 KiB buffers) and websockify 0.13, alternating targets each
 # round; then 5,000 concurrent pinging sessions through the relay and straight to the
 # echo upstream; then relay RSS per idle session. Loopback only; everything it starts
@@ -66,6 +67,8 @@ relay_args=(--listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --redis-url "redis:/
   --jwt-public-key "$STATE/keys/bench.pub.pem" --max-sessions 20000 --idle-timeout 10m)
 start relay "$BIN/vnc-relay" "${relay_args[@]}"
 RELAY="$(sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/relay.out")"
+start relay256 "$BIN/vnc-relay" "${relay_args[@]}" --read-buffer-size 262144
+RELAY256="$(sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/relay256.out")"
 
 for c in src echo; do
   port="${SRC##*:}"; [[ $c == echo ]] && port="${ECHO##*:}"
@@ -90,6 +93,7 @@ echo "== throughput and latency, $ROUNDS rounds, alternating targets"
 for r in $(seq "$ROUNDS"); do
   echo "round $r"
   bench throughput/relay throughput --target "ws://$RELAY/websockify?token=$TOKEN_SRC" --duration "${DURATION}s"
+  bench throughput/relay256 throughput --target "ws://$RELAY256/websockify?token=$TOKEN_SRC" --duration "${DURATION}s"
   bench throughput/proxy throughput --target "tcp://$(addr_of proxy_src)" --duration "${DURATION}s"
   bench throughput/websockify throughput --target "ws://127.0.0.1:$WS_SRC_PORT/" --duration "${DURATION}s"
   bench latency/relay latency --target "ws://$RELAY/websockify?token=$TOKEN_ECHO" --count "$COUNT"
@@ -104,7 +108,7 @@ bench conns/relay conns --target "ws://$RELAY/websockify?token=$TOKEN_ECHO" --se
 bench conns/direct conns --target "tcp://$ECHO" --sessions "$SESSIONS" --rate 5 --duration "$CONNS_DURATION" --warmup 2s
 
 echo "== relay RSS per idle session (fresh relay)"
-kill "$relay_pid"; wait "$relay_pid" 2>/dev/null || true
+kill "$relay_pid" "$relay256_pid"; wait "$relay_pid" "$relay256_pid" 2>/dev/null || true
 start relay "$BIN/vnc-relay" "${relay_args[@]}"
 RELAY="$(sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/relay.out")"
 until curl -sf "http://$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/relay.out")/readyz" >/dev/null; do sleep 0.05; done

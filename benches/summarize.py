@@ -17,12 +17,14 @@ def med(label, key):
     return statistics.median(vals) if vals else float("nan")
 
 
-tp = {t: med(f"throughput/{t}", lambda r: r["total_mb_per_s"]) for t in ("relay", "proxy", "websockify")}
+tp = {t: med(f"throughput/{t}", lambda r: r["total_mb_per_s"])
+      for t in ("relay", "relay256", "proxy", "websockify")}
 print("\nthroughput container->browser, median MB/s over rounds:")
 for t, v in tp.items():
     print(f"  {t:11s} {v:9.1f}   all: {[r['total_mb_per_s'] for r in rows[f'throughput/{t}']]}")
-print(f"  relay/proxy      = {tp['relay'] / tp['proxy']:.2f}x  (goal >= 0.9)")
-print(f"  relay/websockify = {tp['relay'] / tp['websockify']:.2f}x  (goal >= 1.5)")
+for r in ("relay", "relay256"):
+    print(f"  {r}/proxy      = {tp[r] / tp['proxy']:.2f}x  (goal >= 0.9)")
+    print(f"  {r}/websockify = {tp[r] / tp['websockify']:.2f}x  (goal >= 1.5)")
 
 print("\n16-byte ping-pong RTT, median over rounds (us):")
 lat = {}

@@ -4,6 +4,7 @@
 //! drains it: the relay's header + vectored write of the read buffer, against
 //! tokio-tungstenite's server-side send (which copies the payload into its own
 //! write buffer). `decode_unmask_64k` is the browser→container direction.
+#![forbid(unsafe_code)]
 
 use std::time::Instant;
 

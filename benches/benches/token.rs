@@ -1,4 +1,5 @@
 //! Token verification cost: what the relay pays once per new session.
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 

@@ -3,8 +3,8 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
+use vnc_relay::server::bind;
 use vnc_relay::{Listeners, RelaySettings, Shutdown};
 
 #[derive(Parser)]
@@ -49,11 +49,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: vnc_relay::RelayConfig) -> anyhow::Result<()> {
-    let public = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let admin = TcpListener::bind(config.admin_listen)
-        .await
+    let public = bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
+    let admin = bind(config.admin_listen)
         .with_context(|| format!("binding admin {}", config.admin_listen))?;
     // Tests bind port 0 and read the real ports from this line.
     println!(

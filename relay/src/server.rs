@@ -38,6 +38,24 @@ use crate::store::Store;
 use crate::upgrade::{self, Upgrade};
 use crate::upstream;
 
+/// Pending connections the kernel queues for the accept loop (capped by
+/// `net.core.somaxconn`). A connect burst larger than the queue loses SYNs and those
+/// clients wait a full second to retry, so keep it well above std's 128.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (a restarted relay can
+/// bind while old connections linger in TIME_WAIT).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Largest HTTP request head the relay reads before the upgrade (hyper's minimum is
 /// 8 KiB); a token in the URL and a few cookies fit easily.
 const MAX_REQUEST_HEAD: usize = 16 * 1024;

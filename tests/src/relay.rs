@@ -21,7 +21,24 @@ impl RelayProcess {
         public_key: &Path,
         extra: &[&str],
     ) -> anyhow::Result<RelayProcess> {
-        let mut cmd = Command::new(bin_path("vnc-relay"));
+        Self::start_under(&[], redis_url, public_key, extra).await
+    }
+
+    /// [`RelayProcess::start`] run through a launcher, e.g. `["prlimit", "--nofile=64", "--"]`.
+    pub async fn start_under(
+        launcher: &[&str],
+        redis_url: &str,
+        public_key: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<RelayProcess> {
+        let mut cmd = match launcher {
+            [program, args @ ..] => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin_path("vnc-relay"));
+                c
+            }
+            [] => Command::new(bin_path("vnc-relay")),
+        };
         cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(["--redis-url", redis_url])
             .arg("--jwt-public-key")
@@ -60,9 +77,10 @@ impl RelayProcess {
             .1
     }
 
-    /// The value of one metric line (exact name and labels), if present.
+    /// The value of one metric line (exact name and labels), if present and the admin
+    /// listener answers.
     pub async fn metric(&self, series: &str) -> Option<f64> {
-        let text = self.metrics().await;
+        let text = crate::ws::http_get(self.admin, "/metrics").await.ok()?.1;
         text.lines().find_map(|l| {
             l.strip_prefix(series)?
                 .strip_prefix(' ')?

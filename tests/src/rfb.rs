@@ -4,7 +4,7 @@ use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::ws::{Ws, connect};
+use crate::ws::{Ws, connect_with};
 
 /// What ServerInit said.
 #[derive(Debug)]
@@ -39,8 +39,16 @@ pub struct RfbClient {
 
 impl RfbClient {
     pub async fn connect(url: &str) -> anyhow::Result<RfbClient> {
+        Self::connect_with(url, &[]).await
+    }
+
+    /// Connects with extra request headers (`Origin`, `Cookie`, `Authorization`).
+    pub async fn connect_with(
+        url: &str,
+        headers: &[(&'static str, &str)],
+    ) -> anyhow::Result<RfbClient> {
         Ok(RfbClient {
-            ws: connect(url).await?,
+            ws: connect_with(url, headers).await?,
             buf: Vec::new(),
         })
     }

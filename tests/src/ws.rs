@@ -16,11 +16,23 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Opens a WebSocket offering subprotocol `binary`, as noVNC does.
 pub async fn connect(url: &str) -> Result<Ws, tungstenite::Error> {
+    connect_with(url, &[]).await
+}
+
+/// [`connect`] with extra request headers (`Origin`, `Cookie`, `Authorization`).
+pub async fn connect_with(
+    url: &str,
+    headers: &[(&'static str, &str)],
+) -> Result<Ws, tungstenite::Error> {
     let mut req = url.into_client_request()?;
     req.headers_mut().insert(
         "Sec-WebSocket-Protocol",
         http::HeaderValue::from_static("binary"),
     );
+    for (name, value) in headers {
+        let value = http::HeaderValue::from_str(value).expect("header value");
+        req.headers_mut().insert(*name, value);
+    }
     let config = WebSocketConfig::default()
         .max_message_size(None)
         .max_frame_size(None);
@@ -30,7 +42,12 @@ pub async fn connect(url: &str) -> Result<Ws, tungstenite::Error> {
 
 /// The HTTP status a refused WebSocket connect got, and its body.
 pub async fn refused(url: &str) -> (u16, String) {
-    match connect(url).await {
+    refused_with(url, &[]).await
+}
+
+/// [`refused`] with extra request headers.
+pub async fn refused_with(url: &str, headers: &[(&'static str, &str)]) -> (u16, String) {
+    match connect_with(url, headers).await {
         Ok(_) => panic!("{url} was accepted, expected a refusal"),
         Err(tungstenite::Error::Http(resp)) => {
             let body = resp

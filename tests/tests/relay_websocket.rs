@@ -1,5 +1,6 @@
 //! The raw WebSocket path end to end: real redis-server, the real vnc-relay binary
 //! and the RFB fixture, all on free loopback ports.
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use vnc_tests::process::eventually;
 use vnc_tests::relay::RelayProcess;
 use vnc_tests::rfb::RfbClient;
 use vnc_tests::stack::Stack;
-use vnc_tests::ws::{connect, expect_close, http_get, raw_http, refused};
+use vnc_tests::ws::{connect, expect_close, http_get, raw_http, refused, refused_with};
 
 const W: u16 = 64;
 const H: u16 = 48;
@@ -484,4 +485,140 @@ async fn a_slow_browser_throttles_the_vnc_server_and_relay_memory_stays_bounded(
     // The other session is unaffected.
     other.handshake().await.unwrap();
     drop(slow);
+}
+
+#[tokio::test]
+async fn tokens_come_from_query_bearer_or_cookie_and_origins_are_checked() {
+    let stack = Stack::start(&[], &["--allowed-origin", "https://app.example"])
+        .await
+        .unwrap();
+    let token = stack.keys.token("c1", Scope::Control);
+    let bare = format!("ws://{}/websockify", stack.relay.public);
+    let good_origin = ("Origin", "https://app.example");
+
+    // Origin allowlist: missing or foreign origins are refused with 403.
+    assert_eq!(refused(&stack.url()).await.0, 403);
+    assert_eq!(
+        refused_with(&stack.url(), &[("Origin", "https://evil.example")])
+            .await
+            .0,
+        403
+    );
+
+    let bearer = format!("Bearer {token}");
+    let mut by_bearer = RfbClient::connect_with(&bare, &[good_origin, ("Authorization", &bearer)])
+        .await
+        .unwrap();
+    by_bearer.handshake().await.unwrap();
+    let cookie = format!("theme=dark; vnc_token={token}");
+    let mut by_cookie = RfbClient::connect_with(
+        &format!("ws://{}/vnc/ws", stack.relay.public),
+        &[good_origin, ("Cookie", &cookie)],
+    )
+    .await
+    .unwrap();
+    by_cookie.handshake().await.unwrap();
+    let mut by_query = RfbClient::connect_with(&stack.url(), &[good_origin])
+        .await
+        .unwrap();
+    by_query.handshake().await.unwrap();
+    // A containerId that isn't the token's container: 403.
+    let wrong = format!("{}&containerId=other", stack.url());
+    assert_eq!(refused_with(&wrong, &[good_origin]).await.0, 403);
+}
+
+/// A browser that stops answering pings is closed (1011); one that answers stays.
+#[tokio::test]
+async fn browsers_that_miss_pongs_are_closed_and_live_ones_kept() {
+    let stack = Stack::start(
+        &[],
+        &["--ping-interval", "200ms", "--max-missed-pongs", "2"],
+    )
+    .await
+    .unwrap();
+    // tungstenite answers pings whenever it reads.
+    let mut live = RfbClient::connect(&stack.url()).await.unwrap();
+    live.handshake().await.unwrap();
+
+    // A raw client that upgrades and then never reads or answers.
+    let url = stack.url();
+    let path = url.split_once(&stack.relay.public.to_string()).unwrap().1;
+    let mut mute = TcpStream::connect(stack.relay.public).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    mute.write_all(req.as_bytes()).await.unwrap();
+
+    // The mute one is closed while the live one keeps relaying (and answering pings).
+    let mute_read = tokio::spawn(async move {
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), mute.read_to_end(&mut got)).await;
+        got
+    });
+    while !mute_read.is_finished() {
+        live.round_trip(W, H).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = mute_read.await.unwrap();
+    let head_end = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("101 response")
+        + 4;
+    let frames = &got[head_end..];
+    // The fixture's greeting, the unanswered pings, then Close.
+    let pings = frames.windows(2).filter(|w| w == &[0x89, 0x00]).count();
+    assert_eq!(pings, 2, "{frames:?}");
+    let close_at = frames
+        .windows(2)
+        .position(|w| w[0] == 0x88)
+        .expect("a close frame");
+    assert_eq!(&frames[close_at + 2..close_at + 4], &1011u16.to_be_bytes());
+    live.round_trip(W, H).await.unwrap();
+    let m = stack.relay.metrics().await;
+    assert!(m.contains("outcome=\"ping_timeout\"} 1"), "{m}");
+}
+
+/// Out of file descriptors, the relay backs off instead of spinning or dying, and
+/// serves again once descriptors are free.
+#[tokio::test]
+async fn accept_backs_off_on_emfile_and_recovers() {
+    let stack = Stack::start(&[], &[]).await.unwrap();
+    let relay = RelayProcess::start_under(
+        &["prlimit", "--nofile=48", "--"],
+        &stack.redis.url(),
+        &stack.keys.public,
+        &["--handshake-timeout", "30s"],
+    )
+    .await
+    .unwrap();
+    // Connections that never send a request each hold one descriptor in the relay.
+    let mut idle = Vec::new();
+    for _ in 0..60 {
+        idle.push(TcpStream::connect(relay.public).await.unwrap());
+    }
+    // The relay uses up its descriptors (prlimit execs it: same pid).
+    let fds = format!("/proc/{}/fd", relay.proc.pid());
+    eventually(
+        "the relay to run out of descriptors",
+        vnc_tests::WAIT,
+        || async { (std::fs::read_dir(&fds).ok()?.count() >= 47).then_some(()) },
+    )
+    .await;
+    // The admin listener shares the limit, so look once descriptors are free again.
+    drop(idle);
+    eventually("accept errors to be counted", vnc_tests::WAIT, || async {
+        (relay.metric("vnc_relay_accept_errors_total").await? > 0.0).then_some(())
+    })
+    .await;
+    let url = relay.ws_url(&stack.keys.token("c1", Scope::Control));
+    let mut rfb = eventually(
+        "a session after descriptors are freed",
+        vnc_tests::WAIT,
+        || async { RfbClient::connect(&url).await.ok() },
+    )
+    .await;
+    rfb.handshake().await.unwrap();
+    rfb.round_trip(W, H).await.unwrap();
 }
