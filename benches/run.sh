@@ -102,10 +102,11 @@ for r in $(seq "$ROUNDS"); do
   bench latency/direct latency --target "tcp://$ECHO" --count "$COUNT"
 done
 
-echo "== $SESSIONS concurrent sessions, 5 pings/s each"
+echo "== $SESSIONS concurrent sessions, 5 pings/s each (relay, straight to the echo upstream, plain proxy)"
 bench conns/relay conns --target "ws://$RELAY/websockify?token=$TOKEN_ECHO" --sessions "$SESSIONS" \
   --rate 5 --duration "$CONNS_DURATION" --warmup 2s --pid "$relay_pid"
 bench conns/direct conns --target "tcp://$ECHO" --sessions "$SESSIONS" --rate 5 --duration "$CONNS_DURATION" --warmup 2s
+bench conns/proxy conns --target "tcp://$(addr_of proxy_echo)" --sessions "$SESSIONS" --rate 5 --duration "$CONNS_DURATION" --warmup 2s
 
 echo "== relay RSS per idle session (fresh relay)"
 kill "$relay_pid" "$relay256_pid"; wait "$relay_pid" "$relay256_pid" 2>/dev/null || true

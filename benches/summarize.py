@@ -36,7 +36,7 @@ for t in ("relay", "proxy", "websockify", "direct"):
 print(f"  relay - proxy: p50 {lat['relay'][0] - lat['proxy'][0]:+.1f} us (goal <= +5), "
       f"p99 {lat['relay'][1] - lat['proxy'][1]:+.1f} us (goal <= +20)")
 
-for t in ("relay", "direct"):
+for t in ("relay", "direct", "proxy"):
     for r in rows.get(f"conns/{t}", []):
         print(f"\nconns/{t}: opened {r['opened']}/{r['sessions']}, failed connects {r['failed_connects']}, "
               f"errored {r['errored']}, pings {r['pings']}, rtt {r['rtt_us']}")
@@ -44,6 +44,9 @@ if rows.get("conns/relay") and rows.get("conns/direct"):
     rp99 = rows["conns/relay"][0]["rtt_us"]["p99"]
     dp99 = rows["conns/direct"][0]["rtt_us"]["p99"]
     print(f"  p99 relay/direct = {rp99 / dp99:.2f}x (goal <= 1.5)")
+if rows.get("conns/proxy") and rows.get("conns/direct"):
+    pp99 = rows["conns/proxy"][0]["rtt_us"]["p99"]
+    print(f"  p99 proxy/direct = {pp99 / dp99:.2f}x (the plain TCP proxy under the same load)")
 for r in rows.get("idle/relay", []):
     rss = r["rss"]
     print(f"\nidle: {r['opened']} sessions, RSS before {rss['before_kib']} KiB, open {rss['open_kib']} KiB, "

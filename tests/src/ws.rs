@@ -102,3 +102,54 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Stri
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     raw_http(addr, req.as_bytes()).await
 }
+
+/// Opens a TCP connection and sends a WebSocket upgrade request for `path` (with any
+/// `extra` header lines), without reading: for tests that speak raw bytes afterwards.
+pub async fn raw_upgrade(addr: SocketAddr, path: &str, extra: &str) -> anyhow::Result<TcpStream> {
+    let mut s = TcpStream::connect(addr).await?;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+    );
+    s.write_all(req.as_bytes()).await?;
+    Ok(s)
+}
+
+/// Splits raw bytes read after [`raw_upgrade`] into the HTTP response head and the
+/// frames behind it.
+pub fn split_response(got: &[u8]) -> (String, &[u8]) {
+    match got.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(at) => (
+            String::from_utf8_lossy(&got[..at]).into_owned(),
+            &got[at + 4..],
+        ),
+        None => (String::from_utf8_lossy(got).into_owned(), &[]),
+    }
+}
+
+/// Server frames (unmasked, 7- or 16-bit lengths) in raw bytes: `(opcode, payload)`
+/// each; stops at the first incomplete one.
+pub fn server_frames(mut bytes: &[u8]) -> Vec<(u8, &[u8])> {
+    let mut frames = Vec::new();
+    while bytes.len() >= 2 {
+        let (head, len) = match bytes[1] & 0x7F {
+            126 if bytes.len() >= 4 => (4, usize::from(u16::from_be_bytes([bytes[2], bytes[3]]))),
+            126 | 127 => break,
+            n => (2, usize::from(n)),
+        };
+        let Some(payload) = bytes.get(head..head + len) else {
+            break;
+        };
+        frames.push((bytes[0] & 0x0F, payload));
+        bytes = &bytes[head + len..];
+    }
+    frames
+}
+
+/// The status code of the first Close among raw server frames.
+pub fn close_code(frames: &[u8]) -> Option<u16> {
+    server_frames(frames)
+        .into_iter()
+        .find(|(op, _)| *op == 0x8)
+        .and_then(|(_, p)| Some(u16::from_be_bytes([*p.first()?, *p.get(1)?])))
+}

@@ -14,7 +14,10 @@ use vnc_tests::process::eventually;
 use vnc_tests::relay::RelayProcess;
 use vnc_tests::rfb::RfbClient;
 use vnc_tests::stack::Stack;
-use vnc_tests::ws::{connect, expect_close, http_get, raw_http, refused, refused_with};
+use vnc_tests::ws::{
+    close_code, connect, expect_close, http_get, raw_http, raw_upgrade, refused, refused_with,
+    server_frames, split_response,
+};
 
 const W: u16 = 64;
 const H: u16 = 48;
@@ -209,17 +212,14 @@ async fn bad_requests_get_documented_statuses_and_harm_no_other_session() {
         raw_http(relay.public, plain.as_bytes()).await.unwrap().0,
         400
     );
-    let base64_only = format!(
-        "GET /websockify?token={token} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: base64\r\n\r\n"
-    );
-    assert_eq!(
-        raw_http(relay.public, base64_only.as_bytes())
-            .await
-            .unwrap()
-            .0,
-        400
-    );
+    let path = format!("/websockify?token={token}");
+    let mut base64_only = raw_upgrade(relay.public, &path, "Sec-WebSocket-Protocol: base64\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(vnc_tests::WAIT, base64_only.read_to_end(&mut got)).await;
+    let (head, _) = split_response(&got);
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
     assert_eq!(
         http_get(relay.public, "/nothing-here").await.unwrap().0,
         404
@@ -278,27 +278,19 @@ async fn bad_frames_get_documented_close_codes() {
     );
 
     // Garbage bytes after the upgrade (not WebSocket frames at all): 1008.
-    let url = stack.url();
-    let mut raw = TcpStream::connect(stack.relay.public).await.unwrap();
-    let path = url.split_once(&stack.relay.public.to_string()).unwrap().1;
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    let path = format!(
+        "/websockify?token={}",
+        stack.keys.token("c1", Scope::Control)
     );
-    raw.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = raw_upgrade(stack.relay.public, &path, "").await.unwrap();
     raw.write_all(b"\x01\x02garbage garbage garbage")
         .await
         .unwrap();
     let mut got = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut got)).await;
-    let text = String::from_utf8_lossy(&got);
-    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
-    // The relay's close frame: 0x88, length, then code 1008 (0x03F0).
-    let close_at = got
-        .windows(2)
-        .position(|w| w[0] == 0x88)
-        .expect("a close frame");
-    assert_eq!(&got[close_at + 2..close_at + 4], &1008u16.to_be_bytes());
+    let (head, frames) = split_response(&got);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(close_code(frames), Some(1008), "{frames:?}");
 
     canary.round_trip(W, H).await.unwrap();
     let m = stack.relay.metrics().await;
@@ -541,14 +533,11 @@ async fn browsers_that_miss_pongs_are_closed_and_live_ones_kept() {
     live.handshake().await.unwrap();
 
     // A raw client that upgrades and then never reads or answers.
-    let url = stack.url();
-    let path = url.split_once(&stack.relay.public.to_string()).unwrap().1;
-    let mut mute = TcpStream::connect(stack.relay.public).await.unwrap();
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    let path = format!(
+        "/websockify?token={}",
+        stack.keys.token("c1", Scope::Control)
     );
-    mute.write_all(req.as_bytes()).await.unwrap();
+    let mut mute = raw_upgrade(stack.relay.public, &path, "").await.unwrap();
 
     // The mute one is closed while the live one keeps relaying (and answering pings).
     let mute_read = tokio::spawn(async move {
@@ -561,20 +550,12 @@ async fn browsers_that_miss_pongs_are_closed_and_live_ones_kept() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let got = mute_read.await.unwrap();
-    let head_end = got
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("101 response")
-        + 4;
-    let frames = &got[head_end..];
+    let (head, frames) = split_response(&got);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     // The fixture's greeting, the unanswered pings, then Close.
-    let pings = frames.windows(2).filter(|w| w == &[0x89, 0x00]).count();
-    assert_eq!(pings, 2, "{frames:?}");
-    let close_at = frames
-        .windows(2)
-        .position(|w| w[0] == 0x88)
-        .expect("a close frame");
-    assert_eq!(&frames[close_at + 2..close_at + 4], &1011u16.to_be_bytes());
+    let opcodes: Vec<u8> = server_frames(frames).iter().map(|(op, _)| *op).collect();
+    assert_eq!(opcodes, [0x2, 0x9, 0x9, 0x8], "{frames:?}");
+    assert_eq!(close_code(frames), Some(1011));
     live.round_trip(W, H).await.unwrap();
     let m = stack.relay.metrics().await;
     assert!(m.contains("outcome=\"ping_timeout\"} 1"), "{m}");

@@ -231,17 +231,7 @@ async fn handshake_3_8_vnc_auth_and_client_pixel_format() {
     client.init().await;
     server.wait_log(|l| is(l, "event", "authenticated")).await;
 
-    let rgb565_be = PixelFormat {
-        bits_per_pixel: 16,
-        depth: 16,
-        big_endian: true,
-        red_max: 31,
-        green_max: 63,
-        blue_max: 31,
-        red_shift: 11,
-        green_shift: 5,
-        blue_shift: 0,
-    };
+    let rgb565_be = pixel::rgb565(true);
     client.set_pixel_format(rgb565_be).await;
     client.request(false, 0, 0, 64, 24).await;
     let (rect, pixels) = client.read_update(rgb565_be).await;

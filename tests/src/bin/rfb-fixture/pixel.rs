@@ -189,24 +189,25 @@ pub fn decode(format: PixelFormat, bytes: &[u8]) -> [u8; 3] {
     ]
 }
 
+/// RGB565, the usual 16-bit format (tests use it as a client-chosen format).
+#[cfg(test)]
+pub fn rgb565(big_endian: bool) -> PixelFormat {
+    PixelFormat {
+        bits_per_pixel: 16,
+        depth: 16,
+        big_endian,
+        red_max: 31,
+        green_max: 63,
+        blue_max: 31,
+        red_shift: 11,
+        green_shift: 5,
+        blue_shift: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// RGB565, the usual 16-bit format.
-    fn rgb565(big_endian: bool) -> PixelFormat {
-        PixelFormat {
-            bits_per_pixel: 16,
-            depth: 16,
-            big_endian,
-            red_max: 31,
-            green_max: 63,
-            blue_max: 31,
-            red_shift: 11,
-            green_shift: 5,
-            blue_shift: 0,
-        }
-    }
 
     /// BGR233, the usual 8-bit true-colour format.
     fn bgr233() -> PixelFormat {
