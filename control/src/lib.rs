@@ -2,4 +2,5 @@
 //! offline token minting; the REST API and the job queue build on these.
 #![forbid(unsafe_code)]
 
+pub mod infra;
 pub mod operator;

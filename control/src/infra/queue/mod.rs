@@ -1,0 +1,1 @@
+//! Durable job queue on Redis Streams (to be written).
