@@ -9,7 +9,7 @@ use metrics::{
     Counter, Gauge, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
     histogram,
 };
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 pub const SESSIONS_ACTIVE: &str = "vnc_relay_sessions_active";
 pub const SESSIONS_TOTAL: &str = "vnc_relay_sessions_total";
@@ -21,38 +21,19 @@ pub const AUTH_FAILURES: &str = "vnc_relay_auth_failures_total";
 pub const REJECTIONS: &str = "vnc_relay_http_rejections_total";
 pub const ACCEPT_ERRORS: &str = "vnc_relay_accept_errors_total";
 
-/// Installs the global Prometheus recorder and describes every metric. A second call
-/// (several relays in one test process) reuses a fresh, unregistered handle.
+/// Installs the global Prometheus recorder and describes every metric.
 pub fn install() -> PrometheusHandle {
-    let builder = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full(CONNECT_DURATION.into()),
-            &[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ],
-        )
-        .and_then(|b| {
-            b.set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Full(SESSION_DURATION.into()),
-                &[
-                    1.0,
-                    10.0,
-                    60.0,
-                    300.0,
-                    900.0,
-                    1800.0,
-                    3600.0,
-                    4.0 * 3600.0,
-                    12.0 * 3600.0,
-                ],
-            )
-        });
-    let recorder = match builder {
-        Ok(b) => b.build_recorder(),
-        Err(_) => PrometheusBuilder::new().build_recorder(),
-    };
-    let handle = recorder.handle();
-    if metrics::set_global_recorder(recorder).is_ok() {
+    let (handle, installed) = vnc_shared::telemetry::install_prometheus(&[
+        (
+            CONNECT_DURATION,
+            &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+        ),
+        (
+            SESSION_DURATION,
+            &[1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 4.0 * 3600.0, 12.0 * 3600.0],
+        ),
+    ]);
+    if installed {
         describe();
     }
     handle

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod rfb;
 pub mod schema;
 pub mod telemetry;
 pub mod token;

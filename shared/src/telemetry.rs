@@ -1,6 +1,7 @@
-//! Logging setup both binaries share: `tracing` to stderr, text or JSON, filtered by
-//! `RUST_LOG` when set, else by the configured level.
+//! Telemetry setup both binaries share: `tracing` to stderr, text or JSON, filtered by
+//! `RUST_LOG` when set, else by the configured level; and the Prometheus recorder.
 
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 /// Log output format.
@@ -37,4 +38,23 @@ pub fn init_tracing(level: &str, format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// Installs the global Prometheus recorder with histogram buckets per metric name and
+/// returns its handle (for `/metrics`) and whether this call installed it (so the
+/// caller describes its metrics once). A second call in one process (tests) gets a
+/// working, unregistered handle.
+pub fn install_prometheus(buckets: &[(&str, &[f64])]) -> (PrometheusHandle, bool) {
+    let mut builder = PrometheusBuilder::new();
+    for (name, b) in buckets {
+        if let Ok(next) = builder.set_buckets_for_metric(Matcher::Full((*name).to_owned()), b) {
+            builder = next;
+        } else {
+            builder = PrometheusBuilder::new();
+        }
+    }
+    let recorder = builder.build_recorder();
+    let handle = recorder.handle();
+    let installed = metrics::set_global_recorder(recorder).is_ok();
+    (handle, installed)
 }

@@ -75,6 +75,12 @@ impl RfbClient {
 
     /// Version 3.8, security None, shared ClientInit; returns ServerInit.
     pub async fn handshake(&mut self) -> anyhow::Result<ServerInit> {
+        self.handshake_with(None).await
+    }
+
+    /// Version 3.8 and shared ClientInit; security None, or VNC Authentication with
+    /// `password` when given.
+    pub async fn handshake_with(&mut self, password: Option<&str>) -> anyhow::Result<ServerInit> {
         let version = self.read_exact(12).await?;
         if &version != b"RFB 003.008\n" {
             bail!("unexpected version {:?}", String::from_utf8_lossy(&version));
@@ -82,10 +88,16 @@ impl RfbClient {
         self.send(b"RFB 003.008\n").await?;
         let count = self.read_exact(1).await?[0];
         let types = self.read_exact(usize::from(count)).await?;
-        if !types.contains(&1) {
-            bail!("security None not offered: {types:?}");
+        match password {
+            None if types.contains(&1) => self.send(&[1]).await?,
+            Some(pw) if types.contains(&2) => {
+                self.send(&[2]).await?;
+                let challenge: [u8; 16] = self.read_exact(16).await?.try_into().unwrap_or_default();
+                self.send(&vnc_shared::rfb::vnc_auth_response(pw.as_bytes(), &challenge))
+                    .await?;
+            }
+            _ => bail!("wanted security {} but the server offers {types:?}", if password.is_some() { "VNC auth" } else { "None" }),
         }
-        self.send(&[1]).await?;
         let result = self.read_exact(4).await?;
         if result != [0, 0, 0, 0] {
             bail!("security result {result:?}");

@@ -1,0 +1,118 @@
+//! The real `vnc-control` binary on free loopback ports, identity tokens for its
+//! callers, and a small JSON-over-HTTP client.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tokio::process::Command;
+use vnc_shared::token::{Signer, generate_ed25519_pair, unix_now};
+
+use crate::keys::TestKeys;
+use crate::process::{Proc, bin_path};
+
+/// The operator's identity provider, as far as tests need one: an Ed25519 key pair
+/// whose tokens control accepts as callers.
+pub struct Identity {
+    _dir: tempfile::TempDir,
+    signer: Signer,
+    pub public: PathBuf,
+}
+
+pub const IDENTITY_ISSUER: &str = "test-idp";
+pub const IDENTITY_AUDIENCE: &str = "vnc-control";
+
+impl Identity {
+    pub fn new() -> Identity {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (private, public) = generate_ed25519_pair(dir.path(), "idp").expect("identity keys");
+        let signer = Signer::ed25519_from_pem_file(&private, None).expect("identity signer");
+        Identity { _dir: dir, signer, public }
+    }
+
+    /// A bearer token for `sub` of `tenant` (an admin if `admin`), valid 10 minutes.
+    pub fn token(&self, sub: &str, tenant: &str, admin: bool) -> String {
+        let now = unix_now();
+        let roles: Vec<&str> = if admin { vec!["admin"] } else { vec![] };
+        self.signer
+            .sign(&serde_json::json!({
+                "iss": IDENTITY_ISSUER, "aud": IDENTITY_AUDIENCE, "sub": sub, "tenant": tenant,
+                "roles": roles, "iat": now, "exp": now + 600,
+            }))
+            .expect("sign identity token")
+    }
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub struct ControlProcess {
+    pub proc: Proc,
+    pub api: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl ControlProcess {
+    /// Starts control against `redis_url`, signing VNC tokens with `keys`, trusting
+    /// `identity` for callers, with extra flags (`--image`, `--relay-url`, ...).
+    pub async fn start(
+        redis_url: &str,
+        keys: &TestKeys,
+        identity: &Identity,
+        extra: &[&str],
+    ) -> anyhow::Result<ControlProcess> {
+        let mut cmd = Command::new(bin_path("vnc-control"));
+        cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--redis-url", redis_url])
+            .arg("--jwt-private-key")
+            .arg(&keys.private)
+            .arg("--auth-public-key")
+            .arg(&identity.public)
+            .args(["--auth-issuer", IDENTITY_ISSUER, "--auth-audience", IDENTITY_AUDIENCE])
+            .args(extra)
+            .env("RUST_LOG", std::env::var("CONTROL_LOG").unwrap_or_else(|_| "warn".into()));
+        let (proc, line) = Proc::start(cmd, "vnc-control").await?;
+        let field = |name: &str| -> anyhow::Result<SocketAddr> {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(name))
+                .context("LISTENING line")?
+                .parse()
+                .context("address")
+        };
+        Ok(ControlProcess {
+            api: field("api=")?,
+            admin: field("admin=")?,
+            proc,
+        })
+    }
+
+    /// Sends a JSON request with a bearer token; returns the status and the JSON body
+    /// (`Null` when the body is empty or not JSON).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.api,
+            body.len()
+        );
+        if !body.is_empty() {
+            req.push_str("Content-Type: application/json\r\n");
+        }
+        if let Some(t) = bearer {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(&body);
+        let (status, text) = crate::ws::raw_http(self.api, req.as_bytes()).await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)))
+    }
+}
