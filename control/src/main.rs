@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use vnc_control::config::{ControlConfig, ControlSettings};
 use vnc_control::operator::{self, MintArgs};
+use vnc_control::server::{self, Listeners};
 use vnc_shared::config::parse_duration;
 use vnc_shared::token::{DEFAULT_AUDIENCE, DEFAULT_ISSUER, Scope};
 
@@ -13,11 +15,17 @@ use vnc_shared::token::{DEFAULT_AUDIENCE, DEFAULT_ISSUER, Scope};
 #[command(name = "vnc-control", version, about = "VNC control plane")]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    settings: ControlSettings,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the API and run jobs (the default).
+    Run,
+    /// Validate the configuration and the keys it names, then exit.
+    Check,
     /// Key management.
     Keys {
         #[command(subcommand)]
@@ -72,7 +80,27 @@ enum TokenCommand {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            let config = cli.settings.resolve()?;
+            vnc_shared::telemetry::init_tracing(&config.log_level, config.log_format);
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(serve(config))?;
+        }
+        Command::Check => {
+            let config = cli.settings.resolve()?;
+            let (signer, _) = server::load_keys(&config)?;
+            println!(
+                "configuration ok: signing kid {}, listen {}, admin {}, runtime {:?}",
+                signer.kid(),
+                config.listen,
+                config.admin_listen,
+                config.runtime
+            );
+        }
         Command::Keys {
             command: KeysCommand::Generate { out, kid },
         } => {
@@ -116,5 +144,32 @@ fn main() -> anyhow::Result<()> {
             println!("{}", minted.token);
         }
     }
+    Ok(())
+}
+
+async fn serve(config: ControlConfig) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let api = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let admin = tokio::net::TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("binding admin {}", config.admin_listen))?;
+    // Tests bind port 0 and read the real ports from this line.
+    println!("LISTENING api={} admin={}", api.local_addr()?, admin.local_addr()?);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::info!("signal received: finishing in-flight requests and jobs (a second signal exits)");
+        signals.cancel();
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        std::process::exit(130);
+    });
+    server::run(config, Listeners { api, admin }, shutdown).await?;
     Ok(())
 }

@@ -3,6 +3,8 @@
 //! Every process is killed when its handle drops.
 #![forbid(unsafe_code)]
 
+pub mod control;
+pub mod docker;
 pub mod fixture;
 pub mod keys;
 pub mod process;

@@ -8,6 +8,11 @@
 //! The binary is pure Rust with no runtime file needs, so it runs in a scratch image.
 //! After binding it prints `LISTENING <ip:port>` on stdout: tests read that line to learn
 //! the port.
+//!
+//! In a container it follows the desktop image contract of the control plane
+//! (`vnc_control::infra::runtime`): without `--listen` it listens on
+//! `$VNC_LISTEN_HOST:$VNC_PORT` (host default `0.0.0.0`) when `VNC_PORT` is set, and
+//! without `--auth` it requires VNC authentication with `$VNC_PASSWORD` when that is set.
 
 #![forbid(unsafe_code)]
 
@@ -90,15 +95,19 @@ pub enum AuthKind {
 )]
 struct Cli {
     /// Address to listen on; port 0 picks a free port (printed as `LISTENING ip:port`).
-    #[arg(long, default_value = "127.0.0.1:0")]
-    listen: SocketAddr,
+    /// Default: `$VNC_LISTEN_HOST:$VNC_PORT` (host `0.0.0.0`) if `VNC_PORT` is set, else
+    /// `127.0.0.1:0`.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
     /// Protocol version the server offers; clients may pick a lower one.
     #[arg(long, value_enum, default_value = "3.8")]
     version: Version,
-    /// Security type the server offers.
-    #[arg(long, value_enum, default_value = "none")]
-    auth: AuthKind,
-    /// Password for `--auth vnc` (VNC uses at most the first 8 bytes).
+    /// Security type the server offers. Default: `vnc` if `VNC_PASSWORD` is set, else
+    /// `none`.
+    #[arg(long, value_enum)]
+    auth: Option<AuthKind>,
+    /// Password for `--auth vnc` (VNC uses at most the first 8 bytes); `VNC_PASSWORD`
+    /// is the fallback.
     #[arg(long, env = "RFB_FIXTURE_PASSWORD", hide_env_values = true)]
     password: Option<String>,
     /// Framebuffer width in pixels.
@@ -161,15 +170,69 @@ impl fmt::Debug for Config {
     }
 }
 
+/// Default listen address outside a container.
+const DEFAULT_LISTEN: &str = "127.0.0.1:0";
+
+/// Listen host when only `VNC_PORT` is given: the container image contract says
+/// `0.0.0.0`, so the server is reachable on the container's own address.
+const DEFAULT_CONTAINER_HOST: &str = "0.0.0.0";
+
+/// The container image contract's environment (see the module docs).
+#[derive(Default)]
+struct ImageEnv {
+    /// `VNC_PORT`.
+    port: Option<String>,
+    /// `VNC_LISTEN_HOST`.
+    host: Option<String>,
+    /// `VNC_PASSWORD`.
+    password: Option<String>,
+}
+
+impl ImageEnv {
+    fn from_process() -> Self {
+        // Empty values count as unset, as `docker run -e VNC_PASSWORD=` would give.
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        ImageEnv {
+            port: var("VNC_PORT"),
+            host: var("VNC_LISTEN_HOST"),
+            password: var("VNC_PASSWORD"),
+        }
+    }
+}
+
+/// Flags beat the image environment, which beats the defaults.
+fn listen_addr(cli: &Cli, env: &ImageEnv) -> anyhow::Result<SocketAddr> {
+    if let Some(addr) = cli.listen {
+        return Ok(addr);
+    }
+    let Some(port) = &env.port else {
+        return Ok(DEFAULT_LISTEN.parse()?);
+    };
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("VNC_PORT={port:?} is not a port number"))?;
+    let host = env.host.as_deref().unwrap_or(DEFAULT_CONTAINER_HOST);
+    let ip: std::net::IpAddr = host
+        .parse()
+        .with_context(|| format!("VNC_LISTEN_HOST={host:?} is not an IP address"))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
 impl Config {
-    fn from_cli(cli: &Cli) -> anyhow::Result<Self> {
-        if cli.auth == AuthKind::Vnc && cli.password.is_none() {
-            bail!("--auth vnc needs --password or RFB_FIXTURE_PASSWORD");
+    fn from_cli(cli: &Cli, env: &ImageEnv) -> anyhow::Result<Self> {
+        let password = cli.password.clone().or_else(|| env.password.clone());
+        let auth = match cli.auth {
+            Some(auth) => auth,
+            None if env.password.is_some() => AuthKind::Vnc,
+            None => AuthKind::None,
+        };
+        if auth == AuthKind::Vnc && password.is_none() {
+            bail!("--auth vnc needs --password, RFB_FIXTURE_PASSWORD or VNC_PASSWORD");
         }
         Ok(Config {
             version: cli.version,
-            auth: cli.auth,
-            password: cli.password.clone(),
+            auth,
+            password,
             framebuffer: Framebuffer::new(cli.width, cli.height, cli.color),
             name: cli.name.clone(),
             flood: cli.flood,
@@ -181,16 +244,18 @@ impl Config {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = Config::from_cli(&cli)?;
+    let env = ImageEnv::from_process();
+    let config = Config::from_cli(&cli, &env)?;
+    let listen = listen_addr(&cli, &env)?;
     let log = match &cli.log {
         Some(path) => {
             EventLog::file(path).with_context(|| format!("open log {}", path.display()))?
         }
         None => EventLog::stderr(),
     };
-    let listener = TcpListener::bind(cli.listen)
+    let listener = TcpListener::bind(listen)
         .await
-        .with_context(|| format!("bind {}", cli.listen))?;
+        .with_context(|| format!("bind {listen}"))?;
     let addr = listener.local_addr().context("local_addr")?;
     {
         let mut stdout = std::io::stdout().lock();
@@ -296,24 +361,89 @@ mod tests {
 
     #[test]
     fn vnc_auth_requires_a_password() {
+        let none = ImageEnv::default();
         let mut cli = Cli::parse_from(["rfb-fixture", "--auth", "vnc"]);
         cli.password = None; // whatever RFB_FIXTURE_PASSWORD says
-        assert!(Config::from_cli(&cli).is_err());
+        assert!(Config::from_cli(&cli, &none).is_err());
         let cli = Cli::parse_from(["rfb-fixture", "--auth", "vnc", "--password", "pw"]);
-        let config = Config::from_cli(&cli).expect("config");
+        let config = Config::from_cli(&cli, &none).expect("config");
         assert!(!format!("{config:?}").contains("\"pw\""));
     }
 
     #[test]
     fn cli_defaults() {
         let cli = Cli::try_parse_from(["rfb-fixture"]).expect("parse");
-        assert_eq!(cli.listen, "127.0.0.1:0".parse().expect("addr"));
+        let none = ImageEnv::default();
+        assert_eq!(
+            listen_addr(&cli, &none).expect("listen"),
+            "127.0.0.1:0".parse().expect("addr")
+        );
         assert_eq!(cli.version, Version::V3_8);
-        assert_eq!(cli.auth, AuthKind::None);
+        let mut cli_no_pw = Cli::try_parse_from(["rfb-fixture"]).expect("parse");
+        cli_no_pw.password = None; // whatever RFB_FIXTURE_PASSWORD says
+        let config = Config::from_cli(&cli_no_pw, &none).expect("config");
+        assert_eq!(config.auth, AuthKind::None);
         assert_eq!((cli.width, cli.height), (64, 48));
         assert_eq!(cli.color, [0xff, 0, 0]);
         assert_eq!(cli.update_interval_ms, 100);
         assert!(Cli::try_parse_from(["rfb-fixture", "--version", "3.5"]).is_err());
         assert!(Cli::try_parse_from(["rfb-fixture", "--width", "0"]).is_err());
+    }
+
+    #[test]
+    fn image_env_sets_listen_address_and_auth() {
+        let env = ImageEnv {
+            port: Some("5901".into()),
+            host: None,
+            password: Some("secret".into()),
+        };
+        let mut cli = Cli::parse_from(["rfb-fixture"]);
+        cli.password = None; // whatever RFB_FIXTURE_PASSWORD says
+        assert_eq!(
+            listen_addr(&cli, &env).expect("listen"),
+            "0.0.0.0:5901".parse().expect("addr")
+        );
+        let config = Config::from_cli(&cli, &env).expect("config");
+        assert_eq!(config.auth, AuthKind::Vnc);
+        assert_eq!(config.password.as_deref(), Some("secret"));
+
+        let env = ImageEnv {
+            host: Some("127.0.0.1".into()),
+            ..env
+        };
+        assert_eq!(
+            listen_addr(&cli, &env).expect("listen"),
+            "127.0.0.1:5901".parse().expect("addr")
+        );
+        for (port, host) in [("x", None), ("70000", None), ("5900", Some("localhost"))] {
+            let bad = ImageEnv {
+                port: Some(port.into()),
+                host: host.map(Into::into),
+                password: None,
+            };
+            assert!(listen_addr(&cli, &bad).is_err(), "{port} {host:?}");
+        }
+    }
+
+    #[test]
+    fn flags_beat_the_image_env() {
+        let env = ImageEnv {
+            port: Some("5901".into()),
+            host: None,
+            password: Some("secret".into()),
+        };
+        let cli = Cli::parse_from(["rfb-fixture", "--listen", "127.0.0.1:0", "--auth", "none"]);
+        assert_eq!(
+            listen_addr(&cli, &env).expect("listen"),
+            "127.0.0.1:0".parse().expect("addr")
+        );
+        assert_eq!(
+            Config::from_cli(&cli, &env).expect("config").auth,
+            AuthKind::None
+        );
+        let cli = Cli::parse_from(["rfb-fixture", "--password", "flagpw"]);
+        let config = Config::from_cli(&cli, &env).expect("config");
+        assert_eq!(config.auth, AuthKind::Vnc);
+        assert_eq!(config.password.as_deref(), Some("flagpw"));
     }
 }

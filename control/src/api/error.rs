@@ -1,0 +1,61 @@
+//! API errors: each maps to one status, and every error body is
+//! `{statusCode, error, message, path, timestamp, requestId}` (the envelope is added by
+//! [`super::envelope`], which knows the path and the request id).
+
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Every problem of a request, named.
+    #[error("{}", .0.join("; "))]
+    BadRequest(Vec<String>),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn not_found(what: &str) -> ApiError {
+        ApiError::NotFound(format!("{what} not found"))
+    }
+}
+
+/// The message of an error response, carried to the envelope middleware.
+#[derive(Clone, Debug)]
+pub struct ErrorMessage(pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = self.status().into_response();
+        resp.extensions_mut().insert(ErrorMessage(self.to_string()));
+        resp
+    }
+}
+
+impl From<crate::infra::store::StoreError> for ApiError {
+    fn from(e: crate::infra::store::StoreError) -> Self {
+        ApiError::Unavailable(e.to_string())
+    }
+}

@@ -1,0 +1,200 @@
+//! Commands and queries of the control plane: what the API asks for, checked against
+//! the domain rules, recorded in Redis and handed to the job queue.
+
+pub mod jobs;
+
+use std::time::Duration;
+
+use vnc_shared::schema::ContainerState;
+use vnc_shared::token::{Minted, Scope, Signer, TokenRequest};
+
+use crate::domain::{Caller, Container, CreateContainer, CreateLimits};
+use crate::infra::queue::{JobRecord, Queue, QueueError};
+use crate::infra::store::{ContainerStore, StoreError, now_ms};
+
+/// Why a command was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{}", .0.join("; "))]
+    Invalid(Vec<String>),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        AppError::Unavailable(e.to_string())
+    }
+}
+
+impl From<QueueError> for AppError {
+    fn from(e: QueueError) -> Self {
+        AppError::Unavailable(e.to_string())
+    }
+}
+
+/// Job names.
+pub const START_JOB: &str = "start";
+pub const STOP_JOB: &str = "stop";
+
+/// Length of generated VNC passwords (RFB VNC auth uses the first 8 bytes).
+const VNC_PASSWORD_LEN: usize = 8;
+
+pub struct App {
+    pub store: ContainerStore,
+    pub queue: Queue,
+    pub signer: Signer,
+    pub limits: CreateLimits,
+    /// Longest VNC token TTL a caller may ask for.
+    pub token_max_ttl: Duration,
+    /// Public base URL of the relays (`wss://vnc.example.com`), for `ws_url`.
+    pub relay_url: String,
+}
+
+/// A page of a listing.
+pub struct Page {
+    pub items: Vec<Container>,
+    pub total: usize,
+}
+
+fn vnc_password() -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::thread_rng();
+    (0..VNC_PASSWORD_LEN)
+        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+impl App {
+    /// Records a new container (state `creating`) and queues its start.
+    pub async fn create_container(
+        &self,
+        caller: &Caller,
+        req: CreateContainer,
+    ) -> Result<(Container, String), AppError> {
+        let problems = req.problems(&self.limits);
+        if !problems.is_empty() {
+            return Err(AppError::Invalid(problems));
+        }
+        let container = Container {
+            id: uuid::Uuid::new_v4().to_string(),
+            owner: caller.sub.clone(),
+            tenant: caller.tenant.clone(),
+            state: ContainerState::Creating,
+            image: req.image,
+            cpus: req.resources.cpus,
+            memory_mb: req.resources.memory_mb,
+            labels: req.labels,
+            env: req.env,
+            endpoint: None,
+            node: None,
+            error: None,
+            created_at: now_ms(),
+        };
+        self.store.create(&container, &vnc_password()).await?;
+        self.store.publish("container.created", &container).await?;
+        let job = self
+            .queue
+            .enqueue(START_JOB, serde_json::json!({ "cid": container.id }), None)
+            .await?;
+        Ok((container, job))
+    }
+
+    /// A container the caller can see (another tenant's is "not found").
+    pub async fn container(&self, caller: &Caller, id: &str) -> Result<Container, AppError> {
+        match self.store.get(id).await? {
+            Some(c) if c.visible_to(caller) => Ok(c),
+            _ => Err(AppError::NotFound("container")),
+        }
+    }
+
+    /// The caller's containers (an admin sees the tenant's), oldest first.
+    pub async fn list(&self, caller: &Caller, page: usize, per_page: usize) -> Result<Page, AppError> {
+        let all: Vec<Container> = self
+            .store
+            .list_tenant(&caller.tenant)
+            .await?
+            .into_iter()
+            .filter(|c| caller.admin || c.owner == caller.sub)
+            .collect();
+        let total = all.len();
+        let items = all
+            .into_iter()
+            .skip(page.saturating_sub(1).saturating_mul(per_page))
+            .take(per_page)
+            .collect();
+        Ok(Page { items, total })
+    }
+
+    /// Marks the container stopping, tells its viewers, and queues the stop.
+    pub async fn delete_container(&self, caller: &Caller, id: &str) -> Result<String, AppError> {
+        let c = self.container(caller, id).await?;
+        if !c.managed_by(caller) {
+            return Err(AppError::Forbidden("only the owner or an admin may delete a container".into()));
+        }
+        if c.state == ContainerState::Stopped {
+            return Err(AppError::Conflict("container is already stopped".into()));
+        }
+        self.store.set_state(id, ContainerState::Stopping, None).await?;
+        self.store.publish("container.stopping", &c).await?;
+        Ok(self
+            .queue
+            .enqueue(STOP_JOB, serde_json::json!({ "cid": id }), None)
+            .await?)
+    }
+
+    /// A job about a container the caller can see.
+    pub async fn job(&self, caller: &Caller, id: &str) -> Result<JobRecord, AppError> {
+        let job = self.queue.get(id).await?.ok_or(AppError::NotFound("job"))?;
+        let cid = job.data.get("cid").and_then(|v| v.as_str()).unwrap_or_default();
+        self.container(caller, cid)
+            .await
+            .map_err(|_| AppError::NotFound("job"))?;
+        Ok(job)
+    }
+
+    /// Mints a VNC token for a running container the caller may open with `scope`.
+    pub async fn vnc_token(
+        &self,
+        caller: &Caller,
+        id: &str,
+        scope: Scope,
+        ttl: Duration,
+    ) -> Result<Minted, AppError> {
+        if ttl.is_zero() || ttl > self.token_max_ttl {
+            return Err(AppError::Invalid(vec![format!(
+                "ttl_seconds must be between 1 and {}",
+                self.token_max_ttl.as_secs()
+            )]));
+        }
+        let c = self.container(caller, id).await?;
+        if !c.may_open(caller, scope) {
+            return Err(AppError::Forbidden(format!(
+                "a {} token is only for the container's owner or an admin",
+                scope.as_str()
+            )));
+        }
+        if c.state != ContainerState::Running {
+            return Err(AppError::Conflict(format!(
+                "container is not running (state: {})",
+                c.state.as_str()
+            )));
+        }
+        self.signer
+            .mint(&TokenRequest {
+                sub: &caller.sub,
+                tenant: &c.tenant,
+                cid: &c.id,
+                scope,
+                ttl,
+            })
+            .map_err(|e| AppError::Unavailable(format!("signing failed: {e}")))
+    }
+}

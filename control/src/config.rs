@@ -1,0 +1,356 @@
+//! Control's settings: one struct read from flags, env and the TOML file (flags beat
+//! env beat file beat the `DEFAULT_*` constants), validated into a [`ControlConfig`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use vnc_shared::config::{ConfigError, Secret, load_toml, opt_duration, overlay, parse_duration};
+use vnc_shared::schema::DEFAULT_PREFIX;
+use vnc_shared::telemetry::LogFormat;
+use vnc_shared::token::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9101";
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// Public base URL of the relays, for the `ws_url` of minted tokens.
+pub const DEFAULT_RELAY_URL: &str = "ws://localhost:6080";
+/// Expected `iss` / `aud` of callers' identity tokens.
+pub const DEFAULT_AUTH_ISSUER: &str = "identity";
+pub const DEFAULT_AUTH_AUDIENCE: &str = "vnc-control";
+pub const DEFAULT_MAX_CPUS: f64 = 4.0;
+pub const DEFAULT_MAX_MEMORY_MB: u64 = 8192;
+pub const DEFAULT_MIN_MEMORY_MB: u64 = 64;
+/// Most env and label entries of a create request.
+pub const DEFAULT_MAX_ENTRIES: usize = 64;
+/// Longest VNC token a caller may ask for.
+pub const DEFAULT_TOKEN_MAX_TTL: Duration = Duration::from_secs(300);
+/// Time a container gets to stop before it is killed.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+/// Time a started container's VNC server gets to answer.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often Redis is compared with what the runtime runs.
+pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// Which runtime runs containers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    Docker,
+    /// Endpoints declared in the config file (`static_containers`).
+    Static,
+}
+
+/// How the relay reaches a Docker container's VNC port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkKind {
+    /// Publish the VNC port on `publish_ip` with an ephemeral host port.
+    Published,
+    /// Host networking, a port from `host_port_range`.
+    Host,
+    /// The container's own bridge address.
+    Bridge,
+}
+
+/// A container of the static runtime (a host that already runs a VNC server).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticContainer {
+    pub cid: String,
+    pub owner: String,
+    pub tenant: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Every setting, as flags/env (clap) and as the TOML file (serde) at once.
+#[derive(Clone, Debug, Default, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSettings {
+    /// TOML config file (optional).
+    #[arg(long, env = "VNC_CONTROL_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    #[arg(long, env = "VNC_CONTROL_LISTEN")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Admin listener: /metrics.
+    #[arg(long, env = "VNC_CONTROL_ADMIN_LISTEN")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<SocketAddr>,
+    #[arg(long, env = "VNC_REDIS_URL")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    #[arg(long, env = "VNC_REDIS_PREFIX")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_prefix: Option<String>,
+    /// Ed25519 private key (PKCS#8 PEM) that signs VNC tokens.
+    #[arg(long, env = "VNC_JWT_PRIVATE_KEY")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_private_key: Option<PathBuf>,
+    /// Key id written in tokens (default: the key file's stem).
+    #[arg(long, env = "VNC_JWT_KID")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_kid: Option<String>,
+    #[arg(long, env = "VNC_JWT_ISSUER")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_issuer: Option<String>,
+    #[arg(long, env = "VNC_JWT_AUDIENCE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_audience: Option<String>,
+    /// Identity provider's public key (Ed25519 or RSA PEM) for callers' bearer tokens.
+    #[arg(long, env = "VNC_CONTROL_AUTH_PUBLIC_KEY")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_public_key: Option<PathBuf>,
+    /// Or an HS256 secret file for callers' bearer tokens.
+    #[arg(long, env = "VNC_CONTROL_AUTH_SECRET_FILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_secret_file: Option<PathBuf>,
+    #[arg(long, env = "VNC_CONTROL_AUTH_ISSUER")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_issuer: Option<String>,
+    #[arg(long, env = "VNC_CONTROL_AUTH_AUDIENCE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_audience: Option<String>,
+    /// Public base URL of the relays (`wss://vnc.example.com`).
+    #[arg(long, env = "VNC_RELAY_PUBLIC_URL")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_url: Option<String>,
+    #[arg(long, env = "VNC_NODE_ID")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    #[arg(long, env = "VNC_CONTROL_RUNTIME")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeKind>,
+    /// Docker endpoint (`unix:///var/run/docker.sock`, `tcp://…`).
+    #[arg(long, env = "VNC_DOCKER_HOST")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_host: Option<String>,
+    #[arg(long, env = "VNC_CONTROL_NETWORK")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkKind>,
+    /// Address published ports bind to / host networking answers on.
+    #[arg(long, env = "VNC_CONTROL_PUBLISH_IP")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_ip: Option<IpAddr>,
+    /// Images callers may run.
+    #[arg(long = "image", env = "VNC_CONTROL_IMAGES", value_delimiter = ',')]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<Vec<String>>,
+    #[arg(long, env = "VNC_CONTROL_MAX_CPUS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cpus: Option<f64>,
+    #[arg(long, env = "VNC_CONTROL_MAX_MEMORY_MB")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_mb: Option<u64>,
+    #[arg(long, env = "VNC_CONTROL_TOKEN_MAX_TTL", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub token_max_ttl: Option<Duration>,
+    #[arg(long, env = "VNC_CONTROL_STOP_GRACE", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub stop_grace: Option<Duration>,
+    #[arg(long, env = "VNC_CONTROL_START_TIMEOUT", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub start_timeout: Option<Duration>,
+    #[arg(long, env = "VNC_CONTROL_RECONCILE_INTERVAL", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub reconcile_interval: Option<Duration>,
+    /// Jobs one replica runs at once.
+    #[arg(long, env = "VNC_CONTROL_WORKER_CONCURRENCY")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_concurrency: Option<usize>,
+    /// Container starts per minute across all replicas.
+    #[arg(long, env = "VNC_CONTROL_STARTS_PER_MINUTE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_per_minute: Option<u32>,
+    /// Runs of a job before it fails for good.
+    #[arg(long, env = "VNC_CONTROL_JOB_ATTEMPTS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_attempts: Option<u32>,
+    /// First retry delay (doubling each attempt).
+    #[arg(long, env = "VNC_CONTROL_JOB_BACKOFF", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub job_backoff: Option<Duration>,
+    /// Containers of the static runtime (file only).
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub static_containers: Option<Vec<StaticContainer>>,
+    #[arg(long, env = "VNC_LOG_LEVEL")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    #[arg(long, env = "VNC_LOG_FORMAT")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Where callers' identity tokens are verified from.
+#[derive(Clone, Debug)]
+pub enum AuthKey {
+    PublicKeyPem(PathBuf),
+    Hs256SecretFile(PathBuf),
+}
+
+/// The validated configuration `run` takes.
+#[derive(Clone, Debug)]
+pub struct ControlConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub redis_url: Secret<String>,
+    pub redis_prefix: String,
+    pub jwt_private_key: PathBuf,
+    pub jwt_kid: Option<String>,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub auth_key: AuthKey,
+    pub auth_issuer: String,
+    pub auth_audience: String,
+    pub relay_url: String,
+    pub node_id: String,
+    pub runtime: RuntimeKind,
+    pub docker_host: Option<String>,
+    pub network: NetworkKind,
+    pub publish_ip: IpAddr,
+    pub images: Vec<String>,
+    pub max_cpus: f64,
+    pub max_memory_mb: u64,
+    pub token_max_ttl: Duration,
+    pub stop_grace: Duration,
+    pub start_timeout: Duration,
+    pub reconcile_interval: Duration,
+    pub worker_concurrency: Option<usize>,
+    pub starts_per_minute: Option<u32>,
+    pub job_attempts: Option<u32>,
+    pub job_backoff: Option<Duration>,
+    pub static_containers: Vec<StaticContainer>,
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+impl ControlSettings {
+    /// Lays flags/env over the file (if any), fills defaults and validates.
+    pub fn resolve(&self) -> Result<ControlConfig, ConfigError> {
+        let s = match &self.config {
+            Some(path) => overlay(self, &load_toml::<ControlSettings>(path)?)?,
+            None => self.clone(),
+        };
+        let mut problems = Vec::new();
+        let jwt_private_key = s.jwt_private_key.clone().unwrap_or_else(|| {
+            problems.push("no token signing key: set --jwt-private-key".to_owned());
+            PathBuf::new()
+        });
+        let auth_key = match (&s.auth_public_key, &s.auth_secret_file) {
+            (Some(p), None) => AuthKey::PublicKeyPem(p.clone()),
+            (None, Some(p)) => AuthKey::Hs256SecretFile(p.clone()),
+            _ => {
+                problems.push(
+                    "set exactly one of --auth-public-key and --auth-secret-file (callers' identity)"
+                        .to_owned(),
+                );
+                AuthKey::PublicKeyPem(PathBuf::new())
+            }
+        };
+        let runtime = s.runtime.unwrap_or(RuntimeKind::Docker);
+        let static_containers = s.static_containers.clone().unwrap_or_default();
+        if runtime == RuntimeKind::Static && static_containers.is_empty() {
+            problems.push("the static runtime needs static_containers in the config file".into());
+        }
+        let images = s.images.clone().unwrap_or_default();
+        if runtime == RuntimeKind::Docker && images.is_empty() {
+            problems.push("no images are allowed: set --image (repeatable)".into());
+        }
+        let max_cpus = s.max_cpus.unwrap_or(DEFAULT_MAX_CPUS);
+        if !(max_cpus.is_finite() && max_cpus > 0.0) {
+            problems.push("max_cpus must be positive".into());
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems.join("; ")));
+        }
+        Ok(ControlConfig {
+            listen: s.listen.unwrap_or(addr(DEFAULT_LISTEN)),
+            admin_listen: s.admin_listen.unwrap_or(addr(DEFAULT_ADMIN_LISTEN)),
+            redis_url: Secret::new(s.redis_url.unwrap_or(DEFAULT_REDIS_URL.into())),
+            redis_prefix: s.redis_prefix.unwrap_or(DEFAULT_PREFIX.into()),
+            jwt_private_key,
+            jwt_kid: s.jwt_kid,
+            jwt_issuer: s.jwt_issuer.unwrap_or(DEFAULT_ISSUER.into()),
+            jwt_audience: s.jwt_audience.unwrap_or(DEFAULT_AUDIENCE.into()),
+            auth_key,
+            auth_issuer: s.auth_issuer.unwrap_or(DEFAULT_AUTH_ISSUER.into()),
+            auth_audience: s.auth_audience.unwrap_or(DEFAULT_AUTH_AUDIENCE.into()),
+            relay_url: s.relay_url.unwrap_or(DEFAULT_RELAY_URL.into()),
+            node_id: s.node_id.unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .unwrap_or_else(|_| "vnc-control".into())
+            }),
+            runtime,
+            docker_host: s.docker_host,
+            network: s.network.unwrap_or(NetworkKind::Published),
+            publish_ip: s.publish_ip.unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            images,
+            max_cpus,
+            max_memory_mb: s.max_memory_mb.unwrap_or(DEFAULT_MAX_MEMORY_MB),
+            token_max_ttl: s.token_max_ttl.unwrap_or(DEFAULT_TOKEN_MAX_TTL),
+            stop_grace: s.stop_grace.unwrap_or(DEFAULT_STOP_GRACE),
+            start_timeout: s.start_timeout.unwrap_or(DEFAULT_START_TIMEOUT),
+            reconcile_interval: s.reconcile_interval.unwrap_or(DEFAULT_RECONCILE_INTERVAL),
+            worker_concurrency: s.worker_concurrency,
+            starts_per_minute: s.starts_per_minute,
+            job_attempts: s.job_attempts,
+            job_backoff: s.job_backoff,
+            static_containers,
+            log_level: s.log_level.unwrap_or(DEFAULT_LOG_LEVEL.into()),
+            log_format: s.log_format.unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: ControlSettings,
+    }
+
+    #[test]
+    fn names_every_missing_piece() {
+        let err = Cli::parse_from(["vnc-control"]).settings.resolve().unwrap_err().to_string();
+        for want in ["--jwt-private-key", "--auth-public-key", "--image"] {
+            assert!(err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn file_declares_static_containers_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("control.toml");
+        std::fs::write(
+            &file,
+            "runtime = \"static\"\nlisten = \"127.0.0.1:1\"\njwt_private_key = \"/k\"\nauth_secret_file = \"/s\"\n\
+             [[static_containers]]\ncid = \"desk\"\nowner = \"alice\"\ntenant = \"t1\"\nhost = \"127.0.0.1\"\nport = 5900\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "vnc-control",
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:2",
+        ]);
+        let c = cli.settings.resolve().unwrap();
+        assert_eq!(c.listen, addr("127.0.0.1:2"));
+        assert_eq!(c.runtime, RuntimeKind::Static);
+        assert_eq!(c.static_containers[0].port, 5900);
+    }
+}

@@ -1,0 +1,212 @@
+//! The control plane's rules, without I/O: what a container is, who may see and use
+//! it, and what a create request may ask for.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use vnc_shared::schema::ContainerState;
+use vnc_shared::token::Scope;
+
+/// An authenticated API caller (from the operator's identity provider).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub sub: String,
+    pub tenant: String,
+    pub admin: bool,
+}
+
+/// A desktop container as the control plane records it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Container {
+    pub id: String,
+    pub owner: String,
+    pub tenant: String,
+    pub state: ContainerState,
+    pub image: String,
+    pub cpus: f64,
+    pub memory_mb: u64,
+    pub labels: BTreeMap<String, String>,
+    pub env: BTreeMap<String, String>,
+    /// Where the relay connects, once running.
+    pub endpoint: Option<(String, u16)>,
+    pub node: Option<String>,
+    pub error: Option<String>,
+    /// Unix milliseconds.
+    pub created_at: u64,
+}
+
+impl Container {
+    /// Tenants never see each other's containers (the API answers 404, not 403).
+    pub fn visible_to(&self, caller: &Caller) -> bool {
+        self.tenant == caller.tenant
+    }
+
+    /// Owner and admins manage a container (delete it, take control of it).
+    pub fn managed_by(&self, caller: &Caller) -> bool {
+        self.visible_to(caller) && (self.owner == caller.sub || caller.admin)
+    }
+
+    /// Who may get a VNC token of `scope`: viewing is open to the container's tenant
+    /// (shared desktops), control only to its owner or an admin.
+    pub fn may_open(&self, caller: &Caller, scope: Scope) -> bool {
+        match scope {
+            Scope::View => self.visible_to(caller),
+            Scope::Control => self.managed_by(caller),
+        }
+    }
+}
+
+/// What `POST /v1/containers` asks for.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateContainer {
+    pub image: String,
+    pub resources: Resources,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    pub cpus: f64,
+    pub memory_mb: u64,
+}
+
+/// Bounds a create request must stay within.
+#[derive(Clone, Debug)]
+pub struct CreateLimits {
+    /// Images callers may run; empty allows none.
+    pub images: Vec<String>,
+    pub max_cpus: f64,
+    pub max_memory_mb: u64,
+    pub min_memory_mb: u64,
+    /// Most env and label entries each.
+    pub max_entries: usize,
+}
+
+/// Env names the control plane sets itself; a caller may not override them.
+pub const RESERVED_ENV: [&str; 2] = ["VNC_PASSWORD", "VNC_PORT"];
+
+impl CreateContainer {
+    /// Every problem with the request, each named; empty when it is acceptable.
+    pub fn problems(&self, limits: &CreateLimits) -> Vec<String> {
+        let mut out = Vec::new();
+        if !limits.images.iter().any(|i| i == &self.image) {
+            out.push(format!(
+                "image {:?} is not allowed (allowed: {})",
+                self.image,
+                limits.images.join(", ")
+            ));
+        }
+        let cpus = self.resources.cpus;
+        if !(cpus.is_finite() && cpus > 0.0 && cpus <= limits.max_cpus) {
+            out.push(format!(
+                "resources.cpus must be > 0 and <= {}, got {cpus}",
+                limits.max_cpus
+            ));
+        }
+        let mem = self.resources.memory_mb;
+        if mem < limits.min_memory_mb || mem > limits.max_memory_mb {
+            out.push(format!(
+                "resources.memory_mb must be between {} and {}, got {mem}",
+                limits.min_memory_mb, limits.max_memory_mb
+            ));
+        }
+        for (what, map) in [("env", &self.env), ("labels", &self.labels)] {
+            if map.len() > limits.max_entries {
+                out.push(format!("{what} has more than {} entries", limits.max_entries));
+            }
+        }
+        for name in self.env.keys() {
+            if RESERVED_ENV.contains(&name.as_str()) {
+                out.push(format!("env {name} is set by the control plane"));
+            }
+        }
+        for key in self.labels.keys() {
+            if key.starts_with("vnc.") {
+                out.push(format!("label {key}: the vnc. prefix is reserved"));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container() -> Container {
+        Container {
+            id: "c1".into(),
+            owner: "alice".into(),
+            tenant: "t1".into(),
+            state: ContainerState::Running,
+            image: "desk".into(),
+            cpus: 1.0,
+            memory_mb: 512,
+            labels: BTreeMap::new(),
+            env: BTreeMap::new(),
+            endpoint: None,
+            node: None,
+            error: None,
+            created_at: 0,
+        }
+    }
+
+    fn caller(sub: &str, tenant: &str, admin: bool) -> Caller {
+        Caller {
+            sub: sub.into(),
+            tenant: tenant.into(),
+            admin,
+        }
+    }
+
+    #[test]
+    fn ownership_rules() {
+        let c = container();
+        let owner = caller("alice", "t1", false);
+        let colleague = caller("bob", "t1", false);
+        let admin = caller("root", "t1", true);
+        let stranger_admin = caller("eve", "t2", true);
+        assert!(c.may_open(&owner, Scope::Control) && c.may_open(&owner, Scope::View));
+        assert!(c.may_open(&colleague, Scope::View) && !c.may_open(&colleague, Scope::Control));
+        assert!(c.may_open(&admin, Scope::Control) && c.managed_by(&admin));
+        assert!(!c.visible_to(&stranger_admin) && !c.may_open(&stranger_admin, Scope::View));
+    }
+
+    #[test]
+    fn create_requests_name_every_problem() {
+        let limits = CreateLimits {
+            images: vec!["desk".into()],
+            max_cpus: 4.0,
+            max_memory_mb: 8192,
+            min_memory_mb: 64,
+            max_entries: 2,
+        };
+        let ok = CreateContainer {
+            image: "desk".into(),
+            resources: Resources {
+                cpus: 1.0,
+                memory_mb: 512,
+            },
+            env: BTreeMap::new(),
+            labels: BTreeMap::new(),
+        };
+        assert!(ok.problems(&limits).is_empty());
+        let bad = CreateContainer {
+            image: "evil".into(),
+            resources: Resources {
+                cpus: 64.0,
+                memory_mb: 1,
+            },
+            env: [("VNC_PASSWORD".to_owned(), "x".to_owned())].into(),
+            labels: [("vnc.cid".to_owned(), "x".to_owned())].into(),
+        };
+        let p = bad.problems(&limits);
+        assert_eq!(p.len(), 5, "{p:?}");
+        assert!(p[0].contains("evil") && p[1].contains("cpus") && p[2].contains("memory_mb"));
+    }
+}

@@ -1,0 +1,933 @@
+//! The Docker runtime: desktop containers on a Docker engine through bollard.
+//!
+//! Every call finds the container by its labels (`vnc.managed=true`, `vnc.cid={cid}`),
+//! so a redelivered start job finds the container the first delivery created. The
+//! engine's API version is negotiated on first use, so engines older than bollard's
+//! default API version work; until the engine answers, every call is `Unavailable`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerState, ContainerStateStatusEnum,
+    ContainerSummary, ContainerSummaryStateEnum, HostConfig, PortBinding,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::future::{BoxFuture, FutureExt as _};
+use futures_util::stream::{BoxStream, StreamExt as _};
+use rand::Rng as _;
+use tokio::sync::OnceCell;
+
+use super::{
+    CONTAINER_VNC_PORT, ContainerSpec, Endpoint, LABEL_CID, LABEL_MANAGED, LABEL_OWNER, LABEL_PORT,
+    LABEL_TENANT, Runtime, RuntimeError, RuntimeState, valid_cid,
+};
+
+/// Engine address when none is configured.
+pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+
+/// Bound on one engine call (stop adds its grace period): past it the engine counts as
+/// unavailable.
+const API_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// bollard's own per-request bound, in seconds. Looser than ours: our timeouts decide,
+/// and a stop with a long grace period must not be cut short by it.
+const CLIENT_TIMEOUT_SECS: u64 = 3600;
+
+/// How long a freshly started container must stay up before `start` returns: a
+/// container that dies within this window (bad config, missing binary, port taken) is
+/// reported as `Failed` with its logs instead of as a running container.
+pub const DEFAULT_START_SETTLE: Duration = Duration::from_millis(300);
+
+/// How long a start that lost the name race waits for the winner's container to show.
+const NAME_CONFLICT_WAIT: Duration = Duration::from_secs(5);
+
+/// Poll interval of that wait.
+const NAME_CONFLICT_POLL: Duration = Duration::from_millis(25);
+
+/// Log lines quoted in a `Failed` error.
+const LOG_TAIL_LINES: usize = 20;
+
+/// Bytes of log quoted in a `Failed` error at most.
+const LOG_TAIL_BYTES: usize = 2048;
+
+/// Port key of the VNC server in Docker's port maps.
+const VNC_PORT_KEY: &str = "5900/tcp";
+
+/// How the relay reaches the container's VNC server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// Default bridge network; the relay connects to the container's bridge IP, port
+    /// 5900. Only works where the relay can route to the bridge (same host).
+    Bridge,
+    /// Bridge network with container port 5900 published on `host_ip` at an ephemeral
+    /// host port, read back after start. The endpoint host is `host_ip` (loopback if
+    /// `host_ip` is unspecified).
+    Published { host_ip: IpAddr },
+    /// Host networking: a free port in `port_range` (inclusive) is picked and passed as
+    /// `VNC_PORT` (and `host_ip` as `VNC_LISTEN_HOST`, unless unspecified). The port is
+    /// probed by binding it from this process, so the control plane must share the
+    /// host's network namespace.
+    Host {
+        host_ip: IpAddr,
+        port_range: (u16, u16),
+    },
+}
+
+/// Docker engine runtime. Cheap to clone; clones share the engine client.
+#[derive(Clone)]
+pub struct DockerRuntime {
+    inner: Arc<Inner>,
+    start_settle: Duration,
+}
+
+pub(super) struct Inner {
+    /// Engine address (`unix://…`, `tcp://…` or `http://…`).
+    host: String,
+    /// The engine client, created and version-negotiated on first successful use.
+    client: OnceCell<Docker>,
+    network: NetworkMode,
+    /// Host ports picked by starts in flight and not yet visible as a label on a created
+    /// container, so two concurrent starts do not pick the same port.
+    reserved_ports: Mutex<BTreeSet<u16>>,
+}
+
+impl DockerRuntime {
+    /// A runtime for the engine at `docker_host` (default [`DEFAULT_DOCKER_HOST`]).
+    /// Does not contact the engine: an unreachable engine shows up as `Unavailable` on
+    /// the first call. Fails only on a malformed address or network mode.
+    pub fn connect(docker_host: Option<&str>, network: NetworkMode) -> Result<Self, RuntimeError> {
+        let host = docker_host.unwrap_or(DEFAULT_DOCKER_HOST).to_owned();
+        let scheme_ok = ["unix://", "tcp://", "http://"]
+            .iter()
+            .any(|scheme| host.starts_with(scheme) && host.len() > scheme.len());
+        if !scheme_ok {
+            return Err(RuntimeError::Failed(format!(
+                "docker host {host:?}: expected unix:///path, tcp://host:port or http://host:port"
+            )));
+        }
+        if let NetworkMode::Host { port_range, .. } = &network
+            && (port_range.0 == 0 || port_range.0 > port_range.1)
+        {
+            return Err(RuntimeError::Failed(format!(
+                "host network port range {}-{} is empty or includes port 0",
+                port_range.0, port_range.1
+            )));
+        }
+        Ok(DockerRuntime {
+            inner: Arc::new(Inner {
+                host,
+                client: OnceCell::new(),
+                network,
+                reserved_ports: Mutex::new(BTreeSet::new()),
+            }),
+            start_settle: DEFAULT_START_SETTLE,
+        })
+    }
+
+    /// Changes how long a started container must stay up before `start` returns
+    /// (default [`DEFAULT_START_SETTLE`]).
+    pub fn with_start_settle(self, start_settle: Duration) -> Self {
+        DockerRuntime {
+            start_settle,
+            ..self
+        }
+    }
+
+    pub fn network(&self) -> &NetworkMode {
+        &self.inner.network
+    }
+}
+
+impl Inner {
+    /// The engine client; the first successful call creates it and negotiates the API
+    /// version. Failures are not cached, so a later call tries again.
+    pub(super) async fn client(&self) -> Result<&Docker, RuntimeError> {
+        self.client
+            .get_or_try_init(|| async {
+                let docker = if self.host.starts_with("unix://") {
+                    Docker::connect_with_unix(
+                        &self.host,
+                        CLIENT_TIMEOUT_SECS,
+                        bollard::API_DEFAULT_VERSION,
+                    )
+                } else {
+                    Docker::connect_with_http(
+                        &self.host,
+                        CLIENT_TIMEOUT_SECS,
+                        bollard::API_DEFAULT_VERSION,
+                    )
+                }
+                .map_err(|e| self.unavailable(e))?;
+                match tokio::time::timeout(API_TIMEOUT, docker.negotiate_version()).await {
+                    Ok(Ok(docker)) => Ok(docker),
+                    Ok(Err(e)) => Err(self.unavailable(e)),
+                    Err(_) => Err(RuntimeError::Unavailable(format!(
+                        "{} did not answer within {API_TIMEOUT:?}",
+                        self.host
+                    ))),
+                }
+            })
+            .await
+    }
+
+    fn unavailable(&self, e: DockerError) -> RuntimeError {
+        RuntimeError::Unavailable(format!("{}: {e}", self.host))
+    }
+
+    /// Managed containers, optionally only those of one cid (all states).
+    pub(super) async fn list(
+        &self,
+        cid: Option<&str>,
+    ) -> Result<Vec<ContainerSummary>, RuntimeError> {
+        let docker = self.client().await?;
+        let mut labels = vec![format!("{LABEL_MANAGED}=true")];
+        if let Some(cid) = cid {
+            labels.push(format!("{LABEL_CID}={cid}"));
+        }
+        let filters = HashMap::from([("label", labels)]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        bounded(API_TIMEOUT, docker.list_containers(Some(options))).await
+    }
+
+    /// Inspects a container; `Ok(None)` if it is gone.
+    pub(super) async fn inspect(
+        &self,
+        id: &str,
+    ) -> Result<Option<ContainerInspectResponse>, RuntimeError> {
+        let docker = self.client().await?;
+        match bounded(API_TIMEOUT, docker.inspect_container(id, None)).await {
+            Ok(found) => Ok(Some(found)),
+            Err(RuntimeError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The state of one container by Docker id or name, from inspect (exact exit code).
+    pub(super) async fn state_of(&self, id: &str) -> Result<RuntimeState, RuntimeError> {
+        Ok(match self.inspect(id).await? {
+            Some(found) => state_from_inspect(found.state.as_ref()),
+            None => RuntimeState::Missing,
+        })
+    }
+
+    async fn start(
+        &self,
+        spec: &ContainerSpec,
+        settle: Duration,
+    ) -> Result<Endpoint, RuntimeError> {
+        validate(spec)?;
+        let docker = self.client().await?;
+        let existing = self.list(Some(&spec.cid)).await?;
+        let id = match pick_existing(&existing) {
+            Some(ContainerSummary {
+                id: Some(id),
+                state,
+                ..
+            }) => match state {
+                Some(state) if summary_is_running(*state) => {
+                    tracing::debug!(container.id = %spec.cid, "already running");
+                    return self.endpoint_of(id).await;
+                }
+                // Cannot be started again: replace it.
+                Some(ContainerSummaryStateEnum::DEAD | ContainerSummaryStateEnum::REMOVING) => {
+                    remove(docker, id).await?;
+                    self.create(docker, spec).await?
+                }
+                // Created or exited (a redelivered job, or a crash): start it again.
+                _ => id.clone(),
+            },
+            _ => self.create(docker, spec).await?,
+        };
+        self.start_created(docker, &spec.cid, &id, settle).await?;
+        self.endpoint_of(&id).await
+    }
+
+    /// Creates the container; returns its Docker id. If a concurrent start created it
+    /// first (name conflict), returns that one.
+    async fn create(&self, docker: &Docker, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        match bounded(API_TIMEOUT, docker.inspect_image(&spec.image)).await {
+            Ok(_) => {}
+            Err(RuntimeError::NotFound) => {
+                return Err(RuntimeError::ImageMissing(spec.image.clone()));
+            }
+            Err(e) => return Err(e),
+        }
+        // Held until the container exists with its port label, then released.
+        let mut port_guard = None;
+        let vnc_port = match &self.network {
+            NetworkMode::Host {
+                host_ip,
+                port_range,
+            } => {
+                let guard = self.reserve_host_port(*host_ip, *port_range).await?;
+                let port = guard.port;
+                port_guard = Some(guard);
+                port
+            }
+            NetworkMode::Bridge | NetworkMode::Published { .. } => CONTAINER_VNC_PORT,
+        };
+        let body = create_body(spec, &self.network, vnc_port)?;
+        let name = container_name(&spec.cid);
+        let options = CreateContainerOptionsBuilder::new().name(&name).build();
+        let created = raw(API_TIMEOUT, docker.create_container(Some(options), body)).await?;
+        drop(port_guard);
+        match created {
+            Ok(created) => {
+                for warning in &created.warnings {
+                    tracing::warn!(container.id = %spec.cid, warning = %warning, "docker create");
+                }
+                tracing::info!(container.id = %spec.cid, docker.id = %created.id, image = %spec.image, "created");
+                Ok(created.id)
+            }
+            Err(e) if status(&e) == Some(404) => {
+                Err(RuntimeError::ImageMissing(spec.image.clone()))
+            }
+            Err(e) if status(&e) == Some(409) => {
+                // The name is taken: most likely a concurrent start of the same cid won
+                // the race. The engine reserves the name before the container is
+                // visible, so wait for it briefly, and use it if it carries our label.
+                let deadline = tokio::time::Instant::now() + NAME_CONFLICT_WAIT;
+                loop {
+                    if let Some(found) = self.inspect(&name).await? {
+                        let labels = found.config.as_ref().and_then(|c| c.labels.as_ref());
+                        return match (found.id, labels.and_then(|l| l.get(LABEL_CID))) {
+                            (Some(id), Some(cid)) if *cid == spec.cid => Ok(id),
+                            _ => Err(map_error(e)),
+                        };
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(map_error(e));
+                    }
+                    tokio::time::sleep(NAME_CONFLICT_POLL).await;
+                }
+            }
+            Err(e) => Err(map_error(e)),
+        }
+    }
+
+    /// Starts a created (or exited) container and checks it stays up for the settle
+    /// window; if it dies, removes it and fails with its exit code and last log lines.
+    async fn start_created(
+        &self,
+        docker: &Docker,
+        cid: &str,
+        id: &str,
+        settle: Duration,
+    ) -> Result<(), RuntimeError> {
+        // 304 (already started by a concurrent start) counts as success in bollard.
+        bounded(API_TIMEOUT, docker.start_container(id, None)).await?;
+        tokio::time::sleep(settle).await;
+        let code = match self.state_of(id).await? {
+            RuntimeState::Running => {
+                tracing::info!(container.id = %cid, "started");
+                return Ok(());
+            }
+            RuntimeState::Exited { code } => Some(code),
+            RuntimeState::Missing => None,
+        };
+        let logs = self.log_tail(docker, id).await;
+        // A retried start begins clean (and may pick another host port).
+        if let Err(e) = remove(docker, id).await {
+            tracing::warn!(container.id = %cid, error = %e, "removing a failed container");
+        }
+        let code = code.map_or_else(|| "gone".to_owned(), |c| format!("exit code {c}"));
+        Err(RuntimeError::Failed(format!(
+            "container vnc-{cid} exited right after start ({code}); last log lines: {logs}"
+        )))
+    }
+
+    /// The last log lines of a container, bounded, for error messages.
+    async fn log_tail(&self, docker: &Docker, id: &str) -> String {
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(&LOG_TAIL_LINES.to_string())
+            .build();
+        let collect = docker
+            .logs(id, Some(options))
+            .take(LOG_TAIL_LINES * 4)
+            .collect::<Vec<_>>();
+        let Ok(chunks) = tokio::time::timeout(API_TIMEOUT, collect).await else {
+            return "(logs unavailable: timed out)".to_owned();
+        };
+        let mut text = String::new();
+        for chunk in chunks {
+            match chunk {
+                Ok(
+                    LogOutput::StdOut { message }
+                    | LogOutput::StdErr { message }
+                    | LogOutput::Console { message },
+                ) => {
+                    text.push_str(&String::from_utf8_lossy(&message));
+                }
+                Ok(LogOutput::StdIn { .. }) => {}
+                Err(e) => {
+                    text.push_str(&format!("(logs unavailable: {e})"));
+                    break;
+                }
+            }
+        }
+        // One line, so the reason reads well in a log line or a JSON error.
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        if lines.is_empty() {
+            return "(none)".to_owned();
+        }
+        let text = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join(" | ");
+        // Keep the end: the reason a process died is usually its last words.
+        let start = text.len().saturating_sub(LOG_TAIL_BYTES);
+        let start = (start..text.len())
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text[start..].to_owned()
+    }
+
+    /// Where the relay reaches a running container, from inspect.
+    async fn endpoint_of(&self, id: &str) -> Result<Endpoint, RuntimeError> {
+        let found = self.inspect(id).await?.ok_or(RuntimeError::NotFound)?;
+        endpoint_from_inspect(&found, &self.network)
+    }
+
+    /// Picks a free host port in `range` (random start, wrapping), not used by another
+    /// managed container nor reserved by a start in flight.
+    async fn reserve_host_port(
+        &self,
+        host_ip: IpAddr,
+        range: (u16, u16),
+    ) -> Result<PortReservation<'_>, RuntimeError> {
+        let mut taken: BTreeSet<u16> = self
+            .list(None)
+            .await?
+            .iter()
+            .filter_map(|c| c.labels.as_ref()?.get(LABEL_PORT)?.parse().ok())
+            .collect();
+        let mut reserved = self
+            .reserved_ports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        taken.extend(reserved.iter().copied());
+        let (lo, hi) = range;
+        let span = u32::from(hi - lo) + 1;
+        let offset = rand::thread_rng().gen_range(0..span);
+        for i in 0..span {
+            let port = lo + ((offset + i) % span) as u16;
+            if taken.contains(&port) {
+                continue;
+            }
+            // Free right now on the host; the container binds it moments later.
+            if TcpListener::bind((host_ip, port)).is_ok() {
+                reserved.insert(port);
+                return Ok(PortReservation {
+                    set: &self.reserved_ports,
+                    port,
+                });
+            }
+        }
+        Err(RuntimeError::Failed(format!(
+            "no free host port in {lo}-{hi} on {host_ip}"
+        )))
+    }
+}
+
+/// A host port held for a start in flight; released on drop.
+struct PortReservation<'a> {
+    set: &'a Mutex<BTreeSet<u16>>,
+    port: u16,
+}
+
+impl Drop for PortReservation<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.port);
+    }
+}
+
+impl Runtime for DockerRuntime {
+    fn start<'a>(
+        &'a self,
+        spec: &'a ContainerSpec,
+    ) -> BoxFuture<'a, Result<Endpoint, RuntimeError>> {
+        self.inner.start(spec, self.start_settle).boxed()
+    }
+
+    fn stop<'a>(
+        &'a self,
+        cid: &'a str,
+        grace: Duration,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        async move {
+            if !valid_cid(cid) {
+                return Ok(()); // could never have been created
+            }
+            let docker = self.inner.client().await?;
+            for container in self.inner.list(Some(cid)).await? {
+                let Some(id) = container.id else { continue };
+                // Docker takes whole seconds; round up so the grace is never shortened.
+                let secs = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+                let options = StopContainerOptionsBuilder::new()
+                    .t(i32::try_from(secs).unwrap_or(i32::MAX))
+                    .build();
+                match bounded(
+                    API_TIMEOUT + grace,
+                    docker.stop_container(&id, Some(options)),
+                )
+                .await
+                {
+                    Ok(()) | Err(RuntimeError::NotFound) => {}
+                    Err(e) => return Err(e),
+                }
+                remove(docker, &id).await?;
+                tracing::info!(container.id = %cid, "stopped and removed");
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn state<'a>(&'a self, cid: &'a str) -> BoxFuture<'a, Result<RuntimeState, RuntimeError>> {
+        async move {
+            if !valid_cid(cid) {
+                return Ok(RuntimeState::Missing);
+            }
+            let existing = self.inner.list(Some(cid)).await?;
+            match pick_existing(&existing).and_then(|c| c.id.as_deref()) {
+                Some(id) => self.inner.state_of(id).await,
+                None => Ok(RuntimeState::Missing),
+            }
+        }
+        .boxed()
+    }
+
+    fn list_managed(&self) -> BoxFuture<'_, Result<Vec<(String, RuntimeState)>, RuntimeError>> {
+        async move {
+            let mut all = Vec::new();
+            for container in self.inner.list(None).await? {
+                let Some(cid) = container.labels.as_ref().and_then(|l| l.get(LABEL_CID)) else {
+                    continue;
+                };
+                let state = match (&container.state, &container.id) {
+                    (Some(s), _) if summary_is_running(*s) => RuntimeState::Running,
+                    // The summary has no exit code: ask (stopped managed containers are few).
+                    (_, Some(id)) => self.inner.state_of(id).await?,
+                    (_, None) => continue,
+                };
+                if state != RuntimeState::Missing {
+                    all.push((cid.clone(), state));
+                }
+            }
+            Ok(all)
+        }
+        .boxed()
+    }
+
+    fn events(&self) -> BoxStream<'static, (String, RuntimeState)> {
+        super::docker_events::stream(Arc::clone(&self.inner))
+    }
+}
+
+/// Stops nothing; removes by force, tolerating a container already gone or going.
+async fn remove(docker: &Docker, id: &str) -> Result<(), RuntimeError> {
+    let options = RemoveContainerOptionsBuilder::new().force(true).build();
+    match raw(API_TIMEOUT, docker.remove_container(id, Some(options))).await? {
+        Ok(()) => Ok(()),
+        // 404: gone; 409: "removal of container … is already in progress".
+        Err(e) if matches!(status(&e), Some(404 | 409)) => Ok(()),
+        Err(e) => Err(map_error(e)),
+    }
+}
+
+/// Runs one engine call under `limit`, mapping errors to the runtime's.
+pub(super) async fn bounded<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<T, DockerError>>,
+) -> Result<T, RuntimeError> {
+    raw(limit, call).await?.map_err(map_error)
+}
+
+/// Runs one engine call under `limit`; the outer error is the timeout, the inner one the
+/// engine's, for callers that treat some statuses specially.
+async fn raw<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<T, DockerError>>,
+) -> Result<Result<T, DockerError>, RuntimeError> {
+    tokio::time::timeout(limit, call).await.map_err(|_| {
+        RuntimeError::Unavailable(format!(
+            "the engine did not answer within {}",
+            humantime::format_duration(limit)
+        ))
+    })
+}
+
+/// The HTTP status of an engine answer, if the error is one.
+fn status(e: &DockerError) -> Option<u16> {
+    match e {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// 404 → NotFound; transport trouble → Unavailable (retryable); the rest → Failed with
+/// the engine's message.
+fn map_error(e: DockerError) -> RuntimeError {
+    match e {
+        DockerError::DockerResponseServerError {
+            status_code: 404, ..
+        } => RuntimeError::NotFound,
+        DockerError::DockerResponseServerError {
+            status_code: 503, ..
+        }
+        | DockerError::IOError { .. }
+        | DockerError::HyperResponseError { .. }
+        | DockerError::HyperLegacyError { .. }
+        | DockerError::RequestTimeoutError
+        | DockerError::SocketNotFoundError(_) => RuntimeError::Unavailable(e.to_string()),
+        other => RuntimeError::Failed(other.to_string()),
+    }
+}
+
+fn validate(spec: &ContainerSpec) -> Result<(), RuntimeError> {
+    if !valid_cid(&spec.cid) {
+        return Err(RuntimeError::Failed(format!(
+            "container id {:?} must be 1-{} of [A-Za-z0-9_.-], starting alphanumeric",
+            spec.cid,
+            super::MAX_CID_LEN
+        )));
+    }
+    if spec.image.is_empty() {
+        return Err(RuntimeError::Failed("empty image".to_owned()));
+    }
+    if !spec.cpus.is_finite() || spec.cpus < 0.0 {
+        return Err(RuntimeError::Failed(format!(
+            "cpus {} is not a CPU count",
+            spec.cpus
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn container_name(cid: &str) -> String {
+    format!("vnc-{cid}")
+}
+
+/// Of the containers labelled with one cid (normally one), the running one, else any.
+fn pick_existing(found: &[ContainerSummary]) -> Option<&ContainerSummary> {
+    found
+        .iter()
+        .find(|c| c.state == Some(ContainerSummaryStateEnum::RUNNING))
+        .or_else(|| found.first())
+}
+
+fn summary_is_running(state: ContainerSummaryStateEnum) -> bool {
+    matches!(
+        state,
+        ContainerSummaryStateEnum::RUNNING
+            | ContainerSummaryStateEnum::PAUSED
+            | ContainerSummaryStateEnum::RESTARTING
+    )
+}
+
+/// Running, paused and restarting count as running: the process exists.
+pub(super) fn state_from_inspect(state: Option<&ContainerState>) -> RuntimeState {
+    let Some(state) = state else {
+        return RuntimeState::Missing;
+    };
+    match state.status {
+        Some(
+            ContainerStateStatusEnum::RUNNING
+            | ContainerStateStatusEnum::PAUSED
+            | ContainerStateStatusEnum::RESTARTING,
+        ) => RuntimeState::Running,
+        _ if state.running == Some(true) => RuntimeState::Running,
+        _ => RuntimeState::Exited {
+            code: state.exit_code.unwrap_or(0),
+        },
+    }
+}
+
+/// The create request: labels, env, limits and networking of one desktop.
+fn create_body(
+    spec: &ContainerSpec,
+    network: &NetworkMode,
+    vnc_port: u16,
+) -> Result<ContainerCreateBody, RuntimeError> {
+    // Ours are inserted last, so a caller cannot relabel or re-port a container.
+    let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
+    labels.insert(LABEL_MANAGED.into(), "true".into());
+    labels.insert(LABEL_CID.into(), spec.cid.clone());
+    labels.insert(LABEL_OWNER.into(), spec.owner.clone());
+    labels.insert(LABEL_TENANT.into(), spec.tenant.clone());
+
+    let mut env: BTreeMap<String, String> = spec.env.clone();
+    env.remove("VNC_PASSWORD");
+    env.remove("VNC_LISTEN_HOST");
+    if let Some(password) = &spec.vnc_password {
+        env.insert("VNC_PASSWORD".into(), password.clone());
+    }
+    env.insert("VNC_PORT".into(), vnc_port.to_string());
+
+    let mut host_config = HostConfig {
+        nano_cpus: (spec.cpus > 0.0).then(|| (spec.cpus * 1e9).round() as i64),
+        memory: match spec.memory_mb {
+            0 => None,
+            mb => Some(
+                i64::try_from(mb.saturating_mul(1024 * 1024))
+                    .map_err(|_| RuntimeError::Failed(format!("memory {mb} MiB is too large")))?,
+            ),
+        },
+        ..Default::default()
+    };
+    let mut exposed_ports = None;
+    match network {
+        NetworkMode::Bridge => host_config.network_mode = Some("bridge".into()),
+        NetworkMode::Published { host_ip } => {
+            host_config.network_mode = Some("bridge".into());
+            exposed_ports = Some(vec![VNC_PORT_KEY.to_owned()]);
+            host_config.port_bindings = Some(HashMap::from([(
+                VNC_PORT_KEY.to_owned(),
+                Some(vec![PortBinding {
+                    host_ip: Some(host_ip.to_string()),
+                    // Empty: the engine picks an ephemeral port, read back after start.
+                    host_port: Some(String::new()),
+                }]),
+            )]));
+        }
+        NetworkMode::Host { host_ip, .. } => {
+            host_config.network_mode = Some("host".into());
+            labels.insert(LABEL_PORT.into(), vnc_port.to_string());
+            if !host_ip.is_unspecified() {
+                env.insert("VNC_LISTEN_HOST".into(), host_ip.to_string());
+            }
+        }
+    }
+    Ok(ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        env: Some(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(labels),
+        exposed_ports,
+        host_config: Some(host_config),
+        ..Default::default()
+    })
+}
+
+/// The relay's endpoint for a started container under `network`.
+fn endpoint_from_inspect(
+    found: &ContainerInspectResponse,
+    network: &NetworkMode,
+) -> Result<Endpoint, RuntimeError> {
+    let settings = found.network_settings.as_ref();
+    match network {
+        NetworkMode::Bridge => {
+            let networks = settings.and_then(|s| s.networks.as_ref());
+            let ip = networks
+                .and_then(|n| n.get("bridge").or_else(|| n.values().next()))
+                .and_then(|n| n.ip_address.clone())
+                .filter(|ip| !ip.is_empty())
+                .ok_or_else(|| RuntimeError::Failed("container has no bridge IP address".into()))?;
+            Ok(Endpoint {
+                host: ip,
+                port: CONTAINER_VNC_PORT,
+            })
+        }
+        NetworkMode::Published { host_ip } => {
+            let port = settings
+                .and_then(|s| s.ports.as_ref())
+                .and_then(|ports| ports.get(VNC_PORT_KEY))
+                .and_then(|bindings| bindings.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|b| b.host_port.as_deref()?.parse::<u16>().ok())
+                .find(|&p| p != 0)
+                .ok_or_else(|| {
+                    RuntimeError::Failed(format!("port {VNC_PORT_KEY} is not published"))
+                })?;
+            Ok(Endpoint {
+                host: reachable(*host_ip).to_string(),
+                port,
+            })
+        }
+        NetworkMode::Host { host_ip, .. } => {
+            let port = found
+                .config
+                .as_ref()
+                .and_then(|c| c.labels.as_ref())
+                .and_then(|l| l.get(LABEL_PORT))
+                .and_then(|p| p.parse::<u16>().ok())
+                .ok_or_else(|| {
+                    RuntimeError::Failed(format!("container has no {LABEL_PORT} label"))
+                })?;
+            Ok(Endpoint {
+                host: reachable(*host_ip).to_string(),
+                port,
+            })
+        }
+    }
+}
+
+/// An unspecified bind address is reached through loopback.
+fn reachable(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            cid: "c1".into(),
+            owner: "alice".into(),
+            tenant: "acme".into(),
+            image: "img:1".into(),
+            cpus: 1.5,
+            memory_mb: 512,
+            env: BTreeMap::from([
+                ("A".into(), "1".into()),
+                ("VNC_PORT".into(), "1".into()),
+                ("VNC_PASSWORD".into(), "from-env".into()),
+            ]),
+            labels: BTreeMap::from([
+                ("team".into(), "x".into()),
+                (LABEL_MANAGED.into(), "false".into()),
+                (LABEL_CID.into(), "other".into()),
+            ]),
+            vnc_password: None,
+        }
+    }
+
+    #[test]
+    fn create_body_sets_labels_env_and_limits() {
+        let body = create_body(&spec(), &NetworkMode::Bridge, 5900).expect("body");
+        let labels = body.labels.expect("labels");
+        assert_eq!(labels[LABEL_MANAGED], "true");
+        assert_eq!(labels[LABEL_CID], "c1");
+        assert_eq!(labels[LABEL_OWNER], "alice");
+        assert_eq!(labels[LABEL_TENANT], "acme");
+        assert_eq!(labels["team"], "x");
+        let env = body.env.expect("env");
+        assert!(env.contains(&"A=1".to_owned()));
+        assert!(env.contains(&"VNC_PORT=5900".to_owned()));
+        // A caller's env cannot smuggle in a password the spec does not set.
+        assert!(!env.iter().any(|e| e.starts_with("VNC_PASSWORD=")));
+        let host = body.host_config.expect("host config");
+        assert_eq!(host.nano_cpus, Some(1_500_000_000));
+        assert_eq!(host.memory, Some(512 * 1024 * 1024));
+        assert_eq!(host.network_mode.as_deref(), Some("bridge"));
+        assert!(host.port_bindings.is_none());
+    }
+
+    #[test]
+    fn create_body_per_network_mode() {
+        let mut s = spec();
+        s.vnc_password = Some("pw".into());
+        s.cpus = 0.0;
+        s.memory_mb = 0;
+        let published = NetworkMode::Published {
+            host_ip: "127.0.0.1".parse().expect("ip"),
+        };
+        let body = create_body(&s, &published, 5900).expect("body");
+        assert_eq!(body.exposed_ports, Some(vec![VNC_PORT_KEY.to_owned()]));
+        let host = body.host_config.expect("host config");
+        assert_eq!((host.nano_cpus, host.memory), (None, None));
+        let binding = &host.port_bindings.expect("bindings")[VNC_PORT_KEY];
+        assert_eq!(
+            binding.as_ref().expect("binding")[0].host_ip.as_deref(),
+            Some("127.0.0.1")
+        );
+        assert!(
+            body.env
+                .expect("env")
+                .contains(&"VNC_PASSWORD=pw".to_owned())
+        );
+
+        let host_mode = NetworkMode::Host {
+            host_ip: "127.0.0.1".parse().expect("ip"),
+            port_range: (20000, 20010),
+        };
+        let body = create_body(&s, &host_mode, 20005).expect("body");
+        assert_eq!(body.labels.expect("labels")[LABEL_PORT], "20005");
+        let env = body.env.expect("env");
+        assert!(env.contains(&"VNC_PORT=20005".to_owned()));
+        assert!(env.contains(&"VNC_LISTEN_HOST=127.0.0.1".to_owned()));
+        assert_eq!(
+            body.host_config.expect("hc").network_mode.as_deref(),
+            Some("host")
+        );
+    }
+
+    #[test]
+    fn connect_rejects_bad_addresses_and_ranges() {
+        assert!(DockerRuntime::connect(Some("ftp://x"), NetworkMode::Bridge).is_err());
+        assert!(DockerRuntime::connect(Some("unix://"), NetworkMode::Bridge).is_err());
+        let empty = NetworkMode::Host {
+            host_ip: "127.0.0.1".parse().expect("ip"),
+            port_range: (6000, 5999),
+        };
+        assert!(DockerRuntime::connect(None, empty).is_err());
+        assert!(DockerRuntime::connect(Some("tcp://127.0.0.1:2375"), NetworkMode::Bridge).is_ok());
+    }
+
+    #[test]
+    fn states_from_inspect() {
+        let exited = ContainerState {
+            status: Some(ContainerStateStatusEnum::EXITED),
+            exit_code: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(
+            state_from_inspect(Some(&exited)),
+            RuntimeState::Exited { code: 3 }
+        );
+        let running = ContainerState {
+            status: Some(ContainerStateStatusEnum::RUNNING),
+            ..Default::default()
+        };
+        assert_eq!(state_from_inspect(Some(&running)), RuntimeState::Running);
+        assert_eq!(state_from_inspect(None), RuntimeState::Missing);
+    }
+
+    #[test]
+    fn errors_map_to_runtime_errors() {
+        let status = |status_code| DockerError::DockerResponseServerError {
+            status_code,
+            message: "m".into(),
+        };
+        assert!(matches!(map_error(status(404)), RuntimeError::NotFound));
+        assert!(map_error(status(503)).retryable());
+        assert!(matches!(map_error(status(500)), RuntimeError::Failed(_)));
+        assert!(map_error(DockerError::RequestTimeoutError).retryable());
+        assert!(map_error(DockerError::SocketNotFoundError("/x".into())).retryable());
+    }
+
+    #[test]
+    fn unspecified_hosts_are_reached_on_loopback() {
+        assert_eq!(
+            reachable("0.0.0.0".parse().expect("ip")),
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        );
+        assert_eq!(
+            reachable("10.0.0.1".parse().expect("ip")).to_string(),
+            "10.0.0.1"
+        );
+    }
+}

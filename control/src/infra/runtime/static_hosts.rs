@@ -1,0 +1,71 @@
+//! The static runtime: VNC servers that already run somewhere, declared in config as
+//! cid → endpoint. It reports them as running and manages no lifecycle.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::future::{BoxFuture, FutureExt as _};
+use futures_util::stream::{BoxStream, StreamExt as _};
+
+use super::{ContainerSpec, Endpoint, Runtime, RuntimeError, RuntimeState};
+
+/// Why `start` and `stop` refuse.
+const NOT_MANAGED: &str =
+    "containers are declared in config; the static runtime does not manage their lifecycle";
+
+/// Endpoints declared in config.
+#[derive(Clone, Debug)]
+pub struct StaticRuntime {
+    endpoints: BTreeMap<String, Endpoint>,
+}
+
+impl StaticRuntime {
+    pub fn new(endpoints: BTreeMap<String, Endpoint>) -> Self {
+        StaticRuntime { endpoints }
+    }
+
+    /// The declared endpoint of `cid`, if any.
+    pub fn endpoint(&self, cid: &str) -> Option<&Endpoint> {
+        self.endpoints.get(cid)
+    }
+}
+
+impl Runtime for StaticRuntime {
+    fn start<'a>(
+        &'a self,
+        _spec: &'a ContainerSpec,
+    ) -> BoxFuture<'a, Result<Endpoint, RuntimeError>> {
+        async { Err(RuntimeError::Unsupported(NOT_MANAGED)) }.boxed()
+    }
+
+    fn stop<'a>(
+        &'a self,
+        _cid: &'a str,
+        _grace: Duration,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        async { Err(RuntimeError::Unsupported(NOT_MANAGED)) }.boxed()
+    }
+
+    fn state<'a>(&'a self, cid: &'a str) -> BoxFuture<'a, Result<RuntimeState, RuntimeError>> {
+        let state = if self.endpoints.contains_key(cid) {
+            RuntimeState::Running
+        } else {
+            RuntimeState::Missing
+        };
+        async move { Ok(state) }.boxed()
+    }
+
+    fn list_managed(&self) -> BoxFuture<'_, Result<Vec<(String, RuntimeState)>, RuntimeError>> {
+        let all = self
+            .endpoints
+            .keys()
+            .map(|cid| (cid.clone(), RuntimeState::Running))
+            .collect();
+        async move { Ok(all) }.boxed()
+    }
+
+    fn events(&self) -> BoxStream<'static, (String, RuntimeState)> {
+        // Nothing ever changes; an empty stream lets reconcile loops end their select arm.
+        futures_util::stream::empty().boxed()
+    }
+}

@@ -1,0 +1,208 @@
+//! Container records in Redis (`{prefix}container:{cid}` hashes and the per-tenant
+//! sets) and the domain events control publishes (`{prefix}events`, and
+//! `container.stopping` also on the container's room channel for the relays).
+
+use std::collections::{BTreeMap, HashMap};
+
+use fred::prelude::*;
+use vnc_shared::schema::{ContainerState, Keys, container_field as f};
+use vnc_shared::token::unix_now;
+
+use crate::domain::Container;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis is unavailable: {0}")]
+    Unavailable(String),
+    #[error("container record {cid} is corrupt: {why}")]
+    Corrupt { cid: String, why: String },
+}
+
+impl From<fred::error::Error> for StoreError {
+    fn from(e: fred::error::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// Fields of the record beyond the shared schema (control's own).
+mod extra {
+    pub const CPUS: &str = "cpus";
+    pub const MEMORY_MB: &str = "memory_mb";
+    pub const LABELS: &str = "labels";
+    pub const ENV: &str = "env";
+    pub const ERROR: &str = "error";
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[derive(Clone)]
+pub struct ContainerStore {
+    client: Client,
+    keys: Keys,
+}
+
+impl ContainerStore {
+    pub fn new(client: Client, keys: Keys) -> ContainerStore {
+        ContainerStore { client, keys }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Writes a new record (with its VNC password, which only the relay reads) and
+    /// adds it to its tenant's set, atomically.
+    pub async fn create(&self, c: &Container, vnc_password: &str) -> Result<(), StoreError> {
+        let tx = self.client.multi();
+        let fields: Vec<(&str, String)> = vec![
+            (f::OWNER, c.owner.clone()),
+            (f::TENANT, c.tenant.clone()),
+            (f::STATE, c.state.as_str().to_owned()),
+            (f::IMAGE, c.image.clone()),
+            (f::CREATED_AT, c.created_at.to_string()),
+            (f::VNC_PASSWORD, vnc_password.to_owned()),
+            (extra::CPUS, c.cpus.to_string()),
+            (extra::MEMORY_MB, c.memory_mb.to_string()),
+            (extra::LABELS, serde_json::to_string(&c.labels).unwrap_or_default()),
+            (extra::ENV, serde_json::to_string(&c.env).unwrap_or_default()),
+        ];
+        let _: () = tx.hset(self.keys.container(&c.id), fields).await?;
+        let _: () = tx.sadd(self.keys.tenant_containers(&c.tenant), c.id.as_str()).await?;
+        let _: () = tx.exec(true).await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, cid: &str) -> Result<Option<Container>, StoreError> {
+        let map: HashMap<String, String> = self.client.hgetall(self.keys.container(cid)).await?;
+        if map.is_empty() {
+            return Ok(None);
+        }
+        parse(cid, &map).map(Some)
+    }
+
+    /// The container's VNC password (for the runtime; never for the API).
+    pub async fn vnc_password(&self, cid: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.client.hget(self.keys.container(cid), f::VNC_PASSWORD).await?)
+    }
+
+    /// All containers of a tenant, oldest first.
+    pub async fn list_tenant(&self, tenant: &str) -> Result<Vec<Container>, StoreError> {
+        let ids: Vec<String> = self.client.smembers(self.keys.tenant_containers(tenant)).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(c) = self.get(&id).await? {
+                out.push(c);
+            }
+        }
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Sets the state (and clears or sets the error).
+    pub async fn set_state(
+        &self,
+        cid: &str,
+        state: ContainerState,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let key = self.keys.container(cid);
+        let _: () = self.client.hset(&key, (f::STATE, state.as_str())).await?;
+        match error {
+            Some(e) => self.client.hset::<(), _, _>(&key, (extra::ERROR, e)).await?,
+            None => self.client.hdel::<(), _, _>(&key, extra::ERROR).await?,
+        }
+        Ok(())
+    }
+
+    /// Records where the running container's VNC server answers.
+    pub async fn set_running(&self, cid: &str, host: &str, port: u16, node: &str) -> Result<(), StoreError> {
+        let fields: Vec<(&str, String)> = vec![
+            (f::STATE, ContainerState::Running.as_str().to_owned()),
+            (f::HOST, host.to_owned()),
+            (f::PORT, port.to_string()),
+            (f::NODE, node.to_owned()),
+        ];
+        let key = self.keys.container(cid);
+        let _: () = self.client.hset(&key, fields).await?;
+        let _: () = self.client.hdel(&key, extra::ERROR).await?;
+        Ok(())
+    }
+
+    /// Ids of every container record (all tenants), by scanning the key space in
+    /// bounded pages (for the reconciler, not for requests).
+    pub async fn all_ids(&self) -> Result<Vec<String>, StoreError> {
+        const PAGE: u32 = 500;
+        let prefix = self.keys.container("");
+        let pattern = format!("{prefix}*");
+        let mut cursor = "0".to_owned();
+        let mut ids = Vec::new();
+        loop {
+            let (next, keys): (String, Vec<String>) =
+                self.client.scan_page(cursor, pattern.as_str(), Some(PAGE), None).await?;
+            ids.extend(keys.iter().filter_map(|k| k.strip_prefix(&prefix)).map(str::to_owned));
+            if next == "0" {
+                return Ok(ids);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Publishes a domain event on `{prefix}events`; `container.stopping` also goes to
+    /// the container's room so relays can tell (and end) its viewers.
+    pub async fn publish(&self, kind: &str, c: &Container) -> Result<(), StoreError> {
+        let event = serde_json::json!({
+            "type": kind,
+            "cid": c.id,
+            "tenant": c.tenant,
+            "at": now_ms(),
+        })
+        .to_string();
+        let _: () = self.client.publish(self.keys.events_channel(), event.as_str()).await?;
+        if kind == "container.stopping" || kind == "container.stopped" {
+            let _: () = self.client.publish(self.keys.room_channel(&c.id), event.as_str()).await?;
+        }
+        Ok(())
+    }
+}
+
+fn parse(cid: &str, m: &HashMap<String, String>) -> Result<Container, StoreError> {
+    let corrupt = |why: String| StoreError::Corrupt {
+        cid: cid.to_owned(),
+        why,
+    };
+    let get = |k: &str| m.get(k).cloned();
+    let state = get(f::STATE)
+        .ok_or_else(|| corrupt("no state".into()))?
+        .parse()
+        .map_err(corrupt)?;
+    let json_map = |k: &str| -> BTreeMap<String, String> {
+        get(k)
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default()
+    };
+    let endpoint = match (get(f::HOST), get(f::PORT).and_then(|p| p.parse().ok())) {
+        (Some(h), Some(p)) => Some((h, p)),
+        _ => None,
+    };
+    Ok(Container {
+        id: cid.to_owned(),
+        owner: get(f::OWNER).unwrap_or_default(),
+        tenant: get(f::TENANT).unwrap_or_default(),
+        state,
+        image: get(f::IMAGE).unwrap_or_default(),
+        cpus: get(extra::CPUS).and_then(|v| v.parse().ok()).unwrap_or(0.0),
+        memory_mb: get(extra::MEMORY_MB).and_then(|v| v.parse().ok()).unwrap_or(0),
+        labels: json_map(extra::LABELS),
+        env: json_map(extra::ENV),
+        endpoint,
+        node: get(f::NODE),
+        error: get(extra::ERROR),
+        created_at: get(f::CREATED_AT).and_then(|v| v.parse().ok()).unwrap_or_else(unix_now),
+    })
+}

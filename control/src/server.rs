@@ -1,0 +1,195 @@
+//! Start-up and the serve loop: the API listener, the admin listener, the job
+//! workers and the reconciler, all stopped together on shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use fred::prelude::*;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use vnc_shared::schema::Keys;
+use vnc_shared::token::{KeyError, Signer};
+
+use crate::api::auth::{IdentityKey, IdentityKeyError, IdentityVerifier};
+use crate::api::{self, AppState};
+use crate::app::App;
+use crate::app::jobs::{Lifecycle, reconcile_loop};
+use crate::config::{AuthKey, ControlConfig, NetworkKind, RuntimeKind};
+use crate::domain::CreateLimits;
+use crate::infra::queue::{Queue, QueueConfig};
+use crate::infra::runtime::{DockerRuntime, NetworkMode, Runtime, RuntimeError, StaticRuntime};
+use crate::infra::store::ContainerStore;
+
+/// Host ports containers get in host networking.
+const HOST_PORT_RANGE: (u16, u16) = (15900, 16899);
+
+/// How long start-up waits for Redis before serving anyway (unready until it answers).
+const REDIS_STARTUP_WAIT: Duration = Duration::from_secs(5);
+
+/// Each step of start-up that can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("loading the token signing key: {0}")]
+    SigningKey(#[from] KeyError),
+    #[error("loading the identity key: {0}")]
+    IdentityKey(#[from] IdentityKeyError),
+    #[error("reading the identity secret {path}: {source}")]
+    IdentitySecret { path: String, source: std::io::Error },
+    #[error("configuring redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    #[error("connecting to the container runtime: {0}")]
+    Runtime(#[from] RuntimeError),
+    #[error("serving: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// The bound listeners `run` serves.
+pub struct Listeners {
+    pub api: TcpListener,
+    pub admin: TcpListener,
+}
+
+/// Loads the keys the config names (also what `vnc-control check` validates).
+pub fn load_keys(config: &ControlConfig) -> Result<(Signer, IdentityVerifier), StartError> {
+    let signer = Signer::ed25519_from_pem_file(&config.jwt_private_key, config.jwt_kid.clone())?
+        .with_issuer_audience(&config.jwt_issuer, &config.jwt_audience);
+    let identity = match &config.auth_key {
+        AuthKey::PublicKeyPem(p) => IdentityVerifier::new(
+            IdentityKey::PublicKeyPem(p),
+            &config.auth_issuer,
+            &config.auth_audience,
+        )?,
+        AuthKey::Hs256SecretFile(p) => {
+            let secret = std::fs::read(p).map_err(|source| StartError::IdentitySecret {
+                path: p.display().to_string(),
+                source,
+            })?;
+            IdentityVerifier::new(
+                IdentityKey::Hs256(secret.trim_ascii()),
+                &config.auth_issuer,
+                &config.auth_audience,
+            )?
+        }
+    };
+    Ok((signer, identity))
+}
+
+fn runtime(config: &ControlConfig) -> Result<Arc<dyn Runtime>, StartError> {
+    Ok(match config.runtime {
+        RuntimeKind::Static => Arc::new(StaticRuntime::new(
+            config
+                .static_containers
+                .iter()
+                .map(|c| (c.cid.clone(), crate::infra::runtime::Endpoint { host: c.host.clone(), port: c.port }))
+                .collect(),
+        )),
+        RuntimeKind::Docker => {
+            let network = match config.network {
+                NetworkKind::Published => NetworkMode::Published { host_ip: config.publish_ip },
+                NetworkKind::Host => NetworkMode::Host {
+                    host_ip: config.publish_ip,
+                    port_range: HOST_PORT_RANGE,
+                },
+                NetworkKind::Bridge => NetworkMode::Bridge,
+            };
+            Arc::new(DockerRuntime::connect(config.docker_host.as_deref(), network)?)
+        }
+    })
+}
+
+/// Runs control until `shutdown` is cancelled and in-flight jobs are done.
+pub async fn run(config: ControlConfig, listeners: Listeners, shutdown: CancellationToken) -> Result<(), StartError> {
+    let prometheus = crate::metrics::install();
+    let (signer, identity) = load_keys(&config)?;
+    let keys = Keys::new(config.redis_prefix.clone());
+    let mut redis_config = Config::from_url(config.redis_url.expose())?;
+    redis_config.fail_fast = true;
+    let client = Builder::from_config(redis_config)
+        .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(2))
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .build()?;
+    client.connect();
+    if tokio::time::timeout(REDIS_STARTUP_WAIT, client.wait_for_connect()).await.is_err() {
+        tracing::warn!("redis is not reachable yet");
+    }
+    let store = ContainerStore::new(client.clone(), keys.clone());
+    let queue = Queue::new(client.clone(), keys.clone(), queue_config(&config));
+    let runtime = runtime(&config)?;
+    if config.runtime == RuntimeKind::Static {
+        crate::app::jobs::register_static(&store, &config.static_containers, &config.node_id).await;
+    }
+    let app = App {
+        store: store.clone(),
+        queue: queue.clone(),
+        signer,
+        limits: CreateLimits {
+            images: config.images.clone(),
+            max_cpus: config.max_cpus,
+            max_memory_mb: config.max_memory_mb,
+            min_memory_mb: crate::config::DEFAULT_MIN_MEMORY_MB,
+            max_entries: crate::config::DEFAULT_MAX_ENTRIES,
+        },
+        token_max_ttl: config.token_max_ttl,
+        relay_url: config.relay_url.clone(),
+    };
+    let ready = {
+        let client = client.clone();
+        Box::new(move || (!client.is_connected()).then(|| "redis unreachable".to_owned()))
+    };
+    let state = Arc::new(AppState { identity, app, ready });
+
+    let lifecycle = Arc::new(Lifecycle {
+        store: store.clone(),
+        runtime: runtime.clone(),
+        node_id: config.node_id.clone(),
+        stop_grace: config.stop_grace,
+        start_timeout: config.start_timeout,
+    });
+    let workers = tokio::spawn({
+        let queue = queue.clone();
+        let shutdown = shutdown.clone();
+        async move { queue.run(lifecycle, shutdown).await }
+    });
+    let reconciler = tokio::spawn(reconcile_loop(store, runtime, config.reconcile_interval, shutdown.clone()));
+    let admin = Router::new().route("/metrics", get(move || std::future::ready(prometheus.render())));
+    let admin = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            let _ = axum::serve(listeners.admin, admin)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await;
+        }
+    });
+    tracing::info!(listen = ?listeners.api.local_addr().ok(), node.id = %config.node_id, "control serving");
+    axum::serve(listeners.api, api::router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await?;
+    let _ = workers.await;
+    reconciler.abort();
+    let _ = admin.await;
+    let _ = client.quit().await;
+    tracing::info!("control stopped");
+    Ok(())
+}
+
+fn queue_config(config: &ControlConfig) -> QueueConfig {
+    let mut q = QueueConfig {
+        consumer: config.node_id.clone(),
+        ..QueueConfig::default()
+    };
+    if let Some(n) = config.worker_concurrency {
+        q.concurrency = n;
+    }
+    if let Some(n) = config.job_attempts {
+        q.max_attempts = n;
+    }
+    if let Some(b) = config.job_backoff {
+        q.backoff_base = b;
+    }
+    if let Some(n) = config.starts_per_minute {
+        q.rate_limits = vec![(crate::app::START_JOB.to_owned(), n, Duration::from_secs(60))];
+    }
+    q
+}
