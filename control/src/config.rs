@@ -147,16 +147,32 @@ pub struct ControlSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_memory_mb: Option<u64>,
     #[arg(long, env = "VNC_CONTROL_TOKEN_MAX_TTL", value_parser = parse_duration)]
-    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub token_max_ttl: Option<Duration>,
     #[arg(long, env = "VNC_CONTROL_STOP_GRACE", value_parser = parse_duration)]
-    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stop_grace: Option<Duration>,
     #[arg(long, env = "VNC_CONTROL_START_TIMEOUT", value_parser = parse_duration)]
-    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub start_timeout: Option<Duration>,
     #[arg(long, env = "VNC_CONTROL_RECONCILE_INTERVAL", value_parser = parse_duration)]
-    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reconcile_interval: Option<Duration>,
     /// Jobs one replica runs at once.
     #[arg(long, env = "VNC_CONTROL_WORKER_CONCURRENCY")]
@@ -172,7 +188,11 @@ pub struct ControlSettings {
     pub job_attempts: Option<u32>,
     /// First retry delay (doubling each attempt).
     #[arg(long, env = "VNC_CONTROL_JOB_BACKOFF", value_parser = parse_duration)]
-    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub job_backoff: Option<Duration>,
     /// Containers of the static runtime (file only).
     #[arg(skip)]
@@ -325,7 +345,11 @@ mod tests {
 
     #[test]
     fn names_every_missing_piece() {
-        let err = Cli::parse_from(["vnc-control"]).settings.resolve().unwrap_err().to_string();
+        let err = Cli::parse_from(["vnc-control"])
+            .settings
+            .resolve()
+            .unwrap_err()
+            .to_string();
         for want in ["--jwt-private-key", "--auth-public-key", "--image"] {
             assert!(err.contains(want), "{err}");
         }

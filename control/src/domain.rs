@@ -117,7 +117,10 @@ impl CreateContainer {
         }
         for (what, map) in [("env", &self.env), ("labels", &self.labels)] {
             if map.len() > limits.max_entries {
-                out.push(format!("{what} has more than {} entries", limits.max_entries));
+                out.push(format!(
+                    "{what} has more than {} entries",
+                    limits.max_entries
+                ));
             }
         }
         for name in self.env.keys() {

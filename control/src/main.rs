@@ -158,14 +158,20 @@ async fn serve(config: ControlConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding admin {}", config.admin_listen))?;
     // Tests bind port 0 and read the real ports from this line.
-    println!("LISTENING api={} admin={}", api.local_addr()?, admin.local_addr()?);
+    println!(
+        "LISTENING api={} admin={}",
+        api.local_addr()?,
+        admin.local_addr()?
+    );
     let shutdown = tokio_util::sync::CancellationToken::new();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let signals = shutdown.clone();
     tokio::spawn(async move {
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        tracing::info!("signal received: finishing in-flight requests and jobs (a second signal exits)");
+        tracing::info!(
+            "signal received: finishing in-flight requests and jobs (a second signal exits)"
+        );
         signals.cancel();
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         std::process::exit(130);

@@ -11,12 +11,21 @@ pub const DOCKER_ERRORS: &str = "vnc_control_docker_errors_total";
 pub fn install() -> PrometheusHandle {
     let (handle, installed) = vnc_shared::telemetry::install_prometheus(&[(
         HTTP_DURATION,
-        &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+        &[
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ],
     )]);
     if installed {
         describe_counter!(HTTP_REQUESTS, "API requests by route, method and status.");
-        describe_histogram!(HTTP_DURATION, Unit::Seconds, "API request duration by route.");
-        describe_counter!(DOCKER_ERRORS, "Failed container runtime calls, by operation.");
+        describe_histogram!(
+            HTTP_DURATION,
+            Unit::Seconds,
+            "API request duration by route."
+        );
+        describe_counter!(
+            DOCKER_ERRORS,
+            "Failed container runtime calls, by operation."
+        );
         describe_gauge!("vnc_control_queue_depth", "Jobs by state.");
     }
     handle

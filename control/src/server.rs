@@ -36,7 +36,10 @@ pub enum StartError {
     #[error("loading the identity key: {0}")]
     IdentityKey(#[from] IdentityKeyError),
     #[error("reading the identity secret {path}: {source}")]
-    IdentitySecret { path: String, source: std::io::Error },
+    IdentitySecret {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("configuring redis: {0}")]
     Redis(#[from] fred::error::Error),
     #[error("connecting to the container runtime: {0}")]
@@ -82,25 +85,42 @@ fn runtime(config: &ControlConfig) -> Result<Arc<dyn Runtime>, StartError> {
             config
                 .static_containers
                 .iter()
-                .map(|c| (c.cid.clone(), crate::infra::runtime::Endpoint { host: c.host.clone(), port: c.port }))
+                .map(|c| {
+                    (
+                        c.cid.clone(),
+                        crate::infra::runtime::Endpoint {
+                            host: c.host.clone(),
+                            port: c.port,
+                        },
+                    )
+                })
                 .collect(),
         )),
         RuntimeKind::Docker => {
             let network = match config.network {
-                NetworkKind::Published => NetworkMode::Published { host_ip: config.publish_ip },
+                NetworkKind::Published => NetworkMode::Published {
+                    host_ip: config.publish_ip,
+                },
                 NetworkKind::Host => NetworkMode::Host {
                     host_ip: config.publish_ip,
                     port_range: HOST_PORT_RANGE,
                 },
                 NetworkKind::Bridge => NetworkMode::Bridge,
             };
-            Arc::new(DockerRuntime::connect(config.docker_host.as_deref(), network)?)
+            Arc::new(DockerRuntime::connect(
+                config.docker_host.as_deref(),
+                network,
+            )?)
         }
     })
 }
 
 /// Runs control until `shutdown` is cancelled and in-flight jobs are done.
-pub async fn run(config: ControlConfig, listeners: Listeners, shutdown: CancellationToken) -> Result<(), StartError> {
+pub async fn run(
+    config: ControlConfig,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
     let prometheus = crate::metrics::install();
     let (signer, identity) = load_keys(&config)?;
     let keys = Keys::new(config.redis_prefix.clone());
@@ -111,7 +131,10 @@ pub async fn run(config: ControlConfig, listeners: Listeners, shutdown: Cancella
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
         .build()?;
     client.connect();
-    if tokio::time::timeout(REDIS_STARTUP_WAIT, client.wait_for_connect()).await.is_err() {
+    if tokio::time::timeout(REDIS_STARTUP_WAIT, client.wait_for_connect())
+        .await
+        .is_err()
+    {
         tracing::warn!("redis is not reachable yet");
     }
     let store = ContainerStore::new(client.clone(), keys.clone());
@@ -138,7 +161,11 @@ pub async fn run(config: ControlConfig, listeners: Listeners, shutdown: Cancella
         let client = client.clone();
         Box::new(move || (!client.is_connected()).then(|| "redis unreachable".to_owned()))
     };
-    let state = Arc::new(AppState { identity, app, ready });
+    let state = Arc::new(AppState {
+        identity,
+        app,
+        ready,
+    });
 
     let lifecycle = Arc::new(Lifecycle {
         store: store.clone(),
@@ -152,8 +179,16 @@ pub async fn run(config: ControlConfig, listeners: Listeners, shutdown: Cancella
         let shutdown = shutdown.clone();
         async move { queue.run(lifecycle, shutdown).await }
     });
-    let reconciler = tokio::spawn(reconcile_loop(store, runtime, config.reconcile_interval, shutdown.clone()));
-    let admin = Router::new().route("/metrics", get(move || std::future::ready(prometheus.render())));
+    let reconciler = tokio::spawn(reconcile_loop(
+        store,
+        runtime,
+        config.reconcile_interval,
+        shutdown.clone(),
+    ));
+    let admin = Router::new().route(
+        "/metrics",
+        get(move || std::future::ready(prometheus.render())),
+    );
     let admin = tokio::spawn({
         let shutdown = shutdown.clone();
         async move {

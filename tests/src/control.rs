@@ -27,7 +27,11 @@ impl Identity {
         let dir = tempfile::tempdir().expect("tempdir");
         let (private, public) = generate_ed25519_pair(dir.path(), "idp").expect("identity keys");
         let signer = Signer::ed25519_from_pem_file(&private, None).expect("identity signer");
-        Identity { _dir: dir, signer, public }
+        Identity {
+            _dir: dir,
+            signer,
+            public,
+        }
     }
 
     /// A bearer token for `sub` of `tenant` (an admin if `admin`), valid 10 minutes.
@@ -71,9 +75,17 @@ impl ControlProcess {
             .arg(&keys.private)
             .arg("--auth-public-key")
             .arg(&identity.public)
-            .args(["--auth-issuer", IDENTITY_ISSUER, "--auth-audience", IDENTITY_AUDIENCE])
+            .args([
+                "--auth-issuer",
+                IDENTITY_ISSUER,
+                "--auth-audience",
+                IDENTITY_AUDIENCE,
+            ])
             .args(extra)
-            .env("RUST_LOG", std::env::var("CONTROL_LOG").unwrap_or_else(|_| "warn".into()));
+            .env(
+                "RUST_LOG",
+                std::env::var("CONTROL_LOG").unwrap_or_else(|_| "warn".into()),
+            );
         let (proc, line) = Proc::start(cmd, "vnc-control").await?;
         let field = |name: &str| -> anyhow::Result<SocketAddr> {
             line.split_whitespace()
@@ -113,6 +125,9 @@ impl ControlProcess {
         req.push_str("\r\n");
         req.push_str(&body);
         let (status, text) = crate::ws::raw_http(self.api, req.as_bytes()).await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)))
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        ))
     }
 }

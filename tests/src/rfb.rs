@@ -93,10 +93,20 @@ impl RfbClient {
             Some(pw) if types.contains(&2) => {
                 self.send(&[2]).await?;
                 let challenge: [u8; 16] = self.read_exact(16).await?.try_into().unwrap_or_default();
-                self.send(&vnc_shared::rfb::vnc_auth_response(pw.as_bytes(), &challenge))
-                    .await?;
+                self.send(&vnc_shared::rfb::vnc_auth_response(
+                    pw.as_bytes(),
+                    &challenge,
+                ))
+                .await?;
             }
-            _ => bail!("wanted security {} but the server offers {types:?}", if password.is_some() { "VNC auth" } else { "None" }),
+            _ => bail!(
+                "wanted security {} but the server offers {types:?}",
+                if password.is_some() {
+                    "VNC auth"
+                } else {
+                    "None"
+                }
+            ),
         }
         let result = self.read_exact(4).await?;
         if result != [0, 0, 0, 0] {

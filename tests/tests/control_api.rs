@@ -17,8 +17,12 @@ use vnc_tests::rfb::RfbClient;
 /// Polls a job until it is completed or failed; returns its record.
 async fn wait_job(control: &ControlProcess, bearer: &str, job: &str, within: Duration) -> Value {
     eventually(&format!("job {job} to finish"), within, || async {
-        let (status, body) = control.call("GET", &format!("/v1/jobs/{job}"), Some(bearer), None).await.ok()?;
-        (status == 200 && matches!(body["state"].as_str(), Some("completed" | "failed"))).then_some(body)
+        let (status, body) = control
+            .call("GET", &format!("/v1/jobs/{job}"), Some(bearer), None)
+            .await
+            .ok()?;
+        (status == 200 && matches!(body["state"].as_str(), Some("completed" | "failed")))
+            .then_some(body)
     })
     .await
 }
@@ -53,11 +57,23 @@ async fn static_stack() -> StaticStack {
         &redis.url(),
         &keys,
         &identity,
-        &["--config", config.to_str().unwrap(), "--image", "desk-image"],
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--image",
+            "desk-image",
+        ],
     )
     .await
     .unwrap();
-    StaticStack { redis, identity, control, _fixture: fixture, _keys: keys, _dir: dir }
+    StaticStack {
+        redis,
+        identity,
+        control,
+        _fixture: fixture,
+        _keys: keys,
+        _dir: dir,
+    }
 }
 
 #[tokio::test]
@@ -69,12 +85,25 @@ async fn errors_are_enveloped_and_bodies_validated() {
     // No token, a forged one: 401 with the documented envelope.
     let (status, body) = c.call("GET", "/v1/containers", None, None).await.unwrap();
     assert_eq!(status, 401, "{body}");
-    for field in ["statusCode", "error", "message", "path", "timestamp", "requestId"] {
+    for field in [
+        "statusCode",
+        "error",
+        "message",
+        "path",
+        "timestamp",
+        "requestId",
+    ] {
         assert!(!body[field].is_null(), "{field} missing in {body}");
     }
     assert_eq!(body["path"], "/v1/containers");
     let forged = Identity::new().token("alice", "t1", true);
-    assert_eq!(c.call("GET", "/v1/containers", Some(&forged), None).await.unwrap().0, 401);
+    assert_eq!(
+        c.call("GET", "/v1/containers", Some(&forged), None)
+            .await
+            .unwrap()
+            .0,
+        401
+    );
 
     // Unknown fields and out-of-range values: 400 naming each problem.
     let (status, body) = c
@@ -88,7 +117,10 @@ async fn errors_are_enveloped_and_bodies_validated() {
         .unwrap();
     assert_eq!(status, 400);
     let msg = body["message"].as_str().unwrap();
-    assert!(msg.contains("\"resources.gpus\"") && msg.contains("\"color\""), "{msg}");
+    assert!(
+        msg.contains("\"resources.gpus\"") && msg.contains("\"color\""),
+        "{msg}"
+    );
     let (status, body) = c
         .call(
             "POST",
@@ -100,14 +132,32 @@ async fn errors_are_enveloped_and_bodies_validated() {
         .unwrap();
     assert_eq!(status, 400);
     let msg = body["message"].as_str().unwrap();
-    assert!(msg.contains("bitcoin-miner") && msg.contains("cpus") && msg.contains("memory_mb"), "{msg}");
+    assert!(
+        msg.contains("bitcoin-miner") && msg.contains("cpus") && msg.contains("memory_mb"),
+        "{msg}"
+    );
 
     // Malformed JSON, wrong types, oversized body.
-    let (status, _) = c.call("POST", "/v1/containers", Some(&alice), Some(&json!("nope"))).await.unwrap();
+    let (status, _) = c
+        .call("POST", "/v1/containers", Some(&alice), Some(&json!("nope")))
+        .await
+        .unwrap();
     assert_eq!(status, 400);
     let huge = json!({"image": "x".repeat(100_000), "resources": {"cpus": 1, "memory_mb": 256}});
-    assert_eq!(c.call("POST", "/v1/containers", Some(&alice), Some(&huge)).await.unwrap().0, 413);
-    assert_eq!(c.call("GET", "/v1/nothing", Some(&alice), None).await.unwrap().0, 404);
+    assert_eq!(
+        c.call("POST", "/v1/containers", Some(&alice), Some(&huge))
+            .await
+            .unwrap()
+            .0,
+        413
+    );
+    assert_eq!(
+        c.call("GET", "/v1/nothing", Some(&alice), None)
+            .await
+            .unwrap()
+            .0,
+        404
+    );
 }
 
 #[tokio::test]
@@ -119,44 +169,116 @@ async fn tenants_are_isolated_and_token_scopes_follow_ownership() {
     let eve = s.identity.token("eve", "t2", true);
     let token = |scope: &str| json!({"scope": scope, "ttl_seconds": 60});
 
-    let (status, body) = c.call("GET", "/v1/containers/desk", Some(&alice), None).await.unwrap();
-    assert_eq!((status, body["state"].as_str()), (200, Some("running")), "{body}");
+    let (status, body) = c
+        .call("GET", "/v1/containers/desk", Some(&alice), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (200, Some("running")),
+        "{body}"
+    );
     assert!(body.get("vnc_password").is_none());
-    let (status, list) = c.call("GET", "/v1/containers", Some(&alice), None).await.unwrap();
+    let (status, list) = c
+        .call("GET", "/v1/containers", Some(&alice), None)
+        .await
+        .unwrap();
     assert_eq!((status, list["total"].as_u64()), (200, Some(1)), "{list}");
 
     // Another tenant sees nothing, even an admin: 404, not 403.
-    assert_eq!(c.call("GET", "/v1/containers/desk", Some(&eve), None).await.unwrap().0, 404);
+    assert_eq!(
+        c.call("GET", "/v1/containers/desk", Some(&eve), None)
+            .await
+            .unwrap()
+            .0,
+        404
+    );
     let (status, _) = c
-        .call("POST", "/v1/containers/desk/vnc-tokens", Some(&eve), Some(&token("view")))
+        .call(
+            "POST",
+            "/v1/containers/desk/vnc-tokens",
+            Some(&eve),
+            Some(&token("view")),
+        )
         .await
         .unwrap();
     assert_eq!(status, 404);
 
     // The owner gets control; a colleague may view but not control.
     let (status, body) = c
-        .call("POST", "/v1/containers/desk/vnc-tokens", Some(&alice), Some(&token("control")))
+        .call(
+            "POST",
+            "/v1/containers/desk/vnc-tokens",
+            Some(&alice),
+            Some(&token("control")),
+        )
         .await
         .unwrap();
     assert_eq!(status, 200, "{body}");
-    assert!(body["ws_url"].as_str().unwrap().contains("/websockify?token="));
-    assert!(body["socketio_url"].as_str().unwrap().contains("containerId=desk"));
+    assert!(
+        body["ws_url"]
+            .as_str()
+            .unwrap()
+            .contains("/websockify?token=")
+    );
+    assert!(
+        body["socketio_url"]
+            .as_str()
+            .unwrap()
+            .contains("containerId=desk")
+    );
     assert!(body["expires_at"].as_str().is_some());
-    let view = c.call("POST", "/v1/containers/desk/vnc-tokens", Some(&bob), Some(&token("view"))).await.unwrap();
+    let view = c
+        .call(
+            "POST",
+            "/v1/containers/desk/vnc-tokens",
+            Some(&bob),
+            Some(&token("view")),
+        )
+        .await
+        .unwrap();
     assert_eq!(view.0, 200);
-    let ctl = c.call("POST", "/v1/containers/desk/vnc-tokens", Some(&bob), Some(&token("control"))).await.unwrap();
+    let ctl = c
+        .call(
+            "POST",
+            "/v1/containers/desk/vnc-tokens",
+            Some(&bob),
+            Some(&token("control")),
+        )
+        .await
+        .unwrap();
     assert_eq!(ctl.0, 403);
     let long = c
-        .call("POST", "/v1/containers/desk/vnc-tokens", Some(&alice), Some(&json!({"scope": "view", "ttl_seconds": 86400})))
+        .call(
+            "POST",
+            "/v1/containers/desk/vnc-tokens",
+            Some(&alice),
+            Some(&json!({"scope": "view", "ttl_seconds": 86400})),
+        )
         .await
         .unwrap();
     assert_eq!(long.0, 400);
 
     // A stopped container gets no token, not even a view one.
-    let fields = vec![("owner", "alice"), ("tenant", "t1"), ("state", "stopped"), ("image", "desk-image")];
-    let _: () = s.redis.client.hset("vnc:container:old", fields).await.unwrap();
+    let fields = vec![
+        ("owner", "alice"),
+        ("tenant", "t1"),
+        ("state", "stopped"),
+        ("image", "desk-image"),
+    ];
+    let _: () = s
+        .redis
+        .client
+        .hset("vnc:container:old", fields)
+        .await
+        .unwrap();
     let (status, body) = c
-        .call("POST", "/v1/containers/old/vnc-tokens", Some(&alice), Some(&token("view")))
+        .call(
+            "POST",
+            "/v1/containers/old/vnc-tokens",
+            Some(&alice),
+            Some(&token("view")),
+        )
         .await
         .unwrap();
     assert_eq!(status, 409, "{body}");
@@ -174,13 +296,26 @@ async fn container_lifecycle_on_docker_through_the_relay() {
     let redis = RedisServer::start().await.unwrap();
     let keys = TestKeys::new();
     let identity = Identity::new();
-    let relay = RelayProcess::start(&redis.url(), &keys.public, &[]).await.unwrap();
+    let relay = RelayProcess::start(&redis.url(), &keys.public, &[])
+        .await
+        .unwrap();
     let relay_url = format!("ws://{}", relay.public);
     let control = ControlProcess::start(
         &redis.url(),
         &keys,
         &identity,
-        &["--image", &image, "--network", "published", "--publish-ip", "127.0.0.1", "--relay-url", &relay_url, "--start-timeout", "30s"],
+        &[
+            "--image",
+            &image,
+            "--network",
+            "published",
+            "--publish-ip",
+            "127.0.0.1",
+            "--relay-url",
+            &relay_url,
+            "--start-timeout",
+            "30s",
+        ],
     )
     .await
     .unwrap();
@@ -191,35 +326,77 @@ async fn container_lifecycle_on_docker_through_the_relay() {
 
     let alice = identity.token("alice", "t1", false);
     let (status, created) = control
-        .call("POST", "/v1/containers", Some(&alice), Some(&json!({"image": image, "resources": {"cpus": 0.5, "memory_mb": 128}})))
+        .call(
+            "POST",
+            "/v1/containers",
+            Some(&alice),
+            Some(&json!({"image": image, "resources": {"cpus": 0.5, "memory_mb": 128}})),
+        )
         .await
         .unwrap();
     assert_eq!(status, 202, "{created}");
     let cid = created["container_id"].as_str().unwrap().to_owned();
-    let job = wait_job(&control, &alice, created["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    let job = wait_job(
+        &control,
+        &alice,
+        created["job_id"].as_str().unwrap(),
+        Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(job["state"], "completed", "{job}");
     assert_eq!(job["progress"], 100);
-    let (_, c) = control.call("GET", &format!("/v1/containers/{cid}"), Some(&alice), None).await.unwrap();
+    let (_, c) = control
+        .call("GET", &format!("/v1/containers/{cid}"), Some(&alice), None)
+        .await
+        .unwrap();
     assert_eq!(c["state"], "running", "{c}");
 
     let (status, tok) = control
-        .call("POST", &format!("/v1/containers/{cid}/vnc-tokens"), Some(&alice), Some(&json!({"scope": "control", "ttl_seconds": 60})))
+        .call(
+            "POST",
+            &format!("/v1/containers/{cid}/vnc-tokens"),
+            Some(&alice),
+            Some(&json!({"scope": "control", "ttl_seconds": 60})),
+        )
         .await
         .unwrap();
     assert_eq!(status, 200, "{tok}");
     // The relay doesn't inject credentials yet: the test plays a client that knows them.
-    let password: String = redis.client.hget(format!("vnc:container:{cid}"), "vnc_password").await.unwrap();
-    let mut rfb = RfbClient::connect(tok["ws_url"].as_str().unwrap()).await.unwrap();
+    let password: String = redis
+        .client
+        .hget(format!("vnc:container:{cid}"), "vnc_password")
+        .await
+        .unwrap();
+    let mut rfb = RfbClient::connect(tok["ws_url"].as_str().unwrap())
+        .await
+        .unwrap();
     let init = rfb.handshake_with(Some(&password)).await.unwrap();
     assert_eq!(init.name, "rfb-fixture");
     let rects = rfb.round_trip(init.width, init.height).await.unwrap();
     assert_eq!(rects[0].rgb(1, 1), (255, 0, 0));
 
-    let (status, deleted) = control.call("DELETE", &format!("/v1/containers/{cid}"), Some(&alice), None).await.unwrap();
+    let (status, deleted) = control
+        .call(
+            "DELETE",
+            &format!("/v1/containers/{cid}"),
+            Some(&alice),
+            None,
+        )
+        .await
+        .unwrap();
     assert_eq!(status, 202, "{deleted}");
-    let job = wait_job(&control, &alice, deleted["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    let job = wait_job(
+        &control,
+        &alice,
+        deleted["job_id"].as_str().unwrap(),
+        Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(job["state"], "completed", "{job}");
-    let (_, c) = control.call("GET", &format!("/v1/containers/{cid}"), Some(&alice), None).await.unwrap();
+    let (_, c) = control
+        .call("GET", &format!("/v1/containers/{cid}"), Some(&alice), None)
+        .await
+        .unwrap();
     assert_eq!(c["state"], "stopped");
     let listed = std::process::Command::new("docker")
         .args(["ps", "-aq", "--filter", &format!("label=vnc.cid={cid}")])
@@ -229,11 +406,21 @@ async fn container_lifecycle_on_docker_through_the_relay() {
 
     let mut seen = Vec::new();
     while !seen.contains(&"container.stopped".to_owned()) {
-        let msg = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("events").unwrap();
+        let msg = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("events")
+            .unwrap();
         let v: Value = serde_json::from_str(&msg.value.as_string().unwrap_or_default()).unwrap();
         if v["cid"] == cid.as_str() {
             seen.push(v["type"].as_str().unwrap().to_owned());
         }
     }
-    assert_eq!(seen, ["container.started", "container.stopping", "container.stopped"]);
+    assert_eq!(
+        seen,
+        [
+            "container.started",
+            "container.stopping",
+            "container.stopped"
+        ]
+    );
 }

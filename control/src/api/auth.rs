@@ -26,7 +26,10 @@ pub struct IdentityVerifier {
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityKeyError {
     #[error("reading {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} is neither an Ed25519 nor an RSA public key PEM")]
     Unknown { path: String },
 }
@@ -48,7 +51,11 @@ struct IdentityClaims {
 }
 
 impl IdentityVerifier {
-    pub fn new(key: IdentityKey<'_>, issuer: &str, audience: &str) -> Result<IdentityVerifier, IdentityKeyError> {
+    pub fn new(
+        key: IdentityKey<'_>,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<IdentityVerifier, IdentityKeyError> {
         let (key, alg) = match key {
             IdentityKey::Hs256(secret) => (DecodingKey::from_secret(secret), Algorithm::HS256),
             IdentityKey::PublicKeyPem(path) => {
@@ -81,7 +88,9 @@ impl IdentityVerifier {
             .map_err(|e| ApiError::Unauthorized(format!("invalid bearer token: {e}")))?;
         let c = data.claims;
         if c.sub.is_empty() || c.tenant.is_empty() {
-            return Err(ApiError::Unauthorized("bearer token lacks sub or tenant".into()));
+            return Err(ApiError::Unauthorized(
+                "bearer token lacks sub or tenant".into(),
+            ));
         }
         Ok(Caller {
             admin: c.roles.iter().any(|r| r == "admin"),
@@ -94,7 +103,10 @@ impl IdentityVerifier {
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Caller, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Caller, ApiError> {
         let token = parts
             .headers
             .get(AUTHORIZATION)

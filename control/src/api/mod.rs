@@ -60,7 +60,9 @@ async fn envelope(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let mut resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status();
-    span.in_scope(|| tracing::info!(status = status.as_u16(), elapsed = ?started.elapsed(), "request"));
+    span.in_scope(
+        || tracing::info!(status = status.as_u16(), elapsed = ?started.elapsed(), "request"),
+    );
     if status.is_client_error() || status.is_server_error() {
         let message = resp
             .extensions()
@@ -76,8 +78,10 @@ async fn envelope(req: Request, next: Next) -> Response {
             "requestId": request_id,
         });
         *resp.body_mut() = Body::from(body.to_string());
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         resp.headers_mut().remove(header::CONTENT_LENGTH);
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -112,10 +116,18 @@ pub trait KnownFields {
 fn unknown_fields<T: KnownFields>(value: &serde_json::Value) -> Vec<String> {
     let mut out = Vec::new();
     for (path, allowed) in T::FIELDS {
-        let node = if path.is_empty() { Some(value) } else { value.get(path) };
+        let node = if path.is_empty() {
+            Some(value)
+        } else {
+            value.get(path)
+        };
         if let Some(obj) = node.and_then(|n| n.as_object()) {
             for key in obj.keys().filter(|k| !allowed.contains(&k.as_str())) {
-                let full = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                let full = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
                 out.push(format!("unknown field {full:?}"));
             }
         }
@@ -137,7 +149,9 @@ impl<S: Send + Sync, T: DeserializeOwned + KnownFields> FromRequest<S> for JsonB
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/json"));
         if !is_json {
-            return Err(ApiError::BadRequest(vec!["Content-Type must be application/json".into()]));
+            return Err(ApiError::BadRequest(vec![
+                "Content-Type must be application/json".into(),
+            ]));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == http::StatusCode::PAYLOAD_TOO_LARGE {

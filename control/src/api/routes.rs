@@ -28,7 +28,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/containers/{id}", get(show).delete(delete))
         .route("/v1/containers/{id}/vnc-tokens", post(vnc_token))
         .route("/v1/jobs/{id}", get(job))
-        .route("/healthz", get(|| async { Json(serde_json::json!({"alive": true})) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"alive": true})) }),
+        )
         .route("/readyz", get(readyz))
 }
 
@@ -86,7 +89,11 @@ impl From<Container> for ContainerView {
     }
 }
 
-async fn create(State(s): St, caller: Caller, JsonBody(req): JsonBody<CreateContainer>) -> Result<Response, ApiError> {
+async fn create(
+    State(s): St,
+    caller: Caller,
+    JsonBody(req): JsonBody<CreateContainer>,
+) -> Result<Response, ApiError> {
     let (c, job) = s.app.create_container(&caller, req).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -102,7 +109,11 @@ struct PageQuery {
     per_page: Option<usize>,
 }
 
-async fn list(State(s): St, caller: Caller, q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list(
+    State(s): St,
+    caller: Caller,
+    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(vec![e.body_text()]))?;
     let page = q.page.unwrap_or(1);
     let per_page = q.per_page.unwrap_or(DEFAULT_PER_PAGE);
@@ -118,16 +129,32 @@ async fn list(State(s): St, caller: Caller, q: Result<Query<PageQuery>, axum::ex
     })))
 }
 
-async fn show(State(s): St, caller: Caller, Path(id): Path<String>) -> Result<Json<ContainerView>, ApiError> {
+async fn show(
+    State(s): St,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ContainerView>, ApiError> {
     Ok(Json(s.app.container(&caller, &id).await?.into()))
 }
 
-async fn delete(State(s): St, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn delete(
+    State(s): St,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let job = s.app.delete_container(&caller, &id).await?;
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"job_id": job}))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"job_id": job})),
+    )
+        .into_response())
 }
 
-async fn job(State(s): St, caller: Caller, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn job(
+    State(s): St,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let j = s.app.job(&caller, &id).await?;
     Ok(Json(serde_json::to_value(&j).unwrap_or_default()))
 }
@@ -140,13 +167,24 @@ struct TokenBody {
 }
 
 impl KnownFields for TokenBody {
-    const FIELDS: &'static [(&'static str, &'static [&'static str])] = &[("", &["scope", "ttl_seconds"])];
+    const FIELDS: &'static [(&'static str, &'static [&'static str])] =
+        &[("", &["scope", "ttl_seconds"])];
 }
 
-async fn vnc_token(State(s): St, caller: Caller, Path(id): Path<String>, JsonBody(body): JsonBody<TokenBody>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn vnc_token(
+    State(s): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<TokenBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let minted = s
         .app
-        .vnc_token(&caller, &id, body.scope, Duration::from_secs(body.ttl_seconds))
+        .vnc_token(
+            &caller,
+            &id,
+            body.scope,
+            Duration::from_secs(body.ttl_seconds),
+        )
         .await?;
     let base = s.app.relay_url.trim_end_matches('/');
     Ok(Json(serde_json::json!({

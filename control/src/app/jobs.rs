@@ -68,7 +68,9 @@ impl Lifecycle {
                 return Ok(json!({"host": host, "port": port}));
             }
             (ContainerState::Stopping | ContainerState::Stopped, _) => {
-                return Err(JobError::Fatal("container was deleted before it started".into()));
+                return Err(JobError::Fatal(
+                    "container was deleted before it started".into(),
+                ));
             }
             _ => {}
         }
@@ -103,7 +105,13 @@ impl Lifecycle {
 
     /// Counts the failure; on the last attempt (or one not worth retrying) marks the
     /// container failed, removes what the runtime left, and tells listeners.
-    async fn fail(&self, job: &JobContext<'_>, c: &Container, op: &'static str, e: RuntimeError) -> JobError {
+    async fn fail(
+        &self,
+        job: &JobContext<'_>,
+        c: &Container,
+        op: &'static str,
+        e: RuntimeError,
+    ) -> JobError {
         metrics::counter!(DOCKER_ERRORS, "op" => op).increment(1);
         let message = e.to_string();
         if e.retryable() && job.attempt < job.max_attempts {
@@ -119,7 +127,11 @@ impl Lifecycle {
         {
             let _ = self.store.publish("container.failed", c).await;
         }
-        if e.retryable() { JobError::Retry(message) } else { JobError::Fatal(message) }
+        if e.retryable() {
+            JobError::Retry(message)
+        } else {
+            JobError::Fatal(message)
+        }
     }
 
     async fn stop(&self, cid: &str) -> Result<Value, JobError> {
@@ -163,7 +175,11 @@ pub async fn register_static(store: &ContainerStore, declared: &[StaticContainer
             error: None,
             created_at: now_ms(),
         };
-        let written = if exists { Ok(()) } else { store.create(&c, "").await };
+        let written = if exists {
+            Ok(())
+        } else {
+            store.create(&c, "").await
+        };
         if let Err(e) = written.and(Ok(())) {
             tracing::warn!(container.id = %d.cid, error = %e, "could not register a static container");
             continue;
@@ -202,7 +218,9 @@ pub async fn reconcile_loop(
 
 /// Applies what the runtime says about one container to its record.
 async fn observe(store: &ContainerStore, cid: &str, state: RuntimeState) {
-    let Ok(Some(c)) = store.get(cid).await else { return };
+    let Ok(Some(c)) = store.get(cid).await else {
+        return;
+    };
     if c.state != ContainerState::Running {
         return;
     }
@@ -224,11 +242,20 @@ async fn observe(store: &ContainerStore, cid: &str, state: RuntimeState) {
 }
 
 async fn reconcile(store: &ContainerStore, runtime: &dyn Runtime) -> Result<(), String> {
-    let managed: HashMap<String, RuntimeState> =
-        runtime.list_managed().await.map_err(|e| e.to_string())?.into_iter().collect();
+    let managed: HashMap<String, RuntimeState> = runtime
+        .list_managed()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .collect();
     for (cid, state) in &managed {
         match store.get(cid).await.map_err(|e| e.to_string())? {
-            Some(c) if matches!(c.state, ContainerState::Running | ContainerState::Creating | ContainerState::Stopping) => {
+            Some(c)
+                if matches!(
+                    c.state,
+                    ContainerState::Running | ContainerState::Creating | ContainerState::Stopping
+                ) =>
+            {
                 observe(store, cid, *state).await
             }
             _ => {

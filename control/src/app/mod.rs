@@ -116,7 +116,12 @@ impl App {
     }
 
     /// The caller's containers (an admin sees the tenant's), oldest first.
-    pub async fn list(&self, caller: &Caller, page: usize, per_page: usize) -> Result<Page, AppError> {
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        page: usize,
+        per_page: usize,
+    ) -> Result<Page, AppError> {
         let all: Vec<Container> = self
             .store
             .list_tenant(&caller.tenant)
@@ -137,12 +142,16 @@ impl App {
     pub async fn delete_container(&self, caller: &Caller, id: &str) -> Result<String, AppError> {
         let c = self.container(caller, id).await?;
         if !c.managed_by(caller) {
-            return Err(AppError::Forbidden("only the owner or an admin may delete a container".into()));
+            return Err(AppError::Forbidden(
+                "only the owner or an admin may delete a container".into(),
+            ));
         }
         if c.state == ContainerState::Stopped {
             return Err(AppError::Conflict("container is already stopped".into()));
         }
-        self.store.set_state(id, ContainerState::Stopping, None).await?;
+        self.store
+            .set_state(id, ContainerState::Stopping, None)
+            .await?;
         self.store.publish("container.stopping", &c).await?;
         Ok(self
             .queue
@@ -153,7 +162,11 @@ impl App {
     /// A job about a container the caller can see.
     pub async fn job(&self, caller: &Caller, id: &str) -> Result<JobRecord, AppError> {
         let job = self.queue.get(id).await?.ok_or(AppError::NotFound("job"))?;
-        let cid = job.data.get("cid").and_then(|v| v.as_str()).unwrap_or_default();
+        let cid = job
+            .data
+            .get("cid")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
         self.container(caller, cid)
             .await
             .map_err(|_| AppError::NotFound("job"))?;

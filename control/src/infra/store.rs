@@ -69,11 +69,19 @@ impl ContainerStore {
             (f::VNC_PASSWORD, vnc_password.to_owned()),
             (extra::CPUS, c.cpus.to_string()),
             (extra::MEMORY_MB, c.memory_mb.to_string()),
-            (extra::LABELS, serde_json::to_string(&c.labels).unwrap_or_default()),
-            (extra::ENV, serde_json::to_string(&c.env).unwrap_or_default()),
+            (
+                extra::LABELS,
+                serde_json::to_string(&c.labels).unwrap_or_default(),
+            ),
+            (
+                extra::ENV,
+                serde_json::to_string(&c.env).unwrap_or_default(),
+            ),
         ];
         let _: () = tx.hset(self.keys.container(&c.id), fields).await?;
-        let _: () = tx.sadd(self.keys.tenant_containers(&c.tenant), c.id.as_str()).await?;
+        let _: () = tx
+            .sadd(self.keys.tenant_containers(&c.tenant), c.id.as_str())
+            .await?;
         let _: () = tx.exec(true).await?;
         Ok(())
     }
@@ -88,12 +96,18 @@ impl ContainerStore {
 
     /// The container's VNC password (for the runtime; never for the API).
     pub async fn vnc_password(&self, cid: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.client.hget(self.keys.container(cid), f::VNC_PASSWORD).await?)
+        Ok(self
+            .client
+            .hget(self.keys.container(cid), f::VNC_PASSWORD)
+            .await?)
     }
 
     /// All containers of a tenant, oldest first.
     pub async fn list_tenant(&self, tenant: &str) -> Result<Vec<Container>, StoreError> {
-        let ids: Vec<String> = self.client.smembers(self.keys.tenant_containers(tenant)).await?;
+        let ids: Vec<String> = self
+            .client
+            .smembers(self.keys.tenant_containers(tenant))
+            .await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(c) = self.get(&id).await? {
@@ -114,14 +128,24 @@ impl ContainerStore {
         let key = self.keys.container(cid);
         let _: () = self.client.hset(&key, (f::STATE, state.as_str())).await?;
         match error {
-            Some(e) => self.client.hset::<(), _, _>(&key, (extra::ERROR, e)).await?,
+            Some(e) => {
+                self.client
+                    .hset::<(), _, _>(&key, (extra::ERROR, e))
+                    .await?
+            }
             None => self.client.hdel::<(), _, _>(&key, extra::ERROR).await?,
         }
         Ok(())
     }
 
     /// Records where the running container's VNC server answers.
-    pub async fn set_running(&self, cid: &str, host: &str, port: u16, node: &str) -> Result<(), StoreError> {
+    pub async fn set_running(
+        &self,
+        cid: &str,
+        host: &str,
+        port: u16,
+        node: &str,
+    ) -> Result<(), StoreError> {
         let fields: Vec<(&str, String)> = vec![
             (f::STATE, ContainerState::Running.as_str().to_owned()),
             (f::HOST, host.to_owned()),
@@ -143,9 +167,15 @@ impl ContainerStore {
         let mut cursor = "0".to_owned();
         let mut ids = Vec::new();
         loop {
-            let (next, keys): (String, Vec<String>) =
-                self.client.scan_page(cursor, pattern.as_str(), Some(PAGE), None).await?;
-            ids.extend(keys.iter().filter_map(|k| k.strip_prefix(&prefix)).map(str::to_owned));
+            let (next, keys): (String, Vec<String>) = self
+                .client
+                .scan_page(cursor, pattern.as_str(), Some(PAGE), None)
+                .await?;
+            ids.extend(
+                keys.iter()
+                    .filter_map(|k| k.strip_prefix(&prefix))
+                    .map(str::to_owned),
+            );
             if next == "0" {
                 return Ok(ids);
             }
@@ -163,9 +193,15 @@ impl ContainerStore {
             "at": now_ms(),
         })
         .to_string();
-        let _: () = self.client.publish(self.keys.events_channel(), event.as_str()).await?;
+        let _: () = self
+            .client
+            .publish(self.keys.events_channel(), event.as_str())
+            .await?;
         if kind == "container.stopping" || kind == "container.stopped" {
-            let _: () = self.client.publish(self.keys.room_channel(&c.id), event.as_str()).await?;
+            let _: () = self
+                .client
+                .publish(self.keys.room_channel(&c.id), event.as_str())
+                .await?;
         }
         Ok(())
     }
@@ -197,12 +233,16 @@ fn parse(cid: &str, m: &HashMap<String, String>) -> Result<Container, StoreError
         state,
         image: get(f::IMAGE).unwrap_or_default(),
         cpus: get(extra::CPUS).and_then(|v| v.parse().ok()).unwrap_or(0.0),
-        memory_mb: get(extra::MEMORY_MB).and_then(|v| v.parse().ok()).unwrap_or(0),
+        memory_mb: get(extra::MEMORY_MB)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
         labels: json_map(extra::LABELS),
         env: json_map(extra::ENV),
         endpoint,
         node: get(f::NODE),
         error: get(extra::ERROR),
-        created_at: get(f::CREATED_AT).and_then(|v| v.parse().ok()).unwrap_or_else(unix_now),
+        created_at: get(f::CREATED_AT)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(unix_now),
     })
 }

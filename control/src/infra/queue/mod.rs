@@ -22,7 +22,13 @@
 //! that also acks the entry: completed (with result, TTL), back to the delayed set
 //! (retry with backoff), or failed (dead-lettered, TTL). A mover on every replica
 //! brings due delayed jobs back to the stream. An XAUTOCLAIM pass on every replica
-//! takes over entries whose worker stopped heart-beating (it died).
+//! takes over entries whose worker stopped heart-beating (it died); that lost run
+//! counts as an attempt. A job over its rate limit goes back to the delayed set until
+//! a slot frees, and a run given up at shutdown goes back at once; neither costs an
+//! attempt.
+//!
+//! Times in Redis (timestamps, due times, rate windows) come from the Redis server's
+//! clock, inside the scripts, so replicas with skewed clocks still agree.
 //!
 //! Two runs of one job never overlap: a delivery whose lock is held elsewhere is left
 //! pending, a run that loses its lock is dropped, and a delivery of a completed or
@@ -35,6 +41,7 @@
 mod attempt;
 mod delay;
 mod handler;
+mod housekeeping;
 mod lock;
 mod rate;
 pub mod record;
@@ -385,6 +392,7 @@ impl Queue {
     /// another replica) within a few more seconds. Redis errors are logged and
     /// retried with backoff; this never fails. Dropping the returned future stops
     /// everything at once, like a crash (running jobs are reclaimed elsewhere).
+    /// Call it once per replica (one consumer name, one set of slots).
     pub async fn run(&self, handler: Arc<dyn JobHandler>, shutdown: CancellationToken) {
         worker::run(self.shared.clone(), handler, shutdown).await
     }

@@ -1,11 +1,13 @@
-//! The consumer side on one replica: the loop that reads the stream (XREADGROUP), the
-//! loop that takes over jobs of dead workers (XAUTOCLAIM), the slots that bound how
-//! many jobs run at once, and the drain at shutdown.
+//! The consumer side on one replica: the fetch loop (XAUTOCLAIM of dead workers'
+//! jobs when due, then XREADGROUP of new ones), the slots that bound how many jobs
+//! run at once, and the drain at shutdown. The mover (`delay.rs`) and the upkeep
+//! (`housekeeping.rs`) run beside it.
 //!
-//! Both loops take free slots (semaphore permits) *before* asking Redis for entries
-//! and ask for no more entries than they hold: an entry this replica can't start
-//! stays available to the others. Every delivery travels with its permit to
-//! `attempt::run`.
+//! The fetch loop takes free slots (semaphore permits) *before* asking Redis for
+//! entries and asks for no more entries than it holds: an entry this replica can't
+//! start stays available to the others. Every delivery travels with its permit to
+//! `attempt::run`. One loop does both kinds of fetch so the slots held during a
+//! blocking read never starve the reclaim.
 //!
 //! Everything runs in `JoinSet`s owned by [`run`]'s future (rather than a
 //! `TaskTracker`, whose tasks outlive it): dropping that future aborts every loop and
@@ -21,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    COMMAND_TIMEOUT, GROUP, JobHandler, QueueError, Shared, attempt, delay, depth_of, timed,
+    COMMAND_TIMEOUT, GROUP, JobHandler, QueueError, Shared, attempt, delay, housekeeping, timed,
 };
 
 /// XREADGROUP BLOCK: how long a read waits for entries; bounds how late shutdown is
@@ -29,8 +31,6 @@ use super::{
 pub const READ_BLOCK: Duration = Duration::from_secs(1);
 /// Most entries one XAUTOCLAIM pass takes (also bounded by free slots).
 pub const MAX_CLAIM_BATCH: usize = 16;
-/// How often the `vnc_control_queue_depth` gauges are refreshed while running.
-pub const DEPTH_INTERVAL: Duration = Duration::from_secs(15);
 /// After the drain deadline, how long given-up jobs get to put themselves back.
 pub const ABORT_GRACE: Duration = Duration::from_secs(5);
 /// First and longest pause after a Redis error in a loop.
@@ -60,7 +60,7 @@ pub(super) async fn run(s: Arc<Shared>, handler: Arc<dyn JobHandler>, shutdown: 
     let mut loops = JoinSet::new();
     loops.spawn(fetch_loop(s.clone(), slots, tx, shutdown.clone()));
     loops.spawn(delay::mover(s.clone(), shutdown.clone()));
-    loops.spawn(depth_loop(s.clone(), shutdown.clone()));
+    loops.spawn(housekeeping::run(s.clone(), shutdown.clone()));
     tracing::info!(consumer = %s.config.consumer, concurrency, "job workers started");
 
     let mut jobs = JoinSet::new();
@@ -119,9 +119,9 @@ fn reap(r: Result<(), tokio::task::JoinError>) {
     }
 }
 
-/// Fetches work while slots are free: XAUTOCLAIM (when due) takes over entries idle
-/// for `reclaim_idle` (their worker stopped heart-beating), XREADGROUP reads new ones.
-/// One loop does both so the slots it holds during a BLOCK never starve the claim.
+/// Fetches work while slots are free: XAUTOCLAIM (every `reclaim_idle / 2`) takes
+/// over entries idle for `reclaim_idle` (their worker stopped heart-beating),
+/// XREADGROUP reads new ones.
 async fn fetch_loop(
     s: Arc<Shared>,
     slots: Arc<Semaphore>,
@@ -262,18 +262,6 @@ async fn claim(
         .and_then(|c| c.as_string())
         .unwrap_or_else(|| "0-0".to_owned());
     Ok((next, entries))
-}
-
-/// Refreshes the depth gauges now and then.
-async fn depth_loop(s: Arc<Shared>, stop: CancellationToken) {
-    loop {
-        if let Err(e) = depth_of(&s).await {
-            tracing::debug!(error = %e, "measuring queue depth failed");
-        }
-        if pause(&stop, DEPTH_INTERVAL).await {
-            return;
-        }
-    }
 }
 
 /// `XGROUP CREATE {p}jobs workers 0 MKSTREAM`; an existing group is fine. From 0 so

@@ -30,6 +30,7 @@
 
 mod docker;
 mod docker_events;
+mod docker_model;
 mod probe;
 mod static_hosts;
 
@@ -40,7 +41,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 
-pub use docker::{DockerRuntime, NetworkMode};
+pub use docker::{DEFAULT_DOCKER_HOST, DEFAULT_START_SETTLE, DockerRuntime, NetworkMode};
 pub use probe::wait_for_rfb;
 pub use static_hosts::StaticRuntime;
 

@@ -1,0 +1,364 @@
+//! Translation between the runtime's types and Docker's API models: the create
+//! request of a desktop, its endpoint and state from inspect, and engine errors.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerState, ContainerStateStatusEnum,
+    ContainerSummary, ContainerSummaryStateEnum, HostConfig, PortBinding,
+};
+
+use super::{
+    CONTAINER_VNC_PORT, ContainerSpec, Endpoint, LABEL_CID, LABEL_MANAGED, LABEL_OWNER, LABEL_PORT,
+    LABEL_TENANT, NetworkMode, RuntimeError, RuntimeState, valid_cid,
+};
+
+/// Port key of the VNC server in Docker's port maps.
+const VNC_PORT_KEY: &str = "5900/tcp";
+
+/// The HTTP status of an engine answer, if the error is one.
+pub(super) fn status(e: &DockerError) -> Option<u16> {
+    match e {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// 404 → NotFound; transport trouble → Unavailable (retryable); the rest → Failed with
+/// the engine's message.
+pub(super) fn map_error(e: DockerError) -> RuntimeError {
+    match e {
+        DockerError::DockerResponseServerError {
+            status_code: 404, ..
+        } => RuntimeError::NotFound,
+        DockerError::DockerResponseServerError {
+            status_code: 503, ..
+        }
+        | DockerError::IOError { .. }
+        | DockerError::HyperResponseError { .. }
+        | DockerError::HyperLegacyError { .. }
+        | DockerError::RequestTimeoutError
+        | DockerError::SocketNotFoundError(_) => RuntimeError::Unavailable(e.to_string()),
+        other => RuntimeError::Failed(other.to_string()),
+    }
+}
+
+pub(super) fn validate(spec: &ContainerSpec) -> Result<(), RuntimeError> {
+    if !valid_cid(&spec.cid) {
+        return Err(RuntimeError::Failed(format!(
+            "container id {:?} must be 1-{} of [A-Za-z0-9_.-], starting alphanumeric",
+            spec.cid,
+            super::MAX_CID_LEN
+        )));
+    }
+    if spec.image.is_empty() {
+        return Err(RuntimeError::Failed("empty image".to_owned()));
+    }
+    if !spec.cpus.is_finite() || spec.cpus < 0.0 {
+        return Err(RuntimeError::Failed(format!(
+            "cpus {} is not a CPU count",
+            spec.cpus
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn container_name(cid: &str) -> String {
+    format!("vnc-{cid}")
+}
+
+/// Of the containers labelled with one cid (normally one), the running one, else any.
+pub(super) fn pick_existing(found: &[ContainerSummary]) -> Option<&ContainerSummary> {
+    found
+        .iter()
+        .find(|c| c.state == Some(ContainerSummaryStateEnum::RUNNING))
+        .or_else(|| found.first())
+}
+
+pub(super) fn summary_is_running(state: ContainerSummaryStateEnum) -> bool {
+    matches!(
+        state,
+        ContainerSummaryStateEnum::RUNNING
+            | ContainerSummaryStateEnum::PAUSED
+            | ContainerSummaryStateEnum::RESTARTING
+    )
+}
+
+/// Running, paused and restarting count as running: the process exists.
+pub(super) fn state_from_inspect(state: Option<&ContainerState>) -> RuntimeState {
+    let Some(state) = state else {
+        return RuntimeState::Missing;
+    };
+    match state.status {
+        Some(
+            ContainerStateStatusEnum::RUNNING
+            | ContainerStateStatusEnum::PAUSED
+            | ContainerStateStatusEnum::RESTARTING,
+        ) => RuntimeState::Running,
+        _ if state.running == Some(true) => RuntimeState::Running,
+        _ => RuntimeState::Exited {
+            code: state.exit_code.unwrap_or(0),
+        },
+    }
+}
+
+/// The create request: labels, env, limits and networking of one desktop.
+pub(super) fn create_body(
+    spec: &ContainerSpec,
+    network: &NetworkMode,
+    vnc_port: u16,
+) -> Result<ContainerCreateBody, RuntimeError> {
+    // Ours are inserted last, so a caller cannot relabel or re-port a container.
+    let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
+    labels.insert(LABEL_MANAGED.into(), "true".into());
+    labels.insert(LABEL_CID.into(), spec.cid.clone());
+    labels.insert(LABEL_OWNER.into(), spec.owner.clone());
+    labels.insert(LABEL_TENANT.into(), spec.tenant.clone());
+
+    let mut env: BTreeMap<String, String> = spec.env.clone();
+    env.remove("VNC_PASSWORD");
+    env.remove("VNC_LISTEN_HOST");
+    if let Some(password) = &spec.vnc_password {
+        env.insert("VNC_PASSWORD".into(), password.clone());
+    }
+    env.insert("VNC_PORT".into(), vnc_port.to_string());
+
+    let mut host_config = HostConfig {
+        nano_cpus: (spec.cpus > 0.0).then(|| (spec.cpus * 1e9).round() as i64),
+        memory: match spec.memory_mb {
+            0 => None,
+            mb => Some(
+                i64::try_from(mb.saturating_mul(1024 * 1024))
+                    .map_err(|_| RuntimeError::Failed(format!("memory {mb} MiB is too large")))?,
+            ),
+        },
+        ..Default::default()
+    };
+    let mut exposed_ports = None;
+    match network {
+        NetworkMode::Bridge => host_config.network_mode = Some("bridge".into()),
+        NetworkMode::Published { host_ip } => {
+            host_config.network_mode = Some("bridge".into());
+            exposed_ports = Some(vec![VNC_PORT_KEY.to_owned()]);
+            host_config.port_bindings = Some(HashMap::from([(
+                VNC_PORT_KEY.to_owned(),
+                Some(vec![PortBinding {
+                    host_ip: Some(host_ip.to_string()),
+                    // Empty: the engine picks an ephemeral port, read back after start.
+                    host_port: Some(String::new()),
+                }]),
+            )]));
+        }
+        NetworkMode::Host { host_ip, .. } => {
+            host_config.network_mode = Some("host".into());
+            labels.insert(LABEL_PORT.into(), vnc_port.to_string());
+            if !host_ip.is_unspecified() {
+                env.insert("VNC_LISTEN_HOST".into(), host_ip.to_string());
+            }
+        }
+    }
+    Ok(ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        env: Some(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(labels),
+        exposed_ports,
+        host_config: Some(host_config),
+        ..Default::default()
+    })
+}
+
+/// The relay's endpoint for a started container under `network`.
+pub(super) fn endpoint_from_inspect(
+    found: &ContainerInspectResponse,
+    network: &NetworkMode,
+) -> Result<Endpoint, RuntimeError> {
+    let settings = found.network_settings.as_ref();
+    match network {
+        NetworkMode::Bridge => {
+            let networks = settings.and_then(|s| s.networks.as_ref());
+            let ip = networks
+                .and_then(|n| n.get("bridge").or_else(|| n.values().next()))
+                .and_then(|n| n.ip_address.clone())
+                .filter(|ip| !ip.is_empty())
+                .ok_or_else(|| RuntimeError::Failed("container has no bridge IP address".into()))?;
+            Ok(Endpoint {
+                host: ip,
+                port: CONTAINER_VNC_PORT,
+            })
+        }
+        NetworkMode::Published { host_ip } => {
+            let port = settings
+                .and_then(|s| s.ports.as_ref())
+                .and_then(|ports| ports.get(VNC_PORT_KEY))
+                .and_then(|bindings| bindings.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|b| b.host_port.as_deref()?.parse::<u16>().ok())
+                .find(|&p| p != 0)
+                .ok_or_else(|| {
+                    RuntimeError::Failed(format!("port {VNC_PORT_KEY} is not published"))
+                })?;
+            Ok(Endpoint {
+                host: reachable(*host_ip).to_string(),
+                port,
+            })
+        }
+        NetworkMode::Host { host_ip, .. } => {
+            let port = found
+                .config
+                .as_ref()
+                .and_then(|c| c.labels.as_ref())
+                .and_then(|l| l.get(LABEL_PORT))
+                .and_then(|p| p.parse::<u16>().ok())
+                .ok_or_else(|| {
+                    RuntimeError::Failed(format!("container has no {LABEL_PORT} label"))
+                })?;
+            Ok(Endpoint {
+                host: reachable(*host_ip).to_string(),
+                port,
+            })
+        }
+    }
+}
+
+/// An unspecified bind address is reached through loopback.
+fn reachable(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            cid: "c1".into(),
+            owner: "alice".into(),
+            tenant: "acme".into(),
+            image: "img:1".into(),
+            cpus: 1.5,
+            memory_mb: 512,
+            env: BTreeMap::from([
+                ("A".into(), "1".into()),
+                ("VNC_PORT".into(), "1".into()),
+                ("VNC_PASSWORD".into(), "from-env".into()),
+            ]),
+            labels: BTreeMap::from([
+                ("team".into(), "x".into()),
+                (LABEL_MANAGED.into(), "false".into()),
+                (LABEL_CID.into(), "other".into()),
+            ]),
+            vnc_password: None,
+        }
+    }
+
+    #[test]
+    fn create_body_sets_labels_env_and_limits() {
+        let body = create_body(&spec(), &NetworkMode::Bridge, 5900).expect("body");
+        let labels = body.labels.expect("labels");
+        assert_eq!(labels[LABEL_MANAGED], "true");
+        assert_eq!(labels[LABEL_CID], "c1");
+        assert_eq!(labels[LABEL_OWNER], "alice");
+        assert_eq!(labels[LABEL_TENANT], "acme");
+        assert_eq!(labels["team"], "x");
+        let env = body.env.expect("env");
+        assert!(env.contains(&"A=1".to_owned()));
+        assert!(env.contains(&"VNC_PORT=5900".to_owned()));
+        // A caller's env cannot smuggle in a password the spec does not set.
+        assert!(!env.iter().any(|e| e.starts_with("VNC_PASSWORD=")));
+        let host = body.host_config.expect("host config");
+        assert_eq!(host.nano_cpus, Some(1_500_000_000));
+        assert_eq!(host.memory, Some(512 * 1024 * 1024));
+        assert_eq!(host.network_mode.as_deref(), Some("bridge"));
+        assert!(host.port_bindings.is_none());
+    }
+
+    #[test]
+    fn create_body_per_network_mode() {
+        let mut s = spec();
+        s.vnc_password = Some("pw".into());
+        s.cpus = 0.0;
+        s.memory_mb = 0;
+        let published = NetworkMode::Published {
+            host_ip: "127.0.0.1".parse().expect("ip"),
+        };
+        let body = create_body(&s, &published, 5900).expect("body");
+        assert_eq!(body.exposed_ports, Some(vec![VNC_PORT_KEY.to_owned()]));
+        let host = body.host_config.expect("host config");
+        assert_eq!((host.nano_cpus, host.memory), (None, None));
+        let binding = &host.port_bindings.expect("bindings")[VNC_PORT_KEY];
+        assert_eq!(
+            binding.as_ref().expect("binding")[0].host_ip.as_deref(),
+            Some("127.0.0.1")
+        );
+        assert!(
+            body.env
+                .expect("env")
+                .contains(&"VNC_PASSWORD=pw".to_owned())
+        );
+
+        let host_mode = NetworkMode::Host {
+            host_ip: "127.0.0.1".parse().expect("ip"),
+            port_range: (20000, 20010),
+        };
+        let body = create_body(&s, &host_mode, 20005).expect("body");
+        assert_eq!(body.labels.expect("labels")[LABEL_PORT], "20005");
+        let env = body.env.expect("env");
+        assert!(env.contains(&"VNC_PORT=20005".to_owned()));
+        assert!(env.contains(&"VNC_LISTEN_HOST=127.0.0.1".to_owned()));
+        assert_eq!(
+            body.host_config.expect("hc").network_mode.as_deref(),
+            Some("host")
+        );
+    }
+
+    #[test]
+    fn states_from_inspect() {
+        let exited = ContainerState {
+            status: Some(ContainerStateStatusEnum::EXITED),
+            exit_code: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(
+            state_from_inspect(Some(&exited)),
+            RuntimeState::Exited { code: 3 }
+        );
+        let running = ContainerState {
+            status: Some(ContainerStateStatusEnum::RUNNING),
+            ..Default::default()
+        };
+        assert_eq!(state_from_inspect(Some(&running)), RuntimeState::Running);
+        assert_eq!(state_from_inspect(None), RuntimeState::Missing);
+    }
+
+    #[test]
+    fn errors_map_to_runtime_errors() {
+        let status = |status_code| DockerError::DockerResponseServerError {
+            status_code,
+            message: "m".into(),
+        };
+        assert!(matches!(map_error(status(404)), RuntimeError::NotFound));
+        assert!(map_error(status(503)).retryable());
+        assert!(matches!(map_error(status(500)), RuntimeError::Failed(_)));
+        assert!(map_error(DockerError::RequestTimeoutError).retryable());
+        assert!(map_error(DockerError::SocketNotFoundError("/x".into())).retryable());
+    }
+
+    #[test]
+    fn unspecified_hosts_are_reached_on_loopback() {
+        assert_eq!(
+            reachable("0.0.0.0".parse().expect("ip")),
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        );
+        assert_eq!(
+            reachable("10.0.0.1".parse().expect("ip")).to_string(),
+            "10.0.0.1"
+        );
+    }
+}
