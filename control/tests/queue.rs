@@ -352,6 +352,26 @@ async fn fatal_error_fails_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_panicking_handler_is_a_failed_run_not_a_dead_worker() {
+    let redis = RedisServer::start().await.unwrap();
+    let h = handler(|job: Job| async move {
+        if job.attempt == 1 {
+            panic!("handler bug");
+        }
+        Ok(json!("second time lucky"))
+    });
+    let r = Replica::start(&redis, config("a"), h).await;
+    let id = r.queue.enqueue("stop", json!({}), None).await.unwrap();
+    let done = wait_state(&r.queue, &id, JobState::Completed).await;
+    assert_eq!(done.attempts, 2);
+    assert_eq!(done.result, Some(json!("second time lucky")));
+    // The replica still works.
+    let next = r.queue.enqueue("stop", json!({}), None).await.unwrap();
+    wait_state(&r.queue, &next, JobState::Completed).await;
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn delayed_enqueue_runs_only_after_its_delay() {
     let redis = RedisServer::start().await.unwrap();
     let started = Arc::new(Mutex::new(None));

@@ -265,7 +265,11 @@ async fn run_handler(
 ) -> Ran {
     let ctx = JobContext::new(s, &rec.id, &rec.name, &rec.data, attempt, rec.max_attempts);
     let started = Instant::now();
-    let work = AssertUnwindSafe(handler.handle(ctx)).catch_unwind();
+    // A panic while building the future or while polling it fails this run only.
+    let work = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(ctx))) {
+        Ok(work) => AssertUnwindSafe(work).catch_unwind(),
+        Err(panic) => return Ran::Panicked(panic_message(&panic), started.elapsed()),
+    };
     tokio::pin!(work);
     let ttl = s.config.lock_ttl();
     let beat = ttl / 3;
