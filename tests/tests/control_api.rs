@@ -418,6 +418,7 @@ async fn container_lifecycle_on_docker_through_the_relay() {
     assert_eq!(
         seen,
         [
+            "container.created",
             "container.started",
             "container.stopping",
             "container.stopped"

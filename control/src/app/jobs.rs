@@ -75,6 +75,7 @@ impl Lifecycle {
             _ => {}
         }
         job.progress(10).await;
+        tracing::debug!(container.id = %cid, image = %c.image, "starting container");
         let spec = ContainerSpec {
             cid: c.id.clone(),
             owner: c.owner.clone(),
@@ -91,6 +92,7 @@ impl Lifecycle {
             Err(e) => return Err(self.fail(job, &c, "start", e).await),
         };
         job.progress(50).await;
+        tracing::debug!(container.id = %cid, %endpoint, "container started; waiting for its VNC server");
         if let Err(e) = wait_for_rfb(&endpoint, self.start_timeout).await {
             return Err(self.fail(job, &c, "probe", e).await);
         }
@@ -200,13 +202,29 @@ pub async fn reconcile_loop(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut events = runtime.events();
+    // The event feed runs in a task of its own: a stream left unpolled while a
+    // reconcile awaits the same runtime could hold up what that reconcile waits for.
+    let feed = {
+        let store = store.clone();
+        let mut events = runtime.events();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    event = events.next() => match event {
+                        Some((cid, state)) => observe(&store, &cid, state).await,
+                        None => return,
+                    },
+                }
+            }
+        })
+    };
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
-            Some((cid, state)) = events.next() => observe(&store, &cid, state).await,
+            _ = shutdown.cancelled() => break,
             _ = tick.tick() => {
                 if let Err(e) = reconcile(&store, runtime.as_ref()).await {
                     tracing::warn!(error = %e, "reconcile failed");
@@ -214,6 +232,7 @@ pub async fn reconcile_loop(
             }
         }
     }
+    feed.abort();
 }
 
 /// Applies what the runtime says about one container to its record.
