@@ -33,6 +33,8 @@ pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often Redis is compared with what the runtime runs.
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Control plane id (label `vnc.plane`) when none is configured.
+pub const DEFAULT_PLANE: &str = "default";
 
 /// Which runtime runs containers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -122,6 +124,11 @@ pub struct ControlSettings {
     #[arg(long, env = "VNC_NODE_ID")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
+    /// This control plane's id, labelled on its containers: planes sharing a Docker
+    /// engine never touch each other's containers. Replicas of one plane share it.
+    #[arg(long, env = "VNC_CONTROL_PLANE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plane: Option<String>,
     #[arg(long, env = "VNC_CONTROL_RUNTIME")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimeKind>,
@@ -229,6 +236,7 @@ pub struct ControlConfig {
     pub auth_audience: String,
     pub relay_url: String,
     pub node_id: String,
+    pub plane: String,
     pub runtime: RuntimeKind,
     pub docker_host: Option<String>,
     pub network: NetworkKind,
@@ -310,6 +318,7 @@ impl ControlSettings {
                     .map(|h| h.trim().to_owned())
                     .unwrap_or_else(|_| "vnc-control".into())
             }),
+            plane: s.plane.unwrap_or(DEFAULT_PLANE.into()),
             runtime,
             docker_host: s.docker_host,
             network: s.network.unwrap_or(NetworkKind::Published),

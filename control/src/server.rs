@@ -110,6 +110,7 @@ fn runtime(config: &ControlConfig) -> Result<Arc<dyn Runtime>, StartError> {
             Arc::new(DockerRuntime::connect(
                 config.docker_host.as_deref(),
                 network,
+                &config.plane,
             )?)
         }
     })

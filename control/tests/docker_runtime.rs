@@ -31,8 +31,11 @@ const HOST_PORTS: (u16, u16) = (24000, 24999);
 /// Grace period for stops in tests: the fixture handles SIGTERM at once.
 const GRACE: Duration = Duration::from_secs(5);
 
+/// The control plane id these tests label their containers with.
+const PLANE: &str = "runtime-tests";
 fn published() -> DockerRuntime {
-    DockerRuntime::connect(None, NetworkMode::Published { host_ip: LOOPBACK }).expect("connect")
+    DockerRuntime::connect(None, NetworkMode::Published { host_ip: LOOPBACK }, PLANE)
+        .expect("connect")
 }
 
 fn host_network() -> DockerRuntime {
@@ -40,7 +43,7 @@ fn host_network() -> DockerRuntime {
         host_ip: LOOPBACK,
         port_range: HOST_PORTS,
     };
-    DockerRuntime::connect(None, mode).expect("connect")
+    DockerRuntime::connect(None, mode, PLANE).expect("connect")
 }
 
 /// A fresh cid and a guard that removes its container however the test ends.
@@ -165,7 +168,7 @@ async fn bridge_ip_serves_rfb() {
     if !docker_required() {
         return;
     }
-    let runtime = DockerRuntime::connect(None, NetworkMode::Bridge).expect("connect");
+    let runtime = DockerRuntime::connect(None, NetworkMode::Bridge, PLANE).expect("connect");
     let endpoint = serves_rfb_then_stops(runtime, "bridge").await;
     assert_eq!(endpoint.port, 5900);
     let ip: IpAddr = endpoint.host.parse().expect("an IP address");
@@ -388,7 +391,7 @@ async fn unreachable_engine_is_unavailable() {
     };
     let tcp = format!("tcp://127.0.0.1:{closed_port}");
     for host in ["unix:///nonexistent.sock", tcp.as_str()] {
-        let runtime = DockerRuntime::connect(Some(host), NetworkMode::Bridge)
+        let runtime = DockerRuntime::connect(Some(host), NetworkMode::Bridge, PLANE)
             .expect("connect does not contact the engine");
         let err = runtime.state("c1").await.expect_err("state");
         assert!(

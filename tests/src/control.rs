@@ -81,6 +81,11 @@ impl ControlProcess {
                 "--auth-audience",
                 IDENTITY_AUDIENCE,
             ])
+            // Tests share one Docker engine: each test's Redis is a control plane.
+            .args([
+                "--plane",
+                &format!("test-{}", redis_url.rsplit(':').next().unwrap_or("0")),
+            ])
             .args(extra)
             .env(
                 "RUST_LOG",

@@ -425,3 +425,105 @@ async fn container_lifecycle_on_docker_through_the_relay() {
         ]
     );
 }
+
+/// Starts that can't succeed end as `failed` jobs with the reason, the container
+/// record `failed`, dead-lettered, and nothing left running.
+#[tokio::test]
+async fn failed_starts_are_recorded_and_dead_lettered() {
+    if !vnc_tests::docker::docker_required() {
+        return;
+    }
+    let exits = vnc_tests::docker::exiting_fixture_image();
+    let redis = RedisServer::start().await.unwrap();
+    let keys = TestKeys::new();
+    let identity = Identity::new();
+    let alice = identity.token("alice", "t1", false);
+    let body = |image: &str| json!({"image": image, "resources": {"cpus": 0.5, "memory_mb": 128}});
+    let images = format!("{exits},vnc-missing:nope");
+    let flags = [
+        "--image",
+        images.as_str(),
+        "--job-backoff",
+        "100ms",
+        "--start-timeout",
+        "10s",
+    ];
+
+    let control = ControlProcess::start(&redis.url(), &keys, &identity, &flags)
+        .await
+        .unwrap();
+    for (image, reason) in [
+        ("vnc-missing:nope", "not present"),
+        (exits.as_str(), "exit code"),
+    ] {
+        let (status, created) = control
+            .call("POST", "/v1/containers", Some(&alice), Some(&body(image)))
+            .await
+            .unwrap();
+        assert_eq!(status, 202, "{created}");
+        let job = wait_job(
+            &control,
+            &alice,
+            created["job_id"].as_str().unwrap(),
+            Duration::from_secs(60),
+        )
+        .await;
+        assert_eq!(job["state"], "failed", "{job}");
+        assert_eq!(job["attempts"], 1, "not worth retrying: {job}");
+        assert!(job["error"].as_str().unwrap().contains(reason), "{job}");
+        let cid = created["container_id"].as_str().unwrap();
+        let (_, c) = control
+            .call("GET", &format!("/v1/containers/{cid}"), Some(&alice), None)
+            .await
+            .unwrap();
+        assert_eq!(c["state"], "failed", "{c}");
+        let left = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("label=vnc.cid={cid}")])
+            .output()
+            .unwrap();
+        assert!(
+            left.stdout.is_empty(),
+            "a failed start left a container behind"
+        );
+    }
+
+    // An engine that doesn't answer: retried with backoff, then failed for good.
+    let unreachable = ControlProcess::start(
+        &redis.url(),
+        &keys,
+        &identity,
+        &[
+            &flags[..],
+            &["--docker-host", "unix:///nonexistent/docker.sock"],
+        ]
+        .concat(),
+    )
+    .await
+    .unwrap();
+    drop(control);
+    let (_, created) = unreachable
+        .call("POST", "/v1/containers", Some(&alice), Some(&body(&exits)))
+        .await
+        .unwrap();
+    let job_id = created["job_id"].as_str().unwrap().to_owned();
+    let job = wait_job(&unreachable, &alice, &job_id, Duration::from_secs(60)).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(
+        (job["attempts"].as_u64(), job["max_attempts"].as_u64()),
+        (Some(3), Some(3)),
+        "{job}"
+    );
+    assert!(
+        job["error"].as_str().unwrap().contains("unavailable"),
+        "{job}"
+    );
+    let dead: Vec<(String, std::collections::HashMap<String, String>)> = redis
+        .client
+        .xrange("vnc:jobs:dead", "-", "+", None)
+        .await
+        .unwrap();
+    assert!(
+        dead.iter().any(|(_, f)| f.values().any(|v| v == &job_id)),
+        "{dead:?}"
+    );
+}

@@ -28,8 +28,8 @@ use super::docker_model::{
     state_from_inspect, status, summary_is_running, validate,
 };
 use super::{
-    CONTAINER_VNC_PORT, ContainerSpec, Endpoint, LABEL_CID, LABEL_MANAGED, LABEL_PORT, Runtime,
-    RuntimeError, RuntimeState, valid_cid,
+    CONTAINER_VNC_PORT, ContainerSpec, Endpoint, LABEL_CID, LABEL_MANAGED, LABEL_PLANE, LABEL_PORT,
+    Runtime, RuntimeError, RuntimeState, valid_cid,
 };
 
 /// Engine address when none is configured.
@@ -93,6 +93,9 @@ pub(super) struct Inner {
     /// The engine client, created and version-negotiated on first successful use.
     client: OnceCell<Docker>,
     network: NetworkMode,
+    /// This control plane's id (label `vnc.plane`): containers of other planes sharing
+    /// the engine are never listed, reconciled or removed.
+    pub(super) plane: String,
     /// Host ports picked by starts in flight and not yet visible as a label on a created
     /// container, so two concurrent starts do not pick the same port.
     reserved_ports: Mutex<BTreeSet<u16>>,
@@ -102,7 +105,11 @@ impl DockerRuntime {
     /// A runtime for the engine at `docker_host` (default [`DEFAULT_DOCKER_HOST`]).
     /// Does not contact the engine: an unreachable engine shows up as `Unavailable` on
     /// the first call. Fails only on a malformed address or network mode.
-    pub fn connect(docker_host: Option<&str>, network: NetworkMode) -> Result<Self, RuntimeError> {
+    pub fn connect(
+        docker_host: Option<&str>,
+        network: NetworkMode,
+        plane: &str,
+    ) -> Result<Self, RuntimeError> {
         let host = docker_host.unwrap_or(DEFAULT_DOCKER_HOST).to_owned();
         let scheme_ok = ["unix://", "tcp://", "http://"]
             .iter()
@@ -125,6 +132,7 @@ impl DockerRuntime {
                 host,
                 client: OnceCell::new(),
                 network,
+                plane: plane.to_owned(),
                 reserved_ports: Mutex::new(BTreeSet::new()),
             }),
             start_settle: DEFAULT_START_SETTLE,
@@ -187,7 +195,10 @@ impl Inner {
         cid: Option<&str>,
     ) -> Result<Vec<ContainerSummary>, RuntimeError> {
         let docker = self.client().await?;
-        let mut labels = vec![format!("{LABEL_MANAGED}=true")];
+        let mut labels = vec![
+            format!("{LABEL_MANAGED}=true"),
+            format!("{LABEL_PLANE}={}", self.plane),
+        ];
         if let Some(cid) = cid {
             labels.push(format!("{LABEL_CID}={cid}"));
         }
@@ -276,7 +287,7 @@ impl Inner {
             }
             NetworkMode::Bridge | NetworkMode::Published { .. } => CONTAINER_VNC_PORT,
         };
-        let body = create_body(spec, &self.network, vnc_port)?;
+        let body = create_body(spec, &self.network, vnc_port, &self.plane)?;
         let name = container_name(&spec.cid);
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
         let created = raw(API_TIMEOUT, docker.create_container(Some(options), body)).await?;
@@ -579,13 +590,15 @@ mod tests {
 
     #[test]
     fn connect_rejects_bad_addresses_and_ranges() {
-        assert!(DockerRuntime::connect(Some("ftp://x"), NetworkMode::Bridge).is_err());
-        assert!(DockerRuntime::connect(Some("unix://"), NetworkMode::Bridge).is_err());
+        assert!(DockerRuntime::connect(Some("ftp://x"), NetworkMode::Bridge, "p").is_err());
+        assert!(DockerRuntime::connect(Some("unix://"), NetworkMode::Bridge, "p").is_err());
         let empty = NetworkMode::Host {
             host_ip: "127.0.0.1".parse().expect("ip"),
             port_range: (6000, 5999),
         };
-        assert!(DockerRuntime::connect(None, empty).is_err());
-        assert!(DockerRuntime::connect(Some("tcp://127.0.0.1:2375"), NetworkMode::Bridge).is_ok());
+        assert!(DockerRuntime::connect(None, empty, "p").is_err());
+        assert!(
+            DockerRuntime::connect(Some("tcp://127.0.0.1:2375"), NetworkMode::Bridge, "p").is_ok()
+        );
     }
 }

@@ -13,7 +13,7 @@ use bollard::query_parameters::EventsOptionsBuilder;
 use futures_util::stream::{BoxStream, StreamExt as _};
 
 use super::docker::Inner;
-use super::{LABEL_CID, LABEL_MANAGED, RuntimeState};
+use super::{LABEL_CID, LABEL_MANAGED, LABEL_PLANE, RuntimeState};
 
 /// Pause before the first reconnect; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -102,7 +102,13 @@ async fn subscribe(inner: &Inner, since: Option<i64>) -> Result<Events, super::R
     let docker = inner.client().await?;
     let filters = HashMap::from([
         ("type", vec!["container".to_owned()]),
-        ("label", vec![format!("{LABEL_MANAGED}=true")]),
+        (
+            "label",
+            vec![
+                format!("{LABEL_MANAGED}=true"),
+                format!("{LABEL_PLANE}={}", inner.plane),
+            ],
+        ),
         ("event", ACTIONS.iter().map(|a| (*a).to_owned()).collect()),
     ]);
     let mut options = EventsOptionsBuilder::new().filters(&filters);

@@ -11,8 +11,8 @@ use bollard::models::{
 };
 
 use super::{
-    CONTAINER_VNC_PORT, ContainerSpec, Endpoint, LABEL_CID, LABEL_MANAGED, LABEL_OWNER, LABEL_PORT,
-    LABEL_TENANT, NetworkMode, RuntimeError, RuntimeState, valid_cid,
+    CONTAINER_VNC_PORT, ContainerSpec, Endpoint, LABEL_CID, LABEL_MANAGED, LABEL_OWNER,
+    LABEL_PLANE, LABEL_PORT, LABEL_TENANT, NetworkMode, RuntimeError, RuntimeState, valid_cid,
 };
 
 /// Port key of the VNC server in Docker's port maps.
@@ -109,10 +109,12 @@ pub(super) fn create_body(
     spec: &ContainerSpec,
     network: &NetworkMode,
     vnc_port: u16,
+    plane: &str,
 ) -> Result<ContainerCreateBody, RuntimeError> {
     // Ours are inserted last, so a caller cannot relabel or re-port a container.
     let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
     labels.insert(LABEL_MANAGED.into(), "true".into());
+    labels.insert(LABEL_PLANE.into(), plane.into());
     labels.insert(LABEL_CID.into(), spec.cid.clone());
     labels.insert(LABEL_OWNER.into(), spec.owner.clone());
     labels.insert(LABEL_TENANT.into(), spec.tenant.clone());
@@ -260,7 +262,7 @@ mod tests {
 
     #[test]
     fn create_body_sets_labels_env_and_limits() {
-        let body = create_body(&spec(), &NetworkMode::Bridge, 5900).expect("body");
+        let body = create_body(&spec(), &NetworkMode::Bridge, 5900, "p1").expect("body");
         let labels = body.labels.expect("labels");
         assert_eq!(labels[LABEL_MANAGED], "true");
         assert_eq!(labels[LABEL_CID], "c1");
@@ -288,7 +290,7 @@ mod tests {
         let published = NetworkMode::Published {
             host_ip: "127.0.0.1".parse().expect("ip"),
         };
-        let body = create_body(&s, &published, 5900).expect("body");
+        let body = create_body(&s, &published, 5900, "p1").expect("body");
         assert_eq!(body.exposed_ports, Some(vec![VNC_PORT_KEY.to_owned()]));
         let host = body.host_config.expect("host config");
         assert_eq!((host.nano_cpus, host.memory), (None, None));
@@ -307,7 +309,7 @@ mod tests {
             host_ip: "127.0.0.1".parse().expect("ip"),
             port_range: (20000, 20010),
         };
-        let body = create_body(&s, &host_mode, 20005).expect("body");
+        let body = create_body(&s, &host_mode, 20005, "p1").expect("body");
         assert_eq!(body.labels.expect("labels")[LABEL_PORT], "20005");
         let env = body.env.expect("env");
         assert!(env.contains(&"VNC_PORT=20005".to_owned()));

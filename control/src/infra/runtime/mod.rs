@@ -47,6 +47,9 @@ pub use static_hosts::StaticRuntime;
 
 /// Label marking containers this control plane manages (value `true`).
 pub const LABEL_MANAGED: &str = "vnc.managed";
+/// Label holding the id of the control plane that manages the container; planes sharing
+/// an engine leave each other's containers alone.
+pub const LABEL_PLANE: &str = "vnc.plane";
 /// Label holding the container id of the control plane (not Docker's id).
 pub const LABEL_CID: &str = "vnc.cid";
 /// Label holding the owning user id.
