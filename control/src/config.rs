@@ -201,6 +201,15 @@ pub struct ControlSettings {
         skip_serializing_if = "Option::is_none"
     )]
     pub job_backoff: Option<Duration>,
+    /// A job whose worker stopped heart-beating this long is taken over by another
+    /// replica (the per-job lock lives this long without a refresh).
+    #[arg(long, env = "VNC_CONTROL_JOB_RECLAIM_IDLE", value_parser = parse_duration)]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub job_reclaim_idle: Option<Duration>,
     /// Containers of the static runtime (file only).
     #[arg(skip)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -252,6 +261,7 @@ pub struct ControlConfig {
     pub starts_per_minute: Option<u32>,
     pub job_attempts: Option<u32>,
     pub job_backoff: Option<Duration>,
+    pub job_reclaim_idle: Option<Duration>,
     pub static_containers: Vec<StaticContainer>,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -334,6 +344,7 @@ impl ControlSettings {
             starts_per_minute: s.starts_per_minute,
             job_attempts: s.job_attempts,
             job_backoff: s.job_backoff,
+            job_reclaim_idle: s.job_reclaim_idle,
             static_containers,
             log_level: s.log_level.unwrap_or(DEFAULT_LOG_LEVEL.into()),
             log_format: s.log_format.unwrap_or_default(),

@@ -224,6 +224,9 @@ fn queue_config(config: &ControlConfig) -> QueueConfig {
     if let Some(b) = config.job_backoff {
         q.backoff_base = b;
     }
+    if let Some(idle) = config.job_reclaim_idle {
+        q.reclaim_idle = idle;
+    }
     if let Some(n) = config.starts_per_minute {
         q.rate_limits = vec![(crate::app::START_JOB.to_owned(), n, Duration::from_secs(60))];
     }

@@ -85,6 +85,22 @@ pub fn exiting_fixture_image() -> String {
     EXITING_FIXTURE_IMAGE.to_owned()
 }
 
+/// An image of the same binary whose VNC server starts listening 5 s after the
+/// container starts: a start job that stays active that long.
+pub fn slow_fixture_image() -> String {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        ensure_image(
+            SLOW_FIXTURE_IMAGE,
+            &["/rfb-fixture", "--start-delay-ms", "5000"],
+        )
+    });
+    SLOW_FIXTURE_IMAGE.to_owned()
+}
+
+/// Tag of [`slow_fixture_image`].
+pub const SLOW_FIXTURE_IMAGE: &str = "vnc-rfb-fixture:slow";
+
 /// Tag of [`exiting_fixture_image`].
 pub const EXITING_FIXTURE_IMAGE: &str = "vnc-rfb-fixture:exits";
 

@@ -527,3 +527,167 @@ async fn failed_starts_are_recorded_and_dead_lettered() {
         "{dead:?}"
     );
 }
+
+/// Docker changes behind control's back reach Redis: a killed container's record
+/// leaves `running`, and a labelled container with no record (an orphan) is removed.
+#[tokio::test]
+async fn the_reconciler_keeps_redis_true_and_removes_orphans() {
+    if !vnc_tests::docker::docker_required() {
+        return;
+    }
+    let image = vnc_tests::docker::fixture_image();
+    let redis = RedisServer::start().await.unwrap();
+    let keys = TestKeys::new();
+    let identity = Identity::new();
+    let control = ControlProcess::start(
+        &redis.url(),
+        &keys,
+        &identity,
+        &["--image", &image, "--reconcile-interval", "500ms"],
+    )
+    .await
+    .unwrap();
+    let alice = identity.token("alice", "t1", false);
+    let (_, created) = control
+        .call(
+            "POST",
+            "/v1/containers",
+            Some(&alice),
+            Some(&json!({"image": image, "resources": {"cpus": 0.5, "memory_mb": 128}})),
+        )
+        .await
+        .unwrap();
+    let cid = created["container_id"].as_str().unwrap().to_owned();
+    let job = wait_job(
+        &control,
+        &alice,
+        created["job_id"].as_str().unwrap(),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(job["state"], "completed", "{job}");
+
+    vnc_tests::docker::docker(&["kill", &format!("vnc-{cid}")]).unwrap();
+    let state = eventually(
+        "the killed container's record to change",
+        Duration::from_secs(20),
+        || async {
+            let (_, c) = control
+                .call("GET", &format!("/v1/containers/{cid}"), Some(&alice), None)
+                .await
+                .ok()?;
+            (c["state"] != "running").then(|| c["state"].as_str().unwrap_or_default().to_owned())
+        },
+    )
+    .await;
+    assert_eq!(state, "failed", "SIGKILL exits 137");
+    let _ = vnc_tests::docker::docker(&["rm", "-f", &format!("vnc-{cid}")]);
+
+    // An orphan of this plane: labelled as ours, but Redis has no record of it.
+    let plane = format!("test-{}", redis.port);
+    let labels = [
+        "vnc.managed=true",
+        &format!("vnc.plane={plane}"),
+        "vnc.cid=ghost",
+    ];
+    let mut args = vec![
+        "run",
+        "-d",
+        "--name",
+        "vnc-ghost-orphan",
+        "--network",
+        "host",
+    ];
+    for l in &labels {
+        args.extend(["--label", l]);
+    }
+    args.extend(["-e", "VNC_PORT=0", &image]);
+    let _ = vnc_tests::docker::docker(&["rm", "-f", "vnc-ghost-orphan"]);
+    vnc_tests::docker::docker(&args).unwrap();
+    eventually(
+        "the orphan to be removed",
+        Duration::from_secs(20),
+        || async {
+            let left =
+                vnc_tests::docker::docker(&["ps", "-aq", "--filter", "name=vnc-ghost-orphan"])
+                    .ok()?;
+            left.trim().is_empty().then_some(())
+        },
+    )
+    .await;
+}
+
+/// A replica killed (SIGKILL) while it runs a start job: another replica takes the
+/// job over once the dead one's lock expires and finishes it; the container is created
+/// once.
+#[tokio::test]
+async fn a_second_replica_finishes_the_job_of_a_killed_one() {
+    if !vnc_tests::docker::docker_required() {
+        return;
+    }
+    let image = vnc_tests::docker::slow_fixture_image();
+    let redis = RedisServer::start().await.unwrap();
+    let keys = TestKeys::new();
+    let identity = Identity::new();
+    let flags = |node: &'static str| {
+        vec![
+            "--image",
+            vnc_tests::docker::SLOW_FIXTURE_IMAGE,
+            "--node-id",
+            node,
+            "--job-reclaim-idle",
+            "1s",
+            "--start-timeout",
+            "30s",
+        ]
+    };
+    let mut first = ControlProcess::start(&redis.url(), &keys, &identity, &flags("replica-a"))
+        .await
+        .unwrap();
+    let alice = identity.token("alice", "t1", false);
+    let (_, created) = first
+        .call(
+            "POST",
+            "/v1/containers",
+            Some(&alice),
+            Some(&json!({"image": image, "resources": {"cpus": 0.5, "memory_mb": 128}})),
+        )
+        .await
+        .unwrap();
+    let (cid, job) = (
+        created["container_id"].as_str().unwrap().to_owned(),
+        created["job_id"].as_str().unwrap().to_owned(),
+    );
+    // Running on the first replica: its VNC server isn't up yet (5 s start delay).
+    eventually(
+        "the first replica to take the job",
+        Duration::from_secs(10),
+        || async {
+            let (_, j) = first
+                .call("GET", &format!("/v1/jobs/{job}"), Some(&alice), None)
+                .await
+                .ok()?;
+            (j["state"] == "active" && j["progress"].as_u64()? >= 50).then_some(())
+        },
+    )
+    .await;
+    let second = ControlProcess::start(&redis.url(), &keys, &identity, &flags("replica-b"))
+        .await
+        .unwrap();
+    first.proc.signal("KILL");
+    first.proc.wait_exit(Duration::from_secs(5)).await.unwrap();
+
+    let done = wait_job(&second, &alice, &job, Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["attempts"], 2, "{done}");
+    let (_, c) = second
+        .call("GET", &format!("/v1/containers/{cid}"), Some(&alice), None)
+        .await
+        .unwrap();
+    assert_eq!(c["state"], "running", "{c}");
+    let ids =
+        vnc_tests::docker::docker(&["ps", "-aq", "--filter", &format!("label=vnc.cid={cid}")])
+            .unwrap();
+    assert_eq!(ids.lines().count(), 1, "exactly one container: {ids}");
+    let _ = vnc_tests::docker::docker(&["rm", "-f", &format!("vnc-{cid}")]);
+}

@@ -128,6 +128,9 @@ struct Cli {
     /// Send full-screen updates back to back without waiting for requests.
     #[arg(long)]
     flood: bool,
+    /// Wait this long before listening: a desktop whose VNC server comes up slowly.
+    #[arg(long, default_value_t = 0)]
+    start_delay_ms: u64,
     /// How often the framebuffer content changes, in milliseconds.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     update_interval_ms: u64,
@@ -253,6 +256,7 @@ async fn main() -> anyhow::Result<()> {
         }
         None => EventLog::stderr(),
     };
+    tokio::time::sleep(std::time::Duration::from_millis(cli.start_delay_ms)).await;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("bind {listen}"))?;
