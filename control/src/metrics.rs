@@ -1,6 +1,6 @@
 //! Prometheus metrics of the control plane, served on the admin listener.
 
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics::{Unit, describe_counter, describe_histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::api::{HTTP_DURATION, HTTP_REQUESTS};
@@ -26,7 +26,7 @@ pub fn install() -> PrometheusHandle {
             DOCKER_ERRORS,
             "Failed container runtime calls, by operation."
         );
-        describe_gauge!("vnc_control_queue_depth", "Jobs by state.");
+        crate::infra::queue::describe_metrics();
     }
     handle
 }

@@ -7,6 +7,7 @@
 
 mod client;
 mod conns;
+mod control;
 mod latency;
 mod lean_ws;
 mod ping;
@@ -48,6 +49,10 @@ enum Mode {
     Latency(latency::LatencyArgs),
     /// Many concurrent sessions: connect results, RTT under load, relay RSS per session.
     Conns(conns::ConnsArgs),
+    /// VNC tokens minted per second through control's API.
+    ControlTokens(control::TokensArgs),
+    /// Control's job queue overhead: enqueue to job finished, with an immediate runtime.
+    ControlQueue(control::QueueArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +82,8 @@ fn run(cli: Cli) -> Result<()> {
             Mode::Throughput(a) => throughput::run(a).await,
             Mode::Latency(a) => latency::run(a).await,
             Mode::Conns(a) => conns::run(a).await,
+            Mode::ControlTokens(a) => control::tokens(a).await,
+            Mode::ControlQueue(a) => control::queue(a).await,
         }
     })?;
     // Don't wait for blocking-pool threads (e.g. a stuck resolver) on the way out.
