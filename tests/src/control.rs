@@ -4,12 +4,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use tokio::process::Command;
 use vnc_shared::token::{Signer, generate_ed25519_pair, unix_now};
 
 use crate::keys::TestKeys;
-use crate::process::{Proc, bin_path};
+use crate::process::{Proc, bin_path, listening_field};
 
 /// The operator's identity provider, as far as tests need one: an Ed25519 key pair
 /// whose tokens control accepts as callers.
@@ -92,16 +91,9 @@ impl ControlProcess {
                 std::env::var("CONTROL_LOG").unwrap_or_else(|_| "warn".into()),
             );
         let (proc, line) = Proc::start(cmd, "vnc-control").await?;
-        let field = |name: &str| -> anyhow::Result<SocketAddr> {
-            line.split_whitespace()
-                .find_map(|f| f.strip_prefix(name))
-                .context("LISTENING line")?
-                .parse()
-                .context("address")
-        };
         Ok(ControlProcess {
-            api: field("api=")?,
-            admin: field("admin=")?,
+            api: listening_field(&line, "api=")?,
+            admin: listening_field(&line, "admin=")?,
             proc,
         })
     }

@@ -120,3 +120,12 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// The address after `name` (`public=`, `api=`, ...) in a `LISTENING ...` line.
+pub fn listening_field(line: &str, name: &str) -> anyhow::Result<std::net::SocketAddr> {
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix(name))
+        .with_context(|| format!("no {name} in LISTENING line {line:?}"))?
+        .parse()
+        .context("address")
+}

@@ -3,10 +3,9 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use anyhow::Context;
 use tokio::process::Command;
 
-use crate::process::{Proc, bin_path};
+use crate::process::{Proc, bin_path, listening_field};
 
 pub struct RelayProcess {
     pub proc: Proc,
@@ -50,16 +49,9 @@ impl RelayProcess {
                 std::env::var("RELAY_LOG").unwrap_or_else(|_| "warn".into()),
             );
         let (proc, line) = Proc::start(cmd, "vnc-relay").await?;
-        let field = |name: &str| -> anyhow::Result<SocketAddr> {
-            line.split_whitespace()
-                .find_map(|f| f.strip_prefix(name))
-                .context("LISTENING line")?
-                .parse()
-                .context("address")
-        };
         Ok(RelayProcess {
-            public: field("public=")?,
-            admin: field("admin=")?,
+            public: listening_field(&line, "public=")?,
+            admin: listening_field(&line, "admin=")?,
             proc,
         })
     }

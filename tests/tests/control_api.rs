@@ -27,6 +27,25 @@ async fn wait_job(control: &ControlProcess, bearer: &str, job: &str, within: Dur
     .await
 }
 
+/// Redis, the VNC token keys and an identity provider, for tests that need Docker;
+/// `None` (after a loud skip message) on a machine without a Docker engine.
+struct DockerStack {
+    redis: RedisServer,
+    keys: TestKeys,
+    identity: Identity,
+}
+
+async fn docker_stack() -> Option<DockerStack> {
+    if !vnc_tests::docker::docker_required() {
+        return None;
+    }
+    Some(DockerStack {
+        redis: RedisServer::start().await.unwrap(),
+        keys: TestKeys::new(),
+        identity: Identity::new(),
+    })
+}
+
 /// A stack for API tests without Docker: the static runtime declares container
 /// `desk` (owner alice, tenant t1) served by the RFB fixture.
 struct StaticStack {
@@ -289,13 +308,15 @@ async fn tenants_are_isolated_and_token_scopes_follow_ownership() {
 /// container → DELETE → the container is gone, its record stopped, the events seen.
 #[tokio::test]
 async fn container_lifecycle_on_docker_through_the_relay() {
-    if !vnc_tests::docker::docker_required() {
+    let Some(DockerStack {
+        redis,
+        keys,
+        identity,
+    }) = docker_stack().await
+    else {
         return;
-    }
+    };
     let image = vnc_tests::docker::fixture_image();
-    let redis = RedisServer::start().await.unwrap();
-    let keys = TestKeys::new();
-    let identity = Identity::new();
     let relay = RelayProcess::start(&redis.url(), &keys.public, &[])
         .await
         .unwrap();
@@ -430,13 +451,15 @@ async fn container_lifecycle_on_docker_through_the_relay() {
 /// record `failed`, dead-lettered, and nothing left running.
 #[tokio::test]
 async fn failed_starts_are_recorded_and_dead_lettered() {
-    if !vnc_tests::docker::docker_required() {
+    let Some(DockerStack {
+        redis,
+        keys,
+        identity,
+    }) = docker_stack().await
+    else {
         return;
-    }
+    };
     let exits = vnc_tests::docker::exiting_fixture_image();
-    let redis = RedisServer::start().await.unwrap();
-    let keys = TestKeys::new();
-    let identity = Identity::new();
     let alice = identity.token("alice", "t1", false);
     let body = |image: &str| json!({"image": image, "resources": {"cpus": 0.5, "memory_mb": 128}});
     let images = format!("{exits},vnc-missing:nope");
@@ -532,13 +555,15 @@ async fn failed_starts_are_recorded_and_dead_lettered() {
 /// leaves `running`, and a labelled container with no record (an orphan) is removed.
 #[tokio::test]
 async fn the_reconciler_keeps_redis_true_and_removes_orphans() {
-    if !vnc_tests::docker::docker_required() {
+    let Some(DockerStack {
+        redis,
+        keys,
+        identity,
+    }) = docker_stack().await
+    else {
         return;
-    }
+    };
     let image = vnc_tests::docker::fixture_image();
-    let redis = RedisServer::start().await.unwrap();
-    let keys = TestKeys::new();
-    let identity = Identity::new();
     let control = ControlProcess::start(
         &redis.url(),
         &keys,
@@ -622,13 +647,15 @@ async fn the_reconciler_keeps_redis_true_and_removes_orphans() {
 /// once.
 #[tokio::test]
 async fn a_second_replica_finishes_the_job_of_a_killed_one() {
-    if !vnc_tests::docker::docker_required() {
+    let Some(DockerStack {
+        redis,
+        keys,
+        identity,
+    }) = docker_stack().await
+    else {
         return;
-    }
+    };
     let image = vnc_tests::docker::slow_fixture_image();
-    let redis = RedisServer::start().await.unwrap();
-    let keys = TestKeys::new();
-    let identity = Identity::new();
     let flags = |node: &'static str| {
         vec![
             "--image",
