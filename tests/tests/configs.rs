@@ -1,4 +1,5 @@
-//! `vnc-relay check` against the shipped example config and broken ones.
+//! `vnc-relay check` and `vnc-control check` against the shipped example configs and
+//! broken ones.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -59,4 +60,40 @@ fn check_names_what_is_wrong() {
     let (ok, text) = check(&[]);
     assert!(!ok);
     assert!(text.contains("no token keys"), "{text}");
+}
+
+#[test]
+fn the_example_control_config_passes_check_with_real_keys() {
+    let keys = TestKeys::new();
+    let identity = vnc_tests::control::Identity::new();
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs/control.toml");
+    let out = Command::new(bin_path("vnc-control"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--jwt-private-key")
+        .arg(&keys.private)
+        .arg("--auth-public-key")
+        .arg(&identity.public)
+        .arg("check")
+        .output()
+        .expect("run vnc-control check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("configuration ok: signing kid k1, listen 0.0.0.0:8080"),
+        "{text}"
+    );
+    // The example's own key paths don't exist here: check says which.
+    let out = Command::new(bin_path("vnc-control"))
+        .arg("--config")
+        .arg(&config)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2026-11.key.pem"));
 }
