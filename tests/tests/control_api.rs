@@ -27,6 +27,18 @@ async fn wait_job(control: &ControlProcess, bearer: &str, job: &str, within: Dur
     .await
 }
 
+/// Asks control for a VNC token for container `cid`; returns the status and body.
+async fn ask_token(c: &ControlProcess, bearer: &str, cid: &str, body: &Value) -> (u16, Value) {
+    c.call(
+        "POST",
+        &format!("/v1/containers/{cid}/vnc-tokens"),
+        Some(bearer),
+        Some(body),
+    )
+    .await
+    .unwrap()
+}
+
 /// Redis, the VNC token keys and an identity provider, for tests that need Docker;
 /// `None` (after a loud skip message) on a machine without a Docker engine.
 struct DockerStack {
@@ -212,27 +224,11 @@ async fn tenants_are_isolated_and_token_scopes_follow_ownership() {
             .0,
         404
     );
-    let (status, _) = c
-        .call(
-            "POST",
-            "/v1/containers/desk/vnc-tokens",
-            Some(&eve),
-            Some(&token("view")),
-        )
-        .await
-        .unwrap();
+    let (status, _) = ask_token(c, &eve, "desk", &token("view")).await;
     assert_eq!(status, 404);
 
     // The owner gets control; a colleague may view but not control.
-    let (status, body) = c
-        .call(
-            "POST",
-            "/v1/containers/desk/vnc-tokens",
-            Some(&alice),
-            Some(&token("control")),
-        )
-        .await
-        .unwrap();
+    let (status, body) = ask_token(c, &alice, "desk", &token("control")).await;
     assert_eq!(status, 200, "{body}");
     assert!(
         body["ws_url"]
@@ -247,35 +243,17 @@ async fn tenants_are_isolated_and_token_scopes_follow_ownership() {
             .contains("containerId=desk")
     );
     assert!(body["expires_at"].as_str().is_some());
-    let view = c
-        .call(
-            "POST",
-            "/v1/containers/desk/vnc-tokens",
-            Some(&bob),
-            Some(&token("view")),
-        )
-        .await
-        .unwrap();
+    let view = ask_token(c, &bob, "desk", &token("view")).await;
     assert_eq!(view.0, 200);
-    let ctl = c
-        .call(
-            "POST",
-            "/v1/containers/desk/vnc-tokens",
-            Some(&bob),
-            Some(&token("control")),
-        )
-        .await
-        .unwrap();
+    let ctl = ask_token(c, &bob, "desk", &token("control")).await;
     assert_eq!(ctl.0, 403);
-    let long = c
-        .call(
-            "POST",
-            "/v1/containers/desk/vnc-tokens",
-            Some(&alice),
-            Some(&json!({"scope": "view", "ttl_seconds": 86400})),
-        )
-        .await
-        .unwrap();
+    let long = ask_token(
+        c,
+        &alice,
+        "desk",
+        &json!({"scope": "view", "ttl_seconds": 86400}),
+    )
+    .await;
     assert_eq!(long.0, 400);
 
     // A stopped container gets no token, not even a view one.
@@ -291,15 +269,7 @@ async fn tenants_are_isolated_and_token_scopes_follow_ownership() {
         .hset("vnc:container:old", fields)
         .await
         .unwrap();
-    let (status, body) = c
-        .call(
-            "POST",
-            "/v1/containers/old/vnc-tokens",
-            Some(&alice),
-            Some(&token("view")),
-        )
-        .await
-        .unwrap();
+    let (status, body) = ask_token(c, &alice, "old", &token("view")).await;
     assert_eq!(status, 409, "{body}");
 }
 
