@@ -10,15 +10,10 @@ DURATION="${DURATION:-10s}"; COUNT="${COUNT:-500}"; CONCURRENCY="${CONCURRENCY:-
 cargo build --release --bins --locked -q
 BIN=target/release
 STATE="$(mktemp -d /tmp/vnc-control-bench.XXXXXX)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=benches/common.sh
+source benches/common.sh
 
-REDIS_PORT="$(free_port)"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$STATE/redis.log" 2>&1 &
-pids+=($!)
-until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
+start_redis
 
 "$BIN/vnc-control" keys generate --out "$STATE/keys" --kid vnc >/dev/null
 "$BIN/vnc-control" keys generate --out "$STATE/keys" --kid idp >/dev/null

@@ -22,9 +22,8 @@ cargo build --release --bins --locked -q
 BIN=target/release
 STATE="$(mktemp -d /tmp/vnc-bench.XXXXXX)"
 OUT="$STATE/results.jsonl"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+# shellcheck source=benches/common.sh
+source benches/common.sh
 
 # websockify 0.13 from PyPI, in a venv of its own.
 VENV="target/bench-venv"
@@ -46,12 +45,8 @@ start() {
   echo "$name did not start:"; cat "$STATE/$name.err"; exit 1
 }
 addr_of() { sed -n 's/^LISTENING \([^ ]*\).*/\1/p' "$STATE/$1.out" | head -1; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-REDIS_PORT="$(free_port)"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$STATE/redis.log" 2>&1 &
-pids+=($!)
-until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
+start_redis
 
 "$BIN/vnc-control" keys generate --out "$STATE/keys" --kid bench >/dev/null
 start source "$BIN/vnc-bench" source --listen 127.0.0.1:0
