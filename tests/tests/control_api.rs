@@ -39,6 +39,14 @@ async fn ask_token(c: &ControlProcess, bearer: &str, cid: &str, body: &Value) ->
     .unwrap()
 }
 
+/// Asks control for a desktop of `image`; returns the status and body.
+async fn create_container(c: &ControlProcess, bearer: &str, image: &str) -> (u16, Value) {
+    let body = json!({"image": image, "resources": {"cpus": 0.5, "memory_mb": 128}});
+    c.call("POST", "/v1/containers", Some(bearer), Some(&body))
+        .await
+        .unwrap()
+}
+
 /// Redis, the VNC token keys and an identity provider, for tests that need Docker;
 /// `None` (after a loud skip message) on a machine without a Docker engine.
 struct DockerStack {
@@ -316,15 +324,7 @@ async fn container_lifecycle_on_docker_through_the_relay() {
     let _: () = events.subscribe("vnc:events").await.unwrap();
 
     let alice = identity.token("alice", "t1", false);
-    let (status, created) = control
-        .call(
-            "POST",
-            "/v1/containers",
-            Some(&alice),
-            Some(&json!({"image": image, "resources": {"cpus": 0.5, "memory_mb": 128}})),
-        )
-        .await
-        .unwrap();
+    let (status, created) = create_container(&control, &alice, &image).await;
     assert_eq!(status, 202, "{created}");
     let cid = created["container_id"].as_str().unwrap().to_owned();
     let job = wait_job(
@@ -431,7 +431,6 @@ async fn failed_starts_are_recorded_and_dead_lettered() {
     };
     let exits = vnc_tests::docker::exiting_fixture_image();
     let alice = identity.token("alice", "t1", false);
-    let body = |image: &str| json!({"image": image, "resources": {"cpus": 0.5, "memory_mb": 128}});
     let images = format!("{exits},vnc-missing:nope");
     let flags = [
         "--image",
@@ -449,10 +448,7 @@ async fn failed_starts_are_recorded_and_dead_lettered() {
         ("vnc-missing:nope", "not present"),
         (exits.as_str(), "exit code"),
     ] {
-        let (status, created) = control
-            .call("POST", "/v1/containers", Some(&alice), Some(&body(image)))
-            .await
-            .unwrap();
+        let (status, created) = create_container(&control, &alice, image).await;
         assert_eq!(status, 202, "{created}");
         let job = wait_job(
             &control,
@@ -494,10 +490,7 @@ async fn failed_starts_are_recorded_and_dead_lettered() {
     .await
     .unwrap();
     drop(control);
-    let (_, created) = unreachable
-        .call("POST", "/v1/containers", Some(&alice), Some(&body(&exits)))
-        .await
-        .unwrap();
+    let (_, created) = create_container(&unreachable, &alice, &exits).await;
     let job_id = created["job_id"].as_str().unwrap().to_owned();
     let job = wait_job(&unreachable, &alice, &job_id, Duration::from_secs(60)).await;
     assert_eq!(job["state"], "failed", "{job}");
@@ -543,15 +536,7 @@ async fn the_reconciler_keeps_redis_true_and_removes_orphans() {
     .await
     .unwrap();
     let alice = identity.token("alice", "t1", false);
-    let (_, created) = control
-        .call(
-            "POST",
-            "/v1/containers",
-            Some(&alice),
-            Some(&json!({"image": image, "resources": {"cpus": 0.5, "memory_mb": 128}})),
-        )
-        .await
-        .unwrap();
+    let (_, created) = create_container(&control, &alice, &image).await;
     let cid = created["container_id"].as_str().unwrap().to_owned();
     let job = wait_job(
         &control,
@@ -642,15 +627,7 @@ async fn a_second_replica_finishes_the_job_of_a_killed_one() {
         .await
         .unwrap();
     let alice = identity.token("alice", "t1", false);
-    let (_, created) = first
-        .call(
-            "POST",
-            "/v1/containers",
-            Some(&alice),
-            Some(&json!({"image": image, "resources": {"cpus": 0.5, "memory_mb": 128}})),
-        )
-        .await
-        .unwrap();
+    let (_, created) = create_container(&first, &alice, &image).await;
     let (cid, job) = (
         created["container_id"].as_str().unwrap().to_owned(),
         created["job_id"].as_str().unwrap().to_owned(),
