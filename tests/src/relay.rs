@@ -81,4 +81,13 @@ impl RelayProcess {
                 .ok()
         })
     }
+
+    /// Waits until one metric line reaches `value`. Sessions are counted when their task
+    /// finishes, a moment after the browser has seen the close.
+    pub async fn wait_metric(&self, series: &str, value: f64) {
+        crate::process::eventually(&format!("{series} = {value}"), crate::WAIT, || async {
+            (self.metric(series).await == Some(value)).then_some(())
+        })
+        .await;
+    }
 }

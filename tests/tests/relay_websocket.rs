@@ -293,9 +293,15 @@ async fn bad_frames_get_documented_close_codes() {
     assert_eq!(close_code(frames), Some(1008), "{frames:?}");
 
     canary.round_trip(W, H).await.unwrap();
-    let m = stack.relay.metrics().await;
-    assert!(m.contains("outcome=\"protocol_error\"} 2"), "{m}");
-    assert!(m.contains("outcome=\"message_too_big\"} 1"), "{m}");
+    let ended = "vnc_relay_sessions_total{transport=\"websocket\",outcome=";
+    stack
+        .relay
+        .wait_metric(&format!("{ended}\"protocol_error\"}}"), 2.0)
+        .await;
+    stack
+        .relay
+        .wait_metric(&format!("{ended}\"message_too_big\"}}"), 1.0)
+        .await;
 }
 
 #[tokio::test]
@@ -557,8 +563,13 @@ async fn browsers_that_miss_pongs_are_closed_and_live_ones_kept() {
     assert_eq!(opcodes, [0x2, 0x9, 0x9, 0x8], "{frames:?}");
     assert_eq!(close_code(frames), Some(1011));
     live.round_trip(W, H).await.unwrap();
-    let m = stack.relay.metrics().await;
-    assert!(m.contains("outcome=\"ping_timeout\"} 1"), "{m}");
+    stack
+        .relay
+        .wait_metric(
+            "vnc_relay_sessions_total{transport=\"websocket\",outcome=\"ping_timeout\"}",
+            1.0,
+        )
+        .await;
 }
 
 /// Out of file descriptors, the relay backs off instead of spinning or dying, and
