@@ -158,6 +158,10 @@ pub struct RelaySettings {
         skip_serializing_if = "Option::is_none"
     )]
     pub drain_timeout: Option<Duration>,
+    /// Folder served at `/` (the viewer page); none serves no page.
+    #[arg(long, env = "VNC_RELAY_WEB_ROOT")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_root: Option<PathBuf>,
     /// Log filter (`info`, `vnc_relay=debug`); `RUST_LOG` wins when set.
     #[arg(long, env = "VNC_LOG_LEVEL")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -202,6 +206,7 @@ pub struct RelayConfig {
     pub node_id: String,
     pub allowed_origins: Vec<String>,
     pub limits: Limits,
+    pub web_root: Option<PathBuf>,
     pub log_level: String,
     pub log_format: LogFormat,
 }
@@ -276,6 +281,7 @@ impl RelaySettings {
             node_id: s.node_id.unwrap_or_else(hostname),
             allowed_origins: s.allowed_origins.unwrap_or_default(),
             limits,
+            web_root: s.web_root,
             log_level: s.log_level.unwrap_or(DEFAULT_LOG_LEVEL.into()),
             log_format: s.log_format.unwrap_or_default(),
         };

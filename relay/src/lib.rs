@@ -9,24 +9,28 @@ pub mod bufpool;
 pub mod config;
 pub mod frame;
 pub mod io;
+pub mod live;
 pub mod metrics;
 pub mod reject;
+pub mod rooms;
 pub mod server;
 pub mod session;
 pub mod signal;
+pub mod socketio;
 pub mod store;
 pub mod upgrade;
 pub mod upstream;
+pub mod web;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use vnc_shared::schema::Keys;
 use vnc_shared::token::KeyError;
 
 pub use config::{RelayConfig, RelaySettings};
+use live::Live;
 use server::Relay;
 use store::{Store, StoreError};
 
@@ -63,6 +67,17 @@ pub async fn run(
     listeners: Listeners,
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
+    run_with(config, listeners, shutdown, |_| {}).await
+}
+
+/// [`run`], handing `started` the relay once its keys are loaded and Redis had its
+/// start-up wait (the binary reports readiness and live sessions to systemd).
+pub async fn run_with(
+    config: RelayConfig,
+    listeners: Listeners,
+    shutdown: Shutdown,
+    started: impl FnOnce(Arc<Relay>),
+) -> Result<(), StartError> {
     let prometheus = metrics::install();
     let keys = config.load_keys()?;
     let store = Store::connect(
@@ -73,7 +88,18 @@ pub async fn run(
         tracing::warn!("redis is not reachable yet; refusing sessions until it is");
     }
     let drain_timeout = config.limits.drain_timeout;
-    let relay = Arc::new(Relay::new(config, keys, store));
+    let (live, room_changes) = Live::new();
+    let io = Arc::new(OnceLock::new());
+    let room_feed = tokio::spawn(rooms::feed(
+        store.subscriber(false)?,
+        store.keys().clone(),
+        live.clone(),
+        room_changes,
+        io.clone(),
+    ));
+    let relay = Arc::new(Relay::new(config, keys, store, live, io));
+    started(relay.clone());
+    let socketio = tokio::spawn(socketio::start(relay.clone()));
     let admin_stop = CancellationToken::new();
     tokio::spawn(admin::serve(
         listeners.admin,
@@ -104,11 +130,12 @@ pub async fn run(
         keys = relay.keys.len(),
         "relay serving"
     );
-    let tracker = TaskTracker::new();
-    relay.accept_loop(listeners.public, &tracker).await;
-    tracing::info!(live = tracker.len(), ?drain_timeout, "draining");
-    tracker.close();
-    tracker.wait().await;
+    relay.accept_loop(listeners.public).await;
+    tracing::info!(live = relay.live.len(), ?drain_timeout, "draining");
+    relay.tracker.close();
+    relay.tracker.wait().await;
+    socketio.abort();
+    room_feed.abort();
     bridge.abort();
     admin_stop.cancel();
     relay.store.quit().await;

@@ -56,8 +56,14 @@ impl Reject {
 
     /// Counts the refusal and renders it as `{"status", "error", "message"}`.
     pub fn into_response(self) -> Response<Full<Bytes>> {
+        self.count();
+        json_response(self.status(), &self.to_string())
+    }
+
+    /// Counts the refusal in the metrics (auth failures by reason, refusals by status).
+    pub fn count(&self) {
         let status = self.status();
-        match &self {
+        match self {
             Reject::NoToken => metrics::counter!(AUTH_FAILURES, "reason" => "missing").increment(1),
             Reject::Token(e) => {
                 metrics::counter!(AUTH_FAILURES, "reason" => e.reason()).increment(1)
@@ -66,7 +72,6 @@ impl Reject {
             _ => {}
         }
         metrics::counter!(REJECTIONS, "status" => status.as_str().to_owned()).increment(1);
-        json_response(status, &self.to_string())
     }
 }
 

@@ -5,19 +5,17 @@
 //! connection's own task under the handshake timeout, so a slow peer never stalls the
 //! accept loop. One task per session: after the upgrade the same task relays.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper::service::service_fn;
+use hyper::service::{Service, service_fn};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
@@ -30,13 +28,16 @@ use vnc_shared::token::{KeySet, VncClaims};
 
 use crate::auth;
 use crate::config::RelayConfig;
+use crate::live::Live;
 use crate::metrics::{ACCEPT_ERRORS, SessionMetrics};
 use crate::reject::Reject;
 use crate::session::{self, Stop};
 use crate::signal::Signal;
+use crate::socketio::{self, Io};
 use crate::store::Store;
 use crate::upgrade::{self, Upgrade};
 use crate::upstream;
+use crate::web;
 
 /// Pending connections the kernel queues for the accept loop (capped by
 /// `net.core.somaxconn`). A connect burst larger than the queue loses SYNs and those
@@ -73,24 +74,15 @@ pub struct Relay {
     pub draining: CancellationToken,
     /// Cancelled at the drain deadline: close live sessions with 1001.
     pub stop: CancellationToken,
-    sessions: Arc<Semaphore>,
-    /// Stop signals of this node's live sessions, by local id.
-    live: Mutex<HashMap<u64, Arc<Signal>>>,
-    next_id: AtomicU64,
-}
-
-/// Keeps a session in [`Relay::live`] while it runs.
-struct LiveGuard<'a> {
-    relay: &'a Relay,
-    id: u64,
-}
-
-impl Drop for LiveGuard<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut live) = self.relay.live.lock() {
-            live.remove(&self.id);
-        }
-    }
+    /// One permit per session (and per connection still in its handshake).
+    pub(crate) sessions: Arc<Semaphore>,
+    /// This node's live sessions, by container.
+    pub live: Arc<Live>,
+    /// Every connection and session task, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// socket.io, once started (it needs Redis for its adapter).
+    pub io: Arc<OnceLock<Io>>,
+    pub(crate) socketio: OnceLock<socketio::Layer>,
 }
 
 /// A request that passed every check; its upgrade completes once the 101 is sent.
@@ -100,13 +92,19 @@ struct Accepted {
 }
 
 /// What a session starts from: the connected VNC server and the token's claims.
-struct Admitted {
-    upstream: TcpStream,
-    claims: VncClaims,
+pub(crate) struct Admitted {
+    pub upstream: TcpStream,
+    pub claims: VncClaims,
 }
 
 impl Relay {
-    pub fn new(config: RelayConfig, keys: KeySet, store: Store) -> Relay {
+    pub fn new(
+        config: RelayConfig,
+        keys: KeySet,
+        store: Store,
+        live: Arc<Live>,
+        io: Arc<OnceLock<Io>>,
+    ) -> Relay {
         let sessions = Arc::new(Semaphore::new(config.limits.max_sessions));
         Relay {
             config,
@@ -115,32 +113,17 @@ impl Relay {
             draining: CancellationToken::new(),
             stop: CancellationToken::new(),
             sessions,
-            live: Mutex::default(),
-            next_id: AtomicU64::new(0),
+            live,
+            tracker: TaskTracker::new(),
+            io,
+            socketio: OnceLock::new(),
         }
     }
 
     /// Ends every live session with `why` (and any that registers afterwards).
     pub fn stop_all(&self, why: Stop) {
         self.stop.cancel();
-        if let Ok(live) = self.live.lock() {
-            for signal in live.values() {
-                signal.set(why as u8);
-            }
-        }
-    }
-
-    /// Registers a session's stop signal; it is already set if the relay has stopped.
-    fn register(&self) -> (Arc<Signal>, LiveGuard<'_>) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let signal = Arc::new(Signal::default());
-        if let Ok(mut live) = self.live.lock() {
-            live.insert(id, signal.clone());
-        }
-        if self.stop.is_cancelled() {
-            signal.set(Stop::Draining as u8);
-        }
-        (signal, LiveGuard { relay: self, id })
+        self.live.stop_all(why);
     }
 
     /// Why the relay should not get new sessions now, if it shouldn't.
@@ -151,13 +134,16 @@ impl Relay {
             Some("redis unreachable")
         } else if self.keys.is_empty() {
             Some("no token keys")
+        } else if self.socketio.get().is_none() {
+            Some("socket.io starting")
         } else {
             None
         }
     }
 
     /// Accepts until draining starts; each connection runs in its own tracked task.
-    pub async fn accept_loop(self: &Arc<Self>, listener: TcpListener, tracker: &TaskTracker) {
+    pub async fn accept_loop(self: &Arc<Self>, listener: TcpListener) {
+        let tracker = &self.tracker;
         let mut backoff = Duration::from_millis(5);
         loop {
             let (stream, peer) = tokio::select! {
@@ -183,11 +169,7 @@ impl Relay {
                 Ok(permit) => {
                     let relay = self.clone();
                     let span = tracing::info_span!("conn", client.addr = %peer);
-                    tracker.spawn(
-                        relay
-                            .serve(stream, peer, permit, tracker.clone())
-                            .instrument(span),
-                    );
+                    tracker.spawn(relay.serve(stream, peer, permit).instrument(span));
                 }
                 Err(_) => {
                     tracker.spawn(refuse_busy(stream));
@@ -196,13 +178,13 @@ impl Relay {
         }
     }
 
-    /// One connection: HTTP until upgrade (bounded), then the session.
+    /// One connection: HTTP until upgrade (bounded), then the session. socket.io
+    /// requests go to socketioxide, which runs its WebSocket in a task of its own.
     async fn serve(
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
         permit: OwnedSemaphorePermit,
-        tracker: TaskTracker,
     ) {
         let _ = stream.set_nodelay(true);
         let slot: Arc<Mutex<Option<Accepted>>> = Arc::default();
@@ -215,23 +197,26 @@ impl Relay {
                 async move { Ok::<_, Infallible>(relay.handle(req, &slot).await) }
             })
         };
-        let limits = &self.config.limits;
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.handshake_timeout)
-            .max_buf_size(MAX_REQUEST_HEAD)
-            .serve_connection(TokioIo::new(stream), svc)
-            .with_upgrades();
-        match tokio::time::timeout(limits.handshake_timeout, conn).await {
-            Err(_) => {
-                tracing::debug!("handshake timed out");
-                return;
+        let served = match self.socketio.get() {
+            Some(layer) => {
+                let sio = tower::Layer::layer(layer, svc);
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let refusal = socketio::refuse_transport(&req);
+                    let answer = refusal.is_none().then(|| sio.call(req));
+                    async move {
+                        match (refusal, answer) {
+                            (Some(refusal), _) => Ok(refusal.map(Either::Left)),
+                            (None, Some(answer)) => answer.await.map(|r| r.map(Either::Right)),
+                            (None, None) => unreachable!("a request is refused or answered"),
+                        }
+                    }
+                });
+                self.serve_http(stream, svc).await
             }
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "http connection ended");
-                return;
-            }
-            Ok(Ok(())) => {}
+            None => self.serve_http(stream, svc).await,
+        };
+        if !served {
+            return;
         }
         let accepted = slot.lock().ok().and_then(|mut s| s.take());
         let Some(accepted) = accepted else { return };
@@ -247,14 +232,45 @@ impl Relay {
             }
         };
         let span = tracing::Span::current();
-        let session = self.run_session(
+        let session = self.clone().run_session(
             parts.io.into_inner(),
             parts.read_buf,
             accepted.admitted,
             peer,
             permit,
         );
-        tracker.spawn(session.instrument(span));
+        self.tracker.spawn(session.instrument(span));
+    }
+
+    /// Serves HTTP on one connection until it ends or upgrades, within the handshake
+    /// timeout; false if it timed out or failed.
+    async fn serve_http<S, B>(&self, stream: TcpStream, svc: S) -> bool
+    where
+        S: Service<Request<Incoming>, Response = Response<B>> + Send,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let limits = &self.config.limits;
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.handshake_timeout)
+            .max_buf_size(MAX_REQUEST_HEAD)
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades();
+        match tokio::time::timeout(limits.handshake_timeout, conn).await {
+            Err(_) => {
+                tracing::debug!("handshake timed out");
+                false
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "http connection ended");
+                false
+            }
+            Ok(Ok(())) => true,
+        }
     }
 
     async fn run_session(
@@ -276,7 +292,9 @@ impl Relay {
         );
         async {
             tracing::info!("session started");
-            let (stop, _live) = self.register();
+            let stop = Arc::new(Signal::default());
+            let _live = self.live.register(&admitted.claims.cid, stop.clone());
+            socketio::announce(&self, &admitted.claims, "viewer.joined", "websocket");
             let started = Instant::now();
             let metrics = SessionMetrics::start("websocket");
             let end = session::relay(
@@ -290,6 +308,7 @@ impl Relay {
             .await;
             let lasted = started.elapsed();
             metrics.finish(end.outcome(), lasted);
+            socketio::announce(&self, &admitted.claims, "viewer.left", "websocket");
             tracing::info!(
                 outcome = end.outcome(),
                 close.code = end.close().0,
@@ -307,6 +326,11 @@ impl Relay {
         slot: &Mutex<Option<Accepted>>,
     ) -> Response<Full<Bytes>> {
         match req.uri().path() {
+            // socket.io takes its own path once started; until then, say why not.
+            path if path.starts_with("/socket.io/") => {
+                Reject::Unavailable("socket.io is not started yet (waiting for redis)".into())
+                    .into_response()
+            }
             "/websockify" | "/vnc/ws" => match self.open(&req).await {
                 Ok((upgrade, upstream, claims)) => {
                     let on_upgrade = hyper::upgrade::on(req);
@@ -323,7 +347,9 @@ impl Relay {
                     reject.into_response()
                 }
             },
-            _ => Reject::NotFound.into_response(),
+            path => web::serve(self.config.web_root.as_deref(), req.method(), path)
+                .await
+                .unwrap_or_else(|| Reject::NotFound.into_response()),
         }
     }
 
@@ -340,8 +366,20 @@ impl Relay {
         let upgrade = upgrade::check(req.method(), headers)?;
         auth::check_origin(&self.config.allowed_origins, headers)?;
         let token = auth::token_from(query, headers).ok_or(Reject::NoToken)?;
-        let claims = self.keys.verify(&token)?;
-        if auth::query_param(query, "containerId").is_some_and(|cid| cid != claims.cid) {
+        let cid = auth::query_param(query, "containerId");
+        let Admitted { upstream, claims } = self.admit(&token, cid.as_deref()).await?;
+        Ok((upgrade, upstream, claims))
+    }
+
+    /// The checks both transports share: the token (for `container_id`, if the client
+    /// named one), revocation, the container record, then the upstream connect.
+    pub(crate) async fn admit(
+        &self,
+        token: &str,
+        container_id: Option<&str>,
+    ) -> Result<Admitted, Reject> {
+        let claims = self.keys.verify(token)?;
+        if container_id.is_some_and(|cid| cid != claims.cid) {
             return Err(Reject::WrongContainer);
         }
         let lookup = self
@@ -362,7 +400,7 @@ impl Relay {
         let upstream = upstream::connect(&target, self.config.limits.connect_timeout)
             .await
             .map_err(|e| Reject::Upstream(e.to_string()))?;
-        Ok((upgrade, upstream, claims))
+        Ok(Admitted { upstream, claims })
     }
 }
 

@@ -35,13 +35,29 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 #[repr(u8)]
 pub enum Stop {
     Draining = 1,
+    /// Control said the container stopped (room event `container.stopped`).
+    ContainerStopped = 2,
+    /// socket.io: the browser disconnected.
+    ClientGone = 3,
+    /// socket.io: the browser sent a `vnc:data` event that isn't one binary attachment.
+    BadData = 4,
+    /// socket.io: the browser's bytes arrive faster than the VNC server takes them.
+    InputOverflow = 5,
+    /// socket.io: the browser stopped answering Engine.IO pings.
+    PingTimeout = 6,
 }
 
 impl Stop {
     /// The session end a stop signal value stands for.
-    fn end_for(value: u8) -> End {
-        debug_assert_eq!(value, Stop::Draining as u8);
-        End::Draining
+    pub fn end_for(value: u8) -> End {
+        match value {
+            v if v == Stop::ContainerStopped as u8 => End::ContainerStopped,
+            v if v == Stop::ClientGone as u8 => End::ClientGone,
+            v if v == Stop::BadData as u8 => End::BadData,
+            v if v == Stop::InputOverflow as u8 => End::InputOverflow,
+            v if v == Stop::PingTimeout as u8 => End::PingTimeout,
+            _ => End::Draining,
+        }
     }
 }
 
@@ -64,6 +80,12 @@ pub enum End {
     MaxDuration,
     /// The relay is shutting down.
     Draining,
+    /// The container stopped.
+    ContainerStopped,
+    /// socket.io: a `vnc:data` event without exactly one binary attachment.
+    BadData,
+    /// socket.io: the browser outran the VNC server by more than the input queue.
+    InputOverflow,
 }
 
 impl End {
@@ -80,6 +102,9 @@ impl End {
             End::Idle => (4001, "idle timeout"),
             End::MaxDuration => (4002, "maximum session duration reached"),
             End::Draining => (1001, "relay is draining"),
+            End::ContainerStopped => (4004, "container stopped"),
+            End::BadData => (1008, "vnc:data must carry one binary attachment"),
+            End::InputOverflow => (1008, "input arrives faster than the VNC server reads it"),
         }
     }
 
@@ -96,6 +121,9 @@ impl End {
             End::Idle => "idle_timeout",
             End::MaxDuration => "max_duration",
             End::Draining => "draining",
+            End::ContainerStopped => "container_stopped",
+            End::BadData => "protocol_error",
+            End::InputOverflow => "input_overflow",
         }
     }
 }
@@ -107,9 +135,7 @@ struct Shared<'a> {
     upstream: &'a TcpStream,
     limits: &'a Limits,
     metrics: &'a SessionMetrics,
-    started: Instant,
-    /// Milliseconds after `started` of the last relayed byte, for the idle timer.
-    last_activity_ms: AtomicU64,
+    activity: Activity,
     missed_pongs: AtomicU32,
     /// The latest Ping to answer, and the flag that tells the writer so.
     ping: Mutex<Option<PingPayload>>,
@@ -119,10 +145,45 @@ struct Shared<'a> {
     end: OnceLock<End>,
 }
 
+/// When a session last relayed a byte, for the idle timer; one relaxed store per
+/// message.
+pub struct Activity {
+    started: Instant,
+    /// Milliseconds after `started` of the last relayed byte.
+    last_ms: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Activity {
+        Activity {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Activity {
+    pub fn touch(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Resolves when nothing was relayed for `timeout`.
+    pub async fn idle(&self, timeout: Duration) {
+        loop {
+            let last = self.last_ms.load(Ordering::Relaxed);
+            let deadline = self.started + Duration::from_millis(last) + timeout;
+            if Instant::now() >= deadline {
+                return;
+            }
+            sleep_until(deadline).await;
+        }
+    }
+}
+
 impl Shared<'_> {
     fn touch(&self) {
-        let ms = self.started.elapsed().as_millis() as u64;
-        self.last_activity_ms.store(ms, Ordering::Relaxed);
+        self.activity.touch();
     }
 
     /// Records why the session ends (the first reason wins) and wakes the writer.
@@ -180,8 +241,7 @@ pub async fn relay(
         upstream: &upstream,
         limits,
         metrics,
-        started: Instant::now(),
-        last_activity_ms: AtomicU64::new(0),
+        activity: Activity::default(),
         missed_pongs: AtomicU32::new(0),
         ping: Mutex::new(None),
         pong_due: Signal::default(),
@@ -195,7 +255,7 @@ pub async fn relay(
         biased;
         v = stop.wait() => Stop::end_for(v),
         _ = sleep(limits.max_session_duration) => End::MaxDuration,
-        _ = idle(&shared) => End::Idle,
+        _ = shared.activity.idle(limits.idle_timeout) => End::Idle,
         e = &mut up => { up_done = true; e }
         e = &mut down => { down_done = true; e }
     };
@@ -209,18 +269,6 @@ pub async fn relay(
         let _ = tokio::time::timeout(CLOSE_GRACE, up).await;
     }
     end
-}
-
-/// Resolves when nothing was relayed for the idle timeout.
-async fn idle(shared: &Shared<'_>) {
-    loop {
-        let last = shared.last_activity_ms.load(Ordering::Relaxed);
-        let deadline = shared.started + Duration::from_millis(last) + shared.limits.idle_timeout;
-        if Instant::now() >= deadline {
-            return;
-        }
-        sleep_until(deadline).await;
-    }
 }
 
 /// Container → browser, plus every control frame. Ends by writing Close.

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use fred::clients::SubscriberClient;
 use fred::prelude::*;
+use fred::types::RespVersion;
 use vnc_shared::schema::{ContainerState, Keys, container_field};
 
 /// How long one Redis call may take before the session is refused with 503.
@@ -46,6 +48,21 @@ pub struct Lookup {
 pub struct Store {
     client: Client,
     keys: Keys,
+    /// Where the pub/sub clients connect too.
+    config: Config,
+}
+
+/// Timeouts and reconnect policy of every Redis client of the relay.
+fn builder(config: Config) -> Builder {
+    let mut builder = Builder::from_config(config);
+    builder
+        .with_connection_config(|c| {
+            c.connection_timeout = CONNECT_TIMEOUT;
+            c.internal_command_timeout = COMMAND_TIMEOUT;
+        })
+        .with_performance_config(|p| p.default_command_timeout = COMMAND_TIMEOUT)
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
+    builder
 }
 
 impl Store {
@@ -55,16 +72,23 @@ impl Store {
         let mut config = Config::from_url(url)?;
         // Refuse at once while disconnected instead of queueing: fail closed, fast.
         config.fail_fast = true;
-        let client = Builder::from_config(config)
-            .with_connection_config(|c| {
-                c.connection_timeout = CONNECT_TIMEOUT;
-                c.internal_command_timeout = COMMAND_TIMEOUT;
-            })
-            .with_performance_config(|p| p.default_command_timeout = COMMAND_TIMEOUT)
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-            .build()?;
+        let client = builder(config.clone()).build()?;
         client.connect();
-        Ok(Store { client, keys })
+        Ok(Store {
+            client,
+            keys,
+            config,
+        })
+    }
+
+    /// A new pub/sub client for the same server (not yet connected). `resp3` for the
+    /// socket.io adapter, which needs RESP3 push messages.
+    pub fn subscriber(&self, resp3: bool) -> Result<SubscriberClient, StoreError> {
+        let mut config = self.config.clone();
+        if resp3 {
+            config.version = RespVersion::RESP3;
+        }
+        Ok(builder(config).build_subscriber_client()?)
     }
 
     pub fn keys(&self) -> &Keys {

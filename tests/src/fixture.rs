@@ -46,6 +46,38 @@ impl Fixture {
             .collect()
     }
 
+    /// Bytes the fixture's flood has written so far (`--flood`).
+    pub fn flood_bytes(&self) -> Option<u64> {
+        self.events()
+            .iter()
+            .rev()
+            .find(|e| e["event"] == "flood_progress")
+            .and_then(|e| e["bytes"].as_u64())
+    }
+
+    /// Waits until the flood stops growing (its socket buffers are full: the reader
+    /// stopped reading), checks it stays stalled, and returns the bytes written.
+    pub async fn wait_flood_stalled(&self) -> u64 {
+        let stalled_at = eventually(
+            "the flood to stall",
+            std::time::Duration::from_secs(20),
+            || async {
+                let a = self.flood_bytes()?;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                let b = self.flood_bytes()?;
+                (a == b && a > 0).then_some(a)
+            },
+        )
+        .await;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        assert_eq!(
+            self.flood_bytes(),
+            Some(stalled_at),
+            "the fixture's writes must block"
+        );
+        stalled_at
+    }
+
     /// Waits until a log line satisfies `pred`; returns it.
     pub async fn wait_event(
         &self,

@@ -11,6 +11,7 @@ pub mod process;
 pub mod redis;
 pub mod relay;
 pub mod rfb;
+pub mod sio;
 pub mod stack;
 pub mod ws;
 

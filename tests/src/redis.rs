@@ -121,6 +121,27 @@ impl RedisServer {
             .expect("SET revoked");
     }
 
+    /// Publishes a room event the way control does.
+    pub async fn publish_room(&self, cid: &str, kind: &str) {
+        let event = serde_json::json!({ "type": kind, "cid": cid, "tenant": "t1", "at": 0 });
+        let _: i64 = self
+            .client
+            .publish(format!("vnc:room:{cid}"), event.to_string())
+            .await
+            .expect("PUBLISH");
+    }
+
+    /// Pub/sub channels with at least one subscriber, matching `pattern`.
+    pub async fn channels(&self, pattern: &str) -> Vec<String> {
+        let mut channels: Vec<String> = self
+            .client
+            .pubsub_channels(pattern)
+            .await
+            .expect("PUBSUB CHANNELS");
+        channels.sort();
+        channels
+    }
+
     /// Waits until a key exists (or panics).
     pub async fn wait_key(&self, key: &str) {
         eventually(key, crate::WAIT, || async {

@@ -82,6 +82,15 @@ impl RelayProcess {
         })
     }
 
+    /// Waits until `/readyz` says ready (Redis answered, socket.io started).
+    pub async fn wait_ready(&self) {
+        crate::process::eventually("relay ready", crate::WAIT, || async {
+            let (status, _) = crate::ws::http_get(self.admin, "/readyz").await.ok()?;
+            (status == 200).then_some(())
+        })
+        .await;
+    }
+
     /// Waits until one metric line reaches `value`. Sessions are counted when their task
     /// finishes, a moment after the browser has seen the close.
     pub async fn wait_metric(&self, series: &str, value: f64) {

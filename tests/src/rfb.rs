@@ -1,9 +1,11 @@
-//! A minimal RFB client speaking through the relay's WebSocket, as noVNC would.
+//! A minimal RFB client speaking through the relay, as noVNC would: over the raw
+//! WebSocket or over socket.io (`vnc:data`).
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::sio::{SioClient, SioEvent};
 use crate::ws::{Ws, connect_with};
 
 /// What ServerInit said.
@@ -32,8 +34,14 @@ impl Rect {
     }
 }
 
+/// How the client reaches the relay.
+pub enum Link {
+    Ws(Ws),
+    Sio(SioClient),
+}
+
 pub struct RfbClient {
-    pub ws: Ws,
+    pub link: Link,
     buf: Vec<u8>,
 }
 
@@ -48,28 +56,64 @@ impl RfbClient {
         headers: &[(&'static str, &str)],
     ) -> anyhow::Result<RfbClient> {
         Ok(RfbClient {
-            ws: connect_with(url, headers).await?,
+            link: Link::Ws(connect_with(url, headers).await?),
             buf: Vec::new(),
         })
     }
 
+    /// An RFB client over an admitted socket.io socket.
+    pub fn over_socketio(sio: SioClient) -> RfbClient {
+        RfbClient {
+            link: Link::Sio(sio),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The WebSocket, for a client connected with [`RfbClient::connect`].
+    pub fn ws(&mut self) -> &mut Ws {
+        match &mut self.link {
+            Link::Ws(ws) => ws,
+            Link::Sio(_) => panic!("this client speaks socket.io"),
+        }
+    }
+
+    /// The socket.io client, for one made with [`RfbClient::over_socketio`].
+    pub fn sio(&mut self) -> &mut SioClient {
+        match &mut self.link {
+            Link::Sio(sio) => sio,
+            Link::Ws(_) => panic!("this client speaks WebSocket"),
+        }
+    }
+
     async fn read_exact(&mut self, n: usize) -> anyhow::Result<Vec<u8>> {
         while self.buf.len() < n {
-            let msg = tokio::time::timeout(crate::WAIT, self.ws.next())
-                .await
-                .context("no RFB data in time")?
-                .context("connection ended")??;
-            match msg {
-                Message::Binary(b) => self.buf.extend_from_slice(&b),
-                Message::Close(f) => bail!("closed by relay: {f:?}"),
-                _ => {}
+            match &mut self.link {
+                Link::Ws(ws) => {
+                    let msg = tokio::time::timeout(crate::WAIT, ws.next())
+                        .await
+                        .context("no RFB data in time")?
+                        .context("connection ended")??;
+                    match msg {
+                        Message::Binary(b) => self.buf.extend_from_slice(&b),
+                        Message::Close(f) => bail!("closed by relay: {f:?}"),
+                        _ => {}
+                    }
+                }
+                Link::Sio(sio) => match sio.next().await? {
+                    SioEvent::Data(b) => self.buf.extend_from_slice(&b),
+                    SioEvent::Room(_) => {}
+                    other => bail!("socket.io: {other:?}"),
+                },
             }
         }
         Ok(self.buf.drain(..n).collect())
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
-        self.ws.send(Message::binary(bytes.to_vec())).await?;
+        match &mut self.link {
+            Link::Ws(ws) => ws.send(Message::binary(bytes.to_vec())).await?,
+            Link::Sio(sio) => sio.send(bytes).await?,
+        }
         Ok(())
     }
 

@@ -330,7 +330,7 @@ async fn upstream_closing_mid_session_closes_the_browser_with_1000() {
     )
     .await
     .unwrap();
-    let (code, reason) = expect_close(&mut rfb.ws, Duration::from_secs(5))
+    let (code, reason) = expect_close(rfb.ws(), Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(code, 1000, "{reason}");
@@ -367,7 +367,7 @@ async fn idle_sessions_end_with_4001_and_long_ones_with_4002() {
     let stack = Stack::start(&[], &["--idle-timeout", "1s"]).await.unwrap();
     let mut rfb = RfbClient::connect(&stack.url()).await.unwrap();
     rfb.handshake().await.unwrap();
-    let (code, _) = expect_close(&mut rfb.ws, Duration::from_secs(5))
+    let (code, _) = expect_close(rfb.ws(), Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(code, 4001);
@@ -423,7 +423,7 @@ async fn sigterm_drains_refuses_new_sessions_and_closes_live_ones_with_1001() {
     // keeps relaying until the deadline.
     assert!(TcpStream::connect(stack.relay.public).await.is_err());
     rfb.round_trip(W, H).await.unwrap();
-    let (code, _) = expect_close(&mut rfb.ws, Duration::from_secs(5))
+    let (code, _) = expect_close(rfb.ws(), Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(code, 1001);
@@ -451,28 +451,7 @@ async fn a_slow_browser_throttles_the_vnc_server_and_relay_memory_stays_bounded(
     slow.send(Message::binary(vec![1])).await.unwrap();
     slow.send(Message::binary(vec![1])).await.unwrap();
     // The fixture's flood stalls: its byte count stops growing (socket buffers full).
-    let fixture = &stack.fixture;
-    let progress = |fixture: &vnc_tests::fixture::Fixture| -> Option<u64> {
-        fixture
-            .events()
-            .iter()
-            .rev()
-            .find(|e| e["event"] == "flood_progress")
-            .and_then(|e| e["bytes"].as_u64())
-    };
-    let stalled_at = eventually("the flood to stall", Duration::from_secs(20), || async {
-        let a = progress(fixture)?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let b = progress(fixture)?;
-        (a == b && a > 0).then_some(a)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        progress(fixture),
-        Some(stalled_at),
-        "the fixture's writes must block"
-    );
+    let stalled_at = stack.fixture.wait_flood_stalled().await;
     // What is in flight lives in kernel socket buffers, not in the relay: its RSS grew
     // by far less than what the fixture pushed.
     let grown = stack.relay.proc.rss_kib().saturating_sub(rss_before);

@@ -33,13 +33,7 @@ mod extra {
     pub const ERROR: &str = "error";
 }
 
-/// Unix milliseconds now.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use vnc_shared::schema::now_ms;
 
 #[derive(Clone)]
 pub struct ContainerStore {

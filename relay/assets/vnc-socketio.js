@@ -1,0 +1,260 @@
+// vnc-socketio.js: a noVNC channel over the relay's socket.io endpoint.
+//
+//   import { connect } from "/static/vnc-socketio.js";
+//   const channel = await connect("https://relay.example.com", token, containerId);
+//   const rfb = new RFB(document.getElementById("screen"), channel);
+//
+// connect() resolves once the relay admitted the socket (namespace /vnc), and rejects
+// with the relay's reason (connect_error) otherwise. The channel has what noVNC 1.7
+// asks of a raw channel (send, close, binaryType, protocol, readyState, onopen,
+// onmessage, onclose, onerror). The relay's `vnc:end {code, reason}` and any
+// disconnect become onclose({code, reason, wasClean}).
+//
+// This speaks socket.io v5 over Engine.IO v4 on a WebSocket, the only transport the
+// relay accepts, so the page needs no socket.io client library: a handful of packet
+// types on one namespace is all the protocol this channel uses.
+
+const NAMESPACE = "/vnc";
+// Engine.IO packet types (first character of a text frame).
+const EIO_OPEN = "0";
+const EIO_CLOSE = "1";
+const EIO_PING = "2";
+const EIO_PONG = "3";
+const EIO_MESSAGE = "4";
+// socket.io packet types (second character).
+const SIO_CONNECT = "0";
+const SIO_DISCONNECT = "1";
+const SIO_EVENT = "2";
+const SIO_CONNECT_ERROR = "4";
+const SIO_BINARY_EVENT = "5";
+const DATA_HEADER = `${EIO_MESSAGE}${SIO_BINARY_EVENT}1-${NAMESPACE},["vnc:data",{"_placeholder":true,"num":0}]`;
+// Largest vnc:data payload the relay takes.
+const MAX_DATA_EVENT = 64 * 1024;
+
+function socketUrl(url, containerId) {
+    const u = new URL(url, globalThis.location ? globalThis.location.href : undefined);
+    u.protocol = u.protocol === "https:" || u.protocol === "wss:" ? "wss:" : "ws:";
+    u.pathname = "/socket.io/";
+    u.search = "";
+    u.searchParams.set("EIO", "4");
+    u.searchParams.set("transport", "websocket");
+    u.searchParams.set("containerId", containerId);
+    return u.toString();
+}
+
+// Splits "<type><rest>" of a socket.io packet on our namespace into [type, rest],
+// where rest is the text after "/vnc," (or after the attachment count for binary).
+function parsePacket(text) {
+    const type = text[0];
+    let rest = text.slice(1);
+    if (type === SIO_BINARY_EVENT) {
+        const dash = rest.indexOf("-");
+        rest = rest.slice(dash + 1);
+    }
+    if (!rest.startsWith(NAMESPACE)) {
+        return [type, null];
+    }
+    rest = rest.slice(NAMESPACE.length);
+    if (rest.startsWith(",")) {
+        rest = rest.slice(1);
+    }
+    return [type, rest];
+}
+
+class SocketIoChannel {
+    constructor(ws) {
+        this.binaryType = "arraybuffer";
+        this.protocol = "";
+        this.readyState = "connecting";
+        this.onopen = null;
+        this.onerror = null;
+        this.onclose = null;
+        this._ws = ws;
+        this._onmessage = null;
+        // Bytes that arrived before noVNC attached its handler, in order.
+        this._pending = [];
+        this._flushing = false;
+        this._expectBinary = null;
+        this._end = null;
+        this._onEvent = null;
+    }
+
+    get onmessage() {
+        return this._onmessage;
+    }
+
+    set onmessage(handler) {
+        this._onmessage = handler;
+        // noVNC attaches, then finishes its own set-up: deliver what's queued after that.
+        if (handler && this._pending.length && !this._flushing) {
+            this._flushing = true;
+            setTimeout(() => this._flush(), 0);
+        }
+    }
+
+    send(data) {
+        if (this.readyState !== "open") {
+            return;
+        }
+        // noVNC reuses its send buffer, so copy before the bytes leave this call.
+        let bytes;
+        if (data instanceof ArrayBuffer) {
+            bytes = new Uint8Array(data.slice(0));
+        } else if (ArrayBuffer.isView(data)) {
+            bytes = new Uint8Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength));
+        } else {
+            bytes = new TextEncoder().encode(String(data));
+        }
+        for (let at = 0; at < bytes.length; at += MAX_DATA_EVENT) {
+            this._ws.send(DATA_HEADER);
+            this._ws.send(bytes.subarray(at, at + MAX_DATA_EVENT));
+        }
+    }
+
+    close() {
+        if (this.readyState === "closed" || this.readyState === "closing") {
+            return;
+        }
+        this.readyState = "closing";
+        try {
+            this._ws.send(`${EIO_MESSAGE}${SIO_DISCONNECT}${NAMESPACE},`);
+        } catch (e) {
+            // The socket is already gone; onclose follows.
+        }
+        this._ws.close(1000);
+    }
+
+    // Room events (vnc:event) for pages that want them.
+    set onevent(handler) {
+        this._onEvent = handler;
+    }
+
+    get onevent() {
+        return this._onEvent;
+    }
+
+    _flush() {
+        this._flushing = false;
+        const pending = this._pending;
+        this._pending = [];
+        for (const data of pending) {
+            this._deliver(data);
+        }
+    }
+
+    _deliver(data) {
+        if (this._onmessage && !this._pending.length && !this._flushing) {
+            this._onmessage({ data });
+        } else {
+            this._pending.push(data);
+        }
+    }
+
+    _finish(code, reason) {
+        if (this.readyState === "closed") {
+            return;
+        }
+        this.readyState = "closed";
+        const end = this._end || { code, reason };
+        if (this.onclose) {
+            this.onclose({ code: end.code, reason: end.reason, wasClean: end.code === 1000 });
+        }
+    }
+}
+
+/**
+ * Opens a socket.io connection to the relay at `url` (http(s) or ws(s) origin of the
+ * relay) for container `containerId` with VNC token `token`; resolves to a noVNC
+ * channel, rejects with an Error carrying the relay's reason.
+ */
+export function connect(url, token, containerId) {
+    return new Promise((resolve, reject) => {
+        const ws = new WebSocket(socketUrl(url, containerId));
+        ws.binaryType = "arraybuffer";
+        const channel = new SocketIoChannel(ws);
+        let settled = false;
+        const fail = (message) => {
+            if (!settled) {
+                settled = true;
+                reject(new Error(message));
+            }
+        };
+
+        ws.onmessage = (e) => {
+            if (typeof e.data !== "string") {
+                if (channel._expectBinary === "vnc:data") {
+                    channel._expectBinary = null;
+                    channel._deliver(e.data);
+                }
+                return;
+            }
+            const text = e.data;
+            switch (text[0]) {
+                case EIO_OPEN:
+                    ws.send(`${EIO_MESSAGE}${SIO_CONNECT}${NAMESPACE},${JSON.stringify({ token })}`);
+                    return;
+                case EIO_PING:
+                    ws.send(EIO_PONG);
+                    return;
+                case EIO_CLOSE:
+                    ws.close();
+                    return;
+                case EIO_MESSAGE:
+                    break;
+                default:
+                    return;
+            }
+            const [type, rest] = parsePacket(text.slice(1));
+            if (rest === null) {
+                return;
+            }
+            switch (type) {
+                case SIO_CONNECT:
+                    channel.readyState = "open";
+                    settled = true;
+                    resolve(channel);
+                    return;
+                case SIO_CONNECT_ERROR: {
+                    let message = "connection refused";
+                    try {
+                        message = JSON.parse(rest).message || message;
+                    } catch (err) {
+                        // keep the generic message
+                    }
+                    fail(message);
+                    ws.close();
+                    return;
+                }
+                case SIO_BINARY_EVENT: {
+                    const [name] = JSON.parse(rest);
+                    channel._expectBinary = name;
+                    return;
+                }
+                case SIO_EVENT: {
+                    const [name, payload] = JSON.parse(rest);
+                    if (name === "vnc:end") {
+                        channel._end = { code: payload.code, reason: payload.reason };
+                    } else if (name === "vnc:event" && channel._onEvent) {
+                        channel._onEvent(payload);
+                    }
+                    return;
+                }
+                case SIO_DISCONNECT:
+                    ws.close(1000);
+                    return;
+                default:
+                    return;
+            }
+        };
+        ws.onerror = () => {
+            fail("could not reach the relay's socket.io endpoint");
+            if (channel.onerror) {
+                channel.onerror(new Event("error"));
+            }
+        };
+        ws.onclose = (e) => {
+            fail(`connection closed (${e.code}${e.reason ? ": " + e.reason : ""})`);
+            channel._finish(e.code || 1006, e.reason || "connection lost");
+        };
+    });
+}

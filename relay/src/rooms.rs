@@ -1,0 +1,93 @@
+//! The room feed: this node subscribes to `{prefix}room:{cid}` while it holds at least
+//! one session of container `cid`, and hands every event published there (by control:
+//! `container.stopping`, `container.stopped`, ...) to that room's viewers: socket.io
+//! viewers get it as `vnc:event`; every session of the room ends with 4004 on
+//! `container.stopped` (raw WebSocket viewers can't receive events, only close codes).
+
+use std::sync::{Arc, OnceLock};
+
+use fred::clients::SubscriberClient;
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::types::Message;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use vnc_shared::schema::Keys;
+
+use crate::live::{Live, RoomChange};
+use crate::session::Stop;
+use crate::socketio::{self, Io};
+
+/// Runs until the relay drops its end of `changes`.
+pub async fn feed(
+    subscriber: SubscriberClient,
+    keys: Keys,
+    live: Arc<Live>,
+    mut changes: mpsc::UnboundedReceiver<RoomChange>,
+    io: Arc<OnceLock<Io>>,
+) {
+    let mut messages = subscriber.message_rx();
+    let mut reconnects = subscriber.reconnect_rx();
+    let prefix = keys.room_channel("");
+    subscriber.connect();
+    loop {
+        tokio::select! {
+            change = changes.recv() => match change {
+                Some(RoomChange::Joined(cid)) => {
+                    subscribe(&subscriber, &keys, &cid).await;
+                }
+                Some(RoomChange::Left(cid)) => {
+                    if let Err(e) = subscriber.unsubscribe(keys.room_channel(&cid)).await {
+                        tracing::debug!(container.id = %cid, error = %e, "room unsubscribe failed");
+                    }
+                }
+                None => break,
+            },
+            // A new connection has no subscriptions: take every room this node holds
+            // again (also those whose subscribe failed while Redis was away).
+            r = reconnects.recv() => match r {
+                Ok(_) | Err(RecvError::Lagged(_)) => {
+                    for cid in live.rooms() {
+                        subscribe(&subscriber, &keys, &cid).await;
+                    }
+                }
+                Err(RecvError::Closed) => break,
+            },
+            m = messages.recv() => match m {
+                Ok(m) => deliver(&live, &io, &prefix, m).await,
+                Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "room feed lagged"),
+                Err(RecvError::Closed) => break,
+            },
+        }
+    }
+    let _ = subscriber.quit().await;
+}
+
+async fn subscribe(subscriber: &SubscriberClient, keys: &Keys, cid: &str) {
+    if let Err(e) = subscriber.subscribe(keys.room_channel(cid)).await {
+        // Retried on the next reconnect.
+        tracing::warn!(container.id = %cid, error = %e, "room subscribe failed");
+    }
+}
+
+/// Hands one room event to the room's viewers on this node.
+async fn deliver(live: &Live, io: &OnceLock<Io>, prefix: &str, m: Message) {
+    let Some(cid) = m.channel.strip_prefix(prefix) else {
+        return;
+    };
+    let Some(event) = m
+        .value
+        .as_str()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .filter(|e| e.get("type").is_some_and(|t| t.is_string()))
+    else {
+        tracing::warn!(container.id = %cid, "ignoring a room event that isn't JSON with a type");
+        return;
+    };
+    if let Some(io) = io.get() {
+        socketio::room_event(io, cid, &event).await;
+    }
+    if event["type"] == "container.stopped" {
+        let ended = live.stop_room(cid, Stop::ContainerStopped);
+        tracing::info!(container.id = %cid, sessions = ended, "container stopped: ending its sessions");
+    }
+}

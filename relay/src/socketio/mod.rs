@@ -1,0 +1,333 @@
+//! The socket.io endpoint: namespace `/vnc` on the public listener beside the raw
+//! WebSocket routes, socket.io v5 over Engine.IO v4, websocket transport only.
+//!
+//! A socket is admitted by the same checks as a raw WebSocket (token from the
+//! handshake's `auth.token` or `?token=`, `containerId` from the query, revocation,
+//! container record, upstream connect); a refusal reaches the client as `connect_error`
+//! with the reason. An admitted socket joins room `container:{cid}`; the Redis adapter
+//! makes room broadcasts reach viewers on every relay node.
+//!
+//! Events: `vnc:data` both ways (one binary attachment of raw RFB bytes, at most
+//! [`MAX_DATA_EVENT`]), `vnc:event` room events to the client, `vnc:end {code, reason}`
+//! before the relay disconnects.
+
+mod session;
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use serde_json::json;
+use socketioxide::adapter::Emitter;
+use socketioxide::extract::{SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::handler::message::FromMessage;
+use socketioxide::layer::SocketIoLayer;
+use socketioxide::socket::{DisconnectReason, Socket};
+use socketioxide::{ParserConfig, SocketIo, TransportType};
+use socketioxide_core::Value;
+use socketioxide_redis::{FredAdapter, RedisAdapterConfig, RedisAdapterCtr};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tracing::Instrument;
+use vnc_shared::token::VncClaims;
+
+use crate::auth;
+use crate::metrics::SessionMetrics;
+use crate::reject::Reject;
+use crate::server::{Admitted, Relay};
+use crate::session::{End, Stop};
+use crate::signal::Signal;
+
+pub type Adapter = FredAdapter<Emitter>;
+pub type Io = SocketIo<Adapter>;
+pub type Layer = SocketIoLayer<Adapter>;
+
+pub const NAMESPACE: &str = "/vnc";
+/// Largest `vnc:data` payload either way; bigger reads are split, bigger events from a
+/// browser close its connection.
+pub const MAX_DATA_EVENT: usize = 64 * 1024;
+/// Engine.IO packets queued per socket before the relay stops reading from the VNC
+/// server (at most this many `vnc:data` events of [`MAX_DATA_EVENT`] in memory).
+const SOCKET_BUFFER: usize = 16;
+/// `vnc:data` events from the browser queued for the VNC server; more means the
+/// browser outruns the server and the session ends.
+const INPUT_QUEUE: usize = 16;
+/// Pause before retrying to start socket.io when Redis doesn't answer.
+const START_RETRY: Duration = Duration::from_secs(1);
+
+/// A socket.io request for a transport other than websocket gets a 400 that says what
+/// to do (Engine.IO's own answer is a bare "Bad request").
+pub fn refuse_transport<B>(req: &http::Request<B>) -> Option<http::Response<Full<Bytes>>> {
+    if !req.uri().path().starts_with("/socket.io/") {
+        return None;
+    }
+    let transport = auth::query_param(req.uri().query(), "transport");
+    (transport.as_deref() != Some("websocket")).then(|| {
+        Reject::BadRequest(
+            "this relay accepts the socket.io websocket transport only: connect with transports: [\"websocket\"]",
+        )
+        .into_response()
+    })
+}
+
+/// The socket.io room of a container's viewers.
+pub fn room(cid: &str) -> String {
+    format!("container:{cid}")
+}
+
+/// Starts socket.io once Redis answers (the adapter subscribes at start), retrying
+/// until it does. Until then `/socket.io/` answers 503.
+pub async fn start(relay: Arc<Relay>) {
+    loop {
+        match build(&relay).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "socket.io not started yet; retrying");
+                tokio::time::sleep(START_RETRY).await;
+            }
+        }
+    }
+}
+
+async fn build(relay: &Arc<Relay>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let subscriber = relay.store.subscriber(true)?;
+    let config = RedisAdapterConfig::new()
+        .with_prefix(format!("{}socket.io", relay.config.redis_prefix))
+        .with_request_timeout(crate::store::COMMAND_TIMEOUT);
+    let adapter = RedisAdapterCtr::new_with_fred_config(subscriber, config).await?;
+    let limits = &relay.config.limits;
+    // Room for the Engine.IO and socket.io framing around one full `vnc:data` event.
+    let max_message = MAX_DATA_EVENT + 1024;
+    let (layer, io) = SocketIo::builder()
+        .transports([TransportType::Websocket])
+        .ping_interval(limits.ping_interval)
+        .ping_timeout(limits.ping_interval * limits.max_missed_pongs)
+        .connect_timeout(limits.handshake_timeout)
+        .max_buffer_size(SOCKET_BUFFER)
+        .max_payload(max_message as u64)
+        .ws_max_message_size(max_message)
+        .ws_max_frame_size(max_message)
+        .with_parser(
+            ParserConfig::common()
+                .max_incoming_binaries(1)
+                .max_incoming_binary_buf_size(MAX_DATA_EVENT),
+        )
+        .with_adapter::<Adapter>(adapter)
+        .build_layer();
+    let weak = Arc::downgrade(relay);
+    let admit = {
+        let weak = weak.clone();
+        async move |s: SocketRef<Adapter>, TryData(auth): TryData<serde_json::Value>| {
+            let relay = weak.upgrade().ok_or(Reject::Draining)?;
+            authorize(&relay, &s, auth.ok()).await.inspect_err(|e| {
+                e.count();
+                tracing::debug!(reason = %e, "socket.io connect refused");
+            })
+        }
+    };
+    let connected = async move |s: SocketRef<Adapter>| on_connect(weak, s);
+    io.ns(NAMESPACE, connected.with(admit)).await?;
+    let _ = relay.io.set(io);
+    let _ = relay.socketio.set(layer);
+    tracing::info!("socket.io ready");
+    Ok(())
+}
+
+/// What an admitted socket carries from the middleware to the connect handler.
+struct Pending {
+    admitted: Admitted,
+    permit: OwnedSemaphorePermit,
+    stop: Arc<Signal>,
+    input: mpsc::Receiver<Bytes>,
+}
+
+/// Socket extension: the admitted session until the connect handler takes it.
+#[derive(Clone)]
+struct PendingSlot(Arc<Mutex<Option<Pending>>>);
+
+/// Socket extension: where the browser's `vnc:data` goes, and the session's stop signal.
+#[derive(Clone)]
+struct Uplink {
+    input: mpsc::Sender<Bytes>,
+    stop: Arc<Signal>,
+}
+
+/// The connect middleware: every check a raw WebSocket passes, in the same order.
+async fn authorize(
+    relay: &Relay,
+    s: &SocketRef<Adapter>,
+    auth: Option<serde_json::Value>,
+) -> Result<(), Reject> {
+    if relay.draining.is_cancelled() {
+        return Err(Reject::Draining);
+    }
+    let permit = relay.sessions.clone().try_acquire_owned();
+    let permit = permit.map_err(|_| Reject::AtCapacity)?;
+    let req = s.req_parts();
+    auth::check_origin(&relay.config.allowed_origins, &req.headers)?;
+    let query = req.uri.query();
+    let token = auth
+        .as_ref()
+        .and_then(|a| a.get("token"))
+        .and_then(|t| t.as_str())
+        .map(str::to_owned)
+        .or_else(|| auth::token_from(query, &req.headers))
+        .ok_or(Reject::NoToken)?;
+    let cid = auth::query_param(query, "containerId")
+        .ok_or(Reject::BadRequest("containerId missing from the query"))?;
+    let admitted = relay.admit(&token, Some(&cid)).await?;
+    // Handlers go in before socketioxide acknowledges the connect (it runs the connect
+    // handler only afterwards, in a task of its own): the client may send at once.
+    let stop = Arc::new(Signal::default());
+    let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
+    s.extensions.insert(Uplink {
+        input,
+        stop: stop.clone(),
+    });
+    // The work happens in the extractor, which socketioxide runs in arrival order;
+    // handlers themselves run as separate tasks, in no particular order.
+    s.on("vnc:data", async |_: DataEvent| {});
+    s.on_disconnect({
+        let stop = stop.clone();
+        async move |reason: DisconnectReason| {
+            stop.set(match reason {
+                DisconnectReason::HeartbeatTimeout => Stop::PingTimeout,
+                _ => Stop::ClientGone,
+            } as u8)
+        }
+    });
+    let pending = Pending {
+        admitted,
+        permit,
+        stop,
+        input: input_rx,
+    };
+    s.extensions
+        .insert(PendingSlot(Arc::new(Mutex::new(Some(pending)))));
+    Ok(())
+}
+
+fn on_connect(relay: Weak<Relay>, s: SocketRef<Adapter>) {
+    let pending = s
+        .extensions
+        .remove::<PendingSlot>()
+        .and_then(|slot| slot.0.lock().ok()?.take());
+    let (Some(relay), Some(pending)) = (relay.upgrade(), pending) else {
+        let _ = s.disconnect();
+        return;
+    };
+    let claims = &pending.admitted.claims;
+    s.join(room(&claims.cid));
+    let span = tracing::info_span!(
+        "session",
+        session.id = %s.id,
+        container.id = %claims.cid,
+        user.id = %claims.sub,
+        scope = claims.scope.as_str(),
+        transport = "socketio",
+    );
+    let tracker = relay.tracker.clone();
+    tracker.spawn(run_session(relay, s, pending).instrument(span));
+}
+
+async fn run_session(relay: Arc<Relay>, s: SocketRef<Adapter>, pending: Pending) {
+    let Pending {
+        admitted,
+        permit,
+        stop,
+        input,
+    } = pending;
+    let _permit = permit;
+    let claims = admitted.claims;
+    let _live = relay.live.register(&claims.cid, stop.clone());
+    tracing::info!("session started");
+    announce(&relay, &claims, "viewer.joined", "socketio");
+    let started = std::time::Instant::now();
+    let metrics = SessionMetrics::start("socketio");
+    let end = session::relay(
+        &s,
+        admitted.upstream,
+        input,
+        &relay.config.limits,
+        &stop,
+        &metrics,
+    )
+    .await;
+    let lasted = started.elapsed();
+    metrics.finish(end.outcome(), lasted);
+    announce(&relay, &claims, "viewer.left", "socketio");
+    tracing::info!(
+        outcome = end.outcome(),
+        close.code = end.close().0,
+        ?lasted,
+        "session ended"
+    );
+    if end != End::ClientGone && s.connected() {
+        let (code, reason) = end.close();
+        session::emit_within(&s, "vnc:end", &json!({ "code": code, "reason": reason })).await;
+        let _ = s.disconnect();
+    }
+}
+
+/// Tells the room's viewers on every node that a viewer came or went (`vnc:event`).
+pub fn announce(relay: &Relay, claims: &VncClaims, kind: &'static str, transport: &str) {
+    let Some(ns) = relay.io.get().and_then(|io| io.of(NAMESPACE)) else {
+        return;
+    };
+    let event = json!({
+        "type": kind,
+        "cid": claims.cid,
+        "sub": claims.sub,
+        "scope": claims.scope.as_str(),
+        "transport": transport,
+        "at": vnc_shared::schema::now_ms(),
+    });
+    let room = room(&claims.cid);
+    tokio::spawn(async move {
+        if let Err(e) = ns.to(room).emit("vnc:event", &event).await {
+            tracing::debug!(error = %e, "room announcement failed");
+        }
+    });
+}
+
+/// Hands a room event (from the room channel) to the room's socket.io viewers on this
+/// node; each node delivers to its own viewers.
+pub async fn room_event(io: &Io, cid: &str, event: &serde_json::Value) {
+    if let Some(ns) = io.of(NAMESPACE)
+        && let Err(e) = ns.local().to(room(cid)).emit("vnc:event", event).await
+    {
+        tracing::debug!(container.id = %cid, error = %e, "room event not delivered");
+    }
+}
+
+/// Extractor of `vnc:data` that queues the bytes for the VNC server as it runs, in
+/// arrival order. Anything but exactly one binary attachment ends the session (1008):
+/// RFB bytes as JSON arrays of numbers are refused, not guessed at.
+struct DataEvent;
+
+#[derive(Debug, thiserror::Error)]
+#[error("vnc:data on a socket without a session")]
+struct NoSession;
+
+impl FromMessage<Adapter> for DataEvent {
+    type Error = NoSession;
+
+    fn from_message(
+        s: Arc<Socket<Adapter>>,
+        v: Value,
+        _ack: Option<i64>,
+    ) -> Result<Self, Self::Error> {
+        let uplink = s.extensions.get::<Uplink>().ok_or(NoSession)?;
+        match v {
+            Value::Str(_, Some(mut bins)) if bins.len() == 1 => {
+                let data = bins.pop_front().unwrap_or_default();
+                if let Err(mpsc::error::TrySendError::Full(_)) = uplink.input.try_send(data) {
+                    uplink.stop.set(Stop::InputOverflow as u8);
+                }
+            }
+            _ => uplink.stop.set(Stop::BadData as u8),
+        }
+        Ok(DataEvent)
+    }
+}

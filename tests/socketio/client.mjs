@@ -1,0 +1,80 @@
+// A socket.io viewer for the end-to-end tests, with the official socket.io client.
+//
+//   node client.mjs '{"url":"http://127.0.0.1:6080","token":"...","containerId":"c1"}'
+//
+// Options: url, token, containerId, tokenIn ("auth" (default) or "query"),
+// transports (default ["websocket"]).
+//
+// Prints one JSON object per line for everything that happens:
+//   {"ev":"connect"} {"ev":"connect_error","message":...} {"ev":"data","b64":...}
+//   {"ev":"vnc:event","payload":...} {"ev":"vnc:end","payload":...}
+//   {"ev":"disconnect","reason":...}
+// Reads one JSON command per line:
+//   {"cmd":"send","b64":...}        vnc:data with the bytes as one binary attachment
+//   {"cmd":"send_array","b64":...}  vnc:data with the bytes as an array of numbers
+//   {"cmd":"pause"} / {"cmd":"resume"}  stop / start reading the TCP socket
+//   {"cmd":"close"}
+import { createInterface } from "node:readline";
+import { io } from "socket.io-client";
+
+const opts = JSON.parse(process.argv[2]);
+const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+
+const query = {};
+if (opts.containerId !== undefined) {
+    query.containerId = opts.containerId;
+}
+const auth = {};
+if (opts.token !== undefined) {
+    if (opts.tokenIn === "query") {
+        query.token = opts.token;
+    } else {
+        auth.token = opts.token;
+    }
+}
+
+const socket = io(`${opts.url}/vnc`, {
+    transports: opts.transports || ["websocket"],
+    query,
+    auth,
+    reconnection: false,
+    timeout: 10000,
+});
+
+socket.on("connect", () => out({ ev: "connect" }));
+socket.on("connect_error", (err) => {
+    out({ ev: "connect_error", message: err.message, description: String(err.description ?? "") });
+});
+socket.on("vnc:data", (data) => out({ ev: "data", b64: Buffer.from(data).toString("base64") }));
+socket.on("vnc:event", (payload) => out({ ev: "vnc:event", payload }));
+socket.on("vnc:end", (payload) => out({ ev: "vnc:end", payload }));
+socket.on("disconnect", (reason) => out({ ev: "disconnect", reason }));
+
+// The ws library's net.Socket under the engine's websocket transport.
+const tcp = () => socket.io.engine?.transport?.ws?._socket;
+
+const lines = createInterface({ input: process.stdin });
+lines.on("line", (line) => {
+    const c = JSON.parse(line);
+    switch (c.cmd) {
+        case "send":
+            socket.emit("vnc:data", Buffer.from(c.b64, "base64"));
+            break;
+        case "send_array":
+            socket.emit("vnc:data", [...Buffer.from(c.b64, "base64")]);
+            break;
+        case "pause":
+            tcp()?.pause();
+            break;
+        case "resume":
+            tcp()?.resume();
+            break;
+        case "close":
+            socket.close();
+            break;
+    }
+});
+lines.on("close", () => {
+    socket.close();
+    process.exit(0);
+});

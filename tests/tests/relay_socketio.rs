@@ -1,0 +1,440 @@
+//! The socket.io path end to end, with the official npm `socket.io-client` run by
+//! node against the real vnc-relay binary, redis-server and the RFB fixture; room
+//! events across two relay nodes sharing one Redis.
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use serde_json::json;
+use vnc_shared::token::Scope;
+use vnc_tests::fixture::Fixture;
+use vnc_tests::process::eventually;
+use vnc_tests::relay::RelayProcess;
+use vnc_tests::rfb::RfbClient;
+use vnc_tests::sio::{SioClient, SioEvent, socketio_client_available};
+use vnc_tests::stack::Stack;
+use vnc_tests::ws::{expect_close, http_get};
+
+const W: u16 = 64;
+const H: u16 = 48;
+
+/// The usual stack, ready for socket.io (its Redis adapter started).
+async fn stack(relay_args: &[&str]) -> Stack {
+    let stack = Stack::start(&[], relay_args).await.unwrap();
+    stack.relay.wait_ready().await;
+    stack
+}
+
+async fn viewer(relay: &RelayProcess, token: &str, cid: &str) -> RfbClient {
+    let sio = SioClient::connect(relay.public, token, cid).await.unwrap();
+    RfbClient::over_socketio(sio)
+}
+
+#[tokio::test]
+async fn a_socketio_viewer_completes_the_rfb_handshake_and_relays_both_ways() {
+    if !socketio_client_available() {
+        return;
+    }
+    let stack = stack(&[]).await;
+    let token = stack.keys.token("c1", Scope::Control);
+    let mut rfb = viewer(&stack.relay, &token, "c1").await;
+    let init = rfb.handshake().await.unwrap();
+    assert_eq!((init.width, init.height), (W, H));
+    let rects = rfb.round_trip(W, H).await.unwrap();
+    assert_eq!(rects[0].rgb(5, 5), (255, 0, 0));
+
+    // Browser → server through vnc:data: the fixture logs the key.
+    rfb.key(true, 0x62).await.unwrap();
+    stack
+        .fixture
+        .wait_event("KeyEvent", |e| {
+            e["msg"] == "KeyEvent" && e["keysym"] == 0x62
+        })
+        .await;
+    assert_eq!(
+        stack
+            .relay
+            .metric("vnc_relay_sessions_active{transport=\"socketio\"}")
+            .await,
+        Some(1.0)
+    );
+
+    // The token may also come from the query.
+    let mut by_query = SioClient::start(
+        stack.relay.public,
+        json!({ "token": token, "tokenIn": "query", "containerId": "c1" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_query.next().await.unwrap(), SioEvent::Connect);
+
+    // Closing the socket ends the session.
+    rfb.sio().command(json!({ "cmd": "close" })).await.unwrap();
+    by_query.command(json!({ "cmd": "close" })).await.unwrap();
+    stack
+        .relay
+        .wait_metric(
+            "vnc_relay_sessions_total{transport=\"socketio\",outcome=\"client_gone\"}",
+            2.0,
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn each_refusal_reaches_the_client_as_connect_error() {
+    if !socketio_client_available() {
+        return;
+    }
+    let stack = stack(&[]).await;
+    stack
+        .redis
+        .put_container("c2", "t1", "running", stack.fixture.port())
+        .await;
+    let mut canary = viewer(&stack.relay, &stack.keys.token("c1", Scope::Control), "c1").await;
+    canary.handshake().await.unwrap();
+
+    let keys = &stack.keys;
+    let mut expired = vnc_tests::keys::TestKeys::claims("c1");
+    expired["exp"] = json!(expired["iat"].as_u64().unwrap() - 120);
+    let revoked_claims = vnc_tests::keys::TestKeys::claims("c1");
+    stack
+        .redis
+        .revoke(revoked_claims["jti"].as_str().unwrap())
+        .await;
+    let cases = [
+        (json!({ "containerId": "c1" }), "no token"),
+        (
+            json!({ "token": "not.a.jwt", "containerId": "c1" }),
+            "token",
+        ),
+        (
+            json!({ "token": keys.sign(&expired), "containerId": "c1" }),
+            "expired",
+        ),
+        (
+            json!({ "token": keys.token("c1", Scope::Control), "containerId": "c2" }),
+            "not valid for this container",
+        ),
+        (
+            json!({ "token": keys.token("c1", Scope::Control) }),
+            "containerid",
+        ),
+        (
+            json!({ "token": keys.sign(&revoked_claims), "containerId": "c1" }),
+            "revoked",
+        ),
+        (
+            json!({ "token": keys.token("nope", Scope::Control), "containerId": "nope" }),
+            "unknown container",
+        ),
+    ];
+    for (options, expected) in cases {
+        let mut client = SioClient::start(stack.relay.public, options.clone())
+            .await
+            .unwrap();
+        match client.next().await.unwrap() {
+            SioEvent::ConnectError(message) => assert!(
+                message.to_lowercase().contains(expected),
+                "{options}: {message:?} should mention {expected:?}"
+            ),
+            other => panic!("{options}: expected connect_error, got {other:?}"),
+        }
+    }
+    // None of that harmed the live session.
+    canary.round_trip(W, H).await.unwrap();
+    assert_eq!(
+        stack
+            .relay
+            .metric("vnc_relay_auth_failures_total{reason=\"revoked\"}")
+            .await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn the_polling_transport_is_refused_with_a_clear_error() {
+    if !socketio_client_available() {
+        return;
+    }
+    let stack = stack(&[]).await;
+    let token = stack.keys.token("c1", Scope::Control);
+    let mut client = SioClient::start(
+        stack.relay.public,
+        json!({ "token": token, "containerId": "c1", "transports": ["polling"] }),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(client.next().await.unwrap(), SioEvent::ConnectError(_)),
+        "polling must not connect"
+    );
+    // What the polling request itself is told.
+    let (status, body) = http_get(stack.relay.public, "/socket.io/?EIO=4&transport=polling")
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("websocket"), "{body}");
+}
+
+#[tokio::test]
+async fn vnc_data_must_be_binary_and_idle_sessions_end_with_4001() {
+    if !socketio_client_available() {
+        return;
+    }
+    let stack = stack(&["--idle-timeout", "2s"]).await;
+    let token = stack.keys.token("c1", Scope::Control);
+    let mut numbers = SioClient::connect(stack.relay.public, &token, "c1")
+        .await
+        .unwrap();
+    numbers
+        .command(json!({ "cmd": "send_array", "b64": "UkZCIDAwMy4wMDgK" }))
+        .await
+        .unwrap();
+    let (code, reason) = numbers.expect_end().await.unwrap();
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("binary"), "{reason}");
+
+    let mut idle = SioClient::connect(stack.relay.public, &token, "c1")
+        .await
+        .unwrap();
+    assert_eq!(idle.expect_end().await.unwrap().0, 4001);
+    let reason = idle
+        .expect("disconnect", |e| match e {
+            SioEvent::Disconnect(reason) => Some(reason.clone()),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(reason, "io server disconnect");
+}
+
+#[tokio::test]
+async fn sigterm_drains_socketio_sessions_with_1001() {
+    if !socketio_client_available() {
+        return;
+    }
+    let stack = stack(&["--drain-timeout", "1s"]).await;
+    let mut rfb = viewer(&stack.relay, &stack.keys.token("c1", Scope::Control), "c1").await;
+    rfb.handshake().await.unwrap();
+    stack.relay.proc.signal("TERM");
+    assert_eq!(rfb.sio().expect_end().await.unwrap().0, 1001);
+}
+
+#[tokio::test]
+async fn a_slow_socketio_viewer_throttles_the_vnc_server_without_losing_bytes() {
+    if !socketio_client_available() {
+        return;
+    }
+    let stack = Stack::start(&["--flood", "--width", "512", "--height", "512"], &[])
+        .await
+        .unwrap();
+    stack.relay.wait_ready().await;
+    let rss_before = stack.relay.proc.rss_kib();
+    let token = stack.keys.token("c1", Scope::Control);
+    let mut slow = SioClient::connect(stack.relay.public, &token, "c1")
+        .await
+        .unwrap();
+    // Handshake bytes, then stop reading the TCP socket.
+    slow.send(b"RFB 003.008\n").await.unwrap();
+    slow.send(&[1]).await.unwrap();
+    slow.send(&[1]).await.unwrap();
+    slow.command(json!({ "cmd": "pause" })).await.unwrap();
+    let stalled_at = stack.fixture.wait_flood_stalled().await;
+    let grown = stack.relay.proc.rss_kib().saturating_sub(rss_before);
+    assert!(
+        grown < 8 * 1024,
+        "relay RSS grew {grown} KiB while {stalled_at} bytes were pushed"
+    );
+    // Nothing was dropped: once the viewer reads again, every byte the relay took
+    // from the fixture arrives (the session is still live and flowing).
+    slow.command(json!({ "cmd": "resume" })).await.unwrap();
+    let mut got = 0u64;
+    while got < stalled_at / 2 {
+        if let SioEvent::Data(d) = slow.next().await.unwrap() {
+            got += d.len() as u64;
+        }
+    }
+    assert_eq!(
+        stack
+            .relay
+            .metric("vnc_relay_sessions_active{transport=\"socketio\"}")
+            .await,
+        Some(1.0)
+    );
+}
+
+/// Two relay nodes on one Redis: room events reach the room's viewers on both, on
+/// both transports; stopping the container ends every one of its sessions.
+#[tokio::test]
+async fn room_events_reach_viewers_on_every_node_and_a_stop_ends_all_sessions() {
+    if !socketio_client_available() {
+        return;
+    }
+    let stack = stack(&[]).await;
+    let other = Fixture::start(&[]).await.unwrap();
+    stack
+        .redis
+        .put_container("c2", "t1", "running", other.port())
+        .await;
+    let node_b = RelayProcess::start(&stack.redis.url(), &stack.keys.public, &[])
+        .await
+        .unwrap();
+    node_b.wait_ready().await;
+    let token = |cid: &str| stack.keys.token(cid, Scope::Control);
+
+    let mut sio_a = viewer(&stack.relay, &token("c1"), "c1").await;
+    sio_a.handshake().await.unwrap();
+    let mut sio_b = viewer(&node_b, &token("c1"), "c1").await;
+    sio_b.handshake().await.unwrap();
+    // A viewer joining on B is announced to the room on A too (the Redis adapter).
+    let joined = sio_a
+        .sio()
+        .expect_room_event("viewer.joined")
+        .await
+        .unwrap();
+    assert_eq!(joined["transport"], "socketio");
+    let mut raw_a = RfbClient::connect(&stack.relay.ws_url(&token("c1")))
+        .await
+        .unwrap();
+    raw_a.handshake().await.unwrap();
+    let mut raw_b = RfbClient::connect(&node_b.ws_url(&token("c1")))
+        .await
+        .unwrap();
+    raw_b.handshake().await.unwrap();
+    let mut bystander = viewer(&node_b, &token("c2"), "c2").await;
+    bystander.handshake().await.unwrap();
+    // Both nodes hold c1 sessions, so both subscribe to its room channel.
+    eventually("both nodes on the c1 room", vnc_tests::WAIT, || async {
+        let n: Vec<String> = stack.redis.channels("vnc:room:c1").await;
+        (!n.is_empty()).then_some(())
+    })
+    .await;
+
+    // Published once, received by the c1 viewers of both nodes, not by c2's.
+    stack.redis.publish_room("c1", "container.stopping").await;
+    for v in [&mut sio_a, &mut sio_b] {
+        let e = v
+            .sio()
+            .expect_room_event("container.stopping")
+            .await
+            .unwrap();
+        assert_eq!(e["cid"], "c1");
+    }
+    stack.redis.publish_room("c2", "container.stopping").await;
+    let first = bystander
+        .sio()
+        .expect("a room event", |e| match e {
+            SioEvent::Room(p)
+                if p["type"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("container.")) =>
+            {
+                Some(p.clone())
+            }
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        first["cid"], "c2",
+        "a c1 event reached a c2 viewer: {first}"
+    );
+    // "stopping" ends nothing.
+    raw_a.round_trip(W, H).await.unwrap();
+    raw_b.round_trip(W, H).await.unwrap();
+
+    // "stopped" ends every c1 session on both nodes, on both transports, with 4004.
+    stack.redis.publish_room("c1", "container.stopped").await;
+    for v in [&mut sio_a, &mut sio_b] {
+        v.sio()
+            .expect_room_event("container.stopped")
+            .await
+            .unwrap();
+        assert_eq!(v.sio().expect_end().await.unwrap().0, 4004);
+    }
+    for raw in [&mut raw_a, &mut raw_b] {
+        let (code, _) = expect_close(raw.ws(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(code, 4004);
+    }
+    bystander.round_trip(W, H).await.unwrap();
+    // Node A holds no c1 session any more and leaves the room channel; B keeps c2's.
+    eventually("c1 room channel unsubscribed", vnc_tests::WAIT, || async {
+        stack
+            .redis
+            .channels("vnc:room:c1")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(stack.redis.channels("vnc:room:*").await, ["vnc:room:c2"]);
+}
+
+/// The channel module the relay serves, driven as noVNC drives a channel: it connects,
+/// completes the RFB handshake with the fixture, and reports `vnc:end` as onclose.
+#[tokio::test]
+async fn the_served_channel_module_carries_an_rfb_session_and_reports_the_close() {
+    if !socketio_client_available() {
+        return;
+    }
+    let stack = stack(&["--idle-timeout", "2s"]).await;
+    let (status, module) = http_get(stack.relay.public, "/static/vnc-socketio.js")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let dir = tempfile::tempdir().unwrap();
+    let module_file = dir.path().join("vnc-socketio.mjs");
+    std::fs::write(&module_file, module).unwrap();
+    let run = |token: String| {
+        let options = json!({
+            "module": module_file,
+            "url": format!("http://{}", stack.relay.public),
+            "token": token,
+            "containerId": "c1",
+            "waitClose": true,
+        });
+        async move {
+            let out = tokio::process::Command::new("node")
+                .arg("--experimental-websocket")
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/socketio/channel.mjs"))
+                .arg(options.to_string())
+                .output();
+            let out = tokio::time::timeout(Duration::from_secs(30), out)
+                .await
+                .expect("channel.mjs finished")
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            serde_json::from_str::<serde_json::Value>(stdout.trim()).unwrap_or_else(|e| {
+                panic!("{e}: {stdout} {}", String::from_utf8_lossy(&out.stderr))
+            })
+        }
+    };
+
+    let got = run(stack.keys.token("c1", Scope::Control)).await;
+    assert_eq!(got["missing"], json!([]), "{got}");
+    assert_eq!(got["version"], "RFB 003.008\n", "{got}");
+    assert_eq!(
+        (got["width"].as_u64(), got["height"].as_u64()),
+        (Some(64), Some(48))
+    );
+    assert_eq!(got["pixel"], json!([255, 0, 0]), "{got}");
+    assert_eq!(got["close"]["code"], 4001, "{got}");
+    assert_eq!(got["close"]["reason"], "idle timeout", "{got}");
+    // The fixture saw the client's bytes intact although the send buffer was reused.
+    stack
+        .fixture
+        .wait_event("FramebufferUpdateRequest", |e| {
+            e["msg"] == "FramebufferUpdateRequest" && e["width"] == 64
+        })
+        .await;
+
+    let refused = run("not.a.token".into()).await;
+    assert!(
+        refused["refused"]
+            .as_str()
+            .is_some_and(|m| m.contains("token")),
+        "{refused}"
+    );
+}
