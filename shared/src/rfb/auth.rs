@@ -1,6 +1,5 @@
-//! RFB (VNC) protocol pieces both sides need, without I/O. So far: VNC Authentication
-//! (RFC 6143 §7.2.2), DES-encrypting a 16-byte challenge with the password as key,
-//! where VNC reverses the bits of every key byte.
+//! VNC Authentication (RFC 6143 §7.2.2): DES-encrypting a 16-byte challenge with the
+//! password as key, where VNC reverses the bits of every key byte.
 
 use des::Des;
 use des::cipher::generic_array::GenericArray;
