@@ -12,6 +12,7 @@ pub mod io;
 pub mod live;
 pub mod metrics;
 pub mod reject;
+pub mod rfb;
 pub mod rooms;
 pub mod server;
 pub mod session;

@@ -20,6 +20,7 @@ pub const UPSTREAM_ERRORS: &str = "vnc_relay_upstream_errors_total";
 pub const AUTH_FAILURES: &str = "vnc_relay_auth_failures_total";
 pub const REJECTIONS: &str = "vnc_relay_http_rejections_total";
 pub const ACCEPT_ERRORS: &str = "vnc_relay_accept_errors_total";
+pub const INPUT_DROPPED: &str = "vnc_relay_input_dropped_total";
 
 /// Installs the global Prometheus recorder and describes every metric.
 pub fn install() -> PrometheusHandle {
@@ -69,6 +70,10 @@ fn describe() {
     describe_counter!(
         REJECTIONS,
         "Requests refused before the upgrade, by HTTP status."
+    );
+    describe_counter!(
+        INPUT_DROPPED,
+        "Input messages from view-only sessions the relay dropped, by RFB message kind."
     );
     describe_counter!(
         ACCEPT_ERRORS,

@@ -24,13 +24,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use vnc_shared::schema::ContainerState;
-use vnc_shared::token::{KeySet, VncClaims};
+use vnc_shared::token::{KeySet, Scope, VncClaims};
 
 use crate::auth;
 use crate::config::RelayConfig;
 use crate::live::Live;
 use crate::metrics::{ACCEPT_ERRORS, SessionMetrics};
 use crate::reject::Reject;
+use crate::rfb::RfbPolicy;
 use crate::session::{self, Stop};
 use crate::signal::Signal;
 use crate::socketio::{self, Io};
@@ -95,6 +96,8 @@ struct Accepted {
 pub(crate) struct Admitted {
     pub upstream: TcpStream,
     pub claims: VncClaims,
+    /// How the session speaks RFB: the password to inject, view-only.
+    pub policy: RfbPolicy,
 }
 
 impl Relay {
@@ -304,6 +307,7 @@ impl Relay {
                 &self.config.limits,
                 &stop,
                 &metrics,
+                &admitted.policy,
             )
             .await;
             let lasted = started.elapsed();
@@ -332,12 +336,12 @@ impl Relay {
                     .into_response()
             }
             "/websockify" | "/vnc/ws" => match self.open(&req).await {
-                Ok((upgrade, upstream, claims)) => {
+                Ok((upgrade, admitted)) => {
                     let on_upgrade = hyper::upgrade::on(req);
                     if let Ok(mut s) = slot.lock() {
                         *s = Some(Accepted {
                             on_upgrade,
-                            admitted: Admitted { upstream, claims },
+                            admitted,
                         });
                     }
                     upgrade.response()
@@ -354,10 +358,7 @@ impl Relay {
     }
 
     /// Every check a request passes before it becomes a session, cheapest first.
-    async fn open(
-        &self,
-        req: &Request<Incoming>,
-    ) -> Result<(Upgrade, TcpStream, VncClaims), Reject> {
+    async fn open(&self, req: &Request<Incoming>) -> Result<(Upgrade, Admitted), Reject> {
         if self.draining.is_cancelled() {
             return Err(Reject::Draining);
         }
@@ -367,8 +368,8 @@ impl Relay {
         auth::check_origin(&self.config.allowed_origins, headers)?;
         let token = auth::token_from(query, headers).ok_or(Reject::NoToken)?;
         let cid = auth::query_param(query, "containerId");
-        let Admitted { upstream, claims } = self.admit(&token, cid.as_deref()).await?;
-        Ok((upgrade, upstream, claims))
+        let admitted = self.admit(&token, cid.as_deref()).await?;
+        Ok((upgrade, admitted))
     }
 
     /// The checks both transports share: the token (for `container_id`, if the client
@@ -400,7 +401,15 @@ impl Relay {
         let upstream = upstream::connect(&target, self.config.limits.connect_timeout)
             .await
             .map_err(|e| Reject::Upstream(e.to_string()))?;
-        Ok(Admitted { upstream, claims })
+        let policy = RfbPolicy {
+            password: target.password,
+            view_only: claims.scope == Scope::View,
+        };
+        Ok(Admitted {
+            upstream,
+            claims,
+            policy,
+        })
     }
 }
 

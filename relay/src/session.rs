@@ -23,11 +23,14 @@ use crate::config::Limits;
 use crate::frame::{ControlFrame, Decoded, Decoder, FrameError, PingPayload, ServerHeader, opcode};
 use crate::io::{read_when_ready, try_write_vectored, write_all, write_all_vectored};
 use crate::metrics::SessionMetrics;
+use crate::rfb::{self, Filter, RfbPolicy};
 use crate::signal::Signal;
 
 /// After the session is decided to end: time to finish the frame being written, send
 /// Close and receive the browser's Close.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Bytes read from the browser at once during the RFB handshake.
+const HANDSHAKE_READ: usize = 16 * 1024;
 
 /// Why the relay ends a session from outside it; the value of the session's stop
 /// [`Signal`].
@@ -86,6 +89,15 @@ pub enum End {
     BadData,
     /// socket.io: the browser outran the VNC server by more than the input queue.
     InputOverflow,
+    /// The RFB handshake did not finish within the handshake timeout.
+    HandshakeTimeout,
+    /// The browser broke the RFB handshake.
+    ClientHandshake,
+    /// The VNC server broke the RFB handshake, offered nothing the relay speaks, or
+    /// refused the container's password.
+    UpstreamHandshake,
+    /// The browser sent an RFB message the relay can't frame.
+    RfbProtocol,
 }
 
 impl End {
@@ -105,6 +117,10 @@ impl End {
             End::ContainerStopped => (4004, "container stopped"),
             End::BadData => (1008, "vnc:data must carry one binary attachment"),
             End::InputOverflow => (1008, "input arrives faster than the VNC server reads it"),
+            End::HandshakeTimeout => (1008, "RFB handshake timed out"),
+            End::ClientHandshake => (1008, "RFB handshake failed"),
+            End::UpstreamHandshake => (1011, "RFB handshake with the VNC server failed"),
+            End::RfbProtocol => (1008, "RFB message the relay can't accept"),
         }
     }
 
@@ -124,6 +140,10 @@ impl End {
             End::ContainerStopped => "container_stopped",
             End::BadData => "protocol_error",
             End::InputOverflow => "input_overflow",
+            End::HandshakeTimeout => "handshake_timeout",
+            End::ClientHandshake => "rfb_client_error",
+            End::UpstreamHandshake => "rfb_upstream_error",
+            End::RfbProtocol => "rfb_protocol_error",
         }
     }
 }
@@ -225,9 +245,9 @@ impl Shared<'_> {
     }
 }
 
-/// Relays until the session ends; returns why. `leftover` holds bytes the browser sent
-/// right behind its HTTP request. Setting `stop` (a [`Stop`]) ends the session from
-/// outside.
+/// Runs the RFB handshake, then relays until the session ends; returns why. `leftover`
+/// holds bytes the browser sent right behind its HTTP request. Setting `stop` (a
+/// [`Stop`]) ends the session from outside.
 pub async fn relay(
     browser: TcpStream,
     leftover: Bytes,
@@ -235,7 +255,47 @@ pub async fn relay(
     limits: &Limits,
     stop: &Signal,
     metrics: &SessionMetrics,
+    policy: &RfbPolicy,
 ) -> End {
+    let mut decoder = Decoder::new(limits.max_message_size as u64);
+    let handshake = {
+        let mut raw = RawBrowser {
+            stream: &browser,
+            decoder: &mut decoder,
+            leftover,
+        };
+        tokio::select! {
+            biased;
+            v = stop.wait() => Err(Stop::end_for(v)),
+            _ = sleep(limits.handshake_timeout) => Err(End::HandshakeTimeout),
+            r = rfb::handshake(&upstream, &mut raw, policy) => r,
+        }
+    };
+    let established = match handshake {
+        Ok(established) => established,
+        Err(end) => {
+            let (code, reason) = end.close();
+            let close = ControlFrame::close(code, reason);
+            let _ = tokio::time::timeout(
+                CLOSE_GRACE,
+                write_all_vectored(&browser, &[], close.as_bytes(), 0),
+            )
+            .await;
+            return end;
+        }
+    };
+    // Handshake bytes not yet written go first.
+    if write_all(&upstream, &established.to_server).await.is_err() {
+        return End::UpstreamClosed;
+    }
+    if !established.to_client.is_empty() {
+        let header = ServerHeader::new(opcode::BINARY, established.to_client.len());
+        let sent = write_all_vectored(&browser, header.as_bytes(), &established.to_client, 0);
+        if sent.await.is_err() {
+            return End::ClientGone;
+        }
+    }
+    let filter = Filter::new(policy.view_only);
     let shared = Shared {
         browser: &browser,
         upstream: &upstream,
@@ -248,7 +308,7 @@ pub async fn relay(
         ending: Signal::default(),
         end: OnceLock::new(),
     };
-    let mut up = pin!(up_pump(&shared, leftover));
+    let mut up = pin!(up_pump(&shared, decoder, filter, established.from_client));
     let mut down = pin!(down_pump(&shared));
     let (mut up_done, mut down_done) = (false, false);
     let end = tokio::select! {
@@ -326,20 +386,19 @@ async fn down_pump(shared: &Shared<'_>) -> End {
 }
 
 /// Browser → container. Returns when the browser closes, breaks the protocol or the
-/// container stops taking bytes.
-async fn up_pump(shared: &Shared<'_>, leftover: Bytes) -> End {
+/// container stops taking bytes. `first` is what the browser sent right after
+/// ClientInit (already unframed from WebSocket).
+async fn up_pump(
+    shared: &Shared<'_>,
+    mut decoder: Decoder,
+    mut filter: Filter,
+    first: Vec<u8>,
+) -> End {
     let limits = shared.limits;
-    let mut decoder = Decoder::new(limits.max_message_size as u64);
-    if !leftover.is_empty() {
-        let mut buf = bufpool::take(leftover.len().max(limits.read_buffer_size));
-        buf[..leftover.len()].copy_from_slice(&leftover);
-        let n = leftover.len();
-        drop(leftover);
-        let step = forward(shared, &mut decoder, &mut buf[..n]).await;
-        bufpool::give(buf);
-        if let Some(end) = step {
-            return end;
-        }
+    if !first.is_empty()
+        && let Err(end) = send_up(shared, &mut filter, &first).await
+    {
+        return end;
     }
     loop {
         let (mut buf, n) = match read_when_ready(shared.browser, limits.read_buffer_size).await {
@@ -350,7 +409,7 @@ async fn up_pump(shared: &Shared<'_>, leftover: Bytes) -> End {
             Ok(read) => read,
             Err(_) => return End::ClientGone,
         };
-        let step = forward(shared, &mut decoder, &mut buf[..n]).await;
+        let step = forward(shared, &mut decoder, &mut filter, &mut buf[..n]).await;
         bufpool::give(buf);
         if let Some(end) = step {
             return end;
@@ -358,8 +417,21 @@ async fn up_pump(shared: &Shared<'_>, leftover: Bytes) -> End {
     }
 }
 
+/// Browser bytes through the RFB filter to the container.
+async fn send_up(shared: &Shared<'_>, filter: &mut Filter, data: &[u8]) -> Result<(), End> {
+    let written = filter.forward(shared.upstream, data).await?;
+    shared.metrics.to_upstream.increment(written as u64);
+    shared.touch();
+    Ok(())
+}
+
 /// Decodes one read's worth of frames and forwards their payload.
-async fn forward(shared: &Shared<'_>, decoder: &mut Decoder, input: &mut [u8]) -> Option<End> {
+async fn forward(
+    shared: &Shared<'_>,
+    decoder: &mut Decoder,
+    filter: &mut Filter,
+    input: &mut [u8],
+) -> Option<End> {
     let mut at = 0;
     while at < input.len() {
         let (used, item) = match decoder.decode(&mut input[at..]) {
@@ -369,11 +441,9 @@ async fn forward(shared: &Shared<'_>, decoder: &mut Decoder, input: &mut [u8]) -
         match item {
             Some(Decoded::Data(range)) => {
                 let data = &input[at + range.start..at + range.end];
-                if write_all(shared.upstream, data).await.is_err() {
-                    return Some(End::UpstreamClosed);
+                if let Err(end) = send_up(shared, filter, data).await {
+                    return Some(end);
                 }
-                shared.metrics.to_upstream.increment(data.len() as u64);
-                shared.touch();
             }
             Some(Decoded::Ping(payload)) => shared.answer_ping(payload),
             Some(Decoded::Pong) => shared.missed_pongs.store(0, Ordering::Relaxed),
@@ -383,4 +453,65 @@ async fn forward(shared: &Shared<'_>, decoder: &mut Decoder, input: &mut [u8]) -
         at += used;
     }
     None
+}
+
+/// The raw WebSocket browser during the RFB handshake: handshake bytes as binary
+/// frames; Pings answered at once; Close or a protocol error ends the session.
+struct RawBrowser<'a> {
+    stream: &'a TcpStream,
+    decoder: &'a mut Decoder,
+    /// Bytes the browser sent right behind its HTTP request.
+    leftover: Bytes,
+}
+
+impl rfb::Browser for RawBrowser<'_> {
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), End> {
+        let header = ServerHeader::new(opcode::BINARY, bytes.len());
+        write_all_vectored(self.stream, header.as_bytes(), bytes, 0)
+            .await
+            .map_err(|_| End::ClientGone)
+    }
+
+    async fn recv(&mut self) -> Result<Vec<u8>, End> {
+        loop {
+            let mut input = if self.leftover.is_empty() {
+                let (mut buf, n) = read_when_ready(self.stream, HANDSHAKE_READ)
+                    .await
+                    .map_err(|_| End::ClientGone)?;
+                if n == 0 {
+                    bufpool::give(buf);
+                    return Err(End::ClientGone);
+                }
+                buf.truncate(n);
+                buf
+            } else {
+                std::mem::take(&mut self.leftover).to_vec()
+            };
+            let mut data = Vec::new();
+            let mut at = 0;
+            while at < input.len() {
+                let (used, item) = self
+                    .decoder
+                    .decode(&mut input[at..])
+                    .map_err(End::Protocol)?;
+                match item {
+                    Some(Decoded::Data(range)) => {
+                        data.extend_from_slice(&input[at + range.start..at + range.end]);
+                    }
+                    Some(Decoded::Ping(payload)) => {
+                        let pong = ControlFrame::new(opcode::PONG, payload.as_bytes());
+                        write_all_vectored(self.stream, &[], pong.as_bytes(), 0)
+                            .await
+                            .map_err(|_| End::ClientGone)?;
+                    }
+                    Some(Decoded::Close(_)) => return Err(End::ClientClosed),
+                    Some(Decoded::Pong) | None => {}
+                }
+                at += used;
+            }
+            if !data.is_empty() {
+                return Ok(data);
+            }
+        }
+    }
 }

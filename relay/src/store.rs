@@ -6,6 +6,7 @@ use std::time::Duration;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use fred::types::RespVersion;
+use vnc_shared::config::Secret;
 use vnc_shared::schema::{ContainerState, Keys, container_field};
 
 /// How long one Redis call may take before the session is refused with 503.
@@ -34,6 +35,8 @@ pub struct ContainerTarget {
     pub tenant: String,
     pub host: String,
     pub port: u16,
+    /// The password the relay authenticates with (credential injection), if any.
+    pub password: Option<Secret<String>>,
 }
 
 /// The answer to "may this token open this container, and where is it".
@@ -108,11 +111,10 @@ impl Store {
 
     /// Fetches the container record and the revocation flag of `jti` in one pipeline.
     pub async fn lookup(&self, cid: &str, jti: &str) -> Result<Lookup, StoreError> {
-        use container_field::{HOST, PORT, STATE, TENANT};
+        use container_field::{HOST, INJECT_CREDENTIALS, PORT, STATE, TENANT, VNC_PASSWORD};
         let pipe = self.client.pipeline();
-        let _: () = pipe
-            .hmget(self.keys.container(cid), vec![STATE, TENANT, HOST, PORT])
-            .await?;
+        let fields = vec![STATE, TENANT, HOST, PORT, VNC_PASSWORD, INJECT_CREDENTIALS];
+        let _: () = pipe.hmget(self.keys.container(cid), fields).await?;
         let _: () = pipe.exists(self.keys.revoked(jti)).await?;
         let (fields, revoked): (Vec<Option<String>>, i64) = pipe.all().await?;
         Ok(Lookup {
@@ -127,9 +129,9 @@ impl Store {
 }
 
 fn parse_target(fields: &[Option<String>]) -> Result<Option<ContainerTarget>, StoreError> {
-    let [state, tenant, host, port] = fields else {
+    let [state, tenant, host, port, password, inject] = fields else {
         return Err(StoreError::Corrupt(format!(
-            "expected 4 fields, got {}",
+            "expected 6 fields, got {}",
             fields.len()
         )));
     };
@@ -151,6 +153,10 @@ fn parse_target(fields: &[Option<String>]) -> Result<Option<ContainerTarget>, St
         tenant: tenant.clone().unwrap_or_default(),
         host: host.clone().unwrap_or_else(|| "127.0.0.1".into()),
         port,
+        password: password
+            .clone()
+            .filter(|p| !p.is_empty() && inject.as_deref() != Some("false"))
+            .map(Secret::new),
     }))
 }
 
@@ -164,19 +170,36 @@ mod tests {
 
     #[test]
     fn parses_records() {
-        let t = parse_target(&[s("running"), s("t1"), s("10.0.0.5"), s("5901")])
+        let t = parse_target(&[s("running"), s("t1"), s("10.0.0.5"), s("5901"), None, None])
             .unwrap()
             .unwrap();
         assert_eq!(
             (t.state, t.port, t.host.as_str()),
             (ContainerState::Running, 5901, "10.0.0.5")
         );
-        assert_eq!(parse_target(&[None, None, None, None]).unwrap(), None);
-        let stopped = parse_target(&[s("stopped"), s("t1"), None, None])
+        assert_eq!(t.password, None);
+        assert_eq!(
+            parse_target(&[None, None, None, None, None, None]).unwrap(),
+            None
+        );
+        let stopped = parse_target(&[s("stopped"), s("t1"), None, None, None, None])
             .unwrap()
             .unwrap();
         assert_eq!(stopped.state, ContainerState::Stopped);
-        assert!(parse_target(&[s("running"), s("t1"), s("h"), s("x")]).is_err());
-        assert!(parse_target(&[s("weird"), None, None, None]).is_err());
+        assert!(parse_target(&[s("running"), s("t1"), s("h"), s("x"), None, None]).is_err());
+        assert!(parse_target(&[s("weird"), None, None, None, None, None]).is_err());
+    }
+
+    #[test]
+    fn the_password_is_injected_unless_the_record_says_not_to() {
+        let record = |inject: Option<String>| {
+            parse_target(&[s("running"), s("t1"), s("h"), s("5900"), s("pw"), inject])
+                .unwrap()
+                .unwrap()
+                .password
+        };
+        assert_eq!(record(None), Some(Secret::new("pw".to_owned())));
+        assert_eq!(record(s("true")), Some(Secret::new("pw".to_owned())));
+        assert_eq!(record(s("false")), None);
     }
 }

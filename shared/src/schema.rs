@@ -97,6 +97,9 @@ pub mod container_field {
     pub const CREATED_AT: &str = "created_at";
     /// The container's VNC password; never returned by the API.
     pub const VNC_PASSWORD: &str = "vnc_password";
+    /// `"false"` turns credential injection off for the container: the browser then
+    /// authenticates itself (pass-through VNC Authentication). On by default.
+    pub const INJECT_CREDENTIALS: &str = "inject_credentials";
 }
 
 /// Lifecycle state of a container record.

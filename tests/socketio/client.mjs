@@ -12,6 +12,8 @@
 // Reads one JSON command per line:
 //   {"cmd":"send","b64":...}        vnc:data with the bytes as one binary attachment
 //   {"cmd":"send_array","b64":...}  vnc:data with the bytes as an array of numbers
+//   {"cmd":"emit","event":...,"payload":...}  another event, acknowledged:
+//                                   prints {"ev":"ack","event":...,"payload":...}
 //   {"cmd":"pause"} / {"cmd":"resume"}  stop / start reading the TCP socket
 //   {"cmd":"close"}
 import { createInterface } from "node:readline";
@@ -62,6 +64,13 @@ lines.on("line", (line) => {
             break;
         case "send_array":
             socket.emit("vnc:data", [...Buffer.from(c.b64, "base64")]);
+            break;
+        case "emit":
+            // Another event (vnc:input, vnc:resize) with an acknowledgement.
+            socket.emitWithAck(c.event, c.payload).then(
+                (payload) => out({ ev: "ack", event: c.event, payload }),
+                (err) => out({ ev: "ack", event: c.event, payload: { error: String(err) } }),
+            );
             break;
         case "pause":
             tcp()?.pause();

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod control;
+pub mod desktop;
 pub mod docker;
 pub mod fixture;
 pub mod keys;

@@ -107,6 +107,15 @@ impl RedisServer {
             .expect("HSET container");
     }
 
+    /// Sets one field of a container record (`vnc_password`, `inject_credentials`).
+    pub async fn set_field(&self, cid: &str, field: &str, value: &str) {
+        let _: () = self
+            .client
+            .hset(format!("vnc:container:{cid}"), (field, value))
+            .await
+            .expect("HSET field");
+    }
+
     pub async fn revoke(&self, jti: &str) {
         let _: () = self
             .client

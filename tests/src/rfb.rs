@@ -43,6 +43,8 @@ pub enum Link {
 pub struct RfbClient {
     pub link: Link,
     buf: Vec<u8>,
+    /// The security types the server offered in the last handshake.
+    pub offered: Vec<u8>,
 }
 
 impl RfbClient {
@@ -58,6 +60,7 @@ impl RfbClient {
         Ok(RfbClient {
             link: Link::Ws(connect_with(url, headers).await?),
             buf: Vec::new(),
+            offered: Vec::new(),
         })
     }
 
@@ -66,6 +69,7 @@ impl RfbClient {
         RfbClient {
             link: Link::Sio(sio),
             buf: Vec::new(),
+            offered: Vec::new(),
         }
     }
 
@@ -125,13 +129,30 @@ impl RfbClient {
     /// Version 3.8 and shared ClientInit; security None, or VNC Authentication with
     /// `password` when given.
     pub async fn handshake_with(&mut self, password: Option<&str>) -> anyhow::Result<ServerInit> {
+        self.handshake_full(password, true).await
+    }
+
+    /// Version 3.8; security None, or VNC Authentication with `password`; ClientInit
+    /// with the `shared` flag given.
+    pub async fn handshake_full(
+        &mut self,
+        password: Option<&str>,
+        shared: bool,
+    ) -> anyhow::Result<ServerInit> {
         let version = self.read_exact(12).await?;
         if &version != b"RFB 003.008\n" {
             bail!("unexpected version {:?}", String::from_utf8_lossy(&version));
         }
         self.send(b"RFB 003.008\n").await?;
         let count = self.read_exact(1).await?[0];
+        if count == 0 {
+            let len = self.read_exact(4).await?;
+            let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            let reason = self.read_exact(len).await?;
+            bail!("refused: {}", String::from_utf8_lossy(&reason));
+        }
         let types = self.read_exact(usize::from(count)).await?;
+        self.offered = types.clone();
         match password {
             None if types.contains(&1) => self.send(&[1]).await?,
             Some(pw) if types.contains(&2) => {
@@ -156,7 +177,27 @@ impl RfbClient {
         if result != [0, 0, 0, 0] {
             bail!("security result {result:?}");
         }
+        self.send(&[u8::from(shared)]).await?;
+        self.server_init().await
+    }
+
+    /// Version 3.3 (the server chooses the security type; None has no result), shared
+    /// ClientInit; returns ServerInit.
+    pub async fn handshake_33(&mut self) -> anyhow::Result<ServerInit> {
+        let version = self.read_exact(12).await?;
+        if &version != b"RFB 003.003\n" {
+            bail!("unexpected version {:?}", String::from_utf8_lossy(&version));
+        }
+        self.send(b"RFB 003.003\n").await?;
+        let security = self.read_exact(4).await?;
+        if security != [0, 0, 0, 1] {
+            bail!("expected security type None, got {security:?}");
+        }
         self.send(&[1]).await?;
+        self.server_init().await
+    }
+
+    async fn server_init(&mut self) -> anyhow::Result<ServerInit> {
         let head = self.read_exact(24).await?;
         let name_len = u32::from_be_bytes([head[20], head[21], head[22], head[23]]) as usize;
         let name = self.read_exact(name_len).await?;

@@ -22,6 +22,8 @@ pub enum SioEvent {
     Room(Value),
     /// The `vnc:end` payload.
     End(Value),
+    /// The acknowledgement of an event sent with [`SioClient::emit`].
+    Ack(Value),
     Disconnect(String),
 }
 
@@ -105,6 +107,7 @@ impl SioClient {
             "vnc:event" => SioEvent::Room(v["payload"].clone()),
             "vnc:end" => SioEvent::End(v["payload"].clone()),
             "disconnect" => SioEvent::Disconnect(text("reason")),
+            "ack" => SioEvent::Ack(v["payload"].clone()),
             other => bail!("unknown event {other}"),
         })
     }
@@ -156,6 +159,17 @@ impl SioClient {
     pub async fn send(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         self.command(json!({ "cmd": "send", "b64": B64.encode(bytes) }))
             .await
+    }
+
+    /// Emits `event` with `payload` and waits for its acknowledgement.
+    pub async fn emit(&mut self, event: &str, payload: Value) -> anyhow::Result<Value> {
+        self.command(json!({ "cmd": "emit", "event": event, "payload": payload }))
+            .await?;
+        self.expect("ack", |e| match e {
+            SioEvent::Ack(p) => Some(p.clone()),
+            _ => None,
+        })
+        .await
     }
 
     pub async fn kill(&mut self) {

@@ -115,6 +115,17 @@ pub async fn raw_upgrade(addr: SocketAddr, path: &str, extra: &str) -> anyhow::R
     Ok(s)
 }
 
+/// A masked binary frame from a client, for raw clients written by hand (payload under
+/// 126 bytes).
+pub fn client_frame(payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let mut frame = vec![0x82, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
 /// Splits raw bytes read after [`raw_upgrade`] into the HTTP response head and the
 /// frames behind it.
 pub fn split_response(got: &[u8]) -> (String, &[u8]) {

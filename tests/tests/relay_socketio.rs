@@ -194,9 +194,9 @@ async fn vnc_data_must_be_binary_and_idle_sessions_end_with_4001() {
     assert_eq!(code, 1008, "{reason}");
     assert!(reason.contains("binary"), "{reason}");
 
-    let mut idle = SioClient::connect(stack.relay.public, &token, "c1")
-        .await
-        .unwrap();
+    let mut idle = viewer(&stack.relay, &token, "c1").await;
+    idle.handshake().await.unwrap();
+    let idle = idle.sio();
     assert_eq!(idle.expect_end().await.unwrap().0, 4001);
     let reason = idle
         .expect("disconnect", |e| match e {

@@ -15,8 +15,8 @@ use vnc_tests::relay::RelayProcess;
 use vnc_tests::rfb::RfbClient;
 use vnc_tests::stack::Stack;
 use vnc_tests::ws::{
-    close_code, connect, expect_close, http_get, raw_http, raw_upgrade, refused, refused_with,
-    server_frames, split_response,
+    client_frame, close_code, connect, expect_close, http_get, raw_http, raw_upgrade, refused,
+    refused_with, server_frames, split_response,
 };
 
 const W: u16 = 64;
@@ -307,7 +307,7 @@ async fn bad_frames_get_documented_close_codes() {
 #[tokio::test]
 async fn upstream_closing_mid_session_closes_the_browser_with_1000() {
     let stack = Stack::start(&[], &[]).await.unwrap();
-    // A VNC server that greets and then hangs up.
+    // A VNC server that completes the handshake (3.8, None) and then hangs up.
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     stack
         .redis
@@ -320,7 +320,16 @@ async fn upstream_closing_mid_session_closes_the_browser_with_1000() {
         .await;
     tokio::spawn(async move {
         let (mut s, _) = upstream.accept().await.unwrap();
+        let mut buf = [0u8; 12];
         s.write_all(b"RFB 003.008\n").await.unwrap();
+        s.read_exact(&mut buf).await.unwrap();
+        s.write_all(&[1, 1]).await.unwrap();
+        s.read_exact(&mut buf[..1]).await.unwrap();
+        s.write_all(&[0, 0, 0, 0]).await.unwrap();
+        s.read_exact(&mut buf[..1]).await.unwrap();
+        let mut init = vec![0, 64, 0, 48, 32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0];
+        init.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        s.write_all(&init[..24]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
     });
     let mut rfb = RfbClient::connect(
@@ -330,6 +339,7 @@ async fn upstream_closing_mid_session_closes_the_browser_with_1000() {
     )
     .await
     .unwrap();
+    rfb.handshake().await.unwrap();
     let (code, reason) = expect_close(rfb.ws(), Duration::from_secs(5))
         .await
         .unwrap();
@@ -517,12 +527,16 @@ async fn browsers_that_miss_pongs_are_closed_and_live_ones_kept() {
     let mut live = RfbClient::connect(&stack.url()).await.unwrap();
     live.handshake().await.unwrap();
 
-    // A raw client that upgrades and then never reads or answers.
+    // A raw client that upgrades, sends its side of the RFB handshake (3.8, None,
+    // shared) without reading, and then never reads or answers again.
     let path = format!(
         "/websockify?token={}",
         stack.keys.token("c1", Scope::Control)
     );
     let mut mute = raw_upgrade(stack.relay.public, &path, "").await.unwrap();
+    for part in [&b"RFB 003.008\n"[..], &[1], &[1]] {
+        mute.write_all(&client_frame(part)).await.unwrap();
+    }
 
     // The mute one is closed while the live one keeps relaying (and answering pings).
     let mute_read = tokio::spawn(async move {
@@ -537,9 +551,11 @@ async fn browsers_that_miss_pongs_are_closed_and_live_ones_kept() {
     let got = mute_read.await.unwrap();
     let (head, frames) = split_response(&got);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    // The fixture's greeting, the unanswered pings, then Close.
+    // The handshake's binary frames, the unanswered pings, then Close.
     let opcodes: Vec<u8> = server_frames(frames).iter().map(|(op, _)| *op).collect();
-    assert_eq!(opcodes, [0x2, 0x9, 0x9, 0x8], "{frames:?}");
+    let data = opcodes.iter().take_while(|&&op| op == 0x2).count();
+    assert!(data > 0, "{opcodes:?}");
+    assert_eq!(opcodes[data..], [0x9, 0x9, 0x8], "{opcodes:?}");
     assert_eq!(close_code(frames), Some(1011));
     live.round_trip(W, H).await.unwrap();
     stack

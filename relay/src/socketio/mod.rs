@@ -13,6 +13,8 @@
 
 mod session;
 
+pub use session::{Input, Upward};
+
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -20,7 +22,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use serde_json::json;
 use socketioxide::adapter::Emitter;
-use socketioxide::extract::{SocketRef, TryData};
+use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::handler::message::FromMessage;
 use socketioxide::layer::SocketIoLayer;
@@ -139,18 +141,29 @@ struct Pending {
     admitted: Admitted,
     permit: OwnedSemaphorePermit,
     stop: Arc<Signal>,
-    input: mpsc::Receiver<Bytes>,
+    input: mpsc::Receiver<Upward>,
 }
 
 /// Socket extension: the admitted session until the connect handler takes it.
 #[derive(Clone)]
 struct PendingSlot(Arc<Mutex<Option<Pending>>>);
 
-/// Socket extension: where the browser's `vnc:data` goes, and the session's stop signal.
+/// Socket extension: where the browser's `vnc:data` and structured input go, and the
+/// session's stop signal.
 #[derive(Clone)]
 struct Uplink {
-    input: mpsc::Sender<Bytes>,
+    input: mpsc::Sender<Upward>,
     stop: Arc<Signal>,
+    view_only: bool,
+}
+
+impl Uplink {
+    /// Queues for the VNC server, in arrival order; a full queue ends the session.
+    fn push(&self, up: Upward) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.input.try_send(up) {
+            self.stop.set(Stop::InputOverflow as u8);
+        }
+    }
 }
 
 /// The connect middleware: every check a raw WebSocket passes, in the same order.
@@ -184,10 +197,24 @@ async fn authorize(
     s.extensions.insert(Uplink {
         input,
         stop: stop.clone(),
+        view_only: admitted.policy.view_only,
     });
-    // The work happens in the extractor, which socketioxide runs in arrival order;
-    // handlers themselves run as separate tasks, in no particular order.
+    // The work happens in the extractors, which socketioxide runs in arrival order;
+    // handlers themselves run as separate tasks, in no particular order. The handlers
+    // only answer acknowledgements.
     s.on("vnc:data", async |_: DataEvent| {});
+    s.on(
+        "vnc:input",
+        async |ack: AckSender<Adapter>, InputEvent(r): InputEvent| {
+            let _ = ack.send(&ack_body(r));
+        },
+    );
+    s.on(
+        "vnc:resize",
+        async |ack: AckSender<Adapter>, ResizeEvent(r): ResizeEvent| {
+            let _ = ack.send(&ack_body(r));
+        },
+    );
     s.on_disconnect({
         let stop = stop.clone();
         async move |reason: DisconnectReason| {
@@ -252,6 +279,7 @@ async fn run_session(relay: Arc<Relay>, s: SocketRef<Adapter>, pending: Pending)
         &relay.config.limits,
         &stop,
         &metrics,
+        &admitted.policy,
     )
     .await;
     let lasted = started.elapsed();
@@ -321,13 +349,122 @@ impl FromMessage<Adapter> for DataEvent {
         let uplink = s.extensions.get::<Uplink>().ok_or(NoSession)?;
         match v {
             Value::Str(_, Some(mut bins)) if bins.len() == 1 => {
-                let data = bins.pop_front().unwrap_or_default();
-                if let Err(mpsc::error::TrySendError::Full(_)) = uplink.input.try_send(data) {
-                    uplink.stop.set(Stop::InputOverflow as u8);
-                }
+                uplink.push(Upward::Data(bins.pop_front().unwrap_or_default()));
             }
             _ => uplink.stop.set(Stop::BadData as u8),
         }
         Ok(DataEvent)
+    }
+}
+
+/// Longest `vnc:input` clipboard text, in bytes (it travels in one event).
+pub const MAX_CLIPBOARD_TEXT: usize = MAX_DATA_EVENT;
+/// Largest `vnc:resize` side, in pixels.
+pub const MAX_DESKTOP_SIDE: u16 = 16384;
+
+/// `vnc:input` as the browser sends it.
+#[derive(Debug, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+enum InputMessage {
+    Key { down: bool, keysym: u32 },
+    Pointer { x: u16, y: u16, buttons: u8 },
+    Clipboard { text: String },
+}
+
+/// `vnc:resize` as the browser sends it.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResizeMessage {
+    width: u16,
+    height: u16,
+}
+
+/// The first argument of an event as JSON.
+fn first_arg<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, String> {
+    let Value::Str(text, _) = v else {
+        return Err("expected a JSON object".into());
+    };
+    // `["vnc:input", {...}]`: the event name, then its arguments.
+    let args: serde_json::Value =
+        serde_json::from_str(text.as_str()).map_err(|e| format!("not JSON: {e}"))?;
+    let arg = args
+        .as_array()
+        .and_then(|a| a.get(1))
+        .cloned()
+        .ok_or("expected one argument")?;
+    serde_json::from_value(arg).map_err(|e| e.to_string())
+}
+
+/// Validates structured input and queues it in arrival order, unless the session is
+/// view-only; the handler acknowledges with the outcome.
+fn queue_input(s: &Socket<Adapter>, parsed: Result<Input, String>) -> Result<(), String> {
+    let uplink = s.extensions.get::<Uplink>().ok_or("no session")?;
+    let input = parsed?;
+    if uplink.view_only {
+        metrics::counter!(crate::metrics::INPUT_DROPPED, "kind" => "vnc_input").increment(1);
+        return Err("view-only session: input is not allowed".into());
+    }
+    uplink.push(Upward::Input(input));
+    Ok(())
+}
+
+fn ack_body(r: Result<(), String>) -> serde_json::Value {
+    match r {
+        Ok(()) => json!({ "ok": true }),
+        Err(error) => json!({ "ok": false, "error": error }),
+    }
+}
+
+/// Extractor of `vnc:input`: `{type:"key",down,keysym}`, `{type:"pointer",x,y,buttons}`
+/// (buttons 0..=127) or `{type:"clipboard",text}` (at most [`MAX_CLIPBOARD_TEXT`]).
+struct InputEvent(Result<(), String>);
+
+impl FromMessage<Adapter> for InputEvent {
+    type Error = NoSession;
+
+    fn from_message(
+        s: Arc<Socket<Adapter>>,
+        v: Value,
+        _ack: Option<i64>,
+    ) -> Result<Self, Self::Error> {
+        let parsed = first_arg::<InputMessage>(&v).and_then(|m| match m {
+            InputMessage::Key { down, keysym } => Ok(Input::Key { down, keysym }),
+            InputMessage::Pointer { buttons, .. } if buttons > 0x7f => {
+                Err("buttons must be 0..=127".into())
+            }
+            InputMessage::Pointer { x, y, buttons } => Ok(Input::Pointer { x, y, buttons }),
+            InputMessage::Clipboard { text } if text.len() > MAX_CLIPBOARD_TEXT => {
+                Err(format!("clipboard text over {MAX_CLIPBOARD_TEXT} bytes"))
+            }
+            InputMessage::Clipboard { text } => Ok(Input::Clipboard(text)),
+        });
+        Ok(InputEvent(queue_input(&s, parsed)))
+    }
+}
+
+/// Extractor of `vnc:resize` `{width,height}` (1..=[`MAX_DESKTOP_SIDE`]): one
+/// SetDesktopSize with one screen.
+struct ResizeEvent(Result<(), String>);
+
+impl FromMessage<Adapter> for ResizeEvent {
+    type Error = NoSession;
+
+    fn from_message(
+        s: Arc<Socket<Adapter>>,
+        v: Value,
+        _ack: Option<i64>,
+    ) -> Result<Self, Self::Error> {
+        let parsed = first_arg::<ResizeMessage>(&v).and_then(|r| {
+            let side = 1..=MAX_DESKTOP_SIDE;
+            if side.contains(&r.width) && side.contains(&r.height) {
+                Ok(Input::Resize {
+                    width: r.width,
+                    height: r.height,
+                })
+            } else {
+                Err(format!("width and height must be 1..={MAX_DESKTOP_SIDE}"))
+            }
+        });
+        Ok(ResizeEvent(queue_input(&s, parsed)))
     }
 }

@@ -16,37 +16,118 @@ use socketioxide::{SendError, SocketError};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::sleep;
+use vnc_shared::rfb::{
+    encode_client_cut_text, encode_key_event, encode_pointer_event, encode_set_desktop_size,
+};
 
 use super::{Adapter, MAX_DATA_EVENT};
 use crate::config::Limits;
 use crate::io::write_all;
 use crate::metrics::SessionMetrics;
+use crate::rfb::{self, Filter, RfbPolicy};
 use crate::session::{Activity, CLOSE_GRACE, End, Stop};
 use crate::signal::Signal;
 
 /// Longest pause between retries while the socket's queue is full.
 const MAX_FULL_PAUSE: Duration = Duration::from_millis(16);
 
-/// Relays until the session ends; returns why.
+/// What the browser sends up, in arrival order.
+#[derive(Debug)]
+pub enum Upward {
+    /// `vnc:data`: raw RFB bytes.
+    Data(Bytes),
+    /// `vnc:input` or `vnc:resize`, already validated, encoded when written.
+    Input(Input),
+}
+
+/// Structured input from `vnc:input` and `vnc:resize`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Key { down: bool, keysym: u32 },
+    Pointer { x: u16, y: u16, buttons: u8 },
+    Clipboard(String),
+    Resize { width: u16, height: u16 },
+}
+
+impl Input {
+    /// The RFB message. Pointer buttons are validated to 0..=127, so bit 7, which
+    /// ExtendedMouseButtons gives a meaning, stays clear.
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Input::Key { down, keysym } => encode_key_event(*down, *keysym).to_vec(),
+            Input::Pointer { x, y, buttons } => encode_pointer_event(*x, *y, *buttons).to_vec(),
+            Input::Clipboard(text) => encode_client_cut_text(text),
+            Input::Resize { width, height } => encode_set_desktop_size(*width, *height).to_vec(),
+        }
+    }
+}
+
+/// Runs the RFB handshake over `vnc:data`, then relays until the session ends;
+/// returns why.
 pub async fn relay(
     socket: &SocketRef<Adapter>,
     upstream: TcpStream,
-    mut input: mpsc::Receiver<Bytes>,
+    mut input: mpsc::Receiver<Upward>,
     limits: &Limits,
     stop: &Signal,
     metrics: &SessionMetrics,
+    policy: &RfbPolicy,
 ) -> End {
+    let handshake = {
+        let mut browser = SioBrowser {
+            socket,
+            input: &mut input,
+        };
+        tokio::select! {
+            biased;
+            v = stop.wait() => Err(Stop::end_for(v)),
+            _ = sleep(limits.handshake_timeout) => Err(End::HandshakeTimeout),
+            r = rfb::handshake(&upstream, &mut browser, policy) => r,
+        }
+    };
+    let established = match handshake {
+        Ok(established) => established,
+        Err(end) => return end,
+    };
+    if write_all(&upstream, &established.to_server).await.is_err() {
+        return End::UpstreamClosed;
+    }
+    if !established.to_client.is_empty()
+        && !emit(socket, "vnc:data", &Bytes::from(established.to_client)).await
+    {
+        return End::ClientGone;
+    }
     let activity = Activity::default();
     let read_size = limits.read_buffer_size.min(MAX_DATA_EVENT);
     let up = async {
-        while let Some(data) = input.recv().await {
-            if write_all(&upstream, &data).await.is_err() {
-                return End::UpstreamClosed;
+        let mut filter = Filter::new(policy.view_only);
+        // Structured input waiting for the browser's current message to end.
+        let mut queued: Vec<Input> = Vec::new();
+        let mut next = Some(Upward::Data(Bytes::from(established.from_client)));
+        loop {
+            match next.take() {
+                Some(Upward::Data(data)) => match filter.forward(&upstream, &data).await {
+                    Ok(n) => metrics.to_upstream.increment(n as u64),
+                    Err(end) => return end,
+                },
+                Some(Upward::Input(i)) => queued.push(i),
+                None => {}
             }
-            metrics.to_upstream.increment(data.len() as u64);
+            if filter.at_boundary() {
+                for i in queued.drain(..) {
+                    let msg = i.encode();
+                    if write_all(&upstream, &msg).await.is_err() {
+                        return End::UpstreamClosed;
+                    }
+                    metrics.to_upstream.increment(msg.len() as u64);
+                }
+            }
             activity.touch();
+            match input.recv().await {
+                Some(up) => next = Some(up),
+                None => return End::ClientGone,
+            }
         }
-        End::ClientGone
     };
     let down = async {
         loop {
@@ -74,6 +155,36 @@ pub async fn relay(
         _ = activity.idle(limits.idle_timeout) => End::Idle,
         e = up => e,
         e = down => e,
+    }
+}
+
+/// The socket.io browser during the RFB handshake: bytes out as `vnc:data`, bytes in
+/// from the ordered input queue (structured input is not taken before the data phase).
+struct SioBrowser<'a> {
+    socket: &'a SocketRef<Adapter>,
+    input: &'a mut mpsc::Receiver<Upward>,
+}
+
+impl rfb::Browser for SioBrowser<'_> {
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), End> {
+        if emit(self.socket, "vnc:data", &Bytes::copy_from_slice(bytes)).await {
+            Ok(())
+        } else {
+            Err(End::ClientGone)
+        }
+    }
+
+    async fn recv(&mut self) -> Result<Vec<u8>, End> {
+        loop {
+            match self.input.recv().await {
+                Some(Upward::Data(data)) if !data.is_empty() => return Ok(data.to_vec()),
+                Some(Upward::Data(_)) => {}
+                Some(Upward::Input(i)) => {
+                    tracing::debug!(input = ?i, "structured input before the RFB handshake ended: dropped");
+                }
+                None => return Err(End::ClientGone),
+            }
+        }
     }
 }
 

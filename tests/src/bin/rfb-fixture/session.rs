@@ -239,6 +239,24 @@ async fn read_messages<R: AsyncRead + Unpin>(
                     json!({"msg": "ClientCutText", "length": length, "text": text}),
                 );
             }
+            251 => {
+                // SetDesktopSize: padding, width, height, screen count, padding, then
+                // 16 bytes per screen. Logged; the framebuffer keeps its size.
+                let mut b = [0u8; 7];
+                rd.read_exact(&mut b)
+                    .await
+                    .context("truncated SetDesktopSize")?;
+                let width = u16::from_be_bytes([b[1], b[2]]);
+                let height = u16::from_be_bytes([b[3], b[4]]);
+                let mut screens = vec![0u8; usize::from(b[5]) * 16];
+                rd.read_exact(&mut screens)
+                    .await
+                    .context("truncated SetDesktopSize screens")?;
+                log.conn(
+                    conn,
+                    json!({"msg": "SetDesktopSize", "width": width, "height": height, "screens": b[5]}),
+                );
+            }
             t => {
                 // Never guess the length of a message we do not know.
                 log.conn(conn, json!({"event": "unknown_message", "type": t}));

@@ -1,0 +1,185 @@
+//! The RFB layer of a session, for both transports: the proxy handshake (the relay
+//! authenticates to the VNC server with the container's password and offers the
+//! browser None; the password never reaches the browser), then the filter every
+//! browser byte goes through on its way to the VNC server (client messages framed;
+//! input dropped for `view` tokens; anything unframeable ends the session).
+//!
+//! Only the small browser → server stream is parsed. The server → browser stream
+//! after ServerInit stays on the zero-copy path.
+
+use std::ops::Range;
+
+use tokio::net::TcpStream;
+use vnc_shared::config::Secret;
+use vnc_shared::rfb::{ClientFramer, Established, ProxyHandshake, Side};
+
+use crate::io::write_all;
+use crate::metrics::INPUT_DROPPED;
+use crate::session::End;
+
+/// Bytes read from the VNC server at once during the handshake (its messages are
+/// small: version, security types, challenge, result, ServerInit).
+const HANDSHAKE_READ: usize = 16 * 1024;
+
+/// What decides how a session speaks RFB.
+#[derive(Clone, Debug)]
+pub struct RfbPolicy {
+    /// The container's VNC password, when the relay injects credentials.
+    pub password: Option<Secret<String>>,
+    /// `view` token: shared flag forced on, input dropped.
+    pub view_only: bool,
+}
+
+/// The browser side of a session during the handshake.
+pub trait Browser {
+    /// Sends bytes to the browser.
+    fn send(&mut self, bytes: &[u8]) -> impl Future<Output = Result<(), End>> + Send;
+    /// The browser's next bytes (never empty).
+    fn recv(&mut self) -> impl Future<Output = Result<Vec<u8>, End>> + Send;
+}
+
+/// Runs the RFB handshake between `browser` and the VNC server. On success the caller
+/// writes [`Established::to_server`] and [`Established::to_client`] first, and sends
+/// [`Established::from_client`] through a [`Filter`].
+pub async fn handshake<B: Browser>(
+    upstream: &TcpStream,
+    browser: &mut B,
+    policy: &RfbPolicy,
+) -> Result<Established, End> {
+    let mut hs = ProxyHandshake::new(policy.password.clone(), policy.view_only);
+    while let Some(side) = hs.waiting_for() {
+        flush(&mut hs, upstream, browser).await?;
+        let fed = match side {
+            Side::Server => hs.feed_server(&read_upstream(upstream).await?),
+            Side::Client => hs.feed_client(&browser.recv().await?),
+        };
+        if let Err(e) = fed {
+            // The failure in RFB terms, for the browser to show (e.g. "the relay could
+            // not authenticate to the VNC server").
+            let _ = browser.send(&hs.take_for_client()).await;
+            tracing::info!(error = %e, "RFB handshake failed");
+            return Err(match e.caused_by() {
+                Side::Server => End::UpstreamHandshake,
+                Side::Client => End::ClientHandshake,
+            });
+        }
+    }
+    hs.finish().map_err(|e| {
+        tracing::info!(error = %e, "RFB handshake failed");
+        End::ClientHandshake
+    })
+}
+
+async fn flush<B: Browser>(
+    hs: &mut ProxyHandshake,
+    upstream: &TcpStream,
+    browser: &mut B,
+) -> Result<(), End> {
+    let to_server = hs.take_for_server();
+    if !to_server.is_empty() {
+        write_all(upstream, &to_server)
+            .await
+            .map_err(|_| End::UpstreamClosed)?;
+    }
+    let to_client = hs.take_for_client();
+    if !to_client.is_empty() {
+        browser.send(&to_client).await?;
+    }
+    Ok(())
+}
+
+async fn read_upstream(upstream: &TcpStream) -> Result<Vec<u8>, End> {
+    let mut buf = vec![0; HANDSHAKE_READ];
+    loop {
+        upstream.readable().await.map_err(|_| End::UpstreamError)?;
+        match upstream.try_read(&mut buf) {
+            Ok(0) => return Err(End::UpstreamClosed),
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return Err(End::UpstreamError),
+        }
+    }
+}
+
+/// The browser → server filter of the data phase. Consecutive allowed bytes go out in
+/// one write; a `view` session's input messages are left out (and counted).
+pub struct Filter {
+    framer: ClientFramer,
+    view_only: bool,
+}
+
+impl Filter {
+    pub fn new(view_only: bool) -> Filter {
+        Filter {
+            framer: ClientFramer::default(),
+            view_only,
+        }
+    }
+
+    /// Whether the relay may write a message of its own to the server now (not in
+    /// the middle of one of the browser's).
+    pub fn at_boundary(&self) -> bool {
+        self.framer.at_boundary()
+    }
+
+    /// Whether pointer events the relay writes must keep button bit 7 clear (the
+    /// browser enabled ExtendedMouseButtons, which gives that bit a meaning).
+    pub fn extended_mouse_buttons(&self) -> bool {
+        self.framer.extended_mouse_buttons()
+    }
+
+    /// Writes what of `data` may reach the VNC server; returns the bytes written.
+    pub async fn forward(&mut self, upstream: &TcpStream, data: &[u8]) -> Result<usize, End> {
+        let mut written = 0;
+        // The run of allowed bytes not yet written.
+        let mut run: Option<Range<usize>> = None;
+        for item in self.framer.spans(data) {
+            let (range, span) = item.map_err(|e| {
+                tracing::info!(error = %e, "browser sent an RFB message the relay can't frame");
+                End::RfbProtocol
+            })?;
+            if self.view_only && !span.kind.allowed_for_view() {
+                if span.starts_message {
+                    metrics::counter!(INPUT_DROPPED, "kind" => span.kind.as_str()).increment(1);
+                }
+                written += write_run(upstream, data, run.take()).await?;
+                continue;
+            }
+            if !span.carried().is_empty() {
+                written += write_run(upstream, data, run.take()).await?;
+                write_all(upstream, span.carried())
+                    .await
+                    .map_err(|_| End::UpstreamClosed)?;
+                written += span.carried().len();
+            }
+            run = Some(match run {
+                Some(r) if r.end == range.start => r.start..range.end,
+                Some(r) => {
+                    written += write_run(upstream, data, Some(r)).await?;
+                    range
+                }
+                None => range,
+            });
+        }
+        written += write_run(upstream, data, run).await?;
+        Ok(written)
+    }
+}
+
+async fn write_run(
+    upstream: &TcpStream,
+    data: &[u8],
+    run: Option<Range<usize>>,
+) -> Result<usize, End> {
+    let Some(run) = run.filter(|r| !r.is_empty()) else {
+        return Ok(0);
+    };
+    let bytes = &data[run];
+    write_all(upstream, bytes)
+        .await
+        .map_err(|_| End::UpstreamClosed)?;
+    Ok(bytes.len())
+}

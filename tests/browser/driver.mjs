@@ -1,0 +1,157 @@
+// Drives Debian's chromium (headless, through playwright-core) for the browser tests in
+// tests/tests/browser.rs, which start the real stack and then talk to this script.
+//
+// Protocol: one JSON command per line on stdin, one JSON answer per line on stdout
+// (`{"ok":true,...}` or `{"ok":false,"error":"..."}`), in order. Commands:
+//
+//   {"cmd":"open","url":U}                       load the viewer page
+//   {"cmd":"state"}                               the page's window.vncViewer
+//   {"cmd":"waitState","status":S,"timeoutMs":N,"sessions":K?}
+//                                                 until the page's status is S (and,
+//                                                 if given, at least K sessions were set up)
+//   {"cmd":"pixel","x":X,"y":Y}                   [r,g,b] of the remote screen at X,Y
+//   {"cmd":"waitPixel","x":X,"y":Y,"rgb":[r,g,b],"tolerance":T,"timeoutMs":N}
+//   {"cmd":"click","x":X,"y":Y}                   a click on the remote screen at X,Y
+//   {"cmd":"type","text":T}                       keystrokes to the focused page
+//   {"cmd":"ignoreViewOnly"}                      make noVNC send input although the token
+//                                                 is view-only (what a modified page does)
+//   {"cmd":"screenshot","path":P}
+//   {"cmd":"close"}
+//
+// Remote screen coordinates are framebuffer pixels; the script maps them through
+// noVNC's scaling. Chromium: $CHROMIUM or /usr/bin/chromium.
+
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+let browser = null;
+let page = null;
+const consoleLines = [];
+
+async function open({ url, width = 1280, height = 830 }) {
+  if (!browser) {
+    // launch() gives every run a fresh temporary --user-data-dir and removes it after.
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS, headless: true });
+  }
+  const context = await browser.newContext({ viewport: { width, height } });
+  page = await context.newPage();
+  page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
+  await page.goto(url, { waitUntil: 'load' });
+  await page.waitForFunction(() => window.vncViewer !== undefined, null, { timeout: 10_000 });
+  return { state: await viewerState() };
+}
+
+function viewerState() {
+  return page.evaluate(() => {
+    const { rfb, ...rest } = window.vncViewer;
+    return { ...rest, hasSession: rfb !== null, statusText: document.getElementById('status').textContent };
+  });
+}
+
+async function waitState({ status, sessions = 0, timeoutMs = 10_000 }) {
+  try {
+    await page.waitForFunction(
+      ([s, k]) => window.vncViewer.status === s && window.vncViewer.sessions >= k,
+      [status, sessions],
+      { timeout: timeoutMs, polling: 50 },
+    );
+  } catch {
+    throw new Error(`status is not ${status} (sessions >= ${sessions}): ${JSON.stringify(await viewerState())}`);
+  }
+  return { state: await viewerState() };
+}
+
+// The canvas noVNC draws the remote screen on, read in framebuffer coordinates.
+function readPixel([x, y]) {
+  const canvas = document.querySelector('#screen canvas');
+  if (!canvas || !window.vncViewer.rfb) return null;
+  const d = canvas.getContext('2d').getImageData(x, y, 1, 1).data;
+  return [d[0], d[1], d[2]];
+}
+
+async function pixel({ x, y }) {
+  return { rgb: await page.evaluate(readPixel, [x, y]) };
+}
+
+async function waitPixel({ x, y, rgb, tolerance = 0, timeoutMs = 10_000 }) {
+  const close = (p) => p && p.every((v, i) => Math.abs(v - rgb[i]) <= tolerance);
+  const deadline = Date.now() + timeoutMs;
+  let last = null;
+  for (;;) {
+    last = await page.evaluate(readPixel, [x, y]);
+    if (close(last)) return { rgb: last };
+    if (Date.now() > deadline) {
+      throw new Error(`pixel ${x},${y} is ${JSON.stringify(last)}, not ${JSON.stringify(rgb)} ±${tolerance}`);
+    }
+    await page.waitForTimeout(50);
+  }
+}
+
+async function click({ x, y }) {
+  const at = await page.evaluate(([fx, fy]) => {
+    const canvas = document.querySelector('#screen canvas');
+    const r = canvas.getBoundingClientRect();
+    return [r.left + ((fx + 0.5) * r.width) / canvas.width, r.top + ((fy + 0.5) * r.height) / canvas.height];
+  }, [x, y]);
+  await page.mouse.click(at[0], at[1]);
+  return { at };
+}
+
+async function type({ text }) {
+  await page.keyboard.type(text, { delay: 15 });
+  return {};
+}
+
+async function ignoreViewOnly() {
+  await page.evaluate(() => {
+    window.vncViewer.rfb.viewOnly = false;
+  });
+  return {};
+}
+
+async function screenshot({ path }) {
+  await page.screenshot({ path });
+  return { path };
+}
+
+const commands = {
+  open, state: async () => ({ state: await viewerState() }), waitState, pixel, waitPixel, click, type,
+  ignoreViewOnly, screenshot,
+};
+
+async function handle(line) {
+  const msg = JSON.parse(line);
+  if (msg.cmd === 'close') return { ok: true, close: true };
+  const run = commands[msg.cmd];
+  if (!run) throw new Error(`unknown command ${msg.cmd}`);
+  if (msg.cmd !== 'open' && !page) throw new Error('no page: send "open" first');
+  return { ok: true, ...(await run(msg)) };
+}
+
+const reply = (obj) => process.stdout.write(`${JSON.stringify(obj)}\n`);
+const input = createInterface({ input: process.stdin });
+for await (const line of input) {
+  if (!line.trim()) continue;
+  let answer;
+  try {
+    answer = await handle(line);
+  } catch (e) {
+    answer = { ok: false, error: String(e?.message ?? e), console: consoleLines.slice(-20) };
+  }
+  reply(answer);
+  if (answer.close) break;
+}
+if (browser) await browser.close();

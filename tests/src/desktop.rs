@@ -1,0 +1,276 @@
+//! A real X desktop for browser tests: Xvfb on a display it picks itself, x11vnc
+//! serving it on a free loopback port, and X clients on it (`xsetroot`, an `xterm` that
+//! writes what is typed into it to a file). Everything is stopped when dropped.
+//!
+//! Needs Debian's `xvfb`, `x11vnc`, `xterm` and `x11-xserver-utils` (`xsetroot`);
+//! [`desktop_required`] says whether they are there.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::process::eventually;
+
+/// Programs the desktop runs, and the Debian package of each.
+const PROGRAMS: &[(&str, &str)] = &[
+    ("Xvfb", "xvfb"),
+    ("x11vnc", "x11vnc"),
+    ("xterm", "xterm"),
+    ("xsetroot", "x11-xserver-utils"),
+    ("xwininfo", "x11-utils"),
+];
+
+/// Screen size of the test desktop.
+pub const WIDTH: u16 = 1024;
+pub const HEIGHT: u16 = 768;
+
+/// Font of the xterm: an Xft font from `fonts-dejavu-core` (Xvfb has no core fonts
+/// beyond its built-in `fixed`).
+const XTERM_FONT: &str = "DejaVu Sans Mono";
+
+/// True if every program of the desktop is installed. If one is missing: under
+/// `CI=true` this panics (browser tests must fail in CI), otherwise it prints a loud
+/// `SKIPPED` line and returns false so the test can return early.
+pub fn desktop_required() -> bool {
+    let missing: Vec<String> = PROGRAMS
+        .iter()
+        .filter(|(program, _)| find_program(program).is_none())
+        .map(|(program, package)| format!("{program} (Debian package {package})"))
+        .collect();
+    required("an X desktop", &missing)
+}
+
+/// Shared by the desktop and browser checks: panics under `CI=true` when something is
+/// missing, else prints a loud skip line; true when nothing is missing.
+pub fn required(what: &str, missing: &[String]) -> bool {
+    if missing.is_empty() {
+        return true;
+    }
+    let list = missing.join(", ");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but {what} is not available; missing: {list} (.ci/run installs them)");
+    }
+    use std::io::Write as _;
+    // Straight to the stderr handle, not `eprintln!`, which the test harness captures:
+    // a skip must be visible in a normal run.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n\
+         ************************************************************\n\
+         SKIPPED: no {what}; missing: {list}\n\
+         ************************************************************\n"
+    );
+    false
+}
+
+/// The path of `program` on `PATH`, if any.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Xvfb + x11vnc, and the X clients started on them.
+pub struct Desktop {
+    /// `:N`, as Xvfb chose it.
+    pub display: String,
+    /// Loopback port x11vnc serves RFB on.
+    pub vnc_port: u16,
+    xvfb: Child,
+    x11vnc: Child,
+    clients: Vec<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Desktop {
+    /// Starts Xvfb on a free display and x11vnc on a free loopback port (shared, so
+    /// several viewers may connect; no VNC password: the port is on loopback only).
+    pub async fn start() -> anyhow::Result<Desktop> {
+        let dir = tempfile::tempdir()?;
+        let (xvfb, display) = start_xvfb().await?;
+        let mut last_error = None;
+        // The free port could be taken between the probe and x11vnc's bind: retry.
+        for _ in 0..5 {
+            let port = crate::redis::free_port();
+            match start_x11vnc(&display, port, dir.path()).await {
+                Ok(x11vnc) => {
+                    return Ok(Desktop {
+                        display,
+                        vnc_port: port,
+                        xvfb,
+                        x11vnc,
+                        clients: Vec::new(),
+                        dir,
+                    });
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("x11vnc would not start")))
+    }
+
+    /// Paints the root window one colour (`xsetroot -solid`).
+    pub async fn set_background(&self, (r, g, b): (u8, u8, u8)) {
+        let status = self
+            .x_command("xsetroot")
+            .args(["-solid", &format!("#{r:02x}{g:02x}{b:02x}")])
+            .status()
+            .await
+            .expect("run xsetroot");
+        assert!(status.success(), "xsetroot: {status}");
+    }
+
+    /// Starts an xterm titled `title` at `geometry` (columns x rows + x + y) running
+    /// `cat > FILE`: every line typed into it lands in the returned file. Returns once
+    /// the window is mapped.
+    pub async fn xterm_recording(&mut self, title: &str, geometry: &str) -> PathBuf {
+        let file = self.dir.path().join(format!("{title}.typed"));
+        std::fs::write(&file, "").expect("create the typed file");
+        let child = self
+            .x_command("xterm")
+            .args([
+                "-T",
+                title,
+                "-geometry",
+                geometry,
+                "-fa",
+                XTERM_FONT,
+                "-fs",
+                "11",
+            ])
+            .args(["-e", "sh", "-c", "exec cat > \"$0\""])
+            .arg(&file)
+            .spawn()
+            .expect("start xterm");
+        self.clients.push(child);
+        self.wait_window(title).await;
+        file
+    }
+
+    /// Waits until a window named `title` is viewable.
+    pub async fn wait_window(&self, title: &str) {
+        eventually(&format!("window {title:?}"), crate::WAIT, || async {
+            let out = self
+                .x_command("xwininfo")
+                .args(["-name", title])
+                .stderr(Stdio::null())
+                .output()
+                .await
+                .ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .contains("IsViewable")
+                .then_some(())
+        })
+        .await
+    }
+
+    /// A command with `DISPLAY` set to this desktop.
+    pub fn x_command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("DISPLAY", &self.display)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+}
+
+/// Xvfb on a display it picks (`-displayfd`), 24-bit colour. `-noreset`: without it the
+/// server resets (and forgets the root colour) whenever its last client disconnects.
+async fn start_xvfb() -> anyhow::Result<(Child, String)> {
+    let mut child = Command::new("Xvfb")
+        .args(["-displayfd", "1", "-nolisten", "tcp", "-noreset"])
+        .args(["-screen", "0", &format!("{WIDTH}x{HEIGHT}x24")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting Xvfb")?;
+    let mut stdout = BufReader::new(child.stdout.take().context("Xvfb stdout")?);
+    let mut line = String::new();
+    let n = tokio::time::timeout(crate::WAIT, stdout.read_line(&mut line))
+        .await
+        .context("Xvfb did not report its display in time")??;
+    if n == 0 || line.trim().is_empty() {
+        bail!("Xvfb exited before it was ready: {:?}", child.try_wait());
+    }
+    drain(stdout);
+    Ok((child, format!(":{}", line.trim())))
+}
+
+/// x11vnc on `display`, listening on 127.0.0.1:`port`; returns once it listens (it
+/// prints `PORT=N` then).
+async fn start_x11vnc(display: &str, port: u16, dir: &Path) -> anyhow::Result<Child> {
+    let mut child = Command::new("x11vnc")
+        .args(["-display", display, "-rfbport", &port.to_string()])
+        .args(["-localhost", "-shared", "-forever", "-nopw", "-noipv6"])
+        // No ~/.vnc, no xauth lookups, less polling delay for quick tests.
+        .args(["-norc", "-wait", "5", "-defer", "5"])
+        .arg("-o")
+        .arg(dir.join("x11vnc.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting x11vnc")?;
+    let stdout = child.stdout.take().context("x11vnc stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let want = format!("PORT={port}");
+    let ready = tokio::time::timeout(crate::WAIT, async {
+        while let Some(line) = lines.next_line().await? {
+            if line.trim() == want {
+                return anyhow::Ok(true);
+            }
+        }
+        Ok(false)
+    })
+    .await
+    .context("x11vnc did not report its port in time")??;
+    if !ready {
+        bail!(
+            "x11vnc exited before listening on {port}: {:?}",
+            child.try_wait()
+        );
+    }
+    drain(lines.into_inner());
+    Ok(child)
+}
+
+/// Reads a child's stdout to its end in the background: a closed pipe would kill the
+/// child with SIGPIPE at its next write.
+fn drain(mut out: impl tokio::io::AsyncBufRead + Unpin + Send + 'static) {
+    tokio::spawn(async move {
+        let mut sink = tokio::io::sink();
+        let _ = tokio::io::copy_buf(&mut out, &mut sink).await;
+    });
+}
+
+impl Drop for Desktop {
+    fn drop(&mut self) {
+        for child in &mut self.clients {
+            let _ = child.start_kill();
+        }
+        let _ = self.x11vnc.start_kill();
+        // SIGTERM first: Xvfb then removes its lock file and socket under /tmp.
+        if let Some(pid) = self.xvfb.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while std::time::Instant::now() < deadline {
+                if matches!(self.xvfb.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = self.xvfb.start_kill();
+    }
+}

@@ -1,0 +1,495 @@
+//! The viewer page (`web/`) in a real browser against the real stack: redis-server, the
+//! vnc-relay binary serving the page (`--web-root web`), an X desktop (Xvfb + x11vnc)
+//! registered as container `desk`, and Debian's chromium driven through playwright-core
+//! (`tests/browser/driver.mjs`). Every test asserts on the remote screen's pixels as the
+//! page shows them or on what reached the X display.
+//!
+//! Needs `xvfb x11vnc xterm x11-xserver-utils x11-utils fonts-dejavu-core chromium`
+//! (Debian) and `npm ci` in `web/` and `tests/browser/`; skips loudly without them, and
+//! fails under `CI=true`.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use vnc_shared::token::Scope;
+use vnc_tests::desktop::{Desktop, desktop_required, find_program, required};
+use vnc_tests::keys::TestKeys;
+use vnc_tests::process::{Proc, bin_path, eventually, listening_field};
+use vnc_tests::redis::RedisServer;
+use vnc_tests::relay::RelayProcess;
+
+/// Colours the tests paint the desktop's root window with (`xsetroot -solid`).
+const TEAL: (u8, u8, u8) = (0x20, 0x9a, 0x8c);
+const ORANGE: (u8, u8, u8) = (0xe8, 0x7a, 0x1c);
+const PURPLE: (u8, u8, u8) = (0x6a, 0x3d, 0x9a);
+
+/// A spot of the root window no test window covers (the xterms sit top left).
+const BACKGROUND_SPOT: (u16, u16) = (980, 720);
+
+/// Per channel: the relay and x11vnc carry exact pixels, but x11vnc may pick a lossy
+/// encoding (Tight/JPEG) for some updates.
+const TOLERANCE: u8 = 6;
+
+/// Bound on what the page waits for (connect, reconnect through another node).
+const PAGE_WAIT_MS: u64 = 15_000;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn web_root() -> PathBuf {
+    repo_root().join("web")
+}
+
+fn driver_script() -> PathBuf {
+    repo_root().join("tests/browser/driver.mjs")
+}
+
+fn chromium_path() -> PathBuf {
+    std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+/// True if the X desktop's programs, chromium, node and both npm folders are there;
+/// under `CI=true` a missing part fails the test instead.
+fn browser_required() -> bool {
+    if !desktop_required() {
+        return false;
+    }
+    let mut missing = Vec::new();
+    if !chromium_path().is_file() {
+        missing.push(format!(
+            "{} (Debian package chromium)",
+            chromium_path().display()
+        ));
+    }
+    if find_program("node").is_none() {
+        missing.push("node (Debian package nodejs)".into());
+    }
+    let npm_folders = [
+        ("web", "node_modules/@novnc/novnc/core/rfb.js"),
+        ("tests/browser", "node_modules/playwright-core/package.json"),
+    ];
+    for (folder, file) in npm_folders {
+        if !repo_root().join(folder).join(file).is_file() {
+            missing.push(format!("{folder}/{file} (`npm ci` in {folder})"));
+        }
+    }
+    required("browser", &missing)
+}
+
+/// The stack of one browser test: Redis, a key pair, the desktop as container `desk`
+/// of tenant `t1`, and one relay serving the viewer page.
+struct BrowserStack {
+    redis: RedisServer,
+    keys: TestKeys,
+    desktop: Desktop,
+    relay: RelayProcess,
+}
+
+impl BrowserStack {
+    /// Starts it; `relay_args` are extra flags of the relay.
+    async fn start(relay_args: &[&str]) -> BrowserStack {
+        let redis = RedisServer::start().await.expect("redis");
+        let keys = TestKeys::new();
+        let desktop = Desktop::start().await.expect("desktop");
+        redis
+            .put_container("desk", "t1", "running", desktop.vnc_port)
+            .await;
+        let relay = start_relay(&redis, &keys, "relay-a", relay_args).await;
+        BrowserStack {
+            redis,
+            keys,
+            desktop,
+            relay,
+        }
+    }
+
+    /// The viewer page on `relay` for container `desk` with a fresh token of `scope`;
+    /// `extra` is more of the fragment (`&transport=socketio`, `&relays=...`).
+    fn page_url(&self, relay: &RelayProcess, scope: Scope, extra: &str) -> String {
+        let token = self.keys.token("desk", scope);
+        format!(
+            "http://{}/#token={token}&containerId=desk{extra}",
+            relay.public
+        )
+    }
+}
+
+/// A relay serving `web/` with its own node id (the harness's `RelayProcess::start`
+/// gives every relay the same one, and two nodes share this Redis).
+async fn start_relay(
+    redis: &RedisServer,
+    keys: &TestKeys,
+    node_id: &str,
+    extra: &[&str],
+) -> RelayProcess {
+    let mut cmd = Command::new(bin_path("vnc-relay"));
+    cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--redis-url", &redis.url()])
+        .arg("--jwt-public-key")
+        .arg(&keys.public)
+        .args(["--node-id", node_id])
+        .arg("--web-root")
+        .arg(web_root())
+        .args(extra)
+        .env(
+            "RUST_LOG",
+            std::env::var("RELAY_LOG").unwrap_or_else(|_| "warn".into()),
+        );
+    let (proc, line) = Proc::start(cmd, node_id).await.expect("start vnc-relay");
+    RelayProcess {
+        public: listening_field(&line, "public=").expect("public address"),
+        admin: listening_field(&line, "admin=").expect("admin address"),
+        proc,
+    }
+}
+
+/// `tests/browser/driver.mjs`: headless chromium, one JSON command per line.
+struct Browser {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let mut child = Command::new("node")
+            .arg(driver_script())
+            .env("CHROMIUM", chromium_path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start node tests/browser/driver.mjs");
+        let stdin = child.stdin.take().expect("driver stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("driver stdout")).lines();
+        Browser {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// Sends one command; its answer, or an error with the page's last console lines.
+    async fn try_call(&mut self, cmd: Value) -> anyhow::Result<Value> {
+        let wait_ms = cmd["timeoutMs"].as_u64().unwrap_or(PAGE_WAIT_MS);
+        self.stdin
+            .write_all(format!("{cmd}\n").as_bytes())
+            .await
+            .context("write to the driver")?;
+        // Chromium's start-up counts against the first command; the driver bounds each
+        // wait itself, this only catches a hung driver.
+        let limit = Duration::from_millis(wait_ms) + Duration::from_secs(30);
+        let line = tokio::time::timeout(limit, self.stdout.next_line())
+            .await
+            .with_context(|| format!("driver did not answer {cmd} in time"))??
+            .with_context(|| format!("driver exited on {cmd}: {:?}", self.child.try_wait()))?;
+        let answer: Value = serde_json::from_str(&line).context("driver answer")?;
+        if answer["ok"] != true {
+            bail!(
+                "{}: {}\npage console: {}",
+                cmd["cmd"],
+                answer["error"],
+                answer["console"]
+            );
+        }
+        Ok(answer)
+    }
+
+    async fn call(&mut self, cmd: Value) -> Value {
+        match self.try_call(cmd).await {
+            Ok(v) => v,
+            Err(e) => panic!("{e:#}"),
+        }
+    }
+
+    async fn open(&mut self, url: &str) -> Value {
+        self.call(json!({"cmd": "open", "url": url})).await
+    }
+
+    /// Waits until the page's status is `status` with at least `sessions` sessions
+    /// set up since it loaded; the page's state then.
+    async fn wait_state(&mut self, status: &str, sessions: u64) -> Value {
+        self.call(json!({"cmd": "waitState", "status": status, "sessions": sessions, "timeoutMs": PAGE_WAIT_MS}))
+            .await["state"]
+            .clone()
+    }
+
+    /// Waits until the remote screen shows `rgb` at `spot` as the page draws it.
+    async fn wait_pixel(&mut self, (x, y): (u16, u16), (r, g, b): (u8, u8, u8)) {
+        self.call(json!({"cmd": "waitPixel", "x": x, "y": y, "rgb": [r, g, b],
+                         "tolerance": TOLERANCE, "timeoutMs": PAGE_WAIT_MS}))
+            .await;
+    }
+
+    async fn click(&mut self, (x, y): (u16, u16)) {
+        self.call(json!({"cmd": "click", "x": x, "y": y})).await;
+    }
+
+    async fn type_text(&mut self, text: &str) {
+        self.call(json!({"cmd": "type", "text": text})).await;
+    }
+
+    async fn close(mut self) {
+        let _ = self.try_call(json!({"cmd": "close"})).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
+/// Waits until `file` holds `want` (what an xterm recorded).
+async fn wait_typed(file: &Path, want: &str) {
+    eventually(
+        &format!("{want:?} typed into the xterm"),
+        Duration::from_millis(PAGE_WAIT_MS),
+        || async {
+            std::fs::read_to_string(file)
+                .ok()
+                .filter(|got| got.contains(want))
+                .map(drop)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_viewer_shows_the_desktop_over_websocket() {
+    if !browser_required() {
+        return;
+    }
+    let stack = BrowserStack::start(&[]).await;
+    stack.desktop.set_background(TEAL).await;
+    let mut browser = Browser::start().await;
+    browser
+        .open(&stack.page_url(&stack.relay, Scope::Control, ""))
+        .await;
+
+    let state = browser.wait_state("connected", 1).await;
+    assert_eq!(state["transport"], "ws", "{state}");
+    assert_eq!(state["viewOnly"], false, "{state}");
+    browser.wait_pixel(BACKGROUND_SPOT, TEAL).await;
+    stack
+        .relay
+        .wait_metric("vnc_relay_sessions_active{transport=\"websocket\"}", 1.0)
+        .await;
+
+    // The picture is live: a change on the X display reaches the page.
+    stack.desktop.set_background(ORANGE).await;
+    browser.wait_pixel(BACKGROUND_SPOT, ORANGE).await;
+    browser.close().await;
+}
+
+/// Needs the relay's socket.io endpoint and `/static/vnc-socketio.js`.
+#[tokio::test]
+async fn the_viewer_shows_the_desktop_over_socketio() {
+    if !browser_required() {
+        return;
+    }
+    let stack = BrowserStack::start(&[]).await;
+    stack.desktop.set_background(PURPLE).await;
+    let mut browser = Browser::start().await;
+    browser
+        .open(&stack.page_url(&stack.relay, Scope::Control, "&transport=socketio"))
+        .await;
+
+    let state = browser.wait_state("connected", 1).await;
+    assert_eq!(state["transport"], "socketio", "{state}");
+    browser.wait_pixel(BACKGROUND_SPOT, PURPLE).await;
+    // No raw WebSocket session was involved.
+    assert_eq!(
+        stack
+            .relay
+            .metric("vnc_relay_sessions_active{transport=\"websocket\"}")
+            .await
+            .unwrap_or(0.0),
+        0.0
+    );
+    stack.desktop.set_background(TEAL).await;
+    browser.wait_pixel(BACKGROUND_SPOT, TEAL).await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn typing_in_the_viewer_reaches_the_x_display() {
+    if !browser_required() {
+        return;
+    }
+    let mut stack = BrowserStack::start(&[]).await;
+    let typed = stack.desktop.xterm_recording("typed", "80x20+40+40").await;
+    let mut browser = Browser::start().await;
+    browser
+        .open(&stack.page_url(&stack.relay, Scope::Control, ""))
+        .await;
+    browser.wait_state("connected", 1).await;
+
+    // X gives keys to the window under the pointer (no window manager): the click
+    // through the page moves the pointer onto the xterm and focuses the page's canvas.
+    browser.click((200, 120)).await;
+    browser.type_text("Hello, relay 42!\n").await;
+    wait_typed(&typed, "Hello, relay 42!\n").await;
+}
+
+/// Input of a `view` token must not reach the desktop even when the page sends it (a
+/// modified page, or a bug): the relay drops it. Needs the relay's view-only filter.
+#[tokio::test]
+async fn a_view_token_cannot_type_even_when_the_page_sends_input() {
+    if !browser_required() {
+        return;
+    }
+    let mut stack = BrowserStack::start(&[]).await;
+    let typed = stack.desktop.xterm_recording("typed", "80x20+40+40").await;
+
+    let mut viewer = Browser::start().await;
+    viewer
+        .open(&stack.page_url(&stack.relay, Scope::View, ""))
+        .await;
+    let state = viewer.wait_state("connected", 1).await;
+    assert_eq!(
+        state["viewOnly"], true,
+        "the page shows a view token: {state}"
+    );
+    // What a modified page would do: send input regardless of the token's scope.
+    viewer.call(json!({"cmd": "ignoreViewOnly"})).await;
+    viewer.click((200, 120)).await;
+    viewer.type_text("viewer-was-here\n").await;
+
+    // A control session types a marker afterwards; once it arrived, anything the view
+    // session's keys could have done has happened too (x11vnc applies input in order).
+    let mut controller = Browser::start().await;
+    controller
+        .open(&stack.page_url(&stack.relay, Scope::Control, ""))
+        .await;
+    controller.wait_state("connected", 1).await;
+    controller.click((200, 120)).await;
+    controller.type_text("controller-marker\n").await;
+    wait_typed(&typed, "controller-marker\n").await;
+
+    let got = std::fs::read_to_string(&typed).expect("read the typed file");
+    assert!(
+        !got.contains("viewer"),
+        "keys of a view token reached the desktop: {got:?}"
+    );
+    viewer.close().await;
+    controller.close().await;
+}
+
+/// SIGTERM drains relay A: its session is closed with 1001 and the page reconnects
+/// through relay B, the next endpoint of its `relays` list.
+#[tokio::test]
+async fn a_draining_relay_hands_the_page_to_another_node() {
+    if !browser_required() {
+        return;
+    }
+    // Relay A drains for 1 s before it closes its sessions with 1001.
+    let mut stack = BrowserStack::start(&["--drain-timeout", "1s"]).await;
+    let relay_b = start_relay(&stack.redis, &stack.keys, "relay-b", &[]).await;
+    stack.desktop.set_background(TEAL).await;
+
+    let relays = format!(
+        "&relays=ws://{},ws://{}",
+        stack.relay.public, relay_b.public
+    );
+    let mut browser = Browser::start().await;
+    browser
+        .open(&stack.page_url(&stack.relay, Scope::Control, &relays))
+        .await;
+    let state = browser.wait_state("connected", 1).await;
+    assert_eq!(state["endpoint"], format!("ws://{}", stack.relay.public));
+    browser.wait_pixel(BACKGROUND_SPOT, TEAL).await;
+    stack
+        .relay
+        .wait_metric("vnc_relay_sessions_active{transport=\"websocket\"}", 1.0)
+        .await;
+
+    stack.relay.proc.signal("TERM");
+    let state = browser.wait_state("connected", 2).await;
+    assert_eq!(
+        state["endpoint"],
+        format!("ws://{}", relay_b.public),
+        "{state}"
+    );
+    assert_eq!(state["lastClose"]["code"], 1001, "{state}");
+    relay_b
+        .wait_metric("vnc_relay_sessions_active{transport=\"websocket\"}", 1.0)
+        .await;
+    assert_eq!(
+        stack
+            .relay
+            .proc
+            .wait_exit(Duration::from_secs(10))
+            .await
+            .ok(),
+        Some(Some(0)),
+        "relay A exits after draining"
+    );
+
+    // The desktop is live again, through B.
+    stack.desktop.set_background(ORANGE).await;
+    browser.wait_pixel(BACKGROUND_SPOT, ORANGE).await;
+    browser.close().await;
+}
+
+/// A session the relay ends for good shows why in words and is not retried: here the
+/// container stopped (room event `container.stopped` → close 4004).
+#[tokio::test]
+async fn a_stopped_container_is_shown_in_words_and_not_retried() {
+    if !browser_required() {
+        return;
+    }
+    let stack = BrowserStack::start(&[]).await;
+    let mut browser = Browser::start().await;
+    browser
+        .open(&stack.page_url(&stack.relay, Scope::Control, ""))
+        .await;
+    browser.wait_state("connected", 1).await;
+    // The relay listens to the container's room while it holds one of its sessions.
+    eventually(
+        "the relay subscribed to room desk",
+        vnc_tests::WAIT,
+        || async {
+            let channels = stack.redis.channels("vnc:room:desk").await;
+            (!channels.is_empty()).then_some(())
+        },
+    )
+    .await;
+
+    stack.redis.publish_room("desk", "container.stopped").await;
+    let state = browser.wait_state("disconnected", 1).await;
+    assert_eq!(state["code"], 4004, "{state}");
+    let text = state["statusText"].as_str().unwrap_or_default();
+    assert!(text.contains("the container stopped"), "{state}");
+    assert_eq!(
+        state["attempts"], 0,
+        "a stopped container is not retried: {state}"
+    );
+    browser.close().await;
+}
+
+/// The page's pure parts (URL parameters, close-code words, retry policy) under node's
+/// own test runner (`tests/browser/viewer-logic.test.mjs`).
+#[tokio::test]
+async fn the_viewer_logic_passes_its_node_tests() {
+    if find_program("node").is_none() && !required("node", &["node (Debian package nodejs)".into()])
+    {
+        return;
+    }
+    let out = Command::new("node")
+        .arg("--test")
+        .arg(repo_root().join("tests/browser/viewer-logic.test.mjs"))
+        .output()
+        .await
+        .expect("run node --test");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "node --test failed:\n{report}");
+    assert!(report.contains("# fail 0"), "{report}");
+}
