@@ -1,4 +1,4 @@
-//! The `vnc-control` binary: flags and logging; the work is in the library.
+//! The `vnc-control` binary: flags, logging, signals, systemd; the work is in the library.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -9,6 +9,7 @@ use vnc_control::config::{ControlConfig, ControlSettings};
 use vnc_control::operator::{self, MintArgs};
 use vnc_control::server::{self, Listeners};
 use vnc_shared::config::parse_duration;
+use vnc_shared::systemd::{self, Health, Notifier};
 use vnc_shared::token::{DEFAULT_AUDIENCE, DEFAULT_ISSUER, Scope};
 
 #[derive(Parser)]
@@ -151,6 +152,8 @@ async fn serve(config: ControlConfig) -> anyhow::Result<()> {
     use anyhow::Context;
     use tokio::signal::unix::{SignalKind, signal};
 
+    let notifier = Notifier::from_env();
+    let _watchdog = systemd::spawn_watchdog(&notifier);
     let api = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -163,19 +166,57 @@ async fn serve(config: ControlConfig) -> anyhow::Result<()> {
         api.local_addr()?,
         admin.local_addr()?
     );
+    notifier.status("Starting: listeners bound, waiting for Redis");
     let shutdown = tokio_util::sync::CancellationToken::new();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let signals = shutdown.clone();
+    let stopping = notifier.clone();
     tokio::spawn(async move {
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         tracing::info!(
             "signal received: finishing in-flight requests and jobs (a second signal exits)"
         );
+        stopping.stopping();
         signals.cancel();
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         std::process::exit(130);
     });
-    server::run(config, Listeners { api, admin }, shutdown).await?;
+    let draining = shutdown.clone();
+    let started = move |running: server::Running| {
+        tokio::spawn(systemd::report(notifier, move || {
+            health(running.clone(), draining.clone())
+        }));
+    };
+    server::run_with(config, Listeners { api, admin }, shutdown, started).await?;
     Ok(())
+}
+
+/// Readiness as `/readyz` sees it, and the job queue, for systemd.
+async fn health(running: server::Running, draining: tokio_util::sync::CancellationToken) -> Health {
+    use fred::interfaces::ClientLike;
+
+    if draining.is_cancelled() {
+        return Health {
+            ready: false,
+            status: "Stopping: finishing in-flight requests and jobs".into(),
+        };
+    }
+    if !running.redis.is_connected() {
+        return Health {
+            ready: false,
+            status: "Not ready (redis unreachable)".into(),
+        };
+    }
+    let jobs = match running.queue.depth().await {
+        Ok(d) => format!(
+            "jobs {} waiting, {} active, {} delayed, {} failed",
+            d.waiting, d.active, d.delayed, d.failed
+        ),
+        Err(e) => format!("job queue unknown ({e})"),
+    };
+    Health {
+        ready: true,
+        status: format!("Serving: {jobs}"),
+    }
 }

@@ -122,6 +122,26 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
+    run_with(config, listeners, shutdown, |_| {}).await
+}
+
+/// What the caller may watch of a running control plane (the binary reports its
+/// readiness and the job queue to systemd).
+#[derive(Clone)]
+pub struct Running {
+    /// Connected once Redis answered.
+    pub redis: Client,
+    pub queue: Queue,
+}
+
+/// [`run`], handing `started` the Redis client and the queue once the keys are loaded,
+/// Redis had its start-up wait and the runtime is set up.
+pub async fn run_with(
+    config: ControlConfig,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+    started: impl FnOnce(Running),
+) -> Result<(), StartError> {
     let prometheus = crate::metrics::install();
     let (signer, identity) = load_keys(&config)?;
     let keys = Keys::new(config.redis_prefix.clone());
@@ -166,6 +186,10 @@ pub async fn run(
         identity,
         app,
         ready,
+    });
+    started(Running {
+        redis: client.clone(),
+        queue: queue.clone(),
     });
 
     let lifecycle = Arc::new(Lifecycle {

@@ -1,11 +1,15 @@
-//! The `vnc-relay` binary: flags, logging, signals; the work is in the library.
+//! The `vnc-relay` binary: flags, logging, signals, systemd; the work is in the library.
 #![forbid(unsafe_code)]
+
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use vnc_relay::server::bind;
+use vnc_relay::server::{Relay, bind};
 use vnc_relay::{Listeners, RelaySettings, Shutdown};
+use vnc_shared::systemd::{self, Health, ListenFds, Notifier};
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +32,10 @@ enum Command {
     Check,
 }
 
+/// `FileDescriptorName=` of the admin listener's socket unit; any other passed
+/// socket is the public listener.
+const ADMIN_SOCKET_NAME: &str = "admin";
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = cli.settings.resolve()?;
@@ -42,34 +50,90 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    // Before the runtime starts any thread: taking the sockets unsets LISTEN_FDS.
+    let passed = ListenFds::take_from_env().context("socket activation")?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(serve(config))
+        .block_on(serve(config, passed))
 }
 
-async fn serve(config: vnc_relay::RelayConfig) -> anyhow::Result<()> {
-    let public = bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
-    let admin = bind(config.admin_listen)
-        .with_context(|| format!("binding admin {}", config.admin_listen))?;
+async fn serve(config: vnc_relay::RelayConfig, passed: ListenFds) -> anyhow::Result<()> {
+    let notifier = Notifier::from_env();
+    let _watchdog = systemd::spawn_watchdog(&notifier);
+    let activated = passed.len();
+    let (public, admin) = passed.split(ADMIN_SOCKET_NAME)?;
+    let public = match public {
+        Some(socket) => adopt(socket).context("the passed public socket")?,
+        None => bind(config.listen).with_context(|| format!("binding {}", config.listen))?,
+    };
+    let admin = match admin {
+        Some(socket) => adopt(socket).context("the passed admin socket")?,
+        None => bind(config.admin_listen)
+            .with_context(|| format!("binding admin {}", config.admin_listen))?,
+    };
+    if activated > 0 {
+        tracing::info!(
+            sockets = activated,
+            "using the listening sockets passed by the service manager"
+        );
+    }
     // Tests bind port 0 and read the real ports from this line.
     println!(
         "LISTENING public={} admin={}",
         public.local_addr()?,
         admin.local_addr()?
     );
+    notifier.status("Starting: listeners bound, waiting for Redis");
     let shutdown = Shutdown::default();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let signals = shutdown.clone();
+    let stopping = notifier.clone();
     tokio::spawn(async move {
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         tracing::info!("signal received: draining (a second signal stops at once)");
+        stopping.stopping();
         signals.drain.cancel();
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         tracing::info!("second signal: closing every session now");
         signals.now.cancel();
     });
-    vnc_relay::run(config, Listeners { public, admin }, shutdown).await?;
+    let started = move |relay: Arc<Relay>| {
+        tokio::spawn(systemd::report(notifier, move || {
+            std::future::ready(health(&relay))
+        }));
+    };
+    vnc_relay::run_with(config, Listeners { public, admin }, shutdown, started).await?;
     Ok(())
+}
+
+/// A listener the service manager passed, for the runtime.
+fn adopt(socket: std::net::TcpListener) -> std::io::Result<TcpListener> {
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket)
+}
+
+/// Readiness as `/readyz` sees it, and the live session count, for systemd.
+fn health(relay: &Relay) -> Health {
+    let sessions = match relay.live.len() {
+        1 => "1 live session".to_owned(),
+        n => format!("{n} live sessions"),
+    };
+    if relay.draining.is_cancelled() {
+        return Health {
+            ready: false,
+            status: format!("Draining: {sessions} left"),
+        };
+    }
+    match relay.not_ready() {
+        None => Health {
+            ready: true,
+            status: format!("Serving: {sessions}"),
+        },
+        Some(why) => Health {
+            ready: false,
+            status: format!("Not ready ({why}): {sessions}"),
+        },
+    }
 }

@@ -5,5 +5,6 @@
 pub mod config;
 pub mod rfb;
 pub mod schema;
+pub mod systemd;
 pub mod telemetry;
 pub mod token;
