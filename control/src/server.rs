@@ -151,7 +151,7 @@ pub async fn run_with(
         .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(2))
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
         .build()?;
-    client.connect();
+    vnc_shared::redis::keep_connecting(client.clone());
     if tokio::time::timeout(REDIS_STARTUP_WAIT, client.wait_for_connect())
         .await
         .is_err()

@@ -28,7 +28,7 @@ pub async fn feed(
     let mut messages = subscriber.message_rx();
     let mut reconnects = subscriber.reconnect_rx();
     let prefix = keys.room_channel("");
-    subscriber.connect();
+    vnc_shared::redis::keep_connecting(subscriber.clone());
     loop {
         tokio::select! {
             change = changes.recv() => match change {

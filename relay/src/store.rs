@@ -76,7 +76,7 @@ impl Store {
         // Refuse at once while disconnected instead of queueing: fail closed, fast.
         config.fail_fast = true;
         let client = builder(config.clone()).build()?;
-        client.connect();
+        vnc_shared::redis::keep_connecting(client.clone());
         Ok(Store {
             client,
             keys,

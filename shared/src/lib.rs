@@ -1,8 +1,11 @@
 //! What `vnc-relay` and `vnc-control` must agree on: the VNC token, the Redis key
-//! schema, config layering and telemetry setup. Nothing here does network I/O.
+//! schema, the RFB protocol logic, config layering and telemetry setup; plus the bits
+//! of process plumbing both daemons share (systemd notifications, the first Redis
+//! connection). The protocol and token code does no I/O.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod redis;
 pub mod rfb;
 pub mod schema;
 pub mod systemd;

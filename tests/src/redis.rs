@@ -37,8 +37,23 @@ fn redis_binary() -> PathBuf {
 impl RedisServer {
     pub async fn start() -> anyhow::Result<RedisServer> {
         for _ in 0..5 {
+            if let Some(server) = Self::try_start(free_port()).await? {
+                return Ok(server);
+            }
+        }
+        bail!("redis-server would not start")
+    }
+
+    /// A server on a given port (one a relay was told about before Redis was up).
+    pub async fn start_on(port: u16) -> anyhow::Result<RedisServer> {
+        Self::try_start(port)
+            .await?
+            .with_context(|| format!("redis-server would not start on port {port}"))
+    }
+
+    async fn try_start(port: u16) -> anyhow::Result<Option<RedisServer>> {
+        {
             let dir = tempfile::tempdir()?;
-            let port = free_port();
             let child = Command::new(redis_binary())
                 .args([
                     "--port",
@@ -79,12 +94,12 @@ impl RedisServer {
                 }
             })
             .await??;
-            if ready {
-                server.client.init().await?;
-                return Ok(server);
+            if !ready {
+                return Ok(None);
             }
+            server.client.init().await?;
+            Ok(Some(server))
         }
-        bail!("redis-server would not start")
     }
 
     pub fn url(&self) -> String {

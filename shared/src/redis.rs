@@ -1,0 +1,38 @@
+//! Keeping a Redis client connecting from the start.
+//!
+//! Both daemons build fred clients with `fail_fast`, so a command issued while Redis is
+//! down fails at once (the relay refuses the session with 503, control answers 503)
+//! instead of queueing. fred then also gives up on the *first* connection if Redis
+//! isn't there yet; once connected, its reconnect policy takes over. This starts the
+//! connection again with back-off until it has been made once, so a daemon started
+//! before Redis comes up on its own.
+
+use std::time::Duration;
+
+use fred::interfaces::ClientLike;
+
+/// Longest pause between two first-connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Connects `client` in the background, retrying the first connection until it
+/// succeeds; returns at once. The task ends when the client quits.
+pub fn keep_connecting<C>(client: C)
+where
+    C: ClientLike + Send + Sync + 'static,
+{
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match client.connect().await {
+                // The client quit: the connection task ended on purpose.
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, ?backoff, "redis not reachable yet; retrying");
+                }
+                Err(e) => tracing::warn!(error = %e, "redis connection task failed"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    });
+}
