@@ -182,6 +182,16 @@ async fn serve(config: ControlConfig) -> anyhow::Result<()> {
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         std::process::exit(130);
     });
+    // Nothing of control's configuration reloads yet: answer SIGHUP (`systemctl
+    // reload`) with a log line instead of dying of it.
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::warn!(
+                "SIGHUP: vnc-control does not reload its configuration; restart it to apply changes"
+            );
+        }
+    });
     let draining = shutdown.clone();
     let started = move |running: server::Running| {
         tokio::spawn(systemd::report(notifier, move || {

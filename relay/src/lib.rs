@@ -12,6 +12,7 @@ pub mod io;
 pub mod live;
 pub mod metrics;
 pub mod reject;
+pub mod reload;
 pub mod rfb;
 pub mod rooms;
 pub mod server;
@@ -128,7 +129,7 @@ pub async fn run_with(
     tracing::info!(
         listen = ?listeners.public.local_addr().ok(),
         node.id = %relay.config.node_id,
-        keys = relay.keys.len(),
+        keys = relay.keys().len(),
         "relay serving"
     );
     relay.accept_loop(listeners.public).await;

@@ -55,10 +55,14 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(serve(config, passed))
+        .block_on(serve(config, cli.settings, passed))
 }
 
-async fn serve(config: vnc_relay::RelayConfig, passed: ListenFds) -> anyhow::Result<()> {
+async fn serve(
+    config: vnc_relay::RelayConfig,
+    settings: RelaySettings,
+    passed: ListenFds,
+) -> anyhow::Result<()> {
     let notifier = Notifier::from_env();
     let _watchdog = systemd::spawn_watchdog(&notifier);
     let activated = passed.len();
@@ -99,7 +103,22 @@ async fn serve(config: vnc_relay::RelayConfig, passed: ListenFds) -> anyhow::Res
         tracing::info!("second signal: closing every session now");
         signals.now.cancel();
     });
+    let mut hup = signal(SignalKind::hangup())?;
     let started = move |relay: Arc<Relay>| {
+        let reloading = notifier.clone();
+        let reloaded = relay.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                reloading.reloading();
+                match vnc_relay::reload::reload(&reloaded, &settings) {
+                    Ok(now) => tracing::info!(%now, "configuration reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload refused; the running configuration stays")
+                    }
+                }
+                reloading.ready();
+            }
+        });
         tokio::spawn(systemd::report(notifier, move || {
             std::future::ready(health(&relay))
         }));

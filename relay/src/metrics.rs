@@ -21,6 +21,7 @@ pub const AUTH_FAILURES: &str = "vnc_relay_auth_failures_total";
 pub const REJECTIONS: &str = "vnc_relay_http_rejections_total";
 pub const ACCEPT_ERRORS: &str = "vnc_relay_accept_errors_total";
 pub const INPUT_DROPPED: &str = "vnc_relay_input_dropped_total";
+pub const CONFIG_RELOADS: &str = "vnc_relay_config_reloads_total";
 
 /// Installs the global Prometheus recorder and describes every metric.
 pub fn install() -> PrometheusHandle {
@@ -74,6 +75,10 @@ fn describe() {
     describe_counter!(
         INPUT_DROPPED,
         "Input messages from view-only sessions the relay dropped, by RFB message kind."
+    );
+    describe_counter!(
+        CONFIG_RELOADS,
+        "SIGHUP reloads, by result (ok, refused: the running configuration stayed)."
     );
     describe_counter!(
         ACCEPT_ERRORS,

@@ -7,7 +7,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -69,7 +69,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 /// What every connection of one relay shares.
 pub struct Relay {
     pub config: RelayConfig,
-    pub keys: KeySet,
+    /// Token verification keys; SIGHUP swaps them (rotation) without touching sessions.
+    keys: RwLock<Arc<KeySet>>,
     pub store: Store,
     /// Cancelled on SIGTERM: stop accepting, refuse new sessions, report unready.
     pub draining: CancellationToken,
@@ -111,7 +112,7 @@ impl Relay {
         let sessions = Arc::new(Semaphore::new(config.limits.max_sessions));
         Relay {
             config,
-            keys,
+            keys: RwLock::new(Arc::new(keys)),
             store,
             draining: CancellationToken::new(),
             stop: CancellationToken::new(),
@@ -120,6 +121,22 @@ impl Relay {
             tracker: TaskTracker::new(),
             io,
             socketio: OnceLock::new(),
+        }
+    }
+
+    /// The token keys in force.
+    pub fn keys(&self) -> Arc<KeySet> {
+        match self.keys.read() {
+            Ok(keys) => keys.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts a new key set in force for the next tokens verified.
+    pub fn replace_keys(&self, keys: KeySet) {
+        match self.keys.write() {
+            Ok(mut slot) => *slot = Arc::new(keys),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(keys),
         }
     }
 
@@ -135,7 +152,7 @@ impl Relay {
             Some("draining")
         } else if !self.store.is_connected() {
             Some("redis unreachable")
-        } else if self.keys.is_empty() {
+        } else if self.keys().is_empty() {
             Some("no token keys")
         } else if self.socketio.get().is_none() {
             Some("socket.io starting")
@@ -379,7 +396,7 @@ impl Relay {
         token: &str,
         container_id: Option<&str>,
     ) -> Result<Admitted, Reject> {
-        let claims = self.keys.verify(token)?;
+        let claims = self.keys().verify(token)?;
         if container_id.is_some_and(|cid| cid != claims.cid) {
             return Err(Reject::WrongContainer);
         }

@@ -58,6 +58,15 @@ impl Notifier {
         self.send(&[NotifyState::Status(&line)]);
     }
 
+    /// `RELOADING=1` with the monotonic time: a reload (SIGHUP) has begun; `ready`
+    /// ends it.
+    pub fn reloading(&self) {
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => self.send(&[NotifyState::Reloading, now]),
+            Err(_) => self.send(&[NotifyState::Reloading]),
+        }
+    }
+
     /// `STOPPING=1`: shutdown has begun.
     pub fn stopping(&self) {
         self.send(&[NotifyState::Stopping]);

@@ -2,7 +2,11 @@
 //! `RUST_LOG` when set, else by the configured level; and the Prometheus recorder.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
+use std::sync::OnceLock;
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, fmt, reload};
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -24,20 +28,36 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
+/// Swaps the log filter of the installed subscriber (SIGHUP reload).
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
 /// Installs the global subscriber. `level` is an `EnvFilter` directive (`info`,
 /// `vnc_relay=debug,info`); `RUST_LOG` wins when set.
 pub fn init_tracing(level: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let stderr = fmt::layer().with_writer(std::io::stderr);
     // A second init (tests) is harmless: keep the first subscriber.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let installed = match format {
+        LogFormat::Text => registry.with(stderr).try_init(),
+        LogFormat::Json => registry.with(stderr.json()).try_init(),
     };
+    if installed.is_ok() {
+        let _ = FILTER.set(handle);
+    }
+}
+
+/// Replaces the log filter with `level` (unless `RUST_LOG` is set, which wins).
+pub fn set_log_level(level: &str) -> Result<(), String> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        return Ok(());
+    }
+    let filter = EnvFilter::try_new(level).map_err(|e| format!("log level {level:?}: {e}"))?;
+    let handle = FILTER.get().ok_or("no subscriber installed")?;
+    handle.reload(filter).map_err(|e| e.to_string())
 }
 
 /// Installs the global Prometheus recorder with histogram buckets per metric name and

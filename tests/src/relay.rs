@@ -30,6 +30,21 @@ impl RelayProcess {
         public_key: &Path,
         extra: &[&str],
     ) -> anyhow::Result<RelayProcess> {
+        Self::launch(launcher, redis_url, Some(public_key), extra).await
+    }
+
+    /// A relay whose keys come from its config file (`--config` among `extra`), so a
+    /// reload can change them.
+    pub async fn start_configured(redis_url: &str, extra: &[&str]) -> anyhow::Result<RelayProcess> {
+        Self::launch(&[], redis_url, None, extra).await
+    }
+
+    async fn launch(
+        launcher: &[&str],
+        redis_url: &str,
+        public_key: Option<&Path>,
+        extra: &[&str],
+    ) -> anyhow::Result<RelayProcess> {
         let mut cmd = match launcher {
             [program, args @ ..] => {
                 let mut c = Command::new(program);
@@ -40,14 +55,14 @@ impl RelayProcess {
         };
         cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(["--redis-url", redis_url])
-            .arg("--jwt-public-key")
-            .arg(public_key)
-            .args(["--node-id", "test-node"])
-            .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("RELAY_LOG").unwrap_or_else(|_| "warn".into()),
-            );
+            .args(["--node-id", "test-node"]);
+        if let Some(key) = public_key {
+            cmd.arg("--jwt-public-key").arg(key);
+        }
+        cmd.args(extra).env(
+            "RUST_LOG",
+            std::env::var("RELAY_LOG").unwrap_or_else(|_| "warn".into()),
+        );
         let (proc, line) = Proc::start(cmd, "vnc-relay").await?;
         Ok(RelayProcess {
             public: listening_field(&line, "public=")?,
