@@ -28,11 +28,11 @@ use vnc_shared::token::{KeySet, Scope, VncClaims};
 
 use crate::auth;
 use crate::config::RelayConfig;
-use crate::live::Live;
+use crate::live::{Live, LiveGuard};
 use crate::metrics::{ACCEPT_ERRORS, SessionMetrics};
 use crate::reject::Reject;
 use crate::rfb::RfbPolicy;
-use crate::session::{self, Stop};
+use crate::session::{self, End, Stop};
 use crate::signal::Signal;
 use crate::socketio::{self, Io};
 use crate::store::Store;
@@ -91,6 +91,31 @@ pub struct Relay {
 struct Accepted {
     on_upgrade: OnUpgrade,
     admitted: Admitted,
+}
+
+/// One session's bookkeeping, for both transports (see [`Relay::track`]).
+pub(crate) struct Tracked<'a> {
+    relay: &'a Relay,
+    claims: &'a VncClaims,
+    transport: &'static str,
+    pub metrics: SessionMetrics,
+    started: Instant,
+    _live: LiveGuard,
+}
+
+impl Tracked<'_> {
+    /// Counts the session's end, tells its room and logs why it ended.
+    pub fn finish(self, end: End) {
+        let lasted = self.started.elapsed();
+        self.metrics.finish(end.outcome(), lasted);
+        socketio::announce(self.relay, self.claims, "viewer.left", self.transport);
+        tracing::info!(
+            outcome = end.outcome(),
+            close.code = end.close().0,
+            ?lasted,
+            "session ended"
+        );
+    }
 }
 
 /// What a session starts from: the connected VNC server and the token's claims.
@@ -311,34 +336,43 @@ impl Relay {
             client.addr = %peer,
         );
         async {
-            tracing::info!("session started");
             let stop = Arc::new(Signal::default());
-            let _live = self.live.register(&admitted.claims.cid, stop.clone());
-            socketio::announce(&self, &admitted.claims, "viewer.joined", "websocket");
-            let started = Instant::now();
-            let metrics = SessionMetrics::start("websocket");
+            let tracked = self.track(&admitted.claims, &stop, "websocket");
             let end = session::relay(
                 browser,
                 leftover,
                 admitted.upstream,
                 &self.config.limits,
                 &stop,
-                &metrics,
+                &tracked.metrics,
                 &admitted.policy,
             )
             .await;
-            let lasted = started.elapsed();
-            metrics.finish(end.outcome(), lasted);
-            socketio::announce(&self, &admitted.claims, "viewer.left", "websocket");
-            tracing::info!(
-                outcome = end.outcome(),
-                close.code = end.close().0,
-                ?lasted,
-                "session ended"
-            );
+            tracked.finish(end);
         }
         .instrument(span)
         .await;
+    }
+
+    /// Starts one session's bookkeeping: registered for stops and its room, announced
+    /// to the room, counted. [`Tracked::finish`] ends it.
+    pub(crate) fn track<'a>(
+        &'a self,
+        claims: &'a VncClaims,
+        stop: &Arc<Signal>,
+        transport: &'static str,
+    ) -> Tracked<'a> {
+        tracing::info!("session started");
+        let live = self.live.register(&claims.cid, stop.clone());
+        socketio::announce(self, claims, "viewer.joined", transport);
+        Tracked {
+            relay: self,
+            claims,
+            transport,
+            metrics: SessionMetrics::start(transport),
+            started: Instant::now(),
+            _live: live,
+        }
     }
 
     async fn handle(

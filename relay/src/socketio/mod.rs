@@ -15,6 +15,7 @@ mod session;
 
 pub use session::{Input, Upward};
 
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -35,7 +36,6 @@ use tracing::Instrument;
 use vnc_shared::token::VncClaims;
 
 use crate::auth;
-use crate::metrics::SessionMetrics;
 use crate::reject::Reject;
 use crate::server::{Admitted, Relay};
 use crate::session::{End, Stop};
@@ -203,18 +203,8 @@ async fn authorize(
     // handlers themselves run as separate tasks, in no particular order. The handlers
     // only answer acknowledgements.
     s.on("vnc:data", async |_: DataEvent| {});
-    s.on(
-        "vnc:input",
-        async |ack: AckSender<Adapter>, InputEvent(r): InputEvent| {
-            let _ = ack.send(&ack_body(r));
-        },
-    );
-    s.on(
-        "vnc:resize",
-        async |ack: AckSender<Adapter>, ResizeEvent(r): ResizeEvent| {
-            let _ = ack.send(&ack_body(r));
-        },
-    );
+    s.on("vnc:input", acknowledge::<InputMessage>);
+    s.on("vnc:resize", acknowledge::<ResizeMessage>);
     s.on_disconnect({
         let stop = stop.clone();
         async move |reason: DisconnectReason| {
@@ -266,31 +256,18 @@ async fn run_session(relay: Arc<Relay>, s: SocketRef<Adapter>, pending: Pending)
         input,
     } = pending;
     let _permit = permit;
-    let claims = admitted.claims;
-    let _live = relay.live.register(&claims.cid, stop.clone());
-    tracing::info!("session started");
-    announce(&relay, &claims, "viewer.joined", "socketio");
-    let started = std::time::Instant::now();
-    let metrics = SessionMetrics::start("socketio");
+    let tracked = relay.track(&admitted.claims, &stop, "socketio");
     let end = session::relay(
         &s,
         admitted.upstream,
         input,
         &relay.config.limits,
         &stop,
-        &metrics,
+        &tracked.metrics,
         &admitted.policy,
     )
     .await;
-    let lasted = started.elapsed();
-    metrics.finish(end.outcome(), lasted);
-    announce(&relay, &claims, "viewer.left", "socketio");
-    tracing::info!(
-        outcome = end.outcome(),
-        close.code = end.close().0,
-        ?lasted,
-        "session ended"
-    );
+    tracked.finish(end);
     if end != End::ClientGone && s.connected() {
         let (code, reason) = end.close();
         session::emit_within(&s, "vnc:end", &json!({ "code": code, "reason": reason })).await;
@@ -408,26 +385,25 @@ fn queue_input(s: &Socket<Adapter>, parsed: Result<Input, String>) -> Result<(),
     Ok(())
 }
 
-fn ack_body(r: Result<(), String>) -> serde_json::Value {
-    match r {
+/// Answers a structured event's acknowledgement with `{ok}` or `{ok: false, error}`.
+async fn acknowledge<M: Structured>(ack: AckSender<Adapter>, event: StructuredEvent<M>) {
+    let body = match event.0 {
         Ok(()) => json!({ "ok": true }),
         Err(error) => json!({ "ok": false, "error": error }),
-    }
+    };
+    let _ = ack.send(&body);
 }
 
-/// Extractor of `vnc:input`: `{type:"key",down,keysym}`, `{type:"pointer",x,y,buttons}`
-/// (buttons 0..=127) or `{type:"clipboard",text}` (at most [`MAX_CLIPBOARD_TEXT`]).
-struct InputEvent(Result<(), String>);
+/// A structured event's payload: validated into the [`Input`] it asks for.
+trait Structured: serde::de::DeserializeOwned {
+    fn into_input(self) -> Result<Input, String>;
+}
 
-impl FromMessage<Adapter> for InputEvent {
-    type Error = NoSession;
-
-    fn from_message(
-        s: Arc<Socket<Adapter>>,
-        v: Value,
-        _ack: Option<i64>,
-    ) -> Result<Self, Self::Error> {
-        let parsed = first_arg::<InputMessage>(&v).and_then(|m| match m {
+/// `vnc:input`: `{type:"key",down,keysym}`, `{type:"pointer",x,y,buttons}` (buttons
+/// 0..=127) or `{type:"clipboard",text}` (at most [`MAX_CLIPBOARD_TEXT`]).
+impl Structured for InputMessage {
+    fn into_input(self) -> Result<Input, String> {
+        match self {
             InputMessage::Key { down, keysym } => Ok(Input::Key { down, keysym }),
             InputMessage::Pointer { buttons, .. } if buttons > 0x7f => {
                 Err("buttons must be 0..=127".into())
@@ -437,16 +413,31 @@ impl FromMessage<Adapter> for InputEvent {
                 Err(format!("clipboard text over {MAX_CLIPBOARD_TEXT} bytes"))
             }
             InputMessage::Clipboard { text } => Ok(Input::Clipboard(text)),
-        });
-        Ok(InputEvent(queue_input(&s, parsed)))
+        }
     }
 }
 
-/// Extractor of `vnc:resize` `{width,height}` (1..=[`MAX_DESKTOP_SIDE`]): one
-/// SetDesktopSize with one screen.
-struct ResizeEvent(Result<(), String>);
+/// `vnc:resize` `{width,height}` (1..=[`MAX_DESKTOP_SIDE`]): one SetDesktopSize with
+/// one screen.
+impl Structured for ResizeMessage {
+    fn into_input(self) -> Result<Input, String> {
+        let side = 1..=MAX_DESKTOP_SIDE;
+        if side.contains(&self.width) && side.contains(&self.height) {
+            Ok(Input::Resize {
+                width: self.width,
+                height: self.height,
+            })
+        } else {
+            Err(format!("width and height must be 1..={MAX_DESKTOP_SIDE}"))
+        }
+    }
+}
 
-impl FromMessage<Adapter> for ResizeEvent {
+/// Extractor of a structured event: validates it and queues it in arrival order; holds
+/// the outcome for the handler's acknowledgement.
+struct StructuredEvent<M>(Result<(), String>, PhantomData<M>);
+
+impl<M: Structured> FromMessage<Adapter> for StructuredEvent<M> {
     type Error = NoSession;
 
     fn from_message(
@@ -454,17 +445,7 @@ impl FromMessage<Adapter> for ResizeEvent {
         v: Value,
         _ack: Option<i64>,
     ) -> Result<Self, Self::Error> {
-        let parsed = first_arg::<ResizeMessage>(&v).and_then(|r| {
-            let side = 1..=MAX_DESKTOP_SIDE;
-            if side.contains(&r.width) && side.contains(&r.height) {
-                Ok(Input::Resize {
-                    width: r.width,
-                    height: r.height,
-                })
-            } else {
-                Err(format!("width and height must be 1..={MAX_DESKTOP_SIDE}"))
-            }
-        });
-        Ok(ResizeEvent(queue_input(&s, parsed)))
+        let parsed = first_arg::<M>(&v).and_then(M::into_input);
+        Ok(StructuredEvent(queue_input(&s, parsed), PhantomData))
     }
 }
