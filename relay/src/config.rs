@@ -40,6 +40,12 @@ pub const DEFAULT_READ_BUFFER_SIZE: usize = 64 * 1024;
 /// How long SIGTERM lets live sessions run before closing them with 1001.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Lifetime of this node's registry records in Redis (sessions, node heartbeat,
+/// single-use claims); refreshed every third of it, so a dead node's records are gone
+/// within it.
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(15);
+/// One live session per token (`jti`) across nodes.
+pub const DEFAULT_SINGLE_USE_TOKENS: bool = true;
 
 /// Every setting, as flags/env (clap) and as the TOML file (serde) at once. All fields
 /// are optional here; [`RelaySettings::resolve`] applies defaults and validates.
@@ -158,6 +164,18 @@ pub struct RelaySettings {
         skip_serializing_if = "Option::is_none"
     )]
     pub drain_timeout: Option<Duration>,
+    /// Lifetime of registry records in Redis, refreshed every third of it.
+    #[arg(long, env = "VNC_RELAY_SESSION_TTL", value_parser = parse_duration)]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub session_ttl: Option<Duration>,
+    /// One live session per token across nodes (`true`/`false`).
+    #[arg(long, env = "VNC_RELAY_SINGLE_USE_TOKENS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub single_use_tokens: Option<bool>,
     /// Folder served at `/` (the viewer page); none serves no page.
     #[arg(long, env = "VNC_RELAY_WEB_ROOT")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -206,6 +224,8 @@ pub struct RelayConfig {
     pub node_id: String,
     pub allowed_origins: Vec<String>,
     pub limits: Limits,
+    pub session_ttl: Duration,
+    pub single_use_tokens: bool,
     pub web_root: Option<PathBuf>,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -281,6 +301,8 @@ impl RelaySettings {
             node_id: s.node_id.unwrap_or_else(hostname),
             allowed_origins: s.allowed_origins.unwrap_or_default(),
             limits,
+            session_ttl: s.session_ttl.unwrap_or(DEFAULT_SESSION_TTL),
+            single_use_tokens: s.single_use_tokens.unwrap_or(DEFAULT_SINGLE_USE_TOKENS),
             web_root: s.web_root,
             log_level: s.log_level.unwrap_or(DEFAULT_LOG_LEVEL.into()),
             log_format: s.log_format.unwrap_or_default(),
@@ -319,6 +341,10 @@ impl RelayConfig {
                 "redis_url must start with redis:// or rediss://",
             ),
             (self.node_id.is_empty(), "node_id must not be empty"),
+            (
+                self.session_ttl < Duration::from_secs(3),
+                "session_ttl must be at least 3s",
+            ),
         ]
         .into_iter()
         .filter_map(|(bad, msg)| bad.then_some(msg))

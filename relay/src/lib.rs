@@ -11,6 +11,7 @@ pub mod frame;
 pub mod io;
 pub mod live;
 pub mod metrics;
+pub mod registry;
 pub mod reject;
 pub mod reload;
 pub mod rfb;
@@ -34,7 +35,7 @@ use vnc_shared::token::KeyError;
 pub use config::{RelayConfig, RelaySettings};
 use live::Live;
 use server::Relay;
-use store::{Store, StoreError};
+use store::{NodeRecord, Store, StoreError};
 
 /// How long start-up waits for Redis before serving anyway (unready until it answers).
 const REDIS_STARTUP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -102,6 +103,17 @@ pub async fn run_with(
     let relay = Arc::new(Relay::new(config, keys, store, live, io));
     started(relay.clone());
     let socketio = tokio::spawn(socketio::start(relay.clone()));
+    let node = NodeRecord {
+        node_id: relay.config.node_id.clone(),
+        addr: listeners
+            .public
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        started_at: vnc_shared::schema::now_ms(),
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    let heartbeat = tokio::spawn(registry::heartbeat(relay.clone(), node));
     let admin_stop = CancellationToken::new();
     tokio::spawn(admin::serve(
         listeners.admin,
@@ -138,6 +150,10 @@ pub async fn run_with(
     relay.tracker.wait().await;
     socketio.abort();
     room_feed.abort();
+    heartbeat.abort();
+    if let Err(e) = relay.store.remove_node(&relay.config.node_id).await {
+        tracing::debug!(error = %e, "node record left to expire");
+    }
     bridge.abort();
     admin_stop.cancel();
     relay.store.quit().await;

@@ -1,18 +1,37 @@
-//! This node's live sessions: their stop signals, grouped by container (room), so the
-//! relay can end all of them (drain) or one room's (container stopped), and so the room
-//! feed knows which room channels to subscribe to.
+//! This node's live sessions: their records and stop signals, grouped by container
+//! (room), so the relay can end all of them (drain), one room's (container stopped) or
+//! those a kick names (session, token, user), so the room feed knows which room
+//! channels to subscribe to, and so the heartbeat can rewrite the registry in Redis.
 //!
-//! The lock is taken when a session starts or ends and when a room event or a drain
-//! arrives, never per relayed message.
+//! The lock is taken when a session starts or ends, when a room event, kick or drain
+//! arrives and once per heartbeat, never per relayed message.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
+use vnc_shared::token::Scope;
 
 use crate::session::Stop;
 use crate::signal::Signal;
+
+/// What the registry records of a session (`{prefix}session:{sid}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub sid: String,
+    pub cid: String,
+    pub sub: String,
+    pub tenant: String,
+    pub scope: Scope,
+    pub jti: String,
+    /// Unix milliseconds.
+    pub started_at: u64,
+    /// `websocket` or `socketio`.
+    pub transport: &'static str,
+    /// The session holds its token's single-use claim (`{prefix}jti:{jti}`).
+    pub single_use: bool,
+}
 
 /// A room gained its first session here, or lost its last.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,7 +41,7 @@ pub enum RoomChange {
 }
 
 struct Member {
-    cid: Arc<str>,
+    record: Arc<SessionRecord>,
     signal: Arc<Signal>,
 }
 
@@ -30,7 +49,7 @@ struct Member {
 struct Inner {
     sessions: HashMap<u64, Member>,
     /// Sessions per container.
-    rooms: HashMap<Arc<str>, usize>,
+    rooms: HashMap<String, usize>,
     /// Set once the relay stops: sessions that register later stop at once.
     stopped: Option<Stop>,
 }
@@ -57,14 +76,12 @@ impl Drop for LiveGuard {
         let Some(member) = inner.sessions.remove(&self.id) else {
             return;
         };
-        if let Some(count) = inner.rooms.get_mut(&member.cid) {
+        let cid = &member.record.cid;
+        if let Some(count) = inner.rooms.get_mut(cid) {
             *count -= 1;
             if *count == 0 {
-                inner.rooms.remove(&member.cid);
-                let _ = self
-                    .live
-                    .changes
-                    .send(RoomChange::Left(member.cid.to_string()));
+                inner.rooms.remove(cid);
+                let _ = self.live.changes.send(RoomChange::Left(cid.clone()));
             }
         }
     }
@@ -81,24 +98,23 @@ impl Live {
         (Arc::new(live), rx)
     }
 
-    /// Registers a session of container `cid`; `signal` is set right away if the relay
-    /// has stopped.
-    pub fn register(self: &Arc<Self>, cid: &str, signal: Arc<Signal>) -> LiveGuard {
+    /// Registers a session; `signal` is set right away if the relay has stopped.
+    pub fn register(
+        self: &Arc<Self>,
+        record: Arc<SessionRecord>,
+        signal: Arc<Signal>,
+    ) -> LiveGuard {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut inner) = self.inner.lock() {
             if let Some(why) = inner.stopped {
                 signal.set(why as u8);
             }
-            let cid: Arc<str> = match inner.rooms.get_key_value(cid) {
-                Some((k, _)) => k.clone(),
-                None => Arc::from(cid),
-            };
-            let count = inner.rooms.entry(cid.clone()).or_insert(0);
+            let count = inner.rooms.entry(record.cid.clone()).or_insert(0);
             *count += 1;
             if *count == 1 {
-                let _ = self.changes.send(RoomChange::Joined(cid.to_string()));
+                let _ = self.changes.send(RoomChange::Joined(record.cid.clone()));
             }
-            inner.sessions.insert(id, Member { cid, signal });
+            inner.sessions.insert(id, Member { record, signal });
         }
         LiveGuard {
             live: self.clone(),
@@ -116,24 +132,37 @@ impl Live {
         }
     }
 
-    /// Ends the sessions of one container; returns how many.
-    pub fn stop_room(&self, cid: &str, why: Stop) -> usize {
+    /// Ends the sessions whose record `matches`; returns how many.
+    pub fn stop_matching(&self, matches: impl Fn(&SessionRecord) -> bool, why: Stop) -> usize {
         let Ok(inner) = self.inner.lock() else {
             return 0;
         };
         let mut n = 0;
-        for member in inner.sessions.values().filter(|m| &*m.cid == cid) {
+        for member in inner.sessions.values().filter(|m| matches(&m.record)) {
             member.signal.set(why as u8);
             n += 1;
         }
         n
     }
 
+    /// Ends the sessions of one container; returns how many.
+    pub fn stop_room(&self, cid: &str, why: Stop) -> usize {
+        self.stop_matching(|r| r.cid == cid, why)
+    }
+
+    /// The records of every live session, for the registry heartbeat.
+    pub fn sessions(&self) -> Vec<Arc<SessionRecord>> {
+        self.inner
+            .lock()
+            .map(|inner| inner.sessions.values().map(|m| m.record.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// Containers with at least one session here.
     pub fn rooms(&self) -> Vec<String> {
         self.inner
             .lock()
-            .map(|inner| inner.rooms.keys().map(|k| k.to_string()).collect())
+            .map(|inner| inner.rooms.keys().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -150,12 +179,26 @@ impl Live {
 mod tests {
     use super::*;
 
+    fn record(sid: &str, cid: &str) -> Arc<SessionRecord> {
+        Arc::new(SessionRecord {
+            sid: sid.into(),
+            cid: cid.into(),
+            sub: "u1".into(),
+            tenant: "t1".into(),
+            scope: Scope::Control,
+            jti: format!("jti-{sid}"),
+            started_at: 0,
+            transport: "websocket",
+            single_use: true,
+        })
+    }
+
     #[test]
     fn rooms_change_on_first_join_and_last_leave_only() {
         let (live, mut rx) = Live::new();
-        let a = live.register("c1", Arc::default());
-        let b = live.register("c1", Arc::default());
-        let c = live.register("c2", Arc::default());
+        let a = live.register(record("a", "c1"), Arc::default());
+        let b = live.register(record("b", "c1"), Arc::default());
+        let c = live.register(record("c", "c2"), Arc::default());
         assert_eq!(rx.try_recv().unwrap(), RoomChange::Joined("c1".into()));
         assert_eq!(rx.try_recv().unwrap(), RoomChange::Joined("c2".into()));
         assert!(rx.try_recv().is_err());
@@ -170,14 +213,17 @@ mod tests {
     }
 
     #[test]
-    fn a_room_stop_reaches_that_room_only() {
+    fn a_stop_reaches_the_sessions_it_names_only() {
         let (live, _rx) = Live::new();
         let (s1, s2) = (Arc::new(Signal::default()), Arc::new(Signal::default()));
-        let _g1 = live.register("c1", s1.clone());
-        let _g2 = live.register("c2", s2.clone());
+        let _g1 = live.register(record("a", "c1"), s1.clone());
+        let _g2 = live.register(record("b", "c2"), s2.clone());
         assert_eq!(live.stop_room("c1", Stop::ContainerStopped), 1);
         assert_eq!(s1.get(), Some(Stop::ContainerStopped as u8));
         assert_eq!(s2.get(), None);
+        assert_eq!(live.stop_matching(|r| r.jti == "jti-b", Stop::Kicked), 1);
+        assert_eq!(s2.get(), Some(Stop::Kicked as u8));
+        assert_eq!(live.sessions().len(), 2);
     }
 
     #[test]
@@ -185,7 +231,7 @@ mod tests {
         let (live, _rx) = Live::new();
         live.stop_all(Stop::Draining);
         let late = Arc::new(Signal::default());
-        let _g = live.register("c1", late.clone());
+        let _g = live.register(record("a", "c1"), late.clone());
         assert_eq!(late.get(), Some(Stop::Draining as u8));
     }
 }

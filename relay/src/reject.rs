@@ -18,6 +18,8 @@ pub enum Reject {
     Token(#[from] TokenError),
     #[error("token has been revoked")]
     Revoked,
+    #[error("token is single-use and already holds a live session")]
+    TokenInUse,
     #[error("origin is not allowed")]
     Origin,
     #[error("token is not valid for this container")]
@@ -43,7 +45,9 @@ impl Reject {
         match self {
             Reject::BadRequest(_) => StatusCode::BAD_REQUEST,
             Reject::NoToken | Reject::Token(_) => StatusCode::UNAUTHORIZED,
-            Reject::Revoked | Reject::Origin | Reject::WrongContainer => StatusCode::FORBIDDEN,
+            Reject::Revoked | Reject::TokenInUse | Reject::Origin | Reject::WrongContainer => {
+                StatusCode::FORBIDDEN
+            }
             Reject::UnknownContainer | Reject::NotRunning(_) | Reject::NotFound => {
                 StatusCode::NOT_FOUND
             }
@@ -107,6 +111,7 @@ mod tests {
             (Reject::NoToken, 401),
             (Reject::Token(TokenError::Expired), 401),
             (Reject::Revoked, 403),
+            (Reject::TokenInUse, 403),
             (Reject::Origin, 403),
             (Reject::WrongContainer, 403),
             (Reject::UnknownContainer, 404),

@@ -1,8 +1,10 @@
-//! The room feed: this node subscribes to `{prefix}room:{cid}` while it holds at least
-//! one session of container `cid`, and hands every event published there (by control:
-//! `container.stopping`, `container.stopped`, ...) to that room's viewers: socket.io
-//! viewers get it as `vnc:event`; every session of the room ends with 4004 on
-//! `container.stopped` (raw WebSocket viewers can't receive events, only close codes).
+//! The pub/sub feed of a relay node. Rooms: it subscribes to `{prefix}room:{cid}` while
+//! it holds at least one session of container `cid`, and hands every event published
+//! there (by control: `container.stopping`, `container.stopped`, ...) to that room's
+//! viewers: socket.io viewers get it as `vnc:event`; every session of the room ends
+//! with 4004 on `container.stopped` (raw WebSocket viewers can't receive events, only
+//! close codes). Kicks: it is always subscribed to `{prefix}control`, whose kicks end
+//! the named local sessions with 4003.
 
 use std::sync::{Arc, OnceLock};
 
@@ -28,6 +30,7 @@ pub async fn feed(
     let mut messages = subscriber.message_rx();
     let mut reconnects = subscriber.reconnect_rx();
     let prefix = keys.room_channel("");
+    let control = keys.control_channel();
     vnc_shared::redis::keep_connecting(subscriber.clone());
     loop {
         tokio::select! {
@@ -42,10 +45,14 @@ pub async fn feed(
                 }
                 None => break,
             },
-            // A new connection has no subscriptions: take every room this node holds
-            // again (also those whose subscribe failed while Redis was away).
+            // A new connection has no subscriptions: take the control channel and
+            // every room this node holds again (also those whose subscribe failed while
+            // Redis was away). The first connection counts as one.
             r = reconnects.recv() => match r {
                 Ok(_) | Err(RecvError::Lagged(_)) => {
+                    if let Err(e) = subscriber.subscribe(control.as_str()).await {
+                        tracing::warn!(error = %e, "control channel subscribe failed");
+                    }
                     for cid in live.rooms() {
                         subscribe(&subscriber, &keys, &cid).await;
                     }
@@ -53,6 +60,11 @@ pub async fn feed(
                 Err(RecvError::Closed) => break,
             },
             m = messages.recv() => match m {
+                Ok(m) if m.channel == control => {
+                    if let Some(payload) = m.value.as_str() {
+                        crate::registry::kick(&live, &payload);
+                    }
+                }
                 Ok(m) => deliver(&live, &io, &prefix, m).await,
                 Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "room feed lagged"),
                 Err(RecvError::Closed) => break,

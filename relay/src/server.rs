@@ -28,7 +28,7 @@ use vnc_shared::token::{KeySet, Scope, VncClaims};
 
 use crate::auth;
 use crate::config::RelayConfig;
-use crate::live::{Live, LiveGuard};
+use crate::live::{Live, LiveGuard, SessionRecord};
 use crate::metrics::{ACCEPT_ERRORS, SessionMetrics};
 use crate::reject::Reject;
 use crate::rfb::RfbPolicy;
@@ -97,6 +97,7 @@ struct Accepted {
 pub(crate) struct Tracked<'a> {
     relay: &'a Relay,
     claims: &'a VncClaims,
+    record: Arc<SessionRecord>,
     transport: &'static str,
     pub metrics: SessionMetrics,
     started: Instant,
@@ -104,8 +105,12 @@ pub(crate) struct Tracked<'a> {
 }
 
 impl Tracked<'_> {
-    /// Counts the session's end, tells its room and logs why it ended.
-    pub fn finish(self, end: End) {
+    /// Counts the session's end, takes it out of the registry, tells its room and
+    /// logs why it ended.
+    pub async fn finish(self, end: End) {
+        if let Err(e) = self.relay.store.end_session(&self.record).await {
+            tracing::debug!(error = %e, "session record left to expire");
+        }
         let lasted = self.started.elapsed();
         self.metrics.finish(end.outcome(), lasted);
         socketio::announce(self.relay, self.claims, "viewer.left", self.transport);
@@ -120,10 +125,14 @@ impl Tracked<'_> {
 
 /// What a session starts from: the connected VNC server and the token's claims.
 pub(crate) struct Admitted {
+    /// The session's id in the registry.
+    pub sid: String,
     pub upstream: TcpStream,
     pub claims: VncClaims,
     /// How the session speaks RFB: the password to inject, view-only.
     pub policy: RfbPolicy,
+    /// The session holds its token's single-use claim.
+    pub single_use: bool,
 }
 
 impl Relay {
@@ -326,10 +335,9 @@ impl Relay {
         peer: SocketAddr,
         _permit: OwnedSemaphorePermit,
     ) {
-        let sid = uuid::Uuid::new_v4();
         let span = tracing::info_span!(
             "session",
-            session.id = %sid,
+            session.id = %admitted.sid,
             container.id = %admitted.claims.cid,
             user.id = %admitted.claims.sub,
             scope = admitted.claims.scope.as_str(),
@@ -337,7 +345,13 @@ impl Relay {
         );
         async {
             let stop = Arc::new(Signal::default());
-            let tracked = self.track(&admitted.claims, &stop, "websocket");
+            let tracked = self.track(
+                &admitted.sid,
+                &admitted.claims,
+                admitted.single_use,
+                &stop,
+                "websocket",
+            );
             let end = session::relay(
                 browser,
                 leftover,
@@ -348,7 +362,7 @@ impl Relay {
                 &admitted.policy,
             )
             .await;
-            tracked.finish(end);
+            tracked.finish(end).await;
         }
         .instrument(span)
         .await;
@@ -358,16 +372,42 @@ impl Relay {
     /// to the room, counted. [`Tracked::finish`] ends it.
     pub(crate) fn track<'a>(
         &'a self,
+        sid: &str,
         claims: &'a VncClaims,
+        single_use: bool,
         stop: &Arc<Signal>,
         transport: &'static str,
     ) -> Tracked<'a> {
         tracing::info!("session started");
-        let live = self.live.register(&claims.cid, stop.clone());
+        let record = Arc::new(SessionRecord {
+            sid: sid.to_owned(),
+            cid: claims.cid.clone(),
+            sub: claims.sub.clone(),
+            tenant: claims.tenant.clone(),
+            scope: claims.scope,
+            jti: claims.jti.clone(),
+            started_at: vnc_shared::schema::now_ms(),
+            transport,
+            single_use,
+        });
+        let live = self.live.register(record.clone(), stop.clone());
+        // In the registry now rather than at the next heartbeat.
+        let store = self.store.clone();
+        let (node, ttl, first) = (
+            self.config.node_id.clone(),
+            self.config.session_ttl,
+            record.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = store.record_sessions(&node, &[first], ttl).await {
+                tracing::debug!(error = %e, "session not in the registry until the next heartbeat");
+            }
+        });
         socketio::announce(self, claims, "viewer.joined", transport);
         Tracked {
             relay: self,
             claims,
+            record,
             transport,
             metrics: SessionMetrics::start(transport),
             started: Instant::now(),
@@ -452,14 +492,28 @@ impl Relay {
         let upstream = upstream::connect(&target, self.config.limits.connect_timeout)
             .await
             .map_err(|e| Reject::Upstream(e.to_string()))?;
+        let sid = uuid::Uuid::new_v4().to_string();
+        let single_use = self.config.single_use_tokens;
+        if single_use {
+            let claimed = self
+                .store
+                .claim_token(&claims.jti, &sid, self.config.session_ttl)
+                .await
+                .map_err(|e| Reject::Unavailable(e.to_string()))?;
+            if !claimed {
+                return Err(Reject::TokenInUse);
+            }
+        }
         let policy = RfbPolicy {
             password: target.password,
             view_only: claims.scope == Scope::View,
         };
         Ok(Admitted {
+            sid,
             upstream,
             claims,
             policy,
+            single_use,
         })
     }
 }

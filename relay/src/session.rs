@@ -48,6 +48,10 @@ pub enum Stop {
     InputOverflow = 5,
     /// socket.io: the browser stopped answering Engine.IO pings.
     PingTimeout = 6,
+    /// A kick on the control channel named this session (or its user or container).
+    Kicked = 7,
+    /// The session's token was revoked.
+    Revoked = 8,
 }
 
 impl Stop {
@@ -59,6 +63,8 @@ impl Stop {
             v if v == Stop::BadData as u8 => End::BadData,
             v if v == Stop::InputOverflow as u8 => End::InputOverflow,
             v if v == Stop::PingTimeout as u8 => End::PingTimeout,
+            v if v == Stop::Kicked as u8 => End::Kicked,
+            v if v == Stop::Revoked as u8 => End::Revoked,
             _ => End::Draining,
         }
     }
@@ -98,6 +104,10 @@ pub enum End {
     UpstreamHandshake,
     /// The browser sent an RFB message the relay can't frame.
     RfbProtocol,
+    /// Ended by an operator (kick).
+    Kicked,
+    /// The token was revoked.
+    Revoked,
 }
 
 impl End {
@@ -121,6 +131,8 @@ impl End {
             End::ClientHandshake => (1008, "RFB handshake failed"),
             End::UpstreamHandshake => (1011, "RFB handshake with the VNC server failed"),
             End::RfbProtocol => (1008, "RFB message the relay can't accept"),
+            End::Kicked => (4003, "session ended by an operator"),
+            End::Revoked => (4003, "token revoked"),
         }
     }
 
@@ -144,6 +156,8 @@ impl End {
             End::ClientHandshake => "rfb_client_error",
             End::UpstreamHandshake => "rfb_upstream_error",
             End::RfbProtocol => "rfb_protocol_error",
+            End::Kicked => "kicked",
+            End::Revoked => "revoked",
         }
     }
 }

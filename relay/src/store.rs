@@ -1,12 +1,16 @@
 //! The relay's view of Redis: resolving a container's VNC target and checking token
 //! revocation, in one round trip per new session (never per relayed message).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use fred::clients::SubscriberClient;
+use fred::interfaces::LuaInterface;
 use fred::prelude::*;
 use fred::types::RespVersion;
 use vnc_shared::config::Secret;
+
+use crate::live::SessionRecord;
 use vnc_shared::schema::{ContainerState, Keys, container_field};
 
 /// How long one Redis call may take before the session is refused with 503.
@@ -37,6 +41,20 @@ pub struct ContainerTarget {
     pub port: u16,
     /// The password the relay authenticates with (credential injection), if any.
     pub password: Option<Secret<String>>,
+}
+
+/// Deletes a single-use claim only if it still names this session.
+const RELEASE_CLAIM: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+
+/// What the registry records of this node (`{prefix}node:{node_id}`).
+#[derive(Clone, Debug)]
+pub struct NodeRecord {
+    pub node_id: String,
+    /// The public listener's address.
+    pub addr: String,
+    /// Unix milliseconds.
+    pub started_at: u64,
+    pub version: &'static str,
 }
 
 /// The answer to "may this token open this container, and where is it".
@@ -121,6 +139,125 @@ impl Store {
             container: parse_target(&fields)?,
             revoked: revoked > 0,
         })
+    }
+
+    /// Takes `jti`'s single-use claim for session `sid` (one live session per token
+    /// across nodes); false if another live session holds it.
+    pub async fn claim_token(
+        &self,
+        jti: &str,
+        sid: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let set: Option<String> = self
+            .client
+            .set(
+                self.keys.token_session(jti),
+                sid,
+                Some(Expiration::PX(ttl.as_millis() as i64)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Writes this node's heartbeat record with `ttl`.
+    pub async fn record_node(
+        &self,
+        node: &NodeRecord,
+        sessions: usize,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        use vnc_shared::schema::node_field as n;
+        let pipe = self.client.pipeline();
+        let key = self.keys.node(&node.node_id);
+        let fields: Vec<(&str, String)> = vec![
+            (n::ADDR, node.addr.clone()),
+            (n::SESSIONS, sessions.to_string()),
+            (n::STARTED_AT, node.started_at.to_string()),
+            (n::VERSION, node.version.to_owned()),
+        ];
+        let _: () = pipe.hset(&key, fields).await?;
+        let _: () = pipe.pexpire(&key, ttl.as_millis() as i64, None).await?;
+        let _: Vec<Value> = pipe.all().await?;
+        Ok(())
+    }
+
+    /// Writes session records, the container sets and the single-use claims, all
+    /// with `ttl`. Whole records, not just TTLs: this restores the registry after
+    /// Redis lost its data.
+    pub async fn record_sessions(
+        &self,
+        node_id: &str,
+        sessions: &[Arc<SessionRecord>],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        use vnc_shared::schema::session_field as f;
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let ms = ttl.as_millis() as i64;
+        let pipe = self.client.pipeline();
+        for r in sessions {
+            let key = self.keys.session(&r.sid);
+            let fields: Vec<(&str, String)> = vec![
+                (f::CID, r.cid.clone()),
+                (f::SUB, r.sub.clone()),
+                (f::TENANT, r.tenant.clone()),
+                (f::SCOPE, r.scope.as_str().to_owned()),
+                (f::NODE, node_id.to_owned()),
+                (f::JTI, r.jti.clone()),
+                (f::STARTED_AT, r.started_at.to_string()),
+                (f::TRANSPORT, r.transport.to_owned()),
+            ];
+            let _: () = pipe.hset(&key, fields).await?;
+            let _: () = pipe.pexpire(&key, ms, None).await?;
+            let _: () = pipe
+                .sadd(self.keys.container_sessions(&r.cid), r.sid.as_str())
+                .await?;
+            if r.single_use {
+                let _: () = pipe
+                    .set(
+                        self.keys.token_session(&r.jti),
+                        r.sid.as_str(),
+                        Some(Expiration::PX(ms)),
+                        None,
+                        false,
+                    )
+                    .await?;
+            }
+        }
+        let _: Vec<Value> = pipe.all().await?;
+        Ok(())
+    }
+
+    /// Removes a session from the registry and releases its single-use claim (only
+    /// if this session still holds it).
+    pub async fn end_session(&self, r: &SessionRecord) -> Result<(), StoreError> {
+        let pipe = self.client.pipeline();
+        let _: () = pipe.del(self.keys.session(&r.sid)).await?;
+        let _: () = pipe
+            .srem(self.keys.container_sessions(&r.cid), r.sid.as_str())
+            .await?;
+        let _: Vec<Value> = pipe.all().await?;
+        if r.single_use {
+            let _: i64 = self
+                .client
+                .eval(
+                    RELEASE_CLAIM,
+                    vec![self.keys.token_session(&r.jti)],
+                    vec![r.sid.as_str()],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Removes this node's heartbeat (on a clean stop).
+    pub async fn remove_node(&self, node_id: &str) -> Result<(), StoreError> {
+        let _: i64 = self.client.del(self.keys.node(node_id)).await?;
+        Ok(())
     }
 
     pub async fn quit(&self) {

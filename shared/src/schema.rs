@@ -59,6 +59,19 @@ impl Keys {
         format!("{}revoked:{jti}", self.prefix)
     }
 
+    /// Hash with TTL until the token's exp (plus the relays' leeway): a token control
+    /// minted through its API (`cid`, `owner`, `tenant`, `scope`, `exp`), so it can
+    /// authorize its revocation.
+    pub fn token(&self, jti: &str) -> String {
+        format!("{}token:{jti}", self.prefix)
+    }
+
+    /// String with TTL: the live session holding a single-use token (one live session
+    /// per `jti` across nodes); the owning node refreshes it and deletes it at the end.
+    pub fn token_session(&self, jti: &str) -> String {
+        format!("{}jti:{jti}", self.prefix)
+    }
+
     /// Stream: job ids to run (group `workers`).
     pub fn jobs(&self) -> String {
         format!("{}jobs", self.prefix)
@@ -100,6 +113,30 @@ pub mod container_field {
     /// `"false"` turns credential injection off for the container: the browser then
     /// authenticates itself (pass-through VNC Authentication). On by default.
     pub const INJECT_CREDENTIALS: &str = "inject_credentials";
+}
+
+/// Fields of the `session:{sid}` hash (written by the relay node that holds it).
+pub mod session_field {
+    pub const CID: &str = "cid";
+    pub const SUB: &str = "sub";
+    pub const TENANT: &str = "tenant";
+    pub const SCOPE: &str = "scope";
+    pub const NODE: &str = "node";
+    pub const JTI: &str = "jti";
+    /// Unix milliseconds.
+    pub const STARTED_AT: &str = "started_at";
+    /// `websocket` or `socketio`.
+    pub const TRANSPORT: &str = "transport";
+}
+
+/// Fields of the `node:{node_id}` hash (a relay node's heartbeat).
+pub mod node_field {
+    pub const ADDR: &str = "addr";
+    /// Live sessions on the node.
+    pub const SESSIONS: &str = "sessions";
+    /// Unix milliseconds.
+    pub const STARTED_AT: &str = "started_at";
+    pub const VERSION: &str = "version";
 }
 
 /// Lifecycle state of a container record.

@@ -1,5 +1,6 @@
 //! A real `redis-server` per test on a free loopback port, and a client for it.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -153,6 +154,46 @@ impl RedisServer {
             .publish(format!("vnc:room:{cid}"), event.to_string())
             .await
             .expect("PUBLISH");
+    }
+
+    /// FLUSHALL: Redis as after a restart that lost its data.
+    pub async fn wipe(&self) {
+        let _: () = self.client.flushall(false).await.expect("FLUSHALL");
+    }
+
+    /// Publishes `message` (JSON) on `channel`.
+    pub async fn publish(&self, channel: &str, message: &serde_json::Value) {
+        let _: i64 = self
+            .client
+            .publish(channel, message.to_string())
+            .await
+            .expect("PUBLISH");
+    }
+
+    /// The live sessions of a container in the registry: sid → its record.
+    pub async fn sessions(&self, cid: &str) -> BTreeMap<String, HashMap<String, String>> {
+        let sids: Vec<String> = self
+            .client
+            .smembers(format!("vnc:sessions:{cid}"))
+            .await
+            .expect("SMEMBERS");
+        let mut out = BTreeMap::new();
+        for sid in sids {
+            let record: HashMap<String, String> = self
+                .client
+                .hgetall(format!("vnc:session:{sid}"))
+                .await
+                .expect("HGETALL");
+            if !record.is_empty() {
+                out.insert(sid, record);
+            }
+        }
+        out
+    }
+
+    /// A hash (a node record, say); empty when the key is gone.
+    pub async fn hash(&self, key: &str) -> HashMap<String, String> {
+        self.client.hgetall(key).await.expect("HGETALL")
     }
 
     /// Pub/sub channels with at least one subscriber, matching `pattern`.

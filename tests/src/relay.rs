@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio::process::Command;
 
@@ -11,6 +12,14 @@ pub struct RelayProcess {
     pub proc: Proc,
     pub public: SocketAddr,
     pub admin: SocketAddr,
+    /// `--node-id`: unique per relay of a test run unless a test names it.
+    pub node_id: String,
+}
+
+/// A fresh node id (relays of one test share a Redis, and the registry keys nodes).
+fn next_node_id() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    format!("node-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 impl RelayProcess {
@@ -30,19 +39,37 @@ impl RelayProcess {
         public_key: &Path,
         extra: &[&str],
     ) -> anyhow::Result<RelayProcess> {
-        Self::launch(launcher, redis_url, Some(public_key), extra).await
+        Self::launch(
+            launcher,
+            redis_url,
+            Some(public_key),
+            &next_node_id(),
+            extra,
+        )
+        .await
+    }
+
+    /// A relay with a given node id.
+    pub async fn start_node(
+        node_id: &str,
+        redis_url: &str,
+        public_key: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<RelayProcess> {
+        Self::launch(&[], redis_url, Some(public_key), node_id, extra).await
     }
 
     /// A relay whose keys come from its config file (`--config` among `extra`), so a
     /// reload can change them.
     pub async fn start_configured(redis_url: &str, extra: &[&str]) -> anyhow::Result<RelayProcess> {
-        Self::launch(&[], redis_url, None, extra).await
+        Self::launch(&[], redis_url, None, &next_node_id(), extra).await
     }
 
     async fn launch(
         launcher: &[&str],
         redis_url: &str,
         public_key: Option<&Path>,
+        node_id: &str,
         extra: &[&str],
     ) -> anyhow::Result<RelayProcess> {
         let mut cmd = match launcher {
@@ -55,7 +82,7 @@ impl RelayProcess {
         };
         cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(["--redis-url", redis_url])
-            .args(["--node-id", "test-node"]);
+            .args(["--node-id", node_id]);
         if let Some(key) = public_key {
             cmd.arg("--jwt-public-key").arg(key);
         }
@@ -68,6 +95,7 @@ impl RelayProcess {
             public: listening_field(&line, "public=")?,
             admin: listening_field(&line, "admin=")?,
             proc,
+            node_id: node_id.to_owned(),
         })
     }
 

@@ -20,7 +20,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use vnc_shared::token::Scope;
 use vnc_tests::desktop::{Desktop, desktop_required, find_program, required};
 use vnc_tests::keys::TestKeys;
-use vnc_tests::process::{Proc, bin_path, eventually, listening_field};
+use vnc_tests::process::eventually;
 use vnc_tests::redis::RedisServer;
 use vnc_tests::relay::RelayProcess;
 
@@ -126,33 +126,19 @@ impl BrowserStack {
     }
 }
 
-/// A relay serving `web/` with its own node id (the harness's `RelayProcess::start`
-/// gives every relay the same one, and two nodes share this Redis).
+/// A relay serving `web/` under its own node id.
 async fn start_relay(
     redis: &RedisServer,
     keys: &TestKeys,
     node_id: &str,
     extra: &[&str],
 ) -> RelayProcess {
-    let mut cmd = Command::new(bin_path("vnc-relay"));
-    cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(["--redis-url", &redis.url()])
-        .arg("--jwt-public-key")
-        .arg(&keys.public)
-        .args(["--node-id", node_id])
-        .arg("--web-root")
-        .arg(web_root())
-        .args(extra)
-        .env(
-            "RUST_LOG",
-            std::env::var("RELAY_LOG").unwrap_or_else(|_| "warn".into()),
-        );
-    let (proc, line) = Proc::start(cmd, node_id).await.expect("start vnc-relay");
-    RelayProcess {
-        public: listening_field(&line, "public=").expect("public address"),
-        admin: listening_field(&line, "admin=").expect("admin address"),
-        proc,
-    }
+    let web_root = web_root();
+    let mut args = vec!["--web-root", web_root.to_str().expect("utf-8 path")];
+    args.extend_from_slice(extra);
+    RelayProcess::start_node(node_id, &redis.url(), &keys.public, &args)
+        .await
+        .expect("start vnc-relay")
 }
 
 /// `tests/browser/driver.mjs`: headless chromium, one JSON command per line.

@@ -59,10 +59,23 @@ async fn a_socketio_viewer_completes_the_rfb_handshake_and_relays_both_ways() {
         Some(1.0)
     );
 
+    // A token holds one live session: the same one again is refused.
+    let mut again = SioClient::start(
+        stack.relay.public,
+        json!({ "token": token, "containerId": "c1" }),
+    )
+    .await
+    .unwrap();
+    match again.next().await.unwrap() {
+        SioEvent::ConnectError(m) => assert!(m.contains("single-use"), "{m}"),
+        other => panic!("a second session with one token: {other:?}"),
+    }
+
     // The token may also come from the query.
+    let fresh = stack.keys.token("c1", Scope::Control);
     let mut by_query = SioClient::start(
         stack.relay.public,
-        json!({ "token": token, "tokenIn": "query", "containerId": "c1" }),
+        json!({ "token": fresh, "tokenIn": "query", "containerId": "c1" }),
     )
     .await
     .unwrap();

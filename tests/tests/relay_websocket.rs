@@ -497,6 +497,8 @@ async fn tokens_come_from_query_bearer_or_cookie_and_origins_are_checked() {
         .await
         .unwrap();
     by_bearer.handshake().await.unwrap();
+    // (Each session takes a fresh token: a token holds one live session.)
+    let token = stack.keys.token("c1", Scope::Control);
     let cookie = format!("theme=dark; vnc_token={token}");
     let mut by_cookie = RfbClient::connect_with(
         &format!("ws://{}/vnc/ws", stack.relay.public),

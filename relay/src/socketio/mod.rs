@@ -238,7 +238,7 @@ fn on_connect(relay: Weak<Relay>, s: SocketRef<Adapter>) {
     s.join(room(&claims.cid));
     let span = tracing::info_span!(
         "session",
-        session.id = %s.id,
+        session.id = %pending.admitted.sid,
         container.id = %claims.cid,
         user.id = %claims.sub,
         scope = claims.scope.as_str(),
@@ -256,7 +256,13 @@ async fn run_session(relay: Arc<Relay>, s: SocketRef<Adapter>, pending: Pending)
         input,
     } = pending;
     let _permit = permit;
-    let tracked = relay.track(&admitted.claims, &stop, "socketio");
+    let tracked = relay.track(
+        &admitted.sid,
+        &admitted.claims,
+        admitted.single_use,
+        &stop,
+        "socketio",
+    );
     let end = session::relay(
         &s,
         admitted.upstream,
@@ -267,7 +273,7 @@ async fn run_session(relay: Arc<Relay>, s: SocketRef<Adapter>, pending: Pending)
         &admitted.policy,
     )
     .await;
-    tracked.finish(end);
+    tracked.finish(end).await;
     if end != End::ClientGone && s.connected() {
         let (code, reason) = end.close();
         session::emit_within(&s, "vnc:end", &json!({ "code": code, "reason": reason })).await;
