@@ -1,11 +1,16 @@
 //! The control plane's rules, without I/O: what a container is, who may see and use
-//! it, and what a create request may ask for.
+//! it, and what a create request may ask for; [`session`] does the same for relay
+//! sessions, relay nodes, issued tokens and kicks.
+
+pub mod session;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use vnc_shared::schema::ContainerState;
 use vnc_shared::token::Scope;
+
+pub use session::{IssuedToken, Kick, Node, Session};
 
 /// An authenticated API caller (from the operator's identity provider).
 #[derive(Clone, Debug, PartialEq, Eq)]

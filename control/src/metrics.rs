@@ -6,6 +6,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::api::{HTTP_DURATION, HTTP_REQUESTS};
 
 pub const DOCKER_ERRORS: &str = "vnc_control_docker_errors_total";
+/// Kicks published on the control channel, by kind (`kick`: one session ended by an
+/// owner or admin; `revoke`: the sessions of a revoked token).
+pub const KICKS: &str = "vnc_control_kicks_total";
 
 /// Installs the global recorder and describes control's metrics.
 pub fn install() -> PrometheusHandle {
@@ -25,6 +28,10 @@ pub fn install() -> PrometheusHandle {
         describe_counter!(
             DOCKER_ERRORS,
             "Failed container runtime calls, by operation."
+        );
+        describe_counter!(
+            KICKS,
+            "Kicks published to the relays on the control channel, by kind (kick, revoke)."
         );
         crate::infra::queue::describe_metrics();
     }

@@ -20,7 +20,9 @@ use crate::config::{AuthKey, ControlConfig, NetworkKind, RuntimeKind};
 use crate::domain::CreateLimits;
 use crate::infra::queue::{Queue, QueueConfig};
 use crate::infra::runtime::{DockerRuntime, NetworkMode, Runtime, RuntimeError, StaticRuntime};
+use crate::infra::sessions::SessionStore;
 use crate::infra::store::ContainerStore;
+use crate::infra::tokens::TokenStore;
 
 /// Host ports containers get in host networking.
 const HOST_PORT_RANGE: (u16, u16) = (15900, 16899);
@@ -167,6 +169,8 @@ pub async fn run_with(
     let app = App {
         store: store.clone(),
         queue: queue.clone(),
+        registry: SessionStore::new(client.clone(), keys.clone()),
+        tokens: TokenStore::new(client.clone(), keys.clone()),
         signer,
         limits: CreateLimits {
             images: config.images.clone(),

@@ -98,6 +98,49 @@ impl ControlProcess {
         })
     }
 
+    /// Starts control with the static runtime declaring `containers` as
+    /// `(cid, owner, tenant)`, all running (nothing dials their endpoints unless a test
+    /// opens a relay session).
+    pub async fn start_static(
+        redis_url: &str,
+        keys: &TestKeys,
+        identity: &Identity,
+        containers: &[(&str, &str, &str)],
+    ) -> anyhow::Result<ControlProcess> {
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("control.toml");
+        let mut toml = "runtime = \"static\"\n".to_owned();
+        for (cid, owner, tenant) in containers {
+            toml.push_str(&format!(
+                "[[static_containers]]\ncid = {cid:?}\nowner = {owner:?}\ntenant = {tenant:?}\nhost = \"127.0.0.1\"\nport = 5900\n"
+            ));
+        }
+        std::fs::write(&config, toml)?;
+        let config = config.to_str().unwrap_or_default().to_owned();
+        // Control reads its config once, at start-up; the directory may go after that.
+        Self::start(redis_url, keys, identity, &["--config", &config]).await
+    }
+
+    /// The value of one metric line (exact name and labels) on the admin listener.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = crate::ws::http_get(self.admin, "/metrics").await.ok()?.1;
+        text.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
+    /// The Prometheus text from the admin listener.
+    pub async fn metrics(&self) -> String {
+        crate::ws::http_get(self.admin, "/metrics")
+            .await
+            .expect("GET /metrics")
+            .1
+    }
+
     /// Sends a JSON request with a bearer token; returns the status and the JSON body
     /// (`Null` when the body is empty or not JSON).
     pub async fn call(

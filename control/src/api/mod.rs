@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 pub mod routes;
+pub mod sessions;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -33,6 +33,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             get(|| async { Json(serde_json::json!({"alive": true})) }),
         )
         .route("/readyz", get(readyz))
+        .merge(super::sessions::routes())
 }
 
 impl From<AppError> for ApiError {
@@ -54,7 +55,7 @@ impl KnownFields for CreateContainer {
     ];
 }
 
-fn rfc3339_ms(ms: u64) -> String {
+pub(super) fn rfc3339_ms(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 

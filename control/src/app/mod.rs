@@ -2,15 +2,18 @@
 //! the domain rules, recorded in Redis and handed to the job queue.
 
 pub mod jobs;
+pub mod sessions;
 
 use std::time::Duration;
 
 use vnc_shared::schema::ContainerState;
 use vnc_shared::token::{Minted, Scope, Signer, TokenRequest};
 
-use crate::domain::{Caller, Container, CreateContainer, CreateLimits};
+use crate::domain::{Caller, Container, CreateContainer, CreateLimits, IssuedToken};
 use crate::infra::queue::{JobRecord, Queue, QueueError};
+use crate::infra::sessions::SessionStore;
 use crate::infra::store::{ContainerStore, StoreError, now_ms};
+use crate::infra::tokens::TokenStore;
 
 /// Why a command was refused.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +52,10 @@ const VNC_PASSWORD_LEN: usize = 8;
 pub struct App {
     pub store: ContainerStore,
     pub queue: Queue,
+    /// The relays' sessions and nodes, and the channel that kicks sessions.
+    pub registry: SessionStore,
+    /// Tokens issued through the API, and revocations.
+    pub tokens: TokenStore,
     pub signer: Signer,
     pub limits: CreateLimits,
     /// Longest VNC token TTL a caller may ask for.
@@ -173,7 +180,8 @@ impl App {
         Ok(job)
     }
 
-    /// Mints a VNC token for a running container the caller may open with `scope`.
+    /// Mints a VNC token for a running container the caller may open with `scope`,
+    /// and records it so it can be revoked later.
     pub async fn vnc_token(
         &self,
         caller: &Caller,
@@ -200,7 +208,8 @@ impl App {
                 c.state.as_str()
             )));
         }
-        self.signer
+        let minted = self
+            .signer
             .mint(&TokenRequest {
                 sub: &caller.sub,
                 tenant: &c.tenant,
@@ -208,6 +217,11 @@ impl App {
                 scope,
                 ttl,
             })
-            .map_err(|e| AppError::Unavailable(format!("signing failed: {e}")))
+            .map_err(|e| AppError::Unavailable(format!("signing failed: {e}")))?;
+        // No token leaves without its record: one that can't be revoked is not issued.
+        self.tokens
+            .record(&IssuedToken::from_claims(&minted.claims))
+            .await?;
+        Ok(minted)
     }
 }

@@ -1,6 +1,9 @@
-//! Adapters to the outside world: Redis (container records, the job queue) and the
-//! container runtimes (Docker through bollard, or static hosts from config).
+//! Adapters to the outside world: Redis (container records, the job queue, the
+//! relays' session registry, issued and revoked tokens) and the container runtimes
+//! (Docker through bollard, or static hosts from config).
 
 pub mod queue;
 pub mod runtime;
+pub mod sessions;
 pub mod store;
+pub mod tokens;

@@ -16,6 +16,8 @@ pub enum StoreError {
     Unavailable(String),
     #[error("container record {cid} is corrupt: {why}")]
     Corrupt { cid: String, why: String },
+    #[error("record {key} is corrupt: {why}")]
+    Record { key: String, why: String },
 }
 
 impl From<fred::error::Error> for StoreError {

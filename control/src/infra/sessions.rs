@@ -1,0 +1,190 @@
+//! The relays' session registry and node heartbeats as control reads them
+//! (`{prefix}session:{sid}`, `{prefix}sessions:{cid}`, `{prefix}node:{id}`), and the
+//! kicks control publishes on `{prefix}control` for whichever node holds a session.
+//!
+//! The relays write all of these; control only reads them, except that it drops the
+//! stale members of a container's session set (sids of a dead node, whose hashes
+//! expired) when it meets them.
+
+use std::collections::HashMap;
+
+use fred::prelude::*;
+use fred::types::scan::ScanType;
+use vnc_shared::schema::{Keys, node_field as n, session_field as f};
+
+use super::store::StoreError;
+use crate::domain::{Kick, Node, Session};
+
+/// Keys asked for per SCAN page when listing nodes.
+const SCAN_PAGE: u32 = 500;
+
+#[derive(Clone)]
+pub struct SessionStore {
+    client: Client,
+    keys: Keys,
+}
+
+impl SessionStore {
+    pub fn new(client: Client, keys: Keys) -> SessionStore {
+        SessionStore { client, keys }
+    }
+
+    /// One live session; `None` once its node stopped refreshing it.
+    pub async fn session(&self, sid: &str) -> Result<Option<Session>, StoreError> {
+        let map: HashMap<String, String> = self.client.hgetall(self.keys.session(sid)).await?;
+        Ok(parse_session(sid, &map))
+    }
+
+    /// The live sessions of a container, oldest first. Members of its set whose hash
+    /// is gone are left out and removed from the set.
+    pub async fn container_sessions(&self, cid: &str) -> Result<Vec<Session>, StoreError> {
+        let set = self.keys.container_sessions(cid);
+        let sids: Vec<String> = self.client.smembers(&set).await?;
+        let maps = self
+            .hashes(sids.iter().map(|s| self.keys.session(s)))
+            .await?;
+        let mut live = Vec::with_capacity(sids.len());
+        let mut stale = Vec::new();
+        for (sid, map) in sids.iter().zip(&maps) {
+            match parse_session(sid, map) {
+                Some(s) => live.push(s),
+                None => stale.push(sid.as_str()),
+            }
+        }
+        if !stale.is_empty() {
+            // A relay writes a session's hash before adding it to the set (one
+            // pipeline), so a member without a hash is stale, not yet to come. A node
+            // that restores its registry re-adds whatever this removes by mistake.
+            tracing::debug!(container.id = %cid, stale = stale.len(), "dropping stale session ids");
+            let _: i64 = self.client.srem(&set, stale).await?;
+        }
+        live.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+        Ok(live)
+    }
+
+    /// Every relay node with a live heartbeat, by id. SCANs the key space in bounded
+    /// pages (never KEYS, which blocks Redis).
+    pub async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
+        let prefix = self.keys.node("");
+        let pattern = format!("{prefix}*");
+        let mut cursor = "0".to_owned();
+        let mut keys = Vec::new();
+        loop {
+            let (next, page): (String, Vec<String>) = self
+                .client
+                .scan_page(
+                    cursor,
+                    pattern.as_str(),
+                    Some(SCAN_PAGE),
+                    Some(ScanType::Hash),
+                )
+                .await?;
+            keys.extend(page);
+            if next == "0" {
+                break;
+            }
+            cursor = next;
+        }
+        // SCAN may return a key twice.
+        keys.sort();
+        keys.dedup();
+        let maps = self.hashes(keys.iter().cloned()).await?;
+        let mut nodes: Vec<Node> = keys
+            .iter()
+            .zip(&maps)
+            .filter_map(|(key, map)| parse_node(key.strip_prefix(&prefix)?, map))
+            .collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(nodes)
+    }
+
+    /// Publishes a kick on the control channel; returns how many subscribers (relay
+    /// nodes) got it.
+    pub async fn kick(&self, kick: &Kick) -> Result<i64, StoreError> {
+        Ok(self
+            .client
+            .publish(self.keys.control_channel(), kick.to_json())
+            .await?)
+    }
+
+    /// HGETALL of each key in one pipeline (an empty map for a key that is gone).
+    async fn hashes(
+        &self,
+        keys: impl Iterator<Item = String>,
+    ) -> Result<Vec<HashMap<String, String>>, StoreError> {
+        let pipe = self.client.pipeline();
+        for key in keys {
+            let _: () = pipe.hgetall(key).await?;
+        }
+        let values: Vec<Value> = pipe.all().await?;
+        values
+            .into_iter()
+            .map(|v| v.convert().map_err(StoreError::from))
+            .collect()
+    }
+}
+
+/// A session from its hash; `None` when the hash is gone (or lacks its container).
+fn parse_session(sid: &str, m: &HashMap<String, String>) -> Option<Session> {
+    let get = |k: &str| m.get(k).cloned().unwrap_or_default();
+    let cid = m.get(f::CID).filter(|c| !c.is_empty())?.clone();
+    Some(Session {
+        id: sid.to_owned(),
+        cid,
+        sub: get(f::SUB),
+        tenant: get(f::TENANT),
+        scope: get(f::SCOPE),
+        node: get(f::NODE),
+        jti: get(f::JTI),
+        started_at: m.get(f::STARTED_AT).and_then(|v| v.parse().ok()),
+        transport: get(f::TRANSPORT),
+    })
+}
+
+/// A node from its heartbeat hash; `None` when the hash expired meanwhile.
+fn parse_node(id: &str, m: &HashMap<String, String>) -> Option<Node> {
+    if m.is_empty() {
+        return None;
+    }
+    let get = |k: &str| m.get(k).cloned().unwrap_or_default();
+    Some(Node {
+        id: id.to_owned(),
+        addr: get(n::ADDR),
+        sessions: m.get(n::SESSIONS).and_then(|v| v.parse().ok()).unwrap_or(0),
+        started_at: m.get(n::STARTED_AT).and_then(|v| v.parse().ok()),
+        version: get(n::VERSION),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn gone_hashes_are_no_sessions_or_nodes() {
+        assert_eq!(parse_session("s1", &HashMap::new()), None);
+        assert_eq!(parse_node("n1", &HashMap::new()), None);
+        let s = parse_session(
+            "s1",
+            &map(&[
+                ("cid", "c1"),
+                ("started_at", "12"),
+                ("transport", "socketio"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (s.cid.as_str(), s.started_at, s.transport.as_str()),
+            ("c1", Some(12), "socketio")
+        );
+        let n = parse_node("n1", &map(&[("sessions", "x"), ("started_at", "7")])).unwrap();
+        assert_eq!((n.sessions, n.started_at), (0, Some(7)));
+    }
+}
