@@ -107,12 +107,27 @@ impl ControlProcess {
         identity: &Identity,
         containers: &[(&str, &str, &str)],
     ) -> anyhow::Result<ControlProcess> {
+        let at: Vec<_> = containers
+            .iter()
+            .map(|&(cid, owner, tenant)| (cid, owner, tenant, 5900))
+            .collect();
+        Self::start_static_at(redis_url, keys, identity, &at).await
+    }
+
+    /// [`ControlProcess::start_static`] with each container's VNC port on 127.0.0.1:
+    /// `(cid, owner, tenant, port)`.
+    pub async fn start_static_at(
+        redis_url: &str,
+        keys: &TestKeys,
+        identity: &Identity,
+        containers: &[(&str, &str, &str, u16)],
+    ) -> anyhow::Result<ControlProcess> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("control.toml");
         let mut toml = "runtime = \"static\"\n".to_owned();
-        for (cid, owner, tenant) in containers {
+        for (cid, owner, tenant, port) in containers {
             toml.push_str(&format!(
-                "[[static_containers]]\ncid = {cid:?}\nowner = {owner:?}\ntenant = {tenant:?}\nhost = \"127.0.0.1\"\nport = 5900\n"
+                "[[static_containers]]\ncid = {cid:?}\nowner = {owner:?}\ntenant = {tenant:?}\nhost = \"127.0.0.1\"\nport = {port}\n"
             ));
         }
         std::fs::write(&config, toml)?;

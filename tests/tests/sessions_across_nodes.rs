@@ -1,0 +1,181 @@
+//! Sessions across relay nodes through control, all real: one Redis, one control (static
+//! runtime, the RFB fixture as the desktop), two relay nodes. Control lists the
+//! container's sessions on both nodes, kicks one on node B, revokes a token whose
+//! session lives on node A, and single-use tokens hold across nodes.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::json;
+use vnc_tests::control::{ControlProcess, Identity};
+use vnc_tests::fixture::Fixture;
+use vnc_tests::keys::TestKeys;
+use vnc_tests::process::eventually;
+use vnc_tests::redis::RedisServer;
+use vnc_tests::relay::RelayProcess;
+use vnc_tests::rfb::RfbClient;
+use vnc_tests::ws::{expect_close, refused};
+
+const W: u16 = 64;
+const H: u16 = 48;
+
+struct Nodes {
+    control: ControlProcess,
+    a: RelayProcess,
+    b: RelayProcess,
+    alice: String,
+    _redis: RedisServer,
+    _fixture: Fixture,
+    _keys: TestKeys,
+    _identity: Identity,
+}
+
+async fn nodes() -> Nodes {
+    let redis = RedisServer::start().await.unwrap();
+    let keys = TestKeys::new();
+    let identity = Identity::new();
+    let fixture = Fixture::start(&[]).await.unwrap();
+    let control = ControlProcess::start_static_at(
+        &redis.url(),
+        &keys,
+        &identity,
+        &[("desk", "alice", "t1", fixture.port())],
+    )
+    .await
+    .unwrap();
+    let ttl = ["--session-ttl", "3s"];
+    let a = RelayProcess::start(&redis.url(), &keys.public, &ttl)
+        .await
+        .unwrap();
+    let b = RelayProcess::start(&redis.url(), &keys.public, &ttl)
+        .await
+        .unwrap();
+    redis.wait_key("vnc:container:desk").await;
+    Nodes {
+        alice: identity.token("alice", "t1", false),
+        control,
+        a,
+        b,
+        _redis: redis,
+        _fixture: fixture,
+        _keys: keys,
+        _identity: identity,
+    }
+}
+
+impl Nodes {
+    /// A VNC token for `desk` from control's API.
+    async fn token(&self) -> String {
+        let (status, tok) = self
+            .control
+            .call(
+                "POST",
+                "/v1/containers/desk/vnc-tokens",
+                Some(&self.alice),
+                Some(&json!({"scope": "control", "ttl_seconds": 60})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{tok}");
+        tok["token"].as_str().unwrap().to_owned()
+    }
+
+    async fn sessions(&self) -> Vec<serde_json::Value> {
+        let (status, body) = self
+            .control
+            .call(
+                "GET",
+                "/v1/containers/desk/sessions",
+                Some(&self.alice),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        body["sessions"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+async fn viewer(relay: &RelayProcess, token: &str) -> RfbClient {
+    let mut rfb = RfbClient::connect(&relay.ws_url(token)).await.unwrap();
+    rfb.handshake().await.unwrap();
+    rfb
+}
+
+fn jti_of(token: &str) -> String {
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    claims["jti"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn control_sees_kicks_and_revokes_sessions_on_every_node() {
+    let n = nodes().await;
+    let mut on_a = viewer(&n.a, &n.token().await).await;
+    let mut on_b = viewer(&n.b, &n.token().await).await;
+
+    // Both sessions, one per node, in control's listing.
+    let listed = eventually("both sessions listed", vnc_tests::WAIT, || async {
+        let s = n.sessions().await;
+        (s.len() == 2).then_some(s)
+    })
+    .await;
+    let on_nodes: BTreeSet<&str> = listed.iter().filter_map(|s| s["node"].as_str()).collect();
+    assert_eq!(
+        on_nodes,
+        BTreeSet::from([n.a.node_id.as_str(), n.b.node_id.as_str()])
+    );
+
+    // Kick B's session through control: 4003 there, A's session untouched.
+    let sid_b = listed
+        .iter()
+        .find(|s| s["node"] == n.b.node_id.as_str())
+        .and_then(|s| s["session_id"].as_str())
+        .unwrap();
+    let (status, body) = n
+        .control
+        .call(
+            "DELETE",
+            &format!("/v1/sessions/{sid_b}"),
+            Some(&n.alice),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    let (code, _) = expect_close(on_b.ws(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(code, 4003);
+    on_a.round_trip(W, H).await.unwrap();
+
+    // Revoke a token whose session lives on A: it ends, and B refuses the token.
+    let token = n.token().await;
+    let mut revoked = viewer(&n.a, &token).await;
+    let (status, body) = n
+        .control
+        .call(
+            "POST",
+            &format!("/v1/tokens/{}/revoke", jti_of(&token)),
+            Some(&n.alice),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (code, reason) = expect_close(revoked.ws(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!((code, reason.as_str()), (4003, "token revoked"));
+    assert_eq!(refused(&n.b.ws_url(&token)).await.0, 403);
+    on_a.round_trip(W, H).await.unwrap();
+
+    // A single-use token can't open a second session on the other node.
+    let once = n.token().await;
+    let _first = viewer(&n.b, &once).await;
+    assert_eq!(refused(&n.a.ws_url(&once)).await.0, 403);
+}
