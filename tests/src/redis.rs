@@ -9,6 +9,52 @@ use tokio::process::Command;
 
 use crate::process::eventually;
 
+fn spawn(port: u16, dir: &std::path::Path) -> anyhow::Result<tokio::process::Child> {
+    Command::new(redis_binary())
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting redis-server")
+}
+
+/// Waits until the server accepts connections; false if it exited (port taken).
+async fn wait_listening(child: &mut tokio::process::Child, port: u16) -> anyhow::Result<bool> {
+    tokio::time::timeout(crate::WAIT, async {
+        loop {
+            if child.try_wait()?.is_some() {
+                return anyhow::Ok(false);
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Ok(true);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await?
+}
+
+async fn connect(port: u16) -> anyhow::Result<Client> {
+    let config = Config::from_url(&format!("redis://127.0.0.1:{port}"))?;
+    let client = Builder::from_config(config).build()?;
+    client.init().await?;
+    Ok(client)
+}
+
 /// A running redis-server, killed on drop.
 pub struct RedisServer {
     child: tokio::process::Child,
@@ -53,54 +99,43 @@ impl RedisServer {
     }
 
     async fn try_start(port: u16) -> anyhow::Result<Option<RedisServer>> {
-        {
-            let dir = tempfile::tempdir()?;
-            let child = Command::new(redis_binary())
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdout(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .context("starting redis-server")?;
-            let config = Config::from_url(&format!("redis://127.0.0.1:{port}"))?;
-            let client = Builder::from_config(config).build()?;
-            let mut server = RedisServer {
-                child,
-                port,
-                client,
-                _dir: dir,
-            };
-            let ready = tokio::time::timeout(crate::WAIT, async {
-                loop {
-                    if server.child.try_wait()?.is_some() {
-                        return anyhow::Ok(false);
-                    }
-                    if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                        .await
-                        .is_ok()
-                    {
-                        return Ok(true);
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-            })
-            .await??;
-            if !ready {
-                return Ok(None);
-            }
-            server.client.init().await?;
-            Ok(Some(server))
+        let dir = tempfile::tempdir()?;
+        let mut child = spawn(port, dir.path())?;
+        if !wait_listening(&mut child, port).await? {
+            return Ok(None);
         }
+        Ok(Some(RedisServer {
+            child,
+            port,
+            client: connect(port).await?,
+            _dir: dir,
+        }))
+    }
+
+    /// Stops the server (SIGKILL), after writing its data to disk when `keep_data`.
+    pub async fn stop(&mut self, keep_data: bool) {
+        if keep_data {
+            let save = fred::types::CustomCommand::new_static("SAVE", None, false);
+            let _: String = self
+                .client
+                .custom(save, Vec::<String>::new())
+                .await
+                .expect("SAVE");
+        }
+        let _ = self.child.kill().await;
+    }
+
+    /// Starts the server again on the same port, with the data `stop` kept (if any).
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        let mut child = spawn(self.port, self._dir.path())?;
+        anyhow::ensure!(
+            wait_listening(&mut child, self.port).await?,
+            "redis-server would not start again on port {}",
+            self.port
+        );
+        self.child = child;
+        self.client = connect(self.port).await?;
+        Ok(())
     }
 
     pub fn url(&self) -> String {

@@ -1,7 +1,8 @@
 //! Sessions across relay nodes through control, all real: one Redis, one control (static
 //! runtime, the RFB fixture as the desktop), two relay nodes. Control lists the
 //! container's sessions on both nodes, kicks one on node B, revokes a token whose
-//! session lives on node A, and single-use tokens hold across nodes.
+//! session lives on node A, single-use tokens hold across nodes, and the relays keep
+//! serving when control is gone.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeSet;
@@ -178,4 +179,12 @@ async fn control_sees_kicks_and_revokes_sessions_on_every_node() {
     let once = n.token().await;
     let _first = viewer(&n.b, &once).await;
     assert_eq!(refused(&n.a.ws_url(&once)).await.0, 403);
+
+    // Control goes away: live sessions don't notice, and tokens it minted before
+    // keep opening sessions until they expire.
+    let minted = n.token().await;
+    n.control.proc.signal("KILL");
+    on_a.round_trip(W, H).await.unwrap();
+    let mut after = viewer(&n.b, &minted).await;
+    after.round_trip(W, H).await.unwrap();
 }
