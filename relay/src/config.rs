@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use vnc_shared::config::{ConfigError, Secret, load_toml, opt_duration, overlay, parse_duration};
 use vnc_shared::schema::DEFAULT_PREFIX;
 use vnc_shared::telemetry::LogFormat;
+
+use crate::store::SessionLimits;
 use vnc_shared::token::{
     DEFAULT_AUDIENCE, DEFAULT_ISSUER, KeyError, KeySet, MAX_LEEWAY, TokenAlgorithm, VerifyPolicy,
     kid_from_path,
@@ -172,6 +174,14 @@ pub struct RelaySettings {
         skip_serializing_if = "Option::is_none"
     )]
     pub session_ttl: Option<Duration>,
+    /// Live sessions one container may have across all nodes (0: no limit).
+    #[arg(long, env = "VNC_RELAY_MAX_SESSIONS_PER_CONTAINER")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sessions_per_container: Option<usize>,
+    /// Live sessions one user may have across all nodes (0: no limit).
+    #[arg(long, env = "VNC_RELAY_MAX_SESSIONS_PER_USER")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sessions_per_user: Option<usize>,
     /// One live session per token across nodes (`true`/`false`).
     #[arg(long, env = "VNC_RELAY_SINGLE_USE_TOKENS")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -226,6 +236,8 @@ pub struct RelayConfig {
     pub limits: Limits,
     pub session_ttl: Duration,
     pub single_use_tokens: bool,
+    /// Per-container and per-user session limits across nodes.
+    pub session_limits: SessionLimits,
     pub web_root: Option<PathBuf>,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -303,6 +315,10 @@ impl RelaySettings {
             limits,
             session_ttl: s.session_ttl.unwrap_or(DEFAULT_SESSION_TTL),
             single_use_tokens: s.single_use_tokens.unwrap_or(DEFAULT_SINGLE_USE_TOKENS),
+            session_limits: SessionLimits {
+                per_container: s.max_sessions_per_container.unwrap_or(0),
+                per_user: s.max_sessions_per_user.unwrap_or(0),
+            },
             web_root: s.web_root,
             log_level: s.log_level.unwrap_or(DEFAULT_LOG_LEVEL.into()),
             log_format: s.log_format.unwrap_or_default(),

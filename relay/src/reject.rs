@@ -20,6 +20,8 @@ pub enum Reject {
     Revoked,
     #[error("token is single-use and already holds a live session")]
     TokenInUse,
+    #[error("too many live sessions for this {0}")]
+    TooManySessions(&'static str),
     #[error("origin is not allowed")]
     Origin,
     #[error("token is not valid for this container")]
@@ -52,6 +54,7 @@ impl Reject {
                 StatusCode::NOT_FOUND
             }
             Reject::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Reject::TooManySessions(_) => StatusCode::TOO_MANY_REQUESTS,
             Reject::Draining | Reject::AtCapacity | Reject::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -112,6 +115,7 @@ mod tests {
             (Reject::Token(TokenError::Expired), 401),
             (Reject::Revoked, 403),
             (Reject::TokenInUse, 403),
+            (Reject::TooManySessions("user"), 429),
             (Reject::Origin, 403),
             (Reject::WrongContainer, 403),
             (Reject::UnknownContainer, 404),

@@ -35,7 +35,7 @@ use crate::rfb::RfbPolicy;
 use crate::session::{self, End, Stop};
 use crate::signal::Signal;
 use crate::socketio::{self, Io};
-use crate::store::Store;
+use crate::store::{Admission, Store};
 use crate::upgrade::{self, Upgrade};
 use crate::upstream;
 use crate::web;
@@ -96,9 +96,7 @@ struct Accepted {
 /// One session's bookkeeping, for both transports (see [`Relay::track`]).
 pub(crate) struct Tracked<'a> {
     relay: &'a Relay,
-    claims: &'a VncClaims,
     record: Arc<SessionRecord>,
-    transport: &'static str,
     pub metrics: SessionMetrics,
     started: Instant,
     _live: LiveGuard,
@@ -113,7 +111,7 @@ impl Tracked<'_> {
         }
         let lasted = self.started.elapsed();
         self.metrics.finish(end.outcome(), lasted);
-        socketio::announce(self.relay, self.claims, "viewer.left", self.transport);
+        socketio::announce(self.relay, &self.record, "viewer.left");
         tracing::info!(
             outcome = end.outcome(),
             close.code = end.close().0,
@@ -125,14 +123,12 @@ impl Tracked<'_> {
 
 /// What a session starts from: the connected VNC server and the token's claims.
 pub(crate) struct Admitted {
-    /// The session's id in the registry.
-    pub sid: String,
     pub upstream: TcpStream,
     pub claims: VncClaims,
     /// How the session speaks RFB: the password to inject, view-only.
     pub policy: RfbPolicy,
-    /// The session holds its token's single-use claim.
-    pub single_use: bool,
+    /// The session as the registry has it (written at admission).
+    pub record: Arc<SessionRecord>,
 }
 
 impl Relay {
@@ -337,7 +333,7 @@ impl Relay {
     ) {
         let span = tracing::info_span!(
             "session",
-            session.id = %admitted.sid,
+            session.id = %admitted.record.sid,
             container.id = %admitted.claims.cid,
             user.id = %admitted.claims.sub,
             scope = admitted.claims.scope.as_str(),
@@ -345,13 +341,7 @@ impl Relay {
         );
         async {
             let stop = Arc::new(Signal::default());
-            let tracked = self.track(
-                &admitted.sid,
-                &admitted.claims,
-                admitted.single_use,
-                &stop,
-                "websocket",
-            );
+            let tracked = self.track(admitted.record.clone(), &stop);
             let end = session::relay(
                 browser,
                 leftover,
@@ -370,46 +360,14 @@ impl Relay {
 
     /// Starts one session's bookkeeping: registered for stops and its room, announced
     /// to the room, counted. [`Tracked::finish`] ends it.
-    pub(crate) fn track<'a>(
-        &'a self,
-        sid: &str,
-        claims: &'a VncClaims,
-        single_use: bool,
-        stop: &Arc<Signal>,
-        transport: &'static str,
-    ) -> Tracked<'a> {
+    pub(crate) fn track(&self, record: Arc<SessionRecord>, stop: &Arc<Signal>) -> Tracked<'_> {
         tracing::info!("session started");
-        let record = Arc::new(SessionRecord {
-            sid: sid.to_owned(),
-            cid: claims.cid.clone(),
-            sub: claims.sub.clone(),
-            tenant: claims.tenant.clone(),
-            scope: claims.scope,
-            jti: claims.jti.clone(),
-            started_at: vnc_shared::schema::now_ms(),
-            transport,
-            single_use,
-        });
         let live = self.live.register(record.clone(), stop.clone());
-        // In the registry now rather than at the next heartbeat.
-        let store = self.store.clone();
-        let (node, ttl, first) = (
-            self.config.node_id.clone(),
-            self.config.session_ttl,
-            record.clone(),
-        );
-        tokio::spawn(async move {
-            if let Err(e) = store.record_sessions(&node, &[first], ttl).await {
-                tracing::debug!(error = %e, "session not in the registry until the next heartbeat");
-            }
-        });
-        socketio::announce(self, claims, "viewer.joined", transport);
+        socketio::announce(self, &record, "viewer.joined");
         Tracked {
             relay: self,
-            claims,
+            metrics: SessionMetrics::start(record.transport),
             record,
-            transport,
-            metrics: SessionMetrics::start(transport),
             started: Instant::now(),
             _live: live,
         }
@@ -459,7 +417,7 @@ impl Relay {
         auth::check_origin(&self.config.allowed_origins, headers)?;
         let token = auth::token_from(query, headers).ok_or(Reject::NoToken)?;
         let cid = auth::query_param(query, "containerId");
-        let admitted = self.admit(&token, cid.as_deref()).await?;
+        let admitted = self.admit(&token, cid.as_deref(), "websocket").await?;
         Ok((upgrade, admitted))
     }
 
@@ -469,6 +427,7 @@ impl Relay {
         &self,
         token: &str,
         container_id: Option<&str>,
+        transport: &'static str,
     ) -> Result<Admitted, Reject> {
         let claims = self.keys().verify(token)?;
         if container_id.is_some_and(|cid| cid != claims.cid) {
@@ -492,28 +451,42 @@ impl Relay {
         let upstream = upstream::connect(&target, self.config.limits.connect_timeout)
             .await
             .map_err(|e| Reject::Upstream(e.to_string()))?;
-        let sid = uuid::Uuid::new_v4().to_string();
-        let single_use = self.config.single_use_tokens;
-        if single_use {
-            let claimed = self
-                .store
-                .claim_token(&claims.jti, &sid, self.config.session_ttl)
-                .await
-                .map_err(|e| Reject::Unavailable(e.to_string()))?;
-            if !claimed {
-                return Err(Reject::TokenInUse);
-            }
+        let record = Arc::new(SessionRecord {
+            sid: uuid::Uuid::new_v4().to_string(),
+            cid: claims.cid.clone(),
+            sub: claims.sub.clone(),
+            tenant: claims.tenant.clone(),
+            scope: claims.scope,
+            jti: claims.jti.clone(),
+            started_at: vnc_shared::schema::now_ms(),
+            transport,
+            single_use: self.config.single_use_tokens,
+        });
+        let admission = self
+            .store
+            .admit_session(
+                &record,
+                &self.config.node_id,
+                self.config.session_limits,
+                self.config.session_ttl,
+            )
+            .await
+            .map_err(|e| Reject::Unavailable(e.to_string()))?;
+        match admission {
+            Admission::Admitted => {}
+            Admission::TokenInUse => return Err(Reject::TokenInUse),
+            Admission::ContainerFull => return Err(Reject::TooManySessions("container")),
+            Admission::UserFull => return Err(Reject::TooManySessions("user")),
         }
         let policy = RfbPolicy {
             password: target.password,
             view_only: claims.scope == Scope::View,
         };
         Ok(Admitted {
-            sid,
             upstream,
             claims,
             policy,
-            single_use,
+            record,
         })
     }
 }

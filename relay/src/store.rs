@@ -43,6 +43,60 @@ pub struct ContainerTarget {
     pub password: Option<Secret<String>>,
 }
 
+/// Admission in one step (see [`Store::admit_session`]). KEYS: token claim, container
+/// set, user set, session hash. ARGV: sid, ttl ms, single use (0/1), container limit,
+/// user limit, session key prefix, then the session hash's field/value pairs.
+const ADMIT_SESSION: &str = r#"
+local sid, ttl = ARGV[1], tonumber(ARGV[2])
+local function live(set)
+  local n = 0
+  for _, m in ipairs(redis.call('SMEMBERS', set)) do
+    if redis.call('EXISTS', ARGV[6] .. m) == 1 then n = n + 1 else redis.call('SREM', set, m) end
+  end
+  return n
+end
+local per_container, per_user = tonumber(ARGV[4]), tonumber(ARGV[5])
+if per_container > 0 and live(KEYS[2]) >= per_container then return 'container' end
+if per_user > 0 and live(KEYS[3]) >= per_user then return 'user' end
+if ARGV[3] == '1' and not redis.call('SET', KEYS[1], sid, 'NX', 'PX', ttl) then return 'token' end
+redis.call('HSET', KEYS[4], unpack(ARGV, 7))
+redis.call('PEXPIRE', KEYS[4], ttl)
+redis.call('SADD', KEYS[2], sid)
+redis.call('SADD', KEYS[3], sid)
+return 'ok'
+"#;
+
+/// Session limits across nodes; 0 is no limit.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SessionLimits {
+    pub per_container: usize,
+    pub per_user: usize,
+}
+
+/// What [`Store::admit_session`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    ContainerFull,
+    UserFull,
+    TokenInUse,
+}
+
+/// The `session:{sid}` hash of a record.
+fn session_fields(r: &SessionRecord, node_id: &str) -> Vec<(&'static str, String)> {
+    use vnc_shared::schema::session_field as f;
+    vec![
+        (f::CID, r.cid.clone()),
+        (f::SUB, r.sub.clone()),
+        (f::TENANT, r.tenant.clone()),
+        (f::SCOPE, r.scope.as_str().to_owned()),
+        (f::NODE, node_id.to_owned()),
+        (f::JTI, r.jti.clone()),
+        (f::STARTED_AT, r.started_at.to_string()),
+        (f::TRANSPORT, r.transport.to_owned()),
+    ]
+}
+
 /// Deletes a single-use claim only if it still names this session.
 const RELEASE_CLAIM: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
 
@@ -141,25 +195,42 @@ impl Store {
         })
     }
 
-    /// Takes `jti`'s single-use claim for session `sid` (one live session per token
-    /// across nodes); false if another live session holds it.
-    pub async fn claim_token(
+    /// Admits session `r` into the registry in one atomic step: the per-container and
+    /// per-user limits (0: none) against the live sessions of every node (stale set
+    /// members are pruned), the token's single-use claim, then the session record and
+    /// its set memberships, all with `ttl`.
+    pub async fn admit_session(
         &self,
-        jti: &str,
-        sid: &str,
+        r: &SessionRecord,
+        node_id: &str,
+        limits: SessionLimits,
         ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        let set: Option<String> = self
-            .client
-            .set(
-                self.keys.token_session(jti),
-                sid,
-                Some(Expiration::PX(ttl.as_millis() as i64)),
-                Some(SetOptions::NX),
-                false,
-            )
-            .await?;
-        Ok(set.is_some())
+    ) -> Result<Admission, StoreError> {
+        let keys = vec![
+            self.keys.token_session(&r.jti),
+            self.keys.container_sessions(&r.cid),
+            self.keys.user_sessions(&r.tenant, &r.sub),
+            self.keys.session(&r.sid),
+        ];
+        let mut args = vec![
+            r.sid.clone(),
+            ttl.as_millis().to_string(),
+            u8::from(r.single_use).to_string(),
+            limits.per_container.to_string(),
+            limits.per_user.to_string(),
+            self.keys.session(""),
+        ];
+        for (field, value) in session_fields(r, node_id) {
+            args.push(field.to_owned());
+            args.push(value);
+        }
+        let answer: String = self.client.eval(ADMIT_SESSION, keys, args).await?;
+        Ok(match answer.as_str() {
+            "ok" => Admission::Admitted,
+            "container" => Admission::ContainerFull,
+            "user" => Admission::UserFull,
+            _ => Admission::TokenInUse,
+        })
     }
 
     /// Writes this node's heartbeat record with `ttl`.
@@ -193,7 +264,6 @@ impl Store {
         sessions: &[Arc<SessionRecord>],
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        use vnc_shared::schema::session_field as f;
         if sessions.is_empty() {
             return Ok(());
         }
@@ -201,20 +271,14 @@ impl Store {
         let pipe = self.client.pipeline();
         for r in sessions {
             let key = self.keys.session(&r.sid);
-            let fields: Vec<(&str, String)> = vec![
-                (f::CID, r.cid.clone()),
-                (f::SUB, r.sub.clone()),
-                (f::TENANT, r.tenant.clone()),
-                (f::SCOPE, r.scope.as_str().to_owned()),
-                (f::NODE, node_id.to_owned()),
-                (f::JTI, r.jti.clone()),
-                (f::STARTED_AT, r.started_at.to_string()),
-                (f::TRANSPORT, r.transport.to_owned()),
-            ];
+            let fields = session_fields(r, node_id);
             let _: () = pipe.hset(&key, fields).await?;
             let _: () = pipe.pexpire(&key, ms, None).await?;
             let _: () = pipe
                 .sadd(self.keys.container_sessions(&r.cid), r.sid.as_str())
+                .await?;
+            let _: () = pipe
+                .sadd(self.keys.user_sessions(&r.tenant, &r.sub), r.sid.as_str())
                 .await?;
             if r.single_use {
                 let _: () = pipe
@@ -239,6 +303,9 @@ impl Store {
         let _: () = pipe.del(self.keys.session(&r.sid)).await?;
         let _: () = pipe
             .srem(self.keys.container_sessions(&r.cid), r.sid.as_str())
+            .await?;
+        let _: () = pipe
+            .srem(self.keys.user_sessions(&r.tenant, &r.sub), r.sid.as_str())
             .await?;
         let _: Vec<Value> = pipe.all().await?;
         if r.single_use {

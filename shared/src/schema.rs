@@ -66,6 +66,11 @@ impl Keys {
         format!("{}token:{jti}", self.prefix)
     }
 
+    /// Set: live session ids of one user (for the per-user session limit).
+    pub fn user_sessions(&self, tenant: &str, sub: &str) -> String {
+        format!("{}user_sessions:{tenant}:{sub}", self.prefix)
+    }
+
     /// String with TTL: the live session holding a single-use token (one live session
     /// per `jti` across nodes); the owning node refreshes it and deletes it at the end.
     pub fn token_session(&self, jti: &str) -> String {

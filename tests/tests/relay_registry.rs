@@ -187,3 +187,42 @@ async fn the_registry_is_rewritten_after_redis_loses_its_data() {
     assert_eq!(sid_on(&stack, &stack.relay.node_id).await, sid);
     rfb.round_trip(W, H).await.unwrap();
 }
+
+#[tokio::test]
+async fn session_limits_hold_across_nodes() {
+    let limits = [
+        "--session-ttl",
+        TTL,
+        "--max-sessions-per-container",
+        "2",
+        "--max-sessions-per-user",
+        "1",
+    ];
+    let stack = Stack::start(&[], &limits).await.unwrap();
+    let b = RelayProcess::start(&stack.redis.url(), &stack.keys.public, &limits)
+        .await
+        .unwrap();
+    let as_user = |sub: &str| {
+        let mut claims = vnc_tests::keys::TestKeys::claims("c1");
+        claims["sub"] = json!(sub);
+        stack.keys.sign(&claims)
+    };
+    // One session per user: u1's second, on the other node, is refused.
+    let first = viewer(&stack.relay, &as_user("u1")).await;
+    let (status, body) = refused(&b.ws_url(&as_user("u1"))).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("user"), "{body}");
+    // Two sessions per container: u2 fits, u3 doesn't.
+    let _second = viewer(&b, &as_user("u2")).await;
+    let (status, body) = refused(&stack.relay.ws_url(&as_user("u3"))).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("container"), "{body}");
+    // A session that ends makes room.
+    drop(first);
+    eventually("room for u3", vnc_tests::WAIT, || async {
+        RfbClient::connect(&stack.relay.ws_url(&as_user("u3")))
+            .await
+            .ok()
+    })
+    .await;
+}

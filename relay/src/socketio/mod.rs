@@ -33,9 +33,9 @@ use socketioxide_core::Value;
 use socketioxide_redis::{FredAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::Instrument;
-use vnc_shared::token::VncClaims;
 
 use crate::auth;
+use crate::live::SessionRecord;
 use crate::reject::Reject;
 use crate::server::{Admitted, Relay};
 use crate::session::{End, Stop};
@@ -189,7 +189,7 @@ async fn authorize(
         .ok_or(Reject::NoToken)?;
     let cid = auth::query_param(query, "containerId")
         .ok_or(Reject::BadRequest("containerId missing from the query"))?;
-    let admitted = relay.admit(&token, Some(&cid)).await?;
+    let admitted = relay.admit(&token, Some(&cid), "socketio").await?;
     // Handlers go in before socketioxide acknowledges the connect (it runs the connect
     // handler only afterwards, in a task of its own): the client may send at once.
     let stop = Arc::new(Signal::default());
@@ -238,7 +238,7 @@ fn on_connect(relay: Weak<Relay>, s: SocketRef<Adapter>) {
     s.join(room(&claims.cid));
     let span = tracing::info_span!(
         "session",
-        session.id = %pending.admitted.sid,
+        session.id = %pending.admitted.record.sid,
         container.id = %claims.cid,
         user.id = %claims.sub,
         scope = claims.scope.as_str(),
@@ -256,13 +256,7 @@ async fn run_session(relay: Arc<Relay>, s: SocketRef<Adapter>, pending: Pending)
         input,
     } = pending;
     let _permit = permit;
-    let tracked = relay.track(
-        &admitted.sid,
-        &admitted.claims,
-        admitted.single_use,
-        &stop,
-        "socketio",
-    );
+    let tracked = relay.track(admitted.record.clone(), &stop);
     let end = session::relay(
         &s,
         admitted.upstream,
@@ -282,19 +276,19 @@ async fn run_session(relay: Arc<Relay>, s: SocketRef<Adapter>, pending: Pending)
 }
 
 /// Tells the room's viewers on every node that a viewer came or went (`vnc:event`).
-pub fn announce(relay: &Relay, claims: &VncClaims, kind: &'static str, transport: &str) {
+pub fn announce(relay: &Relay, session: &SessionRecord, kind: &'static str) {
     let Some(ns) = relay.io.get().and_then(|io| io.of(NAMESPACE)) else {
         return;
     };
     let event = json!({
         "type": kind,
-        "cid": claims.cid,
-        "sub": claims.sub,
-        "scope": claims.scope.as_str(),
-        "transport": transport,
+        "cid": session.cid,
+        "sub": session.sub,
+        "scope": session.scope.as_str(),
+        "transport": session.transport,
         "at": vnc_shared::schema::now_ms(),
     });
-    let room = room(&claims.cid);
+    let room = room(&session.cid);
     tokio::spawn(async move {
         if let Err(e) = ns.to(room).emit("vnc:event", &event).await {
             tracing::debug!(error = %e, "room announcement failed");
