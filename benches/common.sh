@@ -12,3 +12,34 @@ start_redis() {
   pids+=($!)
   until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
 }
+
+# start_listening NAME CMD... : runs CMD in the background (stdout in $STATE/NAME.out),
+# sets NAME_pid, and waits for its LISTENING line.
+start_listening() {
+  local name="$1"; shift
+  "$@" >"$STATE/$name.out" 2>"$STATE/$name.err" &
+  pids+=($!)
+  eval "${name}_pid=$!"
+  for _ in $(seq 200); do
+    if grep -q '^LISTENING' "$STATE/$name.out" 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "$name did not start:"; cat "$STATE/$name.err"; exit 1
+}
+# listening_addr NAME: the address of NAME's `LISTENING ADDR` line.
+listening_addr() { sed -n 's/^LISTENING \([^ ]*\).*/\1/p' "$STATE/$1.out" | head -1; }
+# peak_rss_kib PID: the process's peak resident set (VmHWM).
+peak_rss_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo n/a; }
+
+# record LABEL ARGS... : runs vnc-bench (from $BIN), appends {"label":..., "result":...}
+# to $OUT; a failed run is recorded with its error instead of stopping the script.
+record() {
+  local label="$1"; shift
+  local line
+  line="$("$BIN/vnc-bench" "$@" 2>"$STATE/last.err" | sed -n 's/^RESULT //p' | tail -1)" || true
+  if [[ -z "$line" ]]; then
+    line="{\"error\":$(python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().strip()[-300:]))' <"$STATE/last.err")}"
+  fi
+  echo "{\"label\":\"$label\",\"result\":$line}" >>"$OUT"
+  echo "  $label: $line" | cut -c1-220
+}

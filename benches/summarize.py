@@ -17,6 +17,57 @@ def med(label, key):
     return statistics.median(vals) if vals else float("nan")
 
 
+def summarize_socketio():
+    """benches/socketio.sh results (labels `sio:...`): a markdown table plus the goals
+    against the Node socket.io relay."""
+    targets = [("relay-ws", "vnc-relay, raw WebSocket (/websockify)"),
+               ("relay-sio", "vnc-relay, socket.io (/vnc)"),
+               ("node-sio", "Node socket.io 4 relay (NestJS-gateway style)")]
+
+    def ok(label):
+        return [r for r in rows.get(label, []) if "error" not in r]
+
+    def mid(label, key):
+        vals = [key(r) for r in ok(label)]
+        return statistics.median(vals) if vals else float("nan")
+
+    for label, recs in sorted(rows.items()):
+        for r in recs:
+            if "error" in r:
+                print(f"FAILED {label}: {r['error']}")
+    print("\n| target | throughput MB/s (median) | rounds | RTT p50 µs | RTT p99 µs | p99 per round |")
+    print("|---|---|---|---|---|---|")
+    m = {}
+    for t, name in targets:
+        tp = mid(f"sio:throughput/{t}", lambda r: r["total_mb_per_s"])
+        p50 = mid(f"sio:latency/{t}", lambda r: r["rtt_us"]["p50"])
+        p99 = mid(f"sio:latency/{t}", lambda r: r["rtt_us"]["p99"])
+        m[t] = (tp, p50, p99)
+        tps = ", ".join(f"{r['total_mb_per_s']:.0f}" for r in ok(f"sio:throughput/{t}"))
+        p99s = ", ".join(str(r["rtt_us"]["p99"]) for r in ok(f"sio:latency/{t}"))
+        print(f"| {name} | **{tp:.0f}** | {tps} | {p50:.0f} | {p99:.0f} | {p99s} |")
+    rs, nd, ws = m["relay-sio"], m["node-sio"], m["relay-ws"]
+    print(f"\nrelay socket.io / Node throughput = {rs[0] / nd[0]:.2f}x (goal >= 3)")
+    print(f"relay socket.io / Node p99 RTT = {rs[2] / nd[2]:.2f} (goal <= 0.33)")
+    print(f"relay socket.io / relay raw ws: throughput {rs[0] / ws[0]:.2f}x, "
+          f"p50 {rs[1] - ws[1]:+.0f} us, p99 {rs[2] - ws[2]:+.0f} us")
+    conns = [(t, name, ok(f"sio:conns/{t}")) for t, name in targets]
+    if any(recs for _, _, recs in conns):
+        print("\n| target | opened | failed / errored | pings | p50 µs | p99 µs | p99.9 µs | server RSS open, KiB per session |")
+        print("|---|---|---|---|---|---|---|---|")
+        for t, name, recs in conns:
+            for r in recs:
+                rtt = r["rtt_us"]
+                rss = (r.get("rss") or {}).get("delta_per_session_kib")
+                print(f"| {name} | {r['opened']} | {r['failed_connects']} / {r['errored']} | "
+                      f"{r['pings']:,} | {rtt['p50']} | {rtt['p99']} | {rtt['p999']} | "
+                      f"{'n/a' if rss is None else f'{rss:.1f}'} |")
+
+
+if any(label.startswith("sio:") for label in rows):
+    summarize_socketio()
+    sys.exit(0)
+
 tp = {t: med(f"throughput/{t}", lambda r: r["total_mb_per_s"])
       for t in ("relay", "relay256", "proxy", "websockify")}
 print("\nthroughput container->browser, median MB/s over rounds:")

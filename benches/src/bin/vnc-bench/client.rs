@@ -1,4 +1,4 @@
-//! One client connection, plain TCP or WebSocket, behind the three operations the
+//! One client connection, plain TCP, WebSocket or socket.io, behind the three operations the
 //! measurements need: send bytes, receive exactly n bytes (an echo), count whatever
 //! arrives (throughput / idle watch).
 //!
@@ -21,7 +21,12 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::lean_ws::LeanWs;
+use crate::sio_client::SioConn;
 use crate::target::Target;
+
+/// Read buffer of a socket.io connection whose mode asks for the lean reader
+/// (throughput): large, so one read drains a full socket buffer's worth.
+const SIO_LEAN_READ_BUF: usize = 256 * 1024;
 
 /// The only subprotocol offered. websockify 0.13 matches the offered list exactly after
 /// splitting on `,` (without trimming), so offer exactly one token.
@@ -33,6 +38,8 @@ pub enum Conn {
     Ws(Box<WebSocketStream<TcpStream>>),
     /// Counting-only WebSocket reader for throughput runs (boxed: its decoder state).
     Lean(Box<LeanWs>),
+    /// socket.io (namespace `/vnc`) through the bench's own lean client, in every mode.
+    Sio(Box<SioConn>),
 }
 
 /// Opens `target`: TCP connect with TCP_NODELAY, then for ws the handshake carrying the
@@ -96,6 +103,20 @@ pub async fn connect(
                     .map_err(describe_handshake_error)?;
             Ok(Conn::Ws(Box::new(ws)))
         }
+        Target::Sio { target, addr } => {
+            let stream = TcpStream::connect(addr)
+                .await
+                .with_context(|| format!("tcp connect {addr}"))?;
+            stream.set_nodelay(true)?;
+            // The mode's ws read buffer size suits socket.io as well (small for many
+            // sessions); "lean" is what throughput asks for.
+            let read_buffer = match client {
+                WsClient::Lean => SIO_LEAN_READ_BUF,
+                WsClient::Tungstenite { read_buffer } => read_buffer,
+            };
+            let conn = SioConn::connect(target, stream, headers, read_buffer).await?;
+            Ok(Conn::Sio(Box::new(conn)))
+        }
     }
 }
 
@@ -120,7 +141,8 @@ impl Conn {
     pub async fn send(&mut self, data: &[u8]) -> Result<()> {
         match self {
             Conn::Tcp(s) => s.write_all(data).await?,
-            Conn::Lean(_) => bail!("the lean ws reader only counts what arrives"),
+            Conn::Lean(lean) => lean.send(data).await?,
+            Conn::Sio(sio) => sio.send(data).await?,
             // `send` = feed + flush: the frame is on the wire when this returns.
             Conn::Ws(ws) => {
                 ws.send(Message::Binary(Bytes::copy_from_slice(data)))
@@ -139,6 +161,7 @@ impl Conn {
                 s.read_exact(buf).await.context("tcp read")?;
             }
             Conn::Lean(_) => bail!("the lean ws reader only counts what arrives"),
+            Conn::Sio(sio) => sio.recv_exact(buf).await?,
             Conn::Ws(ws) => {
                 let mut filled = 0;
                 while filled < buf.len() {
@@ -183,6 +206,22 @@ impl Conn {
                 }),
             },
             Conn::Lean(lean) => lean.recv_count(scratch).await,
+            // Reads into its own buffer: a partial frame must stay there between calls.
+            Conn::Sio(sio) => sio.recv_count().await,
+        }
+    }
+
+    /// The next bytes that arrive, whatever their framing; empty once the peer closed.
+    /// For handshakes, not measurements: it allocates.
+    pub async fn recv_chunk(&mut self, scratch: &mut [u8]) -> Result<Vec<u8>> {
+        match self {
+            Conn::Tcp(s) => {
+                let n = s.read(scratch).await.context("tcp read")?;
+                Ok(scratch[..n].to_vec())
+            }
+            Conn::Ws(ws) => Ok(next_data(ws).await?.map(Vec::from).unwrap_or_default()),
+            Conn::Lean(lean) => lean.recv_chunk(scratch).await,
+            Conn::Sio(sio) => sio.recv_chunk().await,
         }
     }
 
@@ -193,6 +232,7 @@ impl Conn {
                 let _ = s.shutdown().await;
             }
             Conn::Lean(lean) => (*lean).close().await,
+            Conn::Sio(sio) => (*sio).close().await,
             Conn::Ws(mut ws) => {
                 if ws.as_mut().close(None).await.is_ok() {
                     // Wait for the peer's close frame (or EOF), discarding data in flight.

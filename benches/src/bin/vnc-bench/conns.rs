@@ -94,7 +94,7 @@ pub async fn run(args: ConnsArgs) -> Result<()> {
     tokio::time::sleep(args.settle).await;
     let rss_open = rss(args.pid);
 
-    let outcomes = run_sessions(conns, &args).await?;
+    let outcomes = run_sessions(conns, &args, targets.rfb()).await?;
     let rss_end = rss(args.pid);
 
     // Summarise before closing so the numbers do not wait on slow closes.
@@ -260,7 +260,7 @@ async fn open_all(
     (conns, report)
 }
 
-async fn run_sessions(conns: Vec<Conn>, args: &ConnsArgs) -> Result<Vec<Outcome>> {
+async fn run_sessions(conns: Vec<Conn>, args: &ConnsArgs, rfb: bool) -> Result<Vec<Outcome>> {
     let m = conns.len();
     let start = Instant::now();
     let period = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
@@ -275,6 +275,7 @@ async fn run_sessions(conns: Vec<Conn>, args: &ConnsArgs) -> Result<Vec<Outcome>
                 pace: period.map(|p| (p, start + p.mul_f64(j as f64 / m as f64))),
                 ping_timeout: args.ping_timeout,
                 size: args.size,
+                rfb,
             };
             tokio::spawn(session::run(conn, plan))
         })

@@ -38,7 +38,7 @@ pub struct LatencyArgs {
 
 pub async fn run(args: LatencyArgs) -> Result<()> {
     let targets = Targets::load(&args.target).await?;
-    let mut ping = Ping::new(args.size)?;
+    let mut ping = Ping::new(args.size, targets.rfb())?;
     let mut conn = targets
         .connect(
             0,

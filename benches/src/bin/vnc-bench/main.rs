@@ -1,7 +1,7 @@
 //! `vnc-bench`: load generator for vnc-relay. Three stand-in servers (`echo`, `source`,
 //! and the `proxy` baseline) and three client measurements (`throughput`, `latency`,
-//! `conns`) against `tcp://` or `ws://` targets. Client modes end by themselves and print
-//! a summary, then one `RESULT {json}` line for scripts.
+//! `conns`) against `tcp://`, `ws://` or `sio://` (socket.io) targets. Client modes end
+//! by themselves and print a summary, then one `RESULT {json}` line for scripts.
 
 #![forbid(unsafe_code)]
 
@@ -13,8 +13,11 @@ mod lean_ws;
 mod ping;
 mod procfs;
 mod report;
+mod rfb;
 mod server;
 mod session;
+mod sio_client;
+mod sio_wire;
 mod stats;
 mod target;
 mod throughput;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 
 use crate::client::Conn;
+use crate::rfb;
 
 /// Largest ping payload accepted on the command line; pings measure latency, not volume.
 pub const MAX_SIZE: usize = 1 << 20;
@@ -15,18 +16,30 @@ pub struct Ping {
     payload: Vec<u8>,
     echo: Vec<u8>,
     seq: u64,
+    /// Where the sequence number goes (after the RFB message header, if any).
+    stamp_at: usize,
 }
 
 impl Ping {
-    pub fn new(size: usize) -> Result<Self> {
-        if size == 0 || size > MAX_SIZE {
-            bail!("--size must be between 1 and {MAX_SIZE} bytes");
+    /// `rfb`: each ping is one RFB ClientCutText message (header + sequence number +
+    /// filler), which an RFB-aware relay passes to the VNC server as it is.
+    pub fn new(size: usize, rfb: bool) -> Result<Self> {
+        let min = if rfb { rfb::CUT_TEXT_HEADER + 1 } else { 1 };
+        if size < min || size > MAX_SIZE {
+            bail!("--size must be between {min} and {MAX_SIZE} bytes");
         }
-        let payload = (0..size).map(|i| (i % 251) as u8).collect();
+        let mut payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let stamp_at = if rfb {
+            rfb::frame_cut_text(&mut payload);
+            rfb::CUT_TEXT_HEADER
+        } else {
+            0
+        };
         Ok(Self {
             payload,
             echo: vec![0; size],
             seq: 0,
+            stamp_at,
         })
     }
 
@@ -34,8 +47,9 @@ impl Ping {
     pub async fn round_trip(&mut self, conn: &mut Conn) -> Result<Duration> {
         self.seq += 1;
         let stamp = self.seq.to_le_bytes();
-        let n = stamp.len().min(self.payload.len());
-        self.payload[..n].copy_from_slice(&stamp[..n]);
+        let room = &mut self.payload[self.stamp_at..];
+        let n = stamp.len().min(room.len());
+        room[..n].copy_from_slice(&stamp[..n]);
 
         let start = Instant::now();
         conn.send(&self.payload).await?;

@@ -16,7 +16,7 @@ use clap::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-use crate::report;
+use crate::{report, rfb};
 
 /// Per-connection buffer of the echo server.
 const ECHO_BUF: usize = 64 * 1024;
@@ -36,6 +36,10 @@ pub struct EchoArgs {
     /// Address to listen on (port 0 picks a free port; see the LISTENING line).
     #[arg(long)]
     pub listen: SocketAddr,
+    /// Start echoing at once, without the RFB handshake (None security) that an
+    /// RFB-aware relay needs first.
+    #[arg(long)]
+    pub no_rfb: bool,
 }
 
 #[derive(Args, Debug)]
@@ -43,6 +47,9 @@ pub struct SourceArgs {
     /// Address to listen on.
     #[arg(long)]
     pub listen: SocketAddr,
+    /// Start streaming at once, without the RFB handshake (None security).
+    #[arg(long)]
+    pub no_rfb: bool,
     /// Size of the constant buffer written repeatedly per connection.
     #[arg(long, default_value_t = 65536)]
     pub chunk: usize,
@@ -59,7 +66,11 @@ pub struct ProxyArgs {
 }
 
 pub async fn echo(args: EchoArgs) -> Result<()> {
-    serve(args.listen, |mut sock| async move {
+    let rfb = !args.no_rfb;
+    serve(args.listen, move |mut sock| async move {
+        if rfb {
+            rfb::serve(&mut sock).await?;
+        }
         let mut buf = vec![0u8; ECHO_BUF];
         loop {
             let n = sock.read(&mut buf).await?;
@@ -77,9 +88,13 @@ pub async fn source(args: SourceArgs) -> Result<()> {
     // One shared pattern buffer for all connections: the source costs no memory per peer
     // beyond its socket and discard buffer.
     let chunk: Arc<[u8]> = (0..args.chunk).map(|i| (i % 253) as u8).collect();
-    serve(args.listen, move |sock| {
+    let rfb = !args.no_rfb;
+    serve(args.listen, move |mut sock| {
         let chunk = Arc::clone(&chunk);
         async move {
+            if rfb {
+                rfb::serve(&mut sock).await?;
+            }
             let (mut rd, mut wr) = sock.into_split();
             let writer = async move {
                 loop {

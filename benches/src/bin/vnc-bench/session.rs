@@ -26,6 +26,8 @@ pub struct Plan {
     pub ping_timeout: Duration,
     /// Bytes per ping.
     pub size: usize,
+    /// Pings framed as RFB messages.
+    pub rfb: bool,
 }
 
 /// What one session did during the run.
@@ -68,7 +70,7 @@ async fn ping_loop(
     first: Instant,
     out: &mut Outcome,
 ) -> Result<(), String> {
-    let mut ping = Ping::new(plan.size).map_err(|e| e.to_string())?;
+    let mut ping = Ping::new(plan.size, plan.rfb).map_err(|e| e.to_string())?;
     let expected = plan.end.saturating_duration_since(first).as_secs_f64() / period.as_secs_f64();
     out.samples.reserve(expected.ceil() as usize + 1);
     let mut ticker = tokio::time::interval_at(first, period);

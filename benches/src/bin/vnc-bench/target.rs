@@ -1,4 +1,5 @@
-//! Where the client modes connect: `tcp://host:port` or `ws://host:port/path?query`, given
+//! Where the client modes connect: `tcp://host:port`, `ws://host:port/path?query` or
+//! `sio://host:port[/path]?containerId=..&token=..` (socket.io, namespace `/vnc`), given
 //! once (`--target`) or as a file of URLs (`--url-file`, session i uses line i mod n, so
 //! every session can carry its own token).
 //!
@@ -15,11 +16,16 @@ use clap::Args;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, Uri};
 
 use crate::client::{self, Conn, WsClient};
+use crate::rfb;
+use crate::sio_client::SioTarget;
 
 /// Flags shared by every client mode.
 #[derive(Args, Debug)]
 pub struct TargetArgs {
-    /// `tcp://host:port` (plain TCP) or `ws://host:port/path?query` (WebSocket).
+    /// `tcp://host:port` (plain TCP), `ws://host:port/path?query` (WebSocket) or
+    /// `sio://host:port[/path]?containerId=ID&token=T` (socket.io namespace `/vnc` over
+    /// its websocket transport; path default `/socket.io/`, `token` goes in the connect
+    /// packet's auth, the other parameters in the handshake query).
     #[arg(
         long,
         required_unless_present = "url_file",
@@ -34,9 +40,14 @@ pub struct TargetArgs {
     /// Authorization). Repeatable.
     #[arg(long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
-    /// Bound on one connect: TCP connect plus WebSocket handshake.
+    /// Bound on one connect: TCP connect, WebSocket or socket.io handshake, RFB
+    /// handshake.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
+    /// No RFB: skip the RFB handshake after connecting and send pings unframed (for
+    /// stand-ins started with `--no-rfb` behind a relay that isn't RFB-aware).
+    #[arg(long)]
+    pub no_rfb: bool,
 }
 
 /// One parsed, resolved target URL.
@@ -51,6 +62,10 @@ pub enum Target {
         url: String,
         addr: SocketAddr,
     },
+    Sio {
+        target: SioTarget,
+        addr: SocketAddr,
+    },
 }
 
 /// The targets of one run plus what every connect to them needs.
@@ -60,6 +75,7 @@ pub struct Targets {
     label: String,
     headers: Vec<(HeaderName, HeaderValue)>,
     connect_timeout: Duration,
+    rfb: bool,
 }
 
 impl Targets {
@@ -105,6 +121,7 @@ impl Targets {
             label,
             headers,
             connect_timeout: args.connect_timeout,
+            rfb: !args.no_rfb,
         })
     }
 
@@ -112,17 +129,26 @@ impl Targets {
         &self.label
     }
 
+    /// Whether connections do the RFB handshake and pings are RFB messages.
+    pub fn rfb(&self) -> bool {
+        self.rfb
+    }
+
     /// Connects to the target of session `i` under the connect timeout. `ws_read_buffer`
     /// sizes tungstenite's eagerly allocated read buffer (small for thousands of idle
     /// sessions, large for throughput).
     pub async fn connect(&self, i: usize, ws_client: WsClient) -> Result<Conn> {
         let target = &self.list[i % self.list.len()];
-        tokio::time::timeout(
-            self.connect_timeout,
-            client::connect(target, &self.headers, ws_client),
-        )
-        .await
-        .map_err(|_| anyhow!("connect timed out after {:?}", self.connect_timeout))?
+        let connect = async {
+            let mut conn = client::connect(target, &self.headers, ws_client).await?;
+            if self.rfb {
+                rfb::handshake(&mut conn).await.context("RFB handshake")?;
+            }
+            Ok(conn)
+        };
+        tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .map_err(|_| anyhow!("connect timed out after {:?}", self.connect_timeout))?
     }
 }
 
@@ -132,12 +158,18 @@ async fn parse(url: &str, resolved: &mut HashMap<String, SocketAddr>) -> Result<
         let addr = resolve(authority, resolved).await?;
         return Ok(Target::Tcp { addr });
     }
+    if let Some(rest) = url.strip_prefix("sio://") {
+        let (target, authority) = parse_sio(rest)
+            .with_context(|| format!("invalid socket.io target {:?}", mask_token(url)))?;
+        let addr = resolve(&authority, resolved).await?;
+        return Ok(Target::Sio { target, addr });
+    }
     if url.starts_with("wss://") {
         bail!("wss:// is not supported (this build has no TLS); use ws:// on loopback");
     }
     if !url.starts_with("ws://") {
         bail!(
-            "unsupported target {:?}: expected tcp://host:port or ws://host:port/path",
+            "unsupported target {:?}: expected tcp://host:port, ws://host:port/path or sio://host:port?containerId=..",
             mask_token(url)
         );
     }
@@ -154,6 +186,41 @@ async fn parse(url: &str, resolved: &mut HashMap<String, SocketAddr>) -> Result<
         url: url.to_owned(),
         addr,
     })
+}
+
+/// `host:port[/path][?query]` of a `sio://` URL: the request and the authority to
+/// resolve. The Engine.IO parameters come first, then the URL's own except `token`.
+fn parse_sio(rest: &str) -> Result<(SioTarget, String)> {
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, path) = match before_query.find('/') {
+        Some(at) => before_query.split_at(at),
+        None => (before_query, ""),
+    };
+    if authority.is_empty() || !authority.contains(':') {
+        bail!("expected sio://host:port");
+    }
+    let path = if path.is_empty() || path == "/" {
+        "/socket.io/"
+    } else {
+        path
+    };
+    let mut token = None;
+    let mut request = format!("{path}?EIO=4&transport=websocket");
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("token", t)) => token = Some(t.to_owned()),
+            _ => {
+                request.push('&');
+                request.push_str(pair);
+            }
+        }
+    }
+    let target = SioTarget {
+        host: authority.to_owned(),
+        path: request,
+        token,
+    };
+    Ok((target, authority.to_owned()))
 }
 
 async fn resolve(
@@ -195,4 +262,32 @@ pub fn mask_token(url: &str) -> String {
         })
         .collect();
     format!("{base}?{}", masked.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sio_urls_become_an_engine_io_request_and_a_token() {
+        let (t, authority) = parse_sio("127.0.0.1:6080?containerId=c1&token=abc").unwrap();
+        assert_eq!(authority, "127.0.0.1:6080");
+        assert_eq!(t.host, "127.0.0.1:6080");
+        assert_eq!(
+            t.path,
+            "/socket.io/?EIO=4&transport=websocket&containerId=c1"
+        );
+        assert_eq!(t.token.as_deref(), Some("abc"));
+
+        let (t, _) = parse_sio("localhost:1/io/?containerId=c2").unwrap();
+        assert_eq!(t.path, "/io/?EIO=4&transport=websocket&containerId=c2");
+        assert_eq!(t.token, None);
+
+        assert!(parse_sio("/socket.io/").is_err());
+        assert!(parse_sio("host-without-port").is_err());
+        assert_eq!(
+            mask_token("sio://h:1?containerId=c&token=secret"),
+            "sio://h:1?containerId=c&token=MASKED"
+        );
+    }
 }

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Runs the socket.io benchmarks of benches/README.md in one go on this machine: the
+# relay's socket.io path (namespace /vnc) against its raw WebSocket path, and against a
+# minimal Node socket.io relay (benches/node-relay/relay.mjs, socket.io 4, one
+# net.connect per socket, the way a NestJS gateway does it), all read by the same
+# vnc-bench client. Alternating targets each round: throughput (container->browser, one
+# stream) and 16-byte ping-pong latency; then one run of concurrent pinging sessions per
+# target. Loopback only; everything it starts is stopped on exit.
+#
+#   benches/socketio.sh [ROUNDS]          (default 3)
+# Env: DURATION (throughput seconds, default 8), COUNT (pings, default 20000),
+#      SESSIONS (concurrent sessions, default 1000; 0 skips), CONNS_DURATION (default 20s)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS="${1:-3}"
+DURATION="${DURATION:-8}"
+COUNT="${COUNT:-20000}"
+SESSIONS="${SESSIONS:-1000}"
+CONNS_DURATION="${CONNS_DURATION:-20s}"
+
+cargo build --release -p vnc-benches -p vnc-relay -p vnc-control --bins --locked -q
+STATE="$(mktemp -d /tmp/vnc-bench-sio.XXXXXX)"
+# A private copy of the binaries: a rebuild during the run doesn't change what is measured.
+BIN="$STATE/bin"
+mkdir -p "$BIN"
+cp target/release/vnc-bench target/release/vnc-relay target/release/vnc-control "$BIN/"
+OUT="$STATE/results.jsonl"
+# shellcheck source=benches/common.sh
+source benches/common.sh
+
+# socket.io 4 for the Node relay, from its lock file.
+if [[ ! -d benches/node-relay/node_modules/socket.io ]]; then
+  (cd benches/node-relay && npm ci --no-audit --no-fund --silent)
+fi
+
+start_redis
+"$BIN/vnc-control" keys generate --out "$STATE/keys" --kid bench >/dev/null
+start_listening source "$BIN/vnc-bench" source --listen 127.0.0.1:0
+start_listening echo "$BIN/vnc-bench" echo --listen 127.0.0.1:0
+SRC="$(listening_addr source)"; ECHO="$(listening_addr echo)"
+
+start_listening relay "$BIN/vnc-relay" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+  --redis-url "redis://127.0.0.1:$REDIS_PORT" --jwt-public-key "$STATE/keys/bench.pub.pem" \
+  --max-sessions 20000 --idle-timeout 10m
+RELAY="$(sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/relay.out")"
+start_listening node node benches/node-relay/relay.mjs --listen 127.0.0.1:0 \
+  --upstream "src=$SRC" --upstream "echo=$ECHO"
+NODE="$(listening_addr node)"
+
+for c in src echo; do
+  port="${SRC##*:}"; [[ $c == echo ]] && port="${ECHO##*:}"
+  redis-cli -p "$REDIS_PORT" hset "vnc:container:$c" state running tenant bench owner bench \
+    host 127.0.0.1 port "$port" >/dev/null
+done
+token() { "$BIN/vnc-control" token mint --private-key "$STATE/keys/bench.key.pem" \
+  --container "$1" --user bench --tenant bench --scope control --ttl 2h; }
+TOKEN_SRC="$(token src)"; TOKEN_ECHO="$(token echo)"
+until curl -sf "http://$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/relay.out")/readyz" >/dev/null; do sleep 0.05; done
+# socket.io answers 503 until its Redis adapter is up, then 400 to a request that isn't
+# an upgrade.
+until [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://$RELAY/socket.io/?EIO=4&transport=websocket")" != 503 ]]; do
+  sleep 0.05
+done
+
+# Each target: name, source URL, echo URL, pid (for RSS).
+declare -A url_src url_echo pid_of
+url_src[relay-ws]="ws://$RELAY/websockify?token=$TOKEN_SRC"
+url_echo[relay-ws]="ws://$RELAY/websockify?token=$TOKEN_ECHO"
+pid_of[relay-ws]="$relay_pid"
+url_src[relay-sio]="sio://$RELAY?containerId=src&token=$TOKEN_SRC"
+url_echo[relay-sio]="sio://$RELAY?containerId=echo&token=$TOKEN_ECHO"
+pid_of[relay-sio]="$relay_pid"
+url_src[node-sio]="sio://$NODE?containerId=src&token=any"
+url_echo[node-sio]="sio://$NODE?containerId=echo&token=any"
+pid_of[node-sio]="$node_pid"
+TARGETS=(relay-ws relay-sio node-sio)
+
+echo "== throughput and latency, $ROUNDS rounds, alternating targets (${TARGETS[*]})"
+for r in $(seq "$ROUNDS"); do
+  echo "round $r"
+  for t in "${TARGETS[@]}"; do
+    record "sio:throughput/$t" throughput --target "${url_src[$t]}" --duration "${DURATION}s"
+  done
+  for t in "${TARGETS[@]}"; do
+    record "sio:latency/$t" latency --target "${url_echo[$t]}" --count "$COUNT"
+  done
+done
+for t in relay-sio node-sio; do
+  echo "  peak RSS so far of $t: $(peak_rss_kib "${pid_of[$t]}") KiB"
+done
+
+if (( SESSIONS > 0 )); then
+  echo "== $SESSIONS concurrent sessions, 5 pings/s each, $CONNS_DURATION"
+  # The relay allows one live session per token: one token per session and transport.
+  for i in $(seq "$SESSIONS"); do
+    t="$(token echo)"
+    echo "ws://$RELAY/websockify?token=$t" >>"$STATE/conns-relay-ws.urls"
+    t="$(token echo)"
+    echo "sio://$RELAY?containerId=echo&token=$t" >>"$STATE/conns-relay-sio.urls"
+    echo "${url_echo[node-sio]}" >>"$STATE/conns-node-sio.urls"
+  done
+  for t in "${TARGETS[@]}"; do
+    record "sio:conns/$t" conns --url-file "$STATE/conns-$t.urls" --sessions "$SESSIONS" --rate 5 \
+      --duration "$CONNS_DURATION" --warmup 2s --pid "${pid_of[$t]}"
+  done
+fi
+
+python3 benches/summarize.py "$OUT"
+echo "raw results: $OUT"

@@ -1,0 +1,208 @@
+//! Just enough RFB 3.8 for the stand-ins and the client to pass through an RFB-aware
+//! relay: the handshake with security type None on both sides, and pings framed as
+//! RFB client messages (ClientCutText), since the relay frames every browser byte as
+//! RFB after the handshake. Transparent paths (proxy, websockify, socket.io gateways)
+//! carry the same bytes unchanged, so every target sees the same traffic.
+
+use anyhow::{Result, bail, ensure};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::client::Conn;
+
+pub const VERSION: &[u8; 12] = b"RFB 003.008\n";
+const SECURITY_NONE: u8 = 1;
+/// ClientCutText: type 6, 3 bytes padding, u32 length, then the text.
+const CLIENT_CUT_TEXT: u8 = 6;
+pub const CUT_TEXT_HEADER: usize = 8;
+/// Name the stand-in servers announce in ServerInit.
+const NAME: &[u8] = b"vnc-bench";
+/// Bound on the ServerInit name a client accepts.
+const MAX_NAME: usize = 4096;
+
+/// ServerInit of the stand-ins: 1024×768, 32 bpp true colour, then the name.
+fn server_init() -> Vec<u8> {
+    let mut m = Vec::with_capacity(24 + NAME.len());
+    m.extend_from_slice(&1024u16.to_be_bytes());
+    m.extend_from_slice(&768u16.to_be_bytes());
+    // bpp, depth, big-endian, true-colour, r/g/b max, r/g/b shift, 3 padding.
+    m.extend_from_slice(&[32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0]);
+    m.extend_from_slice(&(NAME.len() as u32).to_be_bytes());
+    m.extend_from_slice(NAME);
+    m
+}
+
+/// The server side on a stand-in's socket: version, None, result, ServerInit.
+pub async fn serve(sock: &mut TcpStream) -> Result<()> {
+    sock.write_all(VERSION).await?;
+    let mut version = [0u8; 12];
+    sock.read_exact(&mut version).await?;
+    ensure!(version.starts_with(b"RFB 003."), "not an RFB client");
+    sock.write_all(&[1, SECURITY_NONE]).await?;
+    let mut choice = [0u8; 1];
+    sock.read_exact(&mut choice).await?;
+    ensure!(
+        choice[0] == SECURITY_NONE,
+        "client chose security {}",
+        choice[0]
+    );
+    sock.write_all(&[0, 0, 0, 0]).await?;
+    let mut client_init = [0u8; 1];
+    sock.read_exact(&mut client_init).await?;
+    sock.write_all(&server_init()).await?;
+    Ok(())
+}
+
+/// Where the client is in the handshake; [`ClientHandshake::feed`] takes what the
+/// server sent so far and says what to answer.
+#[derive(Debug, Default)]
+pub struct ClientHandshake {
+    got: Vec<u8>,
+    /// Bytes of `got` already handled.
+    at: usize,
+    state: State,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum State {
+    #[default]
+    Version,
+    Security,
+    Result,
+    ServerInit,
+    Done,
+}
+
+impl ClientHandshake {
+    /// Adds server bytes; returns the bytes to send now (possibly empty). After
+    /// [`is_done`](Self::is_done), later bytes (a source's stream) are ignored.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<u8>> {
+        if self.state != State::Done {
+            self.got.extend_from_slice(bytes);
+        }
+        let mut out = Vec::new();
+        loop {
+            let rest = &self.got[self.at..];
+            let used = match self.state {
+                State::Version if rest.len() >= 12 => {
+                    ensure!(rest.starts_with(b"RFB 003."), "server is not RFB");
+                    out.extend_from_slice(VERSION);
+                    self.state = State::Security;
+                    12
+                }
+                State::Security if !rest.is_empty() => {
+                    let n = usize::from(rest[0]);
+                    if n == 0 {
+                        bail!("server refused the connection during the RFB handshake");
+                    }
+                    if rest.len() < 1 + n {
+                        break;
+                    }
+                    ensure!(
+                        rest[1..=n].contains(&SECURITY_NONE),
+                        "server does not offer security None: {:?}",
+                        &rest[1..=n]
+                    );
+                    out.push(SECURITY_NONE);
+                    self.state = State::Result;
+                    1 + n
+                }
+                State::Result if rest.len() >= 4 => {
+                    ensure!(rest[..4] == [0, 0, 0, 0], "RFB security result failed");
+                    // ClientInit: shared.
+                    out.push(1);
+                    self.state = State::ServerInit;
+                    4
+                }
+                State::ServerInit if rest.len() >= 24 => {
+                    let name = u32::from_be_bytes([rest[20], rest[21], rest[22], rest[23]]);
+                    let name = usize::try_from(name).unwrap_or(usize::MAX);
+                    ensure!(name <= MAX_NAME, "ServerInit name of {name} bytes");
+                    if rest.len() < 24 + name {
+                        break;
+                    }
+                    self.state = State::Done;
+                    self.got = Vec::new();
+                    self.at = 0;
+                    break;
+                }
+                _ => break,
+            };
+            self.at += used;
+        }
+        Ok(out)
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+}
+
+/// Runs the client handshake over an open connection. What follows ServerInit in the
+/// same read (a source's first bytes) is dropped; an echo sends nothing there.
+pub async fn handshake(conn: &mut Conn) -> Result<()> {
+    let mut hs = ClientHandshake::default();
+    let mut scratch = vec![0u8; 16 * 1024];
+    while !hs.is_done() {
+        let got = conn.recv_chunk(&mut scratch).await?;
+        ensure!(!got.is_empty(), "closed during the RFB handshake");
+        let answer = hs.feed(&got)?;
+        if !answer.is_empty() {
+            conn.send(&answer).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Frames `payload[CUT_TEXT_HEADER..]` as a ClientCutText message in place.
+pub fn frame_cut_text(payload: &mut [u8]) {
+    let text = (payload.len() - CUT_TEXT_HEADER) as u32;
+    payload[..4].copy_from_slice(&[CLIENT_CUT_TEXT, 0, 0, 0]);
+    payload[4..CUT_TEXT_HEADER].copy_from_slice(&text.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_handshake_whatever_the_pieces() {
+        let mut server = Vec::new();
+        server.extend_from_slice(VERSION);
+        server.extend_from_slice(&[2, 2, SECURITY_NONE]);
+        server.extend_from_slice(&[0, 0, 0, 0]);
+        server.extend_from_slice(&server_init());
+        for piece in [1, 2, 5, server.len()] {
+            let mut hs = ClientHandshake::default();
+            let mut sent = Vec::new();
+            for chunk in server.chunks(piece) {
+                sent.extend(hs.feed(chunk).unwrap());
+            }
+            assert!(hs.is_done(), "piece {piece}");
+            assert_eq!(sent, [&VERSION[..], &[SECURITY_NONE, 1]].concat());
+            assert!(hs.feed(b"stream bytes").unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn client_handshake_refusals() {
+        let mut hs = ClientHandshake::default();
+        assert!(hs.feed(b"HTTP/1.1 400").is_err());
+        let mut hs = ClientHandshake::default();
+        let mut server = VERSION.to_vec();
+        server.extend_from_slice(&[1, 2]);
+        assert!(hs.feed(&server).is_err(), "VNC auth only");
+        let mut hs = ClientHandshake::default();
+        let mut server = VERSION.to_vec();
+        server.extend_from_slice(&[1, 1, 0, 0, 0, 1]);
+        assert!(hs.feed(&server).is_err(), "failed result");
+    }
+
+    #[test]
+    fn cut_text_framing() {
+        let mut p = [0xAAu8; 16];
+        frame_cut_text(&mut p);
+        assert_eq!(&p[..8], &[6, 0, 0, 0, 0, 0, 0, 8]);
+        assert_eq!(&p[8..], &[0xAA; 8]);
+    }
+}
