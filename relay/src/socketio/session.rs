@@ -28,7 +28,10 @@ use crate::rfb::{self, Filter, RfbPolicy};
 use crate::session::{Activity, CLOSE_GRACE, End, Stop};
 use crate::signal::Signal;
 
-/// Longest pause between retries while the socket's queue is full.
+/// Turns a full queue gets to drain before the pump sleeps.
+const FULL_YIELDS: u32 = 64;
+/// First and longest pause between retries while the socket's queue stays full.
+const MIN_FULL_PAUSE: Duration = Duration::from_micros(500);
 const MAX_FULL_PAUSE: Duration = Duration::from_millis(16);
 
 /// What the browser sends up, in arrival order.
@@ -191,10 +194,18 @@ impl rfb::Browser for SioBrowser<'_> {
 /// Emits one event, waiting while the socket's queue is full; false once the socket is
 /// gone.
 async fn emit<T: Serialize + ?Sized>(socket: &SocketRef<Adapter>, event: &str, data: &T) -> bool {
-    let mut pause = Duration::from_millis(1);
+    let mut full = 0u32;
+    let mut pause = MIN_FULL_PAUSE;
     loop {
         match socket.emit(event, data) {
             Ok(()) => return true,
+            // socketioxide has no way to wait for room in the queue: let the socket's
+            // writer run first (it usually drains the queue within a few turns), and
+            // only then back off with timers, for a browser that really stopped reading.
+            Err(SendError::Socket(SocketError::InternalChannelFull)) if full < FULL_YIELDS => {
+                full += 1;
+                tokio::task::yield_now().await;
+            }
             Err(SendError::Socket(SocketError::InternalChannelFull)) => {
                 sleep(pause).await;
                 pause = (pause * 2).min(MAX_FULL_PAUSE);

@@ -8,6 +8,7 @@
 mod client;
 mod conns;
 mod control;
+mod kick;
 mod latency;
 mod lean_ws;
 mod ping;
@@ -52,6 +53,8 @@ enum Mode {
     Latency(latency::LatencyArgs),
     /// Many concurrent sessions: connect results, RTT under load, relay RSS per session.
     Conns(conns::ConnsArgs),
+    /// Kick to session end: publish kicks on the control channel, time each.
+    Kick(kick::KickArgs),
     /// VNC tokens minted per second through control's API.
     ControlTokens(control::TokensArgs),
     /// Control's job queue overhead: enqueue to job finished, with an immediate runtime.
@@ -85,6 +88,7 @@ fn run(cli: Cli) -> Result<()> {
             Mode::Throughput(a) => throughput::run(a).await,
             Mode::Latency(a) => latency::run(a).await,
             Mode::Conns(a) => conns::run(a).await,
+            Mode::Kick(a) => kick::run(a).await,
             Mode::ControlTokens(a) => control::tokens(a).await,
             Mode::ControlQueue(a) => control::queue(a).await,
         }

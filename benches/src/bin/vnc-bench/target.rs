@@ -129,6 +129,18 @@ impl Targets {
         &self.label
     }
 
+    /// The URL of each target, in order; all must be `ws://` (the kick mode reads each
+    /// session's token from its URL).
+    pub fn ws_urls(&self) -> Result<Vec<&str>> {
+        self.list
+            .iter()
+            .map(|t| match t {
+                Target::Ws { url, .. } => Ok(url.as_str()),
+                _ => bail!("this mode needs ws:// targets"),
+            })
+            .collect()
+    }
+
     /// Whether connections do the RFB handshake and pings are RFB messages.
     pub fn rfb(&self) -> bool {
         self.rfb

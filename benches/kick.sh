@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Kick latency (benches/README.md): two relay nodes on one Redis hold SESSIONS sessions
+# (half on each, one token per session) to the RFB echo stand-in; vnc-bench publishes
+# KICKS kicks on vnc:control one after another and times each from the PUBLISH to the
+# end of the kicked session's connection. Goal: p99 within 100 ms. Loopback only;
+# everything it starts is stopped on exit.
+#
+#   benches/kick.sh            Env: SESSIONS (default 400), KICKS (default 200)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SESSIONS="${SESSIONS:-400}"
+KICKS="${KICKS:-200}"
+
+cargo build --release -p vnc-benches -p vnc-relay -p vnc-control --bins --locked -q
+STATE="$(mktemp -d /tmp/vnc-bench-kick.XXXXXX)"
+BIN="$STATE/bin"
+mkdir -p "$BIN"
+cp target/release/vnc-bench target/release/vnc-relay target/release/vnc-control "$BIN/"
+OUT="$STATE/results.jsonl"
+# shellcheck source=benches/common.sh
+source benches/common.sh
+
+start_redis
+"$BIN/vnc-control" keys generate --out "$STATE/keys" --kid bench >/dev/null
+start_listening echo "$BIN/vnc-bench" echo --listen 127.0.0.1:0
+ECHO="$(listening_addr echo)"
+redis-cli -p "$REDIS_PORT" hset vnc:container:echo state running tenant bench owner bench \
+  host 127.0.0.1 port "${ECHO##*:}" >/dev/null
+relays=()
+for node in a b; do
+  start_listening "relay_$node" "$BIN/vnc-relay" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+    --redis-url "redis://127.0.0.1:$REDIS_PORT" --jwt-public-key "$STATE/keys/bench.pub.pem" \
+    --node-id "bench-$node" --idle-timeout 10m
+  relays+=("$(sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/relay_$node.out")")
+  admin="$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/relay_$node.out")"
+  until curl -sf "http://$admin/readyz" >/dev/null; do sleep 0.05; done
+done
+
+# One token per session (a token holds one live session), sessions alternating nodes.
+for i in $(seq "$SESSIONS"); do
+  t="$("$BIN/vnc-control" token mint --private-key "$STATE/keys/bench.key.pem" \
+    --container echo --user "bench-$i" --tenant bench --scope control --ttl 1h)"
+  echo "ws://${relays[$((i % 2))]}/websockify?token=$t" >>"$STATE/sessions.urls"
+done
+
+echo "== $SESSIONS sessions on 2 nodes, $KICKS kicks one after another"
+record kick kick --url-file "$STATE/sessions.urls" --sessions "$SESSIONS" --kicks "$KICKS" \
+  --redis-url "redis://127.0.0.1:$REDIS_PORT"
+echo "raw results: $OUT"
