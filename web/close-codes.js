@@ -16,6 +16,18 @@ export const CLOSE_REASONS = {
 };
 
 /**
+ * Finer words for the reasons the relay gives with a code (its `End` reasons): 4003
+ * covers both a revoked token and an operator's kick, which call for different next
+ * steps (a new link, or asking the operator). Unknown reasons fall back to the code.
+ */
+export const KNOWN_REASONS = {
+  4003: {
+    'token revoked': 'access was revoked: this link no longer works',
+    'session ended by an operator': 'an operator ended the session',
+  },
+};
+
+/**
  * Codes after which the viewer reconnects on its own (with back-off, moving on to the
  * next relay endpoint): a relay that drains or restarts, or a connection that dropped.
  * Everything else is final: the session ended for a reason a retry would not change.
@@ -38,6 +50,8 @@ export function describeClose(code, reason, opened) {
   if (!opened && (code === 1006 || code === undefined || code === null)) {
     return 'could not connect: the relay refused or is unreachable (token, container, or relay down)';
   }
+  const known = KNOWN_REASONS[code]?.[reason];
+  if (known) return known;
   const words = CLOSE_REASONS[code] ?? `closed with code ${code}`;
   return reason && !words.includes(reason) ? `${words} (${reason})` : words;
 }

@@ -54,6 +54,8 @@ test('close codes read as words; only drains and lost connections are retried', 
   assert.match(describeClose(1001, '', true), /draining/);
   assert.match(describeClose(4004, '', true), /container stopped/);
   assert.match(describeClose(4003, 'kicked by admin', true), /revoked.*\(kicked by admin\)/);
+  assert.equal(describeClose(4003, 'session ended by an operator', true), 'an operator ended the session');
+  assert.match(describeClose(4003, 'token revoked', true), /access was revoked: this link no longer works/);
   assert.match(describeClose(1006, '', false), /could not connect/);
   assert.match(describeClose(4999, '', true), /code 4999/);
   for (const code of [1001, 1006]) assert.ok(RETRY_CODES.has(code));

@@ -1,8 +1,9 @@
 //! The viewer page (`web/`) in a real browser against the real stack: redis-server, the
 //! vnc-relay binary serving the page (`--web-root web`), an X desktop (Xvfb + x11vnc)
 //! registered as container `desk`, and Debian's chromium driven through playwright-core
-//! (`tests/browser/driver.mjs`). Every test asserts on the remote screen's pixels as the
-//! page shows them or on what reached the X display.
+//! (`tests/browser/driver.mjs`); the kick test adds the vnc-control binary (static
+//! runtime). Every test asserts on the remote screen's pixels as the page shows them or
+//! on what reached the X display.
 //!
 //! Needs `xvfb x11vnc xterm x11-xserver-utils x11-utils fonts-dejavu-core chromium`
 //! (Debian) and `npm ci` in `web/` and `tests/browser/`; skips loudly without them, and
@@ -18,6 +19,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use vnc_shared::token::Scope;
+use vnc_tests::control::{ControlProcess, Identity};
 use vnc_tests::desktop::{Desktop, desktop_required, find_program, required};
 use vnc_tests::keys::TestKeys;
 use vnc_tests::process::eventually;
@@ -100,12 +102,19 @@ struct BrowserStack {
 impl BrowserStack {
     /// Starts it; `relay_args` are extra flags of the relay.
     async fn start(relay_args: &[&str]) -> BrowserStack {
+        let stack = BrowserStack::start_unregistered(relay_args).await;
+        stack
+            .redis
+            .put_container("desk", "t1", "running", stack.desktop.vnc_port)
+            .await;
+        stack
+    }
+
+    /// The same without `desk`'s record in Redis, for a test whose control writes it.
+    async fn start_unregistered(relay_args: &[&str]) -> BrowserStack {
         let redis = RedisServer::start().await.expect("redis");
         let keys = TestKeys::new();
         let desktop = Desktop::start().await.expect("desktop");
-        redis
-            .put_container("desk", "t1", "running", desktop.vnc_port)
-            .await;
         let relay = start_relay(&redis, &keys, "relay-a", relay_args).await;
         BrowserStack {
             redis,
@@ -457,6 +466,114 @@ async fn a_stopped_container_is_shown_in_words_and_not_retried() {
     assert_eq!(
         state["attempts"], 0,
         "a stopped container is not retried: {state}"
+    );
+    browser.close().await;
+}
+
+/// An operator ends a session through control (`DELETE /v1/sessions/{sid}`, which
+/// publishes the kick on `vnc:control`): the relay holding it closes it with 4003, the
+/// page says so in words and does not reconnect (4003 is final). Control runs with the
+/// static runtime, declaring the test desktop as `desk` of user `alice`.
+#[tokio::test]
+async fn a_kicked_session_shows_the_reason_and_is_not_retried() {
+    if !browser_required() {
+        return;
+    }
+    let stack = BrowserStack::start_unregistered(&[]).await;
+    let identity = Identity::new();
+    let control = ControlProcess::start_static_at(
+        &stack.redis.url(),
+        &stack.keys,
+        &identity,
+        &[("desk", "alice", "t1", stack.desktop.vnc_port)],
+    )
+    .await
+    .expect("start vnc-control");
+    let alice = identity.token("alice", "t1", false);
+    stack.desktop.set_background(TEAL).await;
+
+    // The link as a user gets it: a token from control's API.
+    let (status, minted) = eventually("a VNC token from control", vnc_tests::WAIT, || async {
+        let answer = control
+            .call(
+                "POST",
+                "/v1/containers/desk/vnc-tokens",
+                Some(&alice),
+                Some(&json!({"scope": "control", "ttl_seconds": 60})),
+            )
+            .await
+            .ok()?;
+        (answer.0 == 200).then_some(answer)
+    })
+    .await;
+    assert_eq!(status, 200, "{minted}");
+    let token = minted["token"].as_str().expect("token");
+    let mut browser = Browser::start().await;
+    browser
+        .open(&format!(
+            "http://{}/#token={token}&containerId=desk",
+            stack.relay.public
+        ))
+        .await;
+    browser.wait_state("connected", 1).await;
+    browser.wait_pixel(BACKGROUND_SPOT, TEAL).await;
+
+    // The operator's view: the page's session, on this relay node.
+    let sessions = eventually(
+        "the session in control's listing",
+        vnc_tests::WAIT,
+        || async {
+            let (status, body) = control
+                .call("GET", "/v1/containers/desk/sessions", Some(&alice), None)
+                .await
+                .ok()?;
+            let sessions = body["sessions"].as_array().cloned().unwrap_or_default();
+            (status == 200 && sessions.len() == 1).then_some(sessions)
+        },
+    )
+    .await;
+    assert_eq!(
+        sessions[0]["node"],
+        stack.relay.node_id.as_str(),
+        "{sessions:?}"
+    );
+    let sid = sessions[0]["session_id"].as_str().expect("session_id");
+
+    let (status, body) = control
+        .call("DELETE", &format!("/v1/sessions/{sid}"), Some(&alice), None)
+        .await
+        .expect("DELETE /v1/sessions/{sid}");
+    assert_eq!(status, 202, "{body}");
+
+    let state = browser.wait_state("disconnected", 1).await;
+    assert_eq!(state["code"], 4003, "{state}");
+    assert_eq!(state["reason"], "session ended by an operator", "{state}");
+    let text = state["statusText"].as_str().unwrap_or_default();
+    assert!(text.contains("an operator ended the session"), "{state}");
+    assert_eq!(state["attempts"], 0, "a kick is not retried: {state}");
+    stack
+        .relay
+        .wait_metric(
+            "vnc_relay_sessions_total{transport=\"websocket\",outcome=\"kicked\"}",
+            1.0,
+        )
+        .await;
+
+    // Nothing happens after that: a retry would have started within the first back-off
+    // step (0.25 s); watch for four times as long.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let state = browser.call(json!({"cmd": "state"})).await["state"].clone();
+    assert_eq!(state["status"], "disconnected", "{state}");
+    assert_eq!(state["sessions"], 1, "{state}");
+    assert_eq!(state["attempts"], 0, "{state}");
+    assert_eq!(
+        stack
+            .relay
+            .metric("vnc_relay_sessions_active{transport=\"websocket\"}")
+            .await
+            .unwrap_or(0.0),
+        0.0,
+        "no new session on the relay"
     );
     browser.close().await;
 }
