@@ -314,6 +314,43 @@ async fn the_viewer_shows_the_desktop_over_socketio() {
     browser.close().await;
 }
 
+/// noVNC through `/static/vnc-socketio.js` shows the RFB fixture's framebuffer: the
+/// canvas carries the fixture's colour.
+#[tokio::test]
+async fn the_viewer_shows_the_fixture_framebuffer_over_socketio() {
+    if !browser_required() {
+        return;
+    }
+    let stack = BrowserStack::start(&[]).await;
+    let fixture = vnc_tests::fixture::Fixture::start(&[
+        "--width", "320", "--height", "240", "--color", "00a0c0",
+    ])
+    .await
+    .expect("fixture");
+    stack
+        .redis
+        .put_container("fix", "t1", "running", fixture.port())
+        .await;
+    let token = stack.keys.token("fix", Scope::Control);
+    let url = format!(
+        "http://{}/#token={token}&containerId=fix&transport=socketio",
+        stack.relay.public
+    );
+    let mut browser = Browser::start().await;
+    browser.open(&url).await;
+    let state = browser.wait_state("connected", 1).await;
+    assert_eq!(state["transport"], "socketio", "{state}");
+    browser.wait_pixel((10, 10), (0x00, 0xa0, 0xc0)).await;
+    assert_eq!(
+        stack
+            .relay
+            .metric("vnc_relay_sessions_active{transport=\"socketio\"}")
+            .await,
+        Some(1.0)
+    );
+    browser.close().await;
+}
+
 #[tokio::test]
 async fn typing_in_the_viewer_reaches_the_x_display() {
     if !browser_required() {
