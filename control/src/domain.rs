@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use vnc_shared::schema::ContainerState;
 use vnc_shared::token::Scope;
 
-pub use session::{IssuedToken, Kick, Node, Session};
+pub use session::{IssuedToken, Kick, Node, Session, kick_kind};
 
 /// An authenticated API caller (from the operator's identity provider).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use serde::Deserialize;
 use tokio::time::MissedTickBehavior;
+use vnc_shared::schema::{ControlMessage, Kick};
 
 use crate::live::{Live, SessionRecord};
 use crate::server::Relay;
@@ -36,38 +36,16 @@ pub async fn heartbeat(relay: Arc<Relay>, node: NodeRecord) {
     }
 }
 
-/// A message on the control channel: `{type:"kick", sid|jti|cid|sub, reason}`. Every
-/// selector given must match; at least one must be given.
-#[derive(Debug, Deserialize)]
-struct Kick {
-    #[serde(rename = "type")]
-    kind: String,
-    sid: Option<String>,
-    jti: Option<String>,
-    cid: Option<String>,
-    sub: Option<String>,
-    #[serde(default)]
-    reason: String,
-}
-
-impl Kick {
-    fn matches(&self, r: &SessionRecord) -> bool {
-        let is = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
-        is(&self.sid, &r.sid)
-            && is(&self.jti, &r.jti)
-            && is(&self.cid, &r.cid)
-            && is(&self.sub, &r.sub)
-    }
-
-    fn names_someone(&self) -> bool {
-        self.sid.is_some() || self.jti.is_some() || self.cid.is_some() || self.sub.is_some()
-    }
+/// Whether `r` is a session `kick` selects: every selector given must match.
+fn matches(kick: &Kick, r: &SessionRecord) -> bool {
+    let is = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+    is(&kick.sid, &r.sid) && is(&kick.jti, &r.jti) && is(&kick.cid, &r.cid) && is(&kick.sub, &r.sub)
 }
 
 /// Ends the sessions a control message names (4003); returns how many.
 pub fn kick(live: &Live, payload: &str) -> usize {
-    let kick = match serde_json::from_str::<Kick>(payload) {
-        Ok(k) if k.kind == "kick" && k.names_someone() => k,
+    let kick = match serde_json::from_str::<ControlMessage>(payload) {
+        Ok(ControlMessage::Kick(k)) if k.names_someone() => k,
         _ => {
             tracing::warn!(
                 payload,
@@ -76,12 +54,12 @@ pub fn kick(live: &Live, payload: &str) -> usize {
             return 0;
         }
     };
-    let why = if kick.reason == "revoked" {
+    let why = if kick.is_revocation() {
         Stop::Revoked
     } else {
         Stop::Kicked
     };
-    let ended = live.stop_matching(|r| kick.matches(r), why);
+    let ended = live.stop_matching(|r| matches(&kick, r), why);
     tracing::info!(?kick.sid, ?kick.jti, ?kick.cid, ?kick.sub, reason = %kick.reason, sessions = ended, "kick");
     ended
 }

@@ -144,6 +144,70 @@ pub mod node_field {
     pub const VERSION: &str = "version";
 }
 
+/// A message on the `control` channel: `{"type":"kick", "sid"|"jti"|"cid"|"sub": …,
+/// "reason": …}`. Control publishes it; every relay node ends the local sessions that
+/// match every selector given (at least one is), with close code 4003.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type")]
+pub enum ControlMessage {
+    #[serde(rename = "kick")]
+    Kick(Kick),
+}
+
+/// The selectors and reason of a kick (see [`ControlMessage`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Kick {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// [`Kick::KICKED`], [`Kick::REVOKED`] (the browser is told "token revoked"), or
+    /// free text.
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl Kick {
+    pub const KICKED: &str = "kicked";
+    pub const REVOKED: &str = "revoked";
+
+    /// Ends one session.
+    pub fn session(sid: &str) -> Kick {
+        Kick {
+            sid: Some(sid.to_owned()),
+            reason: Kick::KICKED.to_owned(),
+            ..Kick::default()
+        }
+    }
+
+    /// Ends every session opened with a revoked token.
+    pub fn revoked(jti: &str) -> Kick {
+        Kick {
+            jti: Some(jti.to_owned()),
+            reason: Kick::REVOKED.to_owned(),
+            ..Kick::default()
+        }
+    }
+
+    pub fn is_revocation(&self) -> bool {
+        self.reason == Kick::REVOKED
+    }
+
+    /// Whether it selects anything (a kick naming nobody must end nothing).
+    pub fn names_someone(&self) -> bool {
+        self.sid.is_some() || self.jti.is_some() || self.cid.is_some() || self.sub.is_some()
+    }
+
+    /// The control channel message.
+    pub fn to_message(&self) -> String {
+        serde_json::to_string(&ControlMessage::Kick(self.clone())).unwrap_or_default()
+    }
+}
+
 /// Lifecycle state of a container record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -192,6 +256,22 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kicks_have_one_wire_form() {
+        assert_eq!(
+            Kick::session("s1").to_message(),
+            r#"{"type":"kick","sid":"s1","reason":"kicked"}"#
+        );
+        let parse = |s: &str| serde_json::from_str::<ControlMessage>(s);
+        let ControlMessage::Kick(parsed) =
+            parse(r#"{"type":"kick","jti":"j","reason":"revoked"}"#).unwrap();
+        assert_eq!(parsed, Kick::revoked("j"));
+        assert!(parsed.is_revocation() && parsed.names_someone());
+        assert!(parse(r#"{"type":"hello","sid":"s"}"#).is_err());
+        let ControlMessage::Kick(nobody) = parse(r#"{"type":"kick"}"#).unwrap();
+        assert!(!nobody.names_someone());
+    }
 
     #[test]
     fn keys_follow_the_documented_schema() {

@@ -2,7 +2,7 @@
 //! ending one (a kick), revoking an issued token, and the relay nodes.
 
 use crate::domain::session::may_list_nodes;
-use crate::domain::{Caller, IssuedToken, Kick, Node, Session};
+use crate::domain::{Caller, IssuedToken, Kick, Node, Session, kick_kind};
 use crate::metrics::KICKS;
 
 use super::{App, AppError};
@@ -85,9 +85,9 @@ impl App {
 
     async fn publish_kick(&self, caller: &Caller, kick: &Kick) -> Result<(), AppError> {
         let nodes = self.registry.kick(kick).await?;
-        metrics::counter!(KICKS, "kind" => kick.kind()).increment(1);
+        metrics::counter!(KICKS, "kind" => kick_kind(kick)).increment(1);
         tracing::info!(
-            kick = %kick.to_json(),
+            kick = %kick.to_message(),
             caller.sub = %caller.sub,
             caller.tenant = %caller.tenant,
             relay.nodes = nodes,

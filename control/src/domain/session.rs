@@ -2,7 +2,6 @@
 //! issued, and the kicks control sends the relays: what they are and who may see or
 //! end them. Without I/O.
 
-use serde::Serialize;
 use vnc_shared::token::{MAX_LEEWAY, Scope, VncClaims};
 
 use super::Caller;
@@ -100,59 +99,14 @@ impl IssuedToken {
     }
 }
 
-/// What a kick on the control channel selects: one session, or every session opened
-/// with one token.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KickTarget {
-    Sid(String),
-    Jti(String),
-}
+pub use vnc_shared::schema::Kick;
 
-/// Why sessions are kicked (the relays pass it on to the browser with close code 4003).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KickReason {
-    /// An owner or admin ended the session.
-    Kicked,
-    /// The session's token was revoked.
-    Revoked,
-}
-
-/// A message on the control channel: `{"type":"kick","sid"|"jti":…,"reason":…}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "type", rename = "kick")]
-pub struct Kick {
-    #[serde(flatten)]
-    pub target: KickTarget,
-    pub reason: KickReason,
-}
-
-impl Kick {
-    pub fn session(sid: &str) -> Kick {
-        Kick {
-            target: KickTarget::Sid(sid.to_owned()),
-            reason: KickReason::Kicked,
-        }
-    }
-
-    pub fn revoked(jti: &str) -> Kick {
-        Kick {
-            target: KickTarget::Jti(jti.to_owned()),
-            reason: KickReason::Revoked,
-        }
-    }
-
-    /// The metrics label of the kind of kick.
-    pub fn kind(&self) -> &'static str {
-        match self.reason {
-            KickReason::Kicked => "kick",
-            KickReason::Revoked => "revoke",
-        }
-    }
-
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("a kick always serializes")
+/// The metrics label of a kick: `kick` (one session ended) or `revoke` (a token).
+pub fn kick_kind(kick: &Kick) -> &'static str {
+    if kick.is_revocation() {
+        "revoke"
+    } else {
+        "kick"
     }
 }
 
@@ -217,15 +171,18 @@ mod tests {
     #[test]
     fn kicks_have_the_documented_shape() {
         assert_eq!(
-            Kick::session("s1").to_json(),
+            Kick::session("s1").to_message(),
             r#"{"type":"kick","sid":"s1","reason":"kicked"}"#
         );
         assert_eq!(
-            Kick::revoked("j1").to_json(),
+            Kick::revoked("j1").to_message(),
             r#"{"type":"kick","jti":"j1","reason":"revoked"}"#
         );
         assert_eq!(
-            (Kick::session("s").kind(), Kick::revoked("j").kind()),
+            (
+                kick_kind(&Kick::session("s")),
+                kick_kind(&Kick::revoked("j"))
+            ),
             ("kick", "revoke")
         );
         assert!(may_list_nodes(&caller("root", "t1", true)));

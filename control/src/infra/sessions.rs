@@ -103,7 +103,7 @@ impl SessionStore {
     pub async fn kick(&self, kick: &Kick) -> Result<i64, StoreError> {
         Ok(self
             .client
-            .publish(self.keys.control_channel(), kick.to_json())
+            .publish(self.keys.control_channel(), kick.to_message())
             .await?)
     }
 
