@@ -112,17 +112,9 @@ impl RelayProcess {
             .1
     }
 
-    /// The value of one metric line (exact name and labels), if present and the admin
-    /// listener answers.
+    /// The value of one metric line (exact name and labels) on the admin listener.
     pub async fn metric(&self, series: &str) -> Option<f64> {
-        let text = crate::ws::http_get(self.admin, "/metrics").await.ok()?.1;
-        text.lines().find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
+        crate::ws::metric_at(self.admin, series).await
     }
 
     /// Waits until `/readyz` says ready (Redis answered, socket.io started).

@@ -103,6 +103,19 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Stri
     raw_http(addr, req.as_bytes()).await
 }
 
+/// The value of one metric line (exact name and labels) on an admin listener, if
+/// present and the listener answers.
+pub async fn metric_at(admin: SocketAddr, series: &str) -> Option<f64> {
+    let text = http_get(admin, "/metrics").await.ok()?.1;
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// Opens a TCP connection and sends a WebSocket upgrade request for `path` (with any
 /// `extra` header lines), without reading: for tests that speak raw bytes afterwards.
 pub async fn raw_upgrade(addr: SocketAddr, path: &str, extra: &str) -> anyhow::Result<TcpStream> {
