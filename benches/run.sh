@@ -32,28 +32,15 @@ if [[ ! -x "$VENV/bin/websockify" ]]; then
   "$VENV/bin/pip" install -q "websockify==0.13.0"
 fi
 
-# start NAME CMD... : runs CMD in the background, waits for its LISTENING line.
-start() {
-  local name="$1"; shift
-  "$@" >"$STATE/$name.out" 2>"$STATE/$name.err" &
-  pids+=($!)
-  eval "${name}_pid=$!"
-  for _ in $(seq 200); do
-    if grep -q '^LISTENING' "$STATE/$name.out" 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  echo "$name did not start:"; cat "$STATE/$name.err"; exit 1
-}
-addr_of() { sed -n 's/^LISTENING \([^ ]*\).*/\1/p' "$STATE/$1.out" | head -1; }
 
 start_redis
 
 "$BIN/vnc-control" keys generate --out "$STATE/keys" --kid bench >/dev/null
-start source "$BIN/vnc-bench" source --listen 127.0.0.1:0
-start echo "$BIN/vnc-bench" echo --listen 127.0.0.1:0
-SRC="$(addr_of source)"; ECHO="$(addr_of echo)"
-start proxy_src "$BIN/vnc-bench" proxy --listen 127.0.0.1:0 --upstream "$SRC"
-start proxy_echo "$BIN/vnc-bench" proxy --listen 127.0.0.1:0 --upstream "$ECHO"
+start_listening source "$BIN/vnc-bench" source --listen 127.0.0.1:0
+start_listening echo "$BIN/vnc-bench" echo --listen 127.0.0.1:0
+SRC="$(listening_addr source)"; ECHO="$(listening_addr echo)"
+start_listening proxy_src "$BIN/vnc-bench" proxy --listen 127.0.0.1:0 --upstream "$SRC"
+start_listening proxy_echo "$BIN/vnc-bench" proxy --listen 127.0.0.1:0 --upstream "$ECHO"
 WS_SRC_PORT="$(free_port)"; WS_ECHO_PORT="$(free_port)"
 "$VENV/bin/websockify" "127.0.0.1:$WS_SRC_PORT" "$SRC" >"$STATE/wsfy_src.log" 2>&1 & pids+=($!)
 "$VENV/bin/websockify" "127.0.0.1:$WS_ECHO_PORT" "$ECHO" >"$STATE/wsfy_echo.log" 2>&1 & pids+=($!)
@@ -64,9 +51,9 @@ WS_SRC_PORT="$(free_port)"; WS_ECHO_PORT="$(free_port)"
 relay_args=(--listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --redis-url "redis://127.0.0.1:$REDIS_PORT"
   --jwt-public-key "$STATE/keys/bench.pub.pem" --max-sessions 20000 --idle-timeout 10m
   --single-use-tokens false)
-start relay "$BIN/vnc-relay" "${relay_args[@]}"
+start_listening relay "$BIN/vnc-relay" "${relay_args[@]}"
 RELAY="$(sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/relay.out")"
-start relay256 "$BIN/vnc-relay" "${relay_args[@]}" --read-buffer-size 262144
+start_listening relay256 "$BIN/vnc-relay" "${relay_args[@]}" --read-buffer-size 262144
 RELAY256="$(sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/relay256.out")"
 
 for c in src echo; do
@@ -93,10 +80,10 @@ for r in $(seq "$ROUNDS"); do
   echo "round $r"
   bench throughput/relay throughput --target "ws://$RELAY/websockify?token=$TOKEN_SRC" --duration "${DURATION}s"
   bench throughput/relay256 throughput --target "ws://$RELAY256/websockify?token=$TOKEN_SRC" --duration "${DURATION}s"
-  bench throughput/proxy throughput --target "tcp://$(addr_of proxy_src)" --duration "${DURATION}s"
+  bench throughput/proxy throughput --target "tcp://$(listening_addr proxy_src)" --duration "${DURATION}s"
   bench throughput/websockify throughput --target "ws://127.0.0.1:$WS_SRC_PORT/" --duration "${DURATION}s"
   bench latency/relay latency --target "ws://$RELAY/websockify?token=$TOKEN_ECHO" --count "$COUNT"
-  bench latency/proxy latency --target "tcp://$(addr_of proxy_echo)" --count "$COUNT"
+  bench latency/proxy latency --target "tcp://$(listening_addr proxy_echo)" --count "$COUNT"
   bench latency/websockify latency --target "ws://127.0.0.1:$WS_ECHO_PORT/" --count "$COUNT"
   bench latency/direct latency --target "tcp://$ECHO" --count "$COUNT"
 done
@@ -105,11 +92,11 @@ echo "== $SESSIONS concurrent sessions, 5 pings/s each (relay, straight to the e
 bench conns/relay conns --target "ws://$RELAY/websockify?token=$TOKEN_ECHO" --sessions "$SESSIONS" \
   --rate 5 --duration "$CONNS_DURATION" --warmup 2s --pid "$relay_pid"
 bench conns/direct conns --target "tcp://$ECHO" --sessions "$SESSIONS" --rate 5 --duration "$CONNS_DURATION" --warmup 2s
-bench conns/proxy conns --target "tcp://$(addr_of proxy_echo)" --sessions "$SESSIONS" --rate 5 --duration "$CONNS_DURATION" --warmup 2s
+bench conns/proxy conns --target "tcp://$(listening_addr proxy_echo)" --sessions "$SESSIONS" --rate 5 --duration "$CONNS_DURATION" --warmup 2s
 
 echo "== relay RSS per idle session (fresh relay)"
 kill "$relay_pid" "$relay256_pid"; wait "$relay_pid" "$relay256_pid" 2>/dev/null || true
-start relay "$BIN/vnc-relay" "${relay_args[@]}"
+start_listening relay "$BIN/vnc-relay" "${relay_args[@]}"
 RELAY="$(sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/relay.out")"
 until curl -sf "http://$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/relay.out")/readyz" >/dev/null; do sleep 0.05; done
 bench idle/relay conns --target "ws://$RELAY/websockify?token=$TOKEN_ECHO" --sessions "$SESSIONS" \
