@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use vnc_shared::config::{ConfigError, Secret, load_toml, opt_duration, overlay, parse_duration};
 use vnc_shared::schema::DEFAULT_PREFIX;
 use vnc_shared::telemetry::LogFormat;
+use vnc_shared::tls::TlsFiles;
 use vnc_shared::token::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -210,6 +211,20 @@ pub struct ControlSettings {
         skip_serializing_if = "Option::is_none"
     )]
     pub job_reclaim_idle: Option<Duration>,
+    /// PEM certificate chain of the API listener; with `tls_key` the API speaks only
+    /// HTTPS. Reloaded on SIGHUP.
+    #[arg(long, env = "VNC_CONTROL_TLS_CERT")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[arg(long, env = "VNC_CONTROL_TLS_KEY")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: when set, every API client must present a certificate one
+    /// of them signed.
+    #[arg(long, env = "VNC_CONTROL_TLS_CLIENT_CA")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Containers of the static runtime (file only).
     #[arg(skip)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -263,6 +278,8 @@ pub struct ControlConfig {
     pub job_backoff: Option<Duration>,
     pub job_reclaim_idle: Option<Duration>,
     pub static_containers: Vec<StaticContainer>,
+    /// TLS on the API listener.
+    pub tls: Option<TlsFiles>,
     pub log_level: String,
     pub log_format: LogFormat,
 }
@@ -307,6 +324,11 @@ impl ControlSettings {
         if !(max_cpus.is_finite() && max_cpus > 0.0) {
             problems.push("max_cpus must be positive".into());
         }
+        let tls =
+            TlsFiles::from_settings(s.tls_cert, s.tls_key, s.tls_client_ca).unwrap_or_else(|e| {
+                problems.push(e.to_owned());
+                None
+            });
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems.join("; ")));
         }
@@ -346,6 +368,7 @@ impl ControlSettings {
             job_backoff: s.job_backoff,
             job_reclaim_idle: s.job_reclaim_idle,
             static_containers,
+            tls,
             log_level: s.log_level.unwrap_or(DEFAULT_LOG_LEVEL.into()),
             log_format: s.log_format.unwrap_or_default(),
         })

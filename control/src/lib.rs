@@ -7,6 +7,7 @@ pub mod app;
 pub mod config;
 pub mod domain;
 pub mod infra;
+pub mod listener;
 pub mod metrics;
 pub mod operator;
 pub mod server;

@@ -89,15 +89,16 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
-                .block_on(serve(config))?;
+                .block_on(serve(config, cli.settings))?;
         }
         Command::Check => {
             let config = cli.settings.resolve()?;
-            let (signer, _) = server::load_keys(&config)?;
+            let (tunables, _, tls) = server::load_tunables(&config)?;
             println!(
-                "configuration ok: signing kid {}, listen {}, admin {}, runtime {:?}",
-                signer.kid(),
+                "configuration ok: signing kid {}, listen {}{}, admin {}, runtime {:?}",
+                tunables.signer.kid(),
                 config.listen,
+                if tls.is_some() { " (TLS)" } else { "" },
                 config.admin_listen,
                 config.runtime
             );
@@ -148,7 +149,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: ControlConfig) -> anyhow::Result<()> {
+async fn serve(config: ControlConfig, settings: ControlSettings) -> anyhow::Result<()> {
     use anyhow::Context;
     use tokio::signal::unix::{SignalKind, signal};
 
@@ -182,18 +183,23 @@ async fn serve(config: ControlConfig) -> anyhow::Result<()> {
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         std::process::exit(130);
     });
-    // Nothing of control's configuration reloads yet: answer SIGHUP (`systemctl
-    // reload`) with a log line instead of dying of it.
     let mut hup = signal(SignalKind::hangup())?;
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            tracing::warn!(
-                "SIGHUP: vnc-control does not reload its configuration; restart it to apply changes"
-            );
-        }
-    });
     let draining = shutdown.clone();
     let started = move |running: server::Running| {
+        let reloading = notifier.clone();
+        let reloader = running.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                reloading.reloading();
+                match reloader.reload(&settings) {
+                    Ok(now) => tracing::info!(%now, "configuration reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload refused; the running configuration stays")
+                    }
+                }
+                reloading.ready();
+            }
+        });
         tokio::spawn(systemd::report(notifier, move || {
             health(running.clone(), draining.clone())
         }));

@@ -9,6 +9,8 @@ pub const DOCKER_ERRORS: &str = "vnc_control_docker_errors_total";
 /// Kicks published on the control channel, by kind (`kick`: one session ended by an
 /// owner or admin; `revoke`: the sessions of a revoked token).
 pub const KICKS: &str = "vnc_control_kicks_total";
+/// SIGHUP reloads, by result (`ok`, `refused`: the running configuration stayed).
+pub const CONFIG_RELOADS: &str = "vnc_control_config_reloads_total";
 
 /// Installs the global recorder and describes control's metrics.
 pub fn install() -> PrometheusHandle {
@@ -32,6 +34,10 @@ pub fn install() -> PrometheusHandle {
         describe_counter!(
             KICKS,
             "Kicks published to the relays on the control channel, by kind (kick, revoke)."
+        );
+        describe_counter!(
+            CONFIG_RELOADS,
+            "SIGHUP reloads, by result (ok, refused: the running configuration stayed)."
         );
         crate::infra::queue::describe_metrics();
     }

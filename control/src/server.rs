@@ -10,19 +10,22 @@ use fred::prelude::*;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use vnc_shared::schema::Keys;
+use vnc_shared::swap::Swap;
+use vnc_shared::tls::{ReloadableTls, TlsError};
 use vnc_shared::token::{KeyError, Signer};
 
 use crate::api::auth::{IdentityKey, IdentityKeyError, IdentityVerifier};
 use crate::api::{self, AppState};
-use crate::app::App;
 use crate::app::jobs::{Lifecycle, reconcile_loop};
-use crate::config::{AuthKey, ControlConfig, NetworkKind, RuntimeKind};
+use crate::app::{App, Tunables};
+use crate::config::{AuthKey, ControlConfig, ControlSettings, NetworkKind, RuntimeKind};
 use crate::domain::CreateLimits;
 use crate::infra::queue::{Queue, QueueConfig};
 use crate::infra::runtime::{DockerRuntime, NetworkMode, Runtime, RuntimeError, StaticRuntime};
 use crate::infra::sessions::SessionStore;
 use crate::infra::store::ContainerStore;
 use crate::infra::tokens::TokenStore;
+use crate::listener::TlsListener;
 
 /// Host ports containers get in host networking.
 const HOST_PORT_RANGE: (u16, u16) = (15900, 16899);
@@ -46,6 +49,8 @@ pub enum StartError {
     Redis(#[from] fred::error::Error),
     #[error("connecting to the container runtime: {0}")]
     Runtime(#[from] RuntimeError),
+    #[error("loading the TLS certificate: {0}")]
+    Tls(#[from] TlsError),
     #[error("serving: {0}")]
     Serve(#[from] std::io::Error),
 }
@@ -56,8 +61,34 @@ pub struct Listeners {
     pub admin: TcpListener,
 }
 
-/// Loads the keys the config names (also what `vnc-control check` validates).
-pub fn load_keys(config: &ControlConfig) -> Result<(Signer, IdentityVerifier), StartError> {
+/// Loads what the config names and a reload may change: the keys, the limits, the
+/// TLS config (also what `vnc-control check` validates).
+pub fn load_tunables(
+    config: &ControlConfig,
+) -> Result<(Tunables, IdentityVerifier, Option<rustls::ServerConfig>), StartError> {
+    let (signer, identity) = load_keys(config)?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(vnc_shared::tls::server_config)
+        .transpose()?;
+    let tunables = Tunables {
+        signer,
+        limits: CreateLimits {
+            images: config.images.clone(),
+            max_cpus: config.max_cpus,
+            max_memory_mb: config.max_memory_mb,
+            min_memory_mb: crate::config::DEFAULT_MIN_MEMORY_MB,
+            max_entries: crate::config::DEFAULT_MAX_ENTRIES,
+        },
+        token_max_ttl: config.token_max_ttl,
+        relay_url: config.relay_url.clone(),
+    };
+    Ok((tunables, identity, tls))
+}
+
+/// Loads the keys the config names.
+fn load_keys(config: &ControlConfig) -> Result<(Signer, IdentityVerifier), StartError> {
     let signer = Signer::ed25519_from_pem_file(&config.jwt_private_key, config.jwt_kid.clone())?
         .with_issuer_audience(&config.jwt_issuer, &config.jwt_audience);
     let identity = match &config.auth_key {
@@ -134,6 +165,67 @@ pub struct Running {
     /// Connected once Redis answered.
     pub redis: Client,
     pub queue: Queue,
+    reloadable: Arc<Reloadable>,
+}
+
+/// What a reload replaces.
+struct Reloadable {
+    state: Arc<AppState>,
+    tls: Option<Arc<ReloadableTls>>,
+    /// The configuration running, to tell which changes take a restart.
+    config: ControlConfig,
+}
+
+impl Running {
+    /// SIGHUP: reads the configuration again from `settings` (the command line and
+    /// environment control started with, over the config file as it is now) and puts
+    /// the signing key, identity key, limits, token TTL, relay URL, TLS certificate
+    /// and log level in force for the requests after it. A configuration that doesn't
+    /// load is refused as a whole; the rest of the settings take a restart.
+    pub fn reload(&self, settings: &ControlSettings) -> Result<String, String> {
+        let result = self.apply(settings);
+        let label = if result.is_ok() { "ok" } else { "refused" };
+        metrics::counter!(crate::metrics::CONFIG_RELOADS, "result" => label).increment(1);
+        result
+    }
+
+    fn apply(&self, settings: &ControlSettings) -> Result<String, String> {
+        let r = &self.reloadable;
+        let config = settings.resolve().map_err(|e| e.to_string())?;
+        let (tunables, identity, tls) = load_tunables(&config).map_err(|e| e.to_string())?;
+        vnc_shared::telemetry::log_filter(&config.log_level)?;
+        let tls = match (&r.tls, tls) {
+            (Some(current), Some(new)) => Some((current, new)),
+            (None, None) => None,
+            _ => return Err("turning TLS on or off takes a restart".into()),
+        };
+        vnc_shared::telemetry::set_log_level(&config.log_level)?;
+        if let Some((current, new)) = tls {
+            current.set(new);
+        }
+        let kid = tunables.signer.kid().to_owned();
+        r.state.app.tunables.set(tunables);
+        r.state.identity.set(identity);
+        let restart_only = [
+            ("listen", config.listen != r.config.listen),
+            ("admin_listen", config.admin_listen != r.config.admin_listen),
+            (
+                "redis_url",
+                config.redis_url.expose() != r.config.redis_url.expose(),
+            ),
+            ("redis_prefix", config.redis_prefix != r.config.redis_prefix),
+            ("runtime", config.runtime != r.config.runtime),
+            ("node_id", config.node_id != r.config.node_id),
+        ];
+        let kept: Vec<&str> = restart_only
+            .iter()
+            .filter_map(|(name, changed)| changed.then_some(*name))
+            .collect();
+        if !kept.is_empty() {
+            tracing::warn!(settings = ?kept, "changed settings take a restart; kept the running values");
+        }
+        Ok(format!("signing kid {kid}, log level {}", config.log_level))
+    }
 }
 
 /// [`run`], handing `started` the Redis client and the queue once the keys are loaded,
@@ -145,7 +237,8 @@ pub async fn run_with(
     started: impl FnOnce(Running),
 ) -> Result<(), StartError> {
     let prometheus = crate::metrics::install();
-    let (signer, identity) = load_keys(&config)?;
+    let (tunables, identity, tls) = load_tunables(&config)?;
+    let tls = tls.map(|config| Arc::new(ReloadableTls::new(config)));
     let keys = Keys::new(config.redis_prefix.clone());
     let mut redis_config = Config::from_url(config.redis_url.expose())?;
     redis_config.fail_fast = true;
@@ -171,29 +264,26 @@ pub async fn run_with(
         queue: queue.clone(),
         registry: SessionStore::new(client.clone(), keys.clone()),
         tokens: TokenStore::new(client.clone(), keys.clone()),
-        signer,
-        limits: CreateLimits {
-            images: config.images.clone(),
-            max_cpus: config.max_cpus,
-            max_memory_mb: config.max_memory_mb,
-            min_memory_mb: crate::config::DEFAULT_MIN_MEMORY_MB,
-            max_entries: crate::config::DEFAULT_MAX_ENTRIES,
-        },
-        token_max_ttl: config.token_max_ttl,
-        relay_url: config.relay_url.clone(),
+        tunables: Swap::new(tunables),
     };
     let ready = {
         let client = client.clone();
         Box::new(move || (!client.is_connected()).then(|| "redis unreachable".to_owned()))
     };
     let state = Arc::new(AppState {
-        identity,
+        identity: Swap::new(identity),
         app,
         ready,
+    });
+    let reloadable = Arc::new(Reloadable {
+        state: state.clone(),
+        tls,
+        config: config.clone(),
     });
     started(Running {
         redis: client.clone(),
         queue: queue.clone(),
+        reloadable: reloadable.clone(),
     });
 
     let lifecycle = Arc::new(Lifecycle {
@@ -227,9 +317,18 @@ pub async fn run_with(
         }
     });
     tracing::info!(listen = ?listeners.api.local_addr().ok(), node.id = %config.node_id, "control serving");
-    axum::serve(listeners.api, api::router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+    let router = api::router(state);
+    let stopped = shutdown.clone().cancelled_owned();
+    if let Some(tls) = &reloadable.tls {
+        let listener = TlsListener::new(listeners.api, tls.clone())?;
+        axum::serve(listener, router)
+            .with_graceful_shutdown(stopped)
+            .await?;
+    } else {
+        axum::serve(listeners.api, router)
+            .with_graceful_shutdown(stopped)
+            .await?;
+    }
     let _ = workers.await;
     reconciler.abort();
     let _ = admin.await;

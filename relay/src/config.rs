@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use vnc_shared::config::{ConfigError, Secret, load_toml, opt_duration, overlay, parse_duration};
 use vnc_shared::schema::DEFAULT_PREFIX;
 use vnc_shared::telemetry::LogFormat;
+use vnc_shared::tls::TlsFiles;
 
 use crate::store::SessionLimits;
 use vnc_shared::token::{
@@ -186,6 +187,15 @@ pub struct RelaySettings {
     #[arg(long, env = "VNC_RELAY_SINGLE_USE_TOKENS")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub single_use_tokens: Option<bool>,
+    /// PEM certificate chain of the public listener; with `tls_key` the listener speaks
+    /// only TLS (wss://, https://). Reloaded on SIGHUP.
+    #[arg(long, env = "VNC_RELAY_TLS_CERT")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[arg(long, env = "VNC_RELAY_TLS_KEY")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
     /// Folder served at `/` (the viewer page); none serves no page.
     #[arg(long, env = "VNC_RELAY_WEB_ROOT")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -239,6 +249,8 @@ pub struct RelayConfig {
     /// Per-container and per-user session limits across nodes.
     pub session_limits: SessionLimits,
     pub web_root: Option<PathBuf>,
+    /// TLS on the public listener.
+    pub tls: Option<TlsFiles>,
     pub log_level: String,
     pub log_format: LogFormat,
 }
@@ -299,6 +311,8 @@ impl RelaySettings {
             read_buffer_size: s.read_buffer_size.unwrap_or(DEFAULT_READ_BUFFER_SIZE),
             drain_timeout: s.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
         };
+        let tls = TlsFiles::from_settings(s.tls_cert, s.tls_key, None)
+            .map_err(|e| ConfigError::Invalid(e.into()))?;
         let config = RelayConfig {
             listen: s.listen.unwrap_or(addr(DEFAULT_LISTEN)),
             admin_listen: s.admin_listen.unwrap_or(addr(DEFAULT_ADMIN_LISTEN)),
@@ -320,6 +334,7 @@ impl RelaySettings {
                 per_user: s.max_sessions_per_user.unwrap_or(0),
             },
             web_root: s.web_root,
+            tls,
             log_level: s.log_level.unwrap_or(DEFAULT_LOG_LEVEL.into()),
             log_format: s.log_format.unwrap_or_default(),
         };

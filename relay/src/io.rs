@@ -1,14 +1,48 @@
-//! Readiness-based socket I/O on `&TcpStream`, so both half-pumps of a session can share
-//! the two sockets inside one task, and a pump can wait for data before it takes a
-//! buffer.
+//! Readiness-based socket I/O on shared references, so both half-pumps of a session can
+//! share the two sockets inside one task, and a pump can wait for data before it takes
+//! a buffer.
 
 use std::io::{self, IoSlice};
 
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
+
+/// A socket with tokio's readiness API: the browser's TCP connection, or for a TLS
+/// session the relay's end of the socket pair to its TLS bridge.
+pub trait Socket: Send + Sync + 'static {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+}
+
+macro_rules! readiness_socket {
+    ($($ty:ty),*) => {$(
+        impl Socket for $ty {
+            fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+                <$ty>::readable(self)
+            }
+            fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+                <$ty>::writable(self)
+            }
+            fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+                <$ty>::try_read(self, buf)
+            }
+            fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+                <$ty>::try_write(self, buf)
+            }
+            fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                <$ty>::try_write_vectored(self, bufs)
+            }
+        }
+    )*};
+}
+
+readiness_socket!(TcpStream, UnixStream);
 
 /// Waits until `stream` is readable and only then takes a pooled buffer of `size`
 /// bytes to read into. Returns the buffer and the byte count (0 at EOF).
-pub async fn read_when_ready(stream: &TcpStream, size: usize) -> io::Result<(Vec<u8>, usize)> {
+pub async fn read_when_ready(stream: &impl Socket, size: usize) -> io::Result<(Vec<u8>, usize)> {
     loop {
         stream.readable().await?;
         let mut buf = crate::bufpool::take(size);
@@ -28,7 +62,7 @@ pub async fn read_when_ready(stream: &TcpStream, size: usize) -> io::Result<(Vec
 /// copying the payload. `done` counts bytes written across calls; returns whether
 /// everything is out.
 pub fn try_write_vectored(
-    stream: &TcpStream,
+    stream: &impl Socket,
     head: &[u8],
     body: &[u8],
     done: &mut usize,
@@ -53,7 +87,7 @@ pub fn try_write_vectored(
 /// Writes the rest of `head` then `body` (after the first `done` bytes), waiting for
 /// the socket as needed.
 pub async fn write_all_vectored(
-    stream: &TcpStream,
+    stream: &impl Socket,
     head: &[u8],
     body: &[u8],
     mut done: usize,
@@ -65,6 +99,6 @@ pub async fn write_all_vectored(
 }
 
 /// Writes all of `data`.
-pub async fn write_all(stream: &TcpStream, data: &[u8]) -> io::Result<()> {
+pub async fn write_all(stream: &impl Socket, data: &[u8]) -> io::Result<()> {
     write_all_vectored(stream, &[], data, 0).await
 }

@@ -30,6 +30,7 @@ use std::sync::{Arc, OnceLock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use vnc_shared::schema::Keys;
+use vnc_shared::tls::{ReloadableTls, TlsError};
 use vnc_shared::token::KeyError;
 
 pub use config::{RelayConfig, RelaySettings};
@@ -47,6 +48,8 @@ pub enum StartError {
     Keys(#[from] KeyError),
     #[error("configuring redis: {0}")]
     Store(#[from] StoreError),
+    #[error("loading the TLS certificate: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// The bound listeners `run` serves (bound by the caller, so tests can bind port 0).
@@ -100,11 +103,12 @@ pub async fn run_with(
         room_changes,
         io.clone(),
     ));
-    let relay = Arc::new(Relay::new(config, keys, store, live, io));
+    let tls = config.tls.as_ref().map(ReloadableTls::load).transpose()?;
+    let relay = Arc::new(Relay::new(config, keys, tls, store, live, io));
     started(relay.clone());
     let socketio = tokio::spawn(socketio::start(relay.clone()));
     let node = NodeRecord {
-        node_id: relay.config.node_id.clone(),
+        node_id: relay.config().node_id.clone(),
         addr: listeners
             .public
             .local_addr()
@@ -140,7 +144,7 @@ pub async fn run_with(
     };
     tracing::info!(
         listen = ?listeners.public.local_addr().ok(),
-        node.id = %relay.config.node_id,
+        node.id = %relay.config().node_id,
         keys = relay.keys().len(),
         "relay serving"
     );
@@ -151,7 +155,7 @@ pub async fn run_with(
     socketio.abort();
     room_feed.abort();
     heartbeat.abort();
-    if let Err(e) = relay.store.remove_node(&relay.config.node_id).await {
+    if let Err(e) = relay.store.remove_node(&relay.config().node_id).await {
         tracing::debug!(error = %e, "node record left to expire");
     }
     bridge.abort();

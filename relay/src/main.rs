@@ -42,10 +42,14 @@ fn main() -> anyhow::Result<()> {
     vnc_shared::telemetry::init_tracing(&config.log_level, config.log_format);
     if let Some(Command::Check) = cli.command {
         let keys = config.load_keys()?;
+        if let Some(files) = &config.tls {
+            vnc_shared::tls::server_config(files)?;
+        }
         println!(
-            "configuration ok: {} key(s), listen {}, admin {}",
+            "configuration ok: {} key(s), listen {}{}, admin {}",
             keys.len(),
             config.listen,
+            if config.tls.is_some() { " (TLS)" } else { "" },
             config.admin_listen
         );
         return Ok(());

@@ -22,6 +22,7 @@ pub const REJECTIONS: &str = "vnc_relay_http_rejections_total";
 pub const ACCEPT_ERRORS: &str = "vnc_relay_accept_errors_total";
 pub const INPUT_DROPPED: &str = "vnc_relay_input_dropped_total";
 pub const CONFIG_RELOADS: &str = "vnc_relay_config_reloads_total";
+pub const TLS_HANDSHAKE_ERRORS: &str = "vnc_relay_tls_handshake_errors_total";
 
 /// Installs the global Prometheus recorder and describes every metric.
 pub fn install() -> PrometheusHandle {
@@ -79,6 +80,10 @@ fn describe() {
     describe_counter!(
         CONFIG_RELOADS,
         "SIGHUP reloads, by result (ok, refused: the running configuration stayed)."
+    );
+    describe_counter!(
+        TLS_HANDSHAKE_ERRORS,
+        "TLS handshakes on the public listener that failed or timed out."
     );
     describe_counter!(
         ACCEPT_ERRORS,

@@ -15,7 +15,7 @@ use crate::store::NodeRecord;
 /// Refreshes the registry every third of the session TTL, for as long as the relay
 /// runs; a write that fails (Redis away) is retried at the next beat.
 pub async fn heartbeat(relay: Arc<Relay>, node: NodeRecord) {
-    let ttl = relay.config.session_ttl;
+    let ttl = relay.config().session_ttl;
     let mut beat = tokio::time::interval(ttl / 3);
     beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {

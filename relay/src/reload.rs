@@ -1,13 +1,17 @@
 //! SIGHUP: read the configuration again and put what can change at run time in force,
 //! without touching live sessions. A configuration that doesn't validate, or names
-//! keys that don't load, is refused as a whole and the running one stays.
+//! keys or a certificate that don't load, is refused as a whole and the running one
+//! stays.
 //!
 //! Reloaded: the token key set (rotation: list the old and the new key until every
-//! old token has expired, then remove the old one) and the log level. Listeners,
-//! Redis, limits and the rest take a restart (the socket unit keeps connections
-//! waiting meanwhile).
+//! old token has expired, then remove the old one), the TLS certificate, the log level,
+//! the limits and timeouts (for sessions that start afterwards; live sessions keep
+//! theirs), the session bounds, allowed origins, single-use tokens and the web root.
+//! The listeners, Redis, the node id, the record TTL, turning TLS on or off and
+//! socket.io's ping settings take a restart (the socket unit keeps connections
+//! waiting meanwhile); a change of them is logged and otherwise ignored.
 
-use crate::config::RelaySettings;
+use crate::config::{RelayConfig, RelaySettings};
 use crate::metrics::CONFIG_RELOADS;
 use crate::server::Relay;
 
@@ -21,10 +25,59 @@ pub fn reload(relay: &Relay, settings: &RelaySettings) -> Result<String, String>
 }
 
 fn apply(relay: &Relay, settings: &RelaySettings) -> Result<String, String> {
-    let config = settings.resolve().map_err(|e| e.to_string())?;
-    let keys = config.load_keys().map_err(|e| e.to_string())?;
-    vnc_shared::telemetry::set_log_level(&config.log_level)?;
-    let count = keys.len();
-    relay.replace_keys(keys);
-    Ok(format!("{count} key(s), log level {}", config.log_level))
+    let new = settings.resolve().map_err(|e| e.to_string())?;
+    let old = relay.config();
+    let keys = new.load_keys().map_err(|e| e.to_string())?;
+    vnc_shared::telemetry::log_filter(&new.log_level)?;
+    let new = keep_restart_only(&old, new);
+    match (&relay.tls, &new.tls) {
+        (Some(tls), Some(files)) => tls.reload(files).map_err(|e| e.to_string())?,
+        (None, None) => {}
+        _ => return Err("turning TLS on or off takes a restart".into()),
+    }
+    vnc_shared::telemetry::set_log_level(&new.log_level)?;
+    let summary = format!(
+        "{} key(s), log level {}, max sessions {}{}",
+        keys.len(),
+        new.log_level,
+        new.limits.max_sessions,
+        if new.tls.is_some() {
+            ", TLS certificate reloaded"
+        } else {
+            ""
+        }
+    );
+    relay.reconfigure(new, keys);
+    Ok(summary)
+}
+
+/// `new` with the settings that take a restart put back to what runs, each change
+/// logged.
+fn keep_restart_only(old: &RelayConfig, mut new: RelayConfig) -> RelayConfig {
+    let mut kept = Vec::new();
+    macro_rules! keep {
+        ($($field:ident).+) => {
+            if new.$($field).+ != old.$($field).+ {
+                kept.push(stringify!($($field).+));
+                new.$($field).+ = old.$($field).+.clone();
+            }
+        };
+    }
+    keep!(listen);
+    keep!(admin_listen);
+    keep!(redis_prefix);
+    keep!(node_id);
+    keep!(session_ttl);
+    keep!(log_format);
+    keep!(limits.ping_interval);
+    keep!(limits.max_missed_pongs);
+    keep!(limits.drain_timeout);
+    if new.redis_url.expose() != old.redis_url.expose() {
+        kept.push("redis_url");
+        new.redis_url = old.redis_url.clone();
+    }
+    if !kept.is_empty() {
+        tracing::warn!(settings = ?kept, "changed settings take a restart; kept the running values");
+    }
+    new
 }

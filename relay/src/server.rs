@@ -7,7 +7,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,18 +18,22 @@ use hyper::server::conn::http1;
 use hyper::service::{Service, service_fn};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use vnc_shared::schema::ContainerState;
+use vnc_shared::swap::Swap;
+use vnc_shared::tls::ReloadableTls;
 use vnc_shared::token::{KeySet, Scope, VncClaims};
 
 use crate::auth;
 use crate::config::RelayConfig;
+use crate::io::Socket;
 use crate::live::{Live, LiveGuard, SessionRecord};
-use crate::metrics::{ACCEPT_ERRORS, SessionMetrics};
+use crate::metrics::{ACCEPT_ERRORS, SessionMetrics, TLS_HANDSHAKE_ERRORS};
 use crate::reject::Reject;
 use crate::rfb::RfbPolicy;
 use crate::session::{self, End, Stop};
@@ -66,11 +70,20 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// Time to tell a client over the session limit that the relay is full.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Bytes a TLS session's bridge moves between the TLS stream and the session at once.
+const TLS_BRIDGE_BUFFER: usize = 64 * 1024;
+
 /// What every connection of one relay shares.
 pub struct Relay {
-    pub config: RelayConfig,
+    /// The configuration in force; SIGHUP replaces it for what starts afterwards (live
+    /// sessions keep the limits they started with).
+    config: Swap<RelayConfig>,
     /// Token verification keys; SIGHUP swaps them (rotation) without touching sessions.
-    keys: RwLock<Arc<KeySet>>,
+    keys: Swap<KeySet>,
+    /// The public listener's certificate, when it speaks TLS; SIGHUP reloads it.
+    pub tls: Option<ReloadableTls>,
+    /// The session bound `sessions` was last sized to.
+    max_sessions: Mutex<usize>,
     pub store: Store,
     /// Cancelled on SIGTERM: stop accepting, refuse new sessions, report unready.
     pub draining: CancellationToken,
@@ -135,18 +148,21 @@ impl Relay {
     pub fn new(
         config: RelayConfig,
         keys: KeySet,
+        tls: Option<ReloadableTls>,
         store: Store,
         live: Arc<Live>,
         io: Arc<OnceLock<Io>>,
     ) -> Relay {
-        let sessions = Arc::new(Semaphore::new(config.limits.max_sessions));
+        let max_sessions = config.limits.max_sessions;
         Relay {
-            config,
-            keys: RwLock::new(Arc::new(keys)),
+            config: Swap::new(config),
+            keys: Swap::new(keys),
+            tls,
+            max_sessions: Mutex::new(max_sessions),
             store,
             draining: CancellationToken::new(),
             stop: CancellationToken::new(),
-            sessions,
+            sessions: Arc::new(Semaphore::new(max_sessions)),
             live,
             tracker: TaskTracker::new(),
             io,
@@ -154,20 +170,44 @@ impl Relay {
         }
     }
 
-    /// The token keys in force.
-    pub fn keys(&self) -> Arc<KeySet> {
-        match self.keys.read() {
-            Ok(keys) => keys.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<RelayConfig> {
+        self.config.get()
     }
 
-    /// Puts a new key set in force for the next tokens verified.
-    pub fn replace_keys(&self, keys: KeySet) {
-        match self.keys.write() {
-            Ok(mut slot) => *slot = Arc::new(keys),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(keys),
+    /// The token keys in force.
+    pub fn keys(&self) -> Arc<KeySet> {
+        self.keys.get()
+    }
+
+    /// Puts a new configuration and key set in force for the next connections; the
+    /// session bound grows at once and shrinks as sessions end.
+    pub fn reconfigure(&self, config: RelayConfig, keys: KeySet) {
+        let max = config.limits.max_sessions;
+        self.keys.set(keys);
+        self.config.set(config);
+        let Ok(mut current) = self.max_sessions.lock() else {
+            return;
+        };
+        if max > *current {
+            self.sessions.add_permits(max - *current);
+        } else if max < *current {
+            let surplus = *current - max;
+            let forgotten = self.sessions.forget_permits(surplus);
+            if forgotten < surplus {
+                let sessions = self.sessions.clone();
+                // The rest are held by live sessions: retire them as those end.
+                tokio::spawn(async move {
+                    if let Ok(permits) = sessions
+                        .acquire_many_owned((surplus - forgotten) as u32)
+                        .await
+                    {
+                        permits.forget();
+                    }
+                });
+            }
         }
+        *current = max;
     }
 
     /// Ends every live session with `why` (and any that registers afterwards).
@@ -222,14 +262,15 @@ impl Relay {
                     tracker.spawn(relay.serve(stream, peer, permit).instrument(span));
                 }
                 Err(_) => {
-                    tracker.spawn(refuse_busy(stream));
+                    let tls = self.tls.as_ref().map(ReloadableTls::acceptor);
+                    tracker.spawn(refuse_busy(tls, stream));
                 }
             }
         }
     }
 
-    /// One connection: HTTP until upgrade (bounded), then the session. socket.io
-    /// requests go to socketioxide, which runs its WebSocket in a task of its own.
+    /// One connection: the TLS handshake if the listener speaks TLS, HTTP until
+    /// upgrade, then the session; all before the upgrade within the handshake timeout.
     async fn serve(
         self: Arc<Self>,
         stream: TcpStream,
@@ -237,6 +278,57 @@ impl Relay {
         permit: OwnedSemaphorePermit,
     ) {
         let _ = stream.set_nodelay(true);
+        let started = tokio::time::Instant::now();
+        let Some(tls) = &self.tls else {
+            if let Some((browser, leftover, admitted)) = self.serve_http(stream, started).await {
+                let session = self
+                    .clone()
+                    .run_session(browser, leftover, admitted, peer, permit);
+                self.tracker
+                    .spawn(session.instrument(tracing::Span::current()));
+            }
+            return;
+        };
+        let handshake = tls.acceptor().accept(stream);
+        let stream = match tokio::time::timeout_at(
+            started + self.config().limits.handshake_timeout,
+            handshake,
+        )
+        .await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                metrics::counter!(TLS_HANDSHAKE_ERRORS).increment(1);
+                tracing::debug!(error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                metrics::counter!(TLS_HANDSHAKE_ERRORS).increment(1);
+                tracing::debug!("TLS handshake timed out");
+                return;
+            }
+        };
+        if let Some((tls, leftover, admitted)) = self.serve_http(stream, started).await {
+            let session = self
+                .clone()
+                .run_tls_session(tls, leftover, admitted, peer, permit);
+            self.tracker
+                .spawn(session.instrument(tracing::Span::current()));
+        }
+    }
+
+    /// HTTP on one connection until it ends or upgrades, within what is left of the
+    /// handshake timeout. socket.io requests go to socketioxide, which runs its
+    /// WebSocket in a task of its own; a raw WebSocket upgrade returns the stream,
+    /// the bytes hyper read past the request and the admitted session.
+    async fn serve_http<I>(
+        self: &Arc<Self>,
+        stream: I,
+        started: tokio::time::Instant,
+    ) -> Option<(I, Bytes, Admitted)>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let slot: Arc<Mutex<Option<Accepted>>> = Arc::default();
         let svc = {
             let relay = self.clone();
@@ -261,41 +353,37 @@ impl Relay {
                         }
                     }
                 });
-                self.serve_http(stream, svc).await
+                self.serve_connection(stream, svc, started).await
             }
-            None => self.serve_http(stream, svc).await,
+            None => self.serve_connection(stream, svc, started).await,
         };
         if !served {
-            return;
+            return None;
         }
-        let accepted = slot.lock().ok().and_then(|mut s| s.take());
-        let Some(accepted) = accepted else { return };
-        let parts = match accepted
+        let accepted = slot.lock().ok().and_then(|mut s| s.take())?;
+        match accepted
             .on_upgrade
             .await
-            .map(|u| u.downcast::<TokioIo<TcpStream>>())
+            .map(|u| u.downcast::<TokioIo<I>>())
         {
-            Ok(Ok(parts)) => parts,
+            Ok(Ok(parts)) => Some((parts.io.into_inner(), parts.read_buf, accepted.admitted)),
             _ => {
                 tracing::debug!("upgrade did not complete");
-                return;
+                None
             }
-        };
-        let span = tracing::Span::current();
-        let session = self.clone().run_session(
-            parts.io.into_inner(),
-            parts.read_buf,
-            accepted.admitted,
-            peer,
-            permit,
-        );
-        self.tracker.spawn(session.instrument(span));
+        }
     }
 
-    /// Serves HTTP on one connection until it ends or upgrades, within the handshake
-    /// timeout; false if it timed out or failed.
-    async fn serve_http<S, B>(&self, stream: TcpStream, svc: S) -> bool
+    /// Serves HTTP on one connection until it ends or upgrades, until the handshake
+    /// timeout (counted from `started`); false if it timed out or failed.
+    async fn serve_connection<I, S, B>(
+        &self,
+        stream: I,
+        svc: S,
+        started: tokio::time::Instant,
+    ) -> bool
     where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: Service<Request<Incoming>, Response = Response<B>> + Send,
         S::Future: Send + 'static,
         S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -303,14 +391,14 @@ impl Relay {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let limits = &self.config.limits;
+        let timeout = self.config().limits.handshake_timeout;
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(limits.handshake_timeout)
+            .header_read_timeout(timeout)
             .max_buf_size(MAX_REQUEST_HEAD)
             .serve_connection(TokioIo::new(stream), svc)
             .with_upgrades();
-        match tokio::time::timeout(limits.handshake_timeout, conn).await {
+        match tokio::time::timeout_at(started + timeout, conn).await {
             Err(_) => {
                 tracing::debug!("handshake timed out");
                 false
@@ -323,9 +411,44 @@ impl Relay {
         }
     }
 
-    async fn run_session(
+    /// A raw WebSocket session over TLS: rustls encrypts in user space, so the session
+    /// runs on one end of a socket pair and a bridge moves bytes between the other
+    /// end and the TLS stream. Once the session ends, the bridge gets [`CLOSE_GRACE`]
+    /// to deliver the Close frame and the TLS close_notify.
+    async fn run_tls_session(
         self: Arc<Self>,
-        browser: TcpStream,
+        mut tls: tokio_rustls::server::TlsStream<TcpStream>,
+        leftover: Bytes,
+        admitted: Admitted,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let (ours, mut theirs) = match UnixStream::pair() {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "no socket pair for a TLS session");
+                return;
+            }
+        };
+        let bridge = tokio::io::copy_bidirectional_with_sizes(
+            &mut tls,
+            &mut theirs,
+            TLS_BRIDGE_BUFFER,
+            TLS_BRIDGE_BUFFER,
+        );
+        let mut bridge = std::pin::pin!(bridge);
+        let session = self.run_session(ours, leftover, admitted, peer, permit);
+        tokio::select! {
+            _ = session => {
+                let _ = tokio::time::timeout(session::CLOSE_GRACE, bridge).await;
+            }
+            _ = &mut bridge => {}
+        }
+    }
+
+    async fn run_session<B: Socket>(
+        self: Arc<Self>,
+        browser: B,
         leftover: Bytes,
         admitted: Admitted,
         peer: SocketAddr,
@@ -342,11 +465,12 @@ impl Relay {
         async {
             let stop = Arc::new(Signal::default());
             let tracked = self.track(admitted.record.clone(), &stop);
+            let config = self.config();
             let end = session::relay(
                 browser,
                 leftover,
                 admitted.upstream,
-                &self.config.limits,
+                &config.limits,
                 &stop,
                 &tracked.metrics,
                 &admitted.policy,
@@ -400,7 +524,7 @@ impl Relay {
                     reject.into_response()
                 }
             },
-            path => web::serve(self.config.web_root.as_deref(), req.method(), path)
+            path => web::serve(self.config().web_root.as_deref(), req.method(), path)
                 .await
                 .unwrap_or_else(|| Reject::NotFound.into_response()),
         }
@@ -414,7 +538,7 @@ impl Relay {
         let headers = req.headers();
         let query = req.uri().query();
         let upgrade = upgrade::check(req.method(), headers)?;
-        auth::check_origin(&self.config.allowed_origins, headers)?;
+        auth::check_origin(&self.config().allowed_origins, headers)?;
         let token = auth::token_from(query, headers).ok_or(Reject::NoToken)?;
         let cid = auth::query_param(query, "containerId");
         let admitted = self.admit(&token, cid.as_deref(), "websocket").await?;
@@ -429,6 +553,7 @@ impl Relay {
         container_id: Option<&str>,
         transport: &'static str,
     ) -> Result<Admitted, Reject> {
+        let config = self.config();
         let claims = self.keys().verify(token)?;
         if container_id.is_some_and(|cid| cid != claims.cid) {
             return Err(Reject::WrongContainer);
@@ -448,7 +573,7 @@ impl Relay {
         if target.state != ContainerState::Running {
             return Err(Reject::NotRunning(target.state.as_str()));
         }
-        let upstream = upstream::connect(&target, self.config.limits.connect_timeout)
+        let upstream = upstream::connect(&target, config.limits.connect_timeout)
             .await
             .map_err(|e| Reject::Upstream(e.to_string()))?;
         let record = Arc::new(SessionRecord {
@@ -460,15 +585,15 @@ impl Relay {
             jti: claims.jti.clone(),
             started_at: vnc_shared::schema::now_ms(),
             transport,
-            single_use: self.config.single_use_tokens,
+            single_use: config.single_use_tokens,
         });
         let admission = self
             .store
             .admit_session(
                 &record,
-                &self.config.node_id,
-                self.config.session_limits,
-                self.config.session_ttl,
+                &config.node_id,
+                config.session_limits,
+                config.session_ttl,
             )
             .await
             .map_err(|e| Reject::Unavailable(e.to_string()))?;
@@ -499,14 +624,28 @@ fn is_resource_exhausted(e: &std::io::Error) -> bool {
     )
 }
 
-/// Tells a client over the session limit so (503), briefly: it gets at most
-/// `BUSY_TIMEOUT` of this relay's time.
-async fn refuse_busy(stream: TcpStream) {
+/// Tells a client over the session limit so (503), over TLS if the listener speaks
+/// it, briefly: it gets at most `BUSY_TIMEOUT` of this relay's time.
+async fn refuse_busy(tls: Option<Arc<tokio_rustls::TlsAcceptor>>, stream: TcpStream) {
+    let refuse = async {
+        match tls {
+            None => answer_busy(stream).await,
+            Some(acceptor) => {
+                if let Ok(stream) = acceptor.accept(stream).await {
+                    answer_busy(stream).await;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(BUSY_TIMEOUT, refuse).await;
+}
+
+async fn answer_busy<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: I) {
     let svc = service_fn(|_req: Request<Incoming>| async {
         Ok::<_, Infallible>(Reject::AtCapacity.into_response())
     });
-    let conn = http1::Builder::new()
+    let _ = http1::Builder::new()
         .keep_alive(false)
-        .serve_connection(TokioIo::new(stream), svc);
-    let _ = tokio::time::timeout(BUSY_TIMEOUT, conn).await;
+        .serve_connection(TokioIo::new(stream), svc)
+        .await;
 }

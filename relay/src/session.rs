@@ -21,7 +21,7 @@ use tokio::time::{Instant, MissedTickBehavior, sleep, sleep_until};
 use crate::bufpool;
 use crate::config::Limits;
 use crate::frame::{ControlFrame, Decoded, Decoder, FrameError, PingPayload, ServerHeader, opcode};
-use crate::io::{read_when_ready, try_write_vectored, write_all, write_all_vectored};
+use crate::io::{Socket, read_when_ready, try_write_vectored, write_all, write_all_vectored};
 use crate::metrics::SessionMetrics;
 use crate::rfb::{self, Filter, RfbPolicy};
 use crate::signal::Signal;
@@ -164,8 +164,8 @@ impl End {
 
 /// State the pumps share. Nothing here is locked per relayed message: atomics and
 /// [`Signal`]s, and a mutex touched only when the browser pings.
-struct Shared<'a> {
-    browser: &'a TcpStream,
+struct Shared<'a, B> {
+    browser: &'a B,
     upstream: &'a TcpStream,
     limits: &'a Limits,
     metrics: &'a SessionMetrics,
@@ -215,7 +215,7 @@ impl Activity {
     }
 }
 
-impl Shared<'_> {
+impl<B: Socket> Shared<'_, B> {
     fn touch(&self) {
         self.activity.touch();
     }
@@ -262,8 +262,8 @@ impl Shared<'_> {
 /// Runs the RFB handshake, then relays until the session ends; returns why. `leftover`
 /// holds bytes the browser sent right behind its HTTP request. Setting `stop` (a
 /// [`Stop`]) ends the session from outside.
-pub async fn relay(
-    browser: TcpStream,
+pub async fn relay<B: Socket>(
+    browser: B,
     leftover: Bytes,
     upstream: TcpStream,
     limits: &Limits,
@@ -346,7 +346,7 @@ pub async fn relay(
 }
 
 /// Container → browser, plus every control frame. Ends by writing Close.
-async fn down_pump(shared: &Shared<'_>) -> End {
+async fn down_pump<B: Socket>(shared: &Shared<'_, B>) -> End {
     let limits = shared.limits;
     let mut ping =
         tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
@@ -402,8 +402,8 @@ async fn down_pump(shared: &Shared<'_>) -> End {
 /// Browser → container. Returns when the browser closes, breaks the protocol or the
 /// container stops taking bytes. `first` is what the browser sent right after
 /// ClientInit (already unframed from WebSocket).
-async fn up_pump(
-    shared: &Shared<'_>,
+async fn up_pump<B: Socket>(
+    shared: &Shared<'_, B>,
     mut decoder: Decoder,
     mut filter: Filter,
     first: Vec<u8>,
@@ -432,7 +432,11 @@ async fn up_pump(
 }
 
 /// Browser bytes through the RFB filter to the container.
-async fn send_up(shared: &Shared<'_>, filter: &mut Filter, data: &[u8]) -> Result<(), End> {
+async fn send_up<B: Socket>(
+    shared: &Shared<'_, B>,
+    filter: &mut Filter,
+    data: &[u8],
+) -> Result<(), End> {
     let written = filter.forward(shared.upstream, data).await?;
     shared.metrics.to_upstream.increment(written as u64);
     shared.touch();
@@ -440,8 +444,8 @@ async fn send_up(shared: &Shared<'_>, filter: &mut Filter, data: &[u8]) -> Resul
 }
 
 /// Decodes one read's worth of frames and forwards their payload.
-async fn forward(
-    shared: &Shared<'_>,
+async fn forward<B: Socket>(
+    shared: &Shared<'_, B>,
     decoder: &mut Decoder,
     filter: &mut Filter,
     input: &mut [u8],
@@ -471,14 +475,14 @@ async fn forward(
 
 /// The raw WebSocket browser during the RFB handshake: handshake bytes as binary
 /// frames; Pings answered at once; Close or a protocol error ends the session.
-struct RawBrowser<'a> {
-    stream: &'a TcpStream,
+struct RawBrowser<'a, B> {
+    stream: &'a B,
     decoder: &'a mut Decoder,
     /// Bytes the browser sent right behind its HTTP request.
     leftover: Bytes,
 }
 
-impl rfb::Browser for RawBrowser<'_> {
+impl<B: Socket> rfb::Browser for RawBrowser<'_, B> {
     async fn send(&mut self, bytes: &[u8]) -> Result<(), End> {
         let header = ServerHeader::new(opcode::BINARY, bytes.len());
         write_all_vectored(self.stream, header.as_bytes(), bytes, 0)

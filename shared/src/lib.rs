@@ -8,6 +8,8 @@ pub mod config;
 pub mod redis;
 pub mod rfb;
 pub mod schema;
+pub mod swap;
 pub mod systemd;
 pub mod telemetry;
+pub mod tls;
 pub mod token;

@@ -51,11 +51,16 @@ pub fn init_tracing(level: &str, format: LogFormat) {
 }
 
 /// Replaces the log filter with `level` (unless `RUST_LOG` is set, which wins).
+/// The filter a log level names, or why it names none.
+pub fn log_filter(level: &str) -> Result<EnvFilter, String> {
+    EnvFilter::try_new(level).map_err(|e| format!("log level {level:?}: {e}"))
+}
+
 pub fn set_log_level(level: &str) -> Result<(), String> {
     if std::env::var_os("RUST_LOG").is_some() {
         return Ok(());
     }
-    let filter = EnvFilter::try_new(level).map_err(|e| format!("log level {level:?}: {e}"))?;
+    let filter = log_filter(level)?;
     let handle = FILTER.get().ok_or("no subscriber installed")?;
     handle.reload(filter).map_err(|e| e.to_string())
 }

@@ -113,6 +113,6 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer token".into()))?;
-        state.identity.verify(token.trim())
+        state.identity.get().verify(token.trim())
     }
 }

@@ -22,6 +22,7 @@ use tracing::Instrument;
 use crate::app::App;
 use auth::IdentityVerifier;
 use error::{ApiError, ErrorMessage};
+use vnc_shared::swap::Swap;
 
 /// Largest request body the API reads.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -30,7 +31,8 @@ pub const HTTP_DURATION: &str = "vnc_control_http_request_duration_seconds";
 
 /// What every handler shares.
 pub struct AppState {
-    pub identity: IdentityVerifier,
+    /// Verifies callers' identity tokens; SIGHUP may replace it.
+    pub identity: Swap<IdentityVerifier>,
     pub app: App,
     /// Why the API should not take traffic now, if it shouldn't (for `/readyz`).
     pub ready: Box<dyn Fn() -> Option<String> + Send + Sync>,

@@ -187,7 +187,8 @@ async fn vnc_token(
             Duration::from_secs(body.ttl_seconds),
         )
         .await?;
-    let base = s.app.relay_url.trim_end_matches('/');
+    let tunables = s.app.tunables.get();
+    let base = tunables.relay_url.trim_end_matches('/');
     Ok(Json(serde_json::json!({
         "token": minted.token,
         "expires_at": rfc3339_ms(minted.claims.exp * 1000),

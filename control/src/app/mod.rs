@@ -7,6 +7,7 @@ pub mod sessions;
 use std::time::Duration;
 
 use vnc_shared::schema::ContainerState;
+use vnc_shared::swap::Swap;
 use vnc_shared::token::{Minted, Scope, Signer, TokenRequest};
 
 use crate::domain::{Caller, Container, CreateContainer, CreateLimits, IssuedToken};
@@ -56,6 +57,12 @@ pub struct App {
     pub registry: SessionStore,
     /// Tokens issued through the API, and revocations.
     pub tokens: TokenStore,
+    /// What SIGHUP may change; each request works with the set it started with.
+    pub tunables: Swap<Tunables>,
+}
+
+/// The settings of [`App`] that a reload replaces as a whole.
+pub struct Tunables {
     pub signer: Signer,
     pub limits: CreateLimits,
     /// Longest VNC token TTL a caller may ask for.
@@ -86,7 +93,7 @@ impl App {
         caller: &Caller,
         req: CreateContainer,
     ) -> Result<(Container, String), AppError> {
-        let problems = req.problems(&self.limits);
+        let problems = req.problems(&self.tunables.get().limits);
         if !problems.is_empty() {
             return Err(AppError::Invalid(problems));
         }
@@ -189,10 +196,11 @@ impl App {
         scope: Scope,
         ttl: Duration,
     ) -> Result<Minted, AppError> {
-        if ttl.is_zero() || ttl > self.token_max_ttl {
+        let tunables = self.tunables.get();
+        if ttl.is_zero() || ttl > tunables.token_max_ttl {
             return Err(AppError::Invalid(vec![format!(
                 "ttl_seconds must be between 1 and {}",
-                self.token_max_ttl.as_secs()
+                tunables.token_max_ttl.as_secs()
             )]));
         }
         let c = self.container(caller, id).await?;
@@ -208,7 +216,7 @@ impl App {
                 c.state.as_str()
             )));
         }
-        let minted = self
+        let minted = tunables
             .signer
             .mint(&TokenRequest {
                 sub: &caller.sub,

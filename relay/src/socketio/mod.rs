@@ -95,10 +95,11 @@ pub async fn start(relay: Arc<Relay>) {
 async fn build(relay: &Arc<Relay>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let subscriber = relay.store.subscriber(true)?;
     let config = RedisAdapterConfig::new()
-        .with_prefix(format!("{}socket.io", relay.config.redis_prefix))
+        .with_prefix(format!("{}socket.io", relay.config().redis_prefix))
         .with_request_timeout(crate::store::COMMAND_TIMEOUT);
     let adapter = RedisAdapterCtr::new_with_fred_config(subscriber, config).await?;
-    let limits = &relay.config.limits;
+    let config = relay.config();
+    let limits = &config.limits;
     // Room for the Engine.IO and socket.io framing around one full `vnc:data` event.
     let max_message = MAX_DATA_EVENT + 1024;
     let (layer, io) = SocketIo::builder()
@@ -178,7 +179,7 @@ async fn authorize(
     let permit = relay.sessions.clone().try_acquire_owned();
     let permit = permit.map_err(|_| Reject::AtCapacity)?;
     let req = s.req_parts();
-    auth::check_origin(&relay.config.allowed_origins, &req.headers)?;
+    auth::check_origin(&relay.config().allowed_origins, &req.headers)?;
     let query = req.uri.query();
     let token = auth
         .as_ref()
@@ -257,11 +258,12 @@ async fn run_session(relay: Arc<Relay>, s: SocketRef<Adapter>, pending: Pending)
     } = pending;
     let _permit = permit;
     let tracked = relay.track(admitted.record.clone(), &stop);
+    let config = relay.config();
     let end = session::relay(
         &s,
         admitted.upstream,
         input,
-        &relay.config.limits,
+        &config.limits,
         &stop,
         &tracked.metrics,
         &admitted.policy,
