@@ -206,16 +206,46 @@ impl Running {
         let kid = tunables.signer.kid().to_owned();
         r.state.app.tunables.set(tunables);
         r.state.identity.set(identity);
+        let (old, new) = (&r.config, &config);
         let restart_only = [
-            ("listen", config.listen != r.config.listen),
-            ("admin_listen", config.admin_listen != r.config.admin_listen),
+            ("listen", new.listen != old.listen),
+            ("admin_listen", new.admin_listen != old.admin_listen),
             (
                 "redis_url",
-                config.redis_url.expose() != r.config.redis_url.expose(),
+                new.redis_url.expose() != old.redis_url.expose(),
             ),
-            ("redis_prefix", config.redis_prefix != r.config.redis_prefix),
-            ("runtime", config.runtime != r.config.runtime),
-            ("node_id", config.node_id != r.config.node_id),
+            ("redis_prefix", new.redis_prefix != old.redis_prefix),
+            ("node_id", new.node_id != old.node_id),
+            ("plane", new.plane != old.plane),
+            ("runtime", new.runtime != old.runtime),
+            ("docker_host", new.docker_host != old.docker_host),
+            ("network", new.network != old.network),
+            ("publish_ip", new.publish_ip != old.publish_ip),
+            (
+                "static_containers",
+                new.static_containers != old.static_containers,
+            ),
+            ("stop_grace", new.stop_grace != old.stop_grace),
+            ("start_timeout", new.start_timeout != old.start_timeout),
+            (
+                "reconcile_interval",
+                new.reconcile_interval != old.reconcile_interval,
+            ),
+            (
+                "worker_concurrency",
+                new.worker_concurrency != old.worker_concurrency,
+            ),
+            (
+                "starts_per_minute",
+                new.starts_per_minute != old.starts_per_minute,
+            ),
+            ("job_attempts", new.job_attempts != old.job_attempts),
+            ("job_backoff", new.job_backoff != old.job_backoff),
+            (
+                "job_reclaim_idle",
+                new.job_reclaim_idle != old.job_reclaim_idle,
+            ),
+            ("log_format", new.log_format != old.log_format),
         ];
         let kept: Vec<&str> = restart_only
             .iter()

@@ -70,8 +70,10 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// Time to tell a client over the session limit that the relay is full.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Bytes a TLS session's bridge moves between the TLS stream and the session at once.
-const TLS_BRIDGE_BUFFER: usize = 64 * 1024;
+/// Bytes a TLS session's bridge moves between the TLS stream and the session at once,
+/// each way: one TLS record's worth. The bridge holds both buffers for the session's
+/// life.
+const TLS_BRIDGE_BUFFER: usize = 16 * 1024;
 
 /// What every connection of one relay shares.
 pub struct Relay {
@@ -430,19 +432,24 @@ impl Relay {
                 return;
             }
         };
-        let bridge = tokio::io::copy_bidirectional_with_sizes(
-            &mut tls,
-            &mut theirs,
-            TLS_BRIDGE_BUFFER,
-            TLS_BRIDGE_BUFFER,
-        );
+        // The bridge owns both of its streams: when the browser's side ends, the
+        // session's end of the pair sees EOF and the session ends as ClientGone.
+        let bridge = async move {
+            let _ = tokio::io::copy_bidirectional_with_sizes(
+                &mut tls,
+                &mut theirs,
+                TLS_BRIDGE_BUFFER,
+                TLS_BRIDGE_BUFFER,
+            )
+            .await;
+        };
         let mut bridge = std::pin::pin!(bridge);
-        let session = self.run_session(ours, leftover, admitted, peer, permit);
+        let mut session = std::pin::pin!(self.run_session(ours, leftover, admitted, peer, permit));
         tokio::select! {
-            _ = session => {
+            _ = &mut session => {
                 let _ = tokio::time::timeout(session::CLOSE_GRACE, bridge).await;
             }
-            _ = &mut bridge => {}
+            _ = &mut bridge => session.await,
         }
     }
 

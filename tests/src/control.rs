@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio::process::Command;
 use vnc_shared::token::{Signer, generate_ed25519_pair, unix_now};
@@ -158,6 +159,18 @@ impl ControlProcess {
         bearer: Option<&str>,
         body: Option<&serde_json::Value>,
     ) -> anyhow::Result<(u16, serde_json::Value)> {
+        self.call_over(None, method, path, bearer, body).await
+    }
+
+    /// [`ControlProcess::call`] over TLS with the client `tls`, when given.
+    pub async fn call_over(
+        &self,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -172,7 +185,13 @@ impl ControlProcess {
         }
         req.push_str("\r\n");
         req.push_str(&body);
-        let (status, text) = crate::ws::raw_http(self.api, req.as_bytes()).await?;
+        let (status, text) = match tls {
+            None => crate::ws::raw_http(self.api, req.as_bytes()).await?,
+            Some(tls) => {
+                let stream = crate::tls::connect(self.api, tls).await?;
+                crate::ws::http_over(stream, req.as_bytes()).await?
+            }
+        };
         Ok((
             status,
             serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),

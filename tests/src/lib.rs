@@ -14,6 +14,7 @@ pub mod relay;
 pub mod rfb;
 pub mod sio;
 pub mod stack;
+pub mod tls;
 pub mod ws;
 
 /// Bound on every wait in the harness: a test that waits longer has failed.

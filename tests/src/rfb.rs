@@ -36,8 +36,8 @@ impl Rect {
 
 /// How the client reaches the relay.
 pub enum Link {
-    Ws(Ws),
-    Sio(SioClient),
+    Ws(Box<Ws>),
+    Sio(Box<SioClient>),
 }
 
 pub struct RfbClient {
@@ -57,17 +57,22 @@ impl RfbClient {
         url: &str,
         headers: &[(&'static str, &str)],
     ) -> anyhow::Result<RfbClient> {
-        Ok(RfbClient {
-            link: Link::Ws(connect_with(url, headers).await?),
+        Ok(RfbClient::over_ws(connect_with(url, headers).await?))
+    }
+
+    /// An RFB client over an open WebSocket (`ws://` or `wss://`).
+    pub fn over_ws(ws: Ws) -> RfbClient {
+        RfbClient {
+            link: Link::Ws(Box::new(ws)),
             buf: Vec::new(),
             offered: Vec::new(),
-        })
+        }
     }
 
     /// An RFB client over an admitted socket.io socket.
     pub fn over_socketio(sio: SioClient) -> RfbClient {
         RfbClient {
-            link: Link::Sio(sio),
+            link: Link::Sio(Box::new(sio)),
             buf: Vec::new(),
             offered: Vec::new(),
         }

@@ -24,6 +24,15 @@ pub async fn connect_with(
     url: &str,
     headers: &[(&'static str, &str)],
 ) -> Result<Ws, tungstenite::Error> {
+    connect_tls(url, headers, None).await
+}
+
+/// [`connect_with`] for `wss://` URLs too, with the TLS client `tls`.
+pub async fn connect_tls(
+    url: &str,
+    headers: &[(&'static str, &str)],
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> Result<Ws, tungstenite::Error> {
     let mut req = url.into_client_request()?;
     req.headers_mut().insert(
         "Sec-WebSocket-Protocol",
@@ -36,7 +45,13 @@ pub async fn connect_with(
     let config = WebSocketConfig::default()
         .max_message_size(None)
         .max_frame_size(None);
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true).await?;
+    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+        req,
+        Some(config),
+        true,
+        tls.map(tokio_tungstenite::Connector::Rustls),
+    )
+    .await?;
     Ok(ws)
 }
 
@@ -80,10 +95,18 @@ pub async fn expect_close(ws: &mut Ws, within: Duration) -> anyhow::Result<(u16,
 
 /// Sends `request` as is on a fresh connection; returns the status and body.
 pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> anyhow::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr).await?;
-    s.write_all(request).await?;
+    http_over(TcpStream::connect(addr).await?, request).await
+}
+
+/// Sends `request` as is on `stream` (plain or TLS) and reads the answer to its end;
+/// returns the status and body.
+pub async fn http_over<S>(mut stream: S, request: &[u8]) -> anyhow::Result<(u16, String)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream.write_all(request).await?;
     let mut out = Vec::new();
-    tokio::time::timeout(crate::WAIT, s.read_to_end(&mut out)).await??;
+    tokio::time::timeout(crate::WAIT, stream.read_to_end(&mut out)).await??;
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text
         .split_whitespace()
