@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use vnc_shared::schema::Keys;
 use vnc_shared::swap::Swap;
 use vnc_shared::tls::{ReloadableTls, TlsError};
-use vnc_shared::token::{KeyError, Signer};
+use vnc_shared::token::{KeyError, Signer, read_hs256_secret};
 
 use crate::api::auth::{IdentityKey, IdentityKeyError, IdentityVerifier};
 use crate::api::{self, AppState};
@@ -40,11 +40,8 @@ pub enum StartError {
     SigningKey(#[from] KeyError),
     #[error("loading the identity key: {0}")]
     IdentityKey(#[from] IdentityKeyError),
-    #[error("reading the identity secret {path}: {source}")]
-    IdentitySecret {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("the identity secret: {0}")]
+    IdentitySecret(KeyError),
     #[error("configuring redis: {0}")]
     Redis(#[from] fred::error::Error),
     #[error("connecting to the container runtime: {0}")]
@@ -98,12 +95,9 @@ fn load_keys(config: &ControlConfig) -> Result<(Signer, IdentityVerifier), Start
             &config.auth_audience,
         )?,
         AuthKey::Hs256SecretFile(p) => {
-            let secret = std::fs::read(p).map_err(|source| StartError::IdentitySecret {
-                path: p.display().to_string(),
-                source,
-            })?;
+            let secret = read_hs256_secret(p).map_err(StartError::IdentitySecret)?;
             IdentityVerifier::new(
-                IdentityKey::Hs256(secret.trim_ascii()),
+                IdentityKey::Hs256(&secret),
                 &config.auth_issuer,
                 &config.auth_audience,
             )?

@@ -1,5 +1,5 @@
-//! Who may open a session: the token (from `?token=`, the `vnc_token` cookie or
-//! `Authorization: Bearer`, in that order) and the optional Origin allowlist.
+//! Who may open a session: the token (from `?token=`, `Authorization: Bearer` or the
+//! `vnc_token` cookie, in that order) and the optional Origin allowlist.
 
 use http::{HeaderMap, header};
 

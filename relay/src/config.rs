@@ -2,7 +2,7 @@
 //! env beat file beat the `DEFAULT_*` constants), validated into a [`RelayConfig`].
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ use vnc_shared::tls::TlsFiles;
 use crate::store::SessionLimits;
 use vnc_shared::token::{
     DEFAULT_AUDIENCE, DEFAULT_ISSUER, KeyError, KeySet, MAX_LEEWAY, TokenAlgorithm, VerifyPolicy,
-    kid_from_path,
+    kid_from_path, read_hs256_secret,
 };
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:6080";
@@ -407,20 +407,12 @@ impl RelayConfig {
             KeySource::Hs256Secrets(files) => {
                 let mut secrets = Vec::new();
                 for (kid, path) in files {
-                    secrets.push((kid.clone(), read_secret(path)?));
+                    secrets.push((kid.clone(), read_hs256_secret(path)?));
                 }
                 KeySet::hs256(secrets, &self.policy)
             }
         }
     }
-}
-
-fn read_secret(path: &Path) -> Result<Vec<u8>, KeyError> {
-    let raw = std::fs::read(path).map_err(|source| KeyError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    Ok(raw.trim_ascii().to_vec())
 }
 
 #[cfg(test)]

@@ -169,6 +169,29 @@ pub enum KeyError {
     },
 }
 
+/// Shortest HS256 secret taken: the hash's output size (RFC 7518 §3.2).
+const MIN_HS256_SECRET: usize = 32;
+
+/// An HS256 secret from a file (surrounding whitespace trimmed), refused when short.
+pub fn read_hs256_secret(path: &Path) -> Result<Vec<u8>, KeyError> {
+    let raw = std::fs::read(path).map_err(|source| KeyError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let secret = raw.trim_ascii();
+    if secret.len() < MIN_HS256_SECRET {
+        return Err(KeyError::Invalid {
+            path: path.display().to_string(),
+            what: "HS256 secret",
+            reason: format!(
+                "{} bytes; it needs at least {MIN_HS256_SECRET}",
+                secret.len()
+            ),
+        });
+    }
+    Ok(secret.to_vec())
+}
+
 /// The key id of a key file: its file stem (`keys/2026-11.pub.pem` → `2026-11`).
 pub fn kid_from_path(path: &Path) -> String {
     let name = path
@@ -692,5 +715,16 @@ mod tests {
         let shown = format!("{:?}", fx.signer);
         assert!(shown.contains("MASKED"));
         assert!(!shown.contains("PRIVATE"));
+    }
+
+    #[test]
+    fn short_hs256_secrets_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (short, long) = (dir.path().join("short"), dir.path().join("long"));
+        std::fs::write(&short, "hunter2\n").unwrap();
+        std::fs::write(&long, [b'k'; MIN_HS256_SECRET]).unwrap();
+        let err = read_hs256_secret(&short).unwrap_err().to_string();
+        assert!(err.contains("7 bytes; it needs at least 32"), "{err}");
+        assert_eq!(read_hs256_secret(&long).unwrap().len(), MIN_HS256_SECRET);
     }
 }

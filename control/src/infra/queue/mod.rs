@@ -85,7 +85,7 @@ pub const DEFAULT_RECLAIM_IDLE: Duration = Duration::from_secs(30);
 /// Floor of `reclaim_idle`: below it heartbeats would flood Redis.
 pub const MIN_RECLAIM_IDLE: Duration = Duration::from_millis(100);
 /// On shutdown, how long in-flight jobs may take to finish before they are given up
-/// (put back for another replica, attempt counted). Below systemd's and Kubernetes'
+/// (put back for another replica, the attempt given back). Below systemd's and Kubernetes'
 /// default stop grace (90 s and 30 s).
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 /// Default start rate limit: 10 `start` jobs per minute across all replicas.
