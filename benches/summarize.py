@@ -64,6 +64,25 @@ def summarize_socketio():
                       f"{'n/a' if rss is None else f'{rss:.1f}'} |")
 
 
+def summarize_policy():
+    """benches/rfb-policy.sh results (labels `policy:...`): throughput with credential
+    injection and view-only filtering against the plain path (goal: within 5%)."""
+    names = {"plain": "plain (control token, no VNC password)",
+             "injected": "credential injection (VNC Authentication answered by the relay)",
+             "view": "view-only filtering (view token)"}
+    tp = {t: med(f"policy:throughput/{t}", lambda r: r["total_mb_per_s"]) for t in names}
+    print("| session | MB/s (median) | rounds | vs plain |")
+    print("|---|---|---|---|")
+    for t, name in names.items():
+        rounds = ", ".join(f"{r['total_mb_per_s']:.0f}" for r in rows.get(f"policy:throughput/{t}", [])
+                           if "error" not in r)
+        print(f"| {name} | {tp[t]:.0f} | {rounds} | {tp[t] / tp['plain']:.3f}x |")
+
+
+if any(label.startswith("policy:") for label in rows):
+    summarize_policy()
+    sys.exit(0)
+
 if any(label.startswith("sio:") for label in rows):
     summarize_socketio()
     sys.exit(0)

@@ -8,10 +8,13 @@ use anyhow::{Result, bail, ensure};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use vnc_shared::rfb::{VNC_AUTH_CHALLENGE_LEN, vnc_auth_response};
+
 use crate::client::Conn;
 
 pub const VERSION: &[u8; 12] = b"RFB 003.008\n";
 const SECURITY_NONE: u8 = 1;
+const SECURITY_VNC_AUTH: u8 = 2;
 /// ClientCutText: type 6, 3 bytes padding, u32 length, then the text.
 const CLIENT_CUT_TEXT: u8 = 6;
 pub const CUT_TEXT_HEADER: usize = 8;
@@ -32,21 +35,34 @@ fn server_init() -> Vec<u8> {
     m
 }
 
-/// The server side on a stand-in's socket: version, None, result, ServerInit.
-pub async fn serve(sock: &mut TcpStream) -> Result<()> {
+/// The server side on a stand-in's socket: version, security None (or VNC
+/// Authentication when it has a `password`), result, ServerInit.
+pub async fn serve(sock: &mut TcpStream, password: Option<&[u8]>) -> Result<()> {
     sock.write_all(VERSION).await?;
     let mut version = [0u8; 12];
     sock.read_exact(&mut version).await?;
     ensure!(version.starts_with(b"RFB 003."), "not an RFB client");
-    sock.write_all(&[1, SECURITY_NONE]).await?;
+    let offered = if password.is_some() {
+        SECURITY_VNC_AUTH
+    } else {
+        SECURITY_NONE
+    };
+    sock.write_all(&[1, offered]).await?;
     let mut choice = [0u8; 1];
     sock.read_exact(&mut choice).await?;
-    ensure!(
-        choice[0] == SECURITY_NONE,
-        "client chose security {}",
-        choice[0]
-    );
-    sock.write_all(&[0, 0, 0, 0]).await?;
+    ensure!(choice[0] == offered, "client chose security {}", choice[0]);
+    let accepted = match password {
+        None => true,
+        Some(password) => {
+            let challenge: [u8; VNC_AUTH_CHALLENGE_LEN] = rand::random();
+            sock.write_all(&challenge).await?;
+            let mut response = [0u8; VNC_AUTH_CHALLENGE_LEN];
+            sock.read_exact(&mut response).await?;
+            response == vnc_auth_response(password, &challenge)
+        }
+    };
+    sock.write_all(&u32::from(!accepted).to_be_bytes()).await?;
+    ensure!(accepted, "wrong VNC password");
     let mut client_init = [0u8; 1];
     sock.read_exact(&mut client_init).await?;
     sock.write_all(&server_init()).await?;

@@ -53,6 +53,10 @@ pub struct SourceArgs {
     /// Size of the constant buffer written repeatedly per connection.
     #[arg(long, default_value_t = 65536)]
     pub chunk: usize,
+    /// Ask for VNC Authentication with this password instead of security None (what
+    /// the relay's credential injection answers).
+    #[arg(long)]
+    pub password: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -69,7 +73,7 @@ pub async fn echo(args: EchoArgs) -> Result<()> {
     let rfb = !args.no_rfb;
     serve(args.listen, move |mut sock| async move {
         if rfb {
-            rfb::serve(&mut sock).await?;
+            rfb::serve(&mut sock, None).await?;
         }
         let mut buf = vec![0u8; ECHO_BUF];
         loop {
@@ -89,11 +93,13 @@ pub async fn source(args: SourceArgs) -> Result<()> {
     // beyond its socket and discard buffer.
     let chunk: Arc<[u8]> = (0..args.chunk).map(|i| (i % 253) as u8).collect();
     let rfb = !args.no_rfb;
+    let password: Option<Arc<[u8]>> = args.password.map(|p| p.into_bytes().into());
     serve(args.listen, move |mut sock| {
         let chunk = Arc::clone(&chunk);
+        let password = password.clone();
         async move {
             if rfb {
-                rfb::serve(&mut sock).await?;
+                rfb::serve(&mut sock, password.as_deref()).await?;
             }
             let (mut rd, mut wr) = sock.into_split();
             let writer = async move {
