@@ -11,9 +11,11 @@ pub mod frame;
 pub mod io;
 pub mod live;
 pub mod metrics;
+pub mod recording;
 pub mod registry;
 pub mod reject;
 pub mod reload;
+pub mod replay;
 pub mod rfb;
 pub mod rooms;
 pub mod server;
@@ -47,6 +49,11 @@ pub enum StartError {
     Keys(#[from] KeyError),
     #[error("configuring redis: {0}")]
     Store(#[from] StoreError),
+    #[error("opening the recording directory {dir}: {source}")]
+    RecordDir {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The bound listeners `run` serves (bound by the caller, so tests can bind port 0).
@@ -83,6 +90,17 @@ pub async fn run_with(
 ) -> Result<(), StartError> {
     let prometheus = metrics::install();
     let keys = config.load_keys()?;
+    let recordings = match &config.recording {
+        Some(r) => Some(Arc::new(
+            recording::Recordings::open(r.clone(), &config.node_id).map_err(|source| {
+                StartError::RecordDir {
+                    dir: r.dir.clone(),
+                    source,
+                }
+            })?,
+        )),
+        None => None,
+    };
     let store = Store::connect(
         config.redis_url.expose(),
         Keys::new(config.redis_prefix.clone()),
@@ -100,7 +118,7 @@ pub async fn run_with(
         room_changes,
         io.clone(),
     ));
-    let relay = Arc::new(Relay::new(config, keys, store, live, io));
+    let relay = Arc::new(Relay::new(config, keys, store, live, io, recordings));
     started(relay.clone());
     let socketio = tokio::spawn(socketio::start(relay.clone()));
     let node = NodeRecord {
