@@ -38,6 +38,8 @@ pub struct Container {
     pub error: Option<String>,
     /// Unix milliseconds.
     pub created_at: u64,
+    /// Relays with a recording directory record every session of this container.
+    pub record: bool,
 }
 
 impl Container {
@@ -71,6 +73,9 @@ pub struct CreateContainer {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Record every session of the container (relays with a recording directory).
+    #[serde(default)]
+    pub record: bool,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize)]
@@ -161,6 +166,7 @@ mod tests {
             node: None,
             error: None,
             created_at: 0,
+            record: false,
         }
     }
 
@@ -202,6 +208,7 @@ mod tests {
             },
             env: BTreeMap::new(),
             labels: BTreeMap::new(),
+            record: false,
         };
         assert!(ok.problems(&limits).is_empty());
         let bad = CreateContainer {
@@ -212,6 +219,7 @@ mod tests {
             },
             env: [("VNC_PASSWORD".to_owned(), "x".to_owned())].into(),
             labels: [("vnc.cid".to_owned(), "x".to_owned())].into(),
+            record: true,
         };
         let p = bad.problems(&limits);
         assert_eq!(p.len(), 5, "{p:?}");

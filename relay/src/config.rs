@@ -11,10 +11,11 @@ use vnc_shared::schema::DEFAULT_PREFIX;
 use vnc_shared::telemetry::LogFormat;
 use vnc_shared::tls::TlsFiles;
 
+use crate::recording::RecordingConfig;
 use crate::store::SessionLimits;
 use vnc_shared::token::{
-    DEFAULT_AUDIENCE, DEFAULT_ISSUER, KeyError, KeySet, MAX_LEEWAY, TokenAlgorithm, VerifyPolicy,
-    kid_from_path, read_hs256_secret,
+    DEFAULT_AUDIENCE, DEFAULT_ISSUER, KeyError, KeySet, MAX_LEEWAY, Scope, TokenAlgorithm,
+    VerifyPolicy, kid_from_path, read_hs256_secret,
 };
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:6080";
@@ -49,6 +50,14 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(15);
 /// One live session per token (`jti`) across nodes.
 pub const DEFAULT_SINGLE_USE_TOKENS: bool = true;
+/// Largest recording file; past it the recording stops (marked truncated) and the
+/// session goes on.
+pub const DEFAULT_RECORD_MAX_BYTES: u64 = 256 << 20;
+/// Most bytes of recordings the recording directory holds; the oldest are deleted to
+/// make room.
+pub const DEFAULT_RECORD_TOTAL_BYTES: u64 = 4 << 30;
+/// Smallest `record_max_bytes`: room for the metadata and some records.
+pub const MIN_RECORD_MAX_BYTES: u64 = 4096;
 
 /// Every setting, as flags/env (clap) and as the TOML file (serde) at once. All fields
 /// are optional here; [`RelaySettings::resolve`] applies defaults and validates.
@@ -196,6 +205,28 @@ pub struct RelaySettings {
     #[arg(long, env = "VNC_RELAY_TLS_KEY")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// Record sessions to files in this folder (created if missing); unset records
+    /// nothing.
+    #[arg(long, env = "VNC_RELAY_RECORD_DIR")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_dir: Option<PathBuf>,
+    /// Largest recording file, bytes; past it the recording stops, not the session.
+    #[arg(long, env = "VNC_RELAY_RECORD_MAX_BYTES")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_max_bytes: Option<u64>,
+    /// Most bytes of recordings in record_dir; the oldest are deleted to make room.
+    #[arg(long, env = "VNC_RELAY_RECORD_TOTAL_BYTES")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_total_bytes: Option<u64>,
+    /// Token scopes (`control`, `view`) whose sessions are always recorded; besides
+    /// them, containers whose record says `record`.
+    #[arg(
+        long = "record-scope",
+        env = "VNC_RELAY_RECORD_SCOPES",
+        value_delimiter = ','
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_scopes: Option<Vec<Scope>>,
     /// Folder served at `/` (the viewer page); none serves no page.
     #[arg(long, env = "VNC_RELAY_WEB_ROOT")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -251,6 +282,8 @@ pub struct RelayConfig {
     pub web_root: Option<PathBuf>,
     /// TLS on the public listener.
     pub tls: Option<TlsFiles>,
+    /// Session recording; `None` (no `record_dir`) records nothing.
+    pub recording: Option<RecordingConfig>,
     pub log_level: String,
     pub log_format: LogFormat,
 }
@@ -335,6 +368,12 @@ impl RelaySettings {
             },
             web_root: s.web_root,
             tls,
+            recording: s.record_dir.map(|dir| RecordingConfig {
+                dir,
+                max_bytes: s.record_max_bytes.unwrap_or(DEFAULT_RECORD_MAX_BYTES),
+                total_bytes: s.record_total_bytes.unwrap_or(DEFAULT_RECORD_TOTAL_BYTES),
+                scopes: s.record_scopes.unwrap_or_default(),
+            }),
             log_level: s.log_level.unwrap_or(DEFAULT_LOG_LEVEL.into()),
             log_format: s.log_format.unwrap_or_default(),
         };
@@ -384,6 +423,19 @@ impl RelayConfig {
             KeySource::Ed25519PublicKeys(k) | KeySource::Hs256Secrets(k) => k.is_empty(),
         };
         let mut problems: Vec<String> = problems.into_iter().map(str::to_owned).collect();
+        if let Some(r) = &self.recording {
+            if r.dir.as_os_str().is_empty() {
+                problems.push("record_dir must not be empty".into());
+            }
+            if r.max_bytes < MIN_RECORD_MAX_BYTES {
+                problems.push(format!(
+                    "record_max_bytes must be at least {MIN_RECORD_MAX_BYTES}"
+                ));
+            }
+            if r.total_bytes < r.max_bytes {
+                problems.push("record_total_bytes must be at least record_max_bytes".into());
+            }
+        }
         if keys_missing {
             problems.push(
                 "no token keys: set --jwt-public-key (or --jwt-secret-file with --jwt-algorithm hs256)"
@@ -471,6 +523,57 @@ mod tests {
                 PathBuf::from("/etc/vnc/2026-11.pub.pem")
             )
         );
+    }
+
+    #[test]
+    fn recording_is_off_unless_a_directory_is_set() {
+        let c = Cli::parse_from(["vnc-relay", "--jwt-public-key", "k.pem"])
+            .settings
+            .resolve()
+            .unwrap();
+        assert_eq!(c.recording, None);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("relay.toml");
+        std::fs::write(
+            &file,
+            "record_dir = \"/var/lib/vnc-relay/recordings\"\nrecord_scopes = [\"view\"]\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "vnc-relay",
+            "--config",
+            file.to_str().unwrap(),
+            "--jwt-public-key",
+            "k.pem",
+            "--record-max-bytes",
+            "100000",
+        ]);
+        let r = cli.settings.resolve().unwrap().recording.unwrap();
+        assert_eq!(
+            r,
+            RecordingConfig {
+                dir: PathBuf::from("/var/lib/vnc-relay/recordings"),
+                max_bytes: 100_000,
+                total_bytes: DEFAULT_RECORD_TOTAL_BYTES,
+                scopes: vec![Scope::View],
+            }
+        );
+        let bad = Cli::parse_from([
+            "vnc-relay",
+            "--jwt-public-key",
+            "k.pem",
+            "--record-dir",
+            "/tmp/r",
+            "--record-max-bytes",
+            "100",
+            "--record-total-bytes",
+            "50",
+            "--record-scope",
+            "control,view",
+        ]);
+        let err = bad.settings.resolve().unwrap_err().to_string();
+        assert!(err.contains("record_max_bytes must be at least"), "{err}");
+        assert!(err.contains("record_total_bytes must be at least"), "{err}");
     }
 
     #[test]

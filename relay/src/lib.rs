@@ -11,9 +11,11 @@ pub mod frame;
 pub mod io;
 pub mod live;
 pub mod metrics;
+pub mod recording;
 pub mod registry;
 pub mod reject;
 pub mod reload;
+pub mod replay;
 pub mod rfb;
 pub mod rooms;
 pub mod server;
@@ -50,6 +52,11 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("loading the TLS certificate: {0}")]
     Tls(#[from] TlsError),
+    #[error("opening the recording directory {dir}: {source}")]
+    RecordDir {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The bound listeners `run` serves (bound by the caller, so tests can bind port 0).
@@ -86,6 +93,17 @@ pub async fn run_with(
 ) -> Result<(), StartError> {
     let prometheus = metrics::install();
     let keys = config.load_keys()?;
+    let recordings = match &config.recording {
+        Some(r) => Some(Arc::new(
+            recording::Recordings::open(r.clone(), &config.node_id).map_err(|source| {
+                StartError::RecordDir {
+                    dir: r.dir.clone(),
+                    source,
+                }
+            })?,
+        )),
+        None => None,
+    };
     let store = Store::connect(
         config.redis_url.expose(),
         Keys::new(config.redis_prefix.clone()),
@@ -104,7 +122,7 @@ pub async fn run_with(
         io.clone(),
     ));
     let tls = config.tls.as_ref().map(ReloadableTls::load).transpose()?;
-    let relay = Arc::new(Relay::new(config, keys, tls, store, live, io));
+    let relay = Arc::new(Relay::new(config, keys, tls, store, live, io, recordings));
     started(relay.clone());
     let socketio = tokio::spawn(socketio::start(relay.clone()));
     let node = NodeRecord {

@@ -1,12 +1,15 @@
 //! The `vnc-relay` binary: flags, logging, signals, systemd; the work is in the library.
 #![forbid(unsafe_code)]
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
+use vnc_relay::recording::format::Ending;
 use vnc_relay::server::{Relay, bind};
 use vnc_relay::{Listeners, RelaySettings, Shutdown};
 use vnc_shared::systemd::{self, Health, ListenFds, Notifier};
@@ -30,6 +33,20 @@ enum Command {
     Run,
     /// Validate the configuration and the keys it names, then exit.
     Check,
+    /// Play a session recording back to noVNC at its original pace.
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// The recording (a `.vncrec` file from the relay's record_dir).
+    file: PathBuf,
+    /// Where noVNC connects: ws://ADDR/websockify (any path works).
+    #[arg(long, default_value = vnc_relay::replay::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Playback speed factor: 2 plays twice as fast, 0.5 half as fast.
+    #[arg(long, default_value = "1", value_parser = vnc_relay::replay::parse_speed)]
+    speed: f64,
 }
 
 /// `FileDescriptorName=` of the admin listener's socket unit; any other passed
@@ -38,6 +55,10 @@ const ADMIN_SOCKET_NAME: &str = "admin";
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Replay needs none of the relay's settings (no keys, no Redis).
+    if let Some(Command::Replay(args)) = cli.command {
+        return replay(args);
+    }
     let config = cli.settings.resolve()?;
     vnc_shared::telemetry::init_tracing(&config.log_level, config.log_format);
     if let Some(Command::Check) = cli.command {
@@ -129,6 +150,57 @@ async fn serve(
     };
     vnc_relay::run_with(config, Listeners { public, admin }, shutdown, started).await?;
     Ok(())
+}
+
+fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    vnc_shared::telemetry::init_tracing(
+        vnc_relay::config::DEFAULT_LOG_LEVEL,
+        vnc_shared::telemetry::LogFormat::Text,
+    );
+    let recording = vnc_relay::replay::load(&args.file)?;
+    let meta = &recording.meta;
+    println!(
+        "replaying {}: session {} of container {} (user {}, started {}), {} bytes in {} records over {:.1} s, speed {}",
+        args.file.display(),
+        meta.session_id,
+        meta.container_id,
+        meta.user_id,
+        meta.started_at,
+        recording.data_len(),
+        recording.records.len(),
+        f64::from(recording.duration_ms()) / 1000.0,
+        args.speed,
+    );
+    match recording.ending {
+        Some(Ending::Complete) => {}
+        Some(ending) => println!("note: the recording stopped early ({})", ending.as_str()),
+        None => {
+            println!("note: the recording has no end record (the relay stopped while writing it)")
+        }
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let listener = bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
+            let addr = listener.local_addr()?;
+            println!(
+                "open noVNC at ws://{addr}/websockify (vnc.html?host={}&port={}&path=websockify)",
+                addr.ip(),
+                addr.port()
+            );
+            println!("LISTENING public={addr}");
+            let stop = tokio_util::sync::CancellationToken::new();
+            let stopper = stop.clone();
+            let mut term = signal(SignalKind::terminate())?;
+            let mut int = signal(SignalKind::interrupt())?;
+            tokio::spawn(async move {
+                tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                stopper.cancel();
+            });
+            vnc_relay::replay::serve(listener, Arc::new(recording), args.speed, stop).await;
+            Ok(())
+        })
 }
 
 /// A listener the service manager passed, for the runtime.

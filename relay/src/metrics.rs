@@ -23,6 +23,9 @@ pub const ACCEPT_ERRORS: &str = "vnc_relay_accept_errors_total";
 pub const INPUT_DROPPED: &str = "vnc_relay_input_dropped_total";
 pub const CONFIG_RELOADS: &str = "vnc_relay_config_reloads_total";
 pub const TLS_HANDSHAKE_ERRORS: &str = "vnc_relay_tls_handshake_errors_total";
+pub const RECORDINGS_TOTAL: &str = "vnc_relay_recordings_total";
+pub const RECORDING_BYTES: &str = "vnc_relay_recording_bytes_total";
+pub const RECORDINGS_DELETED: &str = "vnc_relay_recordings_deleted_total";
 
 /// Installs the global Prometheus recorder and describes every metric.
 pub fn install() -> PrometheusHandle {
@@ -84,6 +87,19 @@ fn describe() {
     describe_counter!(
         TLS_HANDSHAKE_ERRORS,
         "TLS handshakes on the public listener that failed or timed out."
+    );
+    describe_counter!(
+        RECORDINGS_TOTAL,
+        "Session recordings ended, by result (complete, truncated_max_bytes, truncated_behind, over_cap, failed)."
+    );
+    describe_counter!(
+        RECORDING_BYTES,
+        Unit::Bytes,
+        "Bytes written to recording files (records and their headers)."
+    );
+    describe_counter!(
+        RECORDINGS_DELETED,
+        "Recordings deleted, oldest first, to stay within record_total_bytes."
     );
     describe_counter!(
         ACCEPT_ERRORS,

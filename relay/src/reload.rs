@@ -7,8 +7,8 @@
 //! old token has expired, then remove the old one), the TLS certificate, the log level,
 //! the limits and timeouts (for sessions that start afterwards; live sessions keep
 //! theirs), the session bounds, allowed origins, single-use tokens and the web root.
-//! The listeners, Redis, the node id, the record TTL, turning TLS on or off and
-//! socket.io's ping settings take a restart (the socket unit keeps connections
+//! The listeners, Redis, the node id, the record TTL, turning TLS on or off, session
+//! recording and socket.io's ping settings take a restart (the socket unit keeps connections
 //! waiting meanwhile); a change of them is logged and otherwise ignored.
 
 use crate::config::{RelayConfig, RelaySettings};
@@ -69,6 +69,7 @@ fn keep_restart_only(old: &RelayConfig, mut new: RelayConfig) -> RelayConfig {
     keep!(node_id);
     keep!(session_ttl);
     keep!(log_format);
+    keep!(recording);
     keep!(limits.ping_interval);
     keep!(limits.max_missed_pongs);
     keep!(limits.drain_timeout);

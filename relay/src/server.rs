@@ -34,9 +34,10 @@ use crate::config::RelayConfig;
 use crate::io::Socket;
 use crate::live::{Live, LiveGuard, SessionRecord};
 use crate::metrics::{ACCEPT_ERRORS, SessionMetrics, TLS_HANDSHAKE_ERRORS};
+use crate::recording::{Recorder, Recordings};
 use crate::reject::Reject;
 use crate::rfb::RfbPolicy;
-use crate::session::{self, End, Stop};
+use crate::session::{self, End, Stop, Taps};
 use crate::signal::Signal;
 use crate::socketio::{self, Io};
 use crate::store::{Admission, Store};
@@ -100,6 +101,8 @@ pub struct Relay {
     /// socket.io, once started (it needs Redis for its adapter).
     pub io: Arc<OnceLock<Io>>,
     pub(crate) socketio: OnceLock<socketio::Layer>,
+    /// Where sessions are recorded; `None` records nothing.
+    pub recordings: Option<Arc<Recordings>>,
 }
 
 /// A request that passed every check; its upgrade completes once the 101 is sent.
@@ -144,6 +147,9 @@ pub(crate) struct Admitted {
     pub policy: RfbPolicy,
     /// The session as the registry has it (written at admission).
     pub record: Arc<SessionRecord>,
+    /// The session is to be recorded (the relay records, and the container or the
+    /// token's scope asks for it).
+    pub recorded: bool,
 }
 
 impl Relay {
@@ -154,6 +160,7 @@ impl Relay {
         store: Store,
         live: Arc<Live>,
         io: Arc<OnceLock<Io>>,
+        recordings: Option<Arc<Recordings>>,
     ) -> Relay {
         let max_sessions = config.limits.max_sessions;
         Relay {
@@ -169,6 +176,7 @@ impl Relay {
             tracker: TaskTracker::new(),
             io,
             socketio: OnceLock::new(),
+            recordings,
         }
     }
 
@@ -473,13 +481,17 @@ impl Relay {
             let stop = Arc::new(Signal::default());
             let tracked = self.track(admitted.record.clone(), &stop);
             let config = self.config();
+            let taps = Taps {
+                metrics: &tracked.metrics,
+                recorder: self.recorder(&admitted),
+            };
             let end = session::relay(
                 browser,
                 leftover,
                 admitted.upstream,
                 &config.limits,
                 &stop,
-                &tracked.metrics,
+                taps,
                 &admitted.policy,
             )
             .await;
@@ -487,6 +499,12 @@ impl Relay {
         }
         .instrument(span)
         .await;
+    }
+
+    /// The recorder of a session to be recorded.
+    pub(crate) fn recorder(&self, admitted: &Admitted) -> Option<Recorder> {
+        let recordings = self.recordings.as_ref().filter(|_| admitted.recorded)?;
+        Some(recordings.start(&admitted.record, &self.tracker))
     }
 
     /// Starts one session's bookkeeping: registered for stops and its room, announced
@@ -614,11 +632,16 @@ impl Relay {
             password: target.password,
             view_only: claims.scope == Scope::View,
         };
+        let recorded = self
+            .recordings
+            .as_ref()
+            .is_some_and(|r| r.wants(target.record, claims.scope));
         Ok(Admitted {
             upstream,
             claims,
             policy,
             record,
+            recorded,
         })
     }
 }

@@ -8,6 +8,9 @@
 //! straight to the container. Each direction has one buffer in flight at most, taken
 //! only when its socket is readable, so an idle session holds no buffer and a browser
 //! that stops reading stalls the container through TCP instead of growing memory.
+//! A recorded session's down pump hands each buffer, once written to the browser, to
+//! its [`Recorder`] instead of the pool (no copy; see [`crate::recording`]); an
+//! unrecorded one pays one branch per read for that.
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -23,6 +26,7 @@ use crate::config::Limits;
 use crate::frame::{ControlFrame, Decoded, Decoder, FrameError, PingPayload, ServerHeader, opcode};
 use crate::io::{Socket, read_when_ready, try_write_vectored, write_all, write_all_vectored};
 use crate::metrics::SessionMetrics;
+use crate::recording::Recorder;
 use crate::rfb::{self, Filter, RfbPolicy};
 use crate::signal::Signal;
 
@@ -162,6 +166,13 @@ impl End {
     }
 }
 
+/// Where a session reports what it relays, besides the browser: the byte counters,
+/// and the recorder when the session is recorded.
+pub struct Taps<'a> {
+    pub metrics: &'a SessionMetrics,
+    pub recorder: Option<Recorder>,
+}
+
 /// State the pumps share. Nothing here is locked per relayed message: atomics and
 /// [`Signal`]s, and a mutex touched only when the browser pings.
 struct Shared<'a, B> {
@@ -268,15 +279,20 @@ pub async fn relay<B: Socket>(
     upstream: TcpStream,
     limits: &Limits,
     stop: &Signal,
-    metrics: &SessionMetrics,
+    taps: Taps<'_>,
     policy: &RfbPolicy,
 ) -> End {
+    let Taps {
+        metrics,
+        mut recorder,
+    } = taps;
     let mut decoder = Decoder::new(limits.max_message_size as u64);
     let handshake = {
         let mut raw = RawBrowser {
             stream: &browser,
             decoder: &mut decoder,
             leftover,
+            recorder: recorder.as_mut(),
         };
         tokio::select! {
             biased;
@@ -308,6 +324,9 @@ pub async fn relay<B: Socket>(
         if sent.await.is_err() {
             return End::ClientGone;
         }
+        if let Some(r) = recorder.as_mut() {
+            r.record_slice(&established.to_client);
+        }
     }
     let filter = Filter::new(policy.view_only);
     let shared = Shared {
@@ -323,7 +342,7 @@ pub async fn relay<B: Socket>(
         end: OnceLock::new(),
     };
     let mut up = pin!(up_pump(&shared, decoder, filter, established.from_client));
-    let mut down = pin!(down_pump(&shared));
+    let mut down = pin!(down_pump(&shared, recorder));
     let (mut up_done, mut down_done) = (false, false);
     let end = tokio::select! {
         biased;
@@ -345,8 +364,9 @@ pub async fn relay<B: Socket>(
     end
 }
 
-/// Container → browser, plus every control frame. Ends by writing Close.
-async fn down_pump<B: Socket>(shared: &Shared<'_, B>) -> End {
+/// Container → browser, plus every control frame. Ends by writing Close. A recorded
+/// session hands each buffer the browser got to `recorder` instead of the pool.
+async fn down_pump<B: Socket>(shared: &Shared<'_, B>, mut recorder: Option<Recorder>) -> End {
     let limits = shared.limits;
     let mut ping =
         tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
@@ -380,10 +400,13 @@ async fn down_pump<B: Socket>(shared: &Shared<'_, B>) -> End {
                     Err(_) => break Some(End::UpstreamError),
                 };
                 let header = ServerHeader::new(opcode::BINARY, n);
-                let sent = shared.write_browser(header.as_bytes(), &buf[..n]).await;
-                bufpool::give(buf);
-                if !sent {
+                if !shared.write_browser(header.as_bytes(), &buf[..n]).await {
+                    bufpool::give(buf);
                     break Some(End::ClientGone);
+                }
+                match &mut recorder {
+                    None => bufpool::give(buf),
+                    Some(r) => r.record_pooled(buf, n),
                 }
                 shared.metrics.to_client.increment(n as u64);
                 shared.touch();
@@ -480,6 +503,8 @@ struct RawBrowser<'a, B> {
     decoder: &'a mut Decoder,
     /// Bytes the browser sent right behind its HTTP request.
     leftover: Bytes,
+    /// The session's recorder, when it is recorded: the handshake is recorded too.
+    recorder: Option<&'a mut Recorder>,
 }
 
 impl<B: Socket> rfb::Browser for RawBrowser<'_, B> {
@@ -487,7 +512,11 @@ impl<B: Socket> rfb::Browser for RawBrowser<'_, B> {
         let header = ServerHeader::new(opcode::BINARY, bytes.len());
         write_all_vectored(self.stream, header.as_bytes(), bytes, 0)
             .await
-            .map_err(|_| End::ClientGone)
+            .map_err(|_| End::ClientGone)?;
+        if let Some(r) = self.recorder.as_deref_mut() {
+            r.record_slice(bytes);
+        }
+        Ok(())
     }
 
     async fn recv(&mut self) -> Result<Vec<u8>, End> {

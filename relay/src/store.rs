@@ -41,6 +41,8 @@ pub struct ContainerTarget {
     pub port: u16,
     /// The password the relay authenticates with (credential injection), if any.
     pub password: Option<Secret<String>>,
+    /// The container asks for its sessions to be recorded.
+    pub record: bool,
 }
 
 /// Admission in one step (see [`Store::admit_session`]). KEYS: token claim, container
@@ -183,9 +185,19 @@ impl Store {
 
     /// Fetches the container record and the revocation flag of `jti` in one pipeline.
     pub async fn lookup(&self, cid: &str, jti: &str) -> Result<Lookup, StoreError> {
-        use container_field::{HOST, INJECT_CREDENTIALS, PORT, STATE, TENANT, VNC_PASSWORD};
+        use container_field::{
+            HOST, INJECT_CREDENTIALS, PORT, RECORD, STATE, TENANT, VNC_PASSWORD,
+        };
         let pipe = self.client.pipeline();
-        let fields = vec![STATE, TENANT, HOST, PORT, VNC_PASSWORD, INJECT_CREDENTIALS];
+        let fields = vec![
+            STATE,
+            TENANT,
+            HOST,
+            PORT,
+            VNC_PASSWORD,
+            INJECT_CREDENTIALS,
+            RECORD,
+        ];
         let _: () = pipe.hmget(self.keys.container(cid), fields).await?;
         let _: () = pipe.exists(self.keys.revoked(jti)).await?;
         let (fields, revoked): (Vec<Option<String>>, i64) = pipe.all().await?;
@@ -333,9 +345,9 @@ impl Store {
 }
 
 fn parse_target(fields: &[Option<String>]) -> Result<Option<ContainerTarget>, StoreError> {
-    let [state, tenant, host, port, password, inject] = fields else {
+    let [state, tenant, host, port, password, inject, record] = fields else {
         return Err(StoreError::Corrupt(format!(
-            "expected 6 fields, got {}",
+            "expected 7 fields, got {}",
             fields.len()
         )));
     };
@@ -361,6 +373,7 @@ fn parse_target(fields: &[Option<String>]) -> Result<Option<ContainerTarget>, St
             .clone()
             .filter(|p| !p.is_empty() && inject.as_deref() != Some("false"))
             .map(Secret::new),
+        record: record.as_deref() == Some("true"),
     }))
 }
 
@@ -374,36 +387,64 @@ mod tests {
 
     #[test]
     fn parses_records() {
-        let t = parse_target(&[s("running"), s("t1"), s("10.0.0.5"), s("5901"), None, None])
-            .unwrap()
-            .unwrap();
+        let t = parse_target(&[
+            s("running"),
+            s("t1"),
+            s("10.0.0.5"),
+            s("5901"),
+            None,
+            None,
+            None,
+        ])
+        .unwrap()
+        .unwrap();
         assert_eq!(
             (t.state, t.port, t.host.as_str()),
             (ContainerState::Running, 5901, "10.0.0.5")
         );
         assert_eq!(t.password, None);
         assert_eq!(
-            parse_target(&[None, None, None, None, None, None]).unwrap(),
+            parse_target(&[None, None, None, None, None, None, None]).unwrap(),
             None
         );
-        let stopped = parse_target(&[s("stopped"), s("t1"), None, None, None, None])
+        let stopped = parse_target(&[s("stopped"), s("t1"), None, None, None, None, None])
             .unwrap()
             .unwrap();
         assert_eq!(stopped.state, ContainerState::Stopped);
-        assert!(parse_target(&[s("running"), s("t1"), s("h"), s("x"), None, None]).is_err());
-        assert!(parse_target(&[s("weird"), None, None, None, None, None]).is_err());
+        assert!(parse_target(&[s("running"), s("t1"), s("h"), s("x"), None, None, None]).is_err());
+        assert!(parse_target(&[s("weird"), None, None, None, None, None, None]).is_err());
     }
 
     #[test]
     fn the_password_is_injected_unless_the_record_says_not_to() {
         let record = |inject: Option<String>| {
-            parse_target(&[s("running"), s("t1"), s("h"), s("5900"), s("pw"), inject])
-                .unwrap()
-                .unwrap()
-                .password
+            parse_target(&[
+                s("running"),
+                s("t1"),
+                s("h"),
+                s("5900"),
+                s("pw"),
+                inject,
+                None,
+            ])
+            .unwrap()
+            .unwrap()
+            .password
         };
         assert_eq!(record(None), Some(Secret::new("pw".to_owned())));
         assert_eq!(record(s("true")), Some(Secret::new("pw".to_owned())));
         assert_eq!(record(s("false")), None);
+    }
+
+    #[test]
+    fn only_record_true_asks_for_recording() {
+        let record = |field: Option<String>| {
+            parse_target(&[s("running"), s("t1"), s("h"), s("5900"), None, None, field])
+                .unwrap()
+                .unwrap()
+                .record
+        };
+        assert!(record(s("true")));
+        assert!(!record(None) && !record(s("false")) && !record(s("1")));
     }
 }

@@ -118,6 +118,10 @@ pub mod container_field {
     /// `"false"` turns credential injection off for the container: the browser then
     /// authenticates itself (pass-through VNC Authentication). On by default.
     pub const INJECT_CREDENTIALS: &str = "inject_credentials";
+    /// `"true"`: relays that have a recording directory record every session of the
+    /// container (see the relay's `record_dir`). Absent or anything else: only the
+    /// relays' `record_scopes` decide.
+    pub const RECORD: &str = "record";
 }
 
 /// Fields of the `session:{sid}` hash (written by the relay node that holds it).

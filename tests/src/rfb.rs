@@ -45,6 +45,8 @@ pub struct RfbClient {
     buf: Vec<u8>,
     /// The security types the server offered in the last handshake.
     pub offered: Vec<u8>,
+    /// Every byte received, in order, once [`RfbClient::capture`] was called.
+    received: Option<Vec<u8>>,
 }
 
 impl RfbClient {
@@ -66,6 +68,7 @@ impl RfbClient {
             link: Link::Ws(Box::new(ws)),
             buf: Vec::new(),
             offered: Vec::new(),
+            received: None,
         }
     }
 
@@ -75,6 +78,7 @@ impl RfbClient {
             link: Link::Sio(Box::new(sio)),
             buf: Vec::new(),
             offered: Vec::new(),
+            received: None,
         }
     }
 
@@ -103,19 +107,37 @@ impl RfbClient {
                         .context("no RFB data in time")?
                         .context("connection ended")??;
                     match msg {
-                        Message::Binary(b) => self.buf.extend_from_slice(&b),
+                        Message::Binary(b) => self.take_in(&b),
                         Message::Close(f) => bail!("closed by relay: {f:?}"),
                         _ => {}
                     }
                 }
                 Link::Sio(sio) => match sio.next().await? {
-                    SioEvent::Data(b) => self.buf.extend_from_slice(&b),
+                    SioEvent::Data(b) => self.take_in(&b),
                     SioEvent::Room(_) => {}
                     other => bail!("socket.io: {other:?}"),
                 },
             }
         }
         Ok(self.buf.drain(..n).collect())
+    }
+
+    fn take_in(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        if let Some(log) = &mut self.received {
+            log.extend_from_slice(bytes);
+        }
+    }
+
+    /// Keeps every byte received from now on (call before the handshake to have the
+    /// whole stream the relay sent).
+    pub fn capture(&mut self) {
+        self.received.get_or_insert_with(Vec::new);
+    }
+
+    /// The bytes received since [`RfbClient::capture`].
+    pub fn received(&self) -> &[u8] {
+        self.received.as_deref().unwrap_or_default()
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> anyhow::Result<()> {

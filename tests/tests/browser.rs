@@ -615,6 +615,59 @@ async fn a_kicked_session_shows_the_reason_and_is_not_retried() {
     browser.close().await;
 }
 
+/// A session noVNC watched through a recording relay plays back to noVNC from its
+/// recording: `vnc-relay replay` serves the file, the page connects to it instead of a
+/// relay, and shows the recorded framebuffer.
+#[tokio::test]
+async fn the_viewer_shows_a_recorded_session_replayed() {
+    if !browser_required() {
+        return;
+    }
+    let redis = RedisServer::start().await.expect("redis");
+    let keys = TestKeys::new();
+    let dir = tempfile::tempdir().expect("recording dir");
+    let record_dir = ["--record-dir", dir.path().to_str().expect("utf-8 path")];
+    let relay = start_relay(&redis, &keys, "relay-a", &record_dir).await;
+    let fixture = vnc_tests::fixture::Fixture::start(&[
+        "--width", "320", "--height", "240", "--color", "c03080",
+    ])
+    .await
+    .expect("fixture");
+    redis
+        .put_container("fix", "t1", "running", fixture.port())
+        .await;
+    redis.set_field("fix", "record", "true").await;
+    let page = |relays: &str| {
+        let token = keys.token("fix", Scope::Control);
+        format!(
+            "http://{}/#token={token}&containerId=fix{relays}",
+            relay.public
+        )
+    };
+    let mut browser = Browser::start().await;
+    browser.open(&page("")).await;
+    browser.wait_state("connected", 1).await;
+    browser.wait_pixel((10, 10), (0xc0, 0x30, 0x80)).await;
+    browser.close().await;
+    let recording = eventually("the recording", Duration::from_secs(10), || async {
+        let (done, writing) = vnc_tests::recording::finished(dir.path());
+        (done.len() == 1 && !writing).then(|| done[0].clone())
+    })
+    .await;
+    // The fixture is gone: what the page shows now comes from the file.
+    drop(fixture);
+    let replay = vnc_tests::recording::ReplayProcess::start(&recording, &[])
+        .await
+        .expect("vnc-relay replay");
+    let mut browser = Browser::start().await;
+    browser
+        .open(&page(&format!("&relays=ws://{}", replay.addr)))
+        .await;
+    browser.wait_state("connected", 1).await;
+    browser.wait_pixel((10, 10), (0xc0, 0x30, 0x80)).await;
+    browser.close().await;
+}
+
 /// The page's pure parts (URL parameters, close-code words, retry policy) under node's
 /// own test runner (`tests/browser/viewer-logic.test.mjs`).
 #[tokio::test]

@@ -199,6 +199,57 @@ async fn errors_are_enveloped_and_bodies_validated() {
     );
 }
 
+/// `"record": true` at create time lands on the container record, where the relays
+/// read it (`relay_recording.rs` covers what a relay does with it).
+#[tokio::test]
+async fn containers_created_with_record_true_are_marked_for_recording() {
+    let s = static_stack().await;
+    let alice = s.identity.token("alice", "t1", false);
+    let c = &s.control;
+    let mut created = Vec::new();
+    for record in [Some(true), None] {
+        let mut body = json!({"image": "desk-image", "resources": {"cpus": 0.5, "memory_mb": 128}});
+        if let Some(record) = record {
+            body["record"] = json!(record);
+        }
+        let (status, answer) = c
+            .call("POST", "/v1/containers", Some(&alice), Some(&body))
+            .await
+            .unwrap();
+        assert_eq!(status, 202, "{answer}");
+        created.push(answer["container_id"].as_str().unwrap().to_owned());
+    }
+    for (cid, recorded) in created.iter().zip([true, false]) {
+        let field: Option<String> = s
+            .redis
+            .client
+            .hget(format!("vnc:container:{cid}"), "record")
+            .await
+            .unwrap();
+        assert_eq!(
+            field.as_deref() == Some("true"),
+            recorded,
+            "{cid}: {field:?}"
+        );
+        let (status, view) = c
+            .call("GET", &format!("/v1/containers/{cid}"), Some(&alice), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (status, view["record"].as_bool()),
+            (200, Some(recorded)),
+            "{view}"
+        );
+    }
+    // Not a boolean: refused like any other malformed body.
+    let body = json!({"image": "desk-image", "resources": {"cpus": 0.5, "memory_mb": 128}, "record": "yes"});
+    let (status, _) = c
+        .call("POST", "/v1/containers", Some(&alice), Some(&body))
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+}
+
 #[tokio::test]
 async fn tenants_are_isolated_and_token_scopes_follow_ownership() {
     let s = static_stack().await;

@@ -50,7 +50,7 @@ impl From<AppError> for ApiError {
 
 impl KnownFields for CreateContainer {
     const FIELDS: &'static [(&'static str, &'static [&'static str])] = &[
-        ("", &["image", "resources", "env", "labels"]),
+        ("", &["image", "resources", "env", "labels", "record"]),
         ("resources", &["cpus", "memory_mb"]),
     ];
 }
@@ -70,6 +70,8 @@ struct ContainerView {
     resources: serde_json::Value,
     labels: std::collections::BTreeMap<String, String>,
     created_at: String,
+    /// Sessions are recorded (by relays with a recording directory).
+    record: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -80,6 +82,7 @@ impl From<Container> for ContainerView {
             state: c.state.as_str(),
             resources: serde_json::json!({"cpus": c.cpus, "memory_mb": c.memory_mb}),
             created_at: rfc3339_ms(c.created_at),
+            record: c.record,
             id: c.id,
             owner: c.owner,
             tenant: c.tenant,

@@ -176,6 +176,7 @@ pub async fn register_static(store: &ContainerStore, declared: &[StaticContainer
             node: None,
             error: None,
             created_at: now_ms(),
+            record: false,
         };
         let written = if exists {
             Ok(())

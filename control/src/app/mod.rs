@@ -111,6 +111,7 @@ impl App {
             node: None,
             error: None,
             created_at: now_ms(),
+            record: req.record,
         };
         self.store.create(&container, &vnc_password()).await?;
         self.store.publish("container.created", &container).await?;

@@ -56,7 +56,7 @@ impl ContainerStore {
     /// adds it to its tenant's set, atomically.
     pub async fn create(&self, c: &Container, vnc_password: &str) -> Result<(), StoreError> {
         let tx = self.client.multi();
-        let fields: Vec<(&str, String)> = vec![
+        let mut fields: Vec<(&str, String)> = vec![
             (f::OWNER, c.owner.clone()),
             (f::TENANT, c.tenant.clone()),
             (f::STATE, c.state.as_str().to_owned()),
@@ -74,6 +74,9 @@ impl ContainerStore {
                 serde_json::to_string(&c.env).unwrap_or_default(),
             ),
         ];
+        if c.record {
+            fields.push((f::RECORD, "true".to_owned()));
+        }
         let _: () = tx.hset(self.keys.container(&c.id), fields).await?;
         let _: () = tx
             .sadd(self.keys.tenant_containers(&c.tenant), c.id.as_str())
@@ -240,5 +243,6 @@ fn parse(cid: &str, m: &HashMap<String, String>) -> Result<Container, StoreError
         created_at: get(f::CREATED_AT)
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(unix_now),
+        record: get(f::RECORD).as_deref() == Some("true"),
     })
 }

@@ -38,7 +38,7 @@ use crate::auth;
 use crate::live::SessionRecord;
 use crate::reject::Reject;
 use crate::server::{Admitted, Relay};
-use crate::session::{End, Stop};
+use crate::session::{End, Stop, Taps};
 use crate::signal::Signal;
 
 pub type Adapter = FredAdapter<Emitter>;
@@ -259,13 +259,17 @@ async fn run_session(relay: Arc<Relay>, s: SocketRef<Adapter>, pending: Pending)
     let _permit = permit;
     let tracked = relay.track(admitted.record.clone(), &stop);
     let config = relay.config();
+    let taps = Taps {
+        metrics: &tracked.metrics,
+        recorder: relay.recorder(&admitted),
+    };
     let end = session::relay(
         &s,
         admitted.upstream,
         input,
         &config.limits,
         &stop,
-        &tracked.metrics,
+        taps,
         &admitted.policy,
     )
     .await;

@@ -4,8 +4,9 @@
 //! Container → browser: each read (at most [`MAX_DATA_EVENT`]) is one `vnc:data`
 //! event. When the socket's queue is full the pump stops reading from the container
 //! and retries, so a slow browser throttles the VNC server through TCP; bytes are
-//! never dropped. Browser → container: `vnc:data` payloads arrive in order through
-//! the input queue and are written as they are.
+//! never dropped. A recorded session also hands each event's bytes to its recorder
+//! (the same `Bytes`, no copy). Browser → container: `vnc:data` payloads arrive in
+//! order through the input queue and are written as they are.
 
 use std::time::Duration;
 
@@ -23,9 +24,9 @@ use vnc_shared::rfb::{
 use super::{Adapter, MAX_DATA_EVENT};
 use crate::config::Limits;
 use crate::io::write_all;
-use crate::metrics::SessionMetrics;
+use crate::recording::Recorder;
 use crate::rfb::{self, Filter, RfbPolicy};
-use crate::session::{Activity, CLOSE_GRACE, End, Stop};
+use crate::session::{Activity, CLOSE_GRACE, End, Stop, Taps};
 use crate::signal::Signal;
 
 /// Turns a full queue gets to drain before the pump sleeps.
@@ -73,13 +74,18 @@ pub async fn relay(
     mut input: mpsc::Receiver<Upward>,
     limits: &Limits,
     stop: &Signal,
-    metrics: &SessionMetrics,
+    taps: Taps<'_>,
     policy: &RfbPolicy,
 ) -> End {
+    let Taps {
+        metrics,
+        mut recorder,
+    } = taps;
     let handshake = {
         let mut browser = SioBrowser {
             socket,
             input: &mut input,
+            recorder: recorder.as_mut(),
         };
         tokio::select! {
             biased;
@@ -95,10 +101,14 @@ pub async fn relay(
     if write_all(&upstream, &established.to_server).await.is_err() {
         return End::UpstreamClosed;
     }
-    if !established.to_client.is_empty()
-        && !emit(socket, "vnc:data", &Bytes::from(established.to_client)).await
-    {
-        return End::ClientGone;
+    if !established.to_client.is_empty() {
+        let data = Bytes::from(established.to_client);
+        if !emit(socket, "vnc:data", &data).await {
+            return End::ClientGone;
+        }
+        if let Some(r) = recorder.as_mut() {
+            r.record_bytes(data);
+        }
     }
     let activity = Activity::default();
     let read_size = limits.read_buffer_size.min(MAX_DATA_EVENT);
@@ -144,8 +154,12 @@ pub async fn relay(
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(_) => return End::UpstreamError,
             };
-            if !emit(socket, "vnc:data", &buf.freeze()).await {
+            let data = buf.freeze();
+            if !emit(socket, "vnc:data", &data).await {
                 return End::ClientGone;
+            }
+            if let Some(r) = recorder.as_mut() {
+                r.record_bytes(data);
             }
             metrics.to_client.increment(n as u64);
             activity.touch();
@@ -166,15 +180,20 @@ pub async fn relay(
 struct SioBrowser<'a> {
     socket: &'a SocketRef<Adapter>,
     input: &'a mut mpsc::Receiver<Upward>,
+    /// The session's recorder, when it is recorded: the handshake is recorded too.
+    recorder: Option<&'a mut Recorder>,
 }
 
 impl rfb::Browser for SioBrowser<'_> {
     async fn send(&mut self, bytes: &[u8]) -> Result<(), End> {
-        if emit(self.socket, "vnc:data", &Bytes::copy_from_slice(bytes)).await {
-            Ok(())
-        } else {
-            Err(End::ClientGone)
+        let data = Bytes::copy_from_slice(bytes);
+        if !emit(self.socket, "vnc:data", &data).await {
+            return Err(End::ClientGone);
         }
+        if let Some(r) = self.recorder.as_deref_mut() {
+            r.record_bytes(data);
+        }
+        Ok(())
     }
 
     async fn recv(&mut self) -> Result<Vec<u8>, End> {
