@@ -53,8 +53,25 @@ pub fn install() -> PrometheusHandle {
     ]);
     if installed {
         describe();
+        register_zeros();
     }
     handle
+}
+
+/// Series that alerts and dashboards read, exported as 0 from the start rather than
+/// appearing only once something is counted.
+fn register_zeros() {
+    for transport in ["websocket", "socketio"] {
+        gauge!(SESSIONS_ACTIVE, "transport" => transport).set(0.0);
+    }
+    for result in ["ok", "refused"] {
+        counter!(CONFIG_RELOADS, "result" => result).absolute(0);
+    }
+    for direction in ["upstream_to_client", "client_to_upstream"] {
+        counter!(BYTES_TOTAL, "direction" => direction).absolute(0);
+    }
+    counter!(ACCEPT_ERRORS).absolute(0);
+    counter!(TLS_HANDSHAKE_ERRORS).absolute(0);
 }
 
 fn describe() {
