@@ -44,8 +44,8 @@ pub use handshake::{
 pub use message::{MessageKind, message_type};
 pub use security::{AuthMode, SECURITY_NONE, SECURITY_VNC_AUTH, SecurityTypes, security_type_name};
 pub use server_framer::{
-    MAX_SERVER_FENCE_PAYLOAD, Rectangle, ResizeStatus, ServerEvent, ServerEvents, ServerFrameError,
-    ServerFramer,
+    MAX_SERVER_FENCE_PAYLOAD, Rectangle, ResizeAnswer, ResizeStatus, ServerEvent, ServerEvents,
+    ServerFrameError, ServerFramer,
 };
 pub use server_init::{MAX_DESKTOP_NAME_LEN, PixelFormat, SERVER_INIT_HEADER_LEN, ServerInit};
 pub use server_message::{ServerMessageKind, encoding, server_message_type};

@@ -106,6 +106,15 @@ impl ResizeStatus {
     }
 }
 
+/// The server's answer to a SetDesktopSize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResizeAnswer {
+    pub status: ResizeStatus,
+    /// The desktop size now: the new one on success, the one it kept otherwise.
+    pub width: u16,
+    pub height: u16,
+}
+
 /// Who an ExtendedDesktopSize rectangle's x-position says changed the size.
 const REASON_THIS_CLIENT: u16 = 1;
 
@@ -116,12 +125,8 @@ pub enum ServerEvent {
     /// A FramebufferUpdate rectangle starts (its payload follows).
     Rect(Rectangle),
     /// ExtendedDesktopSize with x-position 1: the server's answer to this client's
-    /// SetDesktopSize. On success the new size; otherwise the size it kept.
-    ResizeAnswer {
-        status: ResizeStatus,
-        width: u16,
-        height: u16,
-    },
+    /// SetDesktopSize.
+    ResizeAnswer(ResizeAnswer),
     /// The desktop size changed for another reason: DesktopSize, or ExtendedDesktopSize
     /// for the server's own or another client's change (or the first announcement).
     DesktopSize { width: u16, height: u16 },
@@ -231,7 +236,7 @@ enum RectState {
 /// allocation, a few dozen bytes of state.
 ///
 /// ```
-/// use vnc_shared::rfb::{PixelFormat, ResizeStatus, ServerEvent, ServerFramer};
+/// use vnc_shared::rfb::{PixelFormat, ResizeAnswer, ResizeStatus, ServerEvent, ServerFramer};
 ///
 /// let rgb888 = [32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0];
 /// let mut framer = ServerFramer::new(PixelFormat::from_bytes(&rgb888));
@@ -243,12 +248,13 @@ enum RectState {
 /// let mut answers = Vec::new();
 /// for chunk in [&update[..7], &update[7..]] {
 ///     for event in framer.events(chunk) {
-///         if let ServerEvent::ResizeAnswer { status, width, height } = event? {
-///             answers.push((status, width, height));
+///         if let ServerEvent::ResizeAnswer(answer) = event? {
+///             answers.push(answer);
 ///         }
 ///     }
 /// }
-/// assert_eq!(answers, [(ResizeStatus::OK, 800, 600)]);
+/// let ok = ResizeAnswer { status: ResizeStatus::OK, width: 800, height: 600 };
+/// assert_eq!(answers, [ok]);
 /// assert!(framer.at_boundary());
 /// # Ok::<(), vnc_shared::rfb::ServerFrameError>(())
 /// ```

@@ -2,7 +2,10 @@
 //! bytes of it that say so. Pixel data, compressed streams and images are skipped by
 //! count.
 
-use super::{RectState, ServerEvent, ServerFrameError, ServerFramer, State, answers_this_client};
+use super::{
+    RectState, ResizeAnswer, ResizeStatus, ServerEvent, ServerFrameError, ServerFramer, State,
+    answers_this_client,
+};
 use crate::rfb::server_message::encoding as enc;
 use crate::rfb::wire::{be_u16, be_u32};
 
@@ -260,11 +263,11 @@ impl ServerFramer {
                 self.end_rect_after(16 * u64::from(byte));
                 let (status, width, height) = (self.rect.y, self.rect.width, self.rect.height);
                 return Ok(Some(if answers_this_client(&self.rect) {
-                    ServerEvent::ResizeAnswer {
-                        status: super::ResizeStatus(status),
+                    ServerEvent::ResizeAnswer(ResizeAnswer {
+                        status: ResizeStatus(status),
                         width,
                         height,
-                    }
+                    })
                 } else {
                     ServerEvent::DesktopSize { width, height }
                 }));

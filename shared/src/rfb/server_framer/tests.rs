@@ -222,11 +222,11 @@ fn samples() -> Vec<Sample> {
         answer(
             1,
             3,
-            ServerEvent::ResizeAnswer {
+            ServerEvent::ResizeAnswer(ResizeAnswer {
                 status: ResizeStatus::INVALID_LAYOUT,
                 width: 800,
                 height: 600,
-            },
+            }),
         ),
         answer(
             0,
@@ -550,11 +550,11 @@ fn arb_part() -> impl Strategy<Value = Part> {
         }),
         (0u16..4, 0u16..5, 0u8..3).prop_map(|(x, y, n)| {
             let event = if x == 1 {
-                ServerEvent::ResizeAnswer {
+                ServerEvent::ResizeAnswer(ResizeAnswer {
                     status: ResizeStatus(y),
                     width: 640,
                     height: 480,
-                }
+                })
             } else {
                 ServerEvent::DesktopSize {
                     width: 640,
