@@ -22,6 +22,8 @@ pub const REJECTIONS: &str = "vnc_relay_http_rejections_total";
 pub const ACCEPT_ERRORS: &str = "vnc_relay_accept_errors_total";
 pub const INPUT_DROPPED: &str = "vnc_relay_input_dropped_total";
 pub const CONFIG_RELOADS: &str = "vnc_relay_config_reloads_total";
+pub const RESIZE_ANSWERS: &str = "vnc_relay_resize_answers_total";
+pub const SERVER_STREAM_UNFOLLOWED: &str = "vnc_relay_server_stream_unfollowed_total";
 
 /// Installs the global Prometheus recorder and describes every metric.
 pub fn install() -> PrometheusHandle {
@@ -79,6 +81,14 @@ fn describe() {
     describe_counter!(
         CONFIG_RELOADS,
         "SIGHUP reloads, by result (ok, refused: the running configuration stayed)."
+    );
+    describe_counter!(
+        RESIZE_ANSWERS,
+        "vnc:resized events sent to socket.io clients, by status (ok, prohibited, ..., no answer)."
+    );
+    describe_counter!(
+        SERVER_STREAM_UNFOLLOWED,
+        "socket.io sessions whose VNC server stream the relay stopped following (a message or encoding it can't frame); their vnc:resize requests get no answer."
     );
     describe_counter!(
         ACCEPT_ERRORS,
