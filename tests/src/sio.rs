@@ -20,6 +20,8 @@ pub enum SioEvent {
     Data(Vec<u8>),
     /// A `vnc:event` payload.
     Room(Value),
+    /// A `vnc:resized` payload: the answer to a `vnc:resize`.
+    Resized(Value),
     /// The `vnc:end` payload.
     End(Value),
     /// The acknowledgement of an event sent with [`SioClient::emit`].
@@ -105,6 +107,7 @@ impl SioClient {
             "connect_error" => SioEvent::ConnectError(text("message")),
             "data" => SioEvent::Data(B64.decode(text("b64"))?),
             "vnc:event" => SioEvent::Room(v["payload"].clone()),
+            "vnc:resized" => SioEvent::Resized(v["payload"].clone()),
             "vnc:end" => SioEvent::End(v["payload"].clone()),
             "disconnect" => SioEvent::Disconnect(text("reason")),
             "ack" => SioEvent::Ack(v["payload"].clone()),
