@@ -45,6 +45,16 @@ const JPEG_START_OF_IMAGE: u8 = 0xD8;
 const VMWARE_CURSOR_CLASSIC: u8 = 0;
 const VMWARE_CURSOR_ALPHA: u8 = 1;
 
+/// What a rectangle's payload is, as its header tells.
+enum Body {
+    /// This many bytes, skipped whole.
+    Skip(u64),
+    /// Something to read first.
+    Read(RectState),
+    /// No payload, and the update ends (LastRect).
+    EndUpdate,
+}
+
 impl ServerFramer {
     pub(super) fn rect_need(&self, r: RectState) -> usize {
         match r {
@@ -88,48 +98,39 @@ impl ServerFramer {
     /// Sets up the payload of the rectangle whose header was just read.
     pub(super) fn start_rect(&mut self) -> Result<(), ServerFrameError> {
         let area = self.area();
-        let next = match self.rect.encoding {
-            enc::RAW => return Ok(self.end_rect_after(self.pixels(area))),
-            enc::COPY_RECT => return Ok(self.end_rect_after(4)),
-            enc::RRE => RectState::RreHeader { geometry: 8 },
-            enc::CORRE => RectState::RreHeader { geometry: 4 },
+        let body = match self.rect.encoding {
+            enc::RAW => Body::Skip(self.pixels(area)),
+            enc::COPY_RECT => Body::Skip(4),
+            enc::RRE => Body::Read(RectState::RreHeader { geometry: 8 }),
+            enc::CORRE => Body::Read(RectState::RreHeader { geometry: 4 }),
             enc::HEXTILE => {
                 (self.tile_x, self.tile_y) = (0, 0);
                 if area == 0 {
-                    return Ok(self.end_rect_after(0));
-                }
-                RectState::HextileTile
-            }
-            enc::ZLIB | enc::ZRLE | enc::ZYWRLE | enc::DESKTOP_NAME => RectState::LengthPrefixed,
-            enc::TIGHT | enc::TIGHT_PNG => RectState::TightControl,
-            enc::JPEG => RectState::JpegMarker,
-            enc::H264 => RectState::H264Header,
-            enc::EXTENDED_DESKTOP_SIZE => RectState::ExtendedDesktopSize,
-            enc::DESKTOP_SIZE => RectState::DesktopSize,
-            enc::LAST_RECT => {
-                // Ends the update whatever its rectangle count said.
-                self.state = State::MessageDone;
-                return Ok(());
-            }
-            enc::CURSOR => {
-                let skip = self.pixels(area) + self.mask_len();
-                return Ok(self.end_rect_after(skip));
-            }
-            enc::X_CURSOR => {
-                // Foreground and background RGB, then bitmap and mask; nothing for an
-                // empty cursor.
-                let skip = if area == 0 {
-                    0
+                    Body::Skip(0)
                 } else {
-                    6 + 2 * self.mask_len()
-                };
-                return Ok(self.end_rect_after(skip));
+                    Body::Read(RectState::HextileTile)
+                }
             }
-            enc::CURSOR_WITH_ALPHA => RectState::AlphaCursor,
-            enc::VMWARE_CURSOR => RectState::VmwareCursor,
-            enc::QEMU_LED_STATE => return Ok(self.end_rect_after(1)),
-            enc::VMWARE_CURSOR_STATE => return Ok(self.end_rect_after(2)),
-            enc::VMWARE_LED_STATE => return Ok(self.end_rect_after(4)),
+            enc::ZLIB | enc::ZRLE | enc::ZYWRLE | enc::DESKTOP_NAME => {
+                Body::Read(RectState::LengthPrefixed)
+            }
+            enc::TIGHT | enc::TIGHT_PNG => Body::Read(RectState::TightControl),
+            enc::JPEG => Body::Read(RectState::JpegMarker),
+            enc::H264 => Body::Read(RectState::H264Header),
+            enc::EXTENDED_DESKTOP_SIZE => Body::Read(RectState::ExtendedDesktopSize),
+            enc::DESKTOP_SIZE => Body::Read(RectState::DesktopSize),
+            // Ends the update whatever its rectangle count said.
+            enc::LAST_RECT => Body::EndUpdate,
+            enc::CURSOR => Body::Skip(self.pixels(area) + self.mask_len()),
+            // Foreground and background RGB, then bitmap and mask; nothing for an empty
+            // cursor.
+            enc::X_CURSOR if area == 0 => Body::Skip(0),
+            enc::X_CURSOR => Body::Skip(6 + 2 * self.mask_len()),
+            enc::CURSOR_WITH_ALPHA => Body::Read(RectState::AlphaCursor),
+            enc::VMWARE_CURSOR => Body::Read(RectState::VmwareCursor),
+            enc::QEMU_LED_STATE => Body::Skip(1),
+            enc::VMWARE_CURSOR_STATE => Body::Skip(2),
+            enc::VMWARE_LED_STATE => Body::Skip(4),
             // Announcements and acknowledgements without a payload.
             enc::POINTER_POS
             | enc::QEMU_EXTENDED_KEY_EVENT
@@ -138,10 +139,14 @@ impl ServerFramer {
             | enc::FENCE
             | enc::CONTINUOUS_UPDATES
             | enc::EXTENDED_MOUSE_BUTTONS
-            | enc::VMWARE_CURSOR_POSITION => return Ok(self.end_rect_after(0)),
+            | enc::VMWARE_CURSOR_POSITION => Body::Skip(0),
             other => return Err(ServerFrameError::UnknownEncoding(other)),
         };
-        self.state = State::Rect(next);
+        match body {
+            Body::Skip(len) => self.end_rect_after(len),
+            Body::Read(r) => self.state = State::Rect(r),
+            Body::EndUpdate => self.state = State::MessageDone,
+        }
         Ok(())
     }
 
