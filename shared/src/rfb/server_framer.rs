@@ -7,7 +7,7 @@
 //! each part's length (at most 12 at a time, into a fixed buffer) and skips everything
 //! else by count: pixel data, compressed streams, clipboard text. The only body it
 //! scans is a JPEG rectangle's entropy-coded data, whose length is written nowhere
-//! (the scan looks for the next marker with `memchr`-like search).
+//! (a search for the next 0xFF marker byte).
 //!
 //! Pixel sizes depend on the negotiated pixel format: the one in ServerInit, then the
 //! one in the client's last SetPixelFormat. The caller reports each with
@@ -17,8 +17,9 @@
 //! the new. That is exact for clients that change the format between the updates they
 //! ask for (noVNC does it once, before its first request; TigerVNC's viewer right
 //! after an update ends) and can misjudge an update already in flight otherwise (a
-//! change while continuous updates run). A misjudged stream ends in an error here,
-//! sooner or later, never in a panic, and the caller stops following it.
+//! change while continuous updates run). A misjudged stream is misread: that usually
+//! ends in an error within a message or two (never a panic), and the caller stops
+//! following it; until then what it reports may be wrong.
 //!
 //! A message type, sub-type or encoding the framer does not know is an error: its
 //! length is unknowable, so the stream cannot be followed any further. After one, the
