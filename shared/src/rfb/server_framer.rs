@@ -376,35 +376,57 @@ impl ServerFramer {
                 continue;
             }
             let need = self.need();
+            let rest = input.get(used..).unwrap_or_default();
+            let have = usize::from(self.have);
+            if have == 0 && rest.len() >= need {
+                // The whole header is in the input: read it in place. (Gathering it
+                // byte by byte and reading it back whole stalls on store forwarding.)
+                if need > 0 {
+                    self.message_byte_next()?;
+                }
+                let head = rest.get(..need).unwrap_or_default();
+                self.len = self.len.saturating_add(need as u64);
+                used += need;
+                if let Some(event) = self.advance(head)? {
+                    return Ok((used, Some(event)));
+                }
+                continue;
+            }
+            // The header is split across inputs: gather it.
+            if rest.is_empty() {
+                return Ok((used, None));
+            }
+            if have == 0 {
+                self.message_byte_next()?;
+            }
+            let n = (need - have).min(rest.len());
+            for (slot, byte) in self.buf.iter_mut().skip(have).zip(&rest[..n]) {
+                *slot = *byte;
+            }
+            // At most HEADER_CAP, so it fits.
+            self.have = (have + n) as u8;
+            self.len = self.len.saturating_add(n as u64);
+            used += n;
             if usize::from(self.have) < need {
-                let rest = input.get(used..).unwrap_or_default();
-                if rest.is_empty() {
-                    return Ok((used, None));
-                }
-                if self.state == State::MessageType
-                    && let Some(format) = self.pending.take()
-                {
-                    self.sizes = PixelSizes::of(&format)?;
-                }
-                let have = usize::from(self.have);
-                let n = (need - have).min(rest.len());
-                if let (Some(slot), Some(bytes)) = (self.buf.get_mut(have..have + n), rest.get(..n))
-                {
-                    slot.copy_from_slice(bytes);
-                }
-                // At most HEADER_CAP, so it fits.
-                self.have = (have + n) as u8;
-                self.len = self.len.saturating_add(n as u64);
-                used += n;
-                if usize::from(self.have) < need {
-                    return Ok((used, None));
-                }
+                return Ok((used, None));
             }
             self.have = 0;
-            if let Some(event) = self.advance()? {
+            let buf = self.buf;
+            if let Some(event) = self.advance(buf.get(..need).unwrap_or_default())? {
                 return Ok((used, Some(event)));
             }
         }
+    }
+
+    /// Before the first header byte of a state: at a message boundary, a pending
+    /// pixel format takes effect.
+    fn message_byte_next(&mut self) -> Result<(), ServerFrameError> {
+        if self.state == State::MessageType
+            && let Some(format) = self.pending.take()
+        {
+            self.sizes = PixelSizes::of(&format)?;
+        }
+        Ok(())
     }
 
     /// Header bytes `state` reads.
@@ -424,15 +446,16 @@ impl ServerFramer {
         }
     }
 
-    /// Acts on the gathered header bytes: sets what comes next and perhaps reports.
-    fn advance(&mut self) -> Result<Option<ServerEvent>, ServerFrameError> {
+    /// Acts on `head`, the [`ServerFramer::need`] header bytes of the state: sets what
+    /// comes next and perhaps reports.
+    fn advance(&mut self, head: &[u8]) -> Result<Option<ServerEvent>, ServerFrameError> {
         use ServerMessageKind as K;
-        let buf = self.buf;
-        let u16_at = |at| be_u16(&buf, at).unwrap_or_default();
-        let u32_at = |at| be_u32(&buf, at).unwrap_or_default();
+        let byte = |at: usize| head.get(at).copied().unwrap_or_default();
+        let u16_at = |at| be_u16(head, at).unwrap_or_default();
+        let u32_at = |at| be_u32(head, at).unwrap_or_default();
         match self.state {
             State::MessageType => {
-                let (kind, next) = match buf[0] {
+                let (kind, next) = match byte(0) {
                     smt::FRAMEBUFFER_UPDATE => (K::FramebufferUpdate, State::UpdateHeader),
                     smt::SET_COLOUR_MAP_ENTRIES => (K::SetColourMapEntries, State::ColourMapHeader),
                     smt::BELL => (K::Bell, State::MessageDone),
@@ -501,7 +524,7 @@ impl ServerFramer {
                 self.state = State::MessageDone;
             }
             State::FenceHeader => {
-                let len = buf[7];
+                let len = byte(7);
                 if len > MAX_SERVER_FENCE_PAYLOAD {
                     return Err(ServerFrameError::FencePayloadTooLong(len));
                 }
@@ -509,7 +532,7 @@ impl ServerFramer {
                 self.state = State::MessageDone;
             }
             State::GiiHeader => {
-                let sub = buf[0];
+                let sub = byte(0);
                 self.kind = match sub & 0x7f {
                     1 => K::GiiVersion,
                     2 => K::GiiDeviceCreation,
@@ -517,16 +540,16 @@ impl ServerFramer {
                 };
                 // gii lengths are in the endianness bit 7 of the sub-type byte names.
                 let len = if sub & 0x80 != 0 {
-                    u16::from_be_bytes([buf[1], buf[2]])
+                    u16::from_be_bytes([byte(1), byte(2)])
                 } else {
-                    u16::from_le_bytes([buf[1], buf[2]])
+                    u16::from_le_bytes([byte(1), byte(2)])
                 };
                 self.skip = u64::from(len);
                 self.state = State::MessageDone;
             }
             State::QemuHeader => {
-                if buf[0] != 1 {
-                    return Err(ServerFrameError::UnknownQemuSubtype(buf[0]));
+                if byte(0) != 1 {
+                    return Err(ServerFrameError::UnknownQemuSubtype(byte(0)));
                 }
                 self.state = match u16_at(1) {
                     // End, begin.
@@ -540,7 +563,7 @@ impl ServerFramer {
                 self.skip = u64::from(u32_at(0));
                 self.state = State::MessageDone;
             }
-            State::Rect(r) => return self.advance_rect(r),
+            State::Rect(r) => return self.advance_rect(r, head),
         }
         Ok(None)
     }

@@ -153,10 +153,10 @@ impl ServerFramer {
     pub(super) fn advance_rect(
         &mut self,
         r: RectState,
+        head: &[u8],
     ) -> Result<Option<ServerEvent>, ServerFrameError> {
-        let buf = self.buf;
-        let byte = buf[0];
-        let u32_at = |at| be_u32(&buf, at).unwrap_or_default();
+        let byte = head.first().copied().unwrap_or_default();
+        let u32_at = |at| be_u32(head, at).unwrap_or_default();
         match r {
             RectState::LengthPrefixed => self.end_rect_after(u64::from(u32_at(0))),
             RectState::RreHeader { geometry } => {
@@ -246,10 +246,10 @@ impl ServerFramer {
                 if byte != JPEG_PREFIX {
                     return Err(ServerFrameError::BadJpegMarker(byte));
                 }
-                self.jpeg_marker(buf[1]);
+                self.jpeg_marker(head.get(1).copied().unwrap_or_default());
             }
             RectState::JpegLength { marker } => {
-                let len = be_u16(&buf, 0).unwrap_or_default();
+                let len = be_u16(head, 0).unwrap_or_default();
                 if len < 2 {
                     return Err(ServerFrameError::BadJpegLength(len));
                 }
