@@ -26,6 +26,8 @@ pub const TLS_HANDSHAKE_ERRORS: &str = "vnc_relay_tls_handshake_errors_total";
 pub const RECORDINGS_TOTAL: &str = "vnc_relay_recordings_total";
 pub const RECORDING_BYTES: &str = "vnc_relay_recording_bytes_total";
 pub const RECORDINGS_DELETED: &str = "vnc_relay_recordings_deleted_total";
+pub const RESIZE_ANSWERS: &str = "vnc_relay_resize_answers_total";
+pub const SERVER_STREAM_UNFOLLOWED: &str = "vnc_relay_server_stream_unfollowed_total";
 
 /// Installs the global Prometheus recorder and describes every metric.
 pub fn install() -> PrometheusHandle {
@@ -117,6 +119,14 @@ fn describe() {
     describe_counter!(
         RECORDINGS_DELETED,
         "Recordings deleted, oldest first, to stay within record_total_bytes."
+    );
+    describe_counter!(
+        RESIZE_ANSWERS,
+        "vnc:resized events sent to socket.io clients, by status (ok, prohibited, ..., no answer)."
+    );
+    describe_counter!(
+        SERVER_STREAM_UNFOLLOWED,
+        "socket.io sessions whose VNC server stream the relay stopped following (a message or encoding it can't frame); their vnc:resize requests get no answer."
     );
     describe_counter!(
         ACCEPT_ERRORS,

@@ -4,14 +4,15 @@
 //! browser byte goes through on its way to the VNC server (client messages framed;
 //! input dropped for `view` tokens; anything unframeable ends the session).
 //!
-//! Only the small browser → server stream is parsed. The server → browser stream
-//! after ServerInit stays on the zero-copy path.
+//! Only the small browser → server stream is parsed here. The server → browser stream
+//! after ServerInit stays on the zero-copy path; socket.io sessions also follow it
+//! (reading, never copying) to report resize answers (`socketio/resize.rs`).
 
 use std::ops::Range;
 
 use tokio::net::TcpStream;
 use vnc_shared::config::Secret;
-use vnc_shared::rfb::{ClientFramer, Established, ProxyHandshake, Side};
+use vnc_shared::rfb::{ClientFramer, Established, PixelFormat, ProxyHandshake, Side};
 
 use crate::io::write_all;
 use crate::metrics::INPUT_DROPPED;
@@ -129,6 +130,12 @@ impl Filter {
     /// browser enabled ExtendedMouseButtons, which gives that bit a meaning).
     pub fn extended_mouse_buttons(&self) -> bool {
         self.framer.extended_mouse_buttons()
+    }
+
+    /// The pixel format of the browser's last complete SetPixelFormat, if it sent one
+    /// (the message is written by the time [`Filter::forward`] returns).
+    pub fn pixel_format(&self) -> Option<PixelFormat> {
+        self.framer.pixel_format()
     }
 
     /// Writes what of `data` may reach the VNC server; returns the bytes written.

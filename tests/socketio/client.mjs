@@ -7,7 +7,8 @@
 //
 // Prints one JSON object per line for everything that happens:
 //   {"ev":"connect"} {"ev":"connect_error","message":...} {"ev":"data","b64":...}
-//   {"ev":"vnc:event","payload":...} {"ev":"vnc:end","payload":...}
+//   {"ev":"vnc:event","payload":...} {"ev":"vnc:resized","payload":...}
+//   {"ev":"vnc:end","payload":...}
 //   {"ev":"disconnect","reason":...}
 // Reads one JSON command per line:
 //   {"cmd":"send","b64":...}        vnc:data with the bytes as one binary attachment
@@ -49,6 +50,7 @@ socket.on("connect_error", (err) => {
 });
 socket.on("vnc:data", (data) => out({ ev: "data", b64: Buffer.from(data).toString("base64") }));
 socket.on("vnc:event", (payload) => out({ ev: "vnc:event", payload }));
+socket.on("vnc:resized", (payload) => out({ ev: "vnc:resized", payload }));
 socket.on("vnc:end", (payload) => out({ ev: "vnc:end", payload }));
 socket.on("disconnect", (reason) => out({ ev: "disconnect", reason }));
 

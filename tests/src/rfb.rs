@@ -1,8 +1,11 @@
 //! A minimal RFB client speaking through the relay, as noVNC would: over the raw
 //! WebSocket or over socket.io (`vnc:data`).
 
+use std::collections::VecDeque;
+
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::sio::{SioClient, SioEvent};
@@ -16,15 +19,20 @@ pub struct ServerInit {
     pub name: String,
 }
 
-/// One Raw rectangle of a FramebufferUpdate, pixels in the server's 32 bpp format.
+/// One rectangle of a FramebufferUpdate: Raw, pixels in the server's 32 bpp format, or
+/// ExtendedDesktopSize (-308), `pixels` holding its screens.
 #[derive(Debug)]
 pub struct Rect {
     pub x: u16,
     pub y: u16,
     pub width: u16,
     pub height: u16,
+    pub encoding: i32,
     pub pixels: Vec<u8>,
 }
+
+/// The ExtendedDesktopSize pseudo-encoding.
+pub const EXTENDED_DESKTOP_SIZE: i32 = -308;
 
 impl Rect {
     /// The (r, g, b) of a pixel, for the default little-endian 32 bpp format.
@@ -47,6 +55,8 @@ pub struct RfbClient {
     pub offered: Vec<u8>,
     /// Every byte received, in order, once [`RfbClient::capture`] was called.
     received: Option<Vec<u8>>,
+    /// `vnc:resized` payloads that arrived while reading RFB data, oldest first.
+    resized: VecDeque<Value>,
 }
 
 impl RfbClient {
@@ -69,6 +79,7 @@ impl RfbClient {
             buf: Vec::new(),
             offered: Vec::new(),
             received: None,
+            resized: VecDeque::new(),
         }
     }
 
@@ -79,6 +90,7 @@ impl RfbClient {
             buf: Vec::new(),
             offered: Vec::new(),
             received: None,
+            resized: VecDeque::new(),
         }
     }
 
@@ -115,6 +127,7 @@ impl RfbClient {
                 Link::Sio(sio) => match sio.next().await? {
                     SioEvent::Data(b) => self.take_in(&b),
                     SioEvent::Room(_) => {}
+                    SioEvent::Resized(p) => self.resized.push_back(p),
                     other => bail!("socket.io: {other:?}"),
                 },
             }
@@ -138,6 +151,33 @@ impl RfbClient {
     /// The bytes received since [`RfbClient::capture`].
     pub fn received(&self) -> &[u8] {
         self.received.as_deref().unwrap_or_default()
+    }
+
+    /// The next `vnc:resized` payload (socket.io only), keeping RFB data that arrives
+    /// meanwhile for the next read.
+    pub async fn resized(&mut self) -> anyhow::Result<Value> {
+        loop {
+            if let Some(p) = self.resized.pop_front() {
+                return Ok(p);
+            }
+            match self.sio().next().await? {
+                SioEvent::Data(b) => self.take_in(&b),
+                SioEvent::Room(_) => {}
+                SioEvent::Resized(p) => return Ok(p),
+                other => bail!("socket.io: {other:?}"),
+            }
+        }
+    }
+
+    /// SetEncodings with `encodings` (noVNC lists ExtendedDesktopSize, -308; servers
+    /// answer SetDesktopSize only then).
+    pub async fn set_encodings(&mut self, encodings: &[i32]) -> anyhow::Result<()> {
+        let mut msg = vec![2, 0];
+        msg.extend_from_slice(&(encodings.len() as u16).to_be_bytes());
+        for e in encodings {
+            msg.extend_from_slice(&e.to_be_bytes());
+        }
+        self.send(&msg).await
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
@@ -247,7 +287,7 @@ impl RfbClient {
         self.send(&msg).await
     }
 
-    /// Reads one FramebufferUpdate of Raw rectangles.
+    /// Reads one FramebufferUpdate of Raw and ExtendedDesktopSize rectangles.
     pub async fn read_update(&mut self) -> anyhow::Result<Vec<Rect>> {
         let head = self.read_exact(4).await?;
         if head[0] != 0 {
@@ -260,17 +300,25 @@ impl RfbClient {
             let be = |i: usize| u16::from_be_bytes([r[i], r[i + 1]]);
             let (x, y, width, height) = (be(0), be(2), be(4), be(6));
             let encoding = i32::from_be_bytes([r[8], r[9], r[10], r[11]]);
-            if encoding != 0 {
-                bail!("expected Raw encoding, got {encoding}");
-            }
-            let pixels = self
-                .read_exact(usize::from(width) * usize::from(height) * 4)
-                .await?;
+            let pixels = match encoding {
+                0 => {
+                    self.read_exact(usize::from(width) * usize::from(height) * 4)
+                        .await?
+                }
+                EXTENDED_DESKTOP_SIZE => {
+                    // Screen count, padding, 16 bytes a screen.
+                    let head = self.read_exact(4).await?;
+                    let screens = self.read_exact(16 * usize::from(head[0])).await?;
+                    [head, screens].concat()
+                }
+                other => bail!("expected Raw or ExtendedDesktopSize, got encoding {other}"),
+            };
             rects.push(Rect {
                 x,
                 y,
                 width,
                 height,
+                encoding,
                 pixels,
             });
         }

@@ -1,6 +1,7 @@
 //! A socket.io viewer: the official npm `socket.io-client`, run by node
 //! (`tests/socketio/client.mjs`), driven over its stdin and stdout.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -20,6 +21,8 @@ pub enum SioEvent {
     Data(Vec<u8>),
     /// A `vnc:event` payload.
     Room(Value),
+    /// A `vnc:resized` payload: the answer to a `vnc:resize`.
+    Resized(Value),
     /// The `vnc:end` payload.
     End(Value),
     /// The acknowledgement of an event sent with [`SioClient::emit`].
@@ -31,6 +34,9 @@ pub struct SioClient {
     child: Child,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
+    /// Events that arrived while [`SioClient::emit`] waited for its ack, in order; the
+    /// next reads return them first.
+    held: VecDeque<SioEvent>,
 }
 
 fn client_dir() -> PathBuf {
@@ -80,6 +86,7 @@ impl SioClient {
             child,
             stdin,
             lines: BufReader::new(stdout).lines(),
+            held: VecDeque::new(),
         })
     }
 
@@ -94,6 +101,9 @@ impl SioClient {
 
     /// The next event, within [`crate::WAIT`].
     pub async fn next(&mut self) -> anyhow::Result<SioEvent> {
+        if let Some(held) = self.held.pop_front() {
+            return Ok(held);
+        }
         let line = tokio::time::timeout(crate::WAIT, self.lines.next_line())
             .await
             .context("no socket.io event in time")??
@@ -105,6 +115,7 @@ impl SioClient {
             "connect_error" => SioEvent::ConnectError(text("message")),
             "data" => SioEvent::Data(B64.decode(text("b64"))?),
             "vnc:event" => SioEvent::Room(v["payload"].clone()),
+            "vnc:resized" => SioEvent::Resized(v["payload"].clone()),
             "vnc:end" => SioEvent::End(v["payload"].clone()),
             "disconnect" => SioEvent::Disconnect(text("reason")),
             "ack" => SioEvent::Ack(v["payload"].clone()),
@@ -161,15 +172,22 @@ impl SioClient {
             .await
     }
 
-    /// Emits `event` with `payload` and waits for its acknowledgement.
+    /// Emits `event` with `payload` and waits for its acknowledgement. What arrives
+    /// before the ack (the relay may forward the VNC server's reply first) is kept for
+    /// the next reads.
     pub async fn emit(&mut self, event: &str, payload: Value) -> anyhow::Result<Value> {
         self.command(json!({ "cmd": "emit", "event": event, "payload": payload }))
             .await?;
-        self.expect("ack", |e| match e {
-            SioEvent::Ack(p) => Some(p.clone()),
-            _ => None,
-        })
-        .await
+        let mut before = VecDeque::new();
+        let ack = loop {
+            match self.next().await.context("waiting for ack")? {
+                SioEvent::Ack(p) => break p,
+                other => before.push_back(other),
+            }
+        };
+        // `next` took the earlier held events first: `before` has them all, in order.
+        self.held = before;
+        Ok(ack)
     }
 
     pub async fn kill(&mut self) {

@@ -311,6 +311,16 @@ async fn the_viewer_shows_the_desktop_over_socketio() {
     );
     stack.desktop.set_background(TEAL).await;
     browser.wait_pixel(BACKGROUND_SPOT, TEAL).await;
+    // The relay followed x11vnc's real stream (whatever encodings it chose for noVNC)
+    // for resize answers without losing track of it.
+    assert_eq!(
+        stack
+            .relay
+            .metric("vnc_relay_server_stream_unfollowed_total")
+            .await
+            .unwrap_or(0.0),
+        0.0
+    );
     browser.close().await;
 }
 

@@ -10,7 +10,7 @@ use vnc_shared::token::Scope;
 use vnc_tests::fixture::Fixture;
 use vnc_tests::process::eventually;
 use vnc_tests::relay::RelayProcess;
-use vnc_tests::rfb::RfbClient;
+use vnc_tests::rfb::{EXTENDED_DESKTOP_SIZE, RfbClient};
 use vnc_tests::sio::{SioClient, SioEvent, socketio_client_available};
 use vnc_tests::stack::Stack;
 use vnc_tests::ws::{expect_close, http_get};
@@ -449,5 +449,107 @@ async fn the_served_channel_module_carries_an_rfb_session_and_reports_the_close(
             .as_str()
             .is_some_and(|m| m.contains("token")),
         "{refused}"
+    );
+}
+
+/// `vnc:resize` gets `vnc:resized` with the server's answer: the fixture's ok and the
+/// new size, then its refusal of a size over its bound (4096; the relay allows up to
+/// 16384). The browser still gets the answer in `vnc:data`, and the session keeps
+/// relaying at the new size.
+#[tokio::test]
+async fn vnc_resize_reports_the_server_answer_as_vnc_resized() {
+    if !socketio_client_available() {
+        return;
+    }
+    let stack = stack(&[]).await;
+    let mut rfb = viewer(&stack.relay, &stack.keys.token("c1", Scope::Control), "c1").await;
+    rfb.handshake().await.unwrap();
+    // As noVNC does: servers answer SetDesktopSize once ExtendedDesktopSize is listed.
+    rfb.set_encodings(&[0, EXTENDED_DESKTOP_SIZE])
+        .await
+        .unwrap();
+    // A round trip, so the SetEncodings is in before the resize.
+    rfb.round_trip(W, H).await.unwrap();
+
+    let ack = rfb
+        .sio()
+        .emit("vnc:resize", json!({"width": 96, "height": 72}))
+        .await
+        .unwrap();
+    assert_eq!(ack, json!({"ok": true}));
+    let answer = rfb.read_update().await.unwrap();
+    let r = &answer[0];
+    assert_eq!(
+        (r.encoding, r.x, r.y, r.width, r.height),
+        (EXTENDED_DESKTOP_SIZE, 1, 0, 96, 72)
+    );
+    assert_eq!(
+        rfb.resized().await.unwrap(),
+        json!({"status": "ok", "code": 0, "width": 96, "height": 72})
+    );
+    let rects = rfb.round_trip(96, 72).await.unwrap();
+    assert_eq!((rects[0].width, rects[0].height), (96, 72));
+    assert_eq!(rects[0].rgb(5, 5), (255, 0, 0));
+
+    rfb.sio()
+        .emit("vnc:resize", json!({"width": 5000, "height": 72}))
+        .await
+        .unwrap();
+    let answer = rfb.read_update().await.unwrap();
+    assert_eq!((answer[0].x, answer[0].y), (1, 3));
+    assert_eq!(
+        rfb.resized().await.unwrap(),
+        json!({"status": "invalid layout", "code": 3, "width": 96, "height": 72})
+    );
+    // Framebuffer data still flows, at the size the server kept.
+    let rects = rfb.round_trip(96, 72).await.unwrap();
+    assert_eq!((rects[0].width, rects[0].height), (96, 72));
+    stack
+        .fixture
+        .wait_event("SetDesktopSize 5000", |e| {
+            e["msg"] == "SetDesktopSize" && e["width"] == 5000
+        })
+        .await;
+    for status in ["ok", "invalid layout"] {
+        let metric = format!("vnc_relay_resize_answers_total{{status=\"{status}\"}}");
+        assert_eq!(stack.relay.metric(&metric).await, Some(1.0), "{metric}");
+    }
+}
+
+/// A server that does not answer (here because the browser never listed
+/// ExtendedDesktopSize, so the fixture ignores SetDesktopSize as real servers do): the
+/// request gets `{status: "no answer"}` after the relay's 5 s, and nothing else changes.
+#[tokio::test]
+async fn a_vnc_resize_the_server_ignores_gets_no_answer() {
+    if !socketio_client_available() {
+        return;
+    }
+    let stack = stack(&[]).await;
+    let mut rfb = viewer(&stack.relay, &stack.keys.token("c1", Scope::Control), "c1").await;
+    rfb.handshake().await.unwrap();
+    let asked = std::time::Instant::now();
+    rfb.sio()
+        .emit("vnc:resize", json!({"width": 96, "height": 72}))
+        .await
+        .unwrap();
+    // Meanwhile the session relays as usual.
+    let rects = rfb.round_trip(W, H).await.unwrap();
+    assert_eq!((rects[0].width, rects[0].height), (W, H));
+    assert_eq!(
+        rfb.resized().await.unwrap(),
+        json!({"status": "no answer", "requested": {"width": 96, "height": 72}})
+    );
+    assert!(
+        asked.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        asked.elapsed()
+    );
+    rfb.round_trip(W, H).await.unwrap();
+    assert_eq!(
+        stack
+            .relay
+            .metric("vnc_relay_resize_answers_total{status=\"no answer\"}")
+            .await,
+        Some(1.0)
     );
 }

@@ -8,9 +8,12 @@
 //! makes room broadcasts reach viewers on every relay node.
 //!
 //! Events: `vnc:data` both ways (one binary attachment of raw RFB bytes, at most
-//! [`MAX_DATA_EVENT`]), `vnc:event` room events to the client, `vnc:end {code, reason}`
-//! before the relay disconnects.
+//! [`MAX_DATA_EVENT`]), `vnc:input` and `vnc:resize` from the client (acknowledged),
+//! `vnc:resized` to the client with the server's answer to each `vnc:resize` (see
+//! `resize.rs`), `vnc:event` room events to the client, `vnc:end {code, reason}` before
+//! the relay disconnects.
 
+mod resize;
 mod session;
 
 pub use session::{Input, Upward};

@@ -5,8 +5,11 @@
 //! event. When the socket's queue is full the pump stops reading from the container
 //! and retries, so a slow browser throttles the VNC server through TCP; bytes are
 //! never dropped. A recorded session also hands each event's bytes to its recorder
-//! (the same `Bytes`, no copy). Browser → container: `vnc:data` payloads arrive in
-//! order through the input queue and are written as they are.
+//! (the same `Bytes`, no copy). Each read is also shown to an [`AnswerReader`] (no
+//! copy), which finds the server's answers to SetDesktopSize for `vnc:resized`.
+//! Browser → container: `vnc:data` payloads arrive in order through the input queue
+//! and are written as they are; structured input is written between the browser's
+//! messages.
 
 use std::time::Duration;
 
@@ -15,12 +18,14 @@ use serde::Serialize;
 use socketioxide::extract::SocketRef;
 use socketioxide::{SendError, SocketError};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::sleep;
 use vnc_shared::rfb::{
-    encode_client_cut_text, encode_key_event, encode_pointer_event, encode_set_desktop_size,
+    ResizeAnswer, encode_client_cut_text, encode_key_event, encode_pointer_event,
+    encode_set_desktop_size,
 };
 
+use super::resize::{AnswerReader, PendingResizes, answered_payload, no_answer_payload};
 use super::{Adapter, MAX_DATA_EVENT};
 use crate::config::Limits;
 use crate::io::write_all;
@@ -101,6 +106,17 @@ pub async fn relay(
     if write_all(&upstream, &established.to_server).await.is_err() {
         return End::UpstreamClosed;
     }
+    // The server's messages are followed from the first byte after ServerInit, in its
+    // pixel format until the browser's SetPixelFormat reaches the server. Only for
+    // sessions that may resize: view tokens can't.
+    let (formats, formats_rx) = watch::channel(established.server_init.pixel_format);
+    let mut answers = (!policy.view_only).then(|| AnswerReader::new(formats_rx));
+    let pending = PendingResizes::default();
+    let early = {
+        let data_start = established.to_client.len() - established.server_data_len;
+        let data = established.to_client.get(data_start..).unwrap_or_default();
+        answers.as_mut().map(|a| a.read(data)).unwrap_or_default()
+    };
     if !established.to_client.is_empty() {
         let data = Bytes::from(established.to_client);
         if !emit(socket, "vnc:data", &data).await {
@@ -109,6 +125,9 @@ pub async fn relay(
         if let Some(r) = recorder.as_mut() {
             r.record_bytes(data);
         }
+    }
+    if !report(socket, &pending, early).await {
+        return End::ClientGone;
     }
     let activity = Activity::default();
     let read_size = limits.read_buffer_size.min(MAX_DATA_EVENT);
@@ -120,7 +139,13 @@ pub async fn relay(
         loop {
             match next.take() {
                 Some(Upward::Data(data)) => match filter.forward(&upstream, &data).await {
-                    Ok(n) => metrics.to_upstream.increment(n as u64),
+                    Ok(n) => {
+                        metrics.to_upstream.increment(n as u64);
+                        // Written by now: the server's next message may use it.
+                        if let Some(format) = filter.pixel_format() {
+                            formats.send_if_modified(|f| std::mem::replace(f, format) != format);
+                        }
+                    }
                     Err(end) => return end,
                 },
                 Some(Upward::Input(i)) => queued.push(i),
@@ -133,6 +158,11 @@ pub async fn relay(
                         return End::UpstreamClosed;
                     }
                     metrics.to_upstream.increment(msg.len() as u64);
+                    if let Input::Resize { width, height } = i
+                        && let Some(given_up) = pending.sent(width, height)
+                    {
+                        emit(socket, "vnc:resized", &no_answer_payload(&given_up)).await;
+                    }
                 }
             }
             activity.touch();
@@ -158,11 +188,25 @@ pub async fn relay(
             if !emit(socket, "vnc:data", &data).await {
                 return End::ClientGone;
             }
+            metrics.to_client.increment(n as u64);
+            activity.touch();
+            if let Some(reader) = answers.as_mut()
+                && !report(socket, &pending, reader.read(&data)).await
+            {
+                return End::ClientGone;
+            }
             if let Some(r) = recorder.as_mut() {
                 r.record_bytes(data);
             }
-            metrics.to_client.increment(n as u64);
-            activity.touch();
+        }
+    };
+    // Requests the server left unanswered.
+    let expire = async {
+        loop {
+            let request = pending.expired().await;
+            if !emit(socket, "vnc:resized", &no_answer_payload(&request)).await {
+                return End::ClientGone;
+            }
         }
     };
     tokio::select! {
@@ -172,7 +216,24 @@ pub async fn relay(
         _ = activity.idle(limits.idle_timeout) => End::Idle,
         e = up => e,
         e = down => e,
+        e = expire => e,
     }
+}
+
+/// Emits `vnc:resized` for each of the server's answers, each settling the oldest
+/// pending request; false once the socket is gone.
+async fn report(
+    socket: &SocketRef<Adapter>,
+    pending: &PendingResizes,
+    answers: Vec<ResizeAnswer>,
+) -> bool {
+    for answer in answers {
+        pending.answered();
+        if !emit(socket, "vnc:resized", &answered_payload(&answer)).await {
+            return false;
+        }
+    }
+    true
 }
 
 /// The socket.io browser during the RFB handshake: bytes out as `vnc:data`, bytes in

@@ -33,9 +33,10 @@ pub fn encode_pointer_event(x: u16, y: u16, buttons: u8) -> [u8; POINTER_EVENT_L
 }
 
 /// SetDesktopSize asking for `width` × `height`, laid out as one screen covering the
-/// framebuffer. The screen id is 0 and the flags are 0: the relay does not read the
-/// server's ExtendedDesktopSize, so it cannot echo the id the server uses; single-
-/// screen servers (Xvnc, x11vnc with xrandr) accept any id for the only screen.
+/// framebuffer. The screen id is 0 and the flags are 0: the relay reads only the
+/// status and size of the server's ExtendedDesktopSize, not its screens, so it cannot
+/// echo the id the server uses; single-screen servers (Xvnc, x11vnc with xrandr)
+/// accept any id for the only screen.
 /// A server that did not announce ExtendedDesktopSize must not be sent this; servers
 /// answer a zero size with an error rectangle, so the relay should refuse it first.
 pub fn encode_set_desktop_size(width: u16, height: u16) -> [u8; SET_DESKTOP_SIZE_LEN] {

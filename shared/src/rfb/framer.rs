@@ -17,6 +17,7 @@
 use std::ops::Range;
 
 use super::message::{MessageKind, message_type as mt};
+use super::server_init::PixelFormat;
 
 /// Default [`FramerLimits::max_cut_text`]: 1 MiB of clipboard in one message.
 pub const DEFAULT_MAX_CUT_TEXT: u32 = 1024 * 1024;
@@ -134,6 +135,8 @@ pub struct ClientFramer {
     carried: Option<u8>,
     /// The last complete SetEncodings listed ExtendedMouseButtons.
     extended_mouse_buttons: bool,
+    /// The format of the last complete SetPixelFormat.
+    pixel_format: Option<PixelFormat>,
     /// Set once the stream could not be framed; every later call returns it.
     error: Option<FrameError>,
 }
@@ -151,6 +154,8 @@ struct Message {
     word: [u8; 4],
     /// SetEncodings: ExtendedMouseButtons was among the encodings read so far.
     lists_extended_mouse: bool,
+    /// SetPixelFormat: the PIXEL_FORMAT bytes, kept for [`ClientFramer::pixel_format`].
+    format: [u8; PixelFormat::LEN],
 }
 
 impl ClientFramer {
@@ -160,6 +165,7 @@ impl ClientFramer {
             current: None,
             carried: None,
             extended_mouse_buttons: false,
+            pixel_format: None,
             error: None,
         }
     }
@@ -175,6 +181,12 @@ impl ClientFramer {
     /// server reads it as the 7-byte form.
     pub fn extended_mouse_buttons(&self) -> bool {
         self.extended_mouse_buttons
+    }
+
+    /// The pixel format of the client's last complete SetPixelFormat, if it sent one:
+    /// what the server's pixel data is in once the server has read it.
+    pub fn pixel_format(&self) -> Option<PixelFormat> {
+        self.pixel_format
     }
 
     /// The next span at the front of `input`: `Ok(None)` when `input` is empty, or
@@ -236,6 +248,8 @@ impl ClientFramer {
             self.current = Some(message);
         } else if kind == MessageKind::SetEncodings {
             self.extended_mouse_buttons = message.lists_extended_mouse;
+        } else if kind == MessageKind::SetPixelFormat {
+            self.pixel_format = Some(PixelFormat::from_bytes(&message.format));
         }
         Ok(Some(Span {
             kind,
@@ -362,6 +376,7 @@ impl Message {
             header: [0; HEADER_CAP],
             word: [0; 4],
             lists_extended_mouse: false,
+            format: [0; PixelFormat::LEN],
         }
     }
 
@@ -383,8 +398,9 @@ impl Message {
                 break;
             };
             match (self.total, rest.first()) {
-                // The body of anything but SetEncodings is not looked at: take it whole.
-                (Some(total), _) if self.kind != MessageKind::SetEncodings => {
+                // The body of anything but SetEncodings and SetPixelFormat is not
+                // looked at: take it whole.
+                (Some(total), _) if !self.reads_body() => {
                     let left =
                         usize::try_from(total.saturating_sub(self.seen)).unwrap_or(usize::MAX);
                     let n = left.min(rest.len());
@@ -401,7 +417,15 @@ impl Message {
         Ok(used)
     }
 
-    /// Takes one byte: a header byte, or a SetEncodings body byte.
+    /// The kinds whose body bytes the framer reads one by one.
+    fn reads_body(&self) -> bool {
+        matches!(
+            self.kind,
+            MessageKind::SetEncodings | MessageKind::SetPixelFormat
+        )
+    }
+
+    /// Takes one byte: a header byte, or a SetEncodings or SetPixelFormat body byte.
     fn push(&mut self, byte: u8, limits: FramerLimits, extended: bool) -> Result<(), FrameError> {
         match self.total {
             None => {
@@ -417,8 +441,19 @@ impl Message {
                 }
             }
             Some(_) => {
-                if self.kind == MessageKind::SetEncodings {
-                    self.encoding_byte(byte);
+                match self.kind {
+                    MessageKind::SetEncodings => self.encoding_byte(byte),
+                    // Type and 3 bytes of padding, then PIXEL_FORMAT.
+                    MessageKind::SetPixelFormat => {
+                        if let Some(slot) = usize::try_from(self.seen)
+                            .ok()
+                            .and_then(|i| i.checked_sub(4))
+                            .and_then(|i| self.format.get_mut(i))
+                        {
+                            *slot = byte;
+                        }
+                    }
+                    _ => {}
                 }
                 self.seen += 1;
             }

@@ -54,6 +54,9 @@ pub struct Established {
     /// whatever the server sent after ServerInit. Write them before relaying anything
     /// else from the server.
     pub to_client: Vec<u8>,
+    /// How many bytes at the end of `to_client` the server sent after ServerInit: its
+    /// first data-phase messages, where a [`ServerFramer`](super::ServerFramer) starts.
+    pub server_data_len: usize,
     /// Bytes the browser sent after ClientInit (a SetEncodings sent right away, say):
     /// data-phase messages, to go through the framer first.
     pub from_client: Vec<u8>,
@@ -300,12 +303,14 @@ impl ProxyHandshake {
         };
         let mut to_client = self.to_client;
         to_client.extend_from_slice(&self.from_server);
+        let server_data_len = self.from_server.len();
         Ok(Established {
             server_init,
             version,
             auth,
             to_server: self.to_server,
             to_client,
+            server_data_len,
             from_client: self.from_client,
         })
     }

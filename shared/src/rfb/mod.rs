@@ -5,14 +5,17 @@
 //! - [`ClientFramer`]: splits the browser's data-phase bytes into message spans,
 //!   zero-copy, so `view` sessions can drop input and the relay knows the boundaries
 //!   where it may write messages of its own;
+//! - [`ServerFramer`]: follows the server's data-phase messages without copying them,
+//!   reporting what they say about the desktop (the answer to a SetDesktopSize);
 //! - `encode_*`: the messages the relay writes for `vnc:input` and `vnc:resize`;
 //! - [`vnc_auth_response`]: VNC Authentication.
 //!
 //! A session: feed both sockets to a [`ProxyHandshake`] until it is done, then run
 //! the browser's bytes (starting with [`Established::from_client`]) through a
-//! [`ClientFramer`] and relay the server's bytes as they are. Every length read from
-//! the wire is capped, and no input makes this code panic; the fuzz targets in
-//! `fuzz/` check both parsers.
+//! [`ClientFramer`] and relay the server's bytes as they are (through a
+//! [`ServerFramer`] too where the relay wants to know what the server answers). Every
+//! length the parsers buffer is capped, and no input makes this code panic; the fuzz
+//! targets in `fuzz/` check every parser.
 
 mod auth;
 mod encode;
@@ -20,7 +23,9 @@ mod framer;
 mod handshake;
 mod message;
 mod security;
+mod server_framer;
 mod server_init;
+mod server_message;
 mod version;
 mod wire;
 
@@ -38,5 +43,10 @@ pub use handshake::{
 };
 pub use message::{MessageKind, message_type};
 pub use security::{AuthMode, SECURITY_NONE, SECURITY_VNC_AUTH, SecurityTypes, security_type_name};
+pub use server_framer::{
+    MAX_SERVER_FENCE_PAYLOAD, Rectangle, ResizeAnswer, ResizeStatus, ServerEvent, ServerEvents,
+    ServerFrameError, ServerFramer,
+};
 pub use server_init::{MAX_DESKTOP_NAME_LEN, PixelFormat, SERVER_INIT_HEADER_LEN, ServerInit};
+pub use server_message::{ServerMessageKind, encoding, server_message_type};
 pub use version::{PROTOCOL_VERSION_LEN, Version};

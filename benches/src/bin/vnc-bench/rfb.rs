@@ -170,6 +170,30 @@ pub async fn handshake(conn: &mut Conn) -> Result<()> {
     Ok(())
 }
 
+/// FramebufferUpdate header (type, padding, rectangle count) plus one rectangle header.
+const UPDATE_OVERHEAD: usize = 4 + 12;
+/// Widest Raw rectangle the source writes, in pixels (one row each).
+const MAX_ROW: usize = 16384;
+/// Bell: a server message of one byte.
+const BELL: u8 = 2;
+
+/// `len` bytes of whole server messages for the `source` stand-in: FramebufferUpdates of
+/// one 32 bpp Raw rectangle (one row) each, then Bells for a remainder too short for an
+/// update. Written back to back they stay a valid RFB stream, so a relay that follows
+/// the server's messages frames them as it would a real desktop's.
+pub fn updates(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    while len - out.len() >= UPDATE_OVERHEAD + 4 {
+        let width = ((len - out.len() - UPDATE_OVERHEAD) / 4).min(MAX_ROW);
+        out.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
+        out.extend_from_slice(&(width as u16).to_be_bytes());
+        out.extend_from_slice(&[0, 1, 0, 0, 0, 0]);
+        out.extend((0..width * 4).map(|i| (i % 253) as u8));
+    }
+    out.resize(len, BELL);
+    out
+}
+
 /// Frames `payload[CUT_TEXT_HEADER..]` as a ClientCutText message in place.
 pub fn frame_cut_text(payload: &mut [u8]) {
     let text = (payload.len() - CUT_TEXT_HEADER) as u32;
@@ -180,6 +204,28 @@ pub fn frame_cut_text(payload: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn updates_fill_the_length_with_whole_messages() {
+        for len in [1, 19, 20, 21, 23, 65536, 65537, 200_000] {
+            let stream = updates(len);
+            assert_eq!(stream.len(), len);
+            let mut at = 0;
+            while at < len {
+                match stream[at] {
+                    0 => {
+                        assert_eq!(&stream[at + 1..at + 4], &[0, 0, 1], "{len} at {at}");
+                        let width = u16::from_be_bytes([stream[at + 8], stream[at + 9]]);
+                        assert_eq!(&stream[at + 10..at + 16], &[0, 1, 0, 0, 0, 0]);
+                        at += UPDATE_OVERHEAD + usize::from(width) * 4;
+                    }
+                    BELL => at += 1,
+                    t => panic!("{len}: message type {t} at {at}"),
+                }
+            }
+            assert_eq!(at, len);
+        }
+    }
 
     #[test]
     fn client_handshake_whatever_the_pieces() {

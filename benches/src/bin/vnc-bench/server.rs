@@ -50,7 +50,8 @@ pub struct SourceArgs {
     /// Start streaming at once, without the RFB handshake (None security).
     #[arg(long)]
     pub no_rfb: bool,
-    /// Size of the constant buffer written repeatedly per connection.
+    /// Size of the constant buffer written repeatedly per connection (with RFB: whole
+    /// FramebufferUpdates of Raw rectangles, Bells for a short remainder).
     #[arg(long, default_value_t = 65536)]
     pub chunk: usize,
     /// Ask for VNC Authentication with this password instead of security None (what
@@ -90,9 +91,14 @@ pub async fn echo(args: EchoArgs) -> Result<()> {
 pub async fn source(args: SourceArgs) -> Result<()> {
     anyhow::ensure!(args.chunk > 0, "--chunk must be at least 1 byte");
     // One shared pattern buffer for all connections: the source costs no memory per peer
-    // beyond its socket and discard buffer.
-    let chunk: Arc<[u8]> = (0..args.chunk).map(|i| (i % 253) as u8).collect();
+    // beyond its socket and discard buffer. After an RFB handshake it is whole server
+    // messages, so the stream stays valid RFB for a relay that follows it.
     let rfb = !args.no_rfb;
+    let chunk: Arc<[u8]> = if rfb {
+        rfb::updates(args.chunk).into()
+    } else {
+        (0..args.chunk).map(|i| (i % 253) as u8).collect()
+    };
     let password: Option<Arc<[u8]>> = args.password.map(|p| p.into_bytes().into());
     serve(args.listen, move |mut sock| {
         let chunk = Arc::clone(&chunk);

@@ -304,6 +304,43 @@ fn extended_mouse_buttons_follow_the_last_set_encodings() {
 }
 
 #[test]
+fn pixel_format_follows_the_last_complete_set_pixel_format() {
+    let mut framer = ClientFramer::new(FramerLimits::default());
+    assert_eq!(framer.pixel_format(), None);
+    let rgb565 = [16, 16, 0, 1, 0, 31, 0, 63, 0, 31, 11, 5, 0, 0, 0, 0];
+    let message = [&[0, 0, 0, 0][..], &rgb565].concat();
+    for cut in 0..message.len() {
+        let mut framer = ClientFramer::new(FramerLimits::default());
+        framer
+            .spans(&message[..cut])
+            .for_each(|s| assert!(s.is_ok()));
+        assert_eq!(framer.pixel_format(), None, "cut {cut}");
+        framer
+            .spans(&message[cut..])
+            .for_each(|s| assert!(s.is_ok()));
+        assert_eq!(
+            framer.pixel_format(),
+            Some(PixelFormat::from_bytes(&rgb565)),
+            "cut {cut}"
+        );
+    }
+    // The last one counts; other messages leave it alone.
+    let rgb888 = [32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0];
+    let stream = [
+        &message[..],
+        &[0, 1, 2, 3],
+        &rgb888,
+        &encode_key_event(true, 1),
+    ]
+    .concat();
+    frame(&mut framer, &[&stream]).unwrap();
+    assert_eq!(
+        framer.pixel_format(),
+        Some(PixelFormat::from_bytes(&rgb888))
+    );
+}
+
+#[test]
 fn view_filter_keeps_only_allowed_messages() {
     let all = samples();
     let stream: Vec<u8> = all.iter().flat_map(|(_, b)| b.clone()).collect();

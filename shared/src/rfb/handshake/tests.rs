@@ -245,6 +245,9 @@ fn run(s: &Scenario, feeds: impl IntoIterator<Item = (Side, Vec<u8>)>) -> Outcom
         None => hs.finish().map(|done| {
             to_server.extend(&done.to_server);
             to_client.extend(&done.to_client);
+            // The data phase starts after ServerInit, with the server's early bytes.
+            let data_start = done.to_client.len() - done.server_data_len;
+            assert_eq!(done.to_client[data_start..], EARLY_SERVER_DATA);
             assert_eq!(done.server_init.name, "desktop");
             assert_eq!(
                 (done.server_init.width, done.server_init.height),

@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::event_log::{EventLog, MemorySink};
 use crate::framebuffer::Framebuffer;
 use crate::pixel::{self, PixelFormat};
-use crate::{AuthKind, Config, Version, auth, run};
+use crate::{AuthKind, Config, MAX_SIDE, Version, auth, run};
 
 /// Bound on every wait in these tests, so a bug fails a test instead of hanging it.
 const DEADLINE: Duration = Duration::from_secs(5);
@@ -377,5 +377,69 @@ async fn flood_sends_without_requests_and_reports_progress() {
     let size = 16 + 64 * 48 * 4;
     server
         .wait_log(|l| is(l, "event", "flood_progress") && l["bytes"].as_u64() >= Some(3 * size))
+        .await;
+}
+
+/// SetDesktopSize with one screen of `width` × `height`.
+fn set_desktop_size(width: u16, height: u16) -> Vec<u8> {
+    let mut m = vec![251, 0];
+    m.extend_from_slice(&width.to_be_bytes());
+    m.extend_from_slice(&height.to_be_bytes());
+    m.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    m.extend_from_slice(&width.to_be_bytes());
+    m.extend_from_slice(&height.to_be_bytes());
+    m.extend_from_slice(&[0, 0, 0, 0]);
+    m
+}
+
+#[tokio::test]
+async fn set_desktop_size_is_answered_once_extended_desktop_size_is_listed() {
+    let server = Server::start(config(Version::V3_8, AuthKind::None, false)).await;
+    let mut client = server.connect().await;
+    assert_eq!(client.security_3_8(None).await, 0);
+    client.init().await;
+
+    // Not listed yet: logged, not answered; the next message is the update asked for.
+    client.write(&set_desktop_size(100, 80)).await;
+    server
+        .wait_log(|l| is(l, "msg", "SetDesktopSize") && l["width"] == 100)
+        .await;
+    client.request(false, 0, 0, 64, 48).await;
+    assert_eq!(
+        client.read_update(PixelFormat::SERVER).await.0,
+        (0, 0, 64, 48)
+    );
+
+    // Raw and ExtendedDesktopSize (-308).
+    client
+        .write(&[2, 0, 0, 2, 0, 0, 0, 0, 0xff, 0xff, 0xfe, 0xcc])
+        .await;
+    // Within bounds: ok (x 1, y 0) and the new size, which later updates have.
+    client.write(&set_desktop_size(100, 80)).await;
+    let answer = client.read(4 + 12 + 4 + 16).await;
+    assert_eq!(&answer[..4], &[0, 0, 0, 1]);
+    assert_eq!(
+        &answer[4..16],
+        &[0, 1, 0, 0, 0, 100, 0, 80, 0xff, 0xff, 0xfe, 0xcc]
+    );
+    assert_eq!(&answer[16..20], &[1, 0, 0, 0]);
+    assert_eq!(&answer[28..32], &[0, 100, 0, 80]);
+    client.request(false, 0, 0, 1000, 1000).await;
+    let (rect, pixels) = client.read_update(PixelFormat::SERVER).await;
+    assert_eq!(rect, (0, 0, 100, 80));
+    assert_eq!(pixels[0], BASE);
+
+    // Over the bound, or no screen: invalid layout (y 3), the size unchanged.
+    client.write(&set_desktop_size(MAX_SIDE + 1, 10)).await;
+    let mut no_screen = set_desktop_size(50, 50);
+    no_screen.truncate(8);
+    no_screen[6] = 0;
+    client.write(&no_screen).await;
+    for _ in 0..2 {
+        let answer = client.read(4 + 12 + 4 + 16).await;
+        assert_eq!(&answer[4..12], &[0, 1, 0, 3, 0, 100, 0, 80]);
+    }
+    server
+        .wait_log(|l| is(l, "event", "desktop_size_answer") && l["status"] == 3)
         .await;
 }

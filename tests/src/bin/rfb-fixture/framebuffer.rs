@@ -19,6 +19,12 @@ const MSG_FRAMEBUFFER_UPDATE: u8 = 0;
 /// Raw encoding.
 const ENCODING_RAW: i32 = 0;
 
+/// ExtendedDesktopSize pseudo-encoding.
+pub const ENCODING_EXTENDED_DESKTOP_SIZE: i32 = -308;
+
+/// ExtendedDesktopSize x-position: the change answers this client's SetDesktopSize.
+const REASON_THIS_CLIENT: u16 = 1;
+
 /// A rectangle in framebuffer coordinates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rect {
@@ -140,6 +146,30 @@ pub async fn write_update<W: AsyncWrite + Unpin>(
     out.flush().await
 }
 
+/// Writes the answer to a SetDesktopSize: a FramebufferUpdate with one
+/// ExtendedDesktopSize rectangle, x-position 1 (this client asked), y-position
+/// `status`, the framebuffer's size (the new one if it changed), one screen covering
+/// it.
+pub async fn write_desktop_size<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    fb: Framebuffer,
+    status: u16,
+) -> std::io::Result<()> {
+    let mut m = vec![MSG_FRAMEBUFFER_UPDATE, 0, 0, 1];
+    for v in [REASON_THIS_CLIENT, status, fb.width, fb.height] {
+        m.extend_from_slice(&v.to_be_bytes());
+    }
+    m.extend_from_slice(&ENCODING_EXTENDED_DESKTOP_SIZE.to_be_bytes());
+    // One screen, padding; then id, x, y, width, height, flags.
+    m.extend_from_slice(&[1, 0, 0, 0]);
+    m.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+    m.extend_from_slice(&fb.width.to_be_bytes());
+    m.extend_from_slice(&fb.height.to_be_bytes());
+    m.extend_from_slice(&[0, 0, 0, 0]);
+    out.write_all(&m).await?;
+    out.flush().await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +247,24 @@ mod tests {
         .await
         .expect("write");
         assert_eq!(empty, [0, 0, 0, 0]);
+    }
+
+    #[tokio::test]
+    async fn writes_desktop_size_answer() {
+        let mut out = Vec::new();
+        write_desktop_size(&mut out, Framebuffer::new(800, 600, [0; 3]), 3)
+            .await
+            .expect("write");
+        assert_eq!(&out[..4], &[0, 0, 0, 1]);
+        assert_eq!(
+            &out[4..16],
+            &[0, 1, 0, 3, 3, 32, 2, 88, 0xff, 0xff, 0xfe, 0xcc]
+        );
+        assert_eq!(&out[16..20], &[1, 0, 0, 0]);
+        assert_eq!(
+            &out[20..],
+            &[0, 0, 0, 0, 0, 0, 0, 0, 3, 32, 2, 88, 0, 0, 0, 0]
+        );
     }
 
     #[tokio::test]

@@ -2,8 +2,10 @@
 //!
 //! It offers protocol 3.3, 3.7 or 3.8, security None or VNC Authentication, answers
 //! framebuffer update requests with Raw rectangles of a framebuffer whose bottom half
-//! changes over time, and logs every event and client message as one JSON line. With
-//! `--flood` it pushes full-screen updates as fast as the peer reads them instead.
+//! changes over time, answers SetDesktopSize with an ExtendedDesktopSize rectangle like
+//! a real server (ok within bounds, invalid layout above them; see `session.rs`), and
+//! logs every event and client message as one JSON line. With `--flood` it pushes
+//! full-screen updates as fast as the peer reads them instead.
 //!
 //! The binary is pure Rust with no runtime file needs, so it runs in a scratch image.
 //! After binding it prints `LISTENING <ip:port>` on stdout: tests read that line to learn
@@ -43,7 +45,7 @@ use crate::framebuffer::Framebuffer;
 
 /// Largest framebuffer side we accept: bounds the work and bytes of one full update
 /// (4096 × 4096 × 4 bytes = 64 MiB on the wire, written in bounded chunks).
-const MAX_SIDE: u16 = 4096;
+pub const MAX_SIDE: u16 = 4096;
 
 /// How long to wait before accepting again after an accept error (EMFILE and friends).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);

@@ -2,6 +2,13 @@
 //! parses and logs every client message and a writer that sends framebuffer updates,
 //! either on request or, with `--flood`, back to back.
 //!
+//! SetDesktopSize is answered as a real server does, once the client has listed
+//! ExtendedDesktopSize (-308) in SetEncodings (never in flood mode): status 0 (ok) and
+//! the connection's framebuffer takes the new size when the layout has at least one
+//! screen and both sides are within 1..=[`MAX_SIDE`]; status 3 (invalid layout) and
+//! the size unchanged otherwise. The size belongs to the connection, not the server:
+//! other clients keep theirs.
+//!
 //! Reader and writer are two futures of the same task joined by `select!`, so when one
 //! ends (client closed, bad input, write error) the other is dropped with it.
 
@@ -17,11 +24,13 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 
-use crate::Config;
 use crate::event_log::EventLog;
-use crate::framebuffer::{Framebuffer, Rect, write_update};
+use crate::framebuffer::{
+    ENCODING_EXTENDED_DESKTOP_SIZE, Framebuffer, Rect, write_desktop_size, write_update,
+};
 use crate::handshake::{self, Outcome};
 use crate::pixel::PixelFormat;
+use crate::{Config, MAX_SIDE};
 
 /// Deadline for everything from accept to ServerInit, so a silent client cannot hold a
 /// connection in the handshake forever.
@@ -37,12 +46,22 @@ const REQUEST_QUEUE: usize = 64;
 /// How often flood mode logs its byte total.
 const FLOOD_PROGRESS_PERIOD: Duration = Duration::from_millis(100);
 
-/// A FramebufferUpdateRequest, handed from the reader to the writer.
+/// What the reader hands the writer, in the order the client sent it.
 #[derive(Debug)]
-struct UpdateRequest {
-    incremental: bool,
-    rect: Rect,
+enum Request {
+    /// A FramebufferUpdateRequest.
+    Update { incremental: bool, rect: Rect },
+    /// A SetDesktopSize from a client that listed ExtendedDesktopSize.
+    Resize {
+        width: u16,
+        height: u16,
+        screens: u8,
+    },
 }
+
+/// ExtendedDesktopSize statuses the fixture answers with.
+const RESIZE_OK: u16 = 0;
+const RESIZE_INVALID_LAYOUT: u16 = 3;
 
 /// Runs a session to its end and returns why it ended. Errors are for unexpected
 /// failures; a peer that goes away, even mid-write, is a normal close.
@@ -82,7 +101,7 @@ pub async fn run(
                 let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
                 tokio::select! {
                     r = read_messages(conn, &mut rd, &format_tx, Some(tx), log) => r,
-                    r = serve_requests(&mut wr, fb, &format_rx, generation, rx) => r,
+                    r = serve_requests(conn, &mut wr, fb, &format_rx, generation, rx, log) => r,
                 }
             }
         }
@@ -113,9 +132,11 @@ async fn read_messages<R: AsyncRead + Unpin>(
     conn: u64,
     rd: &mut R,
     format: &watch::Sender<PixelFormat>,
-    requests: Option<mpsc::Sender<UpdateRequest>>,
+    requests: Option<mpsc::Sender<Request>>,
     log: &EventLog,
 ) -> anyhow::Result<String> {
+    // The client's last SetEncodings listed ExtendedDesktopSize.
+    let mut extended_desktop_size = false;
     loop {
         let msg_type = match rd.read_u8().await {
             Ok(t) => t,
@@ -163,6 +184,7 @@ async fn read_messages<R: AsyncRead + Unpin>(
                     .chunks_exact(4)
                     .map(|c| i32::from_be_bytes([c[0], c[1], c[2], c[3]]))
                     .collect();
+                extended_desktop_size = encodings.contains(&ENCODING_EXTENDED_DESKTOP_SIZE);
                 log.conn(conn, json!({"msg": "SetEncodings", "encodings": encodings}));
             }
             3 => {
@@ -171,23 +193,28 @@ async fn read_messages<R: AsyncRead + Unpin>(
                     .await
                     .context("truncated FramebufferUpdateRequest")?;
                 let u16_at = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
-                let request = UpdateRequest {
-                    incremental: b[0] != 0,
-                    rect: Rect {
+                let (incremental, r) = (
+                    b[0] != 0,
+                    Rect {
                         x: u16_at(1),
                         y: u16_at(3),
                         width: u16_at(5),
                         height: u16_at(7),
                     },
-                };
-                let r = request.rect;
+                );
                 log.conn(
                     conn,
-                    json!({"msg": "FramebufferUpdateRequest", "incremental": request.incremental,
+                    json!({"msg": "FramebufferUpdateRequest", "incremental": incremental,
                            "x": r.x, "y": r.y, "width": r.width, "height": r.height}),
                 );
                 if let Some(tx) = &requests
-                    && tx.send(request).await.is_err()
+                    && tx
+                        .send(Request::Update {
+                            incremental,
+                            rect: r,
+                        })
+                        .await
+                        .is_err()
                 {
                     return Ok("writer stopped".into());
                 }
@@ -241,7 +268,7 @@ async fn read_messages<R: AsyncRead + Unpin>(
             }
             251 => {
                 // SetDesktopSize: padding, width, height, screen count, padding, then
-                // 16 bytes per screen. Logged; the framebuffer keeps its size.
+                // 16 bytes per screen. Answered by the writer (see the module doc).
                 let mut b = [0u8; 7];
                 rd.read_exact(&mut b)
                     .await
@@ -256,6 +283,16 @@ async fn read_messages<R: AsyncRead + Unpin>(
                     conn,
                     json!({"msg": "SetDesktopSize", "width": width, "height": height, "screens": b[5]}),
                 );
+                let resize = Request::Resize {
+                    width,
+                    height,
+                    screens: b[5],
+                };
+                if let Some(tx) = requests.as_ref().filter(|_| extended_desktop_size)
+                    && tx.send(resize).await.is_err()
+                {
+                    return Ok("writer stopped".into());
+                }
             }
             t => {
                 // Never guess the length of a message we do not know.
@@ -268,13 +305,16 @@ async fn read_messages<R: AsyncRead + Unpin>(
 
 /// Answers update requests: a non-incremental one at once with the requested rectangle,
 /// an incremental one as soon as the content differs from what this client last got.
-/// At most one incremental request is pending; a newer one replaces it.
+/// At most one incremental request is pending; a newer one replaces it. Answers resize
+/// requests in order with them.
 async fn serve_requests<W: AsyncWrite + Unpin>(
+    conn: u64,
     wr: &mut W,
-    fb: Framebuffer,
+    mut fb: Framebuffer,
     format: &watch::Receiver<PixelFormat>,
     mut generation: watch::Receiver<u64>,
-    mut requests: mpsc::Receiver<UpdateRequest>,
+    mut requests: mpsc::Receiver<Request>,
+    log: &EventLog,
 ) -> anyhow::Result<String> {
     let mut pending: Option<Rect> = None;
     // Generation of the last update this client got; `None` before the first.
@@ -295,12 +335,30 @@ async fn serve_requests<W: AsyncWrite + Unpin>(
         tokio::select! {
             request = requests.recv() => match request {
                 None => return Ok("reader stopped".into()),
-                Some(UpdateRequest { incremental: true, rect }) => pending = Some(rect),
-                Some(UpdateRequest { incremental: false, rect }) => {
+                Some(Request::Update { incremental: true, rect }) => pending = Some(rect),
+                Some(Request::Update { incremental: false, rect }) => {
                     let current = *generation.borrow_and_update();
                     let pf = *format.borrow();
                     write_update(wr, fb, rect, pf, current, |_| {}).await.context("send update")?;
                     last_sent = Some(current);
+                }
+                Some(Request::Resize { width, height, screens }) => {
+                    let side = 1..=MAX_SIDE;
+                    let status = if screens >= 1 && side.contains(&width) && side.contains(&height) {
+                        fb.width = width;
+                        fb.height = height;
+                        // Everything on screen is new to the client.
+                        last_sent = None;
+                        RESIZE_OK
+                    } else {
+                        RESIZE_INVALID_LAYOUT
+                    };
+                    write_desktop_size(wr, fb, status).await.context("send desktop size")?;
+                    log.conn(
+                        conn,
+                        json!({"event": "desktop_size_answer", "status": status,
+                               "width": fb.width, "height": fb.height}),
+                    );
                 }
             },
             changed = generation.changed(), if pending.is_some() => {
