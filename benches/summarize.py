@@ -96,22 +96,26 @@ def summarize_tls():
         p99s = ", ".join(str(r["rtt_us"]["p99"]) for r in lat)
         print(f"| {name} | **{tp:.0f}** | {tps} | {p50:.0f} | {p99:.0f} | {p99s} |")
 
-    # CPU during the throughput runs: cores busy on average over the run's wall time,
-    # and the relay's CPU per GB moved (bytes at the measured rate over warmup + run).
-    print("\n| target (throughput runs) | relay cores | client cores | source cores "
+    # CPU during the throughput runs: cores busy on average over the run's wall time
+    # (the rest: interrupts, i.e. loopback TCP, and anything else running), and the
+    # relay's and client's CPU per GB moved (bytes at the measured rate over warmup + run).
+    print("\n| target (throughput runs) | relay cores | client cores | source cores | rest of the machine "
           "| relay CPU s per GB | client CPU s per GB |")
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for t, name in targets:
         cpu = rows.get(f"cpu:tls:throughput/{t}", [])
         tput = rows.get(f"tls:throughput/{t}", [])
         pairs = [(c, r) for c, r in zip(cpu, tput) if "error" not in r and c["wall_s"] > 0]
         cores = {k: mid([c[k] / c["wall_s"] for c, _ in pairs])
                  for k in ("relay_s", "client_s", "source_s")}
+        cores["rest"] = mid([(c.get("machine_s", float("nan")) - c["relay_s"] - c["client_s"]
+                              - c["source_s"]) / c["wall_s"] for c, _ in pairs])
         per_gb = {k: mid([c[k] / (r["total_mb_per_s"] * (r["warmup_s"] + r["duration_s"]) / 1000)
                           for c, r in pairs if r["total_mb_per_s"] > 0])
                   for k in ("relay_s", "client_s")}
         print(f"| {name} | {cores['relay_s']:.2f} | {cores['client_s']:.2f} | "
-              f"{cores['source_s']:.2f} | {per_gb['relay_s']:.2f} | {per_gb['client_s']:.2f} |")
+              f"{cores['source_s']:.2f} | {cores['rest']:.2f} | "
+              f"{per_gb['relay_s']:.2f} | {per_gb['client_s']:.2f} |")
 
     for plain, tls in (("ws", "wss"), ("sio", "sios")):
         a, b = m[plain], m[tls]
