@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Summarizes benches/run.sh results (JSON lines) against the relay-core goals."""
+"""Summarizes benches/run.sh results (JSON lines) against the relay-core goals, and those
+of benches/socketio.sh and benches/tls.sh (told apart by their labels)."""
 import json
 import statistics
 import sys
@@ -81,6 +82,69 @@ def summarize_policy():
 
 if any(label.startswith("policy:") for label in rows):
     summarize_policy()
+    sys.exit(0)
+
+
+def summarize_tls():
+    """benches/tls.sh results (labels `tls:...`, CPU samples `cpu:tls:...`): throughput,
+    RTT and CPU per target, and what TLS costs against the same path in plain."""
+    targets = [("ws", "raw WebSocket, ws://"),
+               ("wss", "raw WebSocket, wss:// (TLS bridge)"),
+               ("sio", "socket.io, sio://"),
+               ("sios", "socket.io, sios:// (TLS in socketioxide)")]
+
+    def ok(label):
+        return [r for r in rows.get(label, []) if "error" not in r]
+
+    def mid(vals):
+        return statistics.median(vals) if vals else float("nan")
+
+    for label, recs in sorted(rows.items()):
+        for r in recs:
+            if "error" in r:
+                print(f"FAILED {label}: {r['error']}")
+    print("\n| target | throughput MB/s (median) | rounds | RTT p50 µs | RTT p99 µs | p99 per round |")
+    print("|---|---|---|---|---|---|")
+    m = {}
+    for t, name in targets:
+        tput, lat = ok(f"tls:throughput/{t}"), ok(f"tls:latency/{t}")
+        tp = mid([r["total_mb_per_s"] for r in tput])
+        p50 = mid([r["rtt_us"]["p50"] for r in lat])
+        p99 = mid([r["rtt_us"]["p99"] for r in lat])
+        m[t] = (tp, p50, p99)
+        tps = ", ".join(f"{r['total_mb_per_s']:.0f}" for r in tput)
+        p99s = ", ".join(str(r["rtt_us"]["p99"]) for r in lat)
+        print(f"| {name} | **{tp:.0f}** | {tps} | {p50:.0f} | {p99:.0f} | {p99s} |")
+
+    # CPU during the throughput runs: cores busy on average over the run's wall time
+    # (the rest: interrupts, i.e. loopback TCP, and anything else running), and the
+    # relay's and client's CPU per GB moved (bytes at the measured rate over warmup + run).
+    print("\n| target (throughput runs) | relay cores | client cores | source cores | rest of the machine "
+          "| relay CPU s per GB | client CPU s per GB |")
+    print("|---|---|---|---|---|---|---|")
+    for t, name in targets:
+        cpu = rows.get(f"cpu:tls:throughput/{t}", [])
+        tput = rows.get(f"tls:throughput/{t}", [])
+        pairs = [(c, r) for c, r in zip(cpu, tput) if "error" not in r and c["wall_s"] > 0]
+        cores = {k: mid([c[k] / c["wall_s"] for c, _ in pairs])
+                 for k in ("relay_s", "client_s", "source_s")}
+        cores["rest"] = mid([(c.get("machine_s", float("nan")) - c["relay_s"] - c["client_s"]
+                              - c["source_s"]) / c["wall_s"] for c, _ in pairs])
+        per_gb = {k: mid([c[k] / (r["total_mb_per_s"] * (r["warmup_s"] + r["duration_s"]) / 1000)
+                          for c, r in pairs if r["total_mb_per_s"] > 0])
+                  for k in ("relay_s", "client_s")}
+        print(f"| {name} | {cores['relay_s']:.2f} | {cores['client_s']:.2f} | "
+              f"{cores['source_s']:.2f} | {cores['rest']:.2f} | "
+              f"{per_gb['relay_s']:.2f} | {per_gb['client_s']:.2f} |")
+
+    for plain, tls in (("ws", "wss"), ("sio", "sios")):
+        a, b = m[plain], m[tls]
+        print(f"\n{tls} / {plain}: throughput {b[0] / a[0]:.2f}x, "
+              f"p50 {b[1] - a[1]:+.0f} us, p99 {b[2] - a[2]:+.0f} us")
+
+
+if any(label.startswith("tls:") for label in rows):
+    summarize_tls()
     sys.exit(0)
 
 if any(label.startswith("sio:") for label in rows):

@@ -1,6 +1,6 @@
-//! One client connection, plain TCP, WebSocket or socket.io, behind the three operations the
-//! measurements need: send bytes, receive exactly n bytes (an echo), count whatever
-//! arrives (throughput / idle watch).
+//! One client connection, plain TCP, WebSocket or socket.io (the last two over TCP or
+//! TLS), behind the three operations the measurements need: send bytes, receive exactly
+//! n bytes (an echo), count whatever arrives (throughput / idle watch).
 //!
 //! WebSocket: the handshake offers subprotocol `binary` (websockify and the relay accept
 //! `binary` or nothing), sends binary messages, and accepts any message size because the
@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::lean_ws::LeanWs;
 use crate::sio_client::SioConn;
+use crate::stream::Stream;
 use crate::target::Target;
 
 /// Read buffer of a socket.io connection whose mode asks for the lean reader
@@ -35,19 +36,13 @@ const SUBPROTOCOL: &str = "binary";
 pub enum Conn {
     Tcp(TcpStream),
     /// Boxed: the WebSocket state is several times larger than a `TcpStream`.
-    Ws(Box<WebSocketStream<TcpStream>>),
+    Ws(Box<WebSocketStream<Stream>>),
     /// Counting-only WebSocket reader for throughput runs (boxed: its decoder state).
     Lean(Box<LeanWs>),
     /// socket.io (namespace `/vnc`) through the bench's own lean client, in every mode.
     Sio(Box<SioConn>),
 }
 
-/// Opens `target`: TCP connect with TCP_NODELAY, then for ws the handshake carrying the
-/// subprotocol and the extra headers. The caller bounds it with a timeout.
-///
-/// This connects the socket itself and calls `client_async_with_config` rather than
-/// `connect_async_with_config(req, cfg, true)`: same handshake and nodelay, but it uses
-/// the address resolved once at load time.
 /// How a ws target is read: full tungstenite client, or the lean counting reader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WsClient {
@@ -55,6 +50,13 @@ pub enum WsClient {
     Lean,
 }
 
+/// Opens `target`: TCP connect with TCP_NODELAY, the TLS handshake for `wss`/`sios`,
+/// then for ws the handshake carrying the subprotocol and the extra headers. The caller
+/// bounds it with a timeout.
+///
+/// This connects the socket itself and calls `client_async_with_config` rather than
+/// `connect_async_with_config(req, cfg, true)`: same handshake and nodelay, but it uses
+/// the address resolved once at load time (and the `--ca` TLS client).
 pub async fn connect(
     target: &Target,
     headers: &[(HeaderName, HeaderValue)],
@@ -68,11 +70,8 @@ pub async fn connect(
             stream.set_nodelay(true)?;
             Ok(Conn::Tcp(stream))
         }
-        Target::Ws { url, addr } => {
-            let stream = TcpStream::connect(addr)
-                .await
-                .with_context(|| format!("tcp connect {addr}"))?;
-            stream.set_nodelay(true)?;
+        Target::Ws { url, addr, tls } => {
+            let stream = Stream::connect(*addr, tls.as_ref()).await?;
             let ws_read_buffer = match client {
                 WsClient::Lean => {
                     return Ok(Conn::Lean(Box::new(
@@ -103,11 +102,8 @@ pub async fn connect(
                     .map_err(describe_handshake_error)?;
             Ok(Conn::Ws(Box::new(ws)))
         }
-        Target::Sio { target, addr } => {
-            let stream = TcpStream::connect(addr)
-                .await
-                .with_context(|| format!("tcp connect {addr}"))?;
-            stream.set_nodelay(true)?;
+        Target::Sio { target, addr, tls } => {
+            let stream = Stream::connect(*addr, tls.as_ref()).await?;
             // The mode's ws read buffer size suits socket.io as well (small for many
             // sessions); "lean" is what throughput asks for.
             let read_buffer = match client {
@@ -251,7 +247,7 @@ pub struct RecvCount {
 
 /// Next data-bearing message; `None` once the peer closed. Pings are answered by
 /// tungstenite itself while reading.
-async fn next_data(ws: &mut WebSocketStream<TcpStream>) -> Result<Option<Bytes>> {
+async fn next_data(ws: &mut WebSocketStream<Stream>) -> Result<Option<Bytes>> {
     loop {
         match ws.next().await {
             None => return Ok(None),
@@ -279,8 +275,12 @@ async fn next_data(ws: &mut WebSocketStream<TcpStream>) -> Result<Option<Bytes>>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::net::TcpListener;
     use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+
+    use crate::stream::test_pki::{self, TestPki};
+    use crate::target::{TargetArgs, Targets};
 
     /// A ws server that answers the handshake (echoing `binary` if `echo_protocol`), then
     /// sends a ping and echoes each message back one byte per message.
@@ -313,6 +313,7 @@ mod tests {
         Target::Ws {
             url: format!("ws://{addr}/websockify?token=t"),
             addr,
+            tls: None,
         }
     }
 
@@ -337,5 +338,136 @@ mod tests {
             panic!("handshake without the subprotocol must fail");
         };
         assert!(format!("{err:#}").contains("subprotocol"), "{err:#}");
+    }
+
+    /// Messages and sizes the TLS source sends: more than one TLS record (16 KiB) each,
+    /// so records are split and joined on the way.
+    const TLS_MESSAGES: usize = 8;
+    const TLS_MESSAGE: usize = 40_000;
+
+    /// A wss server with a certificate for `names`: answers the handshake with
+    /// subprotocol `binary`, then either sends [`TLS_MESSAGES`] messages and waits for
+    /// the client to leave (`source`), or echoes each message back (not `source`).
+    // The callback's `Result<Response, ErrorResponse>` is tungstenite's signature.
+    #[allow(clippy::result_large_err)]
+    async fn tls_ws_server(names: &[&str], source: bool) -> (TestPki, std::net::SocketAddr) {
+        let pki = test_pki::new(names);
+        let acceptor = pki.acceptor.clone();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            let Ok(tls) = acceptor.accept(sock).await else {
+                return;
+            };
+            let callback = |_: &Request, mut resp: Response| {
+                resp.headers_mut().insert(
+                    header::SEC_WEBSOCKET_PROTOCOL,
+                    HeaderValue::from_static(SUBPROTOCOL),
+                );
+                Ok(resp)
+            };
+            let mut ws = tokio_tungstenite::accept_hdr_async(tls, callback)
+                .await
+                .unwrap();
+            if source {
+                for i in 0..TLS_MESSAGES {
+                    let msg = vec![i as u8; TLS_MESSAGE];
+                    ws.send(Message::binary(msg)).await.unwrap();
+                }
+            }
+            while let Some(Ok(msg)) = ws.next().await {
+                if !source && let Message::Binary(data) = msg {
+                    ws.send(Message::Binary(data)).await.unwrap();
+                }
+            }
+        });
+        (pki, addr)
+    }
+
+    async fn load(url: String, ca: Option<std::path::PathBuf>) -> anyhow::Result<Targets> {
+        Targets::load(&TargetArgs {
+            target: Some(url),
+            url_file: None,
+            ca,
+            headers: Vec::new(),
+            connect_timeout: Duration::from_secs(5),
+            no_rfb: true,
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn wss_target_is_counted_by_the_lean_reader() {
+        let (pki, addr) = tls_ws_server(&["127.0.0.1"], true).await;
+        let targets = load(
+            format!("wss://{addr}/websockify?token=t"),
+            Some(pki.ca.clone()),
+        )
+        .await
+        .unwrap();
+        let mut conn = targets.connect(0, WsClient::Lean).await.unwrap();
+        assert!(matches!(conn, Conn::Lean(_)));
+        let mut scratch = vec![0u8; 64 * 1024];
+        let mut bytes = 0;
+        // The server sends exactly this much and then nothing: a short count waits here
+        // until the timeout, a long one fails the assert.
+        while bytes < TLS_MESSAGES * TLS_MESSAGE {
+            let got = tokio::time::timeout(Duration::from_secs(5), conn.recv_count(&mut scratch))
+                .await
+                .expect("the server's bytes arrive")
+                .unwrap();
+            assert!(
+                got.bytes > 0 || got.messages > 0,
+                "closed after {bytes} bytes"
+            );
+            bytes += got.bytes;
+        }
+        assert_eq!(bytes, TLS_MESSAGES * TLS_MESSAGE);
+        conn.close().await;
+    }
+
+    #[tokio::test]
+    async fn wss_target_echoes_through_tungstenite() {
+        // `localhost` in the URL, so the certificate is checked against a DNS name.
+        let (pki, addr) = tls_ws_server(&["localhost"], false).await;
+        let url = format!("wss://localhost:{}/websockify?token=t", addr.port());
+        let targets = load(url, Some(pki.ca.clone())).await.unwrap();
+        let mut conn = targets
+            .connect(0, WsClient::Tungstenite { read_buffer: 4096 })
+            .await
+            .unwrap();
+        let sent: Vec<u8> = (0..TLS_MESSAGE).map(|i| i as u8).collect();
+        conn.send(&sent).await.unwrap();
+        let mut got = vec![0u8; sent.len()];
+        conn.recv_exact(&mut got).await.unwrap();
+        assert_eq!(got, sent);
+    }
+
+    #[tokio::test]
+    async fn wss_target_refuses_a_certificate_for_another_name() {
+        let (pki, addr) = tls_ws_server(&["localhost"], true).await;
+        let targets = load(format!("wss://{addr}/"), Some(pki.ca.clone()))
+            .await
+            .unwrap();
+        let Err(err) = targets.connect(0, WsClient::Lean).await else {
+            panic!("a certificate for localhost must not pass for 127.0.0.1");
+        };
+        let err = format!("{err:#}");
+        assert!(err.contains("TLS handshake"), "{err}");
+        assert!(err.contains("certificate"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn wss_and_sios_targets_need_a_ca() {
+        for url in [
+            "wss://127.0.0.1:1/",
+            "sios://127.0.0.1:1?containerId=c&token=t",
+        ] {
+            let Err(err) = load(url.to_owned(), None).await else {
+                panic!("{url} without --ca must be refused");
+            };
+            assert!(format!("{err:#}").contains("needs --ca"), "{err:#}");
+        }
     }
 }

@@ -1,15 +1,15 @@
 //! A lean WebSocket reader for `throughput`: a hand-made upgrade request, then the
 //! server's frames parsed in place with the relay's own frame decoder and their payload
 //! counted, never copied. Per byte that is the same client work as the plain TCP
-//! target, so the client's cost doesn't tilt a relay/proxy/websockify comparison.
+//! target, so the client's cost doesn't tilt a relay/proxy/websockify comparison. Over
+//! `wss://` it reads the same way from the TLS stream (rustls decrypts into it).
 //!
 //! Pings from the server are not answered: runs are far shorter than any server's
 //! missed-pong limit. It sends only the RFB handshake's answers. Its hand-made upgrade
 //! ([`upgrade`]) is the socket.io client's too.
 
 use anyhow::{Context, Result, bail, ensure};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, Uri};
@@ -17,12 +17,13 @@ use vnc_relay::frame::{Decoded, Decoder};
 
 use crate::client::RecvCount;
 use crate::sio_wire::{self, Masks};
+use crate::stream::Stream;
 
 /// Largest HTTP response head accepted.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 
 pub struct LeanWs {
-    stream: TcpStream,
+    stream: Stream,
     decoder: Decoder,
     /// Frame bytes that arrived with the 101 response, decoded before any read.
     pending: Vec<u8>,
@@ -33,7 +34,7 @@ pub struct LeanWs {
 impl LeanWs {
     pub async fn connect(
         url: &str,
-        mut stream: TcpStream,
+        mut stream: Stream,
         headers: &[(HeaderName, HeaderValue)],
     ) -> Result<LeanWs> {
         let uri: Uri = url.parse().context("target URL")?;
@@ -98,7 +99,7 @@ impl LeanWs {
     pub async fn send(&mut self, data: &[u8]) -> Result<()> {
         let mut frame = Vec::with_capacity(data.len() + 14);
         sio_wire::push_binary(&mut frame, data, &mut self.masks);
-        self.stream.write_all(&frame).await?;
+        self.stream.send_all(&frame).await?;
         Ok(())
     }
 
@@ -145,8 +146,8 @@ impl LeanWs {
 /// with `subprotocol` offered if given and the extra headers, then a `101` whose
 /// `Sec-WebSocket-Accept` matches. Returns the bytes that arrived after the response
 /// head (the first frames).
-pub async fn upgrade(
-    stream: &mut TcpStream,
+pub async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     host: &str,
     path: &str,
     subprotocol: Option<&str>,
@@ -168,6 +169,7 @@ pub async fn upgrade(
     }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes()).await?;
+    stream.flush().await?;
 
     let mut head = Vec::new();
     let end = loop {

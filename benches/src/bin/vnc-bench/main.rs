@@ -1,7 +1,8 @@
 //! `vnc-bench`: load generator for vnc-relay. Three stand-in servers (`echo`, `source`,
 //! and the `proxy` baseline) and three client measurements (`throughput`, `latency`,
-//! `conns`) against `tcp://`, `ws://` or `sio://` (socket.io) targets. Client modes end
-//! by themselves and print a summary, then one `RESULT {json}` line for scripts.
+//! `conns`) against `tcp://`, `ws://` or `sio://` (socket.io) targets, the last two also
+//! over TLS (`wss://`, `sios://`). Client modes end by themselves and print a summary,
+//! then one `RESULT {json}` line for scripts.
 
 #![forbid(unsafe_code)]
 
@@ -20,6 +21,7 @@ mod session;
 mod sio_client;
 mod sio_wire;
 mod stats;
+mod stream;
 mod target;
 mod throughput;
 

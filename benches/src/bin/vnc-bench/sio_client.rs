@@ -14,12 +14,12 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 
 use crate::client::RecvCount;
 use crate::lean_ws;
 use crate::sio_wire::{self, Item, Masks, Reader};
+use crate::stream::Stream;
 
 /// WebSocket close code sent when the client leaves.
 const NORMAL_CLOSURE: u16 = 1000;
@@ -36,7 +36,7 @@ pub struct SioTarget {
 }
 
 pub struct SioConn {
-    stream: TcpStream,
+    stream: Stream,
     reader: Reader,
     /// Read buffer; `buf[start..end]` is read but not yet consumed. Grows only if a
     /// text frame doesn't fit (up to [`sio_wire::MAX_TEXT_FRAME`]).
@@ -64,7 +64,7 @@ impl SioConn {
     /// token and waits for the admission. `read_buffer` sizes the read buffer.
     pub async fn connect(
         target: &SioTarget,
-        mut stream: TcpStream,
+        mut stream: Stream,
         headers: &[(HeaderName, HeaderValue)],
         read_buffer: usize,
     ) -> Result<SioConn> {
@@ -93,7 +93,7 @@ impl SioConn {
         let connect = sio_wire::connect_packet(target.token.as_deref());
         conn.wbuf.clear();
         sio_wire::push_text(&mut conn.wbuf, &connect, &mut conn.masks);
-        conn.stream.write_all(&conn.wbuf).await?;
+        conn.stream.send_all(&conn.wbuf).await?;
         conn.expect(|i| matches!(i, Item::Connected), "namespace /vnc connect")
             .await?;
         Ok(conn)
@@ -133,7 +133,7 @@ impl SioConn {
         self.wbuf.clear();
         self.wbuf.append(&mut self.out);
         sio_wire::push_data(&mut self.wbuf, data, &mut self.masks);
-        self.stream.write_all(&self.wbuf).await?;
+        self.stream.send_all(&self.wbuf).await?;
         Ok(())
     }
 
@@ -303,7 +303,7 @@ impl SioConn {
 
     async fn flush_out(&mut self) -> Result<()> {
         if !self.out.is_empty() {
-            self.stream.write_all(&self.out).await?;
+            self.stream.send_all(&self.out).await?;
             self.out.clear();
         }
         Ok(())
@@ -340,10 +340,13 @@ impl SioConn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::TcpListener;
+    use crate::stream::{self, TlsTarget, test_pki};
+    use tokio::io::{AsyncRead, AsyncWrite};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_rustls::TlsAcceptor;
 
     /// Reads one masked client frame from `s`: (opcode, unmasked payload).
-    async fn read_client_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    async fn read_client_frame<S: AsyncRead + Unpin>(s: &mut S) -> (u8, Vec<u8>) {
         let mut h = [0u8; 2];
         s.read_exact(&mut h).await.unwrap();
         let len = match h[1] & 0x7F {
@@ -382,7 +385,7 @@ mod tests {
     }
 
     /// Reads a WebSocket upgrade request; returns its head and the accept key.
-    async fn read_upgrade(s: &mut tokio::net::TcpStream) -> (String, String) {
+    async fn read_upgrade<S: AsyncRead + Unpin>(s: &mut S) -> (String, String) {
         let mut head = Vec::new();
         while !head.ends_with(b"\r\n\r\n") {
             let mut b = [0u8; 1];
@@ -397,59 +400,85 @@ mod tests {
         let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
         (head, accept)
     }
-    /// A socket.io server just big enough for the client: answers the upgrade, sends
-    /// open, checks the connect packet's token, pings, then echoes one vnc:data event
-    /// split over two events and ends with vnc:end.
-    async fn fake_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<Vec<String>>) {
+    /// A socket.io server just big enough for the client (over TLS with `tls`): answers
+    /// the upgrade, sends open, checks the connect packet's token, pings, then echoes
+    /// one vnc:data event split over two events and ends with vnc:end.
+    async fn fake_server(
+        tls: Option<TlsAcceptor>,
+    ) -> (std::net::SocketAddr, tokio::task::JoinHandle<Vec<String>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let (head, accept) = read_upgrade(&mut s).await;
-            let mut seen = vec![head.lines().next().unwrap().to_owned()];
-            let mut out = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-            )
-            .into_bytes();
-            out.extend(frame(
-                1,
-                br#"0{"sid":"e","upgrades":[],"pingInterval":25000}"#,
-            ));
-            s.write_all(&out).await.unwrap();
-            let (_, connect) = read_client_frame(&mut s).await;
-            seen.push(String::from_utf8(connect).unwrap());
-            // A ping before the admission: the client answers it with its first send.
-            let mut out = frame(1, b"2");
-            out.extend(frame(1, br#"40/vnc,{"sid":"s"}"#));
-            s.write_all(&out).await.unwrap();
-            for _ in 0..3 {
-                let (op, p) = read_client_frame(&mut s).await;
-                seen.push(format!("{op}:{}", String::from_utf8_lossy(&p)));
+            let (s, _) = listener.accept().await.unwrap();
+            match tls {
+                None => fake_session(s).await,
+                Some(acceptor) => fake_session(acceptor.accept(s).await.unwrap()).await,
             }
-            let mut out = Vec::new();
-            for half in [&b"hello "[..], b"world"] {
-                out.extend(frame(1, sio_wire::DATA_HEADER.as_bytes()));
-                out.extend(frame(2, half));
-            }
-            out.extend(frame(
-                1,
-                br#"42/vnc,["vnc:end",{"code":4001,"reason":"idle"}]"#,
-            ));
-            s.write_all(&out).await.unwrap();
-            seen
         });
         (addr, task)
     }
 
+    /// The server side of [`fake_server`]'s one session; what the client sent.
+    async fn fake_session<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> Vec<String> {
+        let (head, accept) = read_upgrade(&mut s).await;
+        let mut seen = vec![head.lines().next().unwrap().to_owned()];
+        let mut out = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        )
+        .into_bytes();
+        out.extend(frame(
+            1,
+            br#"0{"sid":"e","upgrades":[],"pingInterval":25000}"#,
+        ));
+        s.write_all(&out).await.unwrap();
+        let (_, connect) = read_client_frame(&mut s).await;
+        seen.push(String::from_utf8(connect).unwrap());
+        // A ping before the admission: the client answers it with its first send.
+        let mut out = frame(1, b"2");
+        out.extend(frame(1, br#"40/vnc,{"sid":"s"}"#));
+        s.write_all(&out).await.unwrap();
+        for _ in 0..3 {
+            let (op, p) = read_client_frame(&mut s).await;
+            seen.push(format!("{op}:{}", String::from_utf8_lossy(&p)));
+        }
+        let mut out = Vec::new();
+        for half in [&b"hello "[..], b"world"] {
+            out.extend(frame(1, sio_wire::DATA_HEADER.as_bytes()));
+            out.extend(frame(2, half));
+        }
+        out.extend(frame(
+            1,
+            br#"42/vnc,["vnc:end",{"code":4001,"reason":"idle"}]"#,
+        ));
+        s.write_all(&out).await.unwrap();
+        s.flush().await.unwrap();
+        seen
+    }
+
     #[tokio::test]
     async fn connects_answers_pings_and_echoes_through_a_server() {
-        let (addr, server) = fake_server().await;
+        echo_session(false).await;
+    }
+
+    #[tokio::test]
+    async fn connects_answers_pings_and_echoes_over_tls() {
+        echo_session(true).await;
+    }
+
+    /// One session against [`fake_server`], over TLS or not: what the client sends and
+    /// receives, and what the server saw.
+    async fn echo_session(tls: bool) {
+        let pki = test_pki::new(&["127.0.0.1"]);
+        let (addr, server) = fake_server(tls.then(|| pki.acceptor.clone())).await;
         let target = SioTarget {
             host: addr.to_string(),
             path: "/socket.io/?EIO=4&transport=websocket&containerId=c1".into(),
             token: Some("tok".into()),
         };
-        let stream = TcpStream::connect(addr).await.unwrap();
+        let tls_target =
+            tls.then(|| TlsTarget::new(&stream::connector(&pki.ca).unwrap(), "127.0.0.1").unwrap());
+        let stream = Stream::connect(addr, tls_target.as_ref()).await.unwrap();
+        assert_eq!(matches!(stream, Stream::Tls(_)), tls);
         let mut conn = SioConn::connect(&target, stream, &[], 64).await.unwrap();
         conn.send(b"hello world").await.unwrap();
         let mut got = [0u8; 11];
@@ -498,7 +527,7 @@ mod tests {
             path: "/socket.io/?EIO=4&transport=websocket&containerId=c1".into(),
             token: Some("tok".into()),
         };
-        let stream = TcpStream::connect(addr).await.unwrap();
+        let stream = Stream::Tcp(TcpStream::connect(addr).await.unwrap());
         let Err(err) = SioConn::connect(&target, stream, &[], 4096).await else {
             panic!("a refused connect must fail");
         };

@@ -1,5 +1,6 @@
 //! Where the client modes connect: `tcp://host:port`, `ws://host:port/path?query` or
-//! `sio://host:port[/path]?containerId=..&token=..` (socket.io, namespace `/vnc`), given
+//! `sio://host:port[/path]?containerId=..&token=..` (socket.io, namespace `/vnc`), and
+//! `wss://` / `sios://`, the same over TLS (trusting the CA given with `--ca`); given
 //! once (`--target`) or as a file of URLs (`--url-file`, session i uses line i mod n, so
 //! every session can carry its own token).
 //!
@@ -13,11 +14,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
+use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, Uri};
 
 use crate::client::{self, Conn, WsClient};
 use crate::rfb;
 use crate::sio_client::SioTarget;
+use crate::stream::{self, TlsTarget};
 
 /// Flags shared by every client mode.
 #[derive(Args, Debug)]
@@ -25,7 +28,8 @@ pub struct TargetArgs {
     /// `tcp://host:port` (plain TCP), `ws://host:port/path?query` (WebSocket) or
     /// `sio://host:port[/path]?containerId=ID&token=T` (socket.io namespace `/vnc` over
     /// its websocket transport; path default `/socket.io/`, `token` goes in the connect
-    /// packet's auth, the other parameters in the handshake query).
+    /// packet's auth, the other parameters in the handshake query). `wss://` and
+    /// `sios://` are the same over TLS and need `--ca`.
     #[arg(
         long,
         required_unless_present = "url_file",
@@ -36,6 +40,11 @@ pub struct TargetArgs {
     /// lines starting with `#` are skipped).
     #[arg(long, value_name = "FILE")]
     pub url_file: Option<PathBuf>,
+    /// PEM CA certificate(s) that signed the server's certificate, the only ones trusted
+    /// for `wss://` and `sios://` targets. The certificate must name the URL's host (an
+    /// IP literal is checked against its IP addresses).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     /// Extra HTTP header for WebSocket handshakes, `Name: value` (e.g. Origin, Cookie,
     /// Authorization). Repeatable.
     #[arg(long = "header", value_name = "NAME: VALUE")]
@@ -61,10 +70,14 @@ pub enum Target {
         /// each request needs a fresh `Sec-WebSocket-Key`.
         url: String,
         addr: SocketAddr,
+        /// Set for `wss://`.
+        tls: Option<TlsTarget>,
     },
     Sio {
         target: SioTarget,
         addr: SocketAddr,
+        /// Set for `sios://`.
+        tls: Option<TlsTarget>,
     },
 }
 
@@ -95,11 +108,18 @@ impl Targets {
             bail!("no target URLs given");
         }
 
+        // One TLS client for every target: sessions after the first can resume.
+        let tls = match &args.ca {
+            Some(ca) => {
+                Some(stream::connector(ca).with_context(|| format!("--ca {}", ca.display()))?)
+            }
+            None => None,
+        };
         // Many lines usually share one host:port; resolve each authority once.
         let mut resolved: HashMap<String, SocketAddr> = HashMap::new();
         let mut list = Vec::with_capacity(urls.len());
         for url in &urls {
-            list.push(parse(url, &mut resolved).await?);
+            list.push(parse(url, &mut resolved, tls.as_ref()).await?);
         }
 
         let label = match &args.url_file {
@@ -129,14 +149,14 @@ impl Targets {
         &self.label
     }
 
-    /// The URL of each target, in order; all must be `ws://` (the kick mode reads each
-    /// session's token from its URL).
+    /// The URL of each target, in order; all must be `ws://` or `wss://` (the kick mode
+    /// reads each session's token from its URL).
     pub fn ws_urls(&self) -> Result<Vec<&str>> {
         self.list
             .iter()
             .map(|t| match t {
                 Target::Ws { url, .. } => Ok(url.as_str()),
-                _ => bail!("this mode needs ws:// targets"),
+                _ => bail!("this mode needs ws:// or wss:// targets"),
             })
             .collect()
     }
@@ -164,40 +184,71 @@ impl Targets {
     }
 }
 
-async fn parse(url: &str, resolved: &mut HashMap<String, SocketAddr>) -> Result<Target> {
+/// `tls` is the `--ca` client, if given; `wss://` and `sios://` need it.
+async fn parse(
+    url: &str,
+    resolved: &mut HashMap<String, SocketAddr>,
+    tls: Option<&TlsConnector>,
+) -> Result<Target> {
     if let Some(rest) = url.strip_prefix("tcp://") {
         let authority = rest.trim_end_matches('/');
         let addr = resolve(authority, resolved).await?;
         return Ok(Target::Tcp { addr });
     }
-    if let Some(rest) = url.strip_prefix("sio://") {
-        let (target, authority) = parse_sio(rest)
-            .with_context(|| format!("invalid socket.io target {:?}", mask_token(url)))?;
-        let addr = resolve(&authority, resolved).await?;
-        return Ok(Target::Sio { target, addr });
+    let secure = |host: &str| -> Result<TlsTarget> {
+        let connector = tls.ok_or_else(|| {
+            anyhow!(
+                "{} needs --ca FILE (the CA that signed the server's certificate)",
+                mask_token(url)
+            )
+        })?;
+        TlsTarget::new(connector, host)
+    };
+    for (scheme, is_tls) in [("sio://", false), ("sios://", true)] {
+        if let Some(rest) = url.strip_prefix(scheme) {
+            let (target, authority) = parse_sio(rest)
+                .with_context(|| format!("invalid socket.io target {:?}", mask_token(url)))?;
+            let tls = if is_tls {
+                Some(secure(host_of(&authority))?)
+            } else {
+                None
+            };
+            let addr = resolve(&authority, resolved).await?;
+            return Ok(Target::Sio { target, addr, tls });
+        }
     }
-    if url.starts_with("wss://") {
-        bail!("wss:// is not supported (this build has no TLS); use ws:// on loopback");
-    }
-    if !url.starts_with("ws://") {
+    let (default_port, is_tls) = if url.starts_with("ws://") {
+        (80, false)
+    } else if url.starts_with("wss://") {
+        (443, true)
+    } else {
         bail!(
-            "unsupported target {:?}: expected tcp://host:port, ws://host:port/path or sio://host:port?containerId=..",
+            "unsupported target {:?}: expected tcp://host:port, ws[s]://host:port/path or sio[s]://host:port?containerId=..",
             mask_token(url)
         );
-    }
+    };
     let uri: Uri = url
         .parse()
         .with_context(|| format!("invalid URL {:?}", mask_token(url)))?;
     let host = uri
         .host()
         .ok_or_else(|| anyhow!("URL {:?} has no host", mask_token(url)))?;
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri.port_u16().unwrap_or(default_port);
+    let tls = if is_tls { Some(secure(host)?) } else { None };
     // `Uri::host` keeps the brackets of an IPv6 literal, which is what `host:port` needs.
     let addr = resolve(&format!("{host}:{port}"), resolved).await?;
     Ok(Target::Ws {
         url: url.to_owned(),
         addr,
+        tls,
     })
+}
+
+/// The host of a `host:port` authority, brackets of an IPv6 literal kept.
+fn host_of(authority: &str) -> &str {
+    authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host)
 }
 
 /// `host:port[/path][?query]` of a `sio://` URL: the request and the authority to
@@ -295,6 +346,9 @@ mod tests {
         assert_eq!(t.path, "/io/?EIO=4&transport=websocket&containerId=c2");
         assert_eq!(t.token, None);
 
+        // What a sios:// target's certificate must name.
+        assert_eq!(host_of("127.0.0.1:6080"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:443"), "[::1]");
         assert!(parse_sio("/socket.io/").is_err());
         assert!(parse_sio("host-without-port").is_err());
         assert_eq!(

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Runs the TLS benchmarks of benches/README.md in one go on this machine: the relay's
+# raw WebSocket path plain (ws://) and over TLS (wss://, through the relay's in-process
+# TLS bridge), and its socket.io path plain (sio://) and over TLS (sios://, straight
+# through socketioxide), all read by the same vnc-bench client. Two relays with the
+# same flags, one of them with --tls-cert/--tls-key (a throwaway CA and server
+# certificate made with the openssl CLI). Alternating targets each round: throughput
+# (container->browser, one stream), with the CPU time the relay, the client and the
+# source stand-in used during it, then 16-byte ping-pong latency. Loopback only;
+# everything it starts is stopped on exit.
+#
+#   benches/tls.sh [ROUNDS]          (default 3)
+# Env: DURATION (throughput seconds, default 8), COUNT (pings, default 20000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS="${1:-3}"
+DURATION="${DURATION:-8}"
+COUNT="${COUNT:-20000}"
+
+cargo build --release -p vnc-benches -p vnc-relay -p vnc-control --bins --locked -q
+STATE="$(mktemp -d /tmp/vnc-bench-tls.XXXXXX)"
+# A private copy of the binaries: a rebuild during the run doesn't change what is measured.
+BIN="$STATE/bin"
+mkdir -p "$BIN"
+RELEASE="${CARGO_TARGET_DIR:-target}/release"
+cp "$RELEASE/vnc-bench" "$RELEASE/vnc-relay" "$RELEASE/vnc-control" "$BIN/"
+OUT="$STATE/results.jsonl"
+# shellcheck source=benches/common.sh
+source benches/common.sh
+
+# A CA and a P-256 server certificate for 127.0.0.1 (what the URLs name) and localhost.
+PKI="$STATE/pki"
+mkdir -p "$PKI"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj /CN=vnc-bench-ca -keyout "$PKI/ca.key" -out "$PKI/ca.crt" \
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+  -subj /CN=localhost -keyout "$PKI/server.key" -out "$PKI/server.csr" 2>/dev/null
+printf '%s\n' 'subjectAltName=IP:127.0.0.1,DNS:localhost' 'basicConstraints=CA:FALSE' \
+  'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' >"$PKI/server.ext"
+openssl x509 -req -in "$PKI/server.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
+  -CAcreateserial -days 2 -extfile "$PKI/server.ext" -out "$PKI/server.crt" 2>/dev/null
+
+start_redis
+"$BIN/vnc-control" keys generate --out "$STATE/keys" --kid bench >/dev/null
+start_listening source "$BIN/vnc-bench" source --listen 127.0.0.1:0
+start_listening echo "$BIN/vnc-bench" echo --listen 127.0.0.1:0
+SRC="$(listening_addr source)"; ECHO="$(listening_addr echo)"
+
+# Tokens are reused from run to run, so the one-live-session-per-token rule is off (as
+# in run.sh); it costs one Redis round trip at admission and nothing on the data path.
+relay_args=(--listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --redis-url "redis://127.0.0.1:$REDIS_PORT"
+  --jwt-public-key "$STATE/keys/bench.pub.pem" --max-sessions 20000 --idle-timeout 10m
+  --single-use-tokens false)
+start_listening relay "$BIN/vnc-relay" "${relay_args[@]}"
+start_listening relaytls "$BIN/vnc-relay" "${relay_args[@]}" \
+  --tls-cert "$PKI/server.crt" --tls-key "$PKI/server.key"
+public() { sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/$1.out"; }
+admin() { sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/$1.out"; }
+RELAY="$(public relay)"; RELAYTLS="$(public relaytls)"
+
+for c in src echo; do
+  port="${SRC##*:}"; [[ $c == echo ]] && port="${ECHO##*:}"
+  redis-cli -p "$REDIS_PORT" hset "vnc:container:$c" state running tenant bench owner bench \
+    host 127.0.0.1 port "$port" >/dev/null
+done
+token() { "$BIN/vnc-control" token mint --private-key "$STATE/keys/bench.key.pem" \
+  --container "$1" --user bench --tenant bench --scope control --ttl 2h; }
+TOKEN_SRC="$(token src)"; TOKEN_ECHO="$(token echo)"
+for r in relay relaytls; do
+  until curl -sf "http://$(admin $r)/readyz" >/dev/null; do sleep 0.05; done
+done
+# socket.io answers 503 until its Redis adapter is up, then 400 to a request that isn't
+# an upgrade.
+sio_up() { [[ "$(curl -s --cacert "$PKI/ca.crt" -o /dev/null -w '%{http_code}' "$1/socket.io/?EIO=4&transport=websocket")" != 503 ]]; }
+until sio_up "http://$RELAY" && sio_up "https://$RELAYTLS"; do sleep 0.05; done
+# What a TLS 1.3 client offering rustls' suite order gets from the relay (for the record).
+echo "TLS: $(openssl s_client -connect "$RELAYTLS" -CAfile "$PKI/ca.crt" -alpn http/1.1 -brief \
+  -ciphersuites TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256 \
+  </dev/null 2>&1 | grep -E '^(Protocol version|Ciphersuite|Verification):' | tr '\n' ' ')"
+
+# Each target: source URL, echo URL, relay pid.
+declare -A url_src url_echo pid_of
+url_src[ws]="ws://$RELAY/websockify?token=$TOKEN_SRC"
+url_echo[ws]="ws://$RELAY/websockify?token=$TOKEN_ECHO"
+url_src[wss]="wss://$RELAYTLS/websockify?token=$TOKEN_SRC"
+url_echo[wss]="wss://$RELAYTLS/websockify?token=$TOKEN_ECHO"
+url_src[sio]="sio://$RELAY?containerId=src&token=$TOKEN_SRC"
+url_echo[sio]="sio://$RELAY?containerId=echo&token=$TOKEN_ECHO"
+url_src[sios]="sios://$RELAYTLS?containerId=src&token=$TOKEN_SRC"
+url_echo[sios]="sios://$RELAYTLS?containerId=echo&token=$TOKEN_ECHO"
+pid_of[ws]="$relay_pid"; pid_of[sio]="$relay_pid"
+pid_of[wss]="$relaytls_pid"; pid_of[sios]="$relaytls_pid"
+TARGETS=(ws wss sio sios)
+
+CLK_TCK="$(getconf CLK_TCK)"
+# cpu_ticks PID: user + system clock ticks the process has used.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# child_ticks: user + system ticks of this shell's finished children (vnc-bench runs).
+child_ticks() { awk '{print $16 + $17}' "/proc/$$/stat"; }
+# busy_ticks: ticks all CPUs spent on anything but idle and I/O wait.
+busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+# record_cpu LABEL RELAY_PID ARGS... : `record`, then a `cpu:LABEL` line with the CPU
+# seconds the relay, the client (and the few tools around it), the source and the whole
+# machine used during the run, and its wall time. Interrupt time (loopback softirq) and
+# other users' processes count for the machine only.
+record_cpu() {
+  local label="$1" pid="$2"; shift 2
+  local r0 c0 s0 m0 t0 r1 c1 s1 m1 t1
+  r0="$(cpu_ticks "$pid")"; c0="$(child_ticks)"; s0="$(cpu_ticks "$source_pid")"
+  m0="$(busy_ticks)"; t0="$(date +%s.%N)"
+  record "$label" "$@"
+  r1="$(cpu_ticks "$pid")"; c1="$(child_ticks)"; s1="$(cpu_ticks "$source_pid")"
+  m1="$(busy_ticks)"; t1="$(date +%s.%N)"
+  python3 - "$label" $((r1 - r0)) $((c1 - c0)) $((s1 - s0)) $((m1 - m0)) "$t0" "$t1" "$CLK_TCK" \
+    >>"$OUT" <<'PY'
+import json, sys
+label, relay, client, source, machine, t0, t1, tck = sys.argv[1:]
+secs = lambda ticks: int(ticks) / int(tck)
+print(json.dumps({"label": "cpu:" + label, "result": {
+    "relay_s": secs(relay), "client_s": secs(client), "source_s": secs(source),
+    "machine_s": secs(machine), "wall_s": round(float(t1) - float(t0), 3)}}))
+PY
+}
+
+echo "== throughput and latency, $ROUNDS rounds, alternating targets (${TARGETS[*]})"
+for r in $(seq "$ROUNDS"); do
+  echo "round $r (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
+  for t in "${TARGETS[@]}"; do
+    record_cpu "tls:throughput/$t" "${pid_of[$t]}" throughput --target "${url_src[$t]}" \
+      --ca "$PKI/ca.crt" --duration "${DURATION}s"
+  done
+  for t in "${TARGETS[@]}"; do
+    record "tls:latency/$t" latency --target "${url_echo[$t]}" --ca "$PKI/ca.crt" --count "$COUNT"
+  done
+done
+echo "  peak RSS: plain relay $(peak_rss_kib "$relay_pid") KiB, TLS relay $(peak_rss_kib "$relaytls_pid") KiB"
+
+python3 benches/summarize.py "$OUT"
+echo "raw results: $OUT"
