@@ -7,6 +7,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "chunks.rs"]
+mod chunks;
+use chunks::chunks;
+
+/// Largest chunk the chunked run feeds at once.
+const MAX_CHUNK: usize = 16;
 use vnc_shared::rfb::{ClientFramer, FrameError, FramerLimits, MessageKind};
 
 /// Everything observable about a framing run.
@@ -67,22 +74,6 @@ fn frame(limits: FramerLimits, chunks: &[&[u8]]) -> Framed {
     }
 }
 
-/// Cuts `bytes` into chunks of 1 to 16 bytes, sizes from a xorshift seeded by `seed`.
-fn chunks(bytes: &[u8], seed: u8) -> Vec<&[u8]> {
-    let mut state = u32::from(seed) | 0x100;
-    let mut out = Vec::new();
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        let (a, b) = rest.split_at((1 + state as usize % 16).min(rest.len()));
-        out.push(a);
-        rest = b;
-    }
-    out
-}
-
 fuzz_target!(|data: &[u8]| {
     let Some((&seed, stream)) = data.split_first() else {
         return;
@@ -96,7 +87,7 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let whole = frame(limits, &[stream]);
-    let pieces = frame(limits, &chunks(stream, seed));
+    let pieces = frame(limits, &chunks(stream, seed, MAX_CHUNK));
     assert_eq!(whole, pieces);
     if whole.error.is_none() {
         // Every byte belongs to a message, except a lone QEMU or gii type byte at the

@@ -9,6 +9,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "chunks.rs"]
+mod chunks;
+use chunks::chunks;
+
+/// Largest chunk the chunked run feeds at once.
+const MAX_CHUNK: usize = 64;
 use vnc_shared::rfb::{PixelFormat, ServerEvent, ServerFrameError, ServerFramer};
 
 const FORMATS: [[u8; 16]; 4] = [
@@ -74,22 +81,6 @@ fn frame(
     }
 }
 
-/// Cuts `bytes` into chunks of 1 to 64 bytes, sizes from a xorshift seeded by `seed`.
-fn chunks(bytes: &[u8], seed: u8) -> Vec<&[u8]> {
-    let mut state = u32::from(seed) | 0x100;
-    let mut out = Vec::new();
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        let (a, b) = rest.split_at((1 + state as usize % 64).min(rest.len()));
-        out.push(a);
-        rest = b;
-    }
-    out
-}
-
 fuzz_target!(|data: &[u8]| {
     let Some((&seed, stream)) = data.split_first() else {
         return;
@@ -99,7 +90,7 @@ fuzz_target!(|data: &[u8]| {
     let switch = (seed & 4 != 0).then(|| PixelFormat::from_bytes(&FORMATS[(pick + 1) % 4]));
     let (before, after) = stream.split_at(stream.len() / 4);
     let whole = frame(format, switch, &[before], &[after]);
-    let pieces = frame(format, switch, &chunks(before, seed), &chunks(after, seed));
+    let pieces = frame(format, switch, &chunks(before, seed, MAX_CHUNK), &chunks(after, seed, MAX_CHUNK));
     assert_eq!(whole, pieces);
     // Message lengths account for every byte taken: all of them when the stream ends
     // at a boundary.
