@@ -1,5 +1,6 @@
-# Shared by the benchmark scripts (sourced): process cleanup, free ports, a Redis.
-# Expects STATE (a scratch folder) to be set.
+# Shared by the benchmark scripts (sourced): the binaries and a scratch folder, process
+# cleanup, free ports, a Redis, container records and tokens. The functions use STATE
+# (the scratch folder, set by `prepare`).
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
@@ -43,3 +44,32 @@ record() {
   echo "{\"label\":\"$label\",\"result\":$line}" >>"$OUT"
   echo "  $label: $line" | cut -c1-220
 }
+
+# prepare NAME: builds the release binaries, makes the scratch folder STATE
+# (/tmp/vnc-bench-NAME.XXXXXX) with a private copy of them in BIN (a rebuild during the
+# run doesn't change what is measured), and sets OUT, the results file.
+prepare() {
+  cargo build --release -p vnc-benches -p vnc-relay -p vnc-control --bins --locked -q
+  STATE="$(mktemp -d "/tmp/vnc-bench-$1.XXXXXX")"
+  BIN="$STATE/bin"
+  mkdir -p "$BIN"
+  local release="${CARGO_TARGET_DIR:-target}/release"
+  cp "$release/vnc-bench" "$release/vnc-relay" "$release/vnc-control" "$BIN/"
+  OUT="$STATE/results.jsonl"
+}
+
+# register_src_echo: container records `src` and `echo` for the `source` and `echo`
+# stand-ins (started as NAME source / echo, addresses in SRC and ECHO), a `token CID`
+# function minting a control token with the key in $STATE/keys, and TOKEN_SRC and
+# TOKEN_ECHO.
+register_src_echo() {
+  local c port
+  for c in src echo; do
+    port="${SRC##*:}"; [[ $c == echo ]] && port="${ECHO##*:}"
+    redis-cli -p "$REDIS_PORT" hset "vnc:container:$c" state running tenant bench owner bench \
+      host 127.0.0.1 port "$port" >/dev/null
+  done
+  TOKEN_SRC="$(token src)"; TOKEN_ECHO="$(token echo)"
+}
+token() { "$BIN/vnc-control" token mint --private-key "$STATE/keys/bench.key.pem" \
+  --container "$1" --user bench --tenant bench --scope "${2:-control}" --ttl 2h; }

@@ -11,14 +11,9 @@ cd "$(dirname "$0")/.."
 SESSIONS="${SESSIONS:-400}"
 KICKS="${KICKS:-200}"
 
-cargo build --release -p vnc-benches -p vnc-relay -p vnc-control --bins --locked -q
-STATE="$(mktemp -d /tmp/vnc-bench-kick.XXXXXX)"
-BIN="$STATE/bin"
-mkdir -p "$BIN"
-cp target/release/vnc-bench target/release/vnc-relay target/release/vnc-control "$BIN/"
-OUT="$STATE/results.jsonl"
 # shellcheck source=benches/common.sh
 source benches/common.sh
+prepare kick
 
 start_redis
 "$BIN/vnc-control" keys generate --out "$STATE/keys" --kid bench >/dev/null

@@ -15,14 +15,9 @@ cd "$(dirname "$0")/.."
 ROUNDS="${1:-5}"
 DURATION="${DURATION:-8}"
 
-cargo build --release -p vnc-benches -p vnc-relay -p vnc-control --bins --locked -q
-STATE="$(mktemp -d /tmp/vnc-bench-policy.XXXXXX)"
-BIN="$STATE/bin"
-mkdir -p "$BIN"
-cp target/release/vnc-bench target/release/vnc-relay target/release/vnc-control "$BIN/"
-OUT="$STATE/results.jsonl"
 # shellcheck source=benches/common.sh
 source benches/common.sh
+prepare policy
 
 PASSWORD="bench-pw"
 start_redis
@@ -40,8 +35,6 @@ redis-cli -p "$REDIS_PORT" hset vnc:container:open state running tenant bench ow
   host 127.0.0.1 port "${SRC##*:}" >/dev/null
 redis-cli -p "$REDIS_PORT" hset vnc:container:locked state running tenant bench owner bench \
   host 127.0.0.1 port "${LOCKED##*:}" vnc_password "$PASSWORD" >/dev/null
-token() { "$BIN/vnc-control" token mint --private-key "$STATE/keys/bench.key.pem" \
-  --container "$1" --user bench --tenant bench --scope "$2" --ttl 2h; }
 declare -A url
 url[plain]="ws://$RELAY/websockify?token=$(token open control)"
 url[injected]="ws://$RELAY/websockify?token=$(token locked control)"

@@ -56,14 +56,7 @@ RELAY="$(sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/relay.out")"
 start_listening relay256 "$BIN/vnc-relay" "${relay_args[@]}" --read-buffer-size 262144
 RELAY256="$(sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/relay256.out")"
 
-for c in src echo; do
-  port="${SRC##*:}"; [[ $c == echo ]] && port="${ECHO##*:}"
-  redis-cli -p "$REDIS_PORT" hset "vnc:container:$c" state running tenant bench owner bench \
-    host 127.0.0.1 port "$port" >/dev/null
-done
-token() { "$BIN/vnc-control" token mint --private-key "$STATE/keys/bench.key.pem" \
-  --container "$1" --user bench --tenant bench --scope control --ttl 2h; }
-TOKEN_SRC="$(token src)"; TOKEN_ECHO="$(token echo)"
+register_src_echo
 until curl -sf "http://$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/relay.out")/readyz" >/dev/null; do sleep 0.05; done
 
 # bench LABEL ARGS... : runs vnc-bench, appends {"label":..., "result":...} to $OUT.

@@ -18,15 +18,9 @@ COUNT="${COUNT:-20000}"
 SESSIONS="${SESSIONS:-1000}"
 CONNS_DURATION="${CONNS_DURATION:-20s}"
 
-cargo build --release -p vnc-benches -p vnc-relay -p vnc-control --bins --locked -q
-STATE="$(mktemp -d /tmp/vnc-bench-sio.XXXXXX)"
-# A private copy of the binaries: a rebuild during the run doesn't change what is measured.
-BIN="$STATE/bin"
-mkdir -p "$BIN"
-cp target/release/vnc-bench target/release/vnc-relay target/release/vnc-control "$BIN/"
-OUT="$STATE/results.jsonl"
 # shellcheck source=benches/common.sh
 source benches/common.sh
+prepare sio
 
 # socket.io 4 for the Node relay, from its lock file.
 if [[ ! -d benches/node-relay/node_modules/socket.io ]]; then
@@ -47,14 +41,7 @@ start_listening node node benches/node-relay/relay.mjs --listen 127.0.0.1:0 \
   --upstream "src=$SRC" --upstream "echo=$ECHO"
 NODE="$(listening_addr node)"
 
-for c in src echo; do
-  port="${SRC##*:}"; [[ $c == echo ]] && port="${ECHO##*:}"
-  redis-cli -p "$REDIS_PORT" hset "vnc:container:$c" state running tenant bench owner bench \
-    host 127.0.0.1 port "$port" >/dev/null
-done
-token() { "$BIN/vnc-control" token mint --private-key "$STATE/keys/bench.key.pem" \
-  --container "$1" --user bench --tenant bench --scope control --ttl 2h; }
-TOKEN_SRC="$(token src)"; TOKEN_ECHO="$(token echo)"
+register_src_echo
 until curl -sf "http://$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/relay.out")/readyz" >/dev/null; do sleep 0.05; done
 # socket.io answers 503 until its Redis adapter is up, then 400 to a request that isn't
 # an upgrade.

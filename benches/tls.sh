@@ -17,16 +17,9 @@ ROUNDS="${1:-3}"
 DURATION="${DURATION:-8}"
 COUNT="${COUNT:-20000}"
 
-cargo build --release -p vnc-benches -p vnc-relay -p vnc-control --bins --locked -q
-STATE="$(mktemp -d /tmp/vnc-bench-tls.XXXXXX)"
-# A private copy of the binaries: a rebuild during the run doesn't change what is measured.
-BIN="$STATE/bin"
-mkdir -p "$BIN"
-RELEASE="${CARGO_TARGET_DIR:-target}/release"
-cp "$RELEASE/vnc-bench" "$RELEASE/vnc-relay" "$RELEASE/vnc-control" "$BIN/"
-OUT="$STATE/results.jsonl"
 # shellcheck source=benches/common.sh
 source benches/common.sh
+prepare tls
 
 # A CA and a P-256 server certificate for 127.0.0.1 (what the URLs name) and localhost.
 PKI="$STATE/pki"
@@ -59,14 +52,7 @@ public() { sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/$1.out"; }
 admin() { sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/$1.out"; }
 RELAY="$(public relay)"; RELAYTLS="$(public relaytls)"
 
-for c in src echo; do
-  port="${SRC##*:}"; [[ $c == echo ]] && port="${ECHO##*:}"
-  redis-cli -p "$REDIS_PORT" hset "vnc:container:$c" state running tenant bench owner bench \
-    host 127.0.0.1 port "$port" >/dev/null
-done
-token() { "$BIN/vnc-control" token mint --private-key "$STATE/keys/bench.key.pem" \
-  --container "$1" --user bench --tenant bench --scope control --ttl 2h; }
-TOKEN_SRC="$(token src)"; TOKEN_ECHO="$(token echo)"
+register_src_echo
 for r in relay relaytls; do
   until curl -sf "http://$(admin $r)/readyz" >/dev/null; do sleep 0.05; done
 done
