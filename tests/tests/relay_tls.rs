@@ -42,14 +42,19 @@ async fn start_tls_relay(redis: &RedisServer, keys: &TestKeys, files: &CertFiles
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_novnc_style_client_relays_over_wss_and_plain_clients_get_nothing() {
+/// Redis with container `c1` (tenant `t1`) served by a fixture, and the token keys.
+async fn container_c1() -> (RedisServer, Fixture, TestKeys) {
     let redis = RedisServer::start().await.unwrap();
     let fixture = Fixture::start(&[]).await.unwrap();
     redis
         .put_container("c1", "t1", "running", fixture.port())
         .await;
-    let keys = TestKeys::new();
+    (redis, fixture, TestKeys::new())
+}
+
+#[tokio::test]
+async fn a_novnc_style_client_relays_over_wss_and_plain_clients_get_nothing() {
+    let (redis, fixture, keys) = container_c1().await;
     let ca = TestCa::new("relay-ca");
     let relay = start_tls_relay(&redis, &keys, &ca.issue("relay", Validity::Current)).await;
     let token = keys.token("c1", Scope::Control);
@@ -141,12 +146,7 @@ fn write_config(file: &Path, keys: &TestKeys, tls: &CertFiles, extra: &str) {
 
 #[tokio::test]
 async fn sighup_swaps_the_certificate_and_limits_while_tls_sessions_go_on() {
-    let redis = RedisServer::start().await.unwrap();
-    let fixture = Fixture::start(&[]).await.unwrap();
-    redis
-        .put_container("c1", "t1", "running", fixture.port())
-        .await;
-    let keys = TestKeys::new();
+    let (redis, _fixture, keys) = container_c1().await;
     let (first_ca, second_ca) = (TestCa::new("first-ca"), TestCa::new("second-ca"));
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("relay.toml");

@@ -18,6 +18,8 @@
 //! targets in `fuzz/` check every parser.
 
 mod auth;
+#[cfg(test)]
+mod chunked;
 mod encode;
 mod framer;
 mod handshake;

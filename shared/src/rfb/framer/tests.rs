@@ -1,6 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::rfb::chunked::chunked;
 use crate::rfb::encode::{
     encode_client_cut_text, encode_key_event, encode_pointer_event, encode_set_desktop_size,
 };
@@ -504,21 +505,6 @@ fn serialize(gens: &[Gen]) -> (Vec<u8>, Vec<(MessageKind, Vec<u8>)>) {
     }
     let stream = messages.iter().flat_map(|(_, b)| b.clone()).collect();
     (stream, messages)
-}
-
-/// Cuts `bytes` into chunks whose sizes cycle through `sizes`.
-fn chunked<'a>(bytes: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
-    let mut chunks = Vec::new();
-    let mut rest = bytes;
-    for size in sizes.iter().cycle() {
-        if rest.is_empty() {
-            break;
-        }
-        let (a, b) = rest.split_at((*size).min(rest.len()));
-        chunks.push(a);
-        rest = b;
-    }
-    chunks
 }
 
 proptest! {

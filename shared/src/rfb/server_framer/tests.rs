@@ -1,6 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::rfb::chunked::chunked;
 use crate::rfb::server_message::encoding as enc;
 use ServerMessageKind as K;
 
@@ -615,21 +616,6 @@ fn arb_sample() -> impl Strategy<Value = Sample> {
             Sample::message(K::ServerFence, with(&[248, 0, 0, 0, 0, 0, 0, 0, n], usize::from(n)))
         }),
     ]
-}
-
-/// Cuts `bytes` into chunks, sizes taken in turn from `sizes`.
-fn chunked<'a>(bytes: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
-    let mut chunks = Vec::new();
-    let mut rest = bytes;
-    for size in sizes.iter().cycle() {
-        if rest.is_empty() {
-            break;
-        }
-        let (a, b) = rest.split_at((*size).min(rest.len()));
-        chunks.push(a);
-        rest = b;
-    }
-    chunks
 }
 
 proptest! {
