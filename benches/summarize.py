@@ -13,9 +13,25 @@ with open(sys.argv[1]) as f:
         rows[rec["label"]].append(rec["result"])
 
 
-def med(label, key):
-    vals = [key(r) for r in rows.get(label, [])]
+def ok(label):
+    """The records of `label` that did not fail."""
+    return [r for r in rows.get(label, []) if "error" not in r]
+
+
+def median(vals):
     return statistics.median(vals) if vals else float("nan")
+
+
+def med(label, key):
+    """The median of `key` over the records of `label` that did not fail."""
+    return median([key(r) for r in ok(label)])
+
+
+def report_failures():
+    for label, recs in sorted(rows.items()):
+        for r in recs:
+            if "error" in r:
+                print(f"FAILED {label}: {r['error']}")
 
 
 def summarize_socketio():
@@ -25,24 +41,14 @@ def summarize_socketio():
                ("relay-sio", "vnc-relay, socket.io (/vnc)"),
                ("node-sio", "Node socket.io 4 relay (NestJS-gateway style)")]
 
-    def ok(label):
-        return [r for r in rows.get(label, []) if "error" not in r]
-
-    def mid(label, key):
-        vals = [key(r) for r in ok(label)]
-        return statistics.median(vals) if vals else float("nan")
-
-    for label, recs in sorted(rows.items()):
-        for r in recs:
-            if "error" in r:
-                print(f"FAILED {label}: {r['error']}")
+    report_failures()
     print("\n| target | throughput MB/s (median) | rounds | RTT p50 µs | RTT p99 µs | p99 per round |")
     print("|---|---|---|---|---|---|")
     m = {}
     for t, name in targets:
-        tp = mid(f"sio:throughput/{t}", lambda r: r["total_mb_per_s"])
-        p50 = mid(f"sio:latency/{t}", lambda r: r["rtt_us"]["p50"])
-        p99 = mid(f"sio:latency/{t}", lambda r: r["rtt_us"]["p99"])
+        tp = med(f"sio:throughput/{t}", lambda r: r["total_mb_per_s"])
+        p50 = med(f"sio:latency/{t}", lambda r: r["rtt_us"]["p50"])
+        p99 = med(f"sio:latency/{t}", lambda r: r["rtt_us"]["p99"])
         m[t] = (tp, p50, p99)
         tps = ", ".join(f"{r['total_mb_per_s']:.0f}" for r in ok(f"sio:throughput/{t}"))
         p99s = ", ".join(str(r["rtt_us"]["p99"]) for r in ok(f"sio:latency/{t}"))
@@ -71,6 +77,7 @@ def summarize_policy():
     names = {"plain": "plain (control token, no VNC password)",
              "injected": "credential injection (VNC Authentication answered by the relay)",
              "view": "view-only filtering (view token)"}
+    report_failures()
     tp = {t: med(f"policy:throughput/{t}", lambda r: r["total_mb_per_s"]) for t in names}
     print("| session | MB/s (median) | rounds | vs plain |")
     print("|---|---|---|---|")
@@ -93,24 +100,15 @@ def summarize_tls():
                ("sio", "socket.io, sio://"),
                ("sios", "socket.io, sios:// (TLS in socketioxide)")]
 
-    def ok(label):
-        return [r for r in rows.get(label, []) if "error" not in r]
-
-    def mid(vals):
-        return statistics.median(vals) if vals else float("nan")
-
-    for label, recs in sorted(rows.items()):
-        for r in recs:
-            if "error" in r:
-                print(f"FAILED {label}: {r['error']}")
+    report_failures()
     print("\n| target | throughput MB/s (median) | rounds | RTT p50 µs | RTT p99 µs | p99 per round |")
     print("|---|---|---|---|---|---|")
     m = {}
     for t, name in targets:
         tput, lat = ok(f"tls:throughput/{t}"), ok(f"tls:latency/{t}")
-        tp = mid([r["total_mb_per_s"] for r in tput])
-        p50 = mid([r["rtt_us"]["p50"] for r in lat])
-        p99 = mid([r["rtt_us"]["p99"] for r in lat])
+        tp = median([r["total_mb_per_s"] for r in tput])
+        p50 = median([r["rtt_us"]["p50"] for r in lat])
+        p99 = median([r["rtt_us"]["p99"] for r in lat])
         m[t] = (tp, p50, p99)
         tps = ", ".join(f"{r['total_mb_per_s']:.0f}" for r in tput)
         p99s = ", ".join(str(r["rtt_us"]["p99"]) for r in lat)
@@ -126,11 +124,11 @@ def summarize_tls():
         cpu = rows.get(f"cpu:tls:throughput/{t}", [])
         tput = rows.get(f"tls:throughput/{t}", [])
         pairs = [(c, r) for c, r in zip(cpu, tput) if "error" not in r and c["wall_s"] > 0]
-        cores = {k: mid([c[k] / c["wall_s"] for c, _ in pairs])
+        cores = {k: median([c[k] / c["wall_s"] for c, _ in pairs])
                  for k in ("relay_s", "client_s", "source_s")}
-        cores["rest"] = mid([(c.get("machine_s", float("nan")) - c["relay_s"] - c["client_s"]
+        cores["rest"] = median([(c.get("machine_s", float("nan")) - c["relay_s"] - c["client_s"]
                               - c["source_s"]) / c["wall_s"] for c, _ in pairs])
-        per_gb = {k: mid([c[k] / (r["total_mb_per_s"] * (r["warmup_s"] + r["duration_s"]) / 1000)
+        per_gb = {k: median([c[k] / (r["total_mb_per_s"] * (r["warmup_s"] + r["duration_s"]) / 1000)
                           for c, r in pairs if r["total_mb_per_s"] > 0])
                   for k in ("relay_s", "client_s")}
         print(f"| {name} | {cores['relay_s']:.2f} | {cores['client_s']:.2f} | "
