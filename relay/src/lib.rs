@@ -121,7 +121,11 @@ pub async fn run_with(
         room_changes,
         io.clone(),
     ));
-    let tls = config.tls.as_ref().map(ReloadableTls::load).transpose()?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|files| vnc_shared::tls::server_config(files).map(ReloadableTls::new))
+        .transpose()?;
     let relay = Arc::new(Relay::new(config, keys, tls, store, live, io, recordings));
     started(relay.clone());
     let socketio = tokio::spawn(socketio::start(relay.clone()));

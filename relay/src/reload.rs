@@ -11,6 +11,8 @@
 //! recording and socket.io's ping settings take a restart (the socket unit keeps connections
 //! waiting meanwhile); a change of them is logged and otherwise ignored.
 
+use vnc_shared::tls::server_config;
+
 use crate::config::{RelayConfig, RelaySettings};
 use crate::metrics::CONFIG_RELOADS;
 use crate::server::Relay;
@@ -30,12 +32,17 @@ fn apply(relay: &Relay, settings: &RelaySettings) -> Result<String, String> {
     let keys = new.load_keys().map_err(|e| e.to_string())?;
     vnc_shared::telemetry::log_filter(&new.log_level)?;
     let new = keep_restart_only(&old, new);
-    match (&relay.tls, &new.tls) {
-        (Some(tls), Some(files)) => tls.reload(files).map_err(|e| e.to_string())?,
-        (None, None) => {}
+    let tls = match (&relay.tls, &new.tls) {
+        (Some(current), Some(files)) => {
+            Some((current, server_config(files).map_err(|e| e.to_string())?))
+        }
+        (None, None) => None,
         _ => return Err("turning TLS on or off takes a restart".into()),
-    }
+    };
     vnc_shared::telemetry::set_log_level(&new.log_level)?;
+    if let Some((current, config)) = tls {
+        current.set(config);
+    }
     let summary = format!(
         "{} key(s), log level {}, max sessions {}{}",
         keys.len(),

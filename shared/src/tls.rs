@@ -145,10 +145,6 @@ impl ReloadableTls {
         ReloadableTls(Swap::new(TlsAcceptor::from(Arc::new(config))))
     }
 
-    pub fn load(files: &TlsFiles) -> Result<ReloadableTls, TlsError> {
-        Ok(ReloadableTls::new(server_config(files)?))
-    }
-
     /// The acceptor for the next handshake.
     pub fn acceptor(&self) -> Arc<TlsAcceptor> {
         self.0.get()
@@ -157,12 +153,5 @@ impl ReloadableTls {
     /// Puts `config` in force for the next handshakes.
     pub fn set(&self, config: ServerConfig) {
         self.0.set(TlsAcceptor::from(Arc::new(config)));
-    }
-
-    /// Loads `files` (which may name other paths than before) and puts them in force
-    /// for the next handshakes; on error the old certificate stays.
-    pub fn reload(&self, files: &TlsFiles) -> Result<(), TlsError> {
-        self.set(server_config(files)?);
-        Ok(())
     }
 }
