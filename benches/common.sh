@@ -73,3 +73,34 @@ register_src_echo() {
 }
 token() { "$BIN/vnc-control" token mint --private-key "$STATE/keys/bench.key.pem" \
   --container "$1" --user bench --tenant bench --scope "${2:-control}" --ttl 2h; }
+
+CLK_TCK="$(getconf CLK_TCK)"
+# cpu_ticks PID: user + system clock ticks the process has used.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# child_ticks: user + system ticks of this shell's finished children (vnc-bench runs).
+child_ticks() { awk '{print $16 + $17}' "/proc/$$/stat"; }
+# busy_ticks: ticks all CPUs spent on anything but idle and I/O wait.
+busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+# record_cpu LABEL SERVER_PID ARGS... : `record`, then a `cpu:LABEL` line with the CPU
+# seconds the server under test (a relay, or the Node relay), the client (and the few tools around it), the
+# source (started as `source`) and the whole machine used during the run, and its wall
+# time. Interrupt time (loopback softirq) and other users' processes count for the
+# machine only.
+record_cpu() {
+  local label="$1" pid="$2"; shift 2
+  local r0 c0 s0 m0 t0 r1 c1 s1 m1 t1
+  r0="$(cpu_ticks "$pid")"; c0="$(child_ticks)"; s0="$(cpu_ticks "$source_pid")"
+  m0="$(busy_ticks)"; t0="$(date +%s.%N)"
+  record "$label" "$@"
+  r1="$(cpu_ticks "$pid")"; c1="$(child_ticks)"; s1="$(cpu_ticks "$source_pid")"
+  m1="$(busy_ticks)"; t1="$(date +%s.%N)"
+  python3 - "$label" $((r1 - r0)) $((c1 - c0)) $((s1 - s0)) $((m1 - m0)) "$t0" "$t1" "$CLK_TCK" \
+    >>"$OUT" <<'PY'
+import json, sys
+label, server, client, source, machine, t0, t1, tck = sys.argv[1:]
+secs = lambda ticks: int(ticks) / int(tck)
+print(json.dumps({"label": "cpu:" + label, "result": {
+    "server_s": secs(server), "client_s": secs(client), "source_s": secs(source),
+    "machine_s": secs(machine), "wall_s": round(float(t1) - float(t0), 3)}}))
+PY
+}

@@ -4,8 +4,8 @@
 # minimal Node socket.io relay (benches/node-relay/relay.mjs, socket.io 4, one
 # net.connect per socket, the way a NestJS gateway does it), all read by the same
 # vnc-bench client. Alternating targets each round: throughput (container->browser, one
-# stream) and 16-byte ping-pong latency; then one run of concurrent pinging sessions per
-# target. Loopback only; everything it starts is stopped on exit.
+# stream, with the CPU each process used) and 16-byte ping-pong latency; then one run of
+# concurrent pinging sessions per target. Loopback only; everything it starts is stopped on exit.
 #
 #   benches/socketio.sh [ROUNDS]          (default 3)
 # Env: DURATION (throughput seconds, default 8), COUNT (pings, default 20000),
@@ -66,7 +66,8 @@ echo "== throughput and latency, $ROUNDS rounds, alternating targets (${TARGETS[
 for r in $(seq "$ROUNDS"); do
   echo "round $r"
   for t in "${TARGETS[@]}"; do
-    record "sio:throughput/$t" throughput --target "${url_src[$t]}" --duration "${DURATION}s"
+    record_cpu "sio:throughput/$t" "${pid_of[$t]}" throughput --target "${url_src[$t]}" \
+      --duration "${DURATION}s"
   done
   for t in "${TARGETS[@]}"; do
     record "sio:latency/$t" latency --target "${url_echo[$t]}" --count "$COUNT"

@@ -34,6 +34,33 @@ def report_failures():
                 print(f"FAILED {label}: {r['error']}")
 
 
+def cpu_table(prefix, targets):
+    """CPU during the throughput runs (`cpu:PREFIX:throughput/T` samples): cores busy on
+    average over the run's wall time (the rest: interrupts, i.e. loopback TCP, and
+    anything else running), and the server's and client's CPU per GB moved (bytes at the
+    measured rate over warmup + run). Returns the server's CPU s per GB by target."""
+    print("\n| target (throughput runs) | server cores | client cores | source cores | rest of the machine "
+          "| server CPU s per GB | client CPU s per GB |")
+    print("|---|---|---|---|---|---|---|")
+    server_per_gb = {}
+    for t, name in targets:
+        cpu = rows.get(f"cpu:{prefix}:throughput/{t}", [])
+        tput = rows.get(f"{prefix}:throughput/{t}", [])
+        pairs = [(c, r) for c, r in zip(cpu, tput) if "error" not in r and c["wall_s"] > 0]
+        cores = {k: median([c[k] / c["wall_s"] for c, _ in pairs])
+                 for k in ("server_s", "client_s", "source_s")}
+        cores["rest"] = median([(c.get("machine_s", float("nan")) - c["server_s"] - c["client_s"]
+                              - c["source_s"]) / c["wall_s"] for c, _ in pairs])
+        per_gb = {k: median([c[k] / (r["total_mb_per_s"] * (r["warmup_s"] + r["duration_s"]) / 1000)
+                          for c, r in pairs if r["total_mb_per_s"] > 0])
+                  for k in ("server_s", "client_s")}
+        server_per_gb[t] = per_gb["server_s"]
+        print(f"| {name} | {cores['server_s']:.2f} | {cores['client_s']:.2f} | "
+              f"{cores['source_s']:.2f} | {cores['rest']:.2f} | "
+              f"{per_gb['server_s']:.2f} | {per_gb['client_s']:.2f} |")
+    return server_per_gb
+
+
 def summarize_socketio():
     """benches/socketio.sh results (labels `sio:...`): a markdown table plus the goals
     against the Node socket.io relay."""
@@ -58,6 +85,8 @@ def summarize_socketio():
     print(f"relay socket.io / Node p99 RTT = {rs[2] / nd[2]:.2f} (goal <= 0.33)")
     print(f"relay socket.io / relay raw ws: throughput {rs[0] / ws[0]:.2f}x, "
           f"p50 {rs[1] - ws[1]:+.0f} us, p99 {rs[2] - ws[2]:+.0f} us")
+    per_gb = cpu_table("sio", targets)
+    print(f"\nNode / relay socket.io server CPU per GB = {per_gb['node-sio'] / per_gb['relay-sio']:.2f}x")
     conns = [(t, name, ok(f"sio:conns/{t}")) for t, name in targets]
     if any(recs for _, _, recs in conns):
         print("\n| target | opened | failed / errored | pings | p50 µs | p99 µs | p99.9 µs | server RSS open, KiB per session |")
@@ -114,26 +143,7 @@ def summarize_tls():
         p99s = ", ".join(str(r["rtt_us"]["p99"]) for r in lat)
         print(f"| {name} | **{tp:.0f}** | {tps} | {p50:.0f} | {p99:.0f} | {p99s} |")
 
-    # CPU during the throughput runs: cores busy on average over the run's wall time
-    # (the rest: interrupts, i.e. loopback TCP, and anything else running), and the
-    # relay's and client's CPU per GB moved (bytes at the measured rate over warmup + run).
-    print("\n| target (throughput runs) | relay cores | client cores | source cores | rest of the machine "
-          "| relay CPU s per GB | client CPU s per GB |")
-    print("|---|---|---|---|---|---|---|")
-    for t, name in targets:
-        cpu = rows.get(f"cpu:tls:throughput/{t}", [])
-        tput = rows.get(f"tls:throughput/{t}", [])
-        pairs = [(c, r) for c, r in zip(cpu, tput) if "error" not in r and c["wall_s"] > 0]
-        cores = {k: median([c[k] / c["wall_s"] for c, _ in pairs])
-                 for k in ("relay_s", "client_s", "source_s")}
-        cores["rest"] = median([(c.get("machine_s", float("nan")) - c["relay_s"] - c["client_s"]
-                              - c["source_s"]) / c["wall_s"] for c, _ in pairs])
-        per_gb = {k: median([c[k] / (r["total_mb_per_s"] * (r["warmup_s"] + r["duration_s"]) / 1000)
-                          for c, r in pairs if r["total_mb_per_s"] > 0])
-                  for k in ("relay_s", "client_s")}
-        print(f"| {name} | {cores['relay_s']:.2f} | {cores['client_s']:.2f} | "
-              f"{cores['source_s']:.2f} | {cores['rest']:.2f} | "
-              f"{per_gb['relay_s']:.2f} | {per_gb['client_s']:.2f} |")
+    cpu_table("tls", targets)
 
     for plain, tls in (("ws", "wss"), ("sio", "sios")):
         a, b = m[plain], m[tls]

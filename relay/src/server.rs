@@ -39,7 +39,7 @@ use crate::reject::Reject;
 use crate::rfb::RfbPolicy;
 use crate::session::{self, End, Stop, Taps};
 use crate::signal::Signal;
-use crate::socketio::{self, Io};
+use crate::socketio::{self, Io, Signaled, WriteSignal};
 use crate::store::{Admission, Store};
 use crate::upgrade::{self, Upgrade};
 use crate::upstream;
@@ -329,7 +329,8 @@ impl Relay {
 
     /// HTTP on one connection until it ends or upgrades, within what is left of the
     /// handshake timeout. socket.io requests go to socketioxide, which runs its
-    /// WebSocket in a task of its own; a raw WebSocket upgrade returns the stream,
+    /// WebSocket in a task of its own, with the connection's [`WriteSignal`] in their
+    /// extensions; a raw WebSocket upgrade returns the stream,
     /// the bytes hyper read past the request and the admitted session.
     async fn serve_http<I>(
         self: &Arc<Self>,
@@ -340,6 +341,8 @@ impl Relay {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let slot: Arc<Mutex<Option<Accepted>>> = Arc::default();
+        let written = WriteSignal::default();
+        let stream = Signaled::new(stream, written.clone());
         let svc = {
             let relay = self.clone();
             let slot = slot.clone();
@@ -352,8 +355,9 @@ impl Relay {
         let served = match self.socketio.get() {
             Some(layer) => {
                 let sio = tower::Layer::layer(layer, svc);
-                let svc = service_fn(move |req: Request<Incoming>| {
+                let svc = service_fn(move |mut req: Request<Incoming>| {
                     let refusal = socketio::refuse_transport(&req);
+                    req.extensions_mut().insert(written.clone());
                     let answer = refusal.is_none().then(|| sio.call(req));
                     async move {
                         match (refusal, answer) {
@@ -374,9 +378,13 @@ impl Relay {
         match accepted
             .on_upgrade
             .await
-            .map(|u| u.downcast::<TokioIo<I>>())
+            .map(|u| u.downcast::<TokioIo<Signaled<I>>>())
         {
-            Ok(Ok(parts)) => Some((parts.io.into_inner(), parts.read_buf, accepted.admitted)),
+            Ok(Ok(parts)) => Some((
+                parts.io.into_inner().into_inner(),
+                parts.read_buf,
+                accepted.admitted,
+            )),
             _ => {
                 tracing::debug!("upgrade did not complete");
                 None

@@ -15,8 +15,10 @@
 
 mod resize;
 mod session;
+mod written;
 
 pub use session::{Input, Upward};
+pub use written::{Signaled, WriteSignal};
 
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, Weak};

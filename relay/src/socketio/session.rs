@@ -26,7 +26,7 @@ use vnc_shared::rfb::{
 };
 
 use super::resize::{AnswerReader, PendingResizes, answered_payload, no_answer_payload};
-use super::{Adapter, MAX_DATA_EVENT};
+use super::{Adapter, MAX_DATA_EVENT, WriteSignal};
 use crate::config::Limits;
 use crate::io::write_all;
 use crate::recording::Recorder;
@@ -34,9 +34,8 @@ use crate::rfb::{self, Filter, RfbPolicy};
 use crate::session::{Activity, CLOSE_GRACE, End, Stop, Taps};
 use crate::signal::Signal;
 
-/// Turns a full queue gets to drain before the pump sleeps.
-const FULL_YIELDS: u32 = 64;
-/// First and longest pause between retries while the socket's queue stays full.
+/// First and longest wait for a write between retries while the socket's queue stays
+/// full.
 const MIN_FULL_PAUSE: Duration = Duration::from_micros(500);
 const MAX_FULL_PAUSE: Duration = Duration::from_millis(16);
 
@@ -274,20 +273,21 @@ impl rfb::Browser for SioBrowser<'_> {
 /// Emits one event, waiting while the socket's queue is full; false once the socket is
 /// gone.
 async fn emit<T: Serialize + ?Sized>(socket: &SocketRef<Adapter>, event: &str, data: &T) -> bool {
-    let mut full = 0u32;
     let mut pause = MIN_FULL_PAUSE;
     loop {
         match socket.emit(event, data) {
             Ok(()) => return true,
-            // socketioxide has no way to wait for room in the queue: let the socket's
-            // writer run first (it usually drains the queue within a few turns), and
-            // only then back off with timers, for a browser that really stopped reading.
-            Err(SendError::Socket(SocketError::InternalChannelFull)) if full < FULL_YIELDS => {
-                full += 1;
-                tokio::task::yield_now().await;
-            }
+            // socketioxide has no way to wait for room in the queue, but its writer
+            // writes to the connection after taking packets from it: wait for a write,
+            // and retry at growing pauses in case room came without one.
             Err(SendError::Socket(SocketError::InternalChannelFull)) => {
-                sleep(pause).await;
+                let written = socket.req_parts().extensions.get::<WriteSignal>();
+                match written {
+                    Some(w) => {
+                        let _ = tokio::time::timeout(pause, w.written()).await;
+                    }
+                    None => sleep(pause).await,
+                }
                 pause = (pause * 2).min(MAX_FULL_PAUSE);
             }
             Err(_) => return false,
