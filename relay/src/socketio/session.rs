@@ -2,9 +2,11 @@
 //! socket, both directions inside one task.
 //!
 //! Container → browser: each read (at most [`MAX_DATA_EVENT`]) is one `vnc:data`
-//! event. When the socket's queue is full the pump stops reading from the container
-//! and retries, so a slow browser throttles the VNC server through TCP; bytes are
-//! never dropped. A recorded session also hands each event's bytes to its recorder
+//! event. Reads go into one reused block: socketioxide copies every binary attachment
+//! as it queues the event, so the block is free again once the event is queued. When
+//! the socket's queue is full the pump stops reading from the container and waits for
+//! the socket's writer (see `written.rs`), so a slow browser throttles the VNC server
+//! through TCP; bytes are never dropped. A recorded session also hands each event's bytes to its recorder
 //! (the same `Bytes`, no copy). Each read is also shown to an [`AnswerReader`] (no
 //! copy), which finds the server's answers to SetDesktopSize for `vnc:resized`.
 //! Browser → container: `vnc:data` payloads arrive in order through the input queue
@@ -13,7 +15,7 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use socketioxide::extract::SocketRef;
 use socketioxide::{SendError, SocketError};
@@ -172,18 +174,21 @@ pub async fn relay(
         }
     };
     let down = async {
+        // One block for every read: once socketioxide has copied an event's bytes (and
+        // no recorder holds them), `reserve` takes the block back in place.
+        let mut buf = BytesMut::new();
         loop {
             if upstream.readable().await.is_err() {
                 return End::UpstreamError;
             }
-            let mut buf = BytesMut::with_capacity(read_size);
-            let n = match upstream.try_read_buf(&mut buf) {
+            buf.reserve(read_size);
+            let n = match upstream.try_read_buf(&mut (&mut buf).limit(read_size)) {
                 Ok(0) => return End::UpstreamClosed,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(_) => return End::UpstreamError,
             };
-            let data = buf.freeze();
+            let data = buf.split().freeze();
             if !emit(socket, "vnc:data", &data).await {
                 return End::ClientGone;
             }
