@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -329,8 +330,9 @@ impl Relay {
 
     /// HTTP on one connection until it ends or upgrades, within what is left of the
     /// handshake timeout. socket.io requests go to socketioxide, which runs its
-    /// WebSocket in a task of its own, with the connection's [`WriteSignal`] in their
-    /// extensions; a raw WebSocket upgrade returns the stream,
+    /// WebSocket in a task of its own, with the connection's [`WriteSignal`] in the
+    /// extensions of a connection's first request; a raw WebSocket upgrade returns the
+    /// stream,
     /// the bytes hyper read past the request and the admitted session.
     async fn serve_http<I>(
         self: &Arc<Self>,
@@ -355,9 +357,16 @@ impl Relay {
         let served = match self.socketio.get() {
             Some(layer) => {
                 let sio = tower::Layer::layer(layer, svc);
+                let first = AtomicBool::new(true);
                 let svc = service_fn(move |mut req: Request<Incoming>| {
                     let refusal = socketio::refuse_transport(&req);
-                    req.extensions_mut().insert(written.clone());
+                    // Only a connection whose first request this is can count its
+                    // frames (see socketio/written.rs).
+                    let is_first = first.swap(false, Ordering::Relaxed);
+                    if is_first && refusal.is_none() && socketio::is_socketio(&req) {
+                        written.arm();
+                        req.extensions_mut().insert(written.clone());
+                    }
                     let answer = refusal.is_none().then(|| sio.call(req));
                     async move {
                         match (refusal, answer) {

@@ -5,7 +5,11 @@
 
 use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 use vnc_shared::token::Scope;
 use vnc_tests::fixture::Fixture;
 use vnc_tests::process::eventually;
@@ -189,6 +193,62 @@ async fn the_polling_transport_is_refused_with_a_clear_error() {
     assert!(body.contains("websocket"), "{body}");
 }
 
+/// A socket.io WebSocket must open its connection (browsers and socket.io clients
+/// always do): one that comes after another request on a kept-alive connection is
+/// refused at connect with a message that says so, and the connection served the
+/// earlier request as usual.
+#[tokio::test]
+async fn a_socketio_websocket_after_another_request_on_its_connection_is_refused() {
+    let stack = stack(&[]).await;
+    let addr = stack.relay.public;
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        format!("GET /static/vnc-socketio.js HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8(head).unwrap().to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a content-length");
+    let mut body = vec![0; length];
+    tcp.read_exact(&mut body).await.unwrap();
+
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket&containerId=c1");
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+    let token = stack.keys.token("c1", Scope::Control);
+    ws.send(Message::text(format!(
+        "40/vnc,{}",
+        json!({ "token": token })
+    )))
+    .await
+    .unwrap();
+    let refusal = loop {
+        let msg = tokio::time::timeout(vnc_tests::WAIT, ws.next())
+            .await
+            .expect("an answer to the connect")
+            .expect("the connection stays open")
+            .unwrap();
+        if let Message::Text(text) = msg
+            && let Some(payload) = text.strip_prefix("44/vnc,")
+        {
+            break serde_json::from_str::<serde_json::Value>(payload).unwrap();
+        }
+    };
+    let message = refusal["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("first request on its connection"),
+        "{refusal}"
+    );
+}
+
 #[tokio::test]
 async fn vnc_data_must_be_binary_and_idle_sessions_end_with_4001() {
     if !socketio_client_available() {
@@ -266,6 +326,56 @@ async fn a_slow_socketio_viewer_throttles_the_vnc_server_without_losing_bytes() 
         if let SioEvent::Data(d) = slow.next().await.unwrap() {
             got += d.len() as u64;
         }
+    }
+    assert_eq!(
+        stack
+            .relay
+            .metric("vnc_relay_sessions_active{transport=\"socketio\"}")
+            .await,
+        Some(1.0)
+    );
+}
+
+/// Engine.IO's heartbeat puts its ping into the socket's queue and closes the socket
+/// if the queue is full; the relay keeps the queue from filling with `vnc:data`, so a
+/// viewer slower than a flooding VNC server keeps getting pings, and answers them.
+#[tokio::test]
+async fn a_viewer_behind_a_flood_keeps_getting_pings() {
+    if !socketio_client_available() {
+        return;
+    }
+    let stack = Stack::start(
+        &["--flood", "--width", "512", "--height", "512"],
+        &["--ping-interval", "250ms", "--max-missed-pongs", "16"],
+    )
+    .await
+    .unwrap();
+    stack.relay.wait_ready().await;
+    let token = stack.keys.token("c1", Scope::Control);
+    let mut viewer = SioClient::connect(stack.relay.public, &token, "c1")
+        .await
+        .unwrap();
+    viewer.send(b"RFB 003.008\n").await.unwrap();
+    viewer.send(&[1]).await.unwrap();
+    viewer.send(&[1]).await.unwrap();
+    // A viewer that stops reading for longer than the ping interval (though not for
+    // as long as the pong timeout): meanwhile the relay queues as many vnc:data events
+    // as it may, and pings come due.
+    let mut got = 0u64;
+    for round in 0..2 {
+        viewer.command(json!({ "cmd": "pause" })).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        viewer.command(json!({ "cmd": "resume" })).await.unwrap();
+        let before = got;
+        let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+        while let Ok(event) = tokio::time::timeout_at(until, viewer.next()).await {
+            match event.unwrap() {
+                SioEvent::Data(d) => got += d.len() as u64,
+                SioEvent::Room(_) => {}
+                other => panic!("the session ended after {got} bytes: {other:?}"),
+            }
+        }
+        assert!(got > before, "nothing arrived after pause {round}");
     }
     assert_eq!(
         stack

@@ -18,6 +18,8 @@ mod session;
 mod written;
 
 pub use session::{Input, Upward};
+
+use session::Browser;
 pub use written::{Signaled, WriteSignal};
 
 use std::marker::PhantomData;
@@ -54,9 +56,13 @@ pub const NAMESPACE: &str = "/vnc";
 /// Largest `vnc:data` payload either way; bigger reads are split, bigger events from a
 /// browser close its connection.
 pub const MAX_DATA_EVENT: usize = 64 * 1024;
-/// Engine.IO packets queued per socket before the relay stops reading from the VNC
-/// server (at most this many `vnc:data` events of [`MAX_DATA_EVENT`] in memory).
+/// `vnc:data` events queued per socket before the relay stops reading from the VNC
+/// server (at most this many events of [`MAX_DATA_EVENT`] in memory).
 const SOCKET_BUFFER: usize = 16;
+/// Room in each socket's queue beyond its `vnc:data` events, for Engine.IO's pings
+/// (a ping that finds the queue full closes the socket), acknowledgements, room events,
+/// `vnc:resized` and `vnc:end`: all small.
+const OTHER_PACKETS: usize = 64;
 /// `vnc:data` events from the browser queued for the VNC server; more means the
 /// browser outruns the server and the session ends.
 const INPUT_QUEUE: usize = 16;
@@ -66,7 +72,7 @@ const START_RETRY: Duration = Duration::from_secs(1);
 /// A socket.io request for a transport other than websocket gets a 400 that says what
 /// to do (Engine.IO's own answer is a bare "Bad request").
 pub fn refuse_transport<B>(req: &http::Request<B>) -> Option<http::Response<Full<Bytes>>> {
-    if !req.uri().path().starts_with("/socket.io/") {
+    if !is_socketio(req) {
         return None;
     }
     let transport = auth::query_param(req.uri().query(), "transport");
@@ -76,6 +82,11 @@ pub fn refuse_transport<B>(req: &http::Request<B>) -> Option<http::Response<Full
         )
         .into_response()
     })
+}
+
+/// Whether a request is for socketioxide (Engine.IO's path).
+pub fn is_socketio<B>(req: &http::Request<B>) -> bool {
+    req.uri().path().starts_with("/socket.io/")
 }
 
 /// The socket.io room of a container's viewers.
@@ -112,7 +123,7 @@ async fn build(relay: &Arc<Relay>) -> Result<(), Box<dyn std::error::Error + Sen
         .ping_interval(limits.ping_interval)
         .ping_timeout(limits.ping_interval * limits.max_missed_pongs)
         .connect_timeout(limits.handshake_timeout)
-        .max_buffer_size(SOCKET_BUFFER)
+        .max_buffer_size(SOCKET_BUFFER + OTHER_PACKETS)
         .max_payload(max_message as u64)
         .ws_max_message_size(max_message)
         .ws_max_frame_size(max_message)
@@ -145,6 +156,7 @@ async fn build(relay: &Arc<Relay>) -> Result<(), Box<dyn std::error::Error + Sen
 /// What an admitted socket carries from the middleware to the connect handler.
 struct Pending {
     admitted: Admitted,
+    written: WriteSignal,
     permit: OwnedSemaphorePermit,
     stop: Arc<Signal>,
     input: mpsc::Receiver<Upward>,
@@ -184,6 +196,13 @@ async fn authorize(
     let permit = relay.sessions.clone().try_acquire_owned();
     let permit = permit.map_err(|_| Reject::AtCapacity)?;
     let req = s.req_parts();
+    let written = req
+        .extensions
+        .get::<WriteSignal>()
+        .cloned()
+        .ok_or(Reject::BadRequest(
+            "the socket.io WebSocket must be the first request on its connection",
+        ))?;
     auth::check_origin(&relay.config().allowed_origins, &req.headers)?;
     let query = req.uri.query();
     let token = auth
@@ -222,6 +241,7 @@ async fn authorize(
     });
     let pending = Pending {
         admitted,
+        written,
         permit,
         stop,
         input: input_rx,
@@ -257,6 +277,7 @@ fn on_connect(relay: Weak<Relay>, s: SocketRef<Adapter>) {
 async fn run_session(relay: Arc<Relay>, s: SocketRef<Adapter>, pending: Pending) {
     let Pending {
         admitted,
+        written,
         permit,
         stop,
         input,
@@ -268,8 +289,9 @@ async fn run_session(relay: Arc<Relay>, s: SocketRef<Adapter>, pending: Pending)
         metrics: &tracked.metrics,
         recorder: relay.recorder(&admitted),
     };
+    let browser = Browser::new(&s, written);
     let end = session::relay(
-        &s,
+        &browser,
         admitted.upstream,
         input,
         &config.limits,
@@ -281,7 +303,9 @@ async fn run_session(relay: Arc<Relay>, s: SocketRef<Adapter>, pending: Pending)
     tracked.finish(end).await;
     if end != End::ClientGone && s.connected() {
         let (code, reason) = end.close();
-        session::emit_within(&s, "vnc:end", &json!({ "code": code, "reason": reason })).await;
+        browser
+            .emit_within("vnc:end", &json!({ "code": code, "reason": reason }))
+            .await;
         let _ = s.disconnect();
     }
 }

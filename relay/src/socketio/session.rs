@@ -3,16 +3,20 @@
 //!
 //! Container → browser: each read (at most [`MAX_DATA_EVENT`]) is one `vnc:data`
 //! event. Reads go into one reused block: socketioxide copies every binary attachment
-//! as it queues the event, so the block is free again once the event is queued. When
-//! the socket's queue is full the pump stops reading from the container and waits for
-//! the socket's writer (see `written.rs`), so a slow browser throttles the VNC server
-//! through TCP; bytes are never dropped. A recorded session also hands each event's bytes to its recorder
-//! (the same `Bytes`, no copy). Each read is also shown to an [`AnswerReader`] (no
-//! copy), which finds the server's answers to SetDesktopSize for `vnc:resized`.
+//! as it queues the event, so the block is free again once the event is queued. At most
+//! [`SOCKET_BUFFER`] `vnc:data` events wait in the socket's queue (counted by the
+//! connection's [`WriteSignal`]); beyond that the pump stops reading from the container
+//! until the socket's writer takes one, so a slow browser throttles the VNC server
+//! through TCP, bytes are never dropped, and the queue keeps room for Engine.IO's pings
+//! and the relay's other events. A recorded session also hands each event's bytes to its
+//! recorder (the same `Bytes`, no copy). Each read is also shown to an [`AnswerReader`]
+//! (no copy), which finds the server's answers to SetDesktopSize for `vnc:resized`.
+//!
 //! Browser → container: `vnc:data` payloads arrive in order through the input queue
 //! and are written as they are; structured input is written between the browser's
 //! messages.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -28,7 +32,7 @@ use vnc_shared::rfb::{
 };
 
 use super::resize::{AnswerReader, PendingResizes, answered_payload, no_answer_payload};
-use super::{Adapter, MAX_DATA_EVENT, WriteSignal};
+use super::{Adapter, MAX_DATA_EVENT, SOCKET_BUFFER, WriteSignal};
 use crate::config::Limits;
 use crate::io::write_all;
 use crate::recording::Recorder;
@@ -75,7 +79,7 @@ impl Input {
 /// Runs the RFB handshake over `vnc:data`, then relays until the session ends;
 /// returns why.
 pub async fn relay(
-    socket: &SocketRef<Adapter>,
+    browser: &Browser<'_>,
     upstream: TcpStream,
     mut input: mpsc::Receiver<Upward>,
     limits: &Limits,
@@ -89,7 +93,7 @@ pub async fn relay(
     } = taps;
     let handshake = {
         let mut browser = SioBrowser {
-            socket,
+            browser,
             input: &mut input,
             recorder: recorder.as_mut(),
         };
@@ -120,14 +124,14 @@ pub async fn relay(
     };
     if !established.to_client.is_empty() {
         let data = Bytes::from(established.to_client);
-        if !emit(socket, "vnc:data", &data).await {
+        if !browser.send_data(&data).await {
             return End::ClientGone;
         }
         if let Some(r) = recorder.as_mut() {
             r.record_bytes(data);
         }
     }
-    if !report(socket, &pending, early).await {
+    if !report(browser, &pending, early).await {
         return End::ClientGone;
     }
     let activity = Activity::default();
@@ -162,7 +166,9 @@ pub async fn relay(
                     if let Input::Resize { width, height } = i
                         && let Some(given_up) = pending.sent(width, height)
                     {
-                        emit(socket, "vnc:resized", &no_answer_payload(&given_up)).await;
+                        browser
+                            .emit("vnc:resized", &no_answer_payload(&given_up))
+                            .await;
                     }
                 }
             }
@@ -189,13 +195,13 @@ pub async fn relay(
                 Err(_) => return End::UpstreamError,
             };
             let data = buf.split().freeze();
-            if !emit(socket, "vnc:data", &data).await {
+            if !browser.send_data(&data).await {
                 return End::ClientGone;
             }
             metrics.to_client.increment(n as u64);
             activity.touch();
             if let Some(reader) = answers.as_mut()
-                && !report(socket, &pending, reader.read(&data)).await
+                && !report(browser, &pending, reader.read(&data)).await
             {
                 return End::ClientGone;
             }
@@ -208,7 +214,10 @@ pub async fn relay(
     let expire = async {
         loop {
             let request = pending.expired().await;
-            if !emit(socket, "vnc:resized", &no_answer_payload(&request)).await {
+            if !browser
+                .emit("vnc:resized", &no_answer_payload(&request))
+                .await
+            {
                 return End::ClientGone;
             }
         }
@@ -227,13 +236,16 @@ pub async fn relay(
 /// Emits `vnc:resized` for each of the server's answers, each settling the oldest
 /// pending request; false once the socket is gone.
 async fn report(
-    socket: &SocketRef<Adapter>,
+    browser: &Browser<'_>,
     pending: &PendingResizes,
     answers: Vec<ResizeAnswer>,
 ) -> bool {
     for answer in answers {
         pending.answered();
-        if !emit(socket, "vnc:resized", &answered_payload(&answer)).await {
+        if !browser
+            .emit("vnc:resized", &answered_payload(&answer))
+            .await
+        {
             return false;
         }
     }
@@ -243,7 +255,7 @@ async fn report(
 /// The socket.io browser during the RFB handshake: bytes out as `vnc:data`, bytes in
 /// from the ordered input queue (structured input is not taken before the data phase).
 struct SioBrowser<'a> {
-    socket: &'a SocketRef<Adapter>,
+    browser: &'a Browser<'a>,
     input: &'a mut mpsc::Receiver<Upward>,
     /// The session's recorder, when it is recorded: the handshake is recorded too.
     recorder: Option<&'a mut Recorder>,
@@ -252,7 +264,7 @@ struct SioBrowser<'a> {
 impl rfb::Browser for SioBrowser<'_> {
     async fn send(&mut self, bytes: &[u8]) -> Result<(), End> {
         let data = Bytes::copy_from_slice(bytes);
-        if !emit(self.socket, "vnc:data", &data).await {
+        if !self.browser.send_data(&data).await {
             return Err(End::ClientGone);
         }
         if let Some(r) = self.recorder.as_deref_mut() {
@@ -275,36 +287,54 @@ impl rfb::Browser for SioBrowser<'_> {
     }
 }
 
-/// Emits one event, waiting while the socket's queue is full; false once the socket is
-/// gone.
-async fn emit<T: Serialize + ?Sized>(socket: &SocketRef<Adapter>, event: &str, data: &T) -> bool {
-    let mut pause = MIN_FULL_PAUSE;
-    loop {
-        match socket.emit(event, data) {
-            Ok(()) => return true,
-            // socketioxide has no way to wait for room in the queue, but its writer
-            // writes to the connection after taking packets from it: wait for a write,
-            // and retry at growing pauses in case room came without one.
-            Err(SendError::Socket(SocketError::InternalChannelFull)) => {
-                let written = socket.req_parts().extensions.get::<WriteSignal>();
-                match written {
-                    Some(w) => {
-                        let _ = tokio::time::timeout(pause, w.written()).await;
-                    }
-                    None => sleep(pause).await,
-                }
-                pause = (pause * 2).min(MAX_FULL_PAUSE);
-            }
-            Err(_) => return false,
-        }
-    }
+/// The browser's socket, as a session writes to it.
+pub struct Browser<'a> {
+    socket: &'a SocketRef<Adapter>,
+    written: WriteSignal,
+    /// `vnc:data` events emitted so far; each is one binary frame on the connection.
+    data_sent: AtomicU64,
 }
 
-/// Emits a last event, giving a browser that reads nothing [`CLOSE_GRACE`].
-pub async fn emit_within<T: Serialize + ?Sized>(
-    socket: &SocketRef<Adapter>,
-    event: &str,
-    data: &T,
-) {
-    let _ = tokio::time::timeout(CLOSE_GRACE, emit(socket, event, data)).await;
+impl<'a> Browser<'a> {
+    /// `written` is the connection's armed signal.
+    pub fn new(socket: &'a SocketRef<Adapter>, written: WriteSignal) -> Self {
+        Browser {
+            socket,
+            written,
+            data_sent: AtomicU64::new(0),
+        }
+    }
+
+    /// Emits one `vnc:data` event once fewer than [`SOCKET_BUFFER`] of them wait in the
+    /// socket's queue; false once the socket is gone.
+    pub async fn send_data(&self, data: &Bytes) -> bool {
+        let sent = self.data_sent.load(Ordering::Relaxed);
+        while sent.saturating_sub(self.written.binary_frames()) >= SOCKET_BUFFER as u64 {
+            self.written.written().await;
+        }
+        self.data_sent.store(sent + 1, Ordering::Relaxed);
+        self.emit("vnc:data", data).await
+    }
+
+    /// Emits one event, waiting while the socket's queue is full (the room kept for
+    /// events other than `vnc:data`, taken by a burst of room events); false once the
+    /// socket is gone.
+    pub async fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> bool {
+        let mut pause = MIN_FULL_PAUSE;
+        loop {
+            match self.socket.emit(event, data) {
+                Ok(()) => return true,
+                Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                    let _ = tokio::time::timeout(pause, self.written.written()).await;
+                    pause = (pause * 2).min(MAX_FULL_PAUSE);
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Emits a last event, giving a browser that reads nothing [`CLOSE_GRACE`].
+    pub async fn emit_within<T: Serialize + ?Sized>(&self, event: &str, data: &T) {
+        let _ = tokio::time::timeout(CLOSE_GRACE, self.emit(event, data)).await;
+    }
 }
