@@ -269,7 +269,7 @@ mod tests {
         let mut out = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
             connection: upgrade\r\nsec-websocket-accept: x\r\n\r\n"
             .to_vec();
-        let mut text = |out: &mut Vec<u8>, s: &str| {
+        let text = |out: &mut Vec<u8>, s: &str| {
             out.extend_from_slice(ServerHeader::new(0x1, s.len()).as_bytes());
             out.extend_from_slice(s.as_bytes());
         };
