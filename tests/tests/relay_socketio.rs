@@ -293,24 +293,35 @@ async fn sigterm_drains_socketio_sessions_with_1001() {
     assert_eq!(rfb.sio().expect_end().await.unwrap().0, 1001);
 }
 
+/// A relay (with `relay_args`) in front of a fixture that floods 512×512 updates
+/// without waiting for requests, the relay's RSS before any session, and a socket.io
+/// viewer that has sent its side of the RFB handshake.
+async fn flooded_viewer(relay_args: &[&str]) -> (Stack, u64, SioClient) {
+    let stack = Stack::start(
+        &["--flood", "--width", "512", "--height", "512"],
+        relay_args,
+    )
+    .await
+    .unwrap();
+    stack.relay.wait_ready().await;
+    let rss_before = stack.relay.proc.rss_kib();
+    let token = stack.keys.token("c1", Scope::Control);
+    let mut viewer = SioClient::connect(stack.relay.public, &token, "c1")
+        .await
+        .unwrap();
+    viewer.send(b"RFB 003.008\n").await.unwrap();
+    viewer.send(&[1]).await.unwrap();
+    viewer.send(&[1]).await.unwrap();
+    (stack, rss_before, viewer)
+}
+
 #[tokio::test]
 async fn a_slow_socketio_viewer_throttles_the_vnc_server_without_losing_bytes() {
     if !socketio_client_available() {
         return;
     }
-    let stack = Stack::start(&["--flood", "--width", "512", "--height", "512"], &[])
-        .await
-        .unwrap();
-    stack.relay.wait_ready().await;
-    let rss_before = stack.relay.proc.rss_kib();
-    let token = stack.keys.token("c1", Scope::Control);
-    let mut slow = SioClient::connect(stack.relay.public, &token, "c1")
-        .await
-        .unwrap();
-    // Handshake bytes, then stop reading the TCP socket.
-    slow.send(b"RFB 003.008\n").await.unwrap();
-    slow.send(&[1]).await.unwrap();
-    slow.send(&[1]).await.unwrap();
+    let (stack, rss_before, mut slow) = flooded_viewer(&[]).await;
+    // Stop reading the TCP socket.
     slow.command(json!({ "cmd": "pause" })).await.unwrap();
     let stalled_at = stack.fixture.wait_flood_stalled().await;
     let grown = stack.relay.proc.rss_kib().saturating_sub(rss_before);
@@ -344,20 +355,8 @@ async fn a_viewer_behind_a_flood_keeps_getting_pings() {
     if !socketio_client_available() {
         return;
     }
-    let stack = Stack::start(
-        &["--flood", "--width", "512", "--height", "512"],
-        &["--ping-interval", "250ms", "--max-missed-pongs", "16"],
-    )
-    .await
-    .unwrap();
-    stack.relay.wait_ready().await;
-    let token = stack.keys.token("c1", Scope::Control);
-    let mut viewer = SioClient::connect(stack.relay.public, &token, "c1")
-        .await
-        .unwrap();
-    viewer.send(b"RFB 003.008\n").await.unwrap();
-    viewer.send(&[1]).await.unwrap();
-    viewer.send(&[1]).await.unwrap();
+    let (stack, _, mut viewer) =
+        flooded_viewer(&["--ping-interval", "250ms", "--max-missed-pongs", "16"]).await;
     // A viewer that stops reading for longer than the ping interval (though not for
     // as long as the pong timeout): meanwhile the relay queues as many vnc:data events
     // as it may, and pings come due.
