@@ -3,7 +3,9 @@
 # relay's socket.io path (namespace /vnc) against its raw WebSocket path, and against a
 # minimal Node socket.io relay (benches/node-relay/relay.mjs, socket.io 4, one
 # net.connect per socket, the way a NestJS gateway does it), all read by the same
-# vnc-bench client. Alternating targets each round: throughput (container->browser, one
+# vnc-bench client. Two references bound what any relay can do here: a plain TCP proxy
+# in the relay's place (no WebSocket, no socket.io: the least a relay process must do),
+# and, for latency, the client straight at the echo stand-in. Alternating targets each round: throughput (container->browser, one
 # stream, with the CPU each process used) and 16-byte ping-pong latency; then one run of
 # concurrent pinging sessions per target. Loopback only; everything it starts is stopped on exit.
 #
@@ -32,6 +34,8 @@ start_redis
 start_listening source "$BIN/vnc-bench" source --listen 127.0.0.1:0
 start_listening echo "$BIN/vnc-bench" echo --listen 127.0.0.1:0
 SRC="$(listening_addr source)"; ECHO="$(listening_addr echo)"
+start_listening proxy_src "$BIN/vnc-bench" proxy --listen 127.0.0.1:0 --upstream "$SRC"
+start_listening proxy_echo "$BIN/vnc-bench" proxy --listen 127.0.0.1:0 --upstream "$ECHO"
 
 start_listening relay "$BIN/vnc-relay" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
   --redis-url "redis://127.0.0.1:$REDIS_PORT" --jwt-public-key "$STATE/keys/bench.pub.pem" \
@@ -61,15 +65,19 @@ url_src[node-sio]="sio://$NODE?containerId=src&token=any"
 url_echo[node-sio]="sio://$NODE?containerId=echo&token=any"
 pid_of[node-sio]="$node_pid"
 TARGETS=(relay-ws relay-sio node-sio)
+url_src[proxy]="tcp://$(listening_addr proxy_src)"
+url_echo[proxy]="tcp://$(listening_addr proxy_echo)"
+pid_of[proxy]="$proxy_src_pid"
+url_echo[direct]="tcp://$ECHO"
 
-echo "== throughput and latency, $ROUNDS rounds, alternating targets (${TARGETS[*]})"
+echo "== throughput and latency, $ROUNDS rounds, alternating targets (${TARGETS[*]}, proxy, direct)"
 for r in $(seq "$ROUNDS"); do
   echo "round $r"
-  for t in "${TARGETS[@]}"; do
+  for t in "${TARGETS[@]}" proxy; do
     record_cpu "sio:throughput/$t" "${pid_of[$t]}" throughput --target "${url_src[$t]}" \
       --duration "${DURATION}s"
   done
-  for t in "${TARGETS[@]}"; do
+  for t in "${TARGETS[@]}" proxy direct; do
     record "sio:latency/$t" latency --target "${url_echo[$t]}" --count "$COUNT"
   done
 done

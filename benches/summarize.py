@@ -2,6 +2,7 @@
 """Summarizes benches/run.sh results (JSON lines) against the relay-core goals, and those
 of benches/socketio.sh and benches/tls.sh (told apart by their labels)."""
 import json
+import math
 import statistics
 import sys
 from collections import defaultdict
@@ -63,29 +64,37 @@ def cpu_table(prefix, targets):
 
 def summarize_socketio():
     """benches/socketio.sh results (labels `sio:...`): a markdown table plus the goals
-    against the Node socket.io relay."""
+    against the Node socket.io relay, and the bounds the references set."""
     targets = [("relay-ws", "vnc-relay, raw WebSocket (/websockify)"),
                ("relay-sio", "vnc-relay, socket.io (/vnc)"),
                ("node-sio", "Node socket.io 4 relay (NestJS-gateway style)")]
+    references = [("proxy", "reference: plain TCP proxy in the relay's place"),
+                  ("direct", "reference: straight to the echo stand-in (latency only)")]
 
     report_failures()
     print("\n| target | throughput MB/s (median) | rounds | RTT p50 µs | RTT p99 µs | p99 per round |")
     print("|---|---|---|---|---|---|")
     m = {}
-    for t, name in targets:
+    for t, name in targets + references:
         tp = med(f"sio:throughput/{t}", lambda r: r["total_mb_per_s"])
         p50 = med(f"sio:latency/{t}", lambda r: r["rtt_us"]["p50"])
         p99 = med(f"sio:latency/{t}", lambda r: r["rtt_us"]["p99"])
         m[t] = (tp, p50, p99)
-        tps = ", ".join(f"{r['total_mb_per_s']:.0f}" for r in ok(f"sio:throughput/{t}"))
+        tps = ", ".join(f"{r['total_mb_per_s']:.0f}" for r in ok(f"sio:throughput/{t}")) or "n/a"
         p99s = ", ".join(str(r["rtt_us"]["p99"]) for r in ok(f"sio:latency/{t}"))
-        print(f"| {name} | **{tp:.0f}** | {tps} | {p50:.0f} | {p99:.0f} | {p99s} |")
+        tp_cell = "n/a" if math.isnan(tp) else f"**{tp:.0f}**"
+        print(f"| {name} | {tp_cell} | {tps} | {p50:.0f} | {p99:.0f} | {p99s} |")
     rs, nd, ws = m["relay-sio"], m["node-sio"], m["relay-ws"]
     print(f"\nrelay socket.io / Node throughput = {rs[0] / nd[0]:.2f}x (goal >= 3)")
     print(f"relay socket.io / Node p99 RTT = {rs[2] / nd[2]:.2f} (goal <= 0.33)")
     print(f"relay socket.io / relay raw ws: throughput {rs[0] / ws[0]:.2f}x, "
           f"p50 {rs[1] - ws[1]:+.0f} us, p99 {rs[2] - ws[2]:+.0f} us")
-    per_gb = cpu_table("sio", targets)
+    if ok("sio:latency/proxy"):
+        px, direct = m["proxy"], m["direct"]
+        print(f"bounds on this machine: plain proxy / Node throughput = {px[0] / nd[0]:.2f}x, "
+              f"plain proxy / Node p99 RTT = {px[2] / nd[2]:.2f}, "
+              f"straight to the echo stand-in / Node p99 RTT = {direct[2] / nd[2]:.2f}")
+    per_gb = cpu_table("sio", targets + references[:1])
     print(f"\nNode / relay socket.io server CPU per GB = {per_gb['node-sio'] / per_gb['relay-sio']:.2f}x")
     conns = [(t, name, ok(f"sio:conns/{t}")) for t, name in targets]
     if any(recs for _, _, recs in conns):
