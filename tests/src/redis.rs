@@ -29,23 +29,46 @@ fn spawn(port: u16, dir: &std::path::Path) -> anyhow::Result<tokio::process::Chi
         .context("starting redis-server")
 }
 
-/// Waits until the server accepts connections; false if it exited (port taken).
+/// Waits until the server answers on its port; false if it exited (port taken). Another
+/// process that took the port between `free_port` and the server's bind accepts
+/// connections too, even another test's redis-server, so only a server that reports the
+/// child's process id counts.
 async fn wait_listening(child: &mut tokio::process::Child, port: u16) -> anyhow::Result<bool> {
+    let pid = child.id().context("redis-server has no pid")?;
     tokio::time::timeout(crate::WAIT, async {
         loop {
             if child.try_wait()?.is_some() {
                 return anyhow::Ok(false);
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
+            if served_by(port, pid).await {
                 return Ok(true);
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     })
     .await?
+}
+
+/// Whether the Redis server on `port` is process `pid` (`INFO server`'s `process_id`).
+async fn served_by(port: u16, pid: u32) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let expected = format!("\r\nprocess_id:{pid}\r\n");
+    let exchange = async {
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        conn.write_all(b"INFO server\r\n").await?;
+        let mut reply = Vec::new();
+        // `process_id` comes before `run_id` in the section.
+        while !reply.windows(7).any(|w| w == b"run_id:") {
+            if conn.read_buf(&mut reply).await? == 0 {
+                break;
+            }
+        }
+        std::io::Result::Ok(String::from_utf8_lossy(&reply).contains(&expected))
+    };
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_millis(200), exchange).await,
+        Ok(Ok(true))
+    )
 }
 
 async fn connect(port: u16) -> anyhow::Result<Client> {
@@ -249,5 +272,24 @@ impl RedisServer {
             (n > 0).then_some(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port that another process listens on is not mistaken for the server's: the
+    /// server can't bind it, exits, and the start fails instead of handing out a client
+    /// of the other process.
+    #[tokio::test]
+    async fn a_port_another_process_holds_is_not_taken_for_the_server() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let err = RedisServer::start_on(port)
+            .await
+            .err()
+            .expect("a refused start");
+        assert!(err.to_string().contains("would not start"), "{err:#}");
     }
 }
