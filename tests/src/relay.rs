@@ -117,6 +117,14 @@ impl RelayProcess {
         crate::ws::metric_at(self.admin, series).await
     }
 
+    /// `vnc_relay_sessions_active` of one transport (`websocket` or `socketio`).
+    pub async fn active_sessions(&self, transport: &str) -> Option<f64> {
+        self.metric(&format!(
+            "vnc_relay_sessions_active{{transport=\"{transport}\"}}"
+        ))
+        .await
+    }
+
     /// Waits until `/readyz` says ready (Redis answered, socket.io started).
     pub async fn wait_ready(&self) {
         crate::process::eventually("relay ready", crate::WAIT, || async {

@@ -304,7 +304,7 @@ async fn the_viewer_shows_the_desktop_over_socketio() {
     assert_eq!(
         stack
             .relay
-            .metric("vnc_relay_sessions_active{transport=\"websocket\"}")
+            .active_sessions("websocket")
             .await
             .unwrap_or(0.0),
         0.0
@@ -351,13 +351,7 @@ async fn the_viewer_shows_the_fixture_framebuffer_over_socketio() {
     let state = browser.wait_state("connected", 1).await;
     assert_eq!(state["transport"], "socketio", "{state}");
     browser.wait_pixel((10, 10), (0x00, 0xa0, 0xc0)).await;
-    assert_eq!(
-        stack
-            .relay
-            .metric("vnc_relay_sessions_active{transport=\"socketio\"}")
-            .await,
-        Some(1.0)
-    );
+    assert_eq!(stack.relay.active_sessions("socketio").await, Some(1.0));
     browser.close().await;
 }
 
@@ -616,7 +610,7 @@ async fn a_kicked_session_shows_the_reason_and_is_not_retried() {
     assert_eq!(
         stack
             .relay
-            .metric("vnc_relay_sessions_active{transport=\"websocket\"}")
+            .active_sessions("websocket")
             .await
             .unwrap_or(0.0),
         0.0,

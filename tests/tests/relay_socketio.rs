@@ -55,13 +55,7 @@ async fn a_socketio_viewer_completes_the_rfb_handshake_and_relays_both_ways() {
             e["msg"] == "KeyEvent" && e["keysym"] == 0x62
         })
         .await;
-    assert_eq!(
-        stack
-            .relay
-            .metric("vnc_relay_sessions_active{transport=\"socketio\"}")
-            .await,
-        Some(1.0)
-    );
+    assert_eq!(stack.relay.active_sessions("socketio").await, Some(1.0));
 
     // A token holds one live session: the same one again is refused.
     let mut again = SioClient::start(
@@ -338,13 +332,7 @@ async fn a_slow_socketio_viewer_throttles_the_vnc_server_without_losing_bytes() 
             got += d.len() as u64;
         }
     }
-    assert_eq!(
-        stack
-            .relay
-            .metric("vnc_relay_sessions_active{transport=\"socketio\"}")
-            .await,
-        Some(1.0)
-    );
+    assert_eq!(stack.relay.active_sessions("socketio").await, Some(1.0));
 }
 
 /// Engine.IO's heartbeat puts its ping into the socket's queue and closes the socket
@@ -376,13 +364,7 @@ async fn a_viewer_behind_a_flood_keeps_getting_pings() {
         }
         assert!(got > before, "nothing arrived after pause {round}");
     }
-    assert_eq!(
-        stack
-            .relay
-            .metric("vnc_relay_sessions_active{transport=\"socketio\"}")
-            .await,
-        Some(1.0)
-    );
+    assert_eq!(stack.relay.active_sessions("socketio").await, Some(1.0));
 }
 
 /// Two relay nodes on one Redis: room events reach the room's viewers on both, on

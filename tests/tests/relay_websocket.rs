@@ -363,11 +363,7 @@ async fn browser_vanishing_mid_session_closes_the_upstream() {
     other.round_trip(W, H).await.unwrap();
     let relay = &stack.relay;
     eventually("session gauge back to 1", vnc_tests::WAIT, || async {
-        (relay
-            .metric("vnc_relay_sessions_active{transport=\"websocket\"}")
-            .await
-            == Some(1.0))
-        .then_some(())
+        (relay.active_sessions("websocket").await == Some(1.0)).then_some(())
     })
     .await;
 }
