@@ -216,9 +216,7 @@ async fn garbage_after_server_init_is_relayed_and_the_close_reported() {
         let mut sio = SioClient::connect(stack.relay.public, &token, "garbage")
             .await
             .unwrap();
-        sio.send(b"RFB 003.008\n").await.unwrap();
-        sio.send(&[1]).await.unwrap();
-        sio.send(&[1]).await.unwrap();
+        sio.send_handshake().await.unwrap();
         let mut got = Vec::new();
         let end = loop {
             match sio.next().await.unwrap() {

@@ -303,9 +303,7 @@ async fn flooded_viewer(relay_args: &[&str]) -> (Stack, u64, SioClient) {
     let mut viewer = SioClient::connect(stack.relay.public, &token, "c1")
         .await
         .unwrap();
-    viewer.send(b"RFB 003.008\n").await.unwrap();
-    viewer.send(&[1]).await.unwrap();
-    viewer.send(&[1]).await.unwrap();
+    viewer.send_handshake().await.unwrap();
     (stack, rss_before, viewer)
 }
 
