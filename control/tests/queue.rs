@@ -640,6 +640,84 @@ async fn rate_limit_holds_across_replicas() {
     b.stop().await;
 }
 
+/// Jobs of a rate-limited name take its slots by group in turn, a group that just
+/// joined before the one served last, whatever order they were queued in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn groups_take_rate_slots_in_turn() {
+    let redis = RedisServer::start().await.unwrap();
+    let cfg = QueueConfig {
+        rate_limits: vec![("start".to_owned(), 1, Duration::from_millis(150))],
+        ..config("a")
+    };
+    let q = queue(&redis, cfg.clone()).await;
+    let mut group_of = HashMap::new();
+    for group in ["a", "a", "a", "a", "a", "a", "b", "b", "c"] {
+        let id = q.enqueue_in(group, "start", json!({}), None).await.unwrap();
+        group_of.insert(id, group);
+    }
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let h = {
+        let order = order.clone();
+        handler(move |job: Job| {
+            order.lock().unwrap().push(job.id);
+            async { Ok(json!(null)) }
+        })
+    };
+    let r = Replica::start(&redis, cfg, h).await;
+    for id in group_of.keys() {
+        let done = wait_state(&r.queue, id, JobState::Completed).await;
+        assert_eq!(done.attempts, 1);
+    }
+    let served: Vec<&str> = order.lock().unwrap().iter().map(|id| group_of[id]).collect();
+    assert_eq!(served, ["a", "b", "c", "a", "b", "a", "a", "a", "a"]);
+    // Nothing keyed by group is left behind.
+    let keys: Vec<String> = redis.client.keys("vnc:jobs:[gs]*").await.unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+    let ring: u64 = redis.client.llen("vnc:jobs:ring:start").await.unwrap();
+    assert_eq!(ring, 0);
+    r.stop().await;
+}
+
+/// A rate-limited job whose replica dies after it was dispatched is reclaimed and run
+/// by another replica, without waiting for a second slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_replicas_dispatched_job_is_not_lost() {
+    let redis = RedisServer::start().await.unwrap();
+    let cfg = |c| QueueConfig {
+        rate_limits: vec![("start".to_owned(), 1, Duration::from_secs(3600))],
+        ..config(c)
+    };
+    let started = Arc::new(tokio::sync::Notify::new());
+    let stuck = handler({
+        let started = started.clone();
+        move |_| {
+            started.notify_one();
+            std::future::pending()
+        }
+    });
+    let a = Replica::start(&redis, cfg("a"), stuck).await;
+    let id = a
+        .queue
+        .enqueue_in("t1", "start", json!({}), None)
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, started.notified())
+        .await
+        .expect("replica a started the job");
+    a.task.abort();
+    let _ = a.task.await;
+
+    let b = Replica::start(
+        &redis,
+        cfg("b"),
+        handler(|job: Job| async move { Ok(json!({ "attempt": job.attempt })) }),
+    )
+    .await;
+    let done = wait_state(&b.queue, &id, JobState::Completed).await;
+    assert_eq!(done.attempts, 2, "the lost run counts");
+    b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrency_per_replica_is_never_exceeded() {
     let redis = RedisServer::start().await.unwrap();
