@@ -668,7 +668,12 @@ async fn groups_take_rate_slots_in_turn() {
         let done = wait_state(&r.queue, id, JobState::Completed).await;
         assert_eq!(done.attempts, 1);
     }
-    let served: Vec<&str> = order.lock().unwrap().iter().map(|id| group_of[id]).collect();
+    let served: Vec<&str> = order
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|id| group_of[id])
+        .collect();
     assert_eq!(served, ["a", "b", "c", "a", "b", "a", "a", "a", "a"]);
     // Nothing keyed by group is left behind.
     let left: u64 = redis

@@ -6,8 +6,6 @@
 //! ran, and when.
 #![forbid(unsafe_code)]
 
-use std::time::Duration;
-
 use fred::prelude::*;
 use serde_json::{Value, json};
 use vnc_tests::WAIT;
@@ -36,7 +34,12 @@ async fn stack(flags: &[&str]) -> Stack {
         "runtime = \"static\"\n[[static_containers]]\ncid = \"desk\"\nowner = \"alice\"\ntenant = \"t0\"\nhost = \"127.0.0.1\"\nport = 5900\n",
     )
     .unwrap();
-    let mut args = vec!["--config", config.to_str().unwrap(), "--image", "desk-image"];
+    let mut args = vec![
+        "--config",
+        config.to_str().unwrap(),
+        "--image",
+        "desk-image",
+    ];
     args.extend_from_slice(flags);
     let control = ControlProcess::start(&redis.url(), &keys, &identity, &args)
         .await
@@ -182,7 +185,10 @@ async fn a_tenants_quota_holds_even_against_parallel_creates() {
     let _: () = s
         .redis
         .client
-        .hset(format!("vnc:container:{}", t1_cids[0]), ("state", "stopped"))
+        .hset(
+            format!("vnc:container:{}", t1_cids[0]),
+            ("state", "stopped"),
+        )
         .await
         .unwrap();
     created(c, &t1).await;
@@ -249,7 +255,10 @@ async fn a_caller_past_its_rate_gets_429_with_retry_after_and_others_do_not() {
     for _ in 0..20 {
         anonymous.push(c.call("GET", "/v1/containers", None, None).await.unwrap().0);
     }
-    assert!(anonymous.contains(&401) && anonymous.contains(&429), "{anonymous:?}");
+    assert!(
+        anonymous.contains(&401) && anonymous.contains(&429),
+        "{anonymous:?}"
+    );
     for _ in 0..10 {
         assert_eq!(c.call("GET", "/healthz", None, None).await.unwrap().0, 200);
     }

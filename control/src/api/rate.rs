@@ -121,7 +121,11 @@ impl Connected<IncomingStream<'_, crate::listener::TlsListener>> for PeerAddr {
 
 /// The middleware: verifies the bearer token once (the handler's [`Caller`] comes
 /// from here then), and answers 429 to a caller over its limit.
-pub(super) async fn limit(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+pub(super) async fn limit(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let Some(limiter) = &state.limiter else {
         return next.run(req).await;
     };
@@ -194,7 +198,10 @@ mod tests {
         }
         let wait = l.take(sub(1), t0).unwrap_err();
         assert_eq!(wait, Duration::from_millis(500));
-        assert!(l.take(sub(2), t0).is_ok(), "another caller has its own bucket");
+        assert!(
+            l.take(sub(2), t0).is_ok(),
+            "another caller has its own bucket"
+        );
         assert!(l.take(sub(1), t0 + Duration::from_millis(500)).is_ok());
         assert!(l.take(sub(1), t0 + Duration::from_millis(500)).is_err());
         assert!(CallerLimiter::new(0, 10).is_none());
@@ -220,9 +227,6 @@ mod tests {
         let mut req = Request::new(axum::body::Body::empty());
         let addr: SocketAddr = "[2001:db8:1:2:3:4:5:6]:80".parse().unwrap();
         req.extensions_mut().insert(ConnectInfo(PeerAddr(addr)));
-        assert_eq!(
-            client_ip(&req),
-            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
-        );
+        assert_eq!(client_ip(&req), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
     }
 }

@@ -95,9 +95,7 @@ impl ContainerStore {
                 args,
             )
             .await?;
-        Ok(live
-            .as_i64()
-            .and_then(|n| usize::try_from(n).ok()))
+        Ok(live.as_i64().and_then(|n| usize::try_from(n).ok()))
     }
 
     pub async fn get(&self, cid: &str) -> Result<Option<Container>, StoreError> {

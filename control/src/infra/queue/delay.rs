@@ -61,18 +61,20 @@ pub(super) async fn mover(s: Arc<Shared>, stop: CancellationToken) {
 
 /// One pass: (jobs due, jobs moved, time until the next due job).
 async fn promote(s: &Shared) -> Result<(i64, i64, Option<Duration>), QueueError> {
-    let r = timed(script::PROMOTE.eval(
-        &s.client,
-        &[&s.keys.delayed, &s.keys.stream],
-        [
-            s.keys.job_prefix.as_str().into(),
-            BATCH.into(),
-            s.keys.base().as_str().into(),
-        ]
-        .into_iter()
-        .chain(s.limits.keys().map(|n| n.as_str().into()))
-        .collect(),
-    ))
+    let r = timed(
+        script::PROMOTE.eval(
+            &s.client,
+            &[&s.keys.delayed, &s.keys.stream],
+            [
+                s.keys.job_prefix.as_str().into(),
+                BATCH.into(),
+                s.keys.base().as_str().into(),
+            ]
+            .into_iter()
+            .chain(s.limits.keys().map(|n| n.as_str().into()))
+            .collect(),
+        ),
+    )
     .await?;
     let v = match r {
         Value::Array(v) if v.len() == 3 => v,
