@@ -551,9 +551,15 @@ async fn a_long_job_is_not_taken_over_while_its_worker_lives() {
     b.stop().await;
 }
 
+/// The job is rate-limited (one start an hour): a reclaimed run of a dispatched job
+/// needs no second slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_replicas_job_is_reclaimed_and_completed_by_another() {
     let redis = RedisServer::start().await.unwrap();
+    let config = |c| QueueConfig {
+        rate_limits: vec![("start".to_owned(), 1, Duration::from_secs(3600))],
+        ..config(c)
+    };
     let started = Arc::new(tokio::sync::Notify::new());
     let stuck = handler({
         let started = started.clone();
@@ -563,7 +569,11 @@ async fn a_dead_replicas_job_is_reclaimed_and_completed_by_another() {
         }
     });
     let a = Replica::start(&redis, config("a"), stuck).await;
-    let id = a.queue.enqueue("start", json!({}), None).await.unwrap();
+    let id = a
+        .queue
+        .enqueue_in("t1", "start", json!({}), None)
+        .await
+        .unwrap();
     tokio::time::timeout(WAIT, started.notified())
         .await
         .expect("replica a started the job");
@@ -689,46 +699,6 @@ async fn groups_take_rate_slots_in_turn() {
         .unwrap();
     assert_eq!(left, 0);
     r.stop().await;
-}
-
-/// A rate-limited job whose replica dies after it was dispatched is reclaimed and run
-/// by another replica, without waiting for a second slot.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_dead_replicas_dispatched_job_is_not_lost() {
-    let redis = RedisServer::start().await.unwrap();
-    let cfg = |c| QueueConfig {
-        rate_limits: vec![("start".to_owned(), 1, Duration::from_secs(3600))],
-        ..config(c)
-    };
-    let started = Arc::new(tokio::sync::Notify::new());
-    let stuck = handler({
-        let started = started.clone();
-        move |_| {
-            started.notify_one();
-            std::future::pending()
-        }
-    });
-    let a = Replica::start(&redis, cfg("a"), stuck).await;
-    let id = a
-        .queue
-        .enqueue_in("t1", "start", json!({}), None)
-        .await
-        .unwrap();
-    tokio::time::timeout(WAIT, started.notified())
-        .await
-        .expect("replica a started the job");
-    a.task.abort();
-    let _ = a.task.await;
-
-    let b = Replica::start(
-        &redis,
-        cfg("b"),
-        handler(|job: Job| async move { Ok(json!({ "attempt": job.attempt })) }),
-    )
-    .await;
-    let done = wait_state(&b.queue, &id, JobState::Completed).await;
-    assert_eq!(done.attempts, 2, "the lost run counts");
-    b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
