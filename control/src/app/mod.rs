@@ -1,6 +1,7 @@
 //! Commands and queries of the control plane: what the API asks for, checked against
 //! the domain rules, recorded in Redis and handed to the job queue.
 
+pub mod adopt;
 pub mod jobs;
 pub mod sessions;
 
@@ -47,9 +48,6 @@ impl From<QueueError> for AppError {
 pub const START_JOB: &str = "start";
 pub const STOP_JOB: &str = "stop";
 
-/// Length of generated VNC passwords (RFB VNC auth uses the first 8 bytes).
-const VNC_PASSWORD_LEN: usize = 8;
-
 pub struct App {
     pub store: ContainerStore,
     pub queue: Queue,
@@ -75,15 +73,6 @@ pub struct Tunables {
 pub struct Page {
     pub items: Vec<Container>,
     pub total: usize,
-}
-
-fn vnc_password() -> String {
-    use rand::Rng;
-    const CHARS: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let mut rng = rand::thread_rng();
-    (0..VNC_PASSWORD_LEN)
-        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
-        .collect()
 }
 
 impl App {
@@ -113,7 +102,7 @@ impl App {
             created_at: now_ms(),
             record: req.record,
         };
-        self.store.create(&container, &vnc_password()).await?;
+        self.store.create(&container).await?;
         self.store.publish("container.created", &container).await?;
         let job = self
             .queue
