@@ -74,7 +74,10 @@ pub fn adopted(cid: &str, found: &Inspected, node: &str) -> Result<Container, St
                 "container exited with code {code} while its record was lost; re-adopted"
             )),
         ),
-        _ => return Err("the container is not running and did not exit".into()),
+        (RuntimeState::Running, None) => {
+            return Err("it runs, but the relay could not reach it (no endpoint)".into());
+        }
+        (RuntimeState::Missing, _) => return Err("it is gone".into()),
     };
     Ok(Container {
         id: cid.to_owned(),
@@ -96,8 +99,13 @@ pub fn adopted(cid: &str, found: &Inspected, node: &str) -> Result<Container, St
 
 /// Label `name` of `found`, parsed.
 fn parsed<T: std::str::FromStr>(found: &Inspected, name: &str) -> Result<T, String> {
-    let value = found.labels.get(name).ok_or_else(|| format!("no {name} label"))?;
-    value.parse().map_err(|_| format!("{name} label {value:?} is not valid"))
+    let value = found
+        .labels
+        .get(name)
+        .ok_or_else(|| format!("no {name} label"))?;
+    value
+        .parse()
+        .map_err(|_| format!("{name} label {value:?} is not valid"))
 }
 
 impl Lifecycle {

@@ -21,8 +21,10 @@ impl Inner {
             return Ok(None);
         };
         let state = state_from_inspect(found.state.as_ref());
+        // A running container the relay cannot reach has no endpoint (not an error:
+        // the caller decides what such a container is).
         let endpoint = match state {
-            RuntimeState::Running => Some(endpoint_from_inspect(&found, &self.network)?),
+            RuntimeState::Running => endpoint_from_inspect(&found, &self.network).ok(),
             _ => None,
         };
         let config = found.config.unwrap_or_default();
