@@ -35,13 +35,14 @@ fn labelled_container(name: &str, image: &str, labels: &[String]) -> ContainerGu
     ContainerGuard { name: name.into() }
 }
 
-/// Two desktops run; Redis loses every key (FLUSHALL). Within a few reconcile
-/// intervals both records are back (running, in their tenants' lists), a new token for
-/// each opens a session through a real relay, which logs in to the container with the
-/// re-derived VNC password (the fixture demands VNC authentication), and Docker shows
-/// the same containers, never restarted. A container labelled for another control
-/// plane is not adopted; one of this plane without the labels to rebuild a record is
-/// left alone, not removed.
+/// Three desktops run, the third created after the VNC password secret was rotated
+/// (a new first line in the secrets file, SIGHUP); Redis loses every key (FLUSHALL).
+/// Within a few reconcile intervals every record is back as it was (running, in its
+/// tenant's list), a new token for each opens a session through a real relay, which
+/// logs in to the container with the re-derived VNC password (the fixture demands VNC
+/// authentication), and Docker shows the same containers, never restarted. A container
+/// labelled for another control plane is not adopted; one of this plane without the
+/// labels to rebuild a record is left alone, not removed.
 #[tokio::test]
 async fn desktops_survive_redis_losing_its_data() {
     if !docker_required() {
@@ -55,6 +56,8 @@ async fn desktops_survive_redis_losing_its_data() {
         .await
         .unwrap();
     let relay_url = format!("ws://{}", relay.public);
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("vnc-password.secret");
     let control = ControlProcess::start(
         &redis.url(),
         &keys,
@@ -70,16 +73,30 @@ async fn desktops_survive_redis_losing_its_data() {
             &relay_url,
             "--reconcile-interval",
             "500ms",
+            "--vnc-password-secret-file",
+            secrets.to_str().unwrap(),
         ],
     )
     .await
     .unwrap();
-    let users = [
-        ("alice", identity.token("alice", "t1", false)),
-        ("bob", identity.token("bob", "t2", false)),
-    ];
+    let (alice, bob) = (
+        identity.token("alice", "t1", false),
+        identity.token("bob", "t2", false),
+    );
     let mut desktops = Vec::new();
-    for (user, bearer) in &users {
+    for (user, bearer) in [("alice", &alice), ("bob", &bob), ("alice", &alice)] {
+        if desktops.len() == 2 {
+            let old = std::fs::read_to_string(&secrets).expect("generated secrets file");
+            std::fs::write(&secrets, format!("{}\n{old}", "r".repeat(40))).unwrap();
+            control.proc.signal("HUP");
+            eventually("the reload", vnc_tests::WAIT, || async {
+                let ok = control
+                    .metric("vnc_control_config_reloads_total{result=\"ok\"}")
+                    .await;
+                (ok == Some(1.0)).then_some(())
+            })
+            .await;
+        }
         let (status, created) = control.create_desktop(bearer, &image).await;
         assert_eq!(status, 202, "{created}");
         let cid = created["container_id"].as_str().unwrap().to_owned();
@@ -96,6 +113,20 @@ async fn desktops_survive_redis_losing_its_data() {
             .unwrap();
         desktops.push((cid, bearer.clone(), view, identity_of(&guard.name), guard));
     }
+    let key_of = |name: &str| {
+        docker(&[
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"vnc.password-key\"}}",
+            name,
+        ])
+        .unwrap()
+    };
+    assert_ne!(
+        key_of(&desktops[0].4.name),
+        key_of(&desktops[2].4.name),
+        "the desktop created after the rotation has the new secret"
+    );
 
     let plane = format!("vnc.plane=test-{}", redis.port);
     let foreign = format!("foreign-{}", redis.port);
@@ -148,19 +179,28 @@ async fn desktops_survive_redis_losing_its_data() {
             .await
             .unwrap();
         assert_eq!(status, 200, "{list}");
-        let ids: Vec<&str> = list["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|c| c["id"].as_str())
-            .collect();
-        assert_eq!(ids, [cid.as_str()], "{list}");
+        assert!(
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["id"] == cid.as_str()),
+            "back in its tenant's list: {list}"
+        );
     }
+    let (_, list) = control
+        .call("GET", "/v1/containers", Some(&alice), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        list["total"], 2,
+        "alice's two, not the other plane's: {list}"
+    );
     assert_eq!(
         control
             .metric("vnc_control_containers_adopted_total{state=\"running\"}")
             .await,
-        Some(2.0)
+        Some(3.0)
     );
 
     for (cid, bearer, _, before, guard) in &desktops {
@@ -192,12 +232,11 @@ async fn desktops_survive_redis_losing_its_data() {
     }
 
     // Another plane's container is not this control's to adopt.
-    let alice = &users[0].1;
     let (status, body) = control
         .call(
             "GET",
             &format!("/v1/containers/{foreign}"),
-            Some(alice),
+            Some(&alice),
             None,
         )
         .await
@@ -205,7 +244,7 @@ async fn desktops_survive_redis_losing_its_data() {
     assert_eq!(status, 404, "{body}");
     // Nothing was removed, not even the container that can't be adopted.
     let left = docker(&["ps", "-aq", "--filter", &format!("label={plane}")]).unwrap();
-    assert_eq!(left.lines().count(), 3, "{left}");
+    assert_eq!(left.lines().count(), 4, "{left}");
     assert!(!identity_of(&unlabelled).is_empty());
 }
 
