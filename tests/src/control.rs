@@ -53,6 +53,28 @@ impl Default for Identity {
     }
 }
 
+/// Redis, the VNC token keys and an identity provider, for tests that need Docker.
+pub struct DockerStack {
+    pub redis: crate::redis::RedisServer,
+    pub keys: TestKeys,
+    pub identity: Identity,
+}
+
+/// A [`DockerStack`]; `None` (after a loud skip message) on a machine without a Docker
+/// engine (see [`crate::docker::docker_required`]).
+pub async fn docker_stack() -> Option<DockerStack> {
+    if !crate::docker::docker_required() {
+        return None;
+    }
+    Some(DockerStack {
+        redis: crate::redis::RedisServer::start()
+            .await
+            .expect("start redis"),
+        keys: TestKeys::new(),
+        identity: Identity::new(),
+    })
+}
+
 pub struct ControlProcess {
     pub proc: Proc,
     pub api: SocketAddr,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use serde_json::{Value, json};
-use vnc_tests::control::{ControlProcess, Identity};
+use vnc_tests::control::{ControlProcess, DockerStack, Identity, docker_stack};
 use vnc_tests::fixture::Fixture;
 use vnc_tests::keys::TestKeys;
 use vnc_tests::process::eventually;
@@ -34,25 +34,6 @@ async fn ask_token(c: &ControlProcess, bearer: &str, cid: &str, body: &Value) ->
 /// Asks control for a desktop of `image`; returns the status and body.
 async fn create_container(c: &ControlProcess, bearer: &str, image: &str) -> (u16, Value) {
     c.create_desktop(bearer, image).await
-}
-
-/// Redis, the VNC token keys and an identity provider, for tests that need Docker;
-/// `None` (after a loud skip message) on a machine without a Docker engine.
-struct DockerStack {
-    redis: RedisServer,
-    keys: TestKeys,
-    identity: Identity,
-}
-
-async fn docker_stack() -> Option<DockerStack> {
-    if !vnc_tests::docker::docker_required() {
-        return None;
-    }
-    Some(DockerStack {
-        redis: RedisServer::start().await.unwrap(),
-        keys: TestKeys::new(),
-        identity: Identity::new(),
-    })
 }
 
 /// A stack for API tests without Docker: the static runtime declares container

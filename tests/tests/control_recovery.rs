@@ -5,11 +5,9 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use vnc_tests::control::{ControlProcess, Identity};
-use vnc_tests::docker::{ContainerGuard, docker, docker_required};
-use vnc_tests::keys::TestKeys;
+use vnc_tests::control::{ControlProcess, DockerStack, docker_stack};
+use vnc_tests::docker::{ContainerGuard, docker};
 use vnc_tests::process::eventually;
-use vnc_tests::redis::RedisServer;
 use vnc_tests::relay::RelayProcess;
 use vnc_tests::rfb::RfbClient;
 
@@ -45,12 +43,14 @@ fn labelled_container(name: &str, image: &str, labels: &[String]) -> ContainerGu
 /// labels to rebuild a record is left alone, not removed.
 #[tokio::test]
 async fn desktops_survive_redis_losing_its_data() {
-    if !docker_required() {
+    let Some(DockerStack {
+        redis,
+        keys,
+        identity,
+    }) = docker_stack().await
+    else {
         return;
-    }
-    let redis = RedisServer::start().await.unwrap();
-    let keys = TestKeys::new();
-    let identity = Identity::new();
+    };
     let image = vnc_tests::docker::fixture_image();
     let relay = RelayProcess::start(&redis.url(), &keys.public, &[])
         .await
@@ -254,12 +254,14 @@ async fn desktops_survive_redis_losing_its_data() {
 /// it is left on the engine.
 #[tokio::test]
 async fn a_delete_during_a_start_wins() {
-    if !docker_required() {
+    let Some(DockerStack {
+        redis,
+        keys,
+        identity,
+    }) = docker_stack().await
+    else {
         return;
-    }
-    let redis = RedisServer::start().await.unwrap();
-    let keys = TestKeys::new();
-    let identity = Identity::new();
+    };
     let image = vnc_tests::docker::slow_fixture_image();
     let control = ControlProcess::start(
         &redis.url(),
