@@ -44,6 +44,9 @@ pub const DEFAULT_API_RATE_BURST: u32 = 40;
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Control plane id (label `vnc.plane`) when none is configured.
 pub const DEFAULT_PLANE: &str = "default";
+/// Secrets the VNC passwords of Docker containers derive from; generated (0600) if
+/// missing. The systemd unit's `StateDirectory=vnc-control` makes it writable.
+pub const DEFAULT_VNC_PASSWORD_SECRET_FILE: &str = "/var/lib/vnc-control/vnc-password.secret";
 
 /// Which runtime runs containers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -190,6 +193,11 @@ pub struct ControlSettings {
         skip_serializing_if = "Option::is_none"
     )]
     pub reconcile_interval: Option<Duration>,
+    /// Secrets file the VNC passwords of Docker containers derive from (one secret per
+    /// line, the first current); generated with one secret if missing. Re-read on SIGHUP.
+    #[arg(long, env = "VNC_CONTROL_VNC_PASSWORD_SECRET_FILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vnc_password_secret_file: Option<PathBuf>,
     /// Jobs one replica runs at once.
     #[arg(long, env = "VNC_CONTROL_WORKER_CONCURRENCY")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -302,6 +310,7 @@ pub struct ControlConfig {
     pub stop_grace: Duration,
     pub start_timeout: Duration,
     pub reconcile_interval: Duration,
+    pub vnc_password_secret_file: PathBuf,
     pub worker_concurrency: Option<usize>,
     pub starts_per_minute: Option<u32>,
     pub start_rate_window: Duration,
@@ -411,6 +420,9 @@ impl ControlSettings {
             stop_grace: s.stop_grace.unwrap_or(DEFAULT_STOP_GRACE),
             start_timeout: s.start_timeout.unwrap_or(DEFAULT_START_TIMEOUT),
             reconcile_interval: s.reconcile_interval.unwrap_or(DEFAULT_RECONCILE_INTERVAL),
+            vnc_password_secret_file: s
+                .vnc_password_secret_file
+                .unwrap_or_else(|| DEFAULT_VNC_PASSWORD_SECRET_FILE.into()),
             worker_concurrency: s.worker_concurrency,
             starts_per_minute: s.starts_per_minute,
             start_rate_window,

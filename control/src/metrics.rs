@@ -9,6 +9,8 @@ pub const DOCKER_ERRORS: &str = "vnc_control_docker_errors_total";
 /// Kicks published on the control channel, by kind (`kick`: one session ended by an
 /// owner or admin; `revoke`: the sessions of a revoked token).
 pub const KICKS: &str = "vnc_control_kicks_total";
+/// Containers whose lost record was rebuilt from their labels, by the state adopted.
+pub const CONTAINERS_ADOPTED: &str = "vnc_control_containers_adopted_total";
 /// SIGHUP reloads, by result (`ok`, `refused`: the running configuration stayed).
 pub const CONFIG_RELOADS: &str = "vnc_control_config_reloads_total";
 
@@ -34,6 +36,10 @@ pub fn install() -> PrometheusHandle {
         describe_counter!(
             KICKS,
             "Kicks published to the relays on the control channel, by kind (kick, revoke)."
+        );
+        describe_counter!(
+            CONTAINERS_ADOPTED,
+            "Managed containers whose lost record was rebuilt from their labels, by state (running, failed)."
         );
         describe_counter!(
             CONFIG_RELOADS,

@@ -21,6 +21,7 @@ use crate::app::jobs::{Lifecycle, reconcile_loop};
 use crate::app::{App, Tunables};
 use crate::config::{AuthKey, ControlConfig, ControlSettings, NetworkKind, RuntimeKind};
 use crate::domain::CreateLimits;
+use crate::infra::passwords::{PasswordKeyError, PasswordKeys};
 use crate::infra::queue::{Queue, QueueConfig};
 use crate::infra::runtime::{DockerRuntime, NetworkMode, Runtime, RuntimeError, StaticRuntime};
 use crate::infra::sessions::SessionStore;
@@ -47,6 +48,8 @@ pub enum StartError {
     Redis(#[from] fred::error::Error),
     #[error("connecting to the container runtime: {0}")]
     Runtime(#[from] RuntimeError),
+    #[error("the VNC password secrets: {0}")]
+    PasswordSecret(#[from] PasswordKeyError),
     #[error("loading the TLS certificate: {0}")]
     Tls(#[from] TlsError),
     #[error("serving: {0}")]
@@ -106,6 +109,15 @@ fn load_keys(config: &ControlConfig) -> Result<(Signer, IdentityVerifier), Start
         }
     };
     Ok((signer, identity))
+}
+
+/// The secrets VNC passwords derive from: with the Docker runtime, read (or generated)
+/// from the configured file; none with the static runtime, which starts nothing.
+fn password_keys(config: &ControlConfig) -> Result<PasswordKeys, PasswordKeyError> {
+    match config.runtime {
+        RuntimeKind::Docker => PasswordKeys::load_or_create(&config.vnc_password_secret_file),
+        RuntimeKind::Static => Ok(PasswordKeys::default()),
+    }
 }
 
 fn runtime(config: &ControlConfig) -> Result<Arc<dyn Runtime>, StartError> {
@@ -168,6 +180,7 @@ pub struct Running {
 struct Reloadable {
     state: Arc<AppState>,
     tls: Option<Arc<ReloadableTls>>,
+    passwords: Arc<Swap<PasswordKeys>>,
     /// The configuration running, to tell which changes take a restart.
     config: ControlConfig,
 }
@@ -175,7 +188,7 @@ struct Reloadable {
 impl Running {
     /// SIGHUP: reads the configuration again from `settings` (the command line and
     /// environment control started with, over the config file as it is now) and puts
-    /// the signing key, identity key, limits, token TTL, relay URL, TLS certificate
+    /// the signing key, identity key, VNC password secrets, limits, token TTL, relay URL, TLS certificate
     /// and log level in force for the requests after it. A configuration that doesn't
     /// load is refused as a whole; the rest of the settings take a restart.
     pub fn reload(&self, settings: &ControlSettings) -> Result<String, String> {
@@ -189,6 +202,7 @@ impl Running {
         let r = &self.reloadable;
         let config = settings.resolve().map_err(|e| e.to_string())?;
         let (tunables, identity, tls) = load_tunables(&config).map_err(|e| e.to_string())?;
+        let passwords = password_keys(&config).map_err(|e| e.to_string())?;
         vnc_shared::telemetry::log_filter(&config.log_level)?;
         let tls = match (&r.tls, tls) {
             (Some(current), Some(new)) => Some((current, new)),
@@ -202,6 +216,7 @@ impl Running {
         let kid = tunables.signer.kid().to_owned();
         r.state.app.tunables.set(tunables);
         r.state.identity.set(identity);
+        r.passwords.set(passwords);
         let (old, new) = (&r.config, &config);
         let restart_only = [
             ("listen", new.listen != old.listen),
@@ -270,6 +285,7 @@ pub async fn run_with(
 ) -> Result<(), StartError> {
     let prometheus = crate::metrics::install();
     let (tunables, identity, tls) = load_tunables(&config)?;
+    let passwords = Arc::new(Swap::new(password_keys(&config)?));
     let tls = tls.map(|config| Arc::new(ReloadableTls::new(config)));
     let keys = Keys::new(config.redis_prefix.clone());
     let mut redis_config = Config::from_url(config.redis_url.expose())?;
@@ -311,6 +327,7 @@ pub async fn run_with(
     let reloadable = Arc::new(Reloadable {
         state: state.clone(),
         tls,
+        passwords: passwords.clone(),
         config: config.clone(),
     });
     started(Running {
@@ -325,15 +342,16 @@ pub async fn run_with(
         node_id: config.node_id.clone(),
         stop_grace: config.stop_grace,
         start_timeout: config.start_timeout,
+        passwords,
     });
     let workers = tokio::spawn({
         let queue = queue.clone();
         let shutdown = shutdown.clone();
+        let lifecycle = lifecycle.clone();
         async move { queue.run(lifecycle, shutdown).await }
     });
     let reconciler = tokio::spawn(reconcile_loop(
-        store,
-        runtime,
+        lifecycle,
         config.reconcile_interval,
         shutdown.clone(),
     ));

@@ -124,6 +124,17 @@ async fn serves_rfb_then_stops(runtime: DockerRuntime, what: &str) -> Endpoint {
         managed.contains(&(cid.clone(), RuntimeState::Running)),
         "{cid} not in {managed:?}"
     );
+    // What re-adoption reads: the labels, the env, the state and the same endpoint.
+    let found = runtime
+        .inspect(&cid)
+        .await
+        .expect("inspect")
+        .expect("found");
+    assert_eq!(found.labels[LABEL_OWNER], "alice");
+    assert_eq!(found.labels["test.suite"], "docker_runtime");
+    assert_eq!(found.env["DESKTOP_THEME"], "dark");
+    assert_eq!(found.state, RuntimeState::Running);
+    assert_eq!(found.endpoint.as_ref(), Some(&endpoint));
 
     runtime.stop(&cid, GRACE).await.expect("stop");
     assert!(containers_of(&cid).is_empty(), "stop removes the container");
@@ -132,6 +143,7 @@ async fn serves_rfb_then_stops(runtime: DockerRuntime, what: &str) -> Endpoint {
         RuntimeState::Missing
     );
     runtime.stop(&cid, GRACE).await.expect("second stop is Ok");
+    assert_eq!(runtime.inspect(&cid).await.expect("inspect"), None);
     let managed = runtime.list_managed().await.expect("list");
     assert!(
         !managed.iter().any(|(c, _)| *c == cid),

@@ -53,22 +53,53 @@ impl Default for Identity {
     }
 }
 
+/// Redis, the VNC token keys and an identity provider, for tests that need Docker.
+pub struct DockerStack {
+    pub redis: crate::redis::RedisServer,
+    pub keys: TestKeys,
+    pub identity: Identity,
+}
+
+/// A [`DockerStack`]; `None` (after a loud skip message) on a machine without a Docker
+/// engine (see [`crate::docker::docker_required`]).
+pub async fn docker_stack() -> Option<DockerStack> {
+    if !crate::docker::docker_required() {
+        return None;
+    }
+    Some(DockerStack {
+        redis: crate::redis::RedisServer::start()
+            .await
+            .expect("start redis"),
+        keys: TestKeys::new(),
+        identity: Identity::new(),
+    })
+}
+
 pub struct ControlProcess {
     pub proc: Proc,
     pub api: SocketAddr,
     pub admin: SocketAddr,
+    /// Holds the VNC password secrets file control was given (unless the test gave one).
+    _secrets: tempfile::TempDir,
 }
 
 impl ControlProcess {
     /// Starts control against `redis_url`, signing VNC tokens with `keys`, trusting
-    /// `identity` for callers, with extra flags (`--image`, `--relay-url`, ...).
+    /// `identity` for callers, with extra flags (`--image`, `--relay-url`, ...). Its VNC
+    /// password secrets file is generated in a directory of its own unless `extra`
+    /// names one (replicas that share containers must share it).
     pub async fn start(
         redis_url: &str,
         keys: &TestKeys,
         identity: &Identity,
         extra: &[&str],
     ) -> anyhow::Result<ControlProcess> {
+        let secrets = tempfile::tempdir()?;
         let mut cmd = Command::new(bin_path("vnc-control"));
+        if !extra.contains(&"--vnc-password-secret-file") {
+            cmd.arg("--vnc-password-secret-file")
+                .arg(secrets.path().join("vnc-password.secret"));
+        }
         cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(["--redis-url", redis_url])
             .arg("--jwt-private-key")
@@ -100,6 +131,7 @@ impl ControlProcess {
             api: listening_field(&line, "api=")?,
             admin: listening_field(&line, "admin=")?,
             proc,
+            _secrets: secrets,
         })
     }
 
@@ -139,6 +171,34 @@ impl ControlProcess {
         let config = config.to_str().unwrap_or_default().to_owned();
         // Control reads its config once, at start-up; the directory may go after that.
         Self::start(redis_url, keys, identity, &["--config", &config]).await
+    }
+
+    /// Asks for a desktop of `image` (0.5 CPU, 128 MiB) as `bearer`; the status and
+    /// body (`container_id`, `job_id`).
+    pub async fn create_desktop(&self, bearer: &str, image: &str) -> (u16, serde_json::Value) {
+        let body =
+            serde_json::json!({"image": image, "resources": {"cpus": 0.5, "memory_mb": 128}});
+        self.call("POST", "/v1/containers", Some(bearer), Some(&body))
+            .await
+            .expect("POST /v1/containers")
+    }
+
+    /// Polls job `job` as `bearer` until it is completed or failed; its record.
+    pub async fn wait_job(
+        &self,
+        bearer: &str,
+        job: &str,
+        within: std::time::Duration,
+    ) -> serde_json::Value {
+        crate::process::eventually(&format!("job {job} to finish"), within, || async {
+            let (status, body) = self
+                .call("GET", &format!("/v1/jobs/{job}"), Some(bearer), None)
+                .await
+                .ok()?;
+            (status == 200 && matches!(body["state"].as_str(), Some("completed" | "failed")))
+                .then_some(body)
+        })
+        .await
     }
 
     /// The value of one metric line (exact name and labels) on the admin listener.

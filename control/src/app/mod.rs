@@ -1,6 +1,7 @@
 //! Commands and queries of the control plane: what the API asks for, checked against
 //! the domain rules, recorded in Redis and handed to the job queue.
 
+pub mod adopt;
 pub mod jobs;
 pub mod sessions;
 
@@ -50,9 +51,6 @@ impl From<QueueError> for AppError {
 pub const START_JOB: &str = "start";
 pub const STOP_JOB: &str = "stop";
 
-/// Length of generated VNC passwords (RFB VNC auth uses the first 8 bytes).
-const VNC_PASSWORD_LEN: usize = 8;
-
 pub struct App {
     pub store: ContainerStore,
     pub queue: Queue,
@@ -80,15 +78,6 @@ pub struct Tunables {
 pub struct Page {
     pub items: Vec<Container>,
     pub total: usize,
-}
-
-fn vnc_password() -> String {
-    use rand::Rng;
-    const CHARS: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let mut rng = rand::thread_rng();
-    (0..VNC_PASSWORD_LEN)
-        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
-        .collect()
 }
 
 impl App {
@@ -122,7 +111,7 @@ impl App {
         let quota = self.tunables.get().max_containers_per_tenant;
         if let Some(live) = self
             .store
-            .create_within_quota(&container, &vnc_password(), quota)
+            .create_within_quota(&container, quota)
             .await?
         {
             return Err(AppError::OverQuota(format!(

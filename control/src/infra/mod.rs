@@ -2,6 +2,7 @@
 //! relays' session registry, issued and revoked tokens) and the container runtimes
 //! (Docker through bollard, or static hosts from config).
 
+pub mod passwords;
 pub mod queue;
 pub mod runtime;
 pub mod sessions;

@@ -34,7 +34,39 @@ mod extra {
     pub const LABELS: &str = "labels";
     pub const ENV: &str = "env";
     pub const ERROR: &str = "error";
+    /// Id of the secret the VNC password was derived from.
+    pub const PASSWORD_KEY: &str = "vnc_password_key";
 }
+
+/// What a guarded write of a start's outcome did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    Done,
+    /// The record is `stopping` or `stopped`: the container was deleted meanwhile.
+    Deleted,
+    /// There is no record (Redis lost it).
+    Missing,
+}
+
+/// KEYS: the record. ARGV: a field to delete ('' for none), then field/value pairs.
+/// Writes only if the record exists and was not deleted: 'ok', 'missing' or the state.
+const UNLESS_DELETED: &str = r"
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 'missing' end
+if state == 'stopping' or state == 'stopped' then return state end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+if ARGV[1] ~= '' then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 'ok'
+";
+
+/// KEYS: the record, the tenant's set. ARGV: the cid, then field/value pairs. Writes
+/// the record and its set membership only if there is no record: 1 if written.
+const ADOPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+";
 
 pub use vnc_shared::schema::now_ms;
 
@@ -53,12 +85,11 @@ impl ContainerStore {
         &self.keys
     }
 
-    /// Writes a new record (with its VNC password, which only the relay reads) and
-    /// adds it to its tenant's set, atomically.
-    pub async fn create(&self, c: &Container, vnc_password: &str) -> Result<(), StoreError> {
+    /// Writes a new record and adds it to its tenant's set, atomically. The VNC
+    /// password is written by the start job ([`ContainerStore::set_password`]).
+    pub async fn create(&self, c: &Container) -> Result<(), StoreError> {
         let tx = self.client.multi();
-        let fields = record_fields(c, vnc_password);
-        let _: () = tx.hset(self.keys.container(&c.id), fields).await?;
+        let _: () = tx.hset(self.keys.container(&c.id), fields(c)).await?;
         let _: () = tx
             .sadd(self.keys.tenant_containers(&c.tenant), c.id.as_str())
             .await?;
@@ -73,7 +104,6 @@ impl ContainerStore {
     pub async fn create_within_quota(
         &self,
         c: &Container,
-        vnc_password: &str,
         quota: usize,
     ) -> Result<Option<usize>, StoreError> {
         let mut args: Vec<Value> = vec![
@@ -81,7 +111,7 @@ impl ContainerStore {
             self.keys.container("").into(),
             c.id.as_str().into(),
         ];
-        for (k, v) in record_fields(c, vnc_password) {
+        for (k, v) in fields(c) {
             args.push(k.into());
             args.push(v.into());
         }
@@ -98,6 +128,42 @@ impl ContainerStore {
         Ok(live.as_i64().and_then(|n| usize::try_from(n).ok()))
     }
 
+    /// Writes the record of a container found running without one (its record was
+    /// lost), with its endpoint and VNC password, and adds it to its tenant's set;
+    /// unless a record appeared meanwhile. True when this call wrote it.
+    pub async fn adopt(
+        &self,
+        c: &Container,
+        password: Option<(&str, &str)>,
+    ) -> Result<bool, StoreError> {
+        let mut fields = fields(c);
+        if let Some((host, port)) = &c.endpoint {
+            fields.push((f::HOST, host.clone()));
+            fields.push((f::PORT, port.to_string()));
+        }
+        if let Some(node) = &c.node {
+            fields.push((f::NODE, node.clone()));
+        }
+        if let Some(error) = &c.error {
+            fields.push((extra::ERROR, error.clone()));
+        }
+        if let Some((key, password)) = password {
+            fields.push((extra::PASSWORD_KEY, key.to_owned()));
+            fields.push((f::VNC_PASSWORD, password.to_owned()));
+        }
+        let keys = vec![
+            self.keys.container(&c.id),
+            self.keys.tenant_containers(&c.tenant),
+        ];
+        let mut args = vec![c.id.clone()];
+        for (field, value) in fields {
+            args.push(field.to_owned());
+            args.push(value);
+        }
+        let written: i64 = self.client.eval(ADOPT, keys, args).await?;
+        Ok(written == 1)
+    }
+
     pub async fn get(&self, cid: &str) -> Result<Option<Container>, StoreError> {
         let map: HashMap<String, String> = self.client.hgetall(self.keys.container(cid)).await?;
         if map.is_empty() {
@@ -106,12 +172,28 @@ impl ContainerStore {
         parse(cid, &map).map(Some)
     }
 
-    /// The container's VNC password (for the runtime; never for the API).
-    pub async fn vnc_password(&self, cid: &str) -> Result<Option<String>, StoreError> {
+    /// The id of the secret the container's VNC password was derived from, if the
+    /// start job got that far.
+    pub async fn password_key(&self, cid: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .client
-            .hget(self.keys.container(cid), f::VNC_PASSWORD)
+            .hget(self.keys.container(cid), extra::PASSWORD_KEY)
             .await?)
+    }
+
+    /// Records the container's VNC password (which only the relay reads) and the id of
+    /// the secret it was derived from, unless the container was deleted meanwhile.
+    pub async fn set_password(
+        &self,
+        cid: &str,
+        key: &str,
+        password: &str,
+    ) -> Result<Transition, StoreError> {
+        let fields = vec![
+            (extra::PASSWORD_KEY, key.to_owned()),
+            (f::VNC_PASSWORD, password.to_owned()),
+        ];
+        self.unless_deleted(cid, fields, None).await
     }
 
     /// All containers of a tenant, oldest first.
@@ -150,24 +232,55 @@ impl ContainerStore {
         Ok(())
     }
 
-    /// Records where the running container's VNC server answers.
+    /// Records where the running container's VNC server answers, unless the
+    /// container was deleted meanwhile (a stop requested during a start wins).
     pub async fn set_running(
         &self,
         cid: &str,
         host: &str,
         port: u16,
         node: &str,
-    ) -> Result<(), StoreError> {
-        let fields: Vec<(&str, String)> = vec![
+    ) -> Result<Transition, StoreError> {
+        let fields = vec![
             (f::STATE, ContainerState::Running.as_str().to_owned()),
             (f::HOST, host.to_owned()),
             (f::PORT, port.to_string()),
             (f::NODE, node.to_owned()),
         ];
-        let key = self.keys.container(cid);
-        let _: () = self.client.hset(&key, fields).await?;
-        let _: () = self.client.hdel(&key, extra::ERROR).await?;
-        Ok(())
+        self.unless_deleted(cid, fields, Some(extra::ERROR)).await
+    }
+
+    /// Marks a start failed, unless the container was deleted meanwhile.
+    pub async fn set_failed(&self, cid: &str, error: &str) -> Result<Transition, StoreError> {
+        let fields = vec![
+            (f::STATE, ContainerState::Failed.as_str().to_owned()),
+            (extra::ERROR, error.to_owned()),
+        ];
+        self.unless_deleted(cid, fields, None).await
+    }
+
+    /// Sets `fields` (and deletes `clear`) in one step, only if the record exists and
+    /// is neither `stopping` nor `stopped`.
+    async fn unless_deleted(
+        &self,
+        cid: &str,
+        fields: Vec<(&str, String)>,
+        clear: Option<&str>,
+    ) -> Result<Transition, StoreError> {
+        let mut args = vec![clear.unwrap_or_default().to_owned()];
+        for (field, value) in fields {
+            args.push(field.to_owned());
+            args.push(value);
+        }
+        let answer: String = self
+            .client
+            .eval(UNLESS_DELETED, vec![self.keys.container(cid)], args)
+            .await?;
+        Ok(match answer.as_str() {
+            "ok" => Transition::Done,
+            "missing" => Transition::Missing,
+            _ => Transition::Deleted,
+        })
     }
 
     /// Ids of every container record (all tenants), by scanning the key space in
@@ -219,15 +332,14 @@ impl ContainerStore {
     }
 }
 
-/// The fields of a new record.
-fn record_fields(c: &Container, vnc_password: &str) -> Vec<(&'static str, String)> {
-    let mut fields: Vec<(&str, String)> = vec![
+/// The fields of a new record (state, owner, limits, ...; no endpoint yet).
+fn fields(c: &Container) -> Vec<(&'static str, String)> {
+    let mut fields = vec![
         (f::OWNER, c.owner.clone()),
         (f::TENANT, c.tenant.clone()),
         (f::STATE, c.state.as_str().to_owned()),
         (f::IMAGE, c.image.clone()),
         (f::CREATED_AT, c.created_at.to_string()),
-        (f::VNC_PASSWORD, vnc_password.to_owned()),
         (extra::CPUS, c.cpus.to_string()),
         (extra::MEMORY_MB, c.memory_mb.to_string()),
         (

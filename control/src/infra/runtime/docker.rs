@@ -28,8 +28,8 @@ use super::docker_model::{
     state_from_inspect, status, summary_is_running, validate,
 };
 use super::{
-    CONTAINER_VNC_PORT, ContainerSpec, Endpoint, LABEL_CID, LABEL_MANAGED, LABEL_PLANE, LABEL_PORT,
-    Runtime, RuntimeError, RuntimeState, valid_cid,
+    CONTAINER_VNC_PORT, ContainerSpec, Endpoint, Inspected, LABEL_CID, LABEL_MANAGED, LABEL_PLANE,
+    LABEL_PORT, Runtime, RuntimeError, RuntimeState, valid_cid,
 };
 
 /// Engine address when none is configured.
@@ -92,7 +92,7 @@ pub(super) struct Inner {
     host: String,
     /// The engine client, created and version-negotiated on first successful use.
     client: OnceCell<Docker>,
-    network: NetworkMode,
+    pub(super) network: NetworkMode,
     /// This control plane's id (label `vnc.plane`): containers of other planes sharing
     /// the engine are never listed, reconciled or removed.
     pub(super) plane: String,
@@ -522,6 +522,13 @@ impl Runtime for DockerRuntime {
             }
         }
         .boxed()
+    }
+
+    fn inspect<'a>(
+        &'a self,
+        cid: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Inspected>, RuntimeError>> {
+        self.inner.inspect_cid(cid).boxed()
     }
 
     fn list_managed(&self) -> BoxFuture<'_, Result<Vec<(String, RuntimeState)>, RuntimeError>> {

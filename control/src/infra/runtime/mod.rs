@@ -27,8 +27,12 @@
 //! Every container the Docker runtime creates carries [`LABEL_MANAGED`]`=true`,
 //! [`LABEL_CID`], [`LABEL_OWNER`], [`LABEL_TENANT`] (and [`LABEL_PORT`] in host
 //! networking), which win over caller labels of the same name; its name is `vnc-{cid}`.
+//! The app layer adds the rest of the record ([`LABEL_IMAGE`], [`LABEL_CREATED_AT`],
+//! [`LABEL_RECORD`], [`LABEL_CPUS`], [`LABEL_MEMORY_MB`], [`LABEL_ENV_NAMES`],
+//! [`LABEL_LABEL_NAMES`], [`LABEL_PASSWORD_KEY`]) so a container whose record was lost can be re-adopted.
 
 mod docker;
+mod docker_adopt;
 mod docker_events;
 mod docker_model;
 mod probe;
@@ -58,6 +62,25 @@ pub const LABEL_OWNER: &str = "vnc.owner";
 pub const LABEL_TENANT: &str = "vnc.tenant";
 /// Label holding the host port picked in host networking.
 pub const LABEL_PORT: &str = "vnc.port";
+
+/// Label holding the image the caller asked for.
+pub const LABEL_IMAGE: &str = "vnc.image";
+/// Label holding the record's creation time (Unix milliseconds).
+pub const LABEL_CREATED_AT: &str = "vnc.created-at";
+/// Label `true` when every session of the container is recorded.
+pub const LABEL_RECORD: &str = "vnc.record";
+/// Label holding the CPU limit asked for (cores).
+pub const LABEL_CPUS: &str = "vnc.cpus";
+/// Label holding the memory limit asked for (MiB).
+pub const LABEL_MEMORY_MB: &str = "vnc.memory-mb";
+/// Label holding the names of the caller's environment variables (a JSON list), so
+/// the image's own variables are not taken for the caller's.
+pub const LABEL_ENV_NAMES: &str = "vnc.env-names";
+/// Label holding the names of the caller's labels (a JSON list), so the image's own
+/// labels are not taken for the caller's.
+pub const LABEL_LABEL_NAMES: &str = "vnc.label-names";
+/// Label holding the id of the secret the container's VNC password is derived from.
+pub const LABEL_PASSWORD_KEY: &str = "vnc.password-key";
 
 /// Port the VNC server listens on inside its container (bridge and published modes).
 pub const CONTAINER_VNC_PORT: u16 = 5900;
@@ -128,6 +151,18 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// What the runtime can tell of one container: enough to rebuild its record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inspected {
+    /// Every label of the container (ours and the caller's).
+    pub labels: BTreeMap<String, String>,
+    /// Its environment, as the engine reports it (the image's variables included).
+    pub env: BTreeMap<String, String>,
+    pub state: RuntimeState,
+    /// Where the relay reaches it, when it runs.
+    pub endpoint: Option<Endpoint>,
+}
+
 /// A container's state as the runtime sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RuntimeState {
@@ -181,6 +216,13 @@ pub trait Runtime: Send + Sync {
 
     /// The container's current state.
     fn state<'a>(&'a self, cid: &'a str) -> BoxFuture<'a, Result<RuntimeState, RuntimeError>>;
+
+    /// The labels, environment, state and endpoint of the container with label
+    /// `vnc.cid=cid`; None if there is none (or the runtime has no such thing).
+    fn inspect<'a>(
+        &'a self,
+        cid: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Inspected>, RuntimeError>>;
 
     /// Every container this control plane labelled (`vnc.managed=true`): (cid, state).
     fn list_managed(&self) -> BoxFuture<'_, Result<Vec<(String, RuntimeState)>, RuntimeError>>;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::future::{BoxFuture, FutureExt as _};
 use futures_util::stream::{BoxStream, StreamExt as _};
 
-use super::{ContainerSpec, Endpoint, Runtime, RuntimeError, RuntimeState};
+use super::{ContainerSpec, Endpoint, Inspected, Runtime, RuntimeError, RuntimeState};
 
 /// Why `start` and `stop` refuse.
 const NOT_MANAGED: &str =
@@ -53,6 +53,14 @@ impl Runtime for StaticRuntime {
             RuntimeState::Missing
         };
         async move { Ok(state) }.boxed()
+    }
+
+    fn inspect<'a>(
+        &'a self,
+        _cid: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Inspected>, RuntimeError>> {
+        // Declared in config and registered at start-up: nothing to adopt.
+        async { Ok(None) }.boxed()
     }
 
     fn list_managed(&self) -> BoxFuture<'_, Result<Vec<(String, RuntimeState)>, RuntimeError>> {
