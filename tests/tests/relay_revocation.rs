@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use fred::interfaces::KeysInterface;
 use serde_json::json;
 use vnc_shared::token::Scope;
 use vnc_tests::fixture::Fixture;

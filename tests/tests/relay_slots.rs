@@ -21,13 +21,20 @@ const H: u16 = 48;
 /// Round trips on `rfb` until the framebuffer differs from `last` (the fixture changes
 /// its bottom half every 100 ms): the session is relaying fresh updates, not stuck.
 async fn fresh_frame(rfb: &mut RfbClient, last: &mut Vec<u8>) {
-    let frame = eventually("a changed framebuffer", vnc_tests::WAIT, || async {
+    let deadline = tokio::time::Instant::now() + vnc_tests::WAIT;
+    loop {
         let rects = rfb.round_trip(W, H).await.expect("round trip");
         let pixels: Vec<u8> = rects.into_iter().flat_map(|r| r.pixels).collect();
-        (pixels != *last).then_some(pixels)
-    })
-    .await;
-    *last = frame;
+        if pixels != *last {
+            *last = pixels;
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the framebuffer stopped changing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// `n` connections that never send a byte.
