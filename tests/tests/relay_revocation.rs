@@ -70,15 +70,15 @@ async fn a_revoked_token_stays_refused_on_every_node_after_redis_lost_its_data()
     redis
         .put_container("c1", "t1", "running", fixture.port())
         .await;
-    let ttl = ["--session-ttl", SESSION_TTL];
-    let a = RelayProcess::start(&redis.url(), &keys.public, &ttl)
-        .await
-        .unwrap();
-    let b = RelayProcess::start(&redis.url(), &keys.public, &ttl)
-        .await
-        .unwrap();
-    a.wait_ready().await;
-    b.wait_ready().await;
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let ttl = ["--session-ttl", SESSION_TTL];
+        let relay = RelayProcess::start(&redis.url(), &keys.public, &ttl)
+            .await
+            .unwrap();
+        relay.wait_ready().await;
+        nodes.push(relay);
+    }
     eventually(
         "both relays subscribed to kicks",
         vnc_tests::WAIT,
@@ -87,7 +87,9 @@ async fn a_revoked_token_stays_refused_on_every_node_after_redis_lost_its_data()
     .await;
     let minted = keys.mint("c1", Scope::Control);
     let jti = &minted.claims.jti;
-    let mut on_a = RfbClient::connect(&a.ws_url(&minted.token)).await.unwrap();
+    let mut on_a = RfbClient::connect(&nodes[0].ws_url(&minted.token))
+        .await
+        .unwrap();
     on_a.handshake().await.unwrap();
 
     // Revoked as control revokes: the flag, then the kick with the token's exp.
@@ -105,7 +107,7 @@ async fn a_revoked_token_stays_refused_on_every_node_after_redis_lost_its_data()
     redis
         .put_container("c1", "t1", "running", fixture.port())
         .await;
-    for relay in [&a, &b] {
+    for relay in &nodes {
         let (status, body) = refused(&relay.ws_url(&minted.token)).await;
         assert_eq!(status, 403, "node {}: {body}", relay.node_id);
     }
@@ -119,7 +121,7 @@ async fn a_revoked_token_stays_refused_on_every_node_after_redis_lost_its_data()
         "{key} expires at {expires_at}, token exp {exp}"
     );
     // Other tokens still open sessions on both nodes.
-    for relay in [&a, &b] {
+    for relay in &nodes {
         let mut rfb = RfbClient::connect(&relay.ws_url(&keys.token("c1", Scope::Control)))
             .await
             .unwrap();

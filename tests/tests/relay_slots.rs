@@ -46,6 +46,19 @@ async fn silent(stack: &Stack, n: usize) -> Vec<TcpStream> {
     conns
 }
 
+/// A stack whose relay (with `args`, and a handshake timeout longer than any test) has
+/// one session relaying, and that session's last framebuffer.
+async fn with_a_session(args: &[&str]) -> (Stack, RfbClient, Vec<u8>) {
+    let args = [args, &["--handshake-timeout", "60s"]].concat();
+    let stack = Stack::start(&[], &args).await.unwrap();
+    stack.relay.wait_ready().await;
+    let mut rfb = RfbClient::connect(&stack.url()).await.unwrap();
+    rfb.handshake().await.unwrap();
+    let mut last = Vec::new();
+    fresh_frame(&mut rfb, &mut last).await;
+    (stack, rfb, last)
+}
+
 /// How many of `conns` the relay has closed (EOF or reset; open ones would block).
 fn closed(conns: &[TcpStream]) -> usize {
     let mut sink = [0u8; 1];
@@ -60,24 +73,8 @@ fn closed(conns: &[TcpStream]) -> usize {
 
 #[tokio::test]
 async fn silent_connections_do_not_take_the_session_slots() {
-    let stack = Stack::start(
-        &[],
-        &[
-            "--max-sessions",
-            "50",
-            "--max-pending-per-address",
-            "1000",
-            "--handshake-timeout",
-            "60s",
-        ],
-    )
-    .await
-    .unwrap();
-    stack.relay.wait_ready().await;
-    let mut unrelated = RfbClient::connect(&stack.url()).await.unwrap();
-    unrelated.handshake().await.unwrap();
-    let mut last = Vec::new();
-    fresh_frame(&mut unrelated, &mut last).await;
+    let (stack, mut unrelated, mut last) =
+        with_a_session(&["--max-sessions", "50", "--max-pending-per-address", "1000"]).await;
 
     let flood = silent(&stack, 200).await;
     fresh_frame(&mut unrelated, &mut last).await;
@@ -101,22 +98,8 @@ async fn silent_connections_do_not_take_the_session_slots() {
 
 #[tokio::test]
 async fn one_address_holds_at_most_its_share_of_the_handshakes() {
-    let stack = Stack::start(
-        &[],
-        &[
-            "--max-pending-per-address",
-            "8",
-            "--handshake-timeout",
-            "60s",
-        ],
-    )
-    .await
-    .unwrap();
-    stack.relay.wait_ready().await;
-    let mut unrelated = RfbClient::connect(&stack.url()).await.unwrap();
-    unrelated.handshake().await.unwrap();
-    let mut last = Vec::new();
-    fresh_frame(&mut unrelated, &mut last).await;
+    let (stack, mut unrelated, mut last) =
+        with_a_session(&["--max-pending-per-address", "8"]).await;
 
     let flood = silent(&stack, 20).await;
     // The relay closes the 12 beyond the address's 8 at once and holds the 8.
