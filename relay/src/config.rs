@@ -21,8 +21,13 @@ use vnc_shared::token::{
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:6080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9100";
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
-/// Concurrent sessions (and connections still in their handshake) one node serves.
+/// Concurrent sessions one node serves (a connection takes one when it is admitted).
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
+/// Connections in their handshake (before the upgrade and admission) one node holds,
+/// apart from sessions; more are refused with 503.
+pub const DEFAULT_MAX_PENDING_CONNECTIONS: usize = 1024;
+/// Connections in their handshake from one client address; more are closed at once.
+pub const DEFAULT_MAX_PENDING_PER_ADDRESS: usize = 64;
 /// Time a connection has from accept to a finished upgrade: HTTP request, token,
 /// Redis lookup and upstream connect together. Bounds slowloris clients.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -125,6 +130,14 @@ pub struct RelaySettings {
     #[arg(long, env = "VNC_RELAY_MAX_SESSIONS")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_sessions: Option<usize>,
+    /// Connections in their handshake (not yet sessions), in total.
+    #[arg(long, env = "VNC_RELAY_MAX_PENDING_CONNECTIONS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending_connections: Option<usize>,
+    /// Connections in their handshake from one client address.
+    #[arg(long, env = "VNC_RELAY_MAX_PENDING_PER_ADDRESS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending_per_address: Option<usize>,
     #[arg(long, env = "VNC_RELAY_HANDSHAKE_TIMEOUT", value_parser = parse_duration)]
     #[serde(
         default,
@@ -245,6 +258,8 @@ pub struct RelaySettings {
 #[derive(Clone, Debug)]
 pub struct Limits {
     pub max_sessions: usize,
+    pub max_pending_connections: usize,
+    pub max_pending_per_address: usize,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
@@ -332,6 +347,12 @@ impl RelaySettings {
         };
         let limits = Limits {
             max_sessions: s.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS),
+            max_pending_connections: s
+                .max_pending_connections
+                .unwrap_or(DEFAULT_MAX_PENDING_CONNECTIONS),
+            max_pending_per_address: s
+                .max_pending_per_address
+                .unwrap_or(DEFAULT_MAX_PENDING_PER_ADDRESS),
             handshake_timeout: s.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
             connect_timeout: s.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             idle_timeout: s.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
@@ -387,6 +408,10 @@ impl RelayConfig {
         let l = &self.limits;
         let problems: Vec<&str> = [
             (l.max_sessions == 0, "max_sessions must be at least 1"),
+            (
+                l.max_pending_connections == 0 || l.max_pending_per_address == 0,
+                "max_pending_connections and max_pending_per_address must be at least 1",
+            ),
             (
                 l.read_buffer_size < 1024 || l.read_buffer_size > 16 << 20,
                 "read_buffer_size must be between 1 KiB and 16 MiB",

@@ -3,6 +3,7 @@
 //! `main.rs` parses flags and signals and calls [`run`], which tests call too.
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod admin;
 pub mod auth;
 pub mod bufpool;
@@ -11,11 +12,13 @@ pub mod frame;
 pub mod io;
 pub mod live;
 pub mod metrics;
+pub mod pending;
 pub mod recording;
 pub mod registry;
 pub mod reject;
 pub mod reload;
 pub mod replay;
+pub mod revoked;
 pub mod rfb;
 pub mod rooms;
 pub mod server;
@@ -30,6 +33,7 @@ pub mod web;
 use std::sync::{Arc, OnceLock};
 
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use vnc_shared::schema::Keys;
 use vnc_shared::tls::{ReloadableTls, TlsError};
@@ -114,12 +118,15 @@ pub async fn run_with(
     let drain_timeout = config.limits.drain_timeout;
     let (live, room_changes) = Live::new();
     let io = Arc::new(OnceLock::new());
+    // The feed asks the heartbeat for a beat after each (re)subscribe.
+    let resync = Arc::new(Notify::new());
     let room_feed = tokio::spawn(rooms::feed(
         store.subscriber(false)?,
         store.keys().clone(),
         live.clone(),
         room_changes,
         io.clone(),
+        resync.clone(),
     ));
     let tls = config
         .tls
@@ -139,7 +146,7 @@ pub async fn run_with(
         started_at: vnc_shared::schema::now_ms(),
         version: env!("CARGO_PKG_VERSION"),
     };
-    let heartbeat = tokio::spawn(registry::heartbeat(relay.clone(), node));
+    let heartbeat = tokio::spawn(registry::heartbeat(relay.clone(), node, resync));
     let admin_stop = CancellationToken::new();
     tokio::spawn(admin::serve(
         listeners.admin,
@@ -171,7 +178,12 @@ pub async fn run_with(
         "relay serving"
     );
     relay.accept_loop(listeners.public).await;
-    tracing::info!(live = relay.live.len(), ?drain_timeout, "draining");
+    tracing::info!(
+        live = relay.live.len(),
+        pending = relay.pending.len(),
+        ?drain_timeout,
+        "draining"
+    );
     relay.tracker.close();
     relay.tracker.wait().await;
     socketio.abort();

@@ -2,6 +2,9 @@
 //! (room), so the relay can end all of them (drain), one room's (container stopped) or
 //! those a kick names (session, token, user), so the room feed knows which room
 //! channels to subscribe to, and so the heartbeat can rewrite the registry in Redis.
+//! It also holds the revocations the node learned: a session whose token is revoked
+//! ends when it registers, so a revocation that arrives between a session's admission
+//! and its registration still ends it.
 //!
 //! The lock is taken when a session starts or ends, when a room event, kick or drain
 //! arrives and once per heartbeat, never per relayed message.
@@ -13,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use vnc_shared::token::Scope;
 
+use crate::revoked::Revocations;
 use crate::session::Stop;
 use crate::signal::Signal;
 
@@ -25,6 +29,8 @@ pub struct SessionRecord {
     pub tenant: String,
     pub scope: Scope,
     pub jti: String,
+    /// The token's `exp`, Unix seconds.
+    pub exp: u64,
     /// Unix milliseconds.
     pub started_at: u64,
     /// `websocket` or `socketio`.
@@ -60,6 +66,8 @@ pub struct Live {
     /// Room changes, in the order they happened, for the room feed. Unbounded, but
     /// at most two messages per session, and the feed drains it continuously.
     changes: mpsc::UnboundedSender<RoomChange>,
+    /// Revoked tokens (bounded, see [`crate::revoked::MAX_REVOCATIONS`]).
+    pub revoked: Revocations,
 }
 
 /// Keeps a session registered while it lives.
@@ -94,17 +102,22 @@ impl Live {
             inner: Mutex::default(),
             next_id: AtomicU64::new(0),
             changes,
+            revoked: Revocations::default(),
         };
         (Arc::new(live), rx)
     }
 
-    /// Registers a session; `signal` is set right away if the relay has stopped.
+    /// Registers a session; `signal` is set right away if the relay has stopped or its
+    /// token is revoked. A revocation is recorded before the sessions it names are
+    /// looked up (see [`Live::revoke`]) and a session is listed before its token is
+    /// looked up here, so one of the two sees the other.
     pub fn register(
         self: &Arc<Self>,
         record: Arc<SessionRecord>,
         signal: Arc<Signal>,
     ) -> LiveGuard {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let jti = record.jti.clone();
         if let Ok(mut inner) = self.inner.lock() {
             if let Some(why) = inner.stopped {
                 signal.set(why as u8);
@@ -114,12 +127,23 @@ impl Live {
             if *count == 1 {
                 let _ = self.changes.send(RoomChange::Joined(record.cid.clone()));
             }
+            let signal = signal.clone();
             inner.sessions.insert(id, Member { record, signal });
+        }
+        if self.revoked.contains(&jti) {
+            signal.set(Stop::Revoked as u8);
         }
         LiveGuard {
             live: self.clone(),
             id,
         }
+    }
+
+    /// Remembers a revocation (until the token's `exp`), then ends the sessions of
+    /// that token with 4003; returns how many.
+    pub fn revoke(&self, jti: &str, exp: Option<u64>) -> usize {
+        self.revoked.insert(jti, exp);
+        self.stop_matching(|r| r.jti == jti, Stop::Revoked)
     }
 
     /// Ends every live session with `why`, and any that registers afterwards.
@@ -187,6 +211,7 @@ mod tests {
             tenant: "t1".into(),
             scope: Scope::Control,
             jti: format!("jti-{sid}"),
+            exp: 0,
             started_at: 0,
             transport: "websocket",
             single_use: true,
@@ -224,6 +249,22 @@ mod tests {
         assert_eq!(live.stop_matching(|r| r.jti == "jti-b", Stop::Kicked), 1);
         assert_eq!(s2.get(), Some(Stop::Kicked as u8));
         assert_eq!(live.sessions().len(), 2);
+    }
+
+    #[test]
+    fn a_revocation_ends_sessions_registered_before_or_after_it() {
+        let (live, _rx) = Live::new();
+        let (before, after) = (Arc::new(Signal::default()), Arc::new(Signal::default()));
+        let _g1 = live.register(record("a", "c1"), before.clone());
+        let exp = vnc_shared::schema::now_ms() / 1000 + 60;
+        assert_eq!(live.revoke("jti-a", Some(exp)), 1);
+        assert_eq!(before.get(), Some(Stop::Revoked as u8));
+        // Admitted before the revocation, registered after it: ends at once.
+        let _g2 = live.register(record("a", "c1"), after.clone());
+        assert_eq!(after.get(), Some(Stop::Revoked as u8));
+        let other = Arc::new(Signal::default());
+        let _g3 = live.register(record("b", "c1"), other.clone());
+        assert_eq!(other.get(), None);
     }
 
     #[test]

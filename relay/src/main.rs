@@ -9,8 +9,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
+use vnc_relay::accept::bind;
 use vnc_relay::recording::format::Ending;
-use vnc_relay::server::{Relay, bind};
+use vnc_relay::server::Relay;
 use vnc_relay::{Listeners, RelaySettings, Shutdown};
 use vnc_shared::systemd::{self, Health, ListenFds, Notifier};
 

@@ -1,39 +1,63 @@
 //! This node in the cross-node session registry: the heartbeat that keeps its
-//! sessions, single-use claims and node record alive in Redis (and rewrites them after
-//! Redis lost its data), and the kicks other parts publish on `{prefix}control`.
+//! sessions, single-use claims and node record alive in Redis (and rewrites them, and
+//! the revocations this node knows, after Redis lost its data), and the kicks other
+//! parts publish on `{prefix}control`.
+//!
+//! Kicks are pub/sub, so a node whose subscriber was disconnected misses them: every
+//! beat, and at once after every (re)subscribe, the node also asks Redis which of its
+//! live sessions' tokens are revoked, in one round trip, and ends those with 4003.
 
 use std::sync::Arc;
 
+use tokio::sync::Notify;
 use tokio::time::MissedTickBehavior;
 use vnc_shared::schema::{ControlMessage, Kick};
 
 use crate::live::{Live, SessionRecord};
 use crate::server::Relay;
 use crate::session::Stop;
-use crate::store::NodeRecord;
+use crate::store::{NodeRecord, StoreError};
 
-/// Refreshes the registry every third of the session TTL, for as long as the relay
-/// runs; a write that fails (Redis away) is retried at the next beat.
-pub async fn heartbeat(relay: Arc<Relay>, node: NodeRecord) {
+/// Refreshes the registry every third of the session TTL, and whenever `resync` is
+/// notified (the subscriber (re)subscribed), for as long as the relay runs; a write that
+/// fails (Redis away) is retried at the next beat.
+pub async fn heartbeat(relay: Arc<Relay>, node: NodeRecord, resync: Arc<Notify>) {
     let ttl = relay.config().session_ttl;
     let mut beat = tokio::time::interval(ttl / 3);
     beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
-        beat.tick().await;
-        let sessions = relay.live.sessions();
-        let written = match relay.store.record_node(&node, sessions.len(), ttl).await {
-            Ok(()) => {
-                relay
-                    .store
-                    .record_sessions(&node.node_id, &sessions, ttl)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = written {
+        tokio::select! {
+            _ = beat.tick() => {}
+            _ = resync.notified() => {}
+        }
+        if let Err(e) = beat_once(&relay, &node).await {
             tracing::debug!(error = %e, "registry heartbeat failed; retrying at the next beat");
         }
     }
+}
+
+/// One beat: ends the sessions whose token Redis says is revoked, then rewrites this
+/// node's records and the revocations it knows.
+async fn beat_once(relay: &Relay, node: &NodeRecord) -> Result<(), StoreError> {
+    let ttl = relay.config().session_ttl;
+    let sessions = relay.live.sessions();
+    let jtis: Vec<&str> = sessions.iter().map(|r| r.jti.as_str()).collect();
+    let revoked = relay.store.revoked_among(&jtis).await?;
+    for r in sessions.iter().filter(|r| revoked.contains(&r.jti)) {
+        let ended = relay.live.revoke(&r.jti, Some(r.exp));
+        if ended > 0 {
+            tracing::info!(session.id = %r.sid, "token found revoked in redis: session ended");
+        }
+    }
+    relay.store.record_node(node, sessions.len(), ttl).await?;
+    relay
+        .store
+        .record_sessions(&node.node_id, &sessions, ttl)
+        .await?;
+    relay
+        .store
+        .record_revocations(&relay.live.revoked.entries())
+        .await
 }
 
 /// Whether `r` is a session `kick` selects: every selector given must match.
@@ -54,10 +78,14 @@ pub fn kick(live: &Live, payload: &str) -> usize {
             return 0;
         }
     };
-    let why = if kick.is_revocation() {
-        Stop::Revoked
-    } else {
-        Stop::Kicked
+    let why = match (&kick.jti, kick.is_revocation()) {
+        (Some(jti), true) => {
+            // Remembered first: a session registering meanwhile finds it (see Live).
+            live.revoked.insert(jti, kick.exp);
+            Stop::Revoked
+        }
+        (None, true) => Stop::Revoked,
+        (_, false) => Stop::Kicked,
     };
     let ended = live.stop_matching(|r| matches(&kick, r), why);
     tracing::info!(?kick.sid, ?kick.jti, ?kick.cid, ?kick.sub, reason = %kick.reason, sessions = ended, "kick");
@@ -79,6 +107,7 @@ mod tests {
             tenant: "t1".into(),
             scope: Scope::Control,
             jti: jti.into(),
+            exp: 0,
             started_at: 0,
             transport: "websocket",
             single_use: true,
@@ -104,6 +133,16 @@ mod tests {
         );
         assert_eq!(signals[1].get(), Some(Stop::Revoked as u8));
         assert_eq!(signals[2].get(), None);
+        // A revocation is remembered (without `exp`: for the longest token life).
+        assert!(live.revoked.contains("j2") && !live.revoked.contains("j1"));
+        assert_eq!(
+            kick(
+                &live,
+                r#"{"type":"kick","jti":"j9","exp":4000000000,"reason":"revoked"}"#
+            ),
+            0
+        );
+        assert!(live.revoked.contains("j9"));
         // Selectors combine; a kick naming nobody, or not a kick, ends nothing.
         assert_eq!(kick(&live, r#"{"type":"kick","sub":"bob","sid":"s1"}"#), 0);
         assert_eq!(kick(&live, r#"{"type":"kick","reason":"all"}"#), 0);

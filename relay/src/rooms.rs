@@ -4,7 +4,8 @@
 //! viewers: socket.io viewers get it as `vnc:event`; every session of the room ends
 //! with 4004 on `container.stopped` (raw WebSocket viewers can't receive events, only
 //! close codes). Kicks: it is always subscribed to `{prefix}control`, whose kicks end
-//! the named local sessions with 4003.
+//! the named local sessions with 4003; after each (re)subscribe it has the heartbeat
+//! check for revocations published while it was away (see `registry.rs`).
 
 use std::sync::{Arc, OnceLock};
 
@@ -12,7 +13,7 @@ use fred::clients::SubscriberClient;
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::types::Message;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use vnc_shared::schema::Keys;
 
 use crate::live::{Live, RoomChange};
@@ -26,6 +27,7 @@ pub async fn feed(
     live: Arc<Live>,
     mut changes: mpsc::UnboundedReceiver<RoomChange>,
     io: Arc<OnceLock<Io>>,
+    resync: Arc<Notify>,
 ) {
     let mut messages = subscriber.message_rx();
     let mut reconnects = subscriber.reconnect_rx();
@@ -56,6 +58,7 @@ pub async fn feed(
                     for cid in live.rooms() {
                         subscribe(&subscriber, &keys, &cid).await;
                     }
+                    resync.notify_one();
                 }
                 Err(RecvError::Closed) => break,
             },

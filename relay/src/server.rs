@@ -1,15 +1,20 @@
-//! The public listener: the accept loop and, per connection, the HTTP request, the
-//! checks that decide whether it may become a session, and then the session itself.
+//! What every connection of the public listener shares ([`Relay`]) and, per
+//! connection after the accept loop (`accept.rs`), the HTTP request, the checks that
+//! decide whether it may become a session, and then the session itself.
 //!
 //! All per-connection work (HTTP parsing, token, Redis, upstream connect) runs in the
 //! connection's own task under the handshake timeout, so a slow peer never stalls the
 //! accept loop. One task per session: after the upgrade the same task relays.
+//!
+//! A connection in its handshake counts among the pending ones (see `pending.rs`); it
+//! takes a session permit only once its token is verified, at admission. Draining
+//! closes the pending connections at once (a request being admitted finishes first).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -20,7 +25,7 @@ use hyper::service::{Service, service_fn};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -34,7 +39,8 @@ use crate::auth;
 use crate::config::RelayConfig;
 use crate::io::Socket;
 use crate::live::{Live, LiveGuard, SessionRecord};
-use crate::metrics::{ACCEPT_ERRORS, SessionMetrics, TLS_HANDSHAKE_ERRORS};
+use crate::metrics::SessionMetrics;
+use crate::pending::Pending;
 use crate::recording::{Recorder, Recordings};
 use crate::reject::Reject;
 use crate::rfb::RfbPolicy;
@@ -46,36 +52,9 @@ use crate::upgrade::{self, Upgrade};
 use crate::upstream;
 use crate::web;
 
-/// Pending connections the kernel queues for the accept loop (capped by
-/// `net.core.somaxconn`). A connect burst larger than the queue loses SYNs and those
-/// clients wait a full second to retry, so keep it well above std's 128.
-pub const LISTEN_BACKLOG: u32 = 4096;
-
-/// Binds a listener with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (a restarted relay can
-/// bind while old connections linger in TIME_WAIT).
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
 /// Largest HTTP request head the relay reads before the upgrade (hyper's minimum is
 /// 8 KiB); a token in the URL and a few cookies fit easily.
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
-/// Longest pause after an accept error such as EMFILE.
-const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
-/// Time to tell a client over the session limit that the relay is full.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Bytes a TLS session's bridge moves between the TLS stream and the session at once,
-/// each way: one TLS record's worth. The bridge holds both buffers for the session's
-/// life.
-const TLS_BRIDGE_BUFFER: usize = 16 * 1024;
 
 /// What every connection of one relay shares.
 pub struct Relay {
@@ -93,8 +72,10 @@ pub struct Relay {
     pub draining: CancellationToken,
     /// Cancelled at the drain deadline: close live sessions with 1001.
     pub stop: CancellationToken,
-    /// One permit per session (and per connection still in its handshake).
+    /// One permit per session, taken at admission (see [`Relay::admit`]).
     pub(crate) sessions: Arc<Semaphore>,
+    /// Connections in their handshake, bounded apart from sessions.
+    pub pending: Pending,
     /// This node's live sessions, by container.
     pub live: Arc<Live>,
     /// Every connection and session task, so shutdown can wait for them.
@@ -151,6 +132,8 @@ pub(crate) struct Admitted {
     /// The session is to be recorded (the relay records, and the container or the
     /// token's scope asks for it).
     pub recorded: bool,
+    /// The session's place under `max_sessions`, held (never read) until it ends.
+    pub _permit: OwnedSemaphorePermit,
 }
 
 impl Relay {
@@ -173,6 +156,7 @@ impl Relay {
             draining: CancellationToken::new(),
             stop: CancellationToken::new(),
             sessions: Arc::new(Semaphore::new(max_sessions)),
+            pending: Pending::default(),
             live,
             tracker: TaskTracker::new(),
             io,
@@ -242,99 +226,13 @@ impl Relay {
         }
     }
 
-    /// Accepts until draining starts; each connection runs in its own tracked task.
-    pub async fn accept_loop(self: &Arc<Self>, listener: TcpListener) {
-        let tracker = &self.tracker;
-        let mut backoff = Duration::from_millis(5);
-        loop {
-            let (stream, peer) = tokio::select! {
-                biased;
-                _ = self.draining.cancelled() => return,
-                r = listener.accept() => match r {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        metrics::counter!(ACCEPT_ERRORS).increment(1);
-                        if is_resource_exhausted(&e) {
-                            // Out of file descriptors or memory: let sessions end and
-                            // free some before trying again.
-                            tracing::warn!(error = %e, ?backoff, "accept failed, backing off");
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
-                        }
-                        continue;
-                    }
-                },
-            };
-            backoff = Duration::from_millis(5);
-            match self.sessions.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let relay = self.clone();
-                    let span = tracing::info_span!("conn", client.addr = %peer);
-                    tracker.spawn(relay.serve(stream, peer, permit).instrument(span));
-                }
-                Err(_) => {
-                    let tls = self.tls.as_ref().map(ReloadableTls::acceptor);
-                    tracker.spawn(refuse_busy(tls, stream));
-                }
-            }
-        }
-    }
-
-    /// One connection: the TLS handshake if the listener speaks TLS, HTTP until
-    /// upgrade, then the session; all before the upgrade within the handshake timeout.
-    async fn serve(
-        self: Arc<Self>,
-        stream: TcpStream,
-        peer: SocketAddr,
-        permit: OwnedSemaphorePermit,
-    ) {
-        let _ = stream.set_nodelay(true);
-        let started = tokio::time::Instant::now();
-        let Some(tls) = &self.tls else {
-            if let Some((browser, leftover, admitted)) = self.serve_http(stream, started).await {
-                let session = self
-                    .clone()
-                    .run_session(browser, leftover, admitted, peer, permit);
-                self.tracker
-                    .spawn(session.instrument(tracing::Span::current()));
-            }
-            return;
-        };
-        let handshake = tls.acceptor().accept(stream);
-        let stream = match tokio::time::timeout_at(
-            started + self.config().limits.handshake_timeout,
-            handshake,
-        )
-        .await
-        {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
-                metrics::counter!(TLS_HANDSHAKE_ERRORS).increment(1);
-                tracing::debug!(error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                metrics::counter!(TLS_HANDSHAKE_ERRORS).increment(1);
-                tracing::debug!("TLS handshake timed out");
-                return;
-            }
-        };
-        if let Some((tls, leftover, admitted)) = self.serve_http(stream, started).await {
-            let session = self
-                .clone()
-                .run_tls_session(tls, leftover, admitted, peer, permit);
-            self.tracker
-                .spawn(session.instrument(tracing::Span::current()));
-        }
-    }
-
     /// HTTP on one connection until it ends or upgrades, within what is left of the
     /// handshake timeout. socket.io requests go to socketioxide, which runs its
     /// WebSocket in a task of its own, with the connection's [`WriteSignal`] in the
     /// extensions of a connection's first request; a raw WebSocket upgrade returns the
     /// stream,
     /// the bytes hyper read past the request and the admitted session.
-    async fn serve_http<I>(
+    pub(crate) async fn serve_http<I>(
         self: &Arc<Self>,
         stream: I,
         started: tokio::time::Instant,
@@ -345,13 +243,24 @@ impl Relay {
         let slot: Arc<Mutex<Option<Accepted>>> = Arc::default();
         let written = WriteSignal::default();
         let stream = Signaled::new(stream, written.clone());
+        let answering = Arc::new(AtomicUsize::new(0));
+        // Nothing to finish: no request being answered, no upgrade under way.
+        let idle = {
+            let (answering, slot) = (answering.clone(), slot.clone());
+            move || answering.load(Ordering::Acquire) == 0 && slot.lock().is_ok_and(|s| s.is_none())
+        };
         let svc = {
             let relay = self.clone();
             let slot = slot.clone();
             service_fn(move |req| {
                 let relay = relay.clone();
                 let slot = slot.clone();
-                async move { Ok::<_, Infallible>(relay.handle(req, &slot).await) }
+                let answer = Answering::start(&answering);
+                async move {
+                    let response = relay.handle(req, &slot).await;
+                    drop(answer);
+                    Ok::<_, Infallible>(response)
+                }
             })
         };
         let served = match self.socketio.get() {
@@ -376,9 +285,9 @@ impl Relay {
                         }
                     }
                 });
-                self.serve_connection(stream, svc, started).await
+                self.serve_connection(stream, svc, started, idle).await
             }
-            None => self.serve_connection(stream, svc, started).await,
+            None => self.serve_connection(stream, svc, started, idle).await,
         };
         if !served {
             return None;
@@ -402,12 +311,14 @@ impl Relay {
     }
 
     /// Serves HTTP on one connection until it ends or upgrades, until the handshake
-    /// timeout (counted from `started`); false if it timed out or failed.
+    /// timeout (counted from `started`); false if it timed out or failed. Draining
+    /// closes it at once while it is `idle`, else after the answer under way.
     async fn serve_connection<I, S, B>(
         &self,
         stream: I,
         svc: S,
         started: tokio::time::Instant,
+        idle: impl Fn() -> bool,
     ) -> bool
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -425,7 +336,20 @@ impl Relay {
             .max_buf_size(MAX_REQUEST_HEAD)
             .serve_connection(TokioIo::new(stream), svc)
             .with_upgrades();
-        match tokio::time::timeout_at(started + timeout, conn).await {
+        let mut conn = std::pin::pin!(conn);
+        let deadline = started + timeout;
+        let served = tokio::select! {
+            r = tokio::time::timeout_at(deadline, conn.as_mut()) => r,
+            _ = self.draining.cancelled() => {
+                if idle() {
+                    tracing::debug!("closed by the drain before its request");
+                    return false;
+                }
+                conn.as_mut().graceful_shutdown();
+                tokio::time::timeout_at(deadline, conn).await
+            }
+        };
+        match served {
             Err(_) => {
                 tracing::debug!("handshake timed out");
                 false
@@ -438,53 +362,12 @@ impl Relay {
         }
     }
 
-    /// A raw WebSocket session over TLS: rustls encrypts in user space, so the session
-    /// runs on one end of a socket pair and a bridge moves bytes between the other
-    /// end and the TLS stream. Once the session ends, the bridge gets [`CLOSE_GRACE`]
-    /// to deliver the Close frame and the TLS close_notify.
-    async fn run_tls_session(
-        self: Arc<Self>,
-        mut tls: tokio_rustls::server::TlsStream<TcpStream>,
-        leftover: Bytes,
-        admitted: Admitted,
-        peer: SocketAddr,
-        permit: OwnedSemaphorePermit,
-    ) {
-        let (ours, mut theirs) = match UnixStream::pair() {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::warn!(error = %e, "no socket pair for a TLS session");
-                return;
-            }
-        };
-        // The bridge owns both of its streams: when the browser's side ends, the
-        // session's end of the pair sees EOF and the session ends as ClientGone.
-        let bridge = async move {
-            let _ = tokio::io::copy_bidirectional_with_sizes(
-                &mut tls,
-                &mut theirs,
-                TLS_BRIDGE_BUFFER,
-                TLS_BRIDGE_BUFFER,
-            )
-            .await;
-        };
-        let mut bridge = std::pin::pin!(bridge);
-        let mut session = std::pin::pin!(self.run_session(ours, leftover, admitted, peer, permit));
-        tokio::select! {
-            _ = &mut session => {
-                let _ = tokio::time::timeout(session::CLOSE_GRACE, bridge).await;
-            }
-            _ = &mut bridge => session.await,
-        }
-    }
-
-    async fn run_session<B: Socket>(
+    pub(crate) async fn run_session<B: Socket>(
         self: Arc<Self>,
         browser: B,
         leftover: Bytes,
         admitted: Admitted,
         peer: SocketAddr,
-        _permit: OwnedSemaphorePermit,
     ) {
         let span = tracing::info_span!(
             "session",
@@ -589,7 +472,8 @@ impl Relay {
     }
 
     /// The checks both transports share: the token (for `container_id`, if the client
-    /// named one), revocation, the container record, then the upstream connect.
+    /// named one), revocation (known here, then in Redis), a session permit, the
+    /// container record, then the upstream connect.
     pub(crate) async fn admit(
         &self,
         token: &str,
@@ -601,8 +485,14 @@ impl Relay {
         if container_id.is_some_and(|cid| cid != claims.cid) {
             return Err(Reject::WrongContainer);
         }
+        if self.live.revoked.contains(&claims.jti) {
+            return Err(Reject::Revoked);
+        }
+        let permit = self.sessions.clone().try_acquire_owned();
+        let permit = permit.map_err(|_| Reject::AtCapacity)?;
         let lookup = self.store.lookup(&claims.cid, &claims.jti).await?;
         if lookup.revoked {
+            self.live.revoked.insert(&claims.jti, Some(claims.exp));
             return Err(Reject::Revoked);
         }
         let target = lookup.container.ok_or(Reject::UnknownContainer)?;
@@ -620,6 +510,7 @@ impl Relay {
             tenant: claims.tenant.clone(),
             scope: claims.scope,
             jti: claims.jti.clone(),
+            exp: claims.exp,
             started_at: vnc_shared::schema::now_ms(),
             transport,
             single_use: config.single_use_tokens,
@@ -653,40 +544,23 @@ impl Relay {
             policy,
             record,
             recorded,
+            _permit: permit,
         })
     }
 }
 
-/// EMFILE, ENFILE, ENOBUFS, ENOMEM: the process or system is out of a resource.
-fn is_resource_exhausted(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
+/// Counts one request being answered on a connection while it lives.
+struct Answering(Arc<AtomicUsize>);
+
+impl Answering {
+    fn start(count: &Arc<AtomicUsize>) -> Answering {
+        count.fetch_add(1, Ordering::AcqRel);
+        Answering(count.clone())
+    }
 }
 
-/// Tells a client over the session limit so (503), over TLS if the listener speaks
-/// it, briefly: it gets at most `BUSY_TIMEOUT` of this relay's time.
-async fn refuse_busy(tls: Option<Arc<tokio_rustls::TlsAcceptor>>, stream: TcpStream) {
-    let refuse = async {
-        match tls {
-            None => answer_busy(stream).await,
-            Some(acceptor) => {
-                if let Ok(stream) = acceptor.accept(stream).await {
-                    answer_busy(stream).await;
-                }
-            }
-        }
-    };
-    let _ = tokio::time::timeout(BUSY_TIMEOUT, refuse).await;
-}
-
-async fn answer_busy<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: I) {
-    let svc = service_fn(|_req: Request<Incoming>| async {
-        Ok::<_, Infallible>(Reject::AtCapacity.into_response())
-    });
-    let _ = http1::Builder::new()
-        .keep_alive(false)
-        .serve_connection(TokioIo::new(stream), svc)
-        .await;
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }

@@ -1,6 +1,8 @@
 //! The relay's view of Redis: resolving a container's VNC target and checking token
-//! revocation, in one round trip per new session (never per relayed message).
+//! revocation, in one round trip per new session (never per relayed message), and the
+//! registry writes of the heartbeat.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +19,8 @@ use vnc_shared::schema::{ContainerState, Keys, container_field};
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time to establish one Redis connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Commands per pipeline when writing many keys (revocations) back.
+const WRITE_BATCH: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -308,9 +312,43 @@ impl Store {
         Ok(())
     }
 
+    /// Which of `jtis` Redis has revoked, in one round trip (MGET of their revocation
+    /// keys).
+    pub async fn revoked_among(&self, jtis: &[&str]) -> Result<HashSet<String>, StoreError> {
+        if jtis.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let keys: Vec<String> = jtis.iter().map(|j| self.keys.revoked(j)).collect();
+        let flags: Vec<Option<String>> = self.client.mget(keys).await?;
+        Ok(jtis
+            .iter()
+            .zip(flags)
+            .filter(|(_, flag)| flag.is_some())
+            .map(|(jti, _)| (*jti).to_owned())
+            .collect())
+    }
+
+    /// Writes revocations back (`{prefix}revoked:{jti}` until the Unix second each is
+    /// refused until), as control wrote them: this restores them after Redis lost its
+    /// data. In pipelines of [`WRITE_BATCH`].
+    pub async fn record_revocations(&self, revoked: &[(String, u64)]) -> Result<(), StoreError> {
+        for batch in revoked.chunks(WRITE_BATCH) {
+            let pipe = self.client.pipeline();
+            for (jti, until) in batch {
+                let expiry = Some(Expiration::EXAT(*until as i64));
+                let _: () = pipe
+                    .set(self.keys.revoked(jti), "1", expiry, None, false)
+                    .await?;
+            }
+            let _: Vec<Value> = pipe.all().await?;
+        }
+        Ok(())
+    }
+
     /// Removes a session from the registry and releases its single-use claim (only
     /// if this session still holds it).
     pub async fn end_session(&self, r: &SessionRecord) -> Result<(), StoreError> {
+        self.connected()?;
         let pipe = self.client.pipeline();
         let _: () = pipe.del(self.keys.session(&r.sid)).await?;
         let _: () = pipe
@@ -335,12 +373,26 @@ impl Store {
 
     /// Removes this node's heartbeat (on a clean stop).
     pub async fn remove_node(&self, node_id: &str) -> Result<(), StoreError> {
+        self.connected()?;
         let _: i64 = self.client.del(self.keys.node(node_id)).await?;
         Ok(())
     }
 
+    /// Closes the connection; without one (Redis away) there is nothing to wait for.
     pub async fn quit(&self) {
-        let _ = self.client.quit().await;
+        if self.is_connected() {
+            let _ = tokio::time::timeout(COMMAND_TIMEOUT, self.client.quit()).await;
+        }
+    }
+
+    /// Fails at once while disconnected: clean-up on the way out never waits for a
+    /// Redis that is gone (its records expire on their own).
+    fn connected(&self) -> Result<(), StoreError> {
+        if self.is_connected() {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable("not connected".into()))
+        }
     }
 }
 

@@ -149,7 +149,7 @@ pub mod node_field {
 }
 
 /// A message on the `control` channel: `{"type":"kick", "sid"|"jti"|"cid"|"sub": …,
-/// "reason": …}`. Control publishes it; every relay node ends the local sessions that
+/// "reason": …}` (a revocation also carries the token's `"exp"`). Control publishes it; every relay node ends the local sessions that
 /// match every selector given (at least one is), with close code 4003.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type")]
@@ -169,6 +169,10 @@ pub struct Kick {
     pub cid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
+    /// The revoked token's `exp` (Unix seconds), on a revocation: relays remember the
+    /// revocation until then (plus their leeway). Absent from older publishers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
     /// [`Kick::KICKED`], [`Kick::REVOKED`] (the browser is told "token revoked"), or
     /// free text.
     #[serde(default)]
@@ -188,7 +192,7 @@ impl Kick {
         }
     }
 
-    /// Ends every session opened with a revoked token.
+    /// Ends every session opened with a revoked token (control sets `exp` too).
     pub fn revoked(jti: &str) -> Kick {
         Kick {
             jti: Some(jti.to_owned()),
@@ -272,6 +276,14 @@ mod tests {
             parse(r#"{"type":"kick","jti":"j","reason":"revoked"}"#).unwrap();
         assert_eq!(parsed, Kick::revoked("j"));
         assert!(parsed.is_revocation() && parsed.names_someone());
+        let with_exp = Kick {
+            exp: Some(1_700_000_000),
+            ..Kick::revoked("j")
+        };
+        assert_eq!(
+            with_exp.to_message(),
+            r#"{"type":"kick","jti":"j","exp":1700000000,"reason":"revoked"}"#
+        );
         assert!(parse(r#"{"type":"hello","sid":"s"}"#).is_err());
         let ControlMessage::Kick(nobody) = parse(r#"{"type":"kick"}"#).unwrap();
         assert!(!nobody.names_someone());

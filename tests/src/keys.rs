@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vnc_shared::token::{Scope, Signer, TokenRequest, generate_ed25519_pair, unix_now};
+use vnc_shared::token::{Minted, Scope, Signer, TokenRequest, generate_ed25519_pair, unix_now};
 
 pub struct TestKeys {
     pub dir: tempfile::TempDir,
@@ -31,6 +31,11 @@ impl TestKeys {
 
     /// A valid 60 s token for container `cid` of tenant `t1`.
     pub fn token(&self, cid: &str, scope: Scope) -> String {
+        self.mint(cid, scope).token
+    }
+
+    /// [`TestKeys::token`] with its claims (`jti`, `exp`).
+    pub fn mint(&self, cid: &str, scope: Scope) -> Minted {
         self.signer
             .mint(&TokenRequest {
                 sub: "u1",
@@ -40,7 +45,6 @@ impl TestKeys {
                 ttl: Duration::from_secs(60),
             })
             .expect("mint")
-            .token
     }
 
     /// The claims of a valid token as JSON, for tests that bend one of them.

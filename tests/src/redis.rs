@@ -204,6 +204,47 @@ impl RedisServer {
             .expect("SET revoked");
     }
 
+    /// Revokes `jti` the way control does (the flag, then the kick with the token's
+    /// `exp`) while no relay listens: `CLIENT KILL TYPE pubsub` and both writes run in
+    /// one MULTI, so no subscriber is back in time to hear the kick. Returns how many
+    /// subscribers the kick reached (0).
+    pub async fn revoke_unheard(&self, jti: &str, exp: u64) -> i64 {
+        let kill = fred::types::CustomCommand::new_static("CLIENT", None, false);
+        let kick =
+            serde_json::json!({ "type": "kick", "jti": jti, "exp": exp, "reason": "revoked" });
+        let trx = self.client.multi();
+        let _: () = trx
+            .custom(kill, vec!["KILL", "TYPE", "pubsub"])
+            .await
+            .expect("CLIENT KILL");
+        let _: () = trx
+            .set(
+                format!("vnc:revoked:{jti}"),
+                "1",
+                Some(Expiration::EXAT(exp as i64)),
+                None,
+                false,
+            )
+            .await
+            .expect("SET revoked");
+        let _: () = trx
+            .publish("vnc:control", kick.to_string())
+            .await
+            .expect("PUBLISH");
+        let (_killed, _set, heard): (i64, Value, i64) = trx.exec(true).await.expect("EXEC");
+        heard
+    }
+
+    /// Subscribers of one pub/sub channel.
+    pub async fn subscribers(&self, channel: &str) -> i64 {
+        let counts: Vec<Value> = self
+            .client
+            .pubsub_numsub(channel)
+            .await
+            .expect("PUBSUB NUMSUB");
+        counts.get(1).and_then(Value::as_i64).unwrap_or(0)
+    }
+
     /// Publishes a room event the way control does.
     pub async fn publish_room(&self, cid: &str, kind: &str) {
         let event = serde_json::json!({ "type": kind, "cid": cid, "tenant": "t1", "at": 0 });

@@ -1,6 +1,6 @@
 //! The real `vnc-relay` binary, on free loopback ports.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -102,6 +102,20 @@ impl RelayProcess {
     /// `ws://` URL of the raw WebSocket endpoint with a token.
     pub fn ws_url(&self, token: &str) -> String {
         format!("ws://{}/websockify?token={token}", self.public)
+    }
+
+    /// A raw WebSocket session with `token` from client address `source` (any
+    /// 127.0.0.0/8 address works on loopback), as a browser behind another address.
+    pub async fn connect_from(&self, source: IpAddr, token: &str) -> anyhow::Result<crate::ws::Ws> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(source, 0))?;
+        let stream = socket.connect(self.public).await?;
+        let (ws, _) = tokio_tungstenite::client_async(
+            self.ws_url(token),
+            tokio_tungstenite::MaybeTlsStream::Plain(stream),
+        )
+        .await?;
+        Ok(ws)
     }
 
     /// The Prometheus text from the admin listener.

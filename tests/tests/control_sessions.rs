@@ -451,7 +451,7 @@ async fn revoking_a_token_outlasts_it_and_kicks_its_sessions() {
         assert_eq!((status, &body), (200, &want), "idempotent");
         assert_eq!(
             next_kick(&mut rx).await,
-            json!({"type": "kick", "jti": jti, "reason": "revoked"})
+            json!({"type": "kick", "jti": jti, "exp": exp, "reason": "revoked"})
         );
         let value: Option<String> = s
             .redis
@@ -482,7 +482,7 @@ async fn revoking_a_token_outlasts_it_and_kicks_its_sessions() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         next_kick(&mut rx).await,
-        json!({"type": "kick", "jti": bob_jti, "reason": "revoked"})
+        json!({"type": "kick", "jti": bob_jti, "exp": bobs["exp"], "reason": "revoked"})
     );
     assert_eq!(
         s.control

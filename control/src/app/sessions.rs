@@ -69,7 +69,13 @@ impl App {
         // Revoked first, kicked second: a kicked browser that reconnects at once with
         // the same token is refused.
         self.tokens.revoke(&t).await?;
-        self.publish_kick(caller, &Kick::revoked(jti)).await?;
+        // With the token's exp, so the relays remember the revocation until then even
+        // if Redis loses it.
+        let kick = Kick {
+            exp: Some(t.exp),
+            ..Kick::revoked(jti)
+        };
+        self.publish_kick(caller, &kick).await?;
         Ok(t)
     }
 

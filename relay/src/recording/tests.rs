@@ -15,6 +15,7 @@ fn session(sid: &str) -> SessionRecord {
         tenant: "t1".into(),
         scope: Scope::Control,
         jti: "secret-jti".into(),
+        exp: 0,
         started_at: 0,
         transport: "websocket",
         single_use: true,

@@ -38,7 +38,7 @@ use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{ParserConfig, SocketIo, TransportType};
 use socketioxide_core::Value;
 use socketioxide_redis::{FredAdapter, RedisAdapterConfig, RedisAdapterCtr};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::auth;
@@ -157,7 +157,6 @@ async fn build(relay: &Arc<Relay>) -> Result<(), Box<dyn std::error::Error + Sen
 struct Pending {
     admitted: Admitted,
     written: WriteSignal,
-    permit: OwnedSemaphorePermit,
     stop: Arc<Signal>,
     /// Set once the socket is gone (the stop signal keeps the session's first cause).
     gone: Arc<Signal>,
@@ -195,8 +194,6 @@ async fn authorize(
     if relay.draining.is_cancelled() {
         return Err(Reject::Draining);
     }
-    let permit = relay.sessions.clone().try_acquire_owned();
-    let permit = permit.map_err(|_| Reject::AtCapacity)?;
     let req = s.req_parts();
     let written = req
         .extensions
@@ -246,7 +243,6 @@ async fn authorize(
     let pending = Pending {
         admitted,
         written,
-        permit,
         stop,
         gone,
         input: input_rx,
@@ -283,7 +279,6 @@ async fn run_session(relay: Arc<Relay>, s: SocketRef<Adapter>, pending: Pending)
     let Pending {
         admitted,
         written,
-        permit,
         stop,
         gone,
         input,
@@ -306,7 +301,7 @@ async fn run_session(relay: Arc<Relay>, s: SocketRef<Adapter>, pending: Pending)
     )
     .await;
     tracked.finish(end).await;
-    drop(permit);
+    drop(admitted._permit);
     if end != End::ClientGone && s.connected() {
         let (code, reason) = end.close();
         browser
