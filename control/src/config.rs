@@ -393,7 +393,10 @@ impl ControlSettings {
                     .into(),
             );
         }
-        let desktop_network = s.desktop_network.clone().unwrap_or(DEFAULT_DESKTOP_NETWORK.into());
+        let desktop_network = s
+            .desktop_network
+            .clone()
+            .unwrap_or(DEFAULT_DESKTOP_NETWORK.into());
         let desktop_cap_add: Vec<String> = (s.desktop_cap_add.clone().unwrap_or_default())
             .iter()
             .map(|c| c.trim().to_ascii_uppercase())
@@ -404,9 +407,7 @@ impl ControlSettings {
             .clone()
             .unwrap_or(DEFAULT_LOG_MAX_SIZE.into());
         let desktop_log_max_files = s.desktop_log_max_files.unwrap_or(DEFAULT_LOG_MAX_FILES);
-        let http_header_timeout = s
-            .http_header_timeout
-            .unwrap_or(DEFAULT_HTTP_HEADER_TIMEOUT);
+        let http_header_timeout = s.http_header_timeout.unwrap_or(DEFAULT_HTTP_HEADER_TIMEOUT);
         let http_max_connections = s
             .http_max_connections
             .unwrap_or(DEFAULT_HTTP_MAX_CONNECTIONS);
@@ -497,13 +498,18 @@ fn isolation_problems(
         ));
     }
     for cap in cap_add {
-        if cap == "ALL" || cap.is_empty() || !cap.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
-            out.push(format!("desktop_cap_add {cap:?} is not one capability name"));
+        if cap == "ALL"
+            || cap.is_empty()
+            || !cap.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+        {
+            out.push(format!(
+                "desktop_cap_add {cap:?} is not one capability name"
+            ));
         }
     }
     let digits = log_max_size.trim_end_matches(['k', 'm', 'g']);
-    let size_ok = log_max_size.len() - digits.len() <= 1
-        && digits.parse::<u64>().is_ok_and(|n| n > 0);
+    let size_ok =
+        log_max_size.len() - digits.len() <= 1 && digits.parse::<u64>().is_ok_and(|n| n > 0);
     if !size_ok {
         out.push(format!(
             "desktop_log_max_size {log_max_size:?} must be a positive size such as 10m, 512k or 1g"
@@ -554,7 +560,10 @@ mod tests {
             Cli::parse_from(args).settings.resolve()
         };
         let err = resolve(&["--network", "host"]).unwrap_err().to_string();
-        assert!(err.contains("allow_host_network") && err.contains("Redis"), "{err}");
+        assert!(
+            err.contains("allow_host_network") && err.contains("Redis"),
+            "{err}"
+        );
         let c = resolve(&["--network", "host", "--allow-host-network", "true"]).unwrap();
         assert_eq!(c.network, NetworkKind::Host);
         let c = resolve(&["--desktop-cap-add", "cap_chown,SETUID"]).unwrap();

@@ -231,8 +231,16 @@ mod tests {
         let p = bad.problems(&limits);
         assert_eq!(p.len(), 5, "{p:?}");
         assert!(p[0].contains("evil") && p[1].contains("cpus") && p[2].contains("memory_mb"));
-        assert!(p[4].contains("\"vnc.cid\" is outside the user.* namespace"), "{p:?}");
-        for key in ["traefik.enable", "user.", "user", "com.docker.compose.project"] {
+        assert!(
+            p[4].contains("\"vnc.cid\" is outside the user.* namespace"),
+            "{p:?}"
+        );
+        for key in [
+            "traefik.enable",
+            "user.",
+            "user",
+            "com.docker.compose.project",
+        ] {
             let labeled = CreateContainer {
                 labels: [(key.to_owned(), "true".to_owned())].into(),
                 ..ok.clone()

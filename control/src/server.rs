@@ -127,9 +127,18 @@ fn runtime(config: &ControlConfig) -> Result<Arc<dyn Runtime>, StartError> {
         )),
         RuntimeKind::Docker => {
             let network = match config.network {
-                NetworkKind::Published => NetworkMode::Published {
-                    host_ip: config.publish_ip,
-                },
+                NetworkKind::Published => {
+                    if config.publish_ip.is_unspecified() {
+                        tracing::warn!(
+                            publish_ip = %config.publish_ip,
+                            "desktops' VNC ports are published on every interface of the host: \
+                             set publish_ip to the address the relays reach"
+                        );
+                    }
+                    NetworkMode::Published {
+                        host_ip: config.publish_ip,
+                    }
+                }
                 NetworkKind::Host => {
                     // Config validation refused this unless allow_host_network is set.
                     tracing::warn!(
@@ -236,12 +245,18 @@ impl Running {
                 "allow_host_network",
                 new.allow_host_network != old.allow_host_network,
             ),
-            ("desktop_network", new.desktop_network != old.desktop_network),
+            (
+                "desktop_network",
+                new.desktop_network != old.desktop_network,
+            ),
             (
                 "desktop_pids_limit",
                 new.desktop_pids_limit != old.desktop_pids_limit,
             ),
-            ("desktop_cap_add", new.desktop_cap_add != old.desktop_cap_add),
+            (
+                "desktop_cap_add",
+                new.desktop_cap_add != old.desktop_cap_add,
+            ),
             (
                 "desktop_log_max_size",
                 new.desktop_log_max_size != old.desktop_log_max_size,

@@ -15,8 +15,8 @@ use futures_util::stream::BoxStream;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use vnc_control::infra::runtime::{
-    ContainerSpec, DockerRuntime, Endpoint, LABEL_CID, LABEL_MANAGED, LABEL_OWNER, LABEL_TENANT,
-    NetworkMode, Runtime, RuntimeError, RuntimeState, StaticRuntime, wait_for_rfb,
+    ContainerSpec, DockerRuntime, Endpoint, Isolation, LABEL_CID, LABEL_MANAGED, LABEL_OWNER,
+    LABEL_TENANT, NetworkMode, Runtime, RuntimeError, RuntimeState, StaticRuntime, wait_for_rfb,
 };
 use vnc_tests::WAIT;
 use vnc_tests::docker::{
@@ -34,8 +34,13 @@ const GRACE: Duration = Duration::from_secs(5);
 /// The control plane id these tests label their containers with.
 const PLANE: &str = "runtime-tests";
 fn published() -> DockerRuntime {
-    DockerRuntime::connect(None, NetworkMode::Published { host_ip: LOOPBACK }, PLANE)
-        .expect("connect")
+    DockerRuntime::connect(
+        None,
+        NetworkMode::Published { host_ip: LOOPBACK },
+        Isolation::default(),
+        PLANE,
+    )
+    .expect("connect")
 }
 
 fn host_network() -> DockerRuntime {
@@ -43,7 +48,7 @@ fn host_network() -> DockerRuntime {
         host_ip: LOOPBACK,
         port_range: HOST_PORTS,
     };
-    DockerRuntime::connect(None, mode, PLANE).expect("connect")
+    DockerRuntime::connect(None, mode, Isolation::default(), PLANE).expect("connect")
 }
 
 /// A fresh cid and a guard that removes its container however the test ends.
@@ -168,7 +173,8 @@ async fn bridge_ip_serves_rfb() {
     if !docker_required() {
         return;
     }
-    let runtime = DockerRuntime::connect(None, NetworkMode::Bridge, PLANE).expect("connect");
+    let runtime = DockerRuntime::connect(None, NetworkMode::Bridge, Isolation::default(), PLANE)
+        .expect("connect");
     let endpoint = serves_rfb_then_stops(runtime, "bridge").await;
     assert_eq!(endpoint.port, 5900);
     let ip: IpAddr = endpoint.host.parse().expect("an IP address");
@@ -391,8 +397,9 @@ async fn unreachable_engine_is_unavailable() {
     };
     let tcp = format!("tcp://127.0.0.1:{closed_port}");
     for host in ["unix:///nonexistent.sock", tcp.as_str()] {
-        let runtime = DockerRuntime::connect(Some(host), NetworkMode::Bridge, PLANE)
-            .expect("connect does not contact the engine");
+        let runtime =
+            DockerRuntime::connect(Some(host), NetworkMode::Bridge, Isolation::default(), PLANE)
+                .expect("connect does not contact the engine");
         let err = runtime.state("c1").await.expect_err("state");
         assert!(
             matches!(err, RuntimeError::Unavailable(_)),

@@ -21,8 +21,14 @@ use vnc_tests::redis::RedisServer;
 const MIB: u64 = 1024 * 1024;
 
 /// Creates a desktop of `image` for `bearer` with `labels`; the status and body.
-async fn create(control: &ControlProcess, bearer: &str, image: &str, labels: Value) -> (u16, Value) {
-    let body = json!({"image": image, "resources": {"cpus": 0.5, "memory_mb": 128}, "labels": labels});
+async fn create(
+    control: &ControlProcess,
+    bearer: &str,
+    image: &str,
+    labels: Value,
+) -> (u16, Value) {
+    let body =
+        json!({"image": image, "resources": {"cpus": 0.5, "memory_mb": 128}, "labels": labels});
     control
         .call("POST", "/v1/containers", Some(bearer), Some(&body))
         .await
@@ -99,14 +105,18 @@ async fn desktops_are_confined_and_cannot_reach_each_other() {
         desktops.push((bearer.clone(), cid, job));
     }
     for (bearer, cid, _) in &desktops {
-        eventually(&format!("{cid} to run"), Duration::from_secs(60), || async {
-            let (_, c) = control
-                .call("GET", &format!("/v1/containers/{cid}"), Some(bearer), None)
-                .await
-                .ok()?;
-            assert_ne!(c["state"], "failed", "{c}");
-            (c["state"] == "running").then_some(())
-        })
+        eventually(
+            &format!("{cid} to run"),
+            Duration::from_secs(60),
+            || async {
+                let (_, c) = control
+                    .call("GET", &format!("/v1/containers/{cid}"), Some(bearer), None)
+                    .await
+                    .ok()?;
+                assert_ne!(c["state"], "failed", "{c}");
+                (c["state"] == "running").then_some(())
+            },
+        )
         .await;
     }
 
@@ -154,7 +164,7 @@ async fn desktops_are_confined_and_cannot_reach_each_other() {
         ) {
             assert_eq!(binding["HostIp"], "127.0.0.1", "{binding}");
         }
-        assert_eq!(c["Config"]["Labels"]["user.team"].as_str().is_some(), true);
+        assert!(c["Config"]["Labels"]["user.team"].is_string(), "{c}");
         let ip = c["NetworkSettings"]["Networks"][&network]["IPAddress"]
             .as_str()
             .filter(|ip| !ip.is_empty())
@@ -181,7 +191,11 @@ async fn desktops_are_confined_and_cannot_reach_each_other() {
         .unwrap();
     assert_eq!(status, 200, "{seen}");
     assert_eq!(seen["state"], "completed", "{seen}");
-    assert_eq!(seen["result"], json!({}), "the owner sees no endpoint: {seen}");
+    assert_eq!(
+        seen["result"],
+        json!({}),
+        "the owner sees no endpoint: {seen}"
+    );
     let admin = identity.token("root", "t1", true);
     let (status, seen) = control
         .call("GET", &format!("/v1/jobs/{job}"), Some(&admin), None)
@@ -285,7 +299,10 @@ async fn half_sent_requests_are_closed_after_the_header_timeout() {
     let mut partial = TcpStream::connect(control.api).await.unwrap();
     partial.write_all(b"GET /v1/contai").await.unwrap();
     let mut silent = TcpStream::connect(control.api).await.unwrap();
-    for (what, stream) in [("half a request line", &mut partial), ("nothing", &mut silent)] {
+    for (what, stream) in [
+        ("half a request line", &mut partial),
+        ("nothing", &mut silent),
+    ] {
         let answer = tokio::time::timeout(WAIT, until_closed(stream))
             .await
             .unwrap_or_else(|_| panic!("a client that sent {what} was still open after {WAIT:?}"));

@@ -29,8 +29,8 @@ use super::docker_model::{
     state_from_inspect, status, summary_is_running, validate,
 };
 use super::{
-    CONTAINER_VNC_PORT, ContainerSpec, Endpoint, LABEL_CID, LABEL_MANAGED, LABEL_PLANE,
-    Runtime, RuntimeError, RuntimeState, valid_cid,
+    CONTAINER_VNC_PORT, ContainerSpec, Endpoint, LABEL_CID, LABEL_MANAGED, LABEL_PLANE, Runtime,
+    RuntimeError, RuntimeState, valid_cid,
 };
 
 /// Engine address when none is configured.
@@ -546,16 +546,8 @@ mod tests {
 
     #[test]
     fn connect_rejects_bad_addresses_and_ranges() {
-        let connect = |host, network| {
-            let isolation = Isolation {
-                network: "desks".into(),
-                pids_limit: 1,
-                cap_add: vec![],
-                log_max_size: "1m".into(),
-                log_max_files: 1,
-            };
-            DockerRuntime::connect(host, network, isolation, "p")
-        };
+        let connect =
+            |host, network| DockerRuntime::connect(host, network, Isolation::default(), "p");
         assert!(connect(Some("ftp://x"), NetworkMode::Bridge).is_err());
         assert!(connect(Some("unix://"), NetworkMode::Bridge).is_err());
         let empty = NetworkMode::Host {

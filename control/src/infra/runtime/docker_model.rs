@@ -53,6 +53,19 @@ pub struct Isolation {
     pub log_max_files: u32,
 }
 
+/// The `DEFAULT_*` confinement.
+impl Default for Isolation {
+    fn default() -> Self {
+        Isolation {
+            network: DEFAULT_DESKTOP_NETWORK.into(),
+            pids_limit: DEFAULT_PIDS_LIMIT,
+            cap_add: Vec::new(),
+            log_max_size: DEFAULT_LOG_MAX_SIZE.into(),
+            log_max_files: DEFAULT_LOG_MAX_FILES,
+        }
+    }
+}
+
 /// The HTTP status of an engine answer, if the error is one.
 pub(super) fn status(e: &DockerError) -> Option<u16> {
     match e {

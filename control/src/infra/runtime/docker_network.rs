@@ -63,8 +63,12 @@ impl Inner {
             // Every creator removes the same ones; a twin already gone (404) or in
             // use (it will be when its creator raced ahead) stays as it is.
             match bounded(API_TIMEOUT, docker.remove_network(id)).await {
-                Ok(()) => tracing::info!(network = %name, docker.id = %id, "removed a duplicate desktop network"),
-                Err(e) => tracing::debug!(network = %name, docker.id = %id, error = %e, "duplicate desktop network not removed"),
+                Ok(()) => {
+                    tracing::info!(network = %name, docker.id = %id, "removed a duplicate desktop network")
+                }
+                Err(e) => {
+                    tracing::debug!(network = %name, docker.id = %id, error = %e, "duplicate desktop network not removed")
+                }
             }
         }
         isolated(name, kept)
