@@ -20,6 +20,33 @@ use vnc_tests::redis::RedisServer;
 
 const MIB: u64 = 1024 * 1024;
 
+/// An image name no test starts: creates that pass validation fail in their job.
+const NO_IMAGE: &str = "vnc-test-never-started:none";
+
+/// Redis, the VNC token keys and an identity provider for one test's control.
+struct Stack {
+    redis: RedisServer,
+    keys: TestKeys,
+    identity: Identity,
+}
+
+impl Stack {
+    async fn new() -> Stack {
+        Stack {
+            redis: RedisServer::start().await.unwrap(),
+            keys: TestKeys::new(),
+            identity: Identity::new(),
+        }
+    }
+
+    /// Starts control on this stack with `flags`.
+    async fn control(&self, flags: &[&str]) -> ControlProcess {
+        ControlProcess::start(&self.redis.url(), &self.keys, &self.identity, flags)
+            .await
+            .unwrap()
+    }
+}
+
 /// Creates a desktop of `image` for `bearer` with `labels`; the status and body.
 async fn create(
     control: &ControlProcess,
@@ -57,22 +84,18 @@ async fn desktops_are_confined_and_cannot_reach_each_other() {
     if !docker_required() {
         return;
     }
-    let redis = RedisServer::start().await.unwrap();
-    let keys = TestKeys::new();
-    let identity = Identity::new();
+    let stack = Stack::new().await;
+    let identity = &stack.identity;
     let image = vnc_tests::docker::fixture_image();
     // Its own network, so the test sees control create it; removed after the
     // desktops (the guards drop in reverse order).
-    let network = format!("vnc-test-{}", redis.port);
+    let network = format!("vnc-test-{}", stack.redis.port);
     let _ = docker(&["network", "rm", &network]);
     let _network = NetworkGuard {
         name: network.clone(),
     };
-    let control = ControlProcess::start(
-        &redis.url(),
-        &keys,
-        &identity,
-        &[
+    let control = stack
+        .control(&[
             "--image",
             &image,
             "--desktop-network",
@@ -85,10 +108,8 @@ async fn desktops_are_confined_and_cannot_reach_each_other() {
             "2",
             "--start-timeout",
             "30s",
-        ],
-    )
-    .await
-    .unwrap();
+        ])
+        .await;
 
     let alice = identity.token("alice", "t1", false);
     let bob = identity.token("bob", "t2", false);
@@ -210,26 +231,11 @@ async fn desktops_are_confined_and_cannot_reach_each_other() {
 /// 400 naming the label and the namespace, and nothing is created.
 #[tokio::test]
 async fn caller_labels_outside_the_user_namespace_are_refused() {
-    let redis = RedisServer::start().await.unwrap();
-    let keys = TestKeys::new();
-    let identity = Identity::new();
-    let control = ControlProcess::start(
-        &redis.url(),
-        &keys,
-        &identity,
-        &["--image", "vnc-test-never-started:none"],
-    )
-    .await
-    .unwrap();
-    let alice = identity.token("alice", "t1", false);
+    let stack = Stack::new().await;
+    let control = stack.control(&["--image", NO_IMAGE]).await;
+    let alice = stack.identity.token("alice", "t1", false);
     for label in ["traefik.enable", "vnc.cid", "user."] {
-        let (status, body) = create(
-            &control,
-            &alice,
-            "vnc-test-never-started:none",
-            json!({ label: "true" }),
-        )
-        .await;
+        let (status, body) = create(&control, &alice, NO_IMAGE, json!({ label: "true" })).await;
         assert_eq!(status, 400, "{label}: {body}");
         let message = body["message"].as_str().unwrap_or_default();
         assert!(
@@ -264,30 +270,20 @@ async fn read_until(stream: &mut TcpStream, needle: &str) {
 }
 
 /// A control whose API closes silent clients after `header_timeout` and serves at
-/// most `max_connections` at once.
-async fn control_with(
-    header_timeout: &str,
-    max_connections: &str,
-) -> (RedisServer, Identity, TestKeys, ControlProcess) {
-    let redis = RedisServer::start().await.unwrap();
-    let keys = TestKeys::new();
-    let identity = Identity::new();
-    let control = ControlProcess::start(
-        &redis.url(),
-        &keys,
-        &identity,
-        &[
+/// most `max_connections` at once (with the stack it needs).
+async fn control_with(header_timeout: &str, max_connections: &str) -> (Stack, ControlProcess) {
+    let stack = Stack::new().await;
+    let control = stack
+        .control(&[
             "--image",
-            "vnc-test-never-started:none",
+            NO_IMAGE,
             "--http-header-timeout",
             header_timeout,
             "--http-max-connections",
             max_connections,
-        ],
-    )
-    .await
-    .unwrap();
-    (redis, identity, keys, control)
+        ])
+        .await;
+    (stack, control)
 }
 
 /// A client that sends half a request line and then nothing, and one that sends
@@ -295,7 +291,7 @@ async fn control_with(
 /// normal request is still answered.
 #[tokio::test]
 async fn half_sent_requests_are_closed_after_the_header_timeout() {
-    let (_redis, _identity, _keys, control) = control_with("1s", "16").await;
+    let (_stack, control) = control_with("1s", "16").await;
     let mut partial = TcpStream::connect(control.api).await.unwrap();
     partial.write_all(b"GET /v1/contai").await.unwrap();
     let mut silent = TcpStream::connect(control.api).await.unwrap();
@@ -323,7 +319,7 @@ async fn half_sent_requests_are_closed_after_the_header_timeout() {
 /// them leaves (over the cap, connections wait; they are not refused).
 #[tokio::test]
 async fn connections_over_the_cap_wait_for_a_free_slot() {
-    let (_redis, _identity, _keys, control) = control_with("60s", "2").await;
+    let (_stack, control) = control_with("60s", "2").await;
     let request = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", control.api);
     let mut idle = Vec::new();
     for _ in 0..2 {
