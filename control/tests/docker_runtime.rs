@@ -20,7 +20,7 @@ use vnc_control::infra::runtime::{
 };
 use vnc_tests::WAIT;
 use vnc_tests::docker::{
-    ContainerGuard, docker, docker_required, exiting_fixture_image, fixture_image,
+    ContainerGuard, NetworkGuard, docker, docker_required, exiting_fixture_image, fixture_image,
 };
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -446,4 +446,60 @@ async fn unknown_cids_are_missing() {
         runtime.state("bad/cid").await.expect("state"),
         RuntimeState::Missing
     );
+}
+
+/// Four replicas (runtimes that share nothing) start a desktop each at the same moment
+/// on a network that does not exist yet: every start succeeds, and one network of that
+/// name is left, without inter-container traffic (engines before API 1.44 let racing
+/// creators make two; the later ones are removed).
+#[tokio::test]
+async fn replicas_racing_to_create_the_desktop_network_leave_one() {
+    if !docker_required() {
+        return;
+    }
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let network = format!("vnc-test-race-{}", &suffix[..12]);
+    let _network = NetworkGuard {
+        name: network.clone(),
+    };
+    let replicas: Vec<_> = (0..4)
+        .map(|_| {
+            let isolation = Isolation {
+                network: network.clone(),
+                ..Isolation::default()
+            };
+            let mode = NetworkMode::Published { host_ip: LOOPBACK };
+            DockerRuntime::connect(None, mode, isolation, PLANE).expect("connect")
+        })
+        .collect();
+    let desktops: Vec<_> = (0..4).map(|_| unique_cid("race")).collect();
+    let image = fixture_image();
+    let starts = replicas.iter().zip(&desktops).map(|(runtime, (cid, _))| {
+        let spec = spec(cid, image.clone());
+        async move { runtime.start(&spec).await }
+    });
+    for started in futures_util::future::join_all(starts).await {
+        started.expect("every replica's start");
+    }
+    let named = docker(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("name=^{network}$"),
+    ])
+    .expect("docker network ls");
+    assert_eq!(named.lines().count(), 1, "{named}");
+    let icc = docker(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{index .Options \"com.docker.network.bridge.enable_icc\"}}",
+        &network,
+    ])
+    .expect("docker network inspect");
+    assert_eq!(icc.trim(), "false");
+    for (runtime, (cid, _)) in replicas.iter().zip(&desktops) {
+        runtime.stop(cid, GRACE).await.expect("stop");
+    }
 }

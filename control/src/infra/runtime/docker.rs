@@ -28,6 +28,7 @@ use super::docker_model::{
     Isolation, container_name, create_body, endpoint_from_inspect, map_error, pick_existing,
     state_from_inspect, status, summary_is_running, validate,
 };
+use super::docker_network::twin_network;
 use super::{
     CONTAINER_VNC_PORT, ContainerSpec, Endpoint, LABEL_CID, LABEL_MANAGED, LABEL_PLANE, Runtime,
     RuntimeError, RuntimeState, valid_cid,
@@ -283,6 +284,7 @@ impl Inner {
         }
         // Held until the container exists with its port label, then released.
         let mut port_guard = None;
+        let mut joins = None;
         let vnc_port = match &self.network {
             NetworkMode::Host {
                 host_ip,
@@ -294,11 +296,18 @@ impl Inner {
                 port
             }
             NetworkMode::Bridge | NetworkMode::Published { .. } => {
-                self.ensure_network(docker).await?;
+                joins = Some(self.ensure_network(docker).await?);
                 CONTAINER_VNC_PORT
             }
         };
-        let body = create_body(spec, &self.network, &self.isolation, vnc_port, &self.plane)?;
+        let body = create_body(
+            spec,
+            &self.network,
+            joins,
+            &self.isolation,
+            vnc_port,
+            &self.plane,
+        )?;
         let name = container_name(&spec.cid);
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
         let created = raw(API_TIMEOUT, docker.create_container(Some(options), body)).await?;
@@ -347,7 +356,18 @@ impl Inner {
         settle: Duration,
     ) -> Result<(), RuntimeError> {
         // 304 (already started by a concurrent start) counts as success in bollard.
-        bounded(API_TIMEOUT, docker.start_container(id, None)).await?;
+        match raw(API_TIMEOUT, docker.start_container(id, None)).await? {
+            Ok(()) => {}
+            // The engine attaches the network by name: a replica made a twin of the
+            // desktop network at this moment (see `docker_network.rs`). Removing the
+            // newer twin makes the name unique again.
+            Err(e) if twin_network(&e) => {
+                tracing::info!(container.id = %cid, error = %e, "desktop network has a twin; removing it and starting again");
+                self.ensure_network(docker).await?;
+                bounded(API_TIMEOUT, docker.start_container(id, None)).await?;
+            }
+            Err(e) => return Err(map_error(e)),
+        }
         tokio::time::sleep(settle).await;
         let code = match self.state_of(id).await? {
             RuntimeState::Running => {

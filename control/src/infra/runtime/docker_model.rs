@@ -153,9 +153,12 @@ pub(super) fn state_from_inspect(state: Option<&ContainerState>) -> RuntimeState
 }
 
 /// The create request: labels, env, limits, confinement and networking of one desktop.
+/// In the bridge and published modes it `joins` that network (an id: see
+/// `docker_network.rs`), else the desktop network by name.
 pub(super) fn create_body(
     spec: &ContainerSpec,
     network: &NetworkMode,
+    joins: Option<String>,
     isolation: &Isolation,
     vnc_port: u16,
     plane: &str,
@@ -202,10 +205,11 @@ pub(super) fn create_body(
         ..Default::default()
     };
     let mut exposed_ports = None;
+    let desktop_network = joins.unwrap_or_else(|| isolation.network.clone());
     match network {
-        NetworkMode::Bridge => host_config.network_mode = Some(isolation.network.clone()),
+        NetworkMode::Bridge => host_config.network_mode = Some(desktop_network),
         NetworkMode::Published { host_ip } => {
-            host_config.network_mode = Some(isolation.network.clone());
+            host_config.network_mode = Some(desktop_network);
             exposed_ports = Some(vec![VNC_PORT_KEY.to_owned()]);
             host_config.port_bindings = Some(HashMap::from([(
                 VNC_PORT_KEY.to_owned(),
@@ -338,8 +342,15 @@ mod tests {
 
     #[test]
     fn create_body_sets_labels_env_and_limits() {
-        let body =
-            create_body(&spec(), &NetworkMode::Bridge, &isolation(), 5900, "p1").expect("body");
+        let body = create_body(
+            &spec(),
+            &NetworkMode::Bridge,
+            None,
+            &isolation(),
+            5900,
+            "p1",
+        )
+        .expect("body");
         let labels = body.labels.expect("labels");
         assert_eq!(labels[LABEL_MANAGED], "true");
         assert_eq!(labels[LABEL_CID], "c1");
@@ -379,13 +390,13 @@ mod tests {
         let mut iso = isolation();
         iso.pids_limit = 0;
         iso.cap_add = vec!["CHOWN".into()];
-        let body = create_body(&s, &published, &iso, 5900, "p1").expect("body");
+        let body = create_body(&s, &published, Some("n1d".into()), &iso, 5900, "p1").expect("body");
         assert_eq!(body.exposed_ports, Some(vec![VNC_PORT_KEY.to_owned()]));
         let host = body.host_config.expect("host config");
         assert_eq!((host.nano_cpus, host.memory), (None, None));
         assert_eq!((host.memory_swap, host.pids_limit), (None, None));
         assert_eq!(host.cap_add, Some(vec!["CHOWN".to_owned()]));
-        assert_eq!(host.network_mode.as_deref(), Some("desks"));
+        assert_eq!(host.network_mode.as_deref(), Some("n1d"));
         let binding = &host.port_bindings.expect("bindings")[VNC_PORT_KEY];
         assert_eq!(
             binding.as_ref().expect("binding")[0].host_ip.as_deref(),
@@ -401,7 +412,7 @@ mod tests {
             host_ip: "127.0.0.1".parse().expect("ip"),
             port_range: (20000, 20010),
         };
-        let body = create_body(&s, &host_mode, &iso, 20005, "p1").expect("body");
+        let body = create_body(&s, &host_mode, None, &iso, 20005, "p1").expect("body");
         assert_eq!(body.labels.expect("labels")[LABEL_PORT], "20005");
         let env = body.env.expect("env");
         assert!(env.contains(&"VNC_PORT=20005".to_owned()));

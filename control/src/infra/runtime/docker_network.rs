@@ -6,8 +6,10 @@
 //!
 //! Engines before API 1.44 create a second network of a name that exists (with only a
 //! warning), so two replicas (or planes) creating it at the same moment can make two,
-//! and a name that matches two networks cannot be used. Every creator therefore lists
-//! the networks of that name afterwards, keeps the oldest, and removes the others.
+//! and a name that matches two networks cannot be used. Desktops therefore join the
+//! network by id, and every creator lists the networks of that name afterwards, keeps
+//! the oldest (a twin made later is always newer, so every replica keeps the same one)
+//! and removes the others.
 
 use std::collections::HashMap;
 
@@ -25,9 +27,9 @@ const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
 
 impl Inner {
     /// Makes sure the desktop network exists, once, with inter-container traffic
-    /// disabled. Checked on every create (creates are rate-limited), so a network
-    /// removed by hand is made again instead of failing every later start.
-    pub(super) async fn ensure_network(&self, docker: &Docker) -> Result<(), RuntimeError> {
+    /// disabled; returns its id. Checked on every create (creates are rate-limited), so
+    /// a network removed by hand is made again instead of failing every later start.
+    pub(super) async fn ensure_network(&self, docker: &Docker) -> Result<String, RuntimeError> {
         // One check-or-create at a time in this process.
         let _one = self.network_lock.lock().await;
         let name = &self.isolation.network;
@@ -71,7 +73,10 @@ impl Inner {
                 }
             }
         }
-        isolated(name, kept)
+        isolated(name, kept)?;
+        kept.id
+            .clone()
+            .ok_or_else(|| RuntimeError::Failed(format!("docker network {name:?} has no id")))
     }
 
     /// The networks named exactly like the desktop network (the engine's name filter
@@ -85,6 +90,18 @@ impl Inner {
             .into_iter()
             .filter(|n| n.name.as_deref() == Some(name))
             .collect())
+    }
+}
+
+/// Whether an engine error says a network name matches two networks (the engine
+/// resolves a container's networks by name when it starts it).
+pub(super) fn twin_network(e: &bollard::errors::Error) -> bool {
+    match e {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 400,
+            message,
+        } => message.contains("is ambiguous"),
+        _ => false,
     }
 }
 
