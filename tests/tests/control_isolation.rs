@@ -346,3 +346,34 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
         .await
         .expect("the waiting client is answered once a slot frees");
 }
+
+/// `network = "host"` is refused at start-up (here through `check`, which validates
+/// the same configuration) unless `allow_host_network` is set.
+#[test]
+fn host_networking_is_refused_unless_allowed() {
+    let keys = TestKeys::new();
+    let identity = Identity::new();
+    let check = |extra: &[&str]| {
+        let out = std::process::Command::new(vnc_tests::process::bin_path("vnc-control"))
+            .arg("--jwt-private-key")
+            .arg(&keys.private)
+            .arg("--auth-public-key")
+            .arg(&identity.public)
+            .args(["--image", NO_IMAGE, "--network", "host"])
+            .args(extra)
+            .arg("check")
+            .output()
+            .expect("run vnc-control check");
+        let text = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        (out.status.success(), text)
+    };
+    let (ok, text) = check(&[]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("allow_host_network") && text.contains("Redis"),
+        "{text}"
+    );
+    let (ok, text) = check(&["--allow-host-network", "true"]);
+    assert!(ok, "{text}");
+}
