@@ -37,6 +37,14 @@ pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often Redis is compared with what the runtime runs.
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
+/// Window `starts_per_minute` counts starts in (the name says a minute: this default).
+pub const DEFAULT_START_RATE_WINDOW: Duration = Duration::from_secs(60);
+/// Live (not stopped or failed) containers one tenant may have.
+pub const DEFAULT_MAX_CONTAINERS_PER_TENANT: usize = 10;
+/// API requests per second one caller may make (sustained); 0 turns the limit off.
+pub const DEFAULT_API_RATE_LIMIT: u32 = 20;
+/// API requests one caller may make at once before the sustained rate applies.
+pub const DEFAULT_API_RATE_BURST: u32 = 40;
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Control plane id (label `vnc.plane`) when none is configured.
 pub const DEFAULT_PLANE: &str = "default";
@@ -241,6 +249,28 @@ pub struct ControlSettings {
     #[arg(long, env = "VNC_CONTROL_STARTS_PER_MINUTE")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub starts_per_minute: Option<u32>,
+    /// The window `starts_per_minute` is counted in (default a minute): at most that
+    /// many starts in any window of this length, given to tenants in turn.
+    #[arg(long, env = "VNC_CONTROL_START_RATE_WINDOW", value_parser = parse_duration)]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub start_rate_window: Option<Duration>,
+    /// Live (not stopped or failed) containers one tenant may have; one more is 429.
+    #[arg(long, env = "VNC_CONTROL_MAX_CONTAINERS_PER_TENANT")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_containers_per_tenant: Option<usize>,
+    /// API requests per second per caller (bearer subject, or client address when
+    /// unauthenticated); past it 429 with Retry-After. 0 turns the limit off.
+    #[arg(long, env = "VNC_CONTROL_API_RATE_LIMIT")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_rate_limit: Option<u32>,
+    /// API requests a caller may make at once above `api_rate_limit`.
+    #[arg(long, env = "VNC_CONTROL_API_RATE_BURST")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_rate_burst: Option<u32>,
     /// Runs of a job before it fails for good.
     #[arg(long, env = "VNC_CONTROL_JOB_ATTEMPTS")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -333,6 +363,10 @@ pub struct ControlConfig {
     pub reconcile_interval: Duration,
     pub worker_concurrency: Option<usize>,
     pub starts_per_minute: Option<u32>,
+    pub start_rate_window: Duration,
+    pub max_containers_per_tenant: usize,
+    pub api_rate_limit: u32,
+    pub api_rate_burst: u32,
     pub job_attempts: Option<u32>,
     pub job_backoff: Option<Duration>,
     pub job_reclaim_idle: Option<Duration>,
@@ -425,6 +459,21 @@ impl ControlSettings {
                 problems.push(e.to_owned());
                 None
             });
+        let start_rate_window = s.start_rate_window.unwrap_or(DEFAULT_START_RATE_WINDOW);
+        if start_rate_window < Duration::from_millis(1) {
+            problems.push("start_rate_window must be at least 1ms".into());
+        }
+        let max_containers_per_tenant = s
+            .max_containers_per_tenant
+            .unwrap_or(DEFAULT_MAX_CONTAINERS_PER_TENANT);
+        if max_containers_per_tenant == 0 {
+            problems.push("max_containers_per_tenant must be at least 1".into());
+        }
+        let api_rate_limit = s.api_rate_limit.unwrap_or(DEFAULT_API_RATE_LIMIT);
+        let api_rate_burst = s.api_rate_burst.unwrap_or(DEFAULT_API_RATE_BURST);
+        if api_rate_limit > 0 && api_rate_burst == 0 {
+            problems.push("api_rate_burst must be at least 1".into());
+        }
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems.join("; ")));
         }
@@ -468,6 +517,10 @@ impl ControlSettings {
             reconcile_interval: s.reconcile_interval.unwrap_or(DEFAULT_RECONCILE_INTERVAL),
             worker_concurrency: s.worker_concurrency,
             starts_per_minute: s.starts_per_minute,
+            start_rate_window,
+            max_containers_per_tenant,
+            api_rate_limit,
+            api_rate_burst,
             job_attempts: s.job_attempts,
             job_backoff: s.job_backoff,
             job_reclaim_idle: s.job_reclaim_idle,

@@ -10,10 +10,12 @@
 //! and frees its slot.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -25,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 use vnc_shared::tls::ReloadableTls;
+
+use crate::api::rate::PeerAddr;
 
 /// Time a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -88,7 +92,7 @@ pub async fn serve(
         connections.spawn(async move {
             let _slot = slot;
             match tls {
-                None => serve_connection(stream, router, limits, &shutdown).await,
+                None => serve_connection(stream, peer, router, limits, &shutdown).await,
                 Some(acceptor) => {
                     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                     let stream = tokio::select! {
@@ -105,7 +109,7 @@ pub async fn serve(
                             }
                         },
                     };
-                    serve_connection(stream, router, limits, &shutdown).await
+                    serve_connection(stream, peer, router, limits, &shutdown).await
                 }
             }
         });
@@ -116,16 +120,21 @@ pub async fn serve(
 }
 
 /// HTTP/1.1 on one connection until the client or the header timeout ends it; on
-/// shutdown the request in flight finishes and the connection closes.
+/// shutdown the request in flight finishes and the connection closes. Each request
+/// carries the client's address (`ConnectInfo<PeerAddr>`).
 async fn serve_connection<I>(
     stream: I,
+    peer: SocketAddr,
     router: Router,
     limits: HttpLimits,
     shutdown: &CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req: hyper::Request<Incoming>| router.clone().oneshot(req));
+    let svc = service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(PeerAddr(peer)));
+        router.clone().oneshot(req)
+    });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)

@@ -39,6 +39,10 @@ pub fn install() -> PrometheusHandle {
             CONFIG_RELOADS,
             "SIGHUP reloads, by result (ok, refused: the running configuration stayed)."
         );
+        describe_counter!(
+            crate::api::rate::RATE_LIMITED,
+            "API requests refused by the per-caller rate limit, by caller kind (subject, address)."
+        );
         crate::infra::queue::describe_metrics();
     }
     handle

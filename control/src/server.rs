@@ -15,6 +15,7 @@ use vnc_shared::tls::{ReloadableTls, TlsError};
 use vnc_shared::token::{KeyError, Signer, read_hs256_secret};
 
 use crate::api::auth::{IdentityKey, IdentityKeyError, IdentityVerifier};
+use crate::api::rate::CallerLimiter;
 use crate::api::{self, AppState};
 use crate::app::jobs::{Lifecycle, reconcile_loop};
 use crate::app::{App, Tunables};
@@ -82,6 +83,7 @@ pub fn load_tunables(
         },
         token_max_ttl: config.token_max_ttl,
         relay_url: config.relay_url.clone(),
+        max_containers_per_tenant: config.max_containers_per_tenant,
     };
     Ok((tunables, identity, tls))
 }
@@ -291,6 +293,12 @@ impl Running {
                 "starts_per_minute",
                 new.starts_per_minute != old.starts_per_minute,
             ),
+            (
+                "start_rate_window",
+                new.start_rate_window != old.start_rate_window,
+            ),
+            ("api_rate_limit", new.api_rate_limit != old.api_rate_limit),
+            ("api_rate_burst", new.api_rate_burst != old.api_rate_burst),
             ("job_attempts", new.job_attempts != old.job_attempts),
             ("job_backoff", new.job_backoff != old.job_backoff),
             (
@@ -355,6 +363,7 @@ pub async fn run_with(
     let state = Arc::new(AppState {
         identity: Swap::new(identity),
         app,
+        limiter: CallerLimiter::new(config.api_rate_limit, config.api_rate_burst),
         ready,
     });
     let reloadable = Arc::new(Reloadable {
@@ -436,8 +445,11 @@ fn queue_config(config: &ControlConfig) -> QueueConfig {
     if let Some(idle) = config.job_reclaim_idle {
         q.reclaim_idle = idle;
     }
-    if let Some(n) = config.starts_per_minute {
-        q.rate_limits = vec![(crate::app::START_JOB.to_owned(), n, Duration::from_secs(60))];
-    }
+    let (_, default_max, _) = crate::infra::queue::DEFAULT_START_RATE;
+    q.rate_limits = vec![(
+        crate::app::START_JOB.to_owned(),
+        config.starts_per_minute.unwrap_or(default_max),
+        config.start_rate_window,
+    )];
     q
 }

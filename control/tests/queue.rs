@@ -551,9 +551,15 @@ async fn a_long_job_is_not_taken_over_while_its_worker_lives() {
     b.stop().await;
 }
 
+/// The job is rate-limited (one start an hour): a reclaimed run of a dispatched job
+/// needs no second slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_replicas_job_is_reclaimed_and_completed_by_another() {
     let redis = RedisServer::start().await.unwrap();
+    let config = |c| QueueConfig {
+        rate_limits: vec![("start".to_owned(), 1, Duration::from_secs(3600))],
+        ..config(c)
+    };
     let started = Arc::new(tokio::sync::Notify::new());
     let stuck = handler({
         let started = started.clone();
@@ -563,7 +569,11 @@ async fn a_dead_replicas_job_is_reclaimed_and_completed_by_another() {
         }
     });
     let a = Replica::start(&redis, config("a"), stuck).await;
-    let id = a.queue.enqueue("start", json!({}), None).await.unwrap();
+    let id = a
+        .queue
+        .enqueue_in("t1", "start", json!({}), None)
+        .await
+        .unwrap();
     tokio::time::timeout(WAIT, started.notified())
         .await
         .expect("replica a started the job");
@@ -638,6 +648,57 @@ async fn rate_limit_holds_across_replicas() {
     assert!(starts[8] - starts[0] >= window * 2 - slack);
     a.stop().await;
     b.stop().await;
+}
+
+/// Jobs of a rate-limited name take its slots by group in turn, a group that just
+/// joined before the one served last, whatever order they were queued in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn groups_take_rate_slots_in_turn() {
+    let redis = RedisServer::start().await.unwrap();
+    let cfg = QueueConfig {
+        rate_limits: vec![("start".to_owned(), 1, Duration::from_millis(150))],
+        ..config("a")
+    };
+    let q = queue(&redis, cfg.clone()).await;
+    let mut group_of = HashMap::new();
+    for group in ["a", "a", "a", "a", "a", "a", "b", "b", "c"] {
+        let id = q.enqueue_in(group, "start", json!({}), None).await.unwrap();
+        group_of.insert(id, group);
+    }
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let h = {
+        let order = order.clone();
+        handler(move |job: Job| {
+            order.lock().unwrap().push(job.id);
+            async { Ok(json!(null)) }
+        })
+    };
+    let r = Replica::start(&redis, cfg, h).await;
+    for id in group_of.keys() {
+        let done = wait_state(&r.queue, id, JobState::Completed).await;
+        assert_eq!(done.attempts, 1);
+    }
+    let served: Vec<&str> = order
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|id| group_of[id])
+        .collect();
+    assert_eq!(served, ["a", "b", "c", "a", "b", "a", "a", "a", "a"]);
+    // Nothing keyed by group is left behind.
+    let left: u64 = redis
+        .client
+        .exists(vec![
+            "vnc:jobs:ring:start",
+            "vnc:jobs:served:start",
+            "vnc:jobs:group:start:a",
+            "vnc:jobs:group:start:b",
+            "vnc:jobs:group:start:c",
+        ])
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    r.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -233,7 +233,10 @@ export function connect(url, token, containerId) {
                 case SIO_EVENT: {
                     const [name, payload] = JSON.parse(rest);
                     if (name === "vnc:end") {
+                        // The relay ends the session: hang up now instead of leaving
+                        // it to wait out its grace.
                         channel._end = { code: payload.code, reason: payload.reason };
+                        ws.close(1000);
                     } else if (name === "vnc:event" && channel._onEvent) {
                         channel._onEvent(payload);
                     }

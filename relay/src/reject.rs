@@ -7,6 +7,8 @@ use http_body_util::Full;
 use vnc_shared::token::TokenError;
 
 use crate::metrics::{AUTH_FAILURES, REJECTIONS};
+use crate::store::StoreError;
+use crate::upstream::UpstreamError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Reject {
@@ -24,6 +26,10 @@ pub enum Reject {
     TooManySessions(&'static str),
     #[error("origin is not allowed")]
     Origin,
+    #[error(
+        "a token from the vnc_token cookie is taken only from the relay's own origin or an allowed one"
+    )]
+    CrossSiteCookie,
     #[error("token is not valid for this container")]
     WrongContainer,
     #[error("unknown container")]
@@ -32,14 +38,44 @@ pub enum Reject {
     NotRunning(&'static str),
     #[error("no such endpoint")]
     NotFound,
-    #[error("VNC server unreachable: {0}")]
-    Upstream(String),
+    /// What failed, never where: the body names no internal address.
+    #[error("the desktop's VNC server is unreachable ({0})")]
+    Upstream(&'static str),
     #[error("relay is draining")]
     Draining,
     #[error("relay is at its session limit")]
     AtCapacity,
+    /// What failed, never where or Redis's own words.
     #[error("relay can't verify the session right now: {0}")]
-    Unavailable(String),
+    Unavailable(&'static str),
+}
+
+/// The address and the OS error go to the relay's log, not to the client.
+impl From<UpstreamError> for Reject {
+    fn from(e: UpstreamError) -> Self {
+        tracing::warn!(error = %e, "VNC server unreachable");
+        Reject::Upstream(match e {
+            UpstreamError::Timeout { .. } => "connect timed out",
+            UpstreamError::Connect { source, .. }
+                if source.kind() == std::io::ErrorKind::ConnectionRefused =>
+            {
+                "connection refused"
+            }
+            UpstreamError::Connect { .. } => "connect failed",
+        })
+    }
+}
+
+/// Redis's error and a corrupt record's details go to the relay's log, not to the
+/// client.
+impl From<StoreError> for Reject {
+    fn from(e: StoreError) -> Self {
+        tracing::warn!(error = %e, "session store failed");
+        Reject::Unavailable(match e {
+            StoreError::Unavailable(_) => "redis unreachable",
+            StoreError::Corrupt(_) => "the container's record is unreadable",
+        })
+    }
 }
 
 impl Reject {
@@ -47,9 +83,11 @@ impl Reject {
         match self {
             Reject::BadRequest(_) => StatusCode::BAD_REQUEST,
             Reject::NoToken | Reject::Token(_) => StatusCode::UNAUTHORIZED,
-            Reject::Revoked | Reject::TokenInUse | Reject::Origin | Reject::WrongContainer => {
-                StatusCode::FORBIDDEN
-            }
+            Reject::Revoked
+            | Reject::TokenInUse
+            | Reject::Origin
+            | Reject::CrossSiteCookie
+            | Reject::WrongContainer => StatusCode::FORBIDDEN,
             Reject::UnknownContainer | Reject::NotRunning(_) | Reject::NotFound => {
                 StatusCode::NOT_FOUND
             }
@@ -117,15 +155,48 @@ mod tests {
             (Reject::TokenInUse, 403),
             (Reject::TooManySessions("user"), 429),
             (Reject::Origin, 403),
+            (Reject::CrossSiteCookie, 403),
             (Reject::WrongContainer, 403),
             (Reject::UnknownContainer, 404),
             (Reject::NotRunning("stopped"), 404),
-            (Reject::Upstream("refused".into()), 502),
+            (Reject::Upstream("connection refused"), 502),
             (Reject::Draining, 503),
-            (Reject::Unavailable("down".into()), 503),
+            (Reject::Unavailable("redis unreachable"), 503),
         ];
         for (r, code) in cases {
             assert_eq!(r.status().as_u16(), code, "{r}");
         }
+    }
+
+    #[test]
+    fn bodies_name_no_internal_address_or_redis_error() {
+        let refused = UpstreamError::Connect {
+            addr: "10.1.2.3:5901".into(),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        let timeout = UpstreamError::Timeout {
+            addr: "10.1.2.3:5901".into(),
+            after: std::time::Duration::from_secs(5),
+        };
+        let redis = StoreError::Unavailable("IO Error: 10.9.9.9:6379: refused".into());
+        let corrupt = StoreError::Corrupt("port \"x\" of vnc:container:c1".into());
+        let bodies = [
+            Reject::from(refused).to_string(),
+            Reject::from(timeout).to_string(),
+            Reject::from(redis).to_string(),
+            Reject::from(corrupt).to_string(),
+        ];
+        for body in &bodies {
+            assert!(!body.contains("10."), "{body}");
+            assert!(!body.contains("vnc:"), "{body}");
+        }
+        assert_eq!(
+            bodies[0],
+            "the desktop's VNC server is unreachable (connection refused)"
+        );
+        assert_eq!(
+            bodies[2],
+            "relay can't verify the session right now: redis unreachable"
+        );
     }
 }

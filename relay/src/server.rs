@@ -547,7 +547,7 @@ impl Relay {
         match req.uri().path() {
             // socket.io takes its own path once started; until then, say why not.
             path if path.starts_with("/socket.io/") => {
-                Reject::Unavailable("socket.io is not started yet (waiting for redis)".into())
+                Reject::Unavailable("socket.io is not started yet (waiting for redis)")
                     .into_response()
             }
             "/websockify" | "/vnc/ws" => match self.open(&req).await {
@@ -580,8 +580,9 @@ impl Relay {
         let headers = req.headers();
         let query = req.uri().query();
         let upgrade = upgrade::check(req.method(), headers)?;
-        auth::check_origin(&self.config().allowed_origins, headers)?;
-        let token = auth::token_from(query, headers).ok_or(Reject::NoToken)?;
+        let allowed = &self.config().allowed_origins;
+        auth::check_origin(allowed, headers)?;
+        let token = auth::request_token(allowed, query, headers)?;
         let cid = auth::query_param(query, "containerId");
         let admitted = self.admit(&token, cid.as_deref(), "websocket").await?;
         Ok((upgrade, admitted))
@@ -600,11 +601,7 @@ impl Relay {
         if container_id.is_some_and(|cid| cid != claims.cid) {
             return Err(Reject::WrongContainer);
         }
-        let lookup = self
-            .store
-            .lookup(&claims.cid, &claims.jti)
-            .await
-            .map_err(|e| Reject::Unavailable(e.to_string()))?;
+        let lookup = self.store.lookup(&claims.cid, &claims.jti).await?;
         if lookup.revoked {
             return Err(Reject::Revoked);
         }
@@ -615,9 +612,7 @@ impl Relay {
         if target.state != ContainerState::Running {
             return Err(Reject::NotRunning(target.state.as_str()));
         }
-        let upstream = upstream::connect(&target, config.limits.connect_timeout)
-            .await
-            .map_err(|e| Reject::Upstream(e.to_string()))?;
+        let upstream = upstream::connect(&target, config.limits.connect_timeout).await?;
         let record = Arc::new(SessionRecord {
             sid: uuid::Uuid::new_v4().to_string(),
             cid: claims.cid.clone(),
@@ -637,8 +632,7 @@ impl Relay {
                 config.session_limits,
                 config.session_ttl,
             )
-            .await
-            .map_err(|e| Reject::Unavailable(e.to_string()))?;
+            .await?;
         match admission {
             Admission::Admitted => {}
             Admission::TokenInUse => return Err(Reject::TokenInUse),

@@ -287,29 +287,34 @@ pub async fn relay<B: Socket>(
         mut recorder,
     } = taps;
     let mut decoder = Decoder::new(limits.max_message_size as u64);
-    let handshake = {
-        let mut raw = RawBrowser {
-            stream: &browser,
-            decoder: &mut decoder,
-            leftover,
-            recorder: recorder.as_mut(),
-        };
-        tokio::select! {
-            biased;
-            v = stop.wait() => Err(Stop::end_for(v)),
-            _ = sleep(limits.handshake_timeout) => Err(End::HandshakeTimeout),
-            r = rfb::handshake(&upstream, &mut raw, policy) => r,
-        }
+    let mut raw = RawBrowser {
+        stream: &browser,
+        decoder: &mut decoder,
+        leftover,
+        recorder: recorder.as_mut(),
+    };
+    let handshake = tokio::select! {
+        biased;
+        v = stop.wait() => Err(Stop::end_for(v)),
+        _ = sleep(limits.handshake_timeout) => Err(End::HandshakeTimeout),
+        r = rfb::handshake(&upstream, &mut raw, policy) => r,
     };
     let established = match handshake {
         Ok(established) => established,
         Err(end) => {
             let (code, reason) = end.close();
             let close = ControlFrame::close(code, reason);
-            let _ = tokio::time::timeout(
-                CLOSE_GRACE,
-                write_all_vectored(&browser, &[], close.as_bytes(), 0),
-            )
+            // Close, then the browser's answer (its Close or its hang-up): a socket
+            // closed with the browser's bytes unread is reset, and a reset can lose
+            // the Close and the RFB reason before it on the way.
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                if write_all_vectored(&browser, &[], close.as_bytes(), 0)
+                    .await
+                    .is_ok()
+                {
+                    while rfb::Browser::recv(&mut raw).await.is_ok() {}
+                }
+            })
             .await;
             return end;
         }

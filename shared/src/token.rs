@@ -325,9 +325,13 @@ impl KeySet {
         let data = jsonwebtoken::decode::<VncClaims>(token, key, &self.validation)
             .map_err(|e| map_jwt_error(e.kind()))?;
         let claims = data.claims;
-        if claims.cid.is_empty() || claims.jti.is_empty() || claims.sub.is_empty() {
+        // An empty tenant would match a record whose tenant is missing.
+        if [&claims.cid, &claims.jti, &claims.sub, &claims.tenant]
+            .iter()
+            .any(|c| c.is_empty())
+        {
             return Err(TokenError::InvalidClaims(
-                "cid, jti and sub must not be empty".into(),
+                "cid, jti, sub and tenant must not be empty".into(),
             ));
         }
         Ok(claims)
@@ -617,6 +621,16 @@ mod tests {
             assert!(
                 matches!(fx.keys.verify(&token), Err(TokenError::InvalidClaims(_))),
                 "missing {claim} must be refused"
+            );
+        }
+        for claim in ["cid", "jti", "sub", "tenant"] {
+            let token = fx
+                .signer
+                .sign(&claims_json(|v| v[claim] = "".into()))
+                .unwrap();
+            assert!(
+                matches!(fx.keys.verify(&token), Err(TokenError::InvalidClaims(_))),
+                "empty {claim} must be refused"
             );
         }
         assert!(matches!(

@@ -3,7 +3,7 @@
 //   node client.mjs '{"url":"http://127.0.0.1:6080","token":"...","containerId":"c1"}'
 //
 // Options: url, token, containerId, tokenIn ("auth" (default) or "query"),
-// transports (default ["websocket"]).
+// transports (default ["websocket"]), headers (extra request headers, e.g. Cookie).
 //
 // Prints one JSON object per line for everything that happens:
 //   {"ev":"connect"} {"ev":"connect_error","message":...} {"ev":"data","b64":...}
@@ -15,6 +15,8 @@
 //   {"cmd":"send_array","b64":...}  vnc:data with the bytes as an array of numbers
 //   {"cmd":"emit","event":...,"payload":...}  another event, acknowledged:
 //                                   prints {"ev":"ack","event":...,"payload":...}
+//   {"cmd":"flood","event":...,"payload":...,"count":N}  the event N times, each
+//                                   once the one before is acknowledged (acks not printed)
 //   {"cmd":"pause"} / {"cmd":"resume"}  stop / start reading the TCP socket
 //   {"cmd":"close"}
 import { createInterface } from "node:readline";
@@ -40,6 +42,7 @@ const socket = io(`${opts.url}/vnc`, {
     transports: opts.transports || ["websocket"],
     query,
     auth,
+    extraHeaders: opts.headers || {},
     reconnection: false,
     timeout: 10000,
 });
@@ -74,6 +77,19 @@ lines.on("line", (line) => {
                 (err) => out({ ev: "ack", event: c.event, payload: { error: String(err) } }),
             );
             break;
+        case "flood": {
+            // Each event once the one before is acknowledged: a client the relay
+            // keeps up with, so only the relay's own bounds can stop it.
+            let left = c.count;
+            const next = () => {
+                if (left > 0 && socket.connected) {
+                    left--;
+                    socket.emit(c.event, c.payload, next);
+                }
+            };
+            next();
+            break;
+        }
         case "pause":
             tcp()?.pause();
             break;

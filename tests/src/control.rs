@@ -90,7 +90,11 @@ impl ControlProcess {
             .env(
                 "RUST_LOG",
                 std::env::var("CONTROL_LOG").unwrap_or_else(|_| "warn".into()),
-            );
+            )
+            // Tests poll the API from one caller every 20 ms, past the default
+            // per-caller limit; a test of the limit passes `--api-rate-limit`, which
+            // wins over this.
+            .env("VNC_CONTROL_API_RATE_LIMIT", "100000");
         let (proc, line) = Proc::start(cmd, "vnc-control").await?;
         Ok(ControlProcess {
             api: listening_field(&line, "api=")?,
@@ -150,6 +154,50 @@ impl ControlProcess {
             .1
     }
 
+    /// [`ControlProcess::call`], also returning the response head (status line and
+    /// headers, as sent).
+    pub async fn call_with_head(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<(u16, String, serde_json::Value)> {
+        let req = self.request(method, path, bearer, body);
+        let stream = tokio::net::TcpStream::connect(self.api).await?;
+        let (status, head, text) = crate::ws::http_exchange(stream, req.as_bytes()).await?;
+        Ok((
+            status,
+            head,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        ))
+    }
+
+    /// An HTTP/1.1 request to the API, closing the connection after the answer.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> String {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.api,
+            body.len()
+        );
+        if !body.is_empty() {
+            req.push_str("Content-Type: application/json\r\n");
+        }
+        if let Some(t) = bearer {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(&body);
+        req
+    }
+
     /// Sends a JSON request with a bearer token; returns the status and the JSON body
     /// (`Null` when the body is empty or not JSON).
     pub async fn call(
@@ -171,20 +219,7 @@ impl ControlProcess {
         bearer: Option<&str>,
         body: Option<&serde_json::Value>,
     ) -> anyhow::Result<(u16, serde_json::Value)> {
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            self.api,
-            body.len()
-        );
-        if !body.is_empty() {
-            req.push_str("Content-Type: application/json\r\n");
-        }
-        if let Some(t) = bearer {
-            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-        }
-        req.push_str("\r\n");
-        req.push_str(&body);
+        let req = self.request(method, path, bearer, body);
         let (status, text) = match tls {
             None => crate::ws::raw_http(self.api, req.as_bytes()).await?,
             Some(tls) => {

@@ -190,6 +190,15 @@ impl SioClient {
         Ok(ack)
     }
 
+    /// A browser's side of the RFB handshake at once, without reading: version 3.8,
+    /// security None, shared ClientInit.
+    pub async fn send_handshake(&mut self) -> anyhow::Result<()> {
+        for part in [&b"RFB 003.008\n"[..], &[1], &[1]] {
+            self.send(part).await?;
+        }
+        Ok(())
+    }
+
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
     }

@@ -100,7 +100,19 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> anyhow::Result<(u16, 
 
 /// Sends `request` as is on `stream` (plain or TLS) and reads the answer to its end;
 /// returns the status and body.
-pub async fn http_over<S>(mut stream: S, request: &[u8]) -> anyhow::Result<(u16, String)>
+pub async fn http_over<S>(stream: S, request: &[u8]) -> anyhow::Result<(u16, String)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (status, _, body) = http_exchange(stream, request).await?;
+    Ok((status, body))
+}
+
+/// [`http_over`], also returning the response head (status line and headers).
+pub async fn http_exchange<S>(
+    mut stream: S,
+    request: &[u8],
+) -> anyhow::Result<(u16, String, String)>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -113,11 +125,8 @@ where
         .nth(1)
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("no HTTP status in {text:?}"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    Ok((status, head.to_owned(), body.to_owned()))
 }
 
 /// GET `path`; returns the status and body.

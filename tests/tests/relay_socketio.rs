@@ -303,9 +303,7 @@ async fn flooded_viewer(relay_args: &[&str]) -> (Stack, u64, SioClient) {
     let mut viewer = SioClient::connect(stack.relay.public, &token, "c1")
         .await
         .unwrap();
-    viewer.send(b"RFB 003.008\n").await.unwrap();
-    viewer.send(&[1]).await.unwrap();
-    viewer.send(&[1]).await.unwrap();
+    viewer.send_handshake().await.unwrap();
     (stack, rss_before, viewer)
 }
 
@@ -643,4 +641,91 @@ async fn a_vnc_resize_the_server_ignores_gets_no_answer() {
             .await,
         Some(1.0)
     );
+}
+
+/// A browser that starts a KeyEvent (one byte of it) and never finishes it, then
+/// streams large clipboard events: the relay holds structured input only up to its
+/// bound, then ends the session with 1008, without growing; another viewer of the same
+/// desktop keeps relaying throughout.
+#[tokio::test]
+async fn structured_input_behind_an_unfinished_message_is_bounded() {
+    if !socketio_client_available() {
+        return;
+    }
+    let stack = stack(&[]).await;
+    let mut bystander = RfbClient::connect(&stack.url()).await.unwrap();
+    bystander.handshake().await.unwrap();
+    bystander.round_trip(W, H).await.unwrap();
+    let rss_before = stack.relay.proc.rss_kib();
+
+    let token = stack.keys.token("c1", Scope::Control);
+    let mut rfb = viewer(&stack.relay, &token, "c1").await;
+    rfb.handshake().await.unwrap();
+    // One byte of a KeyEvent: the relay's framer waits for the other seven.
+    rfb.sio().send(&[4]).await.unwrap();
+    let text = "x".repeat(60 * 1024);
+    let flood = json!({
+        "cmd": "flood",
+        "event": "vnc:input",
+        "payload": { "type": "clipboard", "text": text },
+        "count": 3000,
+    });
+    rfb.sio().command(flood).await.unwrap();
+    bystander.round_trip(W, H).await.unwrap();
+    assert_eq!(
+        rfb.sio().expect_end().await.unwrap(),
+        (
+            1008,
+            "input arrives faster than the VNC server reads it".to_owned()
+        )
+    );
+    stack
+        .relay
+        .wait_metric(
+            "vnc_relay_sessions_total{transport=\"socketio\",outcome=\"input_overflow\"}",
+            1.0,
+        )
+        .await;
+    let grown = stack.relay.proc.rss_kib().saturating_sub(rss_before);
+    assert!(grown < 20 * 1024, "relay RSS grew {grown} KiB");
+    bystander.round_trip(W, H).await.unwrap();
+    assert_eq!(stack.relay.active_sessions("websocket").await, Some(1.0));
+}
+
+/// Cross-site WebSocket hijacking: another site's page can make the browser attach the
+/// `vnc_token` cookie, never a token in its auth or query. Without an Origin
+/// allowlist, a cookie token is taken only from the relay's own origin.
+#[tokio::test]
+async fn a_cookie_token_from_another_site_is_refused() {
+    if !socketio_client_available() {
+        return;
+    }
+    let stack = stack(&[]).await;
+    let cookie = |token: &str| format!("vnc_token={token}");
+    let token = stack.keys.token("c1", Scope::Control);
+    let mut hijack = SioClient::start(
+        stack.relay.public,
+        json!({
+            "containerId": "c1",
+            "headers": { "Cookie": cookie(&token), "Origin": "https://evil.example" },
+        }),
+    )
+    .await
+    .unwrap();
+    match hijack.next().await.unwrap() {
+        SioEvent::ConnectError(m) => assert!(m.contains("vnc_token cookie"), "{m}"),
+        other => panic!("a cross-site cookie: {other:?}"),
+    }
+    // The same cookie from the relay's own origin opens the session.
+    let own = format!("http://{}", stack.relay.public);
+    let mut client = SioClient::start(
+        stack.relay.public,
+        json!({
+            "containerId": "c1",
+            "headers": { "Cookie": cookie(&token), "Origin": own },
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(client.next().await.unwrap(), SioEvent::Connect);
 }

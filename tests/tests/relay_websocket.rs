@@ -101,6 +101,11 @@ async fn bad_requests_get_documented_statuses_and_harm_no_other_session() {
         .put_container("other-tenant", "t2", "running", stack.fixture.port())
         .await;
 
+    stack
+        .redis
+        .put_container("no-tenant", "", "running", stack.fixture.port())
+        .await;
+
     let claims = |f: &dyn Fn(&mut serde_json::Value)| {
         let mut c = TestKeys::claims("c1");
         f(&mut c);
@@ -165,6 +170,21 @@ async fn bad_requests_get_documented_statuses_and_harm_no_other_session() {
             })),
             401,
         ),
+        (
+            "missing tenant",
+            relay.ws_url(&claims(&|c| {
+                c.as_object_mut().unwrap().remove("tenant");
+            })),
+            401,
+        ),
+        (
+            "empty tenant, for a record without one",
+            relay.ws_url(&claims(&|c| {
+                c["tenant"] = "".into();
+                c["cid"] = "no-tenant".into();
+            })),
+            401,
+        ),
         ("unknown kid", relay.ws_url(&unknown_kid), 401),
         ("revoked", relay.ws_url(&keys.sign(&revoked_claims)), 403),
         (
@@ -191,6 +211,8 @@ async fn bad_requests_get_documented_statuses_and_harm_no_other_session() {
     for (what, url, want) in cases {
         let (status, body) = refused(&url).await;
         assert_eq!(status, want, "{what}: {body}");
+        // What failed, never where: no internal address in any body.
+        assert!(!body.contains("127.0.0.1"), "{what}: {body}");
         let json: serde_json::Value =
             serde_json::from_str(&body).unwrap_or_else(|_| panic!("{what}: {body}"));
         assert_eq!(json["status"], want, "{what}");
@@ -510,6 +532,32 @@ async fn tokens_come_from_query_bearer_or_cookie_and_origins_are_checked() {
     // A containerId that isn't the token's container: 403.
     let wrong = format!("{}&containerId=other", stack.url());
     assert_eq!(refused_with(&wrong, &[good_origin]).await.0, 403);
+}
+
+/// Cross-site WebSocket hijacking: another site's page can make the browser attach the
+/// `vnc_token` cookie. Without an Origin allowlist, a cookie token is taken only from
+/// the relay's own origin; query and bearer tokens from any.
+#[tokio::test]
+async fn a_cookie_token_from_another_site_is_refused() {
+    let stack = Stack::start(&[], &[]).await.unwrap();
+    let bare = format!("ws://{}/websockify", stack.relay.public);
+    let cookie = format!("vnc_token={}", stack.keys.token("c1", Scope::Control));
+    let evil = ("Origin", "https://evil.example");
+    let (status, body) = refused_with(&bare, &[evil, ("Cookie", &cookie)]).await;
+    assert_eq!(status, 403);
+    assert!(body.contains("vnc_token cookie"), "{body}");
+    // No Origin at all: not a browser on the relay's page either.
+    assert_eq!(refused_with(&bare, &[("Cookie", &cookie)]).await.0, 403);
+
+    let own = format!("http://{}", stack.relay.public);
+    let mut by_cookie = RfbClient::connect_with(&bare, &[("Origin", &own), ("Cookie", &cookie)])
+        .await
+        .unwrap();
+    by_cookie.handshake().await.unwrap();
+    let mut by_query = RfbClient::connect_with(&stack.url(), &[evil])
+        .await
+        .unwrap();
+    by_query.handshake().await.unwrap();
 }
 
 /// A browser that stops answering pings is closed (1011); one that answers stays.

@@ -20,6 +20,12 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
+    /// Over a quota or a rate limit; `retry_after` (seconds) becomes `Retry-After`.
+    #[error("{message}")]
+    TooMany {
+        message: String,
+        retry_after: Option<u64>,
+    },
     #[error("{0}")]
     Unavailable(String),
 }
@@ -33,6 +39,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -49,6 +56,14 @@ pub struct ErrorMessage(pub String);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = self.status().into_response();
+        if let ApiError::TooMany {
+            retry_after: Some(secs),
+            ..
+        } = &self
+        {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(*secs));
+        }
         resp.extensions_mut().insert(ErrorMessage(self.to_string()));
         resp
     }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod rate;
 pub mod routes;
 pub mod sessions;
 
@@ -34,6 +35,8 @@ pub struct AppState {
     /// Verifies callers' identity tokens; SIGHUP may replace it.
     pub identity: Swap<IdentityVerifier>,
     pub app: App,
+    /// The per-caller request limit; `None` when turned off.
+    pub limiter: Option<rate::CallerLimiter>,
     /// Why the API should not take traffic now, if it shouldn't (for `/readyz`).
     pub ready: Box<dyn Fn() -> Option<String> + Send + Sync>,
 }
@@ -43,6 +46,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     routes::routes()
         .fallback(|| async { ApiError::not_found("route") })
         .route_layer(middleware::from_fn(http_metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), rate::limit))
         .layer(middleware::from_fn(envelope))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)

@@ -43,6 +43,10 @@ impl From<AppError> for ApiError {
             AppError::NotFound(what) => ApiError::not_found(what),
             AppError::Forbidden(m) => ApiError::Forbidden(m),
             AppError::Conflict(m) => ApiError::Conflict(m),
+            AppError::OverQuota(message) => ApiError::TooMany {
+                message,
+                retry_after: None,
+            },
             AppError::Unavailable(m) => ApiError::Unavailable(m),
         }
     }

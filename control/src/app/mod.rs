@@ -27,6 +27,9 @@ pub enum AppError {
     Forbidden(String),
     #[error("{0}")]
     Conflict(String),
+    /// Over a quota: the caller must free something first (429).
+    #[error("{0}")]
+    OverQuota(String),
     #[error("{0}")]
     Unavailable(String),
 }
@@ -65,6 +68,8 @@ pub struct App {
 pub struct Tunables {
     pub signer: Signer,
     pub limits: CreateLimits,
+    /// Live (not stopped or failed) containers one tenant may have.
+    pub max_containers_per_tenant: usize,
     /// Longest VNC token TTL a caller may ask for.
     pub token_max_ttl: Duration,
     /// Public base URL of the relays (`wss://vnc.example.com`), for `ws_url`.
@@ -87,7 +92,8 @@ fn vnc_password() -> String {
 }
 
 impl App {
-    /// Records a new container (state `creating`) and queues its start.
+    /// Records a new container (state `creating`) if its tenant is below its quota,
+    /// and queues its start in the tenant's turn.
     pub async fn create_container(
         &self,
         caller: &Caller,
@@ -113,11 +119,26 @@ impl App {
             created_at: now_ms(),
             record: req.record,
         };
-        self.store.create(&container, &vnc_password()).await?;
+        let quota = self.tunables.get().max_containers_per_tenant;
+        if let Some(live) = self
+            .store
+            .create_within_quota(&container, &vnc_password(), quota)
+            .await?
+        {
+            return Err(AppError::OverQuota(format!(
+                "tenant {} has {live} containers, the limit is {quota}: stop one first",
+                container.tenant
+            )));
+        }
         self.store.publish("container.created", &container).await?;
         let job = self
             .queue
-            .enqueue(START_JOB, serde_json::json!({ "cid": container.id }), None)
+            .enqueue_in(
+                &container.tenant,
+                START_JOB,
+                serde_json::json!({ "cid": container.id }),
+                None,
+            )
             .await?;
         Ok((container, job))
     }

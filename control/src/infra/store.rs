@@ -9,6 +9,7 @@ use vnc_shared::schema::{ContainerState, Keys, container_field as f};
 use vnc_shared::token::unix_now;
 
 use crate::domain::Container;
+use crate::infra::queue::script::Script;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -56,33 +57,45 @@ impl ContainerStore {
     /// adds it to its tenant's set, atomically.
     pub async fn create(&self, c: &Container, vnc_password: &str) -> Result<(), StoreError> {
         let tx = self.client.multi();
-        let mut fields: Vec<(&str, String)> = vec![
-            (f::OWNER, c.owner.clone()),
-            (f::TENANT, c.tenant.clone()),
-            (f::STATE, c.state.as_str().to_owned()),
-            (f::IMAGE, c.image.clone()),
-            (f::CREATED_AT, c.created_at.to_string()),
-            (f::VNC_PASSWORD, vnc_password.to_owned()),
-            (extra::CPUS, c.cpus.to_string()),
-            (extra::MEMORY_MB, c.memory_mb.to_string()),
-            (
-                extra::LABELS,
-                serde_json::to_string(&c.labels).unwrap_or_default(),
-            ),
-            (
-                extra::ENV,
-                serde_json::to_string(&c.env).unwrap_or_default(),
-            ),
-        ];
-        if c.record {
-            fields.push((f::RECORD, "true".to_owned()));
-        }
+        let fields = record_fields(c, vnc_password);
         let _: () = tx.hset(self.keys.container(&c.id), fields).await?;
         let _: () = tx
             .sadd(self.keys.tenant_containers(&c.tenant), c.id.as_str())
             .await?;
         let _: () = tx.exec(true).await?;
         Ok(())
+    }
+
+    /// [`ContainerStore::create`] only if the tenant has fewer than `quota` live (not
+    /// stopped or failed) containers, counted and written in one script, so parallel
+    /// creates on any number of replicas never pass the quota. `Ok(Some(live))`:
+    /// refused, the tenant has `live`.
+    pub async fn create_within_quota(
+        &self,
+        c: &Container,
+        vnc_password: &str,
+        quota: usize,
+    ) -> Result<Option<usize>, StoreError> {
+        let mut args: Vec<Value> = vec![
+            (quota.min(i64::MAX as usize) as i64).into(),
+            self.keys.container("").into(),
+            c.id.as_str().into(),
+        ];
+        for (k, v) in record_fields(c, vnc_password) {
+            args.push(k.into());
+            args.push(v.into());
+        }
+        let live = CREATE_WITHIN_QUOTA
+            .eval(
+                &self.client,
+                &[
+                    &self.keys.container(&c.id),
+                    &self.keys.tenant_containers(&c.tenant),
+                ],
+                args,
+            )
+            .await?;
+        Ok(live.as_i64().and_then(|n| usize::try_from(n).ok()))
     }
 
     pub async fn get(&self, cid: &str) -> Result<Option<Container>, StoreError> {
@@ -205,6 +218,52 @@ impl ContainerStore {
         Ok(())
     }
 }
+
+/// The fields of a new record.
+fn record_fields(c: &Container, vnc_password: &str) -> Vec<(&'static str, String)> {
+    let mut fields: Vec<(&str, String)> = vec![
+        (f::OWNER, c.owner.clone()),
+        (f::TENANT, c.tenant.clone()),
+        (f::STATE, c.state.as_str().to_owned()),
+        (f::IMAGE, c.image.clone()),
+        (f::CREATED_AT, c.created_at.to_string()),
+        (f::VNC_PASSWORD, vnc_password.to_owned()),
+        (extra::CPUS, c.cpus.to_string()),
+        (extra::MEMORY_MB, c.memory_mb.to_string()),
+        (
+            extra::LABELS,
+            serde_json::to_string(&c.labels).unwrap_or_default(),
+        ),
+        (
+            extra::ENV,
+            serde_json::to_string(&c.env).unwrap_or_default(),
+        ),
+    ];
+    if c.record {
+        fields.push((f::RECORD, "true".to_owned()));
+    }
+    fields
+}
+
+/// Counts the tenant's live containers and, below the quota, writes the record and
+/// adds it to the tenant's set. KEYS: record, tenant set. ARGV: quota, record key
+/// prefix, cid, then the record's field/value pairs. Ids whose record is gone are
+/// dropped from the set on the way. Returns -1 when written, else the live count.
+const CREATE_WITHIN_QUOTA: Script = Script::new(&[r#"
+local live = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local state = redis.call('HGET', ARGV[2] .. id, 'state')
+  if not state then
+    redis.call('SREM', KEYS[2], id)
+  elseif state ~= 'stopped' and state ~= 'failed' then
+    live = live + 1
+  end
+end
+if live >= tonumber(ARGV[1]) then return live end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('SADD', KEYS[2], ARGV[3])
+return -1
+"#]);
 
 fn parse(cid: &str, m: &HashMap<String, String>) -> Result<Container, StoreError> {
     let corrupt = |why: String| StoreError::Corrupt {

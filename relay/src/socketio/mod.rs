@@ -45,7 +45,7 @@ use crate::auth;
 use crate::live::SessionRecord;
 use crate::reject::Reject;
 use crate::server::{Admitted, Relay};
-use crate::session::{End, Stop, Taps};
+use crate::session::{CLOSE_GRACE, End, Stop, Taps};
 use crate::signal::Signal;
 
 pub type Adapter = FredAdapter<Emitter>;
@@ -159,6 +159,8 @@ struct Pending {
     written: WriteSignal,
     permit: OwnedSemaphorePermit,
     stop: Arc<Signal>,
+    /// Set once the socket is gone (the stop signal keeps the session's first cause).
+    gone: Arc<Signal>,
     input: mpsc::Receiver<Upward>,
 }
 
@@ -203,15 +205,13 @@ async fn authorize(
         .ok_or(Reject::BadRequest(
             "the socket.io WebSocket must be the first request on its connection",
         ))?;
-    auth::check_origin(&relay.config().allowed_origins, &req.headers)?;
+    let allowed = &relay.config().allowed_origins;
+    auth::check_origin(allowed, &req.headers)?;
     let query = req.uri.query();
-    let token = auth
-        .as_ref()
-        .and_then(|a| a.get("token"))
-        .and_then(|t| t.as_str())
-        .map(str::to_owned)
-        .or_else(|| auth::token_from(query, &req.headers))
-        .ok_or(Reject::NoToken)?;
+    let token = match auth.as_ref().and_then(|a| a.get("token")?.as_str()) {
+        Some(token) => token.to_owned(),
+        None => auth::request_token(allowed, query, &req.headers)?,
+    };
     let cid = auth::query_param(query, "containerId")
         .ok_or(Reject::BadRequest("containerId missing from the query"))?;
     let admitted = relay.admit(&token, Some(&cid), "socketio").await?;
@@ -230,13 +230,17 @@ async fn authorize(
     s.on("vnc:data", async |_: DataEvent| {});
     s.on("vnc:input", acknowledge::<InputMessage>);
     s.on("vnc:resize", acknowledge::<ResizeMessage>);
+    let gone = Arc::new(Signal::default());
     s.on_disconnect({
         let stop = stop.clone();
+        let gone = gone.clone();
         async move |reason: DisconnectReason| {
-            stop.set(match reason {
+            let why = match reason {
                 DisconnectReason::HeartbeatTimeout => Stop::PingTimeout,
                 _ => Stop::ClientGone,
-            } as u8)
+            } as u8;
+            stop.set(why);
+            gone.set(why);
         }
     });
     let pending = Pending {
@@ -244,6 +248,7 @@ async fn authorize(
         written,
         permit,
         stop,
+        gone,
         input: input_rx,
     };
     s.extensions
@@ -280,9 +285,9 @@ async fn run_session(relay: Arc<Relay>, s: SocketRef<Adapter>, pending: Pending)
         written,
         permit,
         stop,
+        gone,
         input,
     } = pending;
-    let _permit = permit;
     let tracked = relay.track(admitted.record.clone(), &stop);
     let config = relay.config();
     let taps = Taps {
@@ -301,11 +306,16 @@ async fn run_session(relay: Arc<Relay>, s: SocketRef<Adapter>, pending: Pending)
     )
     .await;
     tracked.finish(end).await;
+    drop(permit);
     if end != End::ClientGone && s.connected() {
         let (code, reason) = end.close();
         browser
             .emit_within("vnc:end", &json!({ "code": code, "reason": reason }))
             .await;
+        // The browser's hang-up, within the grace (vnc-socketio.js hangs up on
+        // vnc:end): a connection closed while the browser's bytes are still unread is
+        // reset, and a reset can lose vnc:end on its way.
+        let _ = tokio::time::timeout(CLOSE_GRACE, gone.wait()).await;
         let _ = s.disconnect();
     }
 }

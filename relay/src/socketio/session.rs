@@ -45,6 +45,14 @@ use crate::signal::Signal;
 const MIN_FULL_PAUSE: Duration = Duration::from_micros(500);
 const MAX_FULL_PAUSE: Duration = Duration::from_millis(16);
 
+/// Structured input the relay holds while the browser's own RFB message is unfinished
+/// (it is written at the next message boundary): at most this many events...
+const MAX_HELD_INPUT: usize = 64;
+/// ...and at most this many bytes of their RFB messages. Past either bound the session
+/// ends with [`End::InputOverflow`] (1008): a browser that never finishes its message
+/// can't make the relay hold its input.
+const MAX_HELD_INPUT_BYTES: usize = 256 * 1024;
+
 /// What the browser sends up, in arrival order.
 #[derive(Debug)]
 pub enum Upward {
@@ -138,8 +146,7 @@ pub async fn relay(
     let read_size = limits.read_buffer_size.min(MAX_DATA_EVENT);
     let up = async {
         let mut filter = Filter::new(policy.view_only);
-        // Structured input waiting for the browser's current message to end.
-        let mut queued: Vec<Input> = Vec::new();
+        let mut held = HeldInput::default();
         let mut next = Some(Upward::Data(Bytes::from(established.from_client)));
         loop {
             match next.take() {
@@ -153,12 +160,15 @@ pub async fn relay(
                     }
                     Err(end) => return end,
                 },
-                Some(Upward::Input(i)) => queued.push(i),
+                Some(Upward::Input(i)) => {
+                    if let Err(end) = held.push(i) {
+                        return end;
+                    }
+                }
                 None => {}
             }
             if filter.at_boundary() {
-                for i in queued.drain(..) {
-                    let msg = i.encode();
+                for (i, msg) in held.drain() {
                     if write_all(&upstream, &msg).await.is_err() {
                         return End::UpstreamClosed;
                     }
@@ -230,6 +240,33 @@ pub async fn relay(
         e = up => e,
         e = down => e,
         e = expire => e,
+    }
+}
+
+/// Structured input waiting for the browser's current RFB message to end, encoded,
+/// bounded by [`MAX_HELD_INPUT`] events and [`MAX_HELD_INPUT_BYTES`] bytes.
+#[derive(Default)]
+struct HeldInput {
+    events: Vec<(Input, Vec<u8>)>,
+    bytes: usize,
+}
+
+impl HeldInput {
+    /// Holds one more event, unless that passes either bound.
+    fn push(&mut self, input: Input) -> Result<(), End> {
+        let msg = input.encode();
+        if self.events.len() == MAX_HELD_INPUT || self.bytes + msg.len() > MAX_HELD_INPUT_BYTES {
+            return Err(End::InputOverflow);
+        }
+        self.bytes += msg.len();
+        self.events.push((input, msg));
+        Ok(())
+    }
+
+    /// The held events with their messages, in arrival order; empty afterwards.
+    fn drain(&mut self) -> impl Iterator<Item = (Input, Vec<u8>)> + '_ {
+        self.bytes = 0;
+        self.events.drain(..)
     }
 }
 
@@ -336,5 +373,35 @@ impl<'a> Browser<'a> {
     /// Emits a last event, giving a browser that reads nothing [`CLOSE_GRACE`].
     pub async fn emit_within<T: Serialize + ?Sized>(&self, event: &str, data: &T) {
         let _ = tokio::time::timeout(CLOSE_GRACE, self.emit(event, data)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_input_is_bounded_in_events_and_bytes() {
+        let key = Input::Key {
+            down: true,
+            keysym: 0x61,
+        };
+        let mut held = HeldInput::default();
+        for _ in 0..MAX_HELD_INPUT {
+            assert_eq!(held.push(key.clone()), Ok(()));
+        }
+        assert_eq!(held.push(key.clone()), Err(End::InputOverflow));
+        assert_eq!(held.drain().count(), MAX_HELD_INPUT);
+        assert_eq!(held.drain().count(), 0);
+
+        let text = "x".repeat(60 * 1024);
+        let fits = MAX_HELD_INPUT_BYTES / (text.len() + 8);
+        for _ in 0..fits {
+            assert_eq!(held.push(Input::Clipboard(text.clone())), Ok(()));
+        }
+        assert_eq!(held.push(Input::Clipboard(text)), Err(End::InputOverflow));
+        // Drained, it holds nothing again.
+        assert_eq!(held.drain().count(), fits);
+        assert_eq!(held.push(key), Ok(()));
     }
 }

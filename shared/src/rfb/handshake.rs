@@ -598,6 +598,14 @@ impl ProxyHandshake {
 
     /// Enters the failed state, telling the browser why if it is where it can hear it.
     fn fail(&mut self, error: HandshakeError) {
+        if let State::ClientChoice { .. } = self.state
+            && self.negotiated() == Version::V3_8
+        {
+            // A 3.8 browser that chose a type waits for its SecurityResult, which can
+            // carry the reason (3.7's carries none, so 3.7 just sees the close).
+            self.to_client.extend_from_slice(&1u32.to_be_bytes());
+            push_reason(&mut self.to_client, &error.to_string());
+        }
         if self.client_awaits_security {
             self.client_awaits_security = false;
             let mut reason = error.to_string();
@@ -610,9 +618,7 @@ impl ProxyHandshake {
             } else {
                 self.to_client.push(0);
             }
-            let len = u32::try_from(reason.len()).unwrap_or(u32::MAX);
-            self.to_client.extend_from_slice(&len.to_be_bytes());
-            self.to_client.extend_from_slice(reason.as_bytes());
+            push_reason(&mut self.to_client, &reason);
         }
         self.state = State::Failed;
         self.error = Some(error);
@@ -622,6 +628,13 @@ impl ProxyHandshake {
         // Set before any state that asks; 3.8 would be the safe reading anyway.
         self.version.unwrap_or(Version::V3_8)
     }
+}
+
+/// A reason string as RFB sends it: its length, then its bytes.
+fn push_reason(to: &mut Vec<u8>, reason: &str) {
+    let len = u32::try_from(reason.len()).unwrap_or(u32::MAX);
+    to.extend_from_slice(&len.to_be_bytes());
+    to.extend_from_slice(reason.as_bytes());
 }
 
 fn parse_version(

@@ -154,13 +154,18 @@ async fn deliver(
         return;
     }
 
-    match rate::admit(s, &rec.name, id).await {
+    // A job with a group took its slot when it was dispatched (`fair.rs`).
+    let admitted = match &rec.group {
+        Some(_) => Ok(None),
+        None => rate::admit(s, &rec.name, id).await,
+    };
+    match admitted {
         Ok(None) => {}
         Ok(Some(wait)) => {
             tracing::debug!(wait = ?wait, "job start is over the rate limit; delaying it");
             if record(|| schedule(s, &lock, entry, id, wait, None, false)).await == Some(true) {
                 telemetry::rate_limited(&rec.name);
-                s.delayed_added.notify_one();
+                s.wake_mover.notify_one();
             }
             return;
         }
@@ -237,7 +242,7 @@ async fn retry(
     if record(|| schedule(s, lock, entry, &rec.id, wait, Some(msg), false)).await == Some(true) {
         tracing::info!(job.name = %rec.name, attempt, retry_in = ?wait, error = %msg, "job will be retried");
         telemetry::ended(&rec.name, Outcome::Retried, Some(took));
-        s.delayed_added.notify_one();
+        s.wake_mover.notify_one();
     }
 }
 

@@ -1,10 +1,13 @@
 //! Delayed jobs: the mover that brings due jobs from the delayed set
-//! (`{p}jobs:delayed`, score = due Unix ms) back onto the stream as `waiting`.
+//! (`{p}jobs:delayed`, score = due Unix ms) back onto the stream as `waiting` (a job of
+//! a rate-limited name to its group's list), then gives free rate-limit slots to the
+//! groups (`fair.rs`).
 //!
 //! Every replica runs a mover; the move is one script (ZREM, then XADD only if the
 //! job is still `delayed`), so two movers never move a job twice. A mover sleeps
-//! until the next due job, at most [`MAX_POLL`] (another replica may add an earlier
-//! one), and wakes at once when its own replica delays a job.
+//! until the next due job or free slot, at most [`MAX_POLL`] (another replica may add
+//! an earlier one), and wakes at once when its own replica delays a job or adds one
+//! to a group.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +16,7 @@ use fred::prelude::*;
 use tokio_util::sync::CancellationToken;
 
 use super::worker::Backoff;
-use super::{QueueError, Shared, script, timed};
+use super::{QueueError, Shared, fair, script, timed};
 
 /// Longest sleep between two passes: how late a job delayed by another replica can
 /// start.
@@ -27,8 +30,9 @@ const BATCH: i64 = 100;
 pub(super) async fn mover(s: Arc<Shared>, stop: CancellationToken) {
     let mut backoff = Backoff::default();
     loop {
-        let wait = match promote(&s).await {
-            Ok((due, moved, next)) => {
+        let pass = async { Ok::<_, QueueError>((promote(&s).await?, fair::dispatch(&s).await?)) };
+        let wait = match pass.await {
+            Ok(((due, moved, next), slot)) => {
                 backoff.reset();
                 if moved > 0 {
                     tracing::debug!(moved, "delayed jobs are due");
@@ -36,7 +40,10 @@ pub(super) async fn mover(s: Arc<Shared>, stop: CancellationToken) {
                 if due >= BATCH {
                     continue;
                 }
-                next.map_or(MAX_POLL, |n| n.min(MAX_POLL))
+                [next, slot]
+                    .into_iter()
+                    .flatten()
+                    .fold(MAX_POLL, Duration::min)
             }
             Err(e) => {
                 let wait = backoff.fail();
@@ -47,18 +54,27 @@ pub(super) async fn mover(s: Arc<Shared>, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(wait.max(MIN_POLL)) => {}
-            _ = s.delayed_added.notified() => {}
+            _ = s.wake_mover.notified() => {}
         }
     }
 }
 
 /// One pass: (jobs due, jobs moved, time until the next due job).
 async fn promote(s: &Shared) -> Result<(i64, i64, Option<Duration>), QueueError> {
-    let r = timed(script::PROMOTE.eval(
-        &s.client,
-        &[&s.keys.delayed, &s.keys.stream],
-        vec![s.keys.job_prefix.as_str().into(), BATCH.into()],
-    ))
+    let r = timed(
+        script::PROMOTE.eval(
+            &s.client,
+            &[&s.keys.delayed, &s.keys.stream],
+            [
+                s.keys.job_prefix.as_str().into(),
+                BATCH.into(),
+                s.keys.base().as_str().into(),
+            ]
+            .into_iter()
+            .chain(s.limits.keys().map(|n| n.as_str().into()))
+            .collect(),
+        ),
+    )
     .await?;
     let v = match r {
         Value::Array(v) if v.len() == 3 => v,

@@ -12,16 +12,23 @@
 //! | `{p}jobs:dead` | stream | dead letters (`id`, `name`, `error`, `attempts`), trimmed to `failed_retention` |
 //! | `{p}jobs:lock:{id}` | string, PX | the run holding the job (`{consumer}/{uuid}`), refreshed by heartbeat |
 //! | `{p}jobs:rate:{name}` | sorted set, PX | sliding-window log of starts of one job name (at most `max` members) |
+//! | `{p}jobs:group:{name}:{group}` | list | ids of one group's (tenant's) jobs of a rate-limited name waiting for a slot, oldest first; deleted when empty |
+//! | `{p}jobs:ring:{name}` | list | the groups with waiting jobs of a rate-limited name, each once, in serving order |
+//! | `{p}jobs:served:{name}` | string | the group served last (at the ring's head); gone when its group empties |
 //!
 //! # How a job moves
 //!
 //! `enqueue` writes the hash and XADDs the id (or, delayed, ZADDs it), in one script.
-//! Workers XREADGROUP no more entries than they have free slots, take the job's lock
-//! (`SET NX PX`), check the rate limit, mark it active and run the handler while a
+//! A job of a rate-limited name goes instead to the end of its group's list (`fair.rs`):
+//! the dispatcher on every replica moves such jobs onto the stream one slot at a time,
+//! taking the groups round-robin, so one tenant's backlog never delays another
+//! tenant's next start by more than one slot. Workers XREADGROUP no more entries than they have free slots, take the job's lock
+//! (`SET NX PX`), check the rate limit (only a job enqueued without a group by an older
+//! version still has it checked here), mark it active and run the handler while a
 //! heartbeat keeps the lock and the stream entry. The outcome is written in one script
 //! that also acks the entry: completed (with result, TTL), back to the delayed set
 //! (retry with backoff), or failed (dead-lettered, TTL). A mover on every replica
-//! brings due delayed jobs back to the stream. An XAUTOCLAIM pass on every replica
+//! brings due delayed jobs back to the stream (or to their group's list). An XAUTOCLAIM pass on every replica
 //! takes over entries whose worker stopped heart-beating (it died); that lost run
 //! counts as an attempt. A job over its rate limit goes back to the delayed set until
 //! a slot frees, and a run given up at shutdown goes back at once; neither costs an
@@ -40,12 +47,13 @@
 
 mod attempt;
 mod delay;
+mod fair;
 mod handler;
 mod housekeeping;
 mod lock;
 mod rate;
 pub mod record;
-mod script;
+pub(crate) mod script;
 mod telemetry;
 mod worker;
 
@@ -116,8 +124,8 @@ pub struct QueueConfig {
     /// ([`DEFAULT_RECLAIM_IDLE`]).
     pub reclaim_idle: Duration,
     /// Global limits per job name: at most `max` starts per sliding `window`, across
-    /// all replicas ([`DEFAULT_START_RATE`]). A job over the limit waits (delayed)
-    /// without losing an attempt.
+    /// all replicas ([`DEFAULT_START_RATE`]). Jobs of a limited name wait in their
+    /// group's list, without losing an attempt, and get slots round-robin by group.
     pub rate_limits: Vec<(String, u32, Duration)>,
     /// Shutdown grace for in-flight jobs ([`DEFAULT_DRAIN_TIMEOUT`]).
     pub drain_timeout: Duration,
@@ -241,7 +249,8 @@ pub enum QueueError {
 /// Jobs per state right now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct QueueDepth {
-    /// On the stream, not yet delivered.
+    /// On the stream, not yet delivered, or in a group's list waiting for a
+    /// rate-limit slot.
     pub waiting: u64,
     /// Delivered to a worker and not yet finished (includes runs of dead workers not
     /// reclaimed yet).
@@ -285,6 +294,24 @@ impl QueueKeys {
     fn rate(&self, name: &str) -> String {
         format!("{}jobs:rate:{name}", self.schema.prefix())
     }
+
+    /// `{p}jobs:` (scripts append `group:{name}:{group}`, `ring:{name}`, `served:{name}`).
+    fn base(&self) -> String {
+        format!("{}jobs:", self.schema.prefix())
+    }
+
+    fn ring(&self, name: &str) -> String {
+        format!("{}jobs:ring:{name}", self.schema.prefix())
+    }
+
+    fn served(&self, name: &str) -> String {
+        format!("{}jobs:served:{name}", self.schema.prefix())
+    }
+
+    /// `{p}jobs:group:{name}:` (the dispatcher appends the group).
+    fn group_prefix(&self, name: &str) -> String {
+        format!("{}jobs:group:{name}:", self.schema.prefix())
+    }
 }
 
 /// What every clone of a [`Queue`] and every worker task shares.
@@ -294,8 +321,9 @@ struct Shared {
     config: QueueConfig,
     /// Rate limits by job name.
     limits: HashMap<String, (u32, Duration)>,
-    /// Wakes this replica's mover when it put something in the delayed set.
-    delayed_added: tokio::sync::Notify,
+    /// Wakes this replica's mover when it put something in the delayed set or in a
+    /// group's list.
+    wake_mover: tokio::sync::Notify,
 }
 
 /// The job queue. Cheap to clone; every clone talks to the same Redis.
@@ -321,7 +349,7 @@ impl Queue {
                 keys: QueueKeys::new(keys),
                 config,
                 limits,
-                delayed_added: tokio::sync::Notify::new(),
+                wake_mover: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -331,9 +359,23 @@ impl Queue {
     }
 
     /// Adds a job; it runs as soon as a worker is free, or after `delay`. Returns its
-    /// id. The job is durable once this returns.
+    /// id. The job is durable once this returns. A job of a rate-limited name joins
+    /// the default group (`""`); see [`Queue::enqueue_in`].
     pub async fn enqueue(
         &self,
+        name: &str,
+        data: serde_json::Value,
+        delay: Option<Duration>,
+    ) -> Result<String, QueueError> {
+        self.enqueue_in("", name, data, delay).await
+    }
+
+    /// [`Queue::enqueue`] for `group` (a tenant): if `name` has a rate limit, the job
+    /// waits in its group's list and groups take the limit's slots in turn; otherwise
+    /// the group is ignored.
+    pub async fn enqueue_in(
+        &self,
+        group: &str,
         name: &str,
         data: serde_json::Value,
         delay: Option<Duration>,
@@ -353,6 +395,8 @@ impl Queue {
         let s = &self.shared;
         let id = uuid::Uuid::new_v4().to_string();
         let delay_ms = delay.map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64);
+        let fair = s.limits.contains_key(name);
+        let base = s.keys.base();
         timed(script::ENQUEUE.eval(
             &s.client,
             &[&s.keys.job(&id), &s.keys.stream, &s.keys.delayed],
@@ -362,13 +406,16 @@ impl Queue {
                 data.into(),
                 i64::from(s.config.max_attempts).into(),
                 delay_ms.into(),
+                if fair { "1" } else { "0" }.into(),
+                group.into(),
+                base.as_str().into(),
             ],
         ))
         .await?;
-        if delay_ms > 0 {
-            s.delayed_added.notify_one();
+        if delay_ms > 0 || fair {
+            s.wake_mover.notify_one();
         }
-        tracing::debug!(job.id = %id, job.name = name, delay_ms, "job enqueued");
+        tracing::debug!(job.id = %id, job.name = name, job.group = group, delay_ms, "job enqueued");
         Ok(id)
     }
 
@@ -400,16 +447,17 @@ impl Queue {
 
 /// Jobs per state (see [`QueueDepth`]); sets the depth gauges.
 async fn depth_of(s: &Shared) -> Result<QueueDepth, QueueError> {
-    let (len, pending, delayed, failed) = tokio::try_join!(
+    let (len, pending, delayed, failed, grouped) = tokio::try_join!(
         timed(s.client.xlen::<u64, _>(&s.keys.stream)),
         timed(pending_count(&s.client, &s.keys.stream)),
         timed(s.client.zcard::<u64, _>(&s.keys.delayed)),
         timed(s.client.xlen::<u64, _>(&s.keys.dead)),
+        fair::waiting(s),
     )?;
     // Acked entries are deleted, so the stream holds exactly the undelivered and the
-    // delivered-but-unacked ones.
+    // delivered-but-unacked ones; the rest of the waiting jobs are in groups' lists.
     let depth = QueueDepth {
-        waiting: len.saturating_sub(pending),
+        waiting: len.saturating_sub(pending) + grouped,
         active: pending,
         delayed,
         failed,
@@ -485,5 +533,9 @@ mod tests {
         assert_eq!(k.dead, "t:jobs:dead");
         assert_eq!(k.lock("1"), "t:jobs:lock:1");
         assert_eq!(k.rate("start"), "t:jobs:rate:start");
+        assert_eq!(k.ring("start"), "t:jobs:ring:start");
+        assert_eq!(k.served("start"), "t:jobs:served:start");
+        assert_eq!(k.group_prefix("start"), "t:jobs:group:start:");
+        assert_eq!(k.base(), "t:jobs:");
     }
 }

@@ -3,6 +3,9 @@
 //! members, expiring with the window). A sliding window, not a fixed one, so no
 //! interval of `window` length ever sees more than `max` starts, even across a
 //! window boundary.
+//!
+//! Jobs with a group take their slot in the dispatcher (`fair.rs`, same log); this
+//! check at delivery is for jobs enqueued without one by an older version.
 
 use std::time::Duration;
 

@@ -25,11 +25,14 @@ pub mod field {
     pub const CREATED_AT: &str = "created_at";
     pub const UPDATED_AT: &str = "updated_at";
     pub const FINISHED_AT: &str = "finished_at";
+    /// The job's group (tenant), only on jobs of a rate-limited name: they wait for a
+    /// slot in their group's list.
+    pub const GROUP: &str = "group";
 }
 
 /// Where a job is in its life.
 ///
-/// `waiting` (on the stream) → `active` (a worker holds its lock) → `completed`, or
+/// `waiting` (on the stream, or, rate-limited, in its group's list) → `active` (a worker holds its lock) → `completed`, or
 /// `delayed` (in the delayed set: a delayed enqueue, a retry's backoff, or a
 /// rate-limit deferral) → `waiting` again, or `failed` (dead-lettered).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +95,10 @@ pub struct JobRecord {
     pub created_at: u64,
     pub updated_at: u64,
     pub finished_at: Option<u64>,
+    /// The group whose turn it waits for, on jobs of a rate-limited name (internal:
+    /// not shown by the API).
+    #[serde(skip)]
+    pub group: Option<String>,
 }
 
 impl JobRecord {
@@ -114,6 +121,7 @@ impl JobRecord {
             num::<u64>(field::UPDATED_AT, take(field::UPDATED_AT).ok())?.unwrap_or(created_at);
         let finished_at = num::<u64>(field::FINISHED_AT, take(field::FINISHED_AT).ok())?;
         let error = take(field::ERROR).ok();
+        let group = take(field::GROUP).ok();
         let result = match take(field::RESULT).ok() {
             Some(r) => Some(serde_json::from_str(&r).map_err(|e| format!("result: {e}"))?),
             None => None,
@@ -131,6 +139,7 @@ impl JobRecord {
             created_at,
             updated_at,
             finished_at,
+            group,
         }))
     }
 }

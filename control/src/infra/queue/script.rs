@@ -37,14 +37,30 @@ local function settle()
 end
 "#;
 
+/// Puts job `id` (named `name`, in `group`) at the end of its group's list, and the
+/// group at the end of the ring if its list was empty (a group is in the ring exactly
+/// while its list is not empty). `base` is `{p}jobs:`.
+const ENTER_GROUP: &str = r#"
+local function enter_group(base, name, group, id)
+  if redis.call('RPUSH', base .. 'group:' .. name .. ':' .. group, id) == 1 then
+    redis.call('RPUSH', base .. 'ring:' .. name, group)
+  end
+end
+"#;
+
 /// A script: its body, which is prefixed with [`PRELUDE`] when sent.
-pub(super) struct Script {
+pub(crate) struct Script {
     body: &'static [&'static str],
 }
 
 impl Script {
+    /// A script of these parts, for other stores that need one atomic step.
+    pub(crate) const fn new(body: &'static [&'static str]) -> Script {
+        Script { body }
+    }
+
     /// Runs the script with `keys` and `args`; returns its raw reply.
-    pub(super) async fn eval(
+    pub(crate) async fn eval(
         &self,
         client: &Client,
         keys: &[&str],
@@ -66,22 +82,29 @@ impl Script {
 }
 
 /// Creates a job. KEYS: job hash, stream, delayed set. ARGV: id, name, data (JSON),
-/// max_attempts, delay in ms (0 = run now).
+/// max_attempts, delay in ms (0 = run now), '1' if the name is rate-limited (the job
+/// then records its group and waits in the group's list), group, `{p}jobs:`.
 pub(super) const ENQUEUE: Script = Script {
-    body: &[r#"
+    body: &[
+        ENTER_GROUP,
+        r#"
 local delay = tonumber(ARGV[5])
 local state = 'waiting'
 if delay > 0 then state = 'delayed' end
 redis.call('HSET', KEYS[1], 'name', ARGV[2], 'data', ARGV[3], 'state', state,
   'progress', '0', 'attempts', '0', 'max_attempts', ARGV[4],
   'created_at', ms(now), 'updated_at', ms(now))
+if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'group', ARGV[7]) end
 if delay > 0 then
   redis.call('ZADD', KEYS[3], now + delay, ARGV[1])
+elseif ARGV[6] == '1' then
+  enter_group(ARGV[8], ARGV[2], ARGV[7], ARGV[1])
 else
   redis.call('XADD', KEYS[2], '*', 'id', ARGV[1])
 end
 return 1
-"#],
+"#,
+    ],
 };
 
 /// Starts a run. KEYS: job hash. Returns the attempt number of this run.
@@ -178,21 +201,33 @@ return 0
 "#],
 };
 
-/// Moves due delayed jobs onto the stream. KEYS: delayed set, stream. ARGV: job key
-/// prefix, batch size. ZREM happens inside the script, so when several replicas run
-/// it each job moves once. A member whose job is no longer `delayed` (expired, or
+/// Moves due delayed jobs onto the stream, or a job with a group (rate-limited) to
+/// the end of its group's list. KEYS: delayed set, stream. ARGV: job key prefix, batch
+/// size, `{p}jobs:`, then the rate-limited names (a job whose name lost its limit goes
+/// to the stream). ZREM happens inside the script, so when several replicas run it
+/// each job moves once. A member whose job is no longer `delayed` (expired, or
 /// finished by a stale run) is just dropped. Returns {due, moved, ms until the next
 /// due job or -1}.
 pub(super) const PROMOTE: Script = Script {
-    body: &[r#"
+    body: &[
+        ENTER_GROUP,
+        r#"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+local limited = {}
+for i = 4, #ARGV do limited[ARGV[i]] = true end
 local moved = 0
 for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[1], id)
   local job = ARGV[1] .. id
   if redis.call('HGET', job, 'state') == 'delayed' then
     redis.call('HSET', job, 'state', 'waiting', 'updated_at', ms(now))
-    redis.call('XADD', KEYS[2], '*', 'id', id)
+    local group = redis.call('HGET', job, 'group')
+    local name = redis.call('HGET', job, 'name') or ''
+    if group and limited[name] then
+      enter_group(ARGV[3], name, group, id)
+    else
+      redis.call('XADD', KEYS[2], '*', 'id', id)
+    end
     moved = moved + 1
   end
 end
@@ -200,6 +235,69 @@ local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local wait = -1
 if nxt[2] then wait = math.max(0, tonumber(nxt[2]) - now) end
 return {#due, moved, wait}
+"#,
+    ],
+};
+
+/// Gives free slots of one rate-limited name to its groups in turn and moves each
+/// chosen job onto the stream. KEYS: ring, served marker, the name's rate log, stream.
+/// ARGV: `{p}jobs:group:{name}:`, job key prefix, max, window ms, batch size.
+///
+/// The ring's head is the group served last when the marker names it: it is rotated
+/// to the end first, so a group that just joined (at the end) is served before the
+/// one served last, and a group never gets two slots in a row while another waits.
+/// A group whose list empties leaves the ring (and the marker goes). An id whose job
+/// is no longer `waiting` (expired) is dropped without taking a slot. Returns {moved,
+/// ms until the next slot, or -1 when no group waits, or 0 when the batch ran out}.
+pub(super) const DISPATCH: Script = Script {
+    body: &[r#"
+local max = tonumber(ARGV[3])
+local window = tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
+local moved = 0
+for i = 1, tonumber(ARGV[5]) do
+  local group = redis.call('LINDEX', KEYS[1], 0)
+  if not group then
+    redis.call('DEL', KEYS[2])
+    return {moved, -1}
+  end
+  if redis.call('ZCARD', KEYS[3]) >= max then
+    local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+    return {moved, math.max(1, tonumber(oldest[2]) + window - now + 1)}
+  end
+  if redis.call('GET', KEYS[2]) == group and redis.call('LLEN', KEYS[1]) > 1 then
+    redis.call('LMOVE', KEYS[1], KEYS[1], 'LEFT', 'RIGHT')
+    group = redis.call('LINDEX', KEYS[1], 0)
+  end
+  local list = ARGV[1] .. group
+  local id = redis.call('LPOP', list)
+  if redis.call('LLEN', list) == 0 then
+    redis.call('LPOP', KEYS[1])
+    redis.call('DEL', KEYS[2])
+  else
+    redis.call('SET', KEYS[2], group)
+  end
+  if id and redis.call('HGET', ARGV[2] .. id, 'state') == 'waiting' then
+    -- Unique per admission: a retry of the job is admitted again later.
+    redis.call('ZADD', KEYS[3], now, id .. '/' .. ms(now))
+    redis.call('PEXPIRE', KEYS[3], window)
+    redis.call('HSET', ARGV[2] .. id, 'updated_at', ms(now))
+    redis.call('XADD', KEYS[4], '*', 'id', id)
+    moved = moved + 1
+  end
+end
+return {moved, 0}
+"#],
+};
+
+/// Jobs waiting in the groups of one name. KEYS: ring. ARGV: `{p}jobs:group:{name}:`.
+pub(super) const GROUPED: Script = Script {
+    body: &[r#"
+local n = 0
+for _, group in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  n = n + redis.call('LLEN', ARGV[1] .. group)
+end
+return n
 "#],
 };
 

@@ -487,6 +487,10 @@ fn browser_must_pick_the_offered_type() {
     hs.feed_server(b"RFB 003.008\n").unwrap();
     hs.feed_client(b"RFB 003.008\n").unwrap();
     hs.feed_server(&[1, 1, 0, 0, 0, 0]).unwrap();
+    assert_eq!(
+        hs.take_for_client(),
+        [b"RFB 003.008\n".as_slice(), &[1, 1]].concat()
+    );
     let e = hs.feed_client(&[2]).unwrap_err();
     assert_eq!(
         e,
@@ -495,10 +499,28 @@ fn browser_must_pick_the_offered_type() {
             offered: 1
         }
     );
+    // A 3.8 browser gets a failed SecurityResult that says why.
+    let mut told = FAILED.to_vec();
+    told.extend(reason(&e.to_string()));
+    assert_eq!(hs.take_for_client(), told);
     // Errors stick.
     assert_eq!(hs.feed_client(&[1]), Err(e.clone()));
     assert_eq!(hs.feed_server(&[0]), Err(e.clone()));
     assert_eq!(hs.finish().unwrap_err(), e);
+}
+
+#[test]
+fn a_3_7_browser_that_picks_an_unoffered_type_just_sees_the_close() {
+    let mut hs = ProxyHandshake::new(None, false);
+    hs.feed_server(b"RFB 003.007\n").unwrap();
+    hs.feed_client(b"RFB 003.007\n").unwrap();
+    hs.feed_server(&[1, 1]).unwrap();
+    assert_eq!(
+        hs.take_for_client(),
+        [b"RFB 003.007\n".as_slice(), &[1, 1]].concat()
+    );
+    assert!(hs.feed_client(&[2]).is_err());
+    assert!(hs.take_for_client().is_empty());
 }
 
 #[test]
