@@ -12,6 +12,10 @@ use vnc_shared::telemetry::LogFormat;
 use vnc_shared::tls::TlsFiles;
 use vnc_shared::token::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
 
+use crate::infra::runtime::{
+    DEFAULT_DESKTOP_NETWORK, DEFAULT_LOG_MAX_FILES, DEFAULT_LOG_MAX_SIZE, DEFAULT_PIDS_LIMIT,
+};
+
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9101";
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -47,6 +51,12 @@ pub const DEFAULT_PLANE: &str = "default";
 /// Secrets the VNC passwords of Docker containers derive from; generated (0600) if
 /// missing. The systemd unit's `StateDirectory=vnc-control` makes it writable.
 pub const DEFAULT_VNC_PASSWORD_SECRET_FILE: &str = "/var/lib/vnc-control/vnc-password.secret";
+/// Time an API client has to send a request's headers; also how long a keep-alive
+/// connection may sit idle between requests.
+pub const DEFAULT_HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// API connections served at once; past it new connections wait in the listen backlog
+/// until one closes.
+pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 1024;
 
 /// Which runtime runs containers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -155,6 +165,47 @@ pub struct ControlSettings {
     #[arg(long, env = "VNC_CONTROL_PUBLISH_IP")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish_ip: Option<IpAddr>,
+    /// Allow `network = "host"` (`true`/`false`, default false). Host-networked desktops
+    /// share the host's network: they reach Redis and everything else listening on it,
+    /// and each other's VNC ports.
+    #[arg(long, env = "VNC_CONTROL_ALLOW_HOST_NETWORK")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_host_network: Option<bool>,
+    /// Docker bridge network desktops join (published and bridge modes); control creates
+    /// it with inter-container traffic disabled when it is missing.
+    #[arg(long, env = "VNC_CONTROL_DESKTOP_NETWORK")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desktop_network: Option<String>,
+    /// Processes (threads included) one desktop may run at once; 0 for no limit.
+    #[arg(long, env = "VNC_CONTROL_DESKTOP_PIDS_LIMIT")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desktop_pids_limit: Option<u32>,
+    /// Capabilities desktops get back after all are dropped (`CHOWN`, `SETUID`, ...);
+    /// none by default.
+    #[arg(long, env = "VNC_CONTROL_DESKTOP_CAP_ADD", value_delimiter = ',')]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desktop_cap_add: Option<Vec<String>>,
+    /// Size at which a desktop's log file is rotated (`10m`, `512k`).
+    #[arg(long, env = "VNC_CONTROL_DESKTOP_LOG_MAX_SIZE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desktop_log_max_size: Option<String>,
+    /// Log files kept per desktop, the current one included.
+    #[arg(long, env = "VNC_CONTROL_DESKTOP_LOG_MAX_FILES")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desktop_log_max_files: Option<u32>,
+    /// Time an API client has to send a request's headers (and the longest idle time
+    /// of a keep-alive connection).
+    #[arg(long, env = "VNC_CONTROL_HTTP_HEADER_TIMEOUT", value_parser = parse_duration)]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub http_header_timeout: Option<Duration>,
+    /// API connections served at once; more wait until one closes.
+    #[arg(long, env = "VNC_CONTROL_HTTP_MAX_CONNECTIONS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_max_connections: Option<usize>,
     /// Images callers may run.
     #[arg(long = "image", env = "VNC_CONTROL_IMAGES", value_delimiter = ',')]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -303,6 +354,14 @@ pub struct ControlConfig {
     pub docker_host: Option<String>,
     pub network: NetworkKind,
     pub publish_ip: IpAddr,
+    pub allow_host_network: bool,
+    pub desktop_network: String,
+    pub desktop_pids_limit: u32,
+    pub desktop_cap_add: Vec<String>,
+    pub desktop_log_max_size: String,
+    pub desktop_log_max_files: u32,
+    pub http_header_timeout: Duration,
+    pub http_max_connections: usize,
     pub images: Vec<String>,
     pub max_cpus: f64,
     pub max_memory_mb: u64,
@@ -367,6 +426,43 @@ impl ControlSettings {
         if !(max_cpus.is_finite() && max_cpus > 0.0) {
             problems.push("max_cpus must be positive".into());
         }
+        let network = s.network.unwrap_or(NetworkKind::Published);
+        let allow_host_network = s.allow_host_network.unwrap_or(false);
+        if runtime == RuntimeKind::Docker && network == NetworkKind::Host && !allow_host_network {
+            problems.push(
+                "network = \"host\" puts desktops on the host's network, where they reach Redis \
+                 and every other service of the host: use \"published\", or set \
+                 allow_host_network = true to run so anyway"
+                    .into(),
+            );
+        }
+        let desktop_network = s
+            .desktop_network
+            .clone()
+            .unwrap_or(DEFAULT_DESKTOP_NETWORK.into());
+        let desktop_cap_add: Vec<String> = (s.desktop_cap_add.clone().unwrap_or_default())
+            .iter()
+            .map(|c| c.trim().to_ascii_uppercase())
+            .map(|c| c.strip_prefix("CAP_").map(str::to_owned).unwrap_or(c))
+            .collect();
+        let desktop_log_max_size = s
+            .desktop_log_max_size
+            .clone()
+            .unwrap_or(DEFAULT_LOG_MAX_SIZE.into());
+        let desktop_log_max_files = s.desktop_log_max_files.unwrap_or(DEFAULT_LOG_MAX_FILES);
+        let http_header_timeout = s.http_header_timeout.unwrap_or(DEFAULT_HTTP_HEADER_TIMEOUT);
+        let http_max_connections = s
+            .http_max_connections
+            .unwrap_or(DEFAULT_HTTP_MAX_CONNECTIONS);
+        problems.extend(isolation_problems(
+            &desktop_network,
+            &desktop_cap_add,
+            &desktop_log_max_size,
+            desktop_log_max_files,
+        ));
+        if http_header_timeout.is_zero() || http_max_connections == 0 {
+            problems.push("http_header_timeout and http_max_connections must be positive".into());
+        }
         let tls =
             TlsFiles::from_settings(s.tls_cert, s.tls_key, s.tls_client_ca).unwrap_or_else(|e| {
                 problems.push(e.to_owned());
@@ -411,8 +507,16 @@ impl ControlSettings {
             plane: s.plane.unwrap_or(DEFAULT_PLANE.into()),
             runtime,
             docker_host: s.docker_host,
-            network: s.network.unwrap_or(NetworkKind::Published),
+            network,
             publish_ip: s.publish_ip.unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            allow_host_network,
+            desktop_network,
+            desktop_pids_limit: s.desktop_pids_limit.unwrap_or(DEFAULT_PIDS_LIMIT),
+            desktop_cap_add,
+            desktop_log_max_size,
+            desktop_log_max_files,
+            http_header_timeout,
+            http_max_connections,
             images,
             max_cpus,
             max_memory_mb: s.max_memory_mb.unwrap_or(DEFAULT_MAX_MEMORY_MB),
@@ -440,6 +544,48 @@ impl ControlSettings {
     }
 }
 
+/// What is wrong with the desktop confinement settings (names only; Docker judges the
+/// capability names).
+fn isolation_problems(
+    network: &str,
+    cap_add: &[String],
+    log_max_size: &str,
+    log_max_files: u32,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let name_ok = network
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    // Docker's own networks cannot carry the isolation option.
+    if network.is_empty() || !name_ok || ["bridge", "host", "none"].contains(&network) {
+        out.push(format!(
+            "desktop_network {network:?} must be a network name of [A-Za-z0-9_.-] other than bridge, host and none"
+        ));
+    }
+    for cap in cap_add {
+        if cap == "ALL"
+            || cap.is_empty()
+            || !cap.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+        {
+            out.push(format!(
+                "desktop_cap_add {cap:?} is not one capability name"
+            ));
+        }
+    }
+    let digits = log_max_size.trim_end_matches(['k', 'm', 'g']);
+    let size_ok =
+        log_max_size.len() - digits.len() <= 1 && digits.parse::<u64>().is_ok_and(|n| n > 0);
+    if !size_ok {
+        out.push(format!(
+            "desktop_log_max_size {log_max_size:?} must be a positive size such as 10m, 512k or 1g"
+        ));
+    }
+    if log_max_files == 0 {
+        out.push("desktop_log_max_files must be at least 1".into());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,6 +606,56 @@ mod tests {
             .to_string();
         for want in ["--jwt-private-key", "--auth-public-key", "--image"] {
             assert!(err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn host_networking_and_bad_isolation_settings_are_refused() {
+        let base = [
+            "vnc-control",
+            "--jwt-private-key",
+            "/k",
+            "--auth-secret-file",
+            "/s",
+            "--image",
+            "desk",
+        ];
+        let resolve = |extra: &[&str]| {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            Cli::parse_from(args).settings.resolve()
+        };
+        let err = resolve(&["--network", "host"]).unwrap_err().to_string();
+        assert!(
+            err.contains("allow_host_network") && err.contains("Redis"),
+            "{err}"
+        );
+        let c = resolve(&["--network", "host", "--allow-host-network", "true"]).unwrap();
+        assert_eq!(c.network, NetworkKind::Host);
+        let c = resolve(&["--desktop-cap-add", "cap_chown,SETUID"]).unwrap();
+        assert_eq!(c.desktop_cap_add, ["CHOWN", "SETUID"]);
+        assert_eq!(c.desktop_pids_limit, DEFAULT_PIDS_LIMIT);
+        let err = resolve(&[
+            "--desktop-network",
+            "bridge",
+            "--desktop-cap-add",
+            "ALL",
+            "--desktop-log-max-size",
+            "10x",
+            "--desktop-log-max-files",
+            "0",
+            "--http-max-connections",
+            "0",
+        ])
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "desktop_network",
+            "desktop_cap_add",
+            "desktop_log_max_size",
+            "desktop_log_max_files",
+            "http_max_connections",
+        ] {
+            assert!(err.contains(want), "{want}: {err}");
         }
     }
 

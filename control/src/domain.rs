@@ -100,6 +100,11 @@ pub struct CreateLimits {
 /// Env names the control plane sets itself; a caller may not override them.
 pub const RESERVED_ENV: [&str; 2] = ["VNC_PASSWORD", "VNC_PORT"];
 
+/// The one namespace of caller labels (`user.team`, `user.project`): labels outside it
+/// could steer whatever else reads the engine's labels (a reverse proxy's
+/// `traefik.*`, a log shipper's, control's own `vnc.*`).
+pub const LABEL_NAMESPACE: &str = "user.";
+
 impl CreateContainer {
     /// Every problem with the request, each named; empty when it is acceptable.
     pub fn problems(&self, limits: &CreateLimits) -> Vec<String> {
@@ -139,8 +144,10 @@ impl CreateContainer {
             }
         }
         for key in self.labels.keys() {
-            if key.starts_with("vnc.") {
-                out.push(format!("label {key}: the vnc. prefix is reserved"));
+            if key.len() <= LABEL_NAMESPACE.len() || !key.starts_with(LABEL_NAMESPACE) {
+                out.push(format!(
+                    "label {key:?} is outside the {LABEL_NAMESPACE}* namespace: caller labels must be named {LABEL_NAMESPACE}<name>"
+                ));
             }
         }
         out
@@ -207,7 +214,7 @@ mod tests {
                 memory_mb: 512,
             },
             env: BTreeMap::new(),
-            labels: BTreeMap::new(),
+            labels: [("user.team".to_owned(), "x".to_owned())].into(),
             record: false,
         };
         assert!(ok.problems(&limits).is_empty());
@@ -224,5 +231,21 @@ mod tests {
         let p = bad.problems(&limits);
         assert_eq!(p.len(), 5, "{p:?}");
         assert!(p[0].contains("evil") && p[1].contains("cpus") && p[2].contains("memory_mb"));
+        assert!(
+            p[4].contains("\"vnc.cid\" is outside the user.* namespace"),
+            "{p:?}"
+        );
+        for key in [
+            "traefik.enable",
+            "user.",
+            "user",
+            "com.docker.compose.project",
+        ] {
+            let labeled = CreateContainer {
+                labels: [(key.to_owned(), "true".to_owned())].into(),
+                ..ok.clone()
+            };
+            assert_eq!(labeled.problems(&limits).len(), 1, "{key}");
+        }
     }
 }

@@ -15,7 +15,7 @@ use vnc_shared::tls::{ReloadableTls, TlsError};
 use vnc_shared::token::{KeyError, Signer, read_hs256_secret};
 
 use crate::api::auth::{IdentityKey, IdentityKeyError, IdentityVerifier};
-use crate::api::rate::{CallerLimiter, PeerAddr};
+use crate::api::rate::CallerLimiter;
 use crate::api::{self, AppState};
 use crate::app::jobs::{Lifecycle, reconcile_loop};
 use crate::app::{App, Tunables};
@@ -23,11 +23,13 @@ use crate::config::{AuthKey, ControlConfig, ControlSettings, NetworkKind, Runtim
 use crate::domain::CreateLimits;
 use crate::infra::passwords::{PasswordKeyError, PasswordKeys};
 use crate::infra::queue::{Queue, QueueConfig};
-use crate::infra::runtime::{DockerRuntime, NetworkMode, Runtime, RuntimeError, StaticRuntime};
+use crate::infra::runtime::{
+    DockerRuntime, Isolation, NetworkMode, Runtime, RuntimeError, StaticRuntime,
+};
 use crate::infra::sessions::SessionStore;
 use crate::infra::store::ContainerStore;
 use crate::infra::tokens::TokenStore;
-use crate::listener::TlsListener;
+use crate::listener::HttpLimits;
 
 /// Host ports containers get in host networking.
 const HOST_PORT_RANGE: (u16, u16) = (15900, 16899);
@@ -139,18 +141,42 @@ fn runtime(config: &ControlConfig) -> Result<Arc<dyn Runtime>, StartError> {
         )),
         RuntimeKind::Docker => {
             let network = match config.network {
-                NetworkKind::Published => NetworkMode::Published {
-                    host_ip: config.publish_ip,
-                },
-                NetworkKind::Host => NetworkMode::Host {
-                    host_ip: config.publish_ip,
-                    port_range: HOST_PORT_RANGE,
-                },
+                NetworkKind::Published => {
+                    if config.publish_ip.is_unspecified() {
+                        tracing::warn!(
+                            publish_ip = %config.publish_ip,
+                            "desktops' VNC ports are published on every interface of the host: \
+                             set publish_ip to the address the relays reach"
+                        );
+                    }
+                    NetworkMode::Published {
+                        host_ip: config.publish_ip,
+                    }
+                }
+                NetworkKind::Host => {
+                    // Config validation refused this unless allow_host_network is set.
+                    tracing::warn!(
+                        "network = \"host\" (allow_host_network): desktops share the host's network \
+                         and reach Redis, the relays and every other service listening on it"
+                    );
+                    NetworkMode::Host {
+                        host_ip: config.publish_ip,
+                        port_range: HOST_PORT_RANGE,
+                    }
+                }
                 NetworkKind::Bridge => NetworkMode::Bridge,
+            };
+            let isolation = Isolation {
+                network: config.desktop_network.clone(),
+                pids_limit: config.desktop_pids_limit,
+                cap_add: config.desktop_cap_add.clone(),
+                log_max_size: config.desktop_log_max_size.clone(),
+                log_max_files: config.desktop_log_max_files,
             };
             Arc::new(DockerRuntime::connect(
                 config.docker_host.as_deref(),
                 network,
+                isolation,
                 &config.plane,
             )?)
         }
@@ -232,6 +258,38 @@ impl Running {
             ("docker_host", new.docker_host != old.docker_host),
             ("network", new.network != old.network),
             ("publish_ip", new.publish_ip != old.publish_ip),
+            (
+                "allow_host_network",
+                new.allow_host_network != old.allow_host_network,
+            ),
+            (
+                "desktop_network",
+                new.desktop_network != old.desktop_network,
+            ),
+            (
+                "desktop_pids_limit",
+                new.desktop_pids_limit != old.desktop_pids_limit,
+            ),
+            (
+                "desktop_cap_add",
+                new.desktop_cap_add != old.desktop_cap_add,
+            ),
+            (
+                "desktop_log_max_size",
+                new.desktop_log_max_size != old.desktop_log_max_size,
+            ),
+            (
+                "desktop_log_max_files",
+                new.desktop_log_max_files != old.desktop_log_max_files,
+            ),
+            (
+                "http_header_timeout",
+                new.http_header_timeout != old.http_header_timeout,
+            ),
+            (
+                "http_max_connections",
+                new.http_max_connections != old.http_max_connections,
+            ),
             (
                 "static_containers",
                 new.static_containers != old.static_containers,
@@ -368,18 +426,18 @@ pub async fn run_with(
         }
     });
     tracing::info!(listen = ?listeners.api.local_addr().ok(), node.id = %config.node_id, "control serving");
-    let router = api::router(state).into_make_service_with_connect_info::<PeerAddr>();
-    let stopped = shutdown.clone().cancelled_owned();
-    if let Some(tls) = &reloadable.tls {
-        let listener = TlsListener::new(listeners.api, tls.clone())?;
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stopped)
-            .await?;
-    } else {
-        axum::serve(listeners.api, router)
-            .with_graceful_shutdown(stopped)
-            .await?;
-    }
+    let limits = HttpLimits {
+        header_timeout: config.http_header_timeout,
+        max_connections: config.http_max_connections,
+    };
+    crate::listener::serve(
+        listeners.api,
+        reloadable.tls.clone(),
+        api::router(state),
+        limits,
+        shutdown.clone(),
+    )
+    .await?;
     let _ = workers.await;
     reconciler.abort();
     let _ = admin.await;

@@ -15,12 +15,12 @@ use futures_util::stream::BoxStream;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use vnc_control::infra::runtime::{
-    ContainerSpec, DockerRuntime, Endpoint, LABEL_CID, LABEL_MANAGED, LABEL_OWNER, LABEL_TENANT,
-    NetworkMode, Runtime, RuntimeError, RuntimeState, StaticRuntime, wait_for_rfb,
+    ContainerSpec, DockerRuntime, Endpoint, Isolation, LABEL_CID, LABEL_MANAGED, LABEL_OWNER,
+    LABEL_TENANT, NetworkMode, Runtime, RuntimeError, RuntimeState, StaticRuntime, wait_for_rfb,
 };
 use vnc_tests::WAIT;
 use vnc_tests::docker::{
-    ContainerGuard, docker, docker_required, exiting_fixture_image, fixture_image,
+    ContainerGuard, NetworkGuard, docker, docker_required, exiting_fixture_image, fixture_image,
 };
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -34,8 +34,13 @@ const GRACE: Duration = Duration::from_secs(5);
 /// The control plane id these tests label their containers with.
 const PLANE: &str = "runtime-tests";
 fn published() -> DockerRuntime {
-    DockerRuntime::connect(None, NetworkMode::Published { host_ip: LOOPBACK }, PLANE)
-        .expect("connect")
+    DockerRuntime::connect(
+        None,
+        NetworkMode::Published { host_ip: LOOPBACK },
+        Isolation::default(),
+        PLANE,
+    )
+    .expect("connect")
 }
 
 fn host_network() -> DockerRuntime {
@@ -43,7 +48,7 @@ fn host_network() -> DockerRuntime {
         host_ip: LOOPBACK,
         port_range: HOST_PORTS,
     };
-    DockerRuntime::connect(None, mode, PLANE).expect("connect")
+    DockerRuntime::connect(None, mode, Isolation::default(), PLANE).expect("connect")
 }
 
 /// A fresh cid and a guard that removes its container however the test ends.
@@ -180,7 +185,8 @@ async fn bridge_ip_serves_rfb() {
     if !docker_required() {
         return;
     }
-    let runtime = DockerRuntime::connect(None, NetworkMode::Bridge, PLANE).expect("connect");
+    let runtime = DockerRuntime::connect(None, NetworkMode::Bridge, Isolation::default(), PLANE)
+        .expect("connect");
     let endpoint = serves_rfb_then_stops(runtime, "bridge").await;
     assert_eq!(endpoint.port, 5900);
     let ip: IpAddr = endpoint.host.parse().expect("an IP address");
@@ -403,8 +409,9 @@ async fn unreachable_engine_is_unavailable() {
     };
     let tcp = format!("tcp://127.0.0.1:{closed_port}");
     for host in ["unix:///nonexistent.sock", tcp.as_str()] {
-        let runtime = DockerRuntime::connect(Some(host), NetworkMode::Bridge, PLANE)
-            .expect("connect does not contact the engine");
+        let runtime =
+            DockerRuntime::connect(Some(host), NetworkMode::Bridge, Isolation::default(), PLANE)
+                .expect("connect does not contact the engine");
         let err = runtime.state("c1").await.expect_err("state");
         assert!(
             matches!(err, RuntimeError::Unavailable(_)),
@@ -451,4 +458,60 @@ async fn unknown_cids_are_missing() {
         runtime.state("bad/cid").await.expect("state"),
         RuntimeState::Missing
     );
+}
+
+/// Four replicas (runtimes that share nothing) start a desktop each at the same moment
+/// on a network that does not exist yet: every start succeeds, and one network of that
+/// name is left, without inter-container traffic (engines before API 1.44 let racing
+/// creators make two; the later ones are removed).
+#[tokio::test]
+async fn replicas_racing_to_create_the_desktop_network_leave_one() {
+    if !docker_required() {
+        return;
+    }
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let network = format!("vnc-test-race-{}", &suffix[..12]);
+    let _network = NetworkGuard {
+        name: network.clone(),
+    };
+    let replicas: Vec<_> = (0..4)
+        .map(|_| {
+            let isolation = Isolation {
+                network: network.clone(),
+                ..Isolation::default()
+            };
+            let mode = NetworkMode::Published { host_ip: LOOPBACK };
+            DockerRuntime::connect(None, mode, isolation, PLANE).expect("connect")
+        })
+        .collect();
+    let desktops: Vec<_> = (0..4).map(|_| unique_cid("race")).collect();
+    let image = fixture_image();
+    let starts = replicas.iter().zip(&desktops).map(|(runtime, (cid, _))| {
+        let spec = spec(cid, image.clone());
+        async move { runtime.start(&spec).await }
+    });
+    for started in futures_util::future::join_all(starts).await {
+        started.expect("every replica's start");
+    }
+    let named = docker(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("name=^{network}$"),
+    ])
+    .expect("docker network ls");
+    assert_eq!(named.lines().count(), 1, "{named}");
+    let icc = docker(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{index .Options \"com.docker.network.bridge.enable_icc\"}}",
+        &network,
+    ])
+    .expect("docker network inspect");
+    assert_eq!(icc.trim(), "false");
+    for (runtime, (cid, _)) in replicas.iter().zip(&desktops) {
+        runtime.stop(cid, GRACE).await.expect("stop");
+    }
 }

@@ -283,6 +283,27 @@ impl Drop for ContainerGuard {
     }
 }
 
+/// A Docker network of a test, removed (`docker network rm`) when dropped. Declare it
+/// before the guards of the containers on it, so they go first.
+pub struct NetworkGuard {
+    pub name: String,
+}
+
+impl Drop for NetworkGuard {
+    fn drop(&mut self) {
+        let _ = docker(&["network", "rm", &self.name]);
+    }
+}
+
+/// `docker inspect` of one object (container or network) as JSON.
+pub fn inspect(kind: &str, name: &str) -> Result<serde_json::Value, String> {
+    let out = docker(&[kind, "inspect", name])?;
+    let mut all: Vec<serde_json::Value> =
+        serde_json::from_str(&out).map_err(|e| format!("docker {kind} inspect {name}: {e}"))?;
+    all.pop()
+        .ok_or_else(|| format!("docker {kind} inspect {name}: nothing"))
+}
+
 /// Runs `docker args…` (bounded); stdout on success.
 pub fn docker(args: &[&str]) -> Result<String, String> {
     let mut cmd = Command::new("docker");

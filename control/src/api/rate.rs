@@ -15,11 +15,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::serve::IncomingStream;
 use http::header::AUTHORIZATION;
 
 use super::AppState;
@@ -102,22 +100,10 @@ impl CallerLimiter {
     }
 }
 
-/// The client address of a connection, for the limit of unauthenticated callers
-/// (axum's `ConnectInfo` for the plain and the TLS listener).
+/// The client address of a connection, for the limit of unauthenticated callers: the
+/// API listener puts it in every request's extensions as `ConnectInfo<PeerAddr>`.
 #[derive(Clone, Copy, Debug)]
 pub struct PeerAddr(pub SocketAddr);
-
-impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for PeerAddr {
-    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        PeerAddr(*stream.remote_addr())
-    }
-}
-
-impl Connected<IncomingStream<'_, crate::listener::TlsListener>> for PeerAddr {
-    fn connect_info(stream: IncomingStream<'_, crate::listener::TlsListener>) -> Self {
-        PeerAddr(*stream.remote_addr())
-    }
-}
 
 /// The middleware: verifies the bearer token once (the handler's [`Caller`] comes
 /// from here then), and answers 429 to a caller over its limit.

@@ -158,12 +158,21 @@ async fn delete(
         .into_response())
 }
 
+/// Fields of a job's result that say where a desktop's VNC server answers: only admins
+/// see them (everyone else reaches desktops through the relay, with a token).
+const ENDPOINT_FIELDS: [&str; 2] = ["host", "port"];
+
 async fn job(
     State(s): St,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let j = s.app.job(&caller, &id).await?;
+    let mut j = s.app.job(&caller, &id).await?;
+    if !caller.admin
+        && let Some(serde_json::Value::Object(result)) = &mut j.result
+    {
+        result.retain(|k, _| !ENDPOINT_FIELDS.contains(&k.as_str()));
+    }
     Ok(Json(serde_json::to_value(&j).unwrap_or_default()))
 }
 

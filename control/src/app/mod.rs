@@ -109,11 +109,7 @@ impl App {
             record: req.record,
         };
         let quota = self.tunables.get().max_containers_per_tenant;
-        if let Some(live) = self
-            .store
-            .create_within_quota(&container, quota)
-            .await?
-        {
+        if let Some(live) = self.store.create_within_quota(&container, quota).await? {
             return Err(AppError::OverQuota(format!(
                 "tenant {} has {live} containers, the limit is {quota}: stop one first",
                 container.tenant

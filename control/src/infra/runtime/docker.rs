@@ -4,9 +4,11 @@
 //! so a redelivered start job finds the container the first delivery created. The
 //! engine's API version is negotiated on first use, so engines older than bollard's
 //! default API version work; until the engine answers, every call is `Unavailable`.
+//! Desktops are confined as [`Isolation`] says, on their own network
+//! (`docker_network.rs`) unless host networking is configured.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::{IpAddr, TcpListener};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,16 +22,16 @@ use bollard::query_parameters::{
 };
 use futures_util::future::{BoxFuture, FutureExt as _};
 use futures_util::stream::{BoxStream, StreamExt as _};
-use rand::Rng as _;
 use tokio::sync::OnceCell;
 
 use super::docker_model::{
-    container_name, create_body, endpoint_from_inspect, map_error, pick_existing,
+    Isolation, container_name, create_body, endpoint_from_inspect, map_error, pick_existing,
     state_from_inspect, status, summary_is_running, validate,
 };
+use super::docker_network::twin_network;
 use super::{
     CONTAINER_VNC_PORT, ContainerSpec, Endpoint, Inspected, LABEL_CID, LABEL_MANAGED, LABEL_PLANE,
-    LABEL_PORT, Runtime, RuntimeError, RuntimeState, valid_cid,
+    Runtime, RuntimeError, RuntimeState, valid_cid,
 };
 
 /// Engine address when none is configured.
@@ -37,7 +39,7 @@ pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 
 /// Bound on one engine call (stop adds its grace period): past it the engine counts as
 /// unavailable.
-const API_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const API_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// bollard's own per-request bound, in seconds. Looser than ours: our timeouts decide,
 /// and a stop with a long grace period must not be cut short by it.
@@ -93,12 +95,16 @@ pub(super) struct Inner {
     /// The engine client, created and version-negotiated on first successful use.
     client: OnceCell<Docker>,
     pub(super) network: NetworkMode,
+    /// How desktops are confined, and the network they join.
+    pub(super) isolation: Isolation,
+    /// Held while the desktop network is checked or created (`docker_network.rs`).
+    pub(super) network_lock: tokio::sync::Mutex<()>,
     /// This control plane's id (label `vnc.plane`): containers of other planes sharing
     /// the engine are never listed, reconciled or removed.
     pub(super) plane: String,
     /// Host ports picked by starts in flight and not yet visible as a label on a created
     /// container, so two concurrent starts do not pick the same port.
-    reserved_ports: Mutex<BTreeSet<u16>>,
+    pub(super) reserved_ports: Mutex<BTreeSet<u16>>,
 }
 
 impl DockerRuntime {
@@ -108,6 +114,7 @@ impl DockerRuntime {
     pub fn connect(
         docker_host: Option<&str>,
         network: NetworkMode,
+        isolation: Isolation,
         plane: &str,
     ) -> Result<Self, RuntimeError> {
         let host = docker_host.unwrap_or(DEFAULT_DOCKER_HOST).to_owned();
@@ -132,6 +139,8 @@ impl DockerRuntime {
                 host,
                 client: OnceCell::new(),
                 network,
+                isolation,
+                network_lock: tokio::sync::Mutex::new(()),
                 plane: plane.to_owned(),
                 reserved_ports: Mutex::new(BTreeSet::new()),
             }),
@@ -275,6 +284,7 @@ impl Inner {
         }
         // Held until the container exists with its port label, then released.
         let mut port_guard = None;
+        let mut joins = None;
         let vnc_port = match &self.network {
             NetworkMode::Host {
                 host_ip,
@@ -285,9 +295,19 @@ impl Inner {
                 port_guard = Some(guard);
                 port
             }
-            NetworkMode::Bridge | NetworkMode::Published { .. } => CONTAINER_VNC_PORT,
+            NetworkMode::Bridge | NetworkMode::Published { .. } => {
+                joins = Some(self.ensure_network(docker).await?);
+                CONTAINER_VNC_PORT
+            }
         };
-        let body = create_body(spec, &self.network, vnc_port, &self.plane)?;
+        let body = create_body(
+            spec,
+            &self.network,
+            joins,
+            &self.isolation,
+            vnc_port,
+            &self.plane,
+        )?;
         let name = container_name(&spec.cid);
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
         let created = raw(API_TIMEOUT, docker.create_container(Some(options), body)).await?;
@@ -336,7 +356,18 @@ impl Inner {
         settle: Duration,
     ) -> Result<(), RuntimeError> {
         // 304 (already started by a concurrent start) counts as success in bollard.
-        bounded(API_TIMEOUT, docker.start_container(id, None)).await?;
+        match raw(API_TIMEOUT, docker.start_container(id, None)).await? {
+            Ok(()) => {}
+            // The engine attaches the network by name: a replica made a twin of the
+            // desktop network at this moment (see `docker_network.rs`). Removing the
+            // newer twin makes the name unique again.
+            Err(e) if twin_network(&e) => {
+                tracing::info!(container.id = %cid, error = %e, "desktop network has a twin; removing it and starting again");
+                self.ensure_network(docker).await?;
+                bounded(API_TIMEOUT, docker.start_container(id, None)).await?;
+            }
+            Err(e) => return Err(map_error(e)),
+        }
         tokio::time::sleep(settle).await;
         let code = match self.state_of(id).await? {
             RuntimeState::Running => {
@@ -409,62 +440,7 @@ impl Inner {
     /// Where the relay reaches a running container, from inspect.
     async fn endpoint_of(&self, id: &str) -> Result<Endpoint, RuntimeError> {
         let found = self.inspect(id).await?.ok_or(RuntimeError::NotFound)?;
-        endpoint_from_inspect(&found, &self.network)
-    }
-
-    /// Picks a free host port in `range` (random start, wrapping), not used by another
-    /// managed container nor reserved by a start in flight.
-    async fn reserve_host_port(
-        &self,
-        host_ip: IpAddr,
-        range: (u16, u16),
-    ) -> Result<PortReservation<'_>, RuntimeError> {
-        let mut taken: BTreeSet<u16> = self
-            .list(None)
-            .await?
-            .iter()
-            .filter_map(|c| c.labels.as_ref()?.get(LABEL_PORT)?.parse().ok())
-            .collect();
-        let mut reserved = self
-            .reserved_ports
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        taken.extend(reserved.iter().copied());
-        let (lo, hi) = range;
-        let span = u32::from(hi - lo) + 1;
-        let offset = rand::thread_rng().gen_range(0..span);
-        for i in 0..span {
-            let port = lo + ((offset + i) % span) as u16;
-            if taken.contains(&port) {
-                continue;
-            }
-            // Free right now on the host; the container binds it moments later.
-            if TcpListener::bind((host_ip, port)).is_ok() {
-                reserved.insert(port);
-                return Ok(PortReservation {
-                    set: &self.reserved_ports,
-                    port,
-                });
-            }
-        }
-        Err(RuntimeError::Failed(format!(
-            "no free host port in {lo}-{hi} on {host_ip}"
-        )))
-    }
-}
-
-/// A host port held for a start in flight; released on drop.
-struct PortReservation<'a> {
-    set: &'a Mutex<BTreeSet<u16>>,
-    port: u16,
-}
-
-impl Drop for PortReservation<'_> {
-    fn drop(&mut self) {
-        self.set
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.port);
+        endpoint_from_inspect(&found, &self.network, &self.isolation.network)
     }
 }
 
@@ -579,7 +555,7 @@ pub(super) async fn bounded<T>(
 
 /// Runs one engine call under `limit`; the outer error is the timeout, the inner one the
 /// engine's, for callers that treat some statuses specially.
-async fn raw<T>(
+pub(super) async fn raw<T>(
     limit: Duration,
     call: impl Future<Output = Result<T, DockerError>>,
 ) -> Result<Result<T, DockerError>, RuntimeError> {
@@ -597,15 +573,15 @@ mod tests {
 
     #[test]
     fn connect_rejects_bad_addresses_and_ranges() {
-        assert!(DockerRuntime::connect(Some("ftp://x"), NetworkMode::Bridge, "p").is_err());
-        assert!(DockerRuntime::connect(Some("unix://"), NetworkMode::Bridge, "p").is_err());
+        let connect =
+            |host, network| DockerRuntime::connect(host, network, Isolation::default(), "p");
+        assert!(connect(Some("ftp://x"), NetworkMode::Bridge).is_err());
+        assert!(connect(Some("unix://"), NetworkMode::Bridge).is_err());
         let empty = NetworkMode::Host {
             host_ip: "127.0.0.1".parse().expect("ip"),
             port_range: (6000, 5999),
         };
-        assert!(DockerRuntime::connect(None, empty, "p").is_err());
-        assert!(
-            DockerRuntime::connect(Some("tcp://127.0.0.1:2375"), NetworkMode::Bridge, "p").is_ok()
-        );
+        assert!(connect(None, empty).is_err());
+        assert!(connect(Some("tcp://127.0.0.1:2375"), NetworkMode::Bridge).is_ok());
     }
 }

@@ -24,7 +24,9 @@ impl Inner {
         // A running container the relay cannot reach has no endpoint (not an error:
         // the caller decides what such a container is).
         let endpoint = match state {
-            RuntimeState::Running => endpoint_from_inspect(&found, &self.network).ok(),
+            RuntimeState::Running => {
+                endpoint_from_inspect(&found, &self.network, &self.isolation.network).ok()
+            }
             _ => None,
         };
         let config = found.config.unwrap_or_default();

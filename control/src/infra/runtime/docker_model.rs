@@ -1,5 +1,6 @@
 //! Translation between the runtime's types and Docker's API models: the create
-//! request of a desktop, its endpoint and state from inspect, and engine errors.
+//! request of a desktop (with how it is confined: [`Isolation`]), its endpoint and
+//! state from inspect, and engine errors.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -7,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerState, ContainerStateStatusEnum,
-    ContainerSummary, ContainerSummaryStateEnum, HostConfig, PortBinding,
+    ContainerSummary, ContainerSummaryStateEnum, HostConfig, HostConfigLogConfig, PortBinding,
 };
 
 use super::{
@@ -17,6 +18,53 @@ use super::{
 
 /// Port key of the VNC server in Docker's port maps.
 const VNC_PORT_KEY: &str = "5900/tcp";
+
+/// Bridge network desktops join when none is configured.
+pub const DEFAULT_DESKTOP_NETWORK: &str = "vnc-desktops";
+/// Processes (threads included) one desktop may run at once: room for an X server, a
+/// window manager and a browser, not for a fork bomb.
+pub const DEFAULT_PIDS_LIMIT: u32 = 1024;
+/// Size at which a desktop's log file is rotated (Docker's `json-file` `max-size`).
+pub const DEFAULT_LOG_MAX_SIZE: &str = "10m";
+/// Log files kept per desktop, the current one included (`json-file` `max-file`).
+pub const DEFAULT_LOG_MAX_FILES: u32 = 3;
+
+/// Security option every desktop runs with: no process in it gains privileges through
+/// setuid binaries or file capabilities.
+const NO_NEW_PRIVILEGES: &str = "no-new-privileges:true";
+
+/// How a desktop container is confined beyond its CPU and memory limits (which come
+/// with the request). Every desktop drops all capabilities, runs with
+/// `no-new-privileges`, gets no swap (memory+swap = memory) and logs to `json-file`
+/// with rotation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Isolation {
+    /// Bridge network desktops join in the published and bridge modes, created with
+    /// inter-container traffic disabled (see `docker_network.rs`).
+    pub network: String,
+    /// Most processes of one desktop; 0 for no limit.
+    pub pids_limit: u32,
+    /// Capabilities given back after all are dropped; the desktop image contract needs
+    /// none.
+    pub cap_add: Vec<String>,
+    /// `json-file` `max-size` (`10m`, `512k`).
+    pub log_max_size: String,
+    /// `json-file` `max-file`.
+    pub log_max_files: u32,
+}
+
+/// The `DEFAULT_*` confinement.
+impl Default for Isolation {
+    fn default() -> Self {
+        Isolation {
+            network: DEFAULT_DESKTOP_NETWORK.into(),
+            pids_limit: DEFAULT_PIDS_LIMIT,
+            cap_add: Vec::new(),
+            log_max_size: DEFAULT_LOG_MAX_SIZE.into(),
+            log_max_files: DEFAULT_LOG_MAX_FILES,
+        }
+    }
+}
 
 /// The HTTP status of an engine answer, if the error is one.
 pub(super) fn status(e: &DockerError) -> Option<u16> {
@@ -104,10 +152,14 @@ pub(super) fn state_from_inspect(state: Option<&ContainerState>) -> RuntimeState
     }
 }
 
-/// The create request: labels, env, limits and networking of one desktop.
+/// The create request: labels, env, limits, confinement and networking of one desktop.
+/// In the bridge and published modes it `joins` that network (an id: see
+/// `docker_network.rs`), else the desktop network by name.
 pub(super) fn create_body(
     spec: &ContainerSpec,
     network: &NetworkMode,
+    joins: Option<String>,
+    isolation: &Isolation,
     vnc_port: u16,
     plane: &str,
 ) -> Result<ContainerCreateBody, RuntimeError> {
@@ -127,22 +179,37 @@ pub(super) fn create_body(
     }
     env.insert("VNC_PORT".into(), vnc_port.to_string());
 
+    let memory = match spec.memory_mb {
+        0 => None,
+        mb => Some(
+            i64::try_from(mb.saturating_mul(1024 * 1024))
+                .map_err(|_| RuntimeError::Failed(format!("memory {mb} MiB is too large")))?,
+        ),
+    };
     let mut host_config = HostConfig {
         nano_cpus: (spec.cpus > 0.0).then(|| (spec.cpus * 1e9).round() as i64),
-        memory: match spec.memory_mb {
-            0 => None,
-            mb => Some(
-                i64::try_from(mb.saturating_mul(1024 * 1024))
-                    .map_err(|_| RuntimeError::Failed(format!("memory {mb} MiB is too large")))?,
-            ),
-        },
+        memory,
+        // Memory plus swap equal to memory: no swap, so the limit is the limit.
+        memory_swap: memory,
+        pids_limit: (isolation.pids_limit > 0).then(|| i64::from(isolation.pids_limit)),
+        cap_drop: Some(vec!["ALL".into()]),
+        cap_add: (!isolation.cap_add.is_empty()).then(|| isolation.cap_add.clone()),
+        security_opt: Some(vec![NO_NEW_PRIVILEGES.into()]),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([
+                ("max-size".into(), isolation.log_max_size.clone()),
+                ("max-file".into(), isolation.log_max_files.to_string()),
+            ])),
+        }),
         ..Default::default()
     };
     let mut exposed_ports = None;
+    let desktop_network = joins.unwrap_or_else(|| isolation.network.clone());
     match network {
-        NetworkMode::Bridge => host_config.network_mode = Some("bridge".into()),
+        NetworkMode::Bridge => host_config.network_mode = Some(desktop_network),
         NetworkMode::Published { host_ip } => {
-            host_config.network_mode = Some("bridge".into());
+            host_config.network_mode = Some(desktop_network);
             exposed_ports = Some(vec![VNC_PORT_KEY.to_owned()]);
             host_config.port_bindings = Some(HashMap::from([(
                 VNC_PORT_KEY.to_owned(),
@@ -171,17 +238,20 @@ pub(super) fn create_body(
     })
 }
 
-/// The relay's endpoint for a started container under `network`.
+/// The relay's endpoint for a started container under `network`; in bridge mode its
+/// address on `desktop_network`.
 pub(super) fn endpoint_from_inspect(
     found: &ContainerInspectResponse,
     network: &NetworkMode,
+    desktop_network: &str,
 ) -> Result<Endpoint, RuntimeError> {
     let settings = found.network_settings.as_ref();
     match network {
         NetworkMode::Bridge => {
             let networks = settings.and_then(|s| s.networks.as_ref());
             let ip = networks
-                .and_then(|n| n.get("bridge").or_else(|| n.values().next()))
+                // A container created before the desktop network existed is on another.
+                .and_then(|n| n.get(desktop_network).or_else(|| n.values().next()))
                 .and_then(|n| n.ip_address.clone())
                 .filter(|ip| !ip.is_empty())
                 .ok_or_else(|| RuntimeError::Failed("container has no bridge IP address".into()))?;
@@ -260,9 +330,27 @@ mod tests {
         }
     }
 
+    fn isolation() -> Isolation {
+        Isolation {
+            network: "desks".into(),
+            pids_limit: 100,
+            cap_add: vec![],
+            log_max_size: "1m".into(),
+            log_max_files: 2,
+        }
+    }
+
     #[test]
     fn create_body_sets_labels_env_and_limits() {
-        let body = create_body(&spec(), &NetworkMode::Bridge, 5900, "p1").expect("body");
+        let body = create_body(
+            &spec(),
+            &NetworkMode::Bridge,
+            None,
+            &isolation(),
+            5900,
+            "p1",
+        )
+        .expect("body");
         let labels = body.labels.expect("labels");
         assert_eq!(labels[LABEL_MANAGED], "true");
         assert_eq!(labels[LABEL_CID], "c1");
@@ -277,7 +365,16 @@ mod tests {
         let host = body.host_config.expect("host config");
         assert_eq!(host.nano_cpus, Some(1_500_000_000));
         assert_eq!(host.memory, Some(512 * 1024 * 1024));
-        assert_eq!(host.network_mode.as_deref(), Some("bridge"));
+        assert_eq!(host.memory_swap, host.memory);
+        assert_eq!(host.pids_limit, Some(100));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(host.cap_add, None);
+        assert_eq!(host.security_opt, Some(vec![NO_NEW_PRIVILEGES.to_owned()]));
+        let log = host.log_config.expect("log config");
+        assert_eq!(log.typ.as_deref(), Some("json-file"));
+        let log = log.config.expect("log options");
+        assert_eq!((&*log["max-size"], &*log["max-file"]), ("1m", "2"));
+        assert_eq!(host.network_mode.as_deref(), Some("desks"));
         assert!(host.port_bindings.is_none());
     }
 
@@ -290,10 +387,16 @@ mod tests {
         let published = NetworkMode::Published {
             host_ip: "127.0.0.1".parse().expect("ip"),
         };
-        let body = create_body(&s, &published, 5900, "p1").expect("body");
+        let mut iso = isolation();
+        iso.pids_limit = 0;
+        iso.cap_add = vec!["CHOWN".into()];
+        let body = create_body(&s, &published, Some("n1d".into()), &iso, 5900, "p1").expect("body");
         assert_eq!(body.exposed_ports, Some(vec![VNC_PORT_KEY.to_owned()]));
         let host = body.host_config.expect("host config");
         assert_eq!((host.nano_cpus, host.memory), (None, None));
+        assert_eq!((host.memory_swap, host.pids_limit), (None, None));
+        assert_eq!(host.cap_add, Some(vec!["CHOWN".to_owned()]));
+        assert_eq!(host.network_mode.as_deref(), Some("n1d"));
         let binding = &host.port_bindings.expect("bindings")[VNC_PORT_KEY];
         assert_eq!(
             binding.as_ref().expect("binding")[0].host_ip.as_deref(),
@@ -309,7 +412,7 @@ mod tests {
             host_ip: "127.0.0.1".parse().expect("ip"),
             port_range: (20000, 20010),
         };
-        let body = create_body(&s, &host_mode, 20005, "p1").expect("body");
+        let body = create_body(&s, &host_mode, None, &iso, 20005, "p1").expect("body");
         assert_eq!(body.labels.expect("labels")[LABEL_PORT], "20005");
         let env = body.env.expect("env");
         assert!(env.contains(&"VNC_PORT=20005".to_owned()));

@@ -14,7 +14,15 @@
 //! - require VNC Authentication (security type 2) with `$VNC_PASSWORD` when that is set,
 //!   and offer security type None otherwise (the relay authenticates to the container
 //!   with the password and offers the browser None);
-//! - stop on SIGTERM within the stop grace period (as PID 1, it must handle it).
+//! - stop on SIGTERM within the stop grace period (as PID 1, it must handle it);
+//! - run without any Linux capability and without gaining privileges (setuid binaries,
+//!   file capabilities): the runtime drops `ALL` capabilities and sets
+//!   `no-new-privileges`. A process running as root inside keeps owning what root owns
+//!   (`/tmp`, `/run`), which is all an X server, a window manager and a VNC server need;
+//!   an image whose entrypoint does need some (`CHOWN`, `SETUID`, `SETGID` to switch to
+//!   an unprivileged user) gets them back through the `desktop_cap_add` setting;
+//! - live within [`Isolation`]'s process limit, with no swap, and expect its own
+//!   network: it cannot reach other desktops (inter-container traffic is dropped).
 //!
 //! The runtime never pulls: the image must already be on the engine. The test image
 //! `vnc-rfb-fixture:test` (the `rfb-fixture` binary in a scratch image) follows this
@@ -35,6 +43,8 @@ mod docker;
 mod docker_adopt;
 mod docker_events;
 mod docker_model;
+mod docker_network;
+mod docker_ports;
 mod probe;
 mod static_hosts;
 
@@ -46,6 +56,10 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 
 pub use docker::{DEFAULT_DOCKER_HOST, DEFAULT_START_SETTLE, DockerRuntime, NetworkMode};
+pub use docker_model::{
+    DEFAULT_DESKTOP_NETWORK, DEFAULT_LOG_MAX_FILES, DEFAULT_LOG_MAX_SIZE, DEFAULT_PIDS_LIMIT,
+    Isolation,
+};
 pub use probe::wait_for_rfb;
 pub use static_hosts::StaticRuntime;
 

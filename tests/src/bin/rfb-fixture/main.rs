@@ -15,6 +15,10 @@
 //! (`vnc_control::infra::runtime`): without `--listen` it listens on
 //! `$VNC_LISTEN_HOST:$VNC_PORT` (host default `0.0.0.0`) when `VNC_PORT` is set, and
 //! without `--auth` it requires VNC authentication with `$VNC_PASSWORD` when that is set.
+//!
+//! With `--probe IP:PORT` it serves nothing: it opens one TCP connection and exits 0 if
+//! it was accepted, 1 if not, so a test can `docker exec` it in a scratch container to
+//! learn what that container can reach.
 
 #![forbid(unsafe_code)]
 
@@ -136,6 +140,13 @@ struct Cli {
     /// How often the framebuffer content changes, in milliseconds.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     update_interval_ms: u64,
+    /// Serve nothing: connect to this address, exit 0 if the connection is accepted
+    /// within `--probe-timeout-ms`, 1 if not.
+    #[arg(long, value_name = "IP:PORT")]
+    probe: Option<SocketAddr>,
+    /// Bound of a `--probe` connect, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    probe_timeout_ms: u64,
 }
 
 /// Parses `RRGGBB` (an optional leading `#` is allowed).
@@ -249,6 +260,9 @@ impl Config {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(target) = cli.probe {
+        return probe(target, Duration::from_millis(cli.probe_timeout_ms)).await;
+    }
     let env = ImageEnv::from_process();
     let config = Config::from_cli(&cli, &env)?;
     let listen = listen_addr(&cli, &env)?;
@@ -278,6 +292,18 @@ async fn main() -> anyhow::Result<()> {
         _ = sigterm.recv() => log.server(json!({"event": "shutdown", "signal": "SIGTERM"})),
     }
     Ok(())
+}
+
+/// `--probe`: one TCP connect to `target`, bounded by `within`.
+async fn probe(target: SocketAddr, within: Duration) -> anyhow::Result<()> {
+    match tokio::time::timeout(within, TcpStream::connect(target)).await {
+        Ok(Ok(_)) => {
+            println!("REACHED {target}");
+            Ok(())
+        }
+        Ok(Err(e)) => bail!("probe {target}: {e}"),
+        Err(_) => bail!("probe {target}: no answer within {within:?}"),
+    }
 }
 
 /// Serves connections on `listener` forever; each connection runs in its own task.
