@@ -41,8 +41,11 @@ pub async fn wait_for_rfb(endpoint: &Endpoint, within: Duration) -> Result<(), R
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
+            // The address goes to the log only: the error reaches the container's
+            // owner through the API.
+            tracing::warn!(%endpoint, error = %last_error, "the container's VNC server gave no RFB greeting");
             return Err(RuntimeError::Failed(format!(
-                "no RFB greeting from {endpoint} within {}: {last_error}",
+                "the container's VNC server gave no RFB greeting within {}: {last_error}",
                 humantime::format_duration(within)
             )));
         }
@@ -130,6 +133,8 @@ mod tests {
             matches!(&err, RuntimeError::Failed(m) if m.contains("not an RFB greeting")),
             "{err}"
         );
+        // What failed, not where: the owner sees this error.
+        assert!(!err.to_string().contains("127.0.0.1"), "{err}");
     }
 
     #[tokio::test]
