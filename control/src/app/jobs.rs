@@ -1,6 +1,6 @@
 //! The container lifecycle as queue jobs (`start`, `stop`), and the reconciler that
 //! keeps Redis true when a container dies or vanishes behind control's back, and
-//! re-adopts containers whose records Redis lost ([`super::adopt`]).
+//! re-adopts containers whose records Redis lost (`adopt.rs`).
 //!
 //! Handlers are idempotent: a redelivered `start` finds the running record (or the
 //! runtime finds the labelled container) and creates nothing twice; a `stop` of a gone
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use vnc_shared::schema::ContainerState;
 use vnc_shared::swap::Swap;
 
-use super::adopt::record_labels;
+use super::record_labels::record_labels;
 use super::{START_JOB, STOP_JOB};
 use crate::config::StaticContainer;
 use crate::domain::Container;

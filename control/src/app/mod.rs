@@ -3,6 +3,7 @@
 
 pub mod adopt;
 pub mod jobs;
+pub mod record_labels;
 pub mod sessions;
 
 use std::time::Duration;
