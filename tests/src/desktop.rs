@@ -52,7 +52,9 @@ pub fn required(what: &str, missing: &[String]) -> bool {
     }
     let list = missing.join(", ");
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but {what} is not available; missing: {list} (.ci/run installs them)");
+        panic!(
+            "CI=true but {what} is not available; missing: {list} (scripts/test-deps installs them)"
+        );
     }
     use std::io::Write as _;
     // Straight to the stderr handle, not `eprintln!`, which the test harness captures:

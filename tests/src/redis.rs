@@ -101,7 +101,9 @@ fn redis_binary() -> PathBuf {
             return p;
         }
     }
-    panic!("redis-server is not installed: `apt-get install redis-server` (.ci/run does)");
+    panic!(
+        "redis-server is not installed: `apt-get install redis-server` (scripts/test-deps does)"
+    );
 }
 
 impl RedisServer {

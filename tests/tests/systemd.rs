@@ -48,7 +48,7 @@ fn systemd_dir() -> PathBuf {
 }
 
 /// True if `systemd-analyze` and `systemd-sysusers` run. If not: under `CI=true` this
-/// panics (`.ci/run` installs Debian's `systemd` package), otherwise it prints a loud
+/// panics (`scripts/test-deps` installs Debian's `systemd` package), otherwise it prints a loud
 /// `SKIPPED` line and returns false so the test can return early.
 fn systemd_tools() -> bool {
     let runs = |tool: &str| {
@@ -66,7 +66,7 @@ fn systemd_tools() -> bool {
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!(
-            "CI=true but {} is missing: install Debian's systemd package (.ci/run does)",
+            "CI=true but {} is missing: install Debian's systemd package (scripts/test-deps does)",
             missing.join(" and ")
         );
     }
