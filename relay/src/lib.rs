@@ -3,32 +3,16 @@
 //! `main.rs` parses flags and signals and calls [`run`], which tests call too.
 #![forbid(unsafe_code)]
 
-pub mod accept;
-pub mod admin;
-pub mod auth;
-pub mod bufpool;
+pub mod admission;
 pub mod config;
-pub mod frame;
-pub mod io;
-pub mod live;
+pub mod http;
 pub mod metrics;
-pub mod pending;
+pub mod node;
 pub mod recording;
-pub mod registry;
-pub mod reject;
-pub mod reload;
 pub mod replay;
-pub mod revoked;
-pub mod rfb;
-pub mod rooms;
-pub mod server;
 pub mod session;
-pub mod signal;
-pub mod socketio;
-pub mod store;
-pub mod upgrade;
-pub mod upstream;
-pub mod web;
+pub mod transport;
+pub mod wire;
 
 use std::sync::{Arc, OnceLock};
 
@@ -40,9 +24,12 @@ use vnc_shared::tls::{ReloadableTls, TlsError};
 use vnc_shared::token::KeyError;
 
 pub use config::{RelayConfig, RelaySettings};
-use live::Live;
-use server::Relay;
-use store::{NodeRecord, Store, StoreError};
+use node::Node;
+use node::live::Live;
+use node::store::{NodeRecord, Store, StoreError};
+use node::{admin, registry, rooms};
+use session::end::Stop;
+use transport::socketio;
 
 /// How long start-up waits for Redis before serving anyway (unready until it answers).
 const REDIS_STARTUP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -93,7 +80,7 @@ pub async fn run_with(
     config: RelayConfig,
     listeners: Listeners,
     shutdown: Shutdown,
-    started: impl FnOnce(Arc<Relay>),
+    started: impl FnOnce(Arc<Node>),
 ) -> Result<(), StartError> {
     let prometheus = metrics::install();
     let keys = config.load_keys()?;
@@ -133,7 +120,7 @@ pub async fn run_with(
         .as_ref()
         .map(|files| vnc_shared::tls::server_config(files).map(ReloadableTls::new))
         .transpose()?;
-    let relay = Arc::new(Relay::new(config, keys, tls, store, live, io, recordings));
+    let relay = Arc::new(Node::new(config, keys, tls, store, live, io, recordings));
     started(relay.clone());
     let socketio = tokio::spawn(socketio::start(relay.clone()));
     let node = NodeRecord {
@@ -160,15 +147,15 @@ pub async fn run_with(
         let relay = relay.clone();
         tokio::spawn(async move {
             tokio::select! {
-                _ = shutdown.drain.cancelled() => relay.draining.cancel(),
+                _ = shutdown.drain.cancelled() => relay.drain(),
                 _ = shutdown.now.cancelled() => {}
             }
             tokio::select! {
                 _ = shutdown.now.cancelled() => {}
                 _ = tokio::time::sleep(drain_timeout) => {}
             }
-            relay.draining.cancel();
-            relay.stop_all(session::Stop::Draining);
+            relay.drain();
+            relay.stop_all(Stop::Draining);
         })
     };
     tracing::info!(
@@ -177,24 +164,24 @@ pub async fn run_with(
         keys = relay.keys().len(),
         "relay serving"
     );
-    relay.accept_loop(listeners.public).await;
+    http::accept::accept_loop(&relay, listeners.public).await;
     tracing::info!(
-        live = relay.live.len(),
-        pending = relay.pending.len(),
+        live = relay.live().len(),
+        pending = relay.pending().len(),
         ?drain_timeout,
         "draining"
     );
-    relay.tracker.close();
-    relay.tracker.wait().await;
+    relay.tracker().close();
+    relay.tracker().wait().await;
     socketio.abort();
     room_feed.abort();
     heartbeat.abort();
-    if let Err(e) = relay.store.remove_node(&relay.config().node_id).await {
+    if let Err(e) = relay.store().remove_node(&relay.config().node_id).await {
         tracing::debug!(error = %e, "node record left to expire");
     }
     bridge.abort();
     admin_stop.cancel();
-    relay.store.quit().await;
+    relay.store().quit().await;
     tracing::info!("relay stopped");
     Ok(())
 }

@@ -9,9 +9,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use vnc_relay::accept::bind;
+use vnc_relay::http::accept::bind;
+use vnc_relay::node::Node;
 use vnc_relay::recording::format::Ending;
-use vnc_relay::server::Relay;
 use vnc_relay::{Listeners, RelaySettings, Shutdown};
 use vnc_shared::systemd::{self, Health, ListenFds, Notifier};
 
@@ -139,13 +139,13 @@ async fn serve(
         signals.now.cancel();
     });
     let mut hup = signal(SignalKind::hangup())?;
-    let started = move |relay: Arc<Relay>| {
+    let started = move |relay: Arc<Node>| {
         let reloading = notifier.clone();
         let reloaded = relay.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 reloading.reloading();
-                match vnc_relay::reload::reload(&reloaded, &settings) {
+                match vnc_relay::node::reload::reload(&reloaded, &settings) {
                     Ok(now) => tracing::info!(%now, "configuration reloaded"),
                     Err(e) => {
                         tracing::error!(error = %e, "reload refused; the running configuration stays")
@@ -220,12 +220,12 @@ fn adopt(socket: std::net::TcpListener) -> std::io::Result<TcpListener> {
 }
 
 /// Readiness as `/readyz` sees it, and the live session count, for systemd.
-fn health(relay: &Relay) -> Health {
-    let sessions = match relay.live.len() {
+fn health(relay: &Node) -> Health {
+    let sessions = match relay.live().len() {
         1 => "1 live session".to_owned(),
         n => format!("{n} live sessions"),
     };
-    if relay.draining.is_cancelled() {
+    if relay.is_draining() {
         return Health {
             ready: false,
             status: format!("Draining: {sessions} left"),

@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, Uri};
-use vnc_relay::frame::{Decoded, Decoder};
+use vnc_relay::transport::websocket::frame::{Decoded, Decoder};
 
 use crate::client::RecvCount;
 use crate::sio_wire::{self, Masks};

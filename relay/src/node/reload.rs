@@ -13,26 +13,26 @@
 
 use vnc_shared::tls::server_config;
 
+use super::Node;
 use crate::config::{RelayConfig, RelaySettings};
 use crate::metrics::CONFIG_RELOADS;
-use crate::server::Relay;
 
 /// Reloads from `settings` (the command line and environment the relay started
 /// with, over the config file as it is now); returns what is in force.
-pub fn reload(relay: &Relay, settings: &RelaySettings) -> Result<String, String> {
+pub fn reload(relay: &Node, settings: &RelaySettings) -> Result<String, String> {
     let result = apply(relay, settings);
     let label = if result.is_ok() { "ok" } else { "refused" };
     metrics::counter!(CONFIG_RELOADS, "result" => label).increment(1);
     result
 }
 
-fn apply(relay: &Relay, settings: &RelaySettings) -> Result<String, String> {
+fn apply(relay: &Node, settings: &RelaySettings) -> Result<String, String> {
     let new = settings.resolve().map_err(|e| e.to_string())?;
     let old = relay.config();
     let keys = new.load_keys().map_err(|e| e.to_string())?;
     vnc_shared::telemetry::log_filter(&new.log_level)?;
     let new = keep_restart_only(&old, new);
-    let tls = match (&relay.tls, &new.tls) {
+    let tls = match (relay.tls(), &new.tls) {
         (Some(current), Some(files)) => {
             Some((current, server_config(files).map_err(|e| e.to_string())?))
         }
