@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod process;
 pub mod redis;
 pub mod rfb;
 pub mod schema;

@@ -21,6 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use vnc_shared::swap::Swap;
+use vnc_shared::systemd::Health;
 use vnc_shared::tls::ReloadableTls;
 use vnc_shared::token::KeySet;
 
@@ -148,6 +149,30 @@ impl Node {
             Some("socket.io starting")
         } else {
             None
+        }
+    }
+
+    /// Readiness as `/readyz` sees it, and the live session count, for systemd.
+    pub fn health(&self) -> Health {
+        let sessions = match self.live.len() {
+            1 => "1 live session".to_owned(),
+            n => format!("{n} live sessions"),
+        };
+        if self.is_draining() {
+            return Health {
+                ready: false,
+                status: format!("Draining: {sessions} left"),
+            };
+        }
+        match self.not_ready() {
+            None => Health {
+                ready: true,
+                status: format!("Serving: {sessions}"),
+            },
+            Some(why) => Health {
+                ready: false,
+                status: format!("Not ready ({why}): {sessions}"),
+            },
         }
     }
 
