@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, Uri};
 use vnc_relay::transport::websocket::frame::{Decoded, Decoder};
 
-use crate::client::RecvCount;
+use crate::recv_count::RecvCount;
 use crate::sio_wire::{self, Masks};
 use crate::stream::Stream;
 
