@@ -126,15 +126,15 @@ async fn build(node: &Arc<Node>) -> Result<(), Box<dyn std::error::Error + Send 
     let weak = Arc::downgrade(node);
     let admit = {
         let weak = weak.clone();
-        async move |s: SocketRef<Adapter>, TryData(auth): TryData<serde_json::Value>| {
+        async move |socket: SocketRef<Adapter>, TryData(auth): TryData<serde_json::Value>| {
             let node = weak.upgrade().ok_or(Reject::Draining)?;
-            authorize(&node, &s, auth.ok()).await.inspect_err(|e| {
+            authorize(&node, &socket, auth.ok()).await.inspect_err(|e| {
                 e.count();
                 tracing::debug!(reason = %e, "socket.io connect refused");
             })
         }
     };
-    let connected = async move |s: SocketRef<Adapter>| on_connect(weak, s);
+    let connected = async move |socket: SocketRef<Adapter>| on_connect(weak, socket);
     io.ns(NAMESPACE, connected.with(admit)).await?;
     node.socketio_started(io, layer);
     tracing::info!("socket.io ready");
@@ -176,13 +176,13 @@ impl Uplink {
 /// The connect middleware: every check a raw WebSocket passes, in the same order.
 async fn authorize(
     node: &Node,
-    s: &SocketRef<Adapter>,
+    socket: &SocketRef<Adapter>,
     auth: Option<serde_json::Value>,
 ) -> Result<(), Reject> {
     if node.is_draining() {
         return Err(Reject::Draining);
     }
-    let req = s.req_parts();
+    let req = socket.req_parts();
     let written = req
         .extensions
         .get::<WriteSignal>()
@@ -204,7 +204,7 @@ async fn authorize(
     // handler only afterwards, in a task of its own): the client may send at once.
     let stop = Arc::new(StopSignal::default());
     let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
-    s.extensions.insert(Uplink {
+    socket.extensions.insert(Uplink {
         input,
         stop: stop.clone(),
         view_only: admitted.policy.view_only,
@@ -212,11 +212,11 @@ async fn authorize(
     // The work happens in the extractors, which socketioxide runs in arrival order;
     // handlers themselves run as separate tasks, in no particular order. The handlers
     // only answer acknowledgements.
-    s.on("vnc:data", async |_: DataEvent| {});
-    s.on("vnc:input", acknowledge::<InputMessage>);
-    s.on("vnc:resize", acknowledge::<ResizeMessage>);
+    socket.on("vnc:data", async |_: DataEvent| {});
+    socket.on("vnc:input", acknowledge::<InputMessage>);
+    socket.on("vnc:resize", acknowledge::<ResizeMessage>);
     let gone = Arc::new(Signal::default());
-    s.on_disconnect({
+    socket.on_disconnect({
         let stop = stop.clone();
         let gone = gone.clone();
         async move |reason: DisconnectReason| {
@@ -235,18 +235,19 @@ async fn authorize(
         gone,
         input: input_rx,
     };
-    s.extensions
+    socket
+        .extensions
         .insert(ConnectingSlot(Arc::new(Mutex::new(Some(connecting)))));
     Ok(())
 }
 
-fn on_connect(node: Weak<Node>, s: SocketRef<Adapter>) {
-    let connecting = s
+fn on_connect(node: Weak<Node>, socket: SocketRef<Adapter>) {
+    let connecting = socket
         .extensions
         .remove::<ConnectingSlot>()
         .and_then(|slot| slot.0.lock().ok()?.take());
     let (Some(node), Some(connecting)) = (node.upgrade(), connecting) else {
-        let _ = s.disconnect();
+        let _ = socket.disconnect();
         return;
     };
     let Connecting {
@@ -256,9 +257,9 @@ fn on_connect(node: Weak<Node>, s: SocketRef<Adapter>) {
         gone,
         input,
     } = connecting;
-    s.join(room(&admitted.claims.cid));
+    socket.join(room(&admitted.claims.cid));
     let span = session::span(&admitted, "socketio");
-    let transport = SocketIoTransport::new(s, written, input, gone);
+    let transport = SocketIoTransport::new(socket, written, input, gone);
     let tracker = node.tracker().clone();
     tracker.spawn(
         async move { session::drive(&node, admitted, stop, transport).await }.instrument(span),
@@ -278,11 +279,11 @@ impl FromMessage<Adapter> for DataEvent {
     type Error = NoSession;
 
     fn from_message(
-        s: Arc<Socket<Adapter>>,
+        socket: Arc<Socket<Adapter>>,
         v: Value,
         _ack: Option<i64>,
     ) -> Result<Self, Self::Error> {
-        let uplink = s.extensions.get::<Uplink>().ok_or(NoSession)?;
+        let uplink = socket.extensions.get::<Uplink>().ok_or(NoSession)?;
         match v {
             Value::Str(_, Some(mut bins)) if bins.len() == 1 => {
                 uplink.push(Upward::Data(bins.pop_front().unwrap_or_default()));
@@ -333,8 +334,8 @@ fn first_arg<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, String> {
 
 /// Validates structured input and queues it in arrival order, unless the session is
 /// view-only; the handler acknowledges with the outcome.
-fn queue_input(s: &Socket<Adapter>, parsed: Result<Input, String>) -> Result<(), String> {
-    let uplink = s.extensions.get::<Uplink>().ok_or("no session")?;
+fn queue_input(socket: &Socket<Adapter>, parsed: Result<Input, String>) -> Result<(), String> {
+    let uplink = socket.extensions.get::<Uplink>().ok_or("no session")?;
     let input = parsed?;
     if uplink.view_only {
         metrics::counter!(crate::metrics::INPUT_DROPPED, "kind" => "vnc_input").increment(1);
@@ -400,11 +401,11 @@ impl<M: Structured> FromMessage<Adapter> for StructuredEvent<M> {
     type Error = NoSession;
 
     fn from_message(
-        s: Arc<Socket<Adapter>>,
+        socket: Arc<Socket<Adapter>>,
         v: Value,
         _ack: Option<i64>,
     ) -> Result<Self, Self::Error> {
         let parsed = first_arg::<M>(&v).and_then(M::into_input);
-        Ok(StructuredEvent(queue_input(&s, parsed), PhantomData))
+        Ok(StructuredEvent(queue_input(&socket, parsed), PhantomData))
     }
 }

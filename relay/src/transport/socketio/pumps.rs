@@ -85,7 +85,7 @@ impl Input {
 
 /// The socket.io transport: the socket, and the browser's input in arrival order.
 pub struct SocketIoTransport {
-    browser: Browser,
+    browser: SocketSink,
     input: mpsc::Receiver<Upward>,
     /// Set once the socket is gone.
     gone: Arc<Signal>,
@@ -100,7 +100,7 @@ impl SocketIoTransport {
         gone: Arc<Signal>,
     ) -> Self {
         SocketIoTransport {
-            browser: Browser::new(socket, written),
+            browser: SocketSink::new(socket, written),
             input,
             gone,
         }
@@ -306,7 +306,11 @@ impl HeldInput {
 
 /// Emits `vnc:resized` for each of the server's answers, each settling the oldest
 /// pending request; false once the socket is gone.
-async fn report(browser: &Browser, pending: &PendingResizes, answers: Vec<ResizeAnswer>) -> bool {
+async fn report(
+    browser: &SocketSink,
+    pending: &PendingResizes,
+    answers: Vec<ResizeAnswer>,
+) -> bool {
     for answer in answers {
         pending.answered();
         if !browser
@@ -320,16 +324,16 @@ async fn report(browser: &Browser, pending: &PendingResizes, answers: Vec<Resize
 }
 
 /// The browser's socket, as a session writes to it.
-struct Browser {
+struct SocketSink {
     socket: SocketRef<Adapter>,
     written: WriteSignal,
     /// `vnc:data` events emitted so far; each is one binary frame on the connection.
     data_sent: AtomicU64,
 }
 
-impl Browser {
+impl SocketSink {
     fn new(socket: SocketRef<Adapter>, written: WriteSignal) -> Self {
-        Browser {
+        SocketSink {
             socket,
             written,
             data_sent: AtomicU64::new(0),
