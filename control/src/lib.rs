@@ -1,5 +1,14 @@
-//! vnc-control: the control plane. So far the operator commands: key generation and
-//! offline token minting; the REST API and the job queue build on these.
+//! vnc-control: the control plane. A REST API (`/v1`) through which callers create,
+//! start, stop and delete desktop containers, get short-lived, JWT-scoped VNC tokens
+//! for the relays, list, kick and revoke the relays' sessions and tokens; a durable job queue on Redis Streams that runs the container
+//! lifecycle on Docker (or on static hosts from config), shared by every replica; a
+//! reconciler that keeps Redis true to what the runtime runs; and the operator
+//! commands that need no running service (key generation, offline token minting).
+//!
+//! The layers point one way: [`api`] (HTTP) → [`app`] (commands and queries) →
+//! [`domain`] (rules, no I/O) ← [`infra`] (Redis, the job queue, the runtimes).
+//! [`config`] reads the settings, [`server`] wires the layers together and serves
+//! until shutdown; the design of record is `docs/architecture.md`.
 #![forbid(unsafe_code)]
 
 pub mod api;
