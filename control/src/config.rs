@@ -12,6 +12,7 @@ use vnc_shared::telemetry::LogFormat;
 use vnc_shared::tls::TlsFiles;
 use vnc_shared::token::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
 
+use crate::domain::StaticContainer;
 use crate::infra::runtime::{
     DEFAULT_DESKTOP_NETWORK, DEFAULT_LOG_MAX_FILES, DEFAULT_LOG_MAX_SIZE, DEFAULT_PIDS_LIMIT,
 };
@@ -77,17 +78,6 @@ pub enum NetworkKind {
     Host,
     /// The container's own bridge address.
     Bridge,
-}
-
-/// A container of the static runtime (a host that already runs a VNC server).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StaticContainer {
-    pub cid: String,
-    pub owner: String,
-    pub tenant: String,
-    pub host: String,
-    pub port: u16,
 }
 
 /// Every setting, as flags/env (clap) and as the TOML file (serde) at once.
