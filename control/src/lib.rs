@@ -7,16 +7,21 @@
 //!
 //! The layers point one way: [`api`] (HTTP) → [`app`] (commands and queries) →
 //! [`domain`] (rules, no I/O) ← [`infra`] (Redis, the job queue, the runtimes).
-//! [`config`] reads the settings, [`server`] wires the layers together and serves
-//! until shutdown; the design of record is `docs/architecture.md`.
+//! [`config`] reads the settings, [`startup`] loads what they name, [`server`] wires
+//! the layers together and serves until shutdown, and [`daemon`] runs that as a
+//! systemd service (listeners, readiness, reload on SIGHUP) for the binary, which only
+//! parses flags and sets up logging and the stop signals. The design of record is
+//! `docs/architecture.md`.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod daemon;
 pub mod domain;
 pub mod infra;
 pub mod listener;
 pub mod metrics;
 pub mod operator;
 pub mod server;
+pub mod startup;
