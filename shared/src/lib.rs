@@ -5,11 +5,16 @@
 //! code does no I/O.
 #![forbid(unsafe_code)]
 
+// `settings!` names `vnc_shared::config::opt_duration` in a serde attribute, where
+// `$crate` cannot go; this makes that path work inside this crate too.
+extern crate self as vnc_shared;
+
 pub mod config;
 pub mod process;
 pub mod redis;
 pub mod rfb;
 pub mod schema;
+pub mod settings;
 pub mod swap;
 pub mod systemd;
 pub mod telemetry;
