@@ -15,8 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
-use vnc_relay::frame::{Decoder, ServerHeader, opcode};
-use vnc_relay::io::write_all_vectored;
+use vnc_relay::transport::websocket::frame::{Decoder, ServerHeader, opcode};
+use vnc_relay::wire::io::write_all_vectored;
 
 const PAYLOAD: usize = 64 * 1024;
 

@@ -11,8 +11,8 @@ use vnc_shared::schema::DEFAULT_PREFIX;
 use vnc_shared::telemetry::LogFormat;
 use vnc_shared::tls::TlsFiles;
 
+use crate::node::store::SessionLimits;
 use crate::recording::RecordingConfig;
-use crate::store::SessionLimits;
 use vnc_shared::token::{
     DEFAULT_AUDIENCE, DEFAULT_ISSUER, KeyError, KeySet, MAX_LEEWAY, Scope, TokenAlgorithm,
     VerifyPolicy, kid_from_path, read_hs256_secret,

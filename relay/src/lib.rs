@@ -1,34 +1,20 @@
 //! vnc-relay: pins each container's RFB (VNC) TCP socket to a browser WebSocket.
 //!
-//! `main.rs` parses flags and signals and calls [`run`], which tests call too.
+//! `main.rs` parses flags, sets up logging and signals and calls the library: [`Relay`]
+//! (build, then serve), which [`run`] wraps for tests. The design of record, with a map
+//! of the folders below, is `docs/architecture.md`.
 #![forbid(unsafe_code)]
 
-pub mod accept;
-pub mod admin;
-pub mod auth;
-pub mod bufpool;
+pub mod admission;
 pub mod config;
-pub mod frame;
-pub mod io;
-pub mod live;
+pub mod http;
 pub mod metrics;
-pub mod pending;
+pub mod node;
 pub mod recording;
-pub mod registry;
-pub mod reject;
-pub mod reload;
 pub mod replay;
-pub mod revoked;
-pub mod rfb;
-pub mod rooms;
-pub mod server;
 pub mod session;
-pub mod signal;
-pub mod socketio;
-pub mod store;
-pub mod upgrade;
-pub mod upstream;
-pub mod web;
+pub mod transport;
+pub mod wire;
 
 use std::sync::{Arc, OnceLock};
 
@@ -40,9 +26,12 @@ use vnc_shared::tls::{ReloadableTls, TlsError};
 use vnc_shared::token::KeyError;
 
 pub use config::{RelayConfig, RelaySettings};
-use live::Live;
-use server::Relay;
-use store::{NodeRecord, Store, StoreError};
+use node::Node;
+use node::live::Live;
+use node::store::{NodeRecord, Store, StoreError};
+use node::{admin, registry, rooms};
+use session::end::Stop;
+use transport::socketio;
 
 /// How long start-up waits for Redis before serving anyway (unready until it answers).
 const REDIS_STARTUP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -78,123 +67,167 @@ pub struct Shutdown {
     pub now: CancellationToken,
 }
 
+/// `vnc-relay check`: validates the configuration, the keys and the certificate it
+/// names; says what is in force.
+pub fn check(config: &RelayConfig) -> Result<String, StartError> {
+    let keys = config.load_keys()?;
+    if let Some(files) = &config.tls {
+        vnc_shared::tls::server_config(files)?;
+    }
+    Ok(format!(
+        "configuration ok: {} key(s), listen {}{}, admin {}",
+        keys.len(),
+        config.listen,
+        if config.tls.is_some() { " (TLS)" } else { "" },
+        config.admin_listen
+    ))
+}
+
 /// Runs the relay until drained. Returns once every session has ended.
 pub async fn run(
     config: RelayConfig,
     listeners: Listeners,
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
-    run_with(config, listeners, shutdown, |_| {}).await
+    Relay::build(config, listeners).await?.serve(shutdown).await;
+    Ok(())
 }
 
-/// [`run`], handing `started` the relay once its keys are loaded and Redis had its
-/// start-up wait (the binary reports readiness and live sessions to systemd).
-pub async fn run_with(
-    config: RelayConfig,
+/// A relay built and ready to serve: keys loaded, Redis given its start-up wait, the
+/// room feed running. [`Relay::node`] reaches its shared state before it serves (the
+/// binary reports readiness and live sessions to systemd, and reloads on SIGHUP).
+pub struct Relay {
+    node: Arc<Node>,
     listeners: Listeners,
-    shutdown: Shutdown,
-    started: impl FnOnce(Arc<Relay>),
-) -> Result<(), StartError> {
-    let prometheus = metrics::install();
-    let keys = config.load_keys()?;
-    let recordings = match &config.recording {
-        Some(r) => Some(Arc::new(
-            recording::Recordings::open(r.clone(), &config.node_id).map_err(|source| {
-                StartError::RecordDir {
-                    dir: r.dir.clone(),
-                    source,
-                }
-            })?,
-        )),
-        None => None,
-    };
-    let store = Store::connect(
-        config.redis_url.expose(),
-        Keys::new(config.redis_prefix.clone()),
-    )?;
-    if !store.wait_connected(REDIS_STARTUP_WAIT).await {
-        tracing::warn!("redis is not reachable yet; refusing sessions until it is");
-    }
-    let drain_timeout = config.limits.drain_timeout;
-    let (live, room_changes) = Live::new();
-    let io = Arc::new(OnceLock::new());
-    // The feed asks the heartbeat for a beat after each (re)subscribe.
-    let resync = Arc::new(Notify::new());
-    let room_feed = tokio::spawn(rooms::feed(
-        store.subscriber(false)?,
-        store.keys().clone(),
-        live.clone(),
-        room_changes,
-        io.clone(),
-        resync.clone(),
-    ));
-    let tls = config
-        .tls
-        .as_ref()
-        .map(|files| vnc_shared::tls::server_config(files).map(ReloadableTls::new))
-        .transpose()?;
-    let relay = Arc::new(Relay::new(config, keys, tls, store, live, io, recordings));
-    started(relay.clone());
-    let socketio = tokio::spawn(socketio::start(relay.clone()));
-    let node = NodeRecord {
-        node_id: relay.config().node_id.clone(),
-        addr: listeners
-            .public
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
-        started_at: vnc_shared::schema::now_ms(),
-        version: env!("CARGO_PKG_VERSION"),
-    };
-    let heartbeat = tokio::spawn(registry::heartbeat(relay.clone(), node, resync));
-    let admin_stop = CancellationToken::new();
-    tokio::spawn(admin::serve(
-        listeners.admin,
-        relay.clone(),
-        prometheus,
-        admin_stop.clone(),
-    ));
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    room_feed: tokio::task::JoinHandle<()>,
+    resync: Arc<Notify>,
+}
 
-    // Bridge the caller's signals to the relay's own tokens.
-    let bridge = {
-        let relay = relay.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = shutdown.drain.cancelled() => relay.draining.cancel(),
-                _ = shutdown.now.cancelled() => {}
-            }
-            tokio::select! {
-                _ = shutdown.now.cancelled() => {}
-                _ = tokio::time::sleep(drain_timeout) => {}
-            }
-            relay.draining.cancel();
-            relay.stop_all(session::Stop::Draining);
+impl Relay {
+    pub async fn build(config: RelayConfig, listeners: Listeners) -> Result<Relay, StartError> {
+        let prometheus = metrics::install();
+        let keys = config.load_keys()?;
+        let recordings = match &config.recording {
+            Some(r) => Some(Arc::new(
+                recording::Recordings::open(r.clone(), &config.node_id).map_err(|source| {
+                    StartError::RecordDir {
+                        dir: r.dir.clone(),
+                        source,
+                    }
+                })?,
+            )),
+            None => None,
+        };
+        let store = Store::connect(
+            config.redis_url.expose(),
+            Keys::new(config.redis_prefix.clone()),
+        )?;
+        if !store.wait_connected(REDIS_STARTUP_WAIT).await {
+            tracing::warn!("redis is not reachable yet; refusing sessions until it is");
+        }
+        let (live, room_changes) = Live::new();
+        let io = Arc::new(OnceLock::new());
+        // The feed asks the heartbeat for a beat after each (re)subscribe.
+        let resync = Arc::new(Notify::new());
+        let room_feed = tokio::spawn(rooms::feed(
+            store.subscriber(false)?,
+            store.keys().clone(),
+            live.clone(),
+            room_changes,
+            io.clone(),
+            resync.clone(),
+        ));
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|files| vnc_shared::tls::server_config(files).map(ReloadableTls::new))
+            .transpose()?;
+        let node = Arc::new(Node::new(config, keys, tls, store, live, io, recordings));
+        Ok(Relay {
+            node,
+            listeners,
+            prometheus,
+            room_feed,
+            resync,
         })
-    };
-    tracing::info!(
-        listen = ?listeners.public.local_addr().ok(),
-        node.id = %relay.config().node_id,
-        keys = relay.keys().len(),
-        "relay serving"
-    );
-    relay.accept_loop(listeners.public).await;
-    tracing::info!(
-        live = relay.live.len(),
-        pending = relay.pending.len(),
-        ?drain_timeout,
-        "draining"
-    );
-    relay.tracker.close();
-    relay.tracker.wait().await;
-    socketio.abort();
-    room_feed.abort();
-    heartbeat.abort();
-    if let Err(e) = relay.store.remove_node(&relay.config().node_id).await {
-        tracing::debug!(error = %e, "node record left to expire");
     }
-    bridge.abort();
-    admin_stop.cancel();
-    relay.store.quit().await;
-    tracing::info!("relay stopped");
-    Ok(())
+
+    /// The node's shared state.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Serves until drained (`shutdown`); returns once every session has ended.
+    pub async fn serve(self, shutdown: Shutdown) {
+        let Relay {
+            node,
+            listeners,
+            prometheus,
+            room_feed,
+            resync,
+        } = self;
+        let drain_timeout = node.config().limits.drain_timeout;
+        let socketio = tokio::spawn(socketio::start(node.clone()));
+        let record = NodeRecord {
+            node_id: node.config().node_id.clone(),
+            addr: listeners
+                .public
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            started_at: vnc_shared::schema::now_ms(),
+            version: env!("CARGO_PKG_VERSION"),
+        };
+        let heartbeat = tokio::spawn(registry::heartbeat(node.clone(), record, resync));
+        let admin_stop = CancellationToken::new();
+        tokio::spawn(admin::serve(
+            listeners.admin,
+            node.clone(),
+            prometheus,
+            admin_stop.clone(),
+        ));
+
+        // Bridge the caller's signals to the node's own drain and stop.
+        let bridge = {
+            let node = node.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = shutdown.drain.cancelled() => node.drain(),
+                    _ = shutdown.now.cancelled() => {}
+                }
+                tokio::select! {
+                    _ = shutdown.now.cancelled() => {}
+                    _ = tokio::time::sleep(drain_timeout) => {}
+                }
+                node.drain();
+                node.stop_all(Stop::Draining);
+            })
+        };
+        tracing::info!(
+            listen = ?listeners.public.local_addr().ok(),
+            node.id = %node.config().node_id,
+            keys = node.keys().len(),
+            "relay serving"
+        );
+        http::accept::accept_loop(&node, listeners.public).await;
+        tracing::info!(
+            live = node.live().len(),
+            pending = node.pending().len(),
+            ?drain_timeout,
+            "draining"
+        );
+        node.tracker().close();
+        node.tracker().wait().await;
+        socketio.abort();
+        room_feed.abort();
+        heartbeat.abort();
+        if let Err(e) = node.store().remove_node(&node.config().node_id).await {
+            tracing::debug!(error = %e, "node record left to expire");
+        }
+        bridge.abort();
+        admin_stop.cancel();
+        node.store().quit().await;
+        tracing::info!("relay stopped");
+    }
 }

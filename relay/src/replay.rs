@@ -7,6 +7,7 @@
 //! An operator's tool, not the data path: tokio-tungstenite does the WebSocket, and the
 //! file is read whole (it is at most `record_max_bytes`).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,8 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
-use crate::recording::format::{self, FormatError, Recording};
+use crate::http::accept::bind;
+use crate::recording::format::{self, Ending, FormatError, Recording};
 
 /// Where `replay` listens unless told: loopback, a port beside the relay's.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6081";
@@ -33,8 +35,26 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (EMFILE and the like).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// `vnc-relay replay`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct ReplayArgs {
+    /// The recording (a `.vncrec` file from the relay's record_dir).
+    pub file: PathBuf,
+    /// Where noVNC connects: ws://ADDR/websockify (any path works).
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Playback speed factor: 2 plays twice as fast, 0.5 half as fast.
+    #[arg(long, default_value = "1", value_parser = parse_speed)]
+    pub speed: f64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("reading {path}: {source}")]
     Read {
         path: PathBuf,
@@ -42,6 +62,54 @@ pub enum ReplayError {
     },
     #[error("{path}: {source}")]
     Format { path: PathBuf, source: FormatError },
+}
+
+/// The `replay` command: loads the recording, says what it holds and where to point
+/// noVNC (and `LISTENING public=ADDR`, for scripts), then plays it until `stop`.
+pub async fn run(args: &ReplayArgs, stop: CancellationToken) -> Result<(), ReplayError> {
+    let recording = load(&args.file)?;
+    println!("{}", describe(&args.file, &recording, args.speed));
+    let bound = |source| ReplayError::Bind {
+        addr: args.listen,
+        source,
+    };
+    let listener = bind(args.listen).map_err(bound)?;
+    let addr = listener.local_addr().map_err(bound)?;
+    println!(
+        "open noVNC at ws://{addr}/websockify (vnc.html?host={}&port={}&path=websockify)",
+        addr.ip(),
+        addr.port()
+    );
+    println!("LISTENING public={addr}");
+    serve(listener, Arc::new(recording), args.speed, stop).await;
+    Ok(())
+}
+
+/// What a recording holds, and whether it ends early, in a few lines.
+fn describe(file: &Path, recording: &Recording, speed: f64) -> String {
+    let meta = &recording.meta;
+    let mut out = format!(
+        "replaying {}: session {} of container {} (user {}, started {}), {} bytes in {} records over {:.1} s, speed {}",
+        file.display(),
+        meta.session_id,
+        meta.container_id,
+        meta.user_id,
+        meta.started_at,
+        recording.data_len(),
+        recording.records.len(),
+        f64::from(recording.duration_ms()) / 1000.0,
+        speed,
+    );
+    match recording.ending {
+        Some(Ending::Complete) => {}
+        Some(ending) => {
+            out += &format!("\nnote: the recording stopped early ({})", ending.as_str())
+        }
+        None => {
+            out += "\nnote: the recording has no end record (the relay stopped while writing it)"
+        }
+    }
+    out
 }
 
 /// Reads and checks a whole recording.

@@ -28,9 +28,9 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use vnc_shared::token::Scope;
 
-use crate::bufpool;
-use crate::live::SessionRecord;
 use crate::metrics::{RECORDING_BYTES, RECORDINGS_DELETED, RECORDINGS_TOTAL};
+use crate::session::record::SessionRecord;
+use crate::wire::bufpool;
 use dir::Cap;
 use format::{END_RESERVE, Ending, Metadata, RECORD_HEADER, Truncation};
 

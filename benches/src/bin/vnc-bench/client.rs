@@ -20,10 +20,11 @@ use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use crate::endpoint::Target;
 use crate::lean_ws::LeanWs;
+use crate::recv_count::RecvCount;
 use crate::sio_client::SioConn;
 use crate::stream::Stream;
-use crate::target::Target;
 
 /// Read buffer of a socket.io connection whose mode asks for the lean reader
 /// (throughput): large, so one read drains a full socket buffer's worth.
@@ -237,12 +238,6 @@ impl Conn {
             }
         }
     }
-}
-
-/// What one `recv_count` got: bytes and ws messages (TCP: reads).
-pub struct RecvCount {
-    pub bytes: usize,
-    pub messages: usize,
 }
 
 /// Next data-bearing message; `None` once the peer closed. Pings are answered by

@@ -13,9 +13,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, Uri};
-use vnc_relay::frame::{Decoded, Decoder};
+use vnc_relay::transport::websocket::frame::{Decoded, Decoder};
 
-use crate::client::RecvCount;
+use crate::recv_count::RecvCount;
 use crate::sio_wire::{self, Masks};
 use crate::stream::Stream;
 

@@ -3,17 +3,34 @@
 //! `conns`) against `tcp://`, `ws://` or `sio://` (socket.io) targets, the last two also
 //! over TLS (`wss://`, `sios://`). Client modes end by themselves and print a summary,
 //! then one `RESULT {json}` line for scripts.
+//!
+//! The modules, each importing only from those listed after it:
+//! - `throughput`, `latency`, `conns`, `kick`, `control`: the measurements (`control` over
+//!   control's REST API); `server`: the stand-in servers;
+//! - `session`: one open session of a `conns` run;
+//! - `target`: the flags every client mode shares, the run's targets, and one connect
+//!   (RFB handshake included);
+//! - `ping`: one timed echo round trip;
+//! - `rfb`: the RFB handshake (both sides) and ping framing;
+//! - `client`: one connection (TCP, WebSocket or socket.io) and its send/receive calls;
+//! - `endpoint`: one target URL, parsed and resolved;
+//! - `sio_client`: the lean socket.io client;
+//! - `lean_ws`: the lean WebSocket reader (its upgrade is the socket.io client's too);
+//! - `sio_wire`, `recv_count`, `stream` (plain TCP or TLS), `stats`, `report`, `procfs`:
+//!   small parts that import nothing of the tool.
 
 #![forbid(unsafe_code)]
 
 mod client;
 mod conns;
 mod control;
+mod endpoint;
 mod kick;
 mod latency;
 mod lean_ws;
 mod ping;
 mod procfs;
+mod recv_count;
 mod report;
 mod rfb;
 mod server;

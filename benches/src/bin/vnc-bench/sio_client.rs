@@ -16,8 +16,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 
-use crate::client::RecvCount;
 use crate::lean_ws;
+use crate::recv_count::RecvCount;
 use crate::sio_wire::{self, Item, Masks, Reader};
 use crate::stream::Stream;
 

@@ -14,9 +14,9 @@ use tokio::net::TcpStream;
 use vnc_shared::config::Secret;
 use vnc_shared::rfb::{ClientFramer, Established, PixelFormat, ProxyHandshake, Side};
 
-use crate::io::write_all;
+use super::end::End;
 use crate::metrics::INPUT_DROPPED;
-use crate::session::End;
+use crate::wire::io::write_all;
 
 /// Bytes read from the VNC server at once during the handshake (its messages are
 /// small: version, security types, challenge, result, ServerInit).

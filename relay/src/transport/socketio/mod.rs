@@ -13,13 +13,13 @@
 //! `resize.rs`), `vnc:event` room events to the client, `vnc:end {code, reason}` before
 //! the relay disconnects.
 
+mod pumps;
 mod resize;
-mod session;
+pub mod room;
 mod written;
 
-pub use session::{Input, Upward};
-
-use session::Browser;
+pub use pumps::{Input, Upward};
+pub use room::{Adapter, Io, Layer, NAMESPACE, room};
 pub use written::{Signaled, WriteSignal};
 
 use std::marker::PhantomData;
@@ -29,30 +29,24 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use serde_json::json;
-use socketioxide::adapter::Emitter;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::handler::message::FromMessage;
-use socketioxide::layer::SocketIoLayer;
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{ParserConfig, SocketIo, TransportType};
 use socketioxide_core::Value;
-use socketioxide_redis::{FredAdapter, RedisAdapterConfig, RedisAdapterCtr};
+use socketioxide_redis::{RedisAdapterConfig, RedisAdapterCtr};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::auth;
-use crate::live::SessionRecord;
-use crate::reject::Reject;
-use crate::server::{Admitted, Relay};
-use crate::session::{CLOSE_GRACE, End, Stop, Taps};
-use crate::signal::Signal;
+use crate::admission::reject::Reject;
+use crate::admission::{self, Admitted, auth};
+use crate::node::Node;
+use crate::node::store::COMMAND_TIMEOUT;
+use crate::session::{self, end::Stop, end::StopSignal};
+use crate::wire::signal::Signal;
+use pumps::SocketIoTransport;
 
-pub type Adapter = FredAdapter<Emitter>;
-pub type Io = SocketIo<Adapter>;
-pub type Layer = SocketIoLayer<Adapter>;
-
-pub const NAMESPACE: &str = "/vnc";
 /// Largest `vnc:data` payload either way; bigger reads are split, bigger events from a
 /// browser close its connection.
 pub const MAX_DATA_EVENT: usize = 64 * 1024;
@@ -89,16 +83,11 @@ pub fn is_socketio<B>(req: &http::Request<B>) -> bool {
     req.uri().path().starts_with("/socket.io/")
 }
 
-/// The socket.io room of a container's viewers.
-pub fn room(cid: &str) -> String {
-    format!("container:{cid}")
-}
-
 /// Starts socket.io once Redis answers (the adapter subscribes at start), retrying
 /// until it does. Until then `/socket.io/` answers 503.
-pub async fn start(relay: Arc<Relay>) {
+pub async fn start(node: Arc<Node>) {
     loop {
-        match build(&relay).await {
+        match build(&node).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "socket.io not started yet; retrying");
@@ -108,13 +97,13 @@ pub async fn start(relay: Arc<Relay>) {
     }
 }
 
-async fn build(relay: &Arc<Relay>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let subscriber = relay.store.subscriber(true)?;
+async fn build(node: &Arc<Node>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let subscriber = node.store().subscriber(true)?;
     let config = RedisAdapterConfig::new()
-        .with_prefix(format!("{}socket.io", relay.config().redis_prefix))
-        .with_request_timeout(crate::store::COMMAND_TIMEOUT);
+        .with_prefix(format!("{}socket.io", node.config().redis_prefix))
+        .with_request_timeout(COMMAND_TIMEOUT);
     let adapter = RedisAdapterCtr::new_with_fred_config(subscriber, config).await?;
-    let config = relay.config();
+    let config = node.config();
     let limits = &config.limits;
     // Room for the Engine.IO and socket.io framing around one full `vnc:data` event.
     let max_message = MAX_DATA_EVENT + 1024;
@@ -134,12 +123,12 @@ async fn build(relay: &Arc<Relay>) -> Result<(), Box<dyn std::error::Error + Sen
         )
         .with_adapter::<Adapter>(adapter)
         .build_layer();
-    let weak = Arc::downgrade(relay);
+    let weak = Arc::downgrade(node);
     let admit = {
         let weak = weak.clone();
         async move |s: SocketRef<Adapter>, TryData(auth): TryData<serde_json::Value>| {
-            let relay = weak.upgrade().ok_or(Reject::Draining)?;
-            authorize(&relay, &s, auth.ok()).await.inspect_err(|e| {
+            let node = weak.upgrade().ok_or(Reject::Draining)?;
+            authorize(&node, &s, auth.ok()).await.inspect_err(|e| {
                 e.count();
                 tracing::debug!(reason = %e, "socket.io connect refused");
             })
@@ -147,17 +136,16 @@ async fn build(relay: &Arc<Relay>) -> Result<(), Box<dyn std::error::Error + Sen
     };
     let connected = async move |s: SocketRef<Adapter>| on_connect(weak, s);
     io.ns(NAMESPACE, connected.with(admit)).await?;
-    let _ = relay.io.set(io);
-    let _ = relay.socketio.set(layer);
+    node.socketio_started(io, layer);
     tracing::info!("socket.io ready");
     Ok(())
 }
 
 /// What an admitted socket carries from the middleware to the connect handler.
-struct Pending {
+struct Connecting {
     admitted: Admitted,
     written: WriteSignal,
-    stop: Arc<Signal>,
+    stop: Arc<StopSignal>,
     /// Set once the socket is gone (the stop signal keeps the session's first cause).
     gone: Arc<Signal>,
     input: mpsc::Receiver<Upward>,
@@ -165,14 +153,14 @@ struct Pending {
 
 /// Socket extension: the admitted session until the connect handler takes it.
 #[derive(Clone)]
-struct PendingSlot(Arc<Mutex<Option<Pending>>>);
+struct ConnectingSlot(Arc<Mutex<Option<Connecting>>>);
 
 /// Socket extension: where the browser's `vnc:data` and structured input go, and the
 /// session's stop signal.
 #[derive(Clone)]
 struct Uplink {
     input: mpsc::Sender<Upward>,
-    stop: Arc<Signal>,
+    stop: Arc<StopSignal>,
     view_only: bool,
 }
 
@@ -180,18 +168,18 @@ impl Uplink {
     /// Queues for the VNC server, in arrival order; a full queue ends the session.
     fn push(&self, up: Upward) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.input.try_send(up) {
-            self.stop.set(Stop::InputOverflow as u8);
+            self.stop.set(Stop::InputOverflow);
         }
     }
 }
 
 /// The connect middleware: every check a raw WebSocket passes, in the same order.
 async fn authorize(
-    relay: &Relay,
+    node: &Node,
     s: &SocketRef<Adapter>,
     auth: Option<serde_json::Value>,
 ) -> Result<(), Reject> {
-    if relay.draining.is_cancelled() {
+    if node.is_draining() {
         return Err(Reject::Draining);
     }
     let req = s.req_parts();
@@ -202,7 +190,7 @@ async fn authorize(
         .ok_or(Reject::BadRequest(
             "the socket.io WebSocket must be the first request on its connection",
         ))?;
-    let allowed = &relay.config().allowed_origins;
+    let allowed = &node.config().allowed_origins;
     auth::check_origin(allowed, &req.headers)?;
     let query = req.uri.query();
     let token = match auth.as_ref().and_then(|a| a.get("token")?.as_str()) {
@@ -211,10 +199,10 @@ async fn authorize(
     };
     let cid = auth::query_param(query, "containerId")
         .ok_or(Reject::BadRequest("containerId missing from the query"))?;
-    let admitted = relay.admit(&token, Some(&cid), "socketio").await?;
+    let admitted = admission::admit(node, &token, Some(&cid), "socketio").await?;
     // Handlers go in before socketioxide acknowledges the connect (it runs the connect
     // handler only afterwards, in a task of its own): the client may send at once.
-    let stop = Arc::new(Signal::default());
+    let stop = Arc::new(StopSignal::default());
     let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
     s.extensions.insert(Uplink {
         input,
@@ -235,12 +223,12 @@ async fn authorize(
             let why = match reason {
                 DisconnectReason::HeartbeatTimeout => Stop::PingTimeout,
                 _ => Stop::ClientGone,
-            } as u8;
+            };
             stop.set(why);
-            gone.set(why);
+            gone.set(1);
         }
     });
-    let pending = Pending {
+    let connecting = Connecting {
         admitted,
         written,
         stop,
@@ -248,102 +236,33 @@ async fn authorize(
         input: input_rx,
     };
     s.extensions
-        .insert(PendingSlot(Arc::new(Mutex::new(Some(pending)))));
+        .insert(ConnectingSlot(Arc::new(Mutex::new(Some(connecting)))));
     Ok(())
 }
 
-fn on_connect(relay: Weak<Relay>, s: SocketRef<Adapter>) {
-    let pending = s
+fn on_connect(node: Weak<Node>, s: SocketRef<Adapter>) {
+    let connecting = s
         .extensions
-        .remove::<PendingSlot>()
+        .remove::<ConnectingSlot>()
         .and_then(|slot| slot.0.lock().ok()?.take());
-    let (Some(relay), Some(pending)) = (relay.upgrade(), pending) else {
+    let (Some(node), Some(connecting)) = (node.upgrade(), connecting) else {
         let _ = s.disconnect();
         return;
     };
-    let claims = &pending.admitted.claims;
-    s.join(room(&claims.cid));
-    let span = tracing::info_span!(
-        "session",
-        session.id = %pending.admitted.record.sid,
-        container.id = %claims.cid,
-        user.id = %claims.sub,
-        scope = claims.scope.as_str(),
-        transport = "socketio",
-    );
-    let tracker = relay.tracker.clone();
-    tracker.spawn(run_session(relay, s, pending).instrument(span));
-}
-
-async fn run_session(relay: Arc<Relay>, s: SocketRef<Adapter>, pending: Pending) {
-    let Pending {
+    let Connecting {
         admitted,
         written,
         stop,
         gone,
         input,
-    } = pending;
-    let tracked = relay.track(admitted.record.clone(), &stop);
-    let config = relay.config();
-    let taps = Taps {
-        metrics: &tracked.metrics,
-        recorder: relay.recorder(&admitted),
-    };
-    let browser = Browser::new(&s, written);
-    let end = session::relay(
-        &browser,
-        admitted.upstream,
-        input,
-        &config.limits,
-        &stop,
-        taps,
-        &admitted.policy,
-    )
-    .await;
-    tracked.finish(end).await;
-    drop(admitted._permit);
-    if end != End::ClientGone && s.connected() {
-        let (code, reason) = end.close();
-        browser
-            .emit_within("vnc:end", &json!({ "code": code, "reason": reason }))
-            .await;
-        // The browser's hang-up, within the grace (vnc-socketio.js hangs up on
-        // vnc:end): a connection closed while the browser's bytes are still unread is
-        // reset, and a reset can lose vnc:end on its way.
-        let _ = tokio::time::timeout(CLOSE_GRACE, gone.wait()).await;
-        let _ = s.disconnect();
-    }
-}
-
-/// Tells the room's viewers on every node that a viewer came or went (`vnc:event`).
-pub fn announce(relay: &Relay, session: &SessionRecord, kind: &'static str) {
-    let Some(ns) = relay.io.get().and_then(|io| io.of(NAMESPACE)) else {
-        return;
-    };
-    let event = json!({
-        "type": kind,
-        "cid": session.cid,
-        "sub": session.sub,
-        "scope": session.scope.as_str(),
-        "transport": session.transport,
-        "at": vnc_shared::schema::now_ms(),
-    });
-    let room = room(&session.cid);
-    tokio::spawn(async move {
-        if let Err(e) = ns.to(room).emit("vnc:event", &event).await {
-            tracing::debug!(error = %e, "room announcement failed");
-        }
-    });
-}
-
-/// Hands a room event (from the room channel) to the room's socket.io viewers on this
-/// node; each node delivers to its own viewers.
-pub async fn room_event(io: &Io, cid: &str, event: &serde_json::Value) {
-    if let Some(ns) = io.of(NAMESPACE)
-        && let Err(e) = ns.local().to(room(cid)).emit("vnc:event", event).await
-    {
-        tracing::debug!(container.id = %cid, error = %e, "room event not delivered");
-    }
+    } = connecting;
+    s.join(room(&admitted.claims.cid));
+    let span = session::span(&admitted, "socketio");
+    let transport = SocketIoTransport::new(s, written, input, gone);
+    let tracker = node.tracker().clone();
+    tracker.spawn(
+        async move { session::drive(&node, admitted, stop, transport).await }.instrument(span),
+    );
 }
 
 /// Extractor of `vnc:data` that queues the bytes for the VNC server as it runs, in
@@ -368,7 +287,7 @@ impl FromMessage<Adapter> for DataEvent {
             Value::Str(_, Some(mut bins)) if bins.len() == 1 => {
                 uplink.push(Upward::Data(bins.pop_front().unwrap_or_default()));
             }
-            _ => uplink.stop.set(Stop::BadData as u8),
+            _ => uplink.stop.set(Stop::BadData),
         }
         Ok(DataEvent)
     }

@@ -16,9 +16,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{Notify, mpsc};
 use vnc_shared::schema::Keys;
 
-use crate::live::{Live, RoomChange};
-use crate::session::Stop;
-use crate::socketio::{self, Io};
+use crate::node::live::{Live, RoomChange};
+use crate::session::end::Stop;
+use crate::transport::socketio::room::{Io, room_event};
 
 /// Runs until the relay drops its end of `changes`.
 pub async fn feed(
@@ -65,7 +65,7 @@ pub async fn feed(
             m = messages.recv() => match m {
                 Ok(m) if m.channel == control => {
                     if let Some(payload) = m.value.as_str() {
-                        crate::registry::kick(&live, &payload);
+                        super::registry::kick(&live, &payload);
                     }
                 }
                 Ok(m) => deliver(&live, &io, &prefix, m).await,
@@ -99,7 +99,7 @@ async fn deliver(live: &Live, io: &OnceLock<Io>, prefix: &str, m: Message) {
         return;
     };
     if let Some(io) = io.get() {
-        socketio::room_event(io, cid, &event).await;
+        room_event(io, cid, &event).await;
     }
     if event["type"] == "container.stopped" {
         let ended = live.stop_room(cid, Stop::ContainerStopped);

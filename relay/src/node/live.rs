@@ -14,30 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
-use vnc_shared::token::Scope;
 
-use crate::revoked::Revocations;
-use crate::session::Stop;
-use crate::signal::Signal;
-
-/// What the registry records of a session (`{prefix}session:{sid}`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SessionRecord {
-    pub sid: String,
-    pub cid: String,
-    pub sub: String,
-    pub tenant: String,
-    pub scope: Scope,
-    pub jti: String,
-    /// The token's `exp`, Unix seconds.
-    pub exp: u64,
-    /// Unix milliseconds.
-    pub started_at: u64,
-    /// `websocket` or `socketio`.
-    pub transport: &'static str,
-    /// The session holds its token's single-use claim (`{prefix}jti:{jti}`).
-    pub single_use: bool,
-}
+use super::revoked::Revocations;
+use crate::session::end::{Stop, StopSignal};
+use crate::session::record::SessionRecord;
 
 /// A room gained its first session here, or lost its last.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,7 +28,7 @@ pub enum RoomChange {
 
 struct Member {
     record: Arc<SessionRecord>,
-    signal: Arc<Signal>,
+    signal: Arc<StopSignal>,
 }
 
 #[derive(Default)]
@@ -66,7 +46,7 @@ pub struct Live {
     /// Room changes, in the order they happened, for the room feed. Unbounded, but
     /// at most two messages per session, and the feed drains it continuously.
     changes: mpsc::UnboundedSender<RoomChange>,
-    /// Revoked tokens (bounded, see [`crate::revoked::MAX_REVOCATIONS`]).
+    /// Revoked tokens (bounded, see [`crate::node::revoked::MAX_REVOCATIONS`]).
     pub revoked: Revocations,
 }
 
@@ -114,13 +94,13 @@ impl Live {
     pub fn register(
         self: &Arc<Self>,
         record: Arc<SessionRecord>,
-        signal: Arc<Signal>,
+        signal: Arc<StopSignal>,
     ) -> LiveGuard {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let jti = record.jti.clone();
         if let Ok(mut inner) = self.inner.lock() {
             if let Some(why) = inner.stopped {
-                signal.set(why as u8);
+                signal.set(why);
             }
             let count = inner.rooms.entry(record.cid.clone()).or_insert(0);
             *count += 1;
@@ -131,7 +111,7 @@ impl Live {
             inner.sessions.insert(id, Member { record, signal });
         }
         if self.revoked.contains(&jti) {
-            signal.set(Stop::Revoked as u8);
+            signal.set(Stop::Revoked);
         }
         LiveGuard {
             live: self.clone(),
@@ -151,7 +131,7 @@ impl Live {
         if let Ok(mut inner) = self.inner.lock() {
             inner.stopped.get_or_insert(why);
             for member in inner.sessions.values() {
-                member.signal.set(why as u8);
+                member.signal.set(why);
             }
         }
     }
@@ -163,7 +143,7 @@ impl Live {
         };
         let mut n = 0;
         for member in inner.sessions.values().filter(|m| matches(&m.record)) {
-            member.signal.set(why as u8);
+            member.signal.set(why);
             n += 1;
         }
         n
@@ -201,6 +181,8 @@ impl Live {
 
 #[cfg(test)]
 mod tests {
+    use vnc_shared::token::Scope;
+
     use super::*;
 
     fn record(sid: &str, cid: &str) -> Arc<SessionRecord> {
@@ -240,29 +222,35 @@ mod tests {
     #[test]
     fn a_stop_reaches_the_sessions_it_names_only() {
         let (live, _rx) = Live::new();
-        let (s1, s2) = (Arc::new(Signal::default()), Arc::new(Signal::default()));
+        let (s1, s2) = (
+            Arc::new(StopSignal::default()),
+            Arc::new(StopSignal::default()),
+        );
         let _g1 = live.register(record("a", "c1"), s1.clone());
         let _g2 = live.register(record("b", "c2"), s2.clone());
         assert_eq!(live.stop_room("c1", Stop::ContainerStopped), 1);
-        assert_eq!(s1.get(), Some(Stop::ContainerStopped as u8));
+        assert_eq!(s1.get(), Some(Stop::ContainerStopped));
         assert_eq!(s2.get(), None);
         assert_eq!(live.stop_matching(|r| r.jti == "jti-b", Stop::Kicked), 1);
-        assert_eq!(s2.get(), Some(Stop::Kicked as u8));
+        assert_eq!(s2.get(), Some(Stop::Kicked));
         assert_eq!(live.sessions().len(), 2);
     }
 
     #[test]
     fn a_revocation_ends_sessions_registered_before_or_after_it() {
         let (live, _rx) = Live::new();
-        let (before, after) = (Arc::new(Signal::default()), Arc::new(Signal::default()));
+        let (before, after) = (
+            Arc::new(StopSignal::default()),
+            Arc::new(StopSignal::default()),
+        );
         let _g1 = live.register(record("a", "c1"), before.clone());
         let exp = vnc_shared::schema::now_ms() / 1000 + 60;
         assert_eq!(live.revoke("jti-a", Some(exp)), 1);
-        assert_eq!(before.get(), Some(Stop::Revoked as u8));
+        assert_eq!(before.get(), Some(Stop::Revoked));
         // Admitted before the revocation, registered after it: ends at once.
         let _g2 = live.register(record("a", "c1"), after.clone());
-        assert_eq!(after.get(), Some(Stop::Revoked as u8));
-        let other = Arc::new(Signal::default());
+        assert_eq!(after.get(), Some(Stop::Revoked));
+        let other = Arc::new(StopSignal::default());
         let _g3 = live.register(record("b", "c1"), other.clone());
         assert_eq!(other.get(), None);
     }
@@ -271,8 +259,8 @@ mod tests {
     fn sessions_registering_after_a_stop_stop_at_once() {
         let (live, _rx) = Live::new();
         live.stop_all(Stop::Draining);
-        let late = Arc::new(Signal::default());
+        let late = Arc::new(StopSignal::default());
         let _g = live.register(record("a", "c1"), late.clone());
-        assert_eq!(late.get(), Some(Stop::Draining as u8));
+        assert_eq!(late.get(), Some(Stop::Draining));
     }
 }

@@ -11,28 +11,55 @@
 //! recording and socket.io's ping settings take a restart (the socket unit keeps connections
 //! waiting meanwhile); a change of them is logged and otherwise ignored.
 
+use std::sync::Arc;
+
+use tokio::signal::unix::{SignalKind, signal};
+use vnc_shared::systemd::Notifier;
 use vnc_shared::tls::server_config;
 
+use super::Node;
 use crate::config::{RelayConfig, RelaySettings};
 use crate::metrics::CONFIG_RELOADS;
-use crate::server::Relay;
+
+/// Reloads on every SIGHUP, telling the service manager (`RELOADING=1`, then
+/// `READY=1`); the handler is installed before this returns.
+pub fn on_hangup(
+    node: Arc<Node>,
+    settings: RelaySettings,
+    notifier: Notifier,
+) -> std::io::Result<()> {
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            notifier.reloading();
+            match reload(&node, &settings) {
+                Ok(now) => tracing::info!(%now, "configuration reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "reload refused; the running configuration stays")
+                }
+            }
+            notifier.ready();
+        }
+    });
+    Ok(())
+}
 
 /// Reloads from `settings` (the command line and environment the relay started
 /// with, over the config file as it is now); returns what is in force.
-pub fn reload(relay: &Relay, settings: &RelaySettings) -> Result<String, String> {
-    let result = apply(relay, settings);
+fn reload(node: &Node, settings: &RelaySettings) -> Result<String, String> {
+    let result = apply(node, settings);
     let label = if result.is_ok() { "ok" } else { "refused" };
     metrics::counter!(CONFIG_RELOADS, "result" => label).increment(1);
     result
 }
 
-fn apply(relay: &Relay, settings: &RelaySettings) -> Result<String, String> {
+fn apply(node: &Node, settings: &RelaySettings) -> Result<String, String> {
     let new = settings.resolve().map_err(|e| e.to_string())?;
-    let old = relay.config();
+    let old = node.config();
     let keys = new.load_keys().map_err(|e| e.to_string())?;
     vnc_shared::telemetry::log_filter(&new.log_level)?;
     let new = keep_restart_only(&old, new);
-    let tls = match (&relay.tls, &new.tls) {
+    let tls = match (node.tls(), &new.tls) {
         (Some(current), Some(files)) => {
             Some((current, server_config(files).map_err(|e| e.to_string())?))
         }
@@ -54,7 +81,7 @@ fn apply(relay: &Relay, settings: &RelaySettings) -> Result<String, String> {
             ""
         }
     );
-    relay.reconfigure(new, keys);
+    node.reconfigure(new, keys);
     Ok(summary)
 }
 

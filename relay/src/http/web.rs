@@ -11,11 +11,11 @@ use bytes::Bytes;
 use http::{Method, Response, StatusCode, header};
 use http_body_util::Full;
 
-use crate::reject::Reject;
+use crate::admission::reject::Reject;
 
 /// The module that turns a socket.io socket into a noVNC channel.
 pub const SOCKETIO_MODULE_PATH: &str = "/static/vnc-socketio.js";
-const SOCKETIO_MODULE: &str = include_str!("../assets/vnc-socketio.js");
+const SOCKETIO_MODULE: &str = include_str!("../../assets/vnc-socketio.js");
 /// Largest file served from the web root (noVNC's biggest module is ~100 KiB).
 const MAX_FILE: u64 = 8 << 20;
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 use crate::metrics::{CONNECT_DURATION, UPSTREAM_ERRORS};
-use crate::store::ContainerTarget;
+use crate::node::store::ContainerTarget;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {

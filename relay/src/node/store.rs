@@ -12,7 +12,7 @@ use fred::prelude::*;
 use fred::types::RespVersion;
 use vnc_shared::config::Secret;
 
-use crate::live::SessionRecord;
+use crate::session::record::SessionRecord;
 use vnc_shared::schema::{ContainerState, Keys, container_field};
 
 /// How long one Redis call may take before the session is refused with 503.

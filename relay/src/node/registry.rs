@@ -13,15 +13,16 @@ use tokio::sync::Notify;
 use tokio::time::MissedTickBehavior;
 use vnc_shared::schema::{ControlMessage, Kick};
 
-use crate::live::{Live, SessionRecord};
-use crate::server::Relay;
-use crate::session::Stop;
-use crate::store::{NodeRecord, StoreError};
+use super::Node;
+use crate::node::live::Live;
+use crate::node::store::{NodeRecord, StoreError};
+use crate::session::end::Stop;
+use crate::session::record::SessionRecord;
 
 /// Refreshes the registry every third of the session TTL, and whenever `resync` is
 /// notified (the subscriber (re)subscribed), for as long as the relay runs; a write that
 /// fails (Redis away) is retried at the next beat.
-pub async fn heartbeat(relay: Arc<Relay>, node: NodeRecord, resync: Arc<Notify>) {
+pub async fn heartbeat(relay: Arc<Node>, node: NodeRecord, resync: Arc<Notify>) {
     let ttl = relay.config().session_ttl;
     let mut beat = tokio::time::interval(ttl / 3);
     beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -38,25 +39,25 @@ pub async fn heartbeat(relay: Arc<Relay>, node: NodeRecord, resync: Arc<Notify>)
 
 /// One beat: ends the sessions whose token Redis says is revoked, then rewrites this
 /// node's records and the revocations it knows.
-async fn beat_once(relay: &Relay, node: &NodeRecord) -> Result<(), StoreError> {
+async fn beat_once(relay: &Node, node: &NodeRecord) -> Result<(), StoreError> {
     let ttl = relay.config().session_ttl;
-    let sessions = relay.live.sessions();
+    let sessions = relay.live().sessions();
     let jtis: Vec<&str> = sessions.iter().map(|r| r.jti.as_str()).collect();
-    let revoked = relay.store.revoked_among(&jtis).await?;
+    let revoked = relay.store().revoked_among(&jtis).await?;
     for r in sessions.iter().filter(|r| revoked.contains(&r.jti)) {
-        let ended = relay.live.revoke(&r.jti, Some(r.exp));
+        let ended = relay.live().revoke(&r.jti, Some(r.exp));
         if ended > 0 {
             tracing::info!(session.id = %r.sid, "token found revoked in redis: session ended");
         }
     }
-    relay.store.record_node(node, sessions.len(), ttl).await?;
+    relay.store().record_node(node, sessions.len(), ttl).await?;
     relay
         .store
         .record_sessions(&node.node_id, &sessions, ttl)
         .await?;
     relay
         .store
-        .record_revocations(&relay.live.revoked.entries())
+        .record_revocations(&relay.live().revoked.entries())
         .await
 }
 
@@ -97,7 +98,7 @@ mod tests {
     use vnc_shared::token::Scope;
 
     use super::*;
-    use crate::signal::Signal;
+    use crate::session::end::StopSignal;
 
     fn record(sid: &str, jti: &str, sub: &str) -> Arc<SessionRecord> {
         Arc::new(SessionRecord {
@@ -117,7 +118,7 @@ mod tests {
     #[test]
     fn kicks_end_the_sessions_they_name_with_the_right_reason() {
         let (live, _rx) = Live::new();
-        let signals: Vec<Arc<Signal>> = (0..3).map(|_| Arc::default()).collect();
+        let signals: Vec<Arc<StopSignal>> = (0..3).map(|_| Arc::default()).collect();
         let _a = live.register(record("s1", "j1", "alice"), signals[0].clone());
         let _b = live.register(record("s2", "j2", "alice"), signals[1].clone());
         let _c = live.register(record("s3", "j3", "bob"), signals[2].clone());
@@ -126,12 +127,12 @@ mod tests {
             kick(&live, r#"{"type":"kick","sid":"s1","reason":"kicked"}"#),
             1
         );
-        assert_eq!(signals[0].get(), Some(Stop::Kicked as u8));
+        assert_eq!(signals[0].get(), Some(Stop::Kicked));
         assert_eq!(
             kick(&live, r#"{"type":"kick","jti":"j2","reason":"revoked"}"#),
             1
         );
-        assert_eq!(signals[1].get(), Some(Stop::Revoked as u8));
+        assert_eq!(signals[1].get(), Some(Stop::Revoked));
         assert_eq!(signals[2].get(), None);
         // A revocation is remembered (without `exp`: for the longest token life).
         assert!(live.revoked.contains("j2") && !live.revoked.contains("j1"));

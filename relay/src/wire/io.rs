@@ -45,12 +45,12 @@ readiness_socket!(TcpStream, UnixStream);
 pub async fn read_when_ready(stream: &impl Socket, size: usize) -> io::Result<(Vec<u8>, usize)> {
     loop {
         stream.readable().await?;
-        let mut buf = crate::bufpool::take(size);
+        let mut buf = crate::wire::bufpool::take(size);
         match stream.try_read(&mut buf) {
             Ok(n) => return Ok((buf, n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => crate::bufpool::give(buf),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => crate::wire::bufpool::give(buf),
             Err(e) => {
-                crate::bufpool::give(buf);
+                crate::wire::bufpool::give(buf);
                 return Err(e);
             }
         }

@@ -10,7 +10,7 @@
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, Uri, header};
 
-use crate::reject::Reject;
+use crate::admission::reject::Reject;
 
 /// Where a request's token came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

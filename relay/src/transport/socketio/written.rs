@@ -261,7 +261,7 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     use super::*;
-    use crate::frame::ServerHeader;
+    use crate::transport::websocket::frame::ServerHeader;
 
     /// A 101 head, then what socketioxide writes for `vnc:data` events of these sizes
     /// (a text frame and a binary frame each), with a ping and a room event between.

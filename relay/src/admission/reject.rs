@@ -6,9 +6,9 @@ use http::{Response, StatusCode, header};
 use http_body_util::Full;
 use vnc_shared::token::TokenError;
 
+use crate::admission::upstream::UpstreamError;
 use crate::metrics::{AUTH_FAILURES, REJECTIONS};
-use crate::store::StoreError;
-use crate::upstream::UpstreamError;
+use crate::node::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Reject {

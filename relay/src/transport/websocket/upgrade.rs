@@ -7,7 +7,7 @@ use http::{HeaderMap, Method, Response, StatusCode, header};
 use http_body_util::Full;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use crate::reject::Reject;
+use crate::admission::reject::Reject;
 
 /// The only subprotocol the relay speaks.
 pub const BINARY_PROTOCOL: &str = "binary";

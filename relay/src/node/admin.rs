@@ -15,13 +15,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::reject::{json, json_response};
-use crate::server::Relay;
+use super::Node;
+use crate::admission::reject::{json, json_response};
 
 /// Serves the admin endpoints until `stop` is cancelled.
 pub async fn serve(
     listener: TcpListener,
-    relay: Arc<Relay>,
+    relay: Arc<Node>,
     prometheus: PrometheusHandle,
     stop: CancellationToken,
 ) {
@@ -54,7 +54,7 @@ pub async fn serve(
 
 fn route(
     req: &Request<Incoming>,
-    relay: &Relay,
+    relay: &Node,
     prometheus: &PrometheusHandle,
 ) -> Response<Full<Bytes>> {
     match req.uri().path() {

@@ -1,0 +1,22 @@
+//! What the registry knows of one session.
+
+use vnc_shared::token::Scope;
+
+/// What the registry records of a session (`{prefix}session:{sid}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub sid: String,
+    pub cid: String,
+    pub sub: String,
+    pub tenant: String,
+    pub scope: Scope,
+    pub jti: String,
+    /// The token's `exp`, Unix seconds.
+    pub exp: u64,
+    /// Unix milliseconds.
+    pub started_at: u64,
+    /// `websocket` or `socketio`.
+    pub transport: &'static str,
+    /// The session holds its token's single-use claim (`{prefix}jti:{jti}`).
+    pub single_use: bool,
+}
