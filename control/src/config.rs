@@ -1,36 +1,84 @@
 //! Control's settings: one struct read from flags, env and the TOML file (flags beat
-//! env beat file beat the `DEFAULT_*` constants), validated into a [`ControlConfig`].
+//! env beat file beat the `DEFAULT_*` constants), declared with
+//! [`vnc_shared::settings!`] one line per setting, section by section (listeners,
+//! Redis and the node, VNC tokens, callers, the runtime and its desktops, create
+//! limits, the lifecycle and its jobs, logging), and validated into a
+//! [`ControlConfig`]. Each setting's default is a `DEFAULT_*` constant here, or of the
+//! layer that owns it (the runtime's desktop confinement, the queue's job settings,
+//! the shared Redis prefix and token issuer and audience).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use vnc_shared::config::{ConfigError, Secret, load_toml, opt_duration, overlay, parse_duration};
+use vnc_shared::config::{ConfigError, Secret, load_toml, overlay};
 use vnc_shared::schema::DEFAULT_PREFIX;
 use vnc_shared::telemetry::LogFormat;
 use vnc_shared::tls::TlsFiles;
 use vnc_shared::token::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
 
+use crate::domain::StaticContainer;
 use crate::infra::runtime::{
     DEFAULT_DESKTOP_NETWORK, DEFAULT_LOG_MAX_FILES, DEFAULT_LOG_MAX_SIZE, DEFAULT_PIDS_LIMIT,
 };
 
+// Listeners.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9101";
+/// Time an API client has to send a request's headers; also how long a keep-alive
+/// connection may sit idle between requests.
+pub const DEFAULT_HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// API connections served at once; past it new connections wait in the listen backlog
+/// until one closes.
+pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 1024;
+
+// Redis and this node (the key prefix: `vnc_shared::schema::DEFAULT_PREFIX`).
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// Node id when none is configured and the host name cannot be read (the host name is
+/// the default).
+pub const DEFAULT_NODE_ID: &str = "vnc-control";
+/// Control plane id (label `vnc.plane`) when none is configured.
+pub const DEFAULT_PLANE: &str = "default";
+
+// VNC tokens (issuer and audience: `vnc_shared::token::DEFAULT_ISSUER`, `DEFAULT_AUDIENCE`).
 /// Public base URL of the relays, for the `ws_url` of minted tokens.
 pub const DEFAULT_RELAY_URL: &str = "ws://localhost:6080";
+/// Longest VNC token a caller may ask for.
+pub const DEFAULT_TOKEN_MAX_TTL: Duration = Duration::from_secs(300);
+
+// Callers.
 /// Expected `iss` / `aud` of callers' identity tokens.
 pub const DEFAULT_AUTH_ISSUER: &str = "identity";
 pub const DEFAULT_AUTH_AUDIENCE: &str = "vnc-control";
+/// API requests per second one caller may make (sustained); 0 turns the limit off.
+pub const DEFAULT_API_RATE_LIMIT: u32 = 20;
+/// API requests one caller may make at once before the sustained rate applies.
+pub const DEFAULT_API_RATE_BURST: u32 = 40;
+
+// The runtime and its desktops (the desktop confinement defaults are the runtime's:
+// `crate::infra::runtime::DEFAULT_*`).
+pub const DEFAULT_RUNTIME: RuntimeKind = RuntimeKind::Docker;
+pub const DEFAULT_NETWORK: NetworkKind = NetworkKind::Published;
+/// Where published ports bind and host networking answers: loopback.
+pub const DEFAULT_PUBLISH_IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Host networking is refused unless allowed.
+pub const DEFAULT_ALLOW_HOST_NETWORK: bool = false;
+/// Secrets the VNC passwords of Docker containers derive from; generated (0600) if
+/// missing. The systemd unit's `StateDirectory=vnc-control` makes it writable.
+pub const DEFAULT_VNC_PASSWORD_SECRET_FILE: &str = "/var/lib/vnc-control/vnc-password.secret";
+
+// What a create request may ask for.
 pub const DEFAULT_MAX_CPUS: f64 = 4.0;
 pub const DEFAULT_MAX_MEMORY_MB: u64 = 8192;
 pub const DEFAULT_MIN_MEMORY_MB: u64 = 64;
 /// Most env and label entries of a create request.
 pub const DEFAULT_MAX_ENTRIES: usize = 64;
-/// Longest VNC token a caller may ask for.
-pub const DEFAULT_TOKEN_MAX_TTL: Duration = Duration::from_secs(300);
+/// Live (not stopped or failed) containers one tenant may have.
+pub const DEFAULT_MAX_CONTAINERS_PER_TENANT: usize = 10;
+
+// The container lifecycle and its jobs (the queue's own defaults:
+// `crate::infra::queue::DEFAULT_*`).
 /// Time a container gets to stop before it is killed.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 /// Time a started container's VNC server gets to answer.
@@ -39,24 +87,10 @@ pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
 /// Window `starts_per_minute` counts starts in (the name says a minute: this default).
 pub const DEFAULT_START_RATE_WINDOW: Duration = Duration::from_secs(60);
-/// Live (not stopped or failed) containers one tenant may have.
-pub const DEFAULT_MAX_CONTAINERS_PER_TENANT: usize = 10;
-/// API requests per second one caller may make (sustained); 0 turns the limit off.
-pub const DEFAULT_API_RATE_LIMIT: u32 = 20;
-/// API requests one caller may make at once before the sustained rate applies.
-pub const DEFAULT_API_RATE_BURST: u32 = 40;
+
+// Logging.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
-/// Control plane id (label `vnc.plane`) when none is configured.
-pub const DEFAULT_PLANE: &str = "default";
-/// Secrets the VNC passwords of Docker containers derive from; generated (0600) if
-/// missing. The systemd unit's `StateDirectory=vnc-control` makes it writable.
-pub const DEFAULT_VNC_PASSWORD_SECRET_FILE: &str = "/var/lib/vnc-control/vnc-password.secret";
-/// Time an API client has to send a request's headers; also how long a keep-alive
-/// connection may sit idle between requests.
-pub const DEFAULT_HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// API connections served at once; past it new connections wait in the listen backlog
-/// until one closes.
-pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Text;
 
 /// Which runtime runs containers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -79,251 +113,123 @@ pub enum NetworkKind {
     Bridge,
 }
 
-/// A container of the static runtime (a host that already runs a VNC server).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StaticContainer {
-    pub cid: String,
-    pub owner: String,
-    pub tenant: String,
-    pub host: String,
-    pub port: u16,
-}
+vnc_shared::settings! {
+    /// Every setting, as flags/env (clap) and as the TOML file (serde) at once.
+    #[derive(Clone, Debug, Default)]
+    pub struct ControlSettings {
+        /// TOML config file (optional).
+        flag config: PathBuf = "VNC_CONTROL_CONFIG",
 
-/// Every setting, as flags/env (clap) and as the TOML file (serde) at once.
-#[derive(Clone, Debug, Default, clap::Args, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ControlSettings {
-    /// TOML config file (optional).
-    #[arg(long, env = "VNC_CONTROL_CONFIG")]
-    #[serde(skip)]
-    pub config: Option<PathBuf>,
-    #[arg(long, env = "VNC_CONTROL_LISTEN")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub listen: Option<SocketAddr>,
-    /// Admin listener: /metrics.
-    #[arg(long, env = "VNC_CONTROL_ADMIN_LISTEN")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub admin_listen: Option<SocketAddr>,
-    #[arg(long, env = "VNC_REDIS_URL")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_url: Option<String>,
-    #[arg(long, env = "VNC_REDIS_PREFIX")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_prefix: Option<String>,
-    /// Ed25519 private key (PKCS#8 PEM) that signs VNC tokens.
-    #[arg(long, env = "VNC_JWT_PRIVATE_KEY")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwt_private_key: Option<PathBuf>,
-    /// Key id written in tokens (default: the key file's stem).
-    #[arg(long, env = "VNC_JWT_KID")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwt_kid: Option<String>,
-    #[arg(long, env = "VNC_JWT_ISSUER")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwt_issuer: Option<String>,
-    #[arg(long, env = "VNC_JWT_AUDIENCE")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwt_audience: Option<String>,
-    /// Identity provider's public key (Ed25519 or RSA PEM) for callers' bearer tokens.
-    #[arg(long, env = "VNC_CONTROL_AUTH_PUBLIC_KEY")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth_public_key: Option<PathBuf>,
-    /// Or an HS256 secret file for callers' bearer tokens.
-    #[arg(long, env = "VNC_CONTROL_AUTH_SECRET_FILE")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth_secret_file: Option<PathBuf>,
-    #[arg(long, env = "VNC_CONTROL_AUTH_ISSUER")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth_issuer: Option<String>,
-    #[arg(long, env = "VNC_CONTROL_AUTH_AUDIENCE")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth_audience: Option<String>,
-    /// Public base URL of the relays (`wss://vnc.example.com`).
-    #[arg(long, env = "VNC_RELAY_PUBLIC_URL")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub relay_url: Option<String>,
-    #[arg(long, env = "VNC_NODE_ID")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_id: Option<String>,
-    /// This control plane's id, labelled on its containers: planes sharing a Docker
-    /// engine never touch each other's containers. Replicas of one plane share it.
-    #[arg(long, env = "VNC_CONTROL_PLANE")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plane: Option<String>,
-    #[arg(long, env = "VNC_CONTROL_RUNTIME")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub runtime: Option<RuntimeKind>,
-    /// Docker endpoint (`unix:///var/run/docker.sock`, `tcp://…`).
-    #[arg(long, env = "VNC_DOCKER_HOST")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub docker_host: Option<String>,
-    #[arg(long, env = "VNC_CONTROL_NETWORK")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<NetworkKind>,
-    /// Address published ports bind to / host networking answers on.
-    #[arg(long, env = "VNC_CONTROL_PUBLISH_IP")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub publish_ip: Option<IpAddr>,
-    /// Allow `network = "host"` (`true`/`false`, default false). Host-networked desktops
-    /// share the host's network: they reach Redis and everything else listening on it,
-    /// and each other's VNC ports.
-    #[arg(long, env = "VNC_CONTROL_ALLOW_HOST_NETWORK")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allow_host_network: Option<bool>,
-    /// Docker bridge network desktops join (published and bridge modes); control creates
-    /// it with inter-container traffic disabled when it is missing.
-    #[arg(long, env = "VNC_CONTROL_DESKTOP_NETWORK")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub desktop_network: Option<String>,
-    /// Processes (threads included) one desktop may run at once; 0 for no limit.
-    #[arg(long, env = "VNC_CONTROL_DESKTOP_PIDS_LIMIT")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub desktop_pids_limit: Option<u32>,
-    /// Capabilities desktops get back after all are dropped (`CHOWN`, `SETUID`, ...);
-    /// none by default.
-    #[arg(long, env = "VNC_CONTROL_DESKTOP_CAP_ADD", value_delimiter = ',')]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub desktop_cap_add: Option<Vec<String>>,
-    /// Size at which a desktop's log file is rotated (`10m`, `512k`).
-    #[arg(long, env = "VNC_CONTROL_DESKTOP_LOG_MAX_SIZE")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub desktop_log_max_size: Option<String>,
-    /// Log files kept per desktop, the current one included.
-    #[arg(long, env = "VNC_CONTROL_DESKTOP_LOG_MAX_FILES")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub desktop_log_max_files: Option<u32>,
-    /// Time an API client has to send a request's headers (and the longest idle time
-    /// of a keep-alive connection).
-    #[arg(long, env = "VNC_CONTROL_HTTP_HEADER_TIMEOUT", value_parser = parse_duration)]
-    #[serde(
-        default,
-        with = "opt_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub http_header_timeout: Option<Duration>,
-    /// API connections served at once; more wait until one closes.
-    #[arg(long, env = "VNC_CONTROL_HTTP_MAX_CONNECTIONS")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http_max_connections: Option<usize>,
-    /// Images callers may run.
-    #[arg(long = "image", env = "VNC_CONTROL_IMAGES", value_delimiter = ',')]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub images: Option<Vec<String>>,
-    #[arg(long, env = "VNC_CONTROL_MAX_CPUS")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_cpus: Option<f64>,
-    #[arg(long, env = "VNC_CONTROL_MAX_MEMORY_MB")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_memory_mb: Option<u64>,
-    #[arg(long, env = "VNC_CONTROL_TOKEN_MAX_TTL", value_parser = parse_duration)]
-    #[serde(
-        default,
-        with = "opt_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub token_max_ttl: Option<Duration>,
-    #[arg(long, env = "VNC_CONTROL_STOP_GRACE", value_parser = parse_duration)]
-    #[serde(
-        default,
-        with = "opt_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub stop_grace: Option<Duration>,
-    #[arg(long, env = "VNC_CONTROL_START_TIMEOUT", value_parser = parse_duration)]
-    #[serde(
-        default,
-        with = "opt_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub start_timeout: Option<Duration>,
-    #[arg(long, env = "VNC_CONTROL_RECONCILE_INTERVAL", value_parser = parse_duration)]
-    #[serde(
-        default,
-        with = "opt_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub reconcile_interval: Option<Duration>,
-    /// Secrets file the VNC passwords of Docker containers derive from (one secret per
-    /// line, the first current); generated with one secret if missing. Re-read on SIGHUP.
-    #[arg(long, env = "VNC_CONTROL_VNC_PASSWORD_SECRET_FILE")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vnc_password_secret_file: Option<PathBuf>,
-    /// Jobs one replica runs at once.
-    #[arg(long, env = "VNC_CONTROL_WORKER_CONCURRENCY")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub worker_concurrency: Option<usize>,
-    /// Container starts per minute across all replicas.
-    #[arg(long, env = "VNC_CONTROL_STARTS_PER_MINUTE")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub starts_per_minute: Option<u32>,
-    /// The window `starts_per_minute` is counted in (default a minute): at most that
-    /// many starts in any window of this length, given to tenants in turn.
-    #[arg(long, env = "VNC_CONTROL_START_RATE_WINDOW", value_parser = parse_duration)]
-    #[serde(
-        default,
-        with = "opt_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub start_rate_window: Option<Duration>,
-    /// Live (not stopped or failed) containers one tenant may have; one more is 429.
-    #[arg(long, env = "VNC_CONTROL_MAX_CONTAINERS_PER_TENANT")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_containers_per_tenant: Option<usize>,
-    /// API requests per second per caller (bearer subject, or client address when
-    /// unauthenticated); past it 429 with Retry-After. 0 turns the limit off.
-    #[arg(long, env = "VNC_CONTROL_API_RATE_LIMIT")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_rate_limit: Option<u32>,
-    /// API requests a caller may make at once above `api_rate_limit`.
-    #[arg(long, env = "VNC_CONTROL_API_RATE_BURST")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_rate_burst: Option<u32>,
-    /// Runs of a job before it fails for good.
-    #[arg(long, env = "VNC_CONTROL_JOB_ATTEMPTS")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_attempts: Option<u32>,
-    /// First retry delay (doubling each attempt).
-    #[arg(long, env = "VNC_CONTROL_JOB_BACKOFF", value_parser = parse_duration)]
-    #[serde(
-        default,
-        with = "opt_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub job_backoff: Option<Duration>,
-    /// A job whose worker stopped heart-beating this long is taken over by another
-    /// replica (the per-job lock lives this long without a refresh).
-    #[arg(long, env = "VNC_CONTROL_JOB_RECLAIM_IDLE", value_parser = parse_duration)]
-    #[serde(
-        default,
-        with = "opt_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub job_reclaim_idle: Option<Duration>,
-    /// PEM certificate chain of the API listener; with `tls_key` the API speaks only
-    /// HTTPS. Reloaded on SIGHUP.
-    #[arg(long, env = "VNC_CONTROL_TLS_CERT")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of `tls_cert`.
-    #[arg(long, env = "VNC_CONTROL_TLS_KEY")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_key: Option<PathBuf>,
-    /// PEM CA certificates: when set, every API client must present a certificate one
-    /// of them signed.
-    #[arg(long, env = "VNC_CONTROL_TLS_CLIENT_CA")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_client_ca: Option<PathBuf>,
-    /// Containers of the static runtime (file only).
-    #[arg(skip)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub static_containers: Option<Vec<StaticContainer>>,
-    #[arg(long, env = "VNC_LOG_LEVEL")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log_level: Option<String>,
-    #[arg(long, env = "VNC_LOG_FORMAT")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log_format: Option<LogFormat>,
+        // Listeners.
+        listen: SocketAddr = "VNC_CONTROL_LISTEN",
+        /// Admin listener: /metrics.
+        admin_listen: SocketAddr = "VNC_CONTROL_ADMIN_LISTEN",
+        /// Time an API client has to send a request's headers (and the longest idle time
+        /// of a keep-alive connection).
+        http_header_timeout: Duration = "VNC_CONTROL_HTTP_HEADER_TIMEOUT",
+        /// API connections served at once; more wait until one closes.
+        http_max_connections: usize = "VNC_CONTROL_HTTP_MAX_CONNECTIONS",
+        /// PEM certificate chain of the API listener; with `tls_key` the API speaks only
+        /// HTTPS. Reloaded on SIGHUP.
+        tls_cert: PathBuf = "VNC_CONTROL_TLS_CERT",
+        /// PEM private key of `tls_cert`.
+        tls_key: PathBuf = "VNC_CONTROL_TLS_KEY",
+        /// PEM CA certificates: when set, every API client must present a certificate one
+        /// of them signed.
+        tls_client_ca: PathBuf = "VNC_CONTROL_TLS_CLIENT_CA",
+
+        // Redis and this node.
+        redis_url: String = "VNC_REDIS_URL",
+        redis_prefix: String = "VNC_REDIS_PREFIX",
+        node_id: String = "VNC_NODE_ID",
+        /// This control plane's id, labelled on its containers: planes sharing a Docker
+        /// engine never touch each other's containers. Replicas of one plane share it.
+        plane: String = "VNC_CONTROL_PLANE",
+
+        // VNC tokens.
+        /// Ed25519 private key (PKCS#8 PEM) that signs VNC tokens.
+        jwt_private_key: PathBuf = "VNC_JWT_PRIVATE_KEY",
+        /// Key id written in tokens (default: the key file's stem).
+        jwt_kid: String = "VNC_JWT_KID",
+        jwt_issuer: String = "VNC_JWT_ISSUER",
+        jwt_audience: String = "VNC_JWT_AUDIENCE",
+        /// Public base URL of the relays (`wss://vnc.example.com`).
+        relay_url: String = "VNC_RELAY_PUBLIC_URL",
+        token_max_ttl: Duration = "VNC_CONTROL_TOKEN_MAX_TTL",
+
+        // Callers.
+        /// Identity provider's public key (Ed25519 or RSA PEM) for callers' bearer tokens.
+        auth_public_key: PathBuf = "VNC_CONTROL_AUTH_PUBLIC_KEY",
+        /// Or an HS256 secret file for callers' bearer tokens.
+        auth_secret_file: PathBuf = "VNC_CONTROL_AUTH_SECRET_FILE",
+        auth_issuer: String = "VNC_CONTROL_AUTH_ISSUER",
+        auth_audience: String = "VNC_CONTROL_AUTH_AUDIENCE",
+        /// API requests per second per caller (bearer subject, or client address when
+        /// unauthenticated); past it 429 with Retry-After. 0 turns the limit off.
+        api_rate_limit: u32 = "VNC_CONTROL_API_RATE_LIMIT",
+        /// API requests a caller may make at once above `api_rate_limit`.
+        api_rate_burst: u32 = "VNC_CONTROL_API_RATE_BURST",
+
+        // The runtime and its desktops.
+        runtime: RuntimeKind = "VNC_CONTROL_RUNTIME",
+        /// Docker endpoint (`unix:///var/run/docker.sock`, `tcp://…`).
+        docker_host: String = "VNC_DOCKER_HOST",
+        network: NetworkKind = "VNC_CONTROL_NETWORK",
+        /// Address published ports bind to / host networking answers on.
+        publish_ip: IpAddr = "VNC_CONTROL_PUBLISH_IP",
+        /// Allow `network = "host"` (`true`/`false`, default false). Host-networked desktops
+        /// share the host's network: they reach Redis and everything else listening on it,
+        /// and each other's VNC ports.
+        allow_host_network: bool = "VNC_CONTROL_ALLOW_HOST_NETWORK",
+        /// Docker bridge network desktops join (published and bridge modes); control creates
+        /// it with inter-container traffic disabled when it is missing.
+        desktop_network: String = "VNC_CONTROL_DESKTOP_NETWORK",
+        /// Processes (threads included) one desktop may run at once; 0 for no limit.
+        desktop_pids_limit: u32 = "VNC_CONTROL_DESKTOP_PIDS_LIMIT",
+        /// Capabilities desktops get back after all are dropped (`CHOWN`, `SETUID`, ...);
+        /// none by default.
+        desktop_cap_add: Vec<String> = "VNC_CONTROL_DESKTOP_CAP_ADD" (value_delimiter = ','),
+        /// Size at which a desktop's log file is rotated (`10m`, `512k`).
+        desktop_log_max_size: String = "VNC_CONTROL_DESKTOP_LOG_MAX_SIZE",
+        /// Log files kept per desktop, the current one included.
+        desktop_log_max_files: u32 = "VNC_CONTROL_DESKTOP_LOG_MAX_FILES",
+        /// Secrets file the VNC passwords of Docker containers derive from (one secret per
+        /// line, the first current); generated with one secret if missing. Re-read on SIGHUP.
+        vnc_password_secret_file: PathBuf = "VNC_CONTROL_VNC_PASSWORD_SECRET_FILE",
+        /// Containers of the static runtime (file only).
+        file static_containers: Vec<StaticContainer>,
+
+        // What a create request may ask for.
+        /// Images callers may run.
+        images: Vec<String> = "VNC_CONTROL_IMAGES" (long = "image", value_delimiter = ','),
+        max_cpus: f64 = "VNC_CONTROL_MAX_CPUS",
+        max_memory_mb: u64 = "VNC_CONTROL_MAX_MEMORY_MB",
+        /// Live (not stopped or failed) containers one tenant may have; one more is 429.
+        max_containers_per_tenant: usize = "VNC_CONTROL_MAX_CONTAINERS_PER_TENANT",
+
+        // The container lifecycle and its jobs.
+        stop_grace: Duration = "VNC_CONTROL_STOP_GRACE",
+        start_timeout: Duration = "VNC_CONTROL_START_TIMEOUT",
+        reconcile_interval: Duration = "VNC_CONTROL_RECONCILE_INTERVAL",
+        /// Jobs one replica runs at once.
+        worker_concurrency: usize = "VNC_CONTROL_WORKER_CONCURRENCY",
+        /// Container starts per minute across all replicas.
+        starts_per_minute: u32 = "VNC_CONTROL_STARTS_PER_MINUTE",
+        /// The window `starts_per_minute` is counted in (default a minute): at most that
+        /// many starts in any window of this length, given to tenants in turn.
+        start_rate_window: Duration = "VNC_CONTROL_START_RATE_WINDOW",
+        /// Runs of a job before it fails for good.
+        job_attempts: u32 = "VNC_CONTROL_JOB_ATTEMPTS",
+        /// First retry delay (doubling each attempt).
+        job_backoff: Duration = "VNC_CONTROL_JOB_BACKOFF",
+        /// A job whose worker stopped heart-beating this long is taken over by another
+        /// replica (the per-job lock lives this long without a refresh).
+        job_reclaim_idle: Duration = "VNC_CONTROL_JOB_RECLAIM_IDLE",
+
+        // Logging.
+        log_level: String = "VNC_LOG_LEVEL",
+        log_format: LogFormat = "VNC_LOG_FORMAT",
+    }
 }
 
 /// Where callers' identity tokens are verified from.
@@ -413,7 +319,7 @@ impl ControlSettings {
                 AuthKey::PublicKeyPem(PathBuf::new())
             }
         };
-        let runtime = s.runtime.unwrap_or(RuntimeKind::Docker);
+        let runtime = s.runtime.unwrap_or(DEFAULT_RUNTIME);
         let static_containers = s.static_containers.clone().unwrap_or_default();
         if runtime == RuntimeKind::Static && static_containers.is_empty() {
             problems.push("the static runtime needs static_containers in the config file".into());
@@ -426,8 +332,8 @@ impl ControlSettings {
         if !(max_cpus.is_finite() && max_cpus > 0.0) {
             problems.push("max_cpus must be positive".into());
         }
-        let network = s.network.unwrap_or(NetworkKind::Published);
-        let allow_host_network = s.allow_host_network.unwrap_or(false);
+        let network = s.network.unwrap_or(DEFAULT_NETWORK);
+        let allow_host_network = s.allow_host_network.unwrap_or(DEFAULT_ALLOW_HOST_NETWORK);
         if runtime == RuntimeKind::Docker && network == NetworkKind::Host && !allow_host_network {
             problems.push(
                 "network = \"host\" puts desktops on the host's network, where they reach Redis \
@@ -502,13 +408,13 @@ impl ControlSettings {
             node_id: s.node_id.unwrap_or_else(|| {
                 std::fs::read_to_string("/proc/sys/kernel/hostname")
                     .map(|h| h.trim().to_owned())
-                    .unwrap_or_else(|_| "vnc-control".into())
+                    .unwrap_or_else(|_| DEFAULT_NODE_ID.into())
             }),
             plane: s.plane.unwrap_or(DEFAULT_PLANE.into()),
             runtime,
             docker_host: s.docker_host,
             network,
-            publish_ip: s.publish_ip.unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            publish_ip: s.publish_ip.unwrap_or(DEFAULT_PUBLISH_IP),
             allow_host_network,
             desktop_network,
             desktop_pids_limit: s.desktop_pids_limit.unwrap_or(DEFAULT_PIDS_LIMIT),
@@ -539,7 +445,7 @@ impl ControlSettings {
             static_containers,
             tls,
             log_level: s.log_level.unwrap_or(DEFAULT_LOG_LEVEL.into()),
-            log_format: s.log_format.unwrap_or_default(),
+            log_format: s.log_format.unwrap_or(DEFAULT_LOG_FORMAT),
         })
     }
 }
@@ -656,6 +562,42 @@ mod tests {
             "http_max_connections",
         ] {
             assert!(err.contains(want), "{want}: {err}");
+        }
+    }
+
+    /// Every setting's flag and env name is the one the example config documents
+    /// (`key = value  # ENV`), and its flag is the key with dashes.
+    #[test]
+    fn flags_and_env_names_match_the_example_config() {
+        use clap::CommandFactory;
+
+        let example = include_str!("../../configs/control.toml");
+        let documented: Vec<(&str, &str)> = example
+            .lines()
+            .filter_map(|line| {
+                let (setting, env) = line.trim_start_matches(['#', ' ']).split_once(" = ")?;
+                let env = env.rsplit_once('#')?.1.trim();
+                env.starts_with("VNC_").then_some((setting, env))
+            })
+            .collect();
+        assert!(documented.len() > 40, "{documented:?}");
+        let cli = Cli::command();
+        for (setting, env) in documented {
+            let arg = cli
+                .get_arguments()
+                .find(|a| a.get_id() == setting)
+                .unwrap_or_else(|| panic!("no flag for {setting}"));
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(env),
+                "{setting}"
+            );
+            let long = if setting == "images" {
+                "image".to_owned()
+            } else {
+                setting.replace('_', "-")
+            };
+            assert_eq!(arg.get_long(), Some(long.as_str()), "{setting}");
         }
     }
 

@@ -20,6 +20,19 @@ pub struct Caller {
     pub admin: bool,
 }
 
+/// A container of the static runtime: a host that already runs a VNC server, declared
+/// in the config file with its owner and tenant; control records it as running and
+/// manages no lifecycle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticContainer {
+    pub cid: String,
+    pub owner: String,
+    pub tenant: String,
+    pub host: String,
+    pub port: u16,
+}
+
 /// A desktop container as the control plane records it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Container {

@@ -2,14 +2,16 @@
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 use vnc_control::config::{ControlConfig, ControlSettings};
 use vnc_control::operator::{self, MintArgs};
-use vnc_control::server::{self, Listeners};
 use vnc_shared::config::parse_duration;
-use vnc_shared::systemd::{self, Health, Notifier};
+use vnc_shared::process::{self, StopSignals};
+use vnc_shared::systemd::Notifier;
 use vnc_shared::token::{DEFAULT_AUDIENCE, DEFAULT_ISSUER, Scope};
 
 #[derive(Parser)]
@@ -80,28 +82,20 @@ enum TokenCommand {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    process::exit_code(run(Cli::parse()))
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             let config = cli.settings.resolve()?;
             vnc_shared::telemetry::init_tracing(&config.log_level, config.log_format);
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?
-                .block_on(serve(config, cli.settings))?;
+            process::block_on(serve(config, cli.settings))??;
         }
         Command::Check => {
             let config = cli.settings.resolve()?;
-            let (tunables, _, tls) = server::load_tunables(&config)?;
-            println!(
-                "configuration ok: signing kid {}, listen {}{}, admin {}, runtime {:?}",
-                tunables.signer.kid(),
-                config.listen,
-                if tls.is_some() { " (TLS)" } else { "" },
-                config.admin_listen,
-                config.runtime
-            );
+            println!("{}", vnc_control::startup::check(&config)?);
         }
         Command::Keys {
             command: KeysCommand::Generate { out, kid },
@@ -149,90 +143,22 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Serves until the first SIGTERM or SIGINT has drained in-flight work; the second
+/// exits at once.
 async fn serve(config: ControlConfig, settings: ControlSettings) -> anyhow::Result<()> {
-    use anyhow::Context;
-    use tokio::signal::unix::{SignalKind, signal};
-
     let notifier = Notifier::from_env();
-    let _watchdog = systemd::spawn_watchdog(&notifier);
-    let api = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let admin = tokio::net::TcpListener::bind(config.admin_listen)
-        .await
-        .with_context(|| format!("binding admin {}", config.admin_listen))?;
-    // Tests bind port 0 and read the real ports from this line.
-    println!(
-        "LISTENING api={} admin={}",
-        api.local_addr()?,
-        admin.local_addr()?
-    );
-    notifier.status("Starting: listeners bound, waiting for Redis");
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let signals = shutdown.clone();
-    let stopping = notifier.clone();
-    tokio::spawn(async move {
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        tracing::info!(
-            "signal received: finishing in-flight requests and jobs (a second signal exits)"
-        );
-        stopping.stopping();
-        signals.cancel();
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        std::process::exit(130);
-    });
-    let mut hup = signal(SignalKind::hangup())?;
+    let shutdown = CancellationToken::new();
     let draining = shutdown.clone();
-    let started = move |running: server::Running| {
-        let reloading = notifier.clone();
-        let reloader = running.clone();
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                reloading.reloading();
-                match reloader.reload(&settings) {
-                    Ok(now) => tracing::info!(%now, "configuration reloaded"),
-                    Err(e) => {
-                        tracing::error!(error = %e, "reload refused; the running configuration stays")
-                    }
-                }
-                reloading.ready();
-            }
-        });
-        tokio::spawn(systemd::report(notifier, move || {
-            health(running.clone(), draining.clone())
-        }));
-    };
-    server::run_with(config, Listeners { api, admin }, shutdown, started).await?;
+    StopSignals::install()?.spawn_two_stage(
+        notifier.clone(),
+        move || {
+            tracing::info!(
+                "signal received: finishing in-flight requests and jobs (a second signal exits)"
+            );
+            draining.cancel();
+        },
+        || std::process::exit(130),
+    );
+    vnc_control::daemon::serve(config, settings, notifier, shutdown).await?;
     Ok(())
-}
-
-/// Readiness as `/readyz` sees it, and the job queue, for systemd.
-async fn health(running: server::Running, draining: tokio_util::sync::CancellationToken) -> Health {
-    use fred::interfaces::ClientLike;
-
-    if draining.is_cancelled() {
-        return Health {
-            ready: false,
-            status: "Stopping: finishing in-flight requests and jobs".into(),
-        };
-    }
-    if !running.redis.is_connected() {
-        return Health {
-            ready: false,
-            status: "Not ready (redis unreachable)".into(),
-        };
-    }
-    let jobs = match running.queue.depth().await {
-        Ok(d) => format!(
-            "jobs {} waiting, {} active, {} delayed, {} failed",
-            d.waiting, d.active, d.delayed, d.failed
-        ),
-        Err(e) => format!("job queue unknown ({e})"),
-    };
-    Health {
-        ready: true,
-        status: format!("Serving: {jobs}"),
-    }
 }

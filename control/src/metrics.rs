@@ -3,8 +3,13 @@
 use metrics::{Unit, describe_counter, describe_histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::api::{HTTP_DURATION, HTTP_REQUESTS};
-
+/// API requests, by route, method and status.
+pub const HTTP_REQUESTS: &str = "vnc_control_http_requests_total";
+/// API request duration, by route.
+pub const HTTP_DURATION: &str = "vnc_control_http_request_duration_seconds";
+/// API requests refused by the per-caller rate limit, by `caller` kind (`subject`,
+/// `address`).
+pub const RATE_LIMITED: &str = "vnc_control_http_rate_limited_total";
 pub const DOCKER_ERRORS: &str = "vnc_control_docker_errors_total";
 /// Kicks published on the control channel, by kind (`kick`: one session ended by an
 /// owner or admin; `revoke`: the sessions of a revoked token).
@@ -46,7 +51,7 @@ pub fn install() -> PrometheusHandle {
             "SIGHUP reloads, by result (ok, refused: the running configuration stayed)."
         );
         describe_counter!(
-            crate::api::rate::RATE_LIMITED,
+            RATE_LIMITED,
             "API requests refused by the per-caller rate limit, by caller kind (subject, address)."
         );
         crate::infra::queue::describe_metrics();

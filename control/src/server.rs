@@ -1,5 +1,8 @@
-//! Start-up and the serve loop: the API listener, the admin listener, the job
-//! workers and the reconciler, all stopped together on shutdown.
+//! Building and serving a control plane: [`build`] wires the layers together (Redis,
+//! the job queue, the runtime, the app, the API state), [`Control::serve`] runs the API
+//! listener, the admin listener, the job workers and the reconciler, all stopped
+//! together on shutdown; [`Running`] is what a reload replaces while it serves. What
+//! the configuration names is loaded in `startup.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,180 +10,33 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use fred::prelude::*;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use vnc_shared::schema::Keys;
 use vnc_shared::swap::Swap;
-use vnc_shared::tls::{ReloadableTls, TlsError};
-use vnc_shared::token::{KeyError, Signer, read_hs256_secret};
+use vnc_shared::tls::ReloadableTls;
 
-use crate::api::auth::{IdentityKey, IdentityKeyError, IdentityVerifier};
 use crate::api::rate::CallerLimiter;
 use crate::api::{self, AppState};
+use crate::app::App;
 use crate::app::jobs::{Lifecycle, reconcile_loop};
-use crate::app::{App, Tunables};
-use crate::config::{AuthKey, ControlConfig, ControlSettings, NetworkKind, RuntimeKind};
-use crate::domain::CreateLimits;
-use crate::infra::passwords::{PasswordKeyError, PasswordKeys};
+use crate::config::{ControlConfig, ControlSettings, RuntimeKind};
+use crate::infra::passwords::PasswordKeys;
 use crate::infra::queue::{Queue, QueueConfig};
-use crate::infra::runtime::{
-    DockerRuntime, Isolation, NetworkMode, Runtime, RuntimeError, StaticRuntime,
-};
 use crate::infra::sessions::SessionStore;
 use crate::infra::store::ContainerStore;
 use crate::infra::tokens::TokenStore;
 use crate::listener::HttpLimits;
-
-/// Host ports containers get in host networking.
-const HOST_PORT_RANGE: (u16, u16) = (15900, 16899);
+use crate::startup::{StartError, load_tunables, password_keys, runtime};
 
 /// How long start-up waits for Redis before serving anyway (unready until it answers).
 const REDIS_STARTUP_WAIT: Duration = Duration::from_secs(5);
-
-/// Each step of start-up that can fail.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("loading the token signing key: {0}")]
-    SigningKey(#[from] KeyError),
-    #[error("loading the identity key: {0}")]
-    IdentityKey(#[from] IdentityKeyError),
-    #[error("the identity secret: {0}")]
-    IdentitySecret(KeyError),
-    #[error("configuring redis: {0}")]
-    Redis(#[from] fred::error::Error),
-    #[error("connecting to the container runtime: {0}")]
-    Runtime(#[from] RuntimeError),
-    #[error("the VNC password secrets: {0}")]
-    PasswordSecret(#[from] PasswordKeyError),
-    #[error("loading the TLS certificate: {0}")]
-    Tls(#[from] TlsError),
-    #[error("serving: {0}")]
-    Serve(#[from] std::io::Error),
-}
 
 /// The bound listeners `run` serves.
 pub struct Listeners {
     pub api: TcpListener,
     pub admin: TcpListener,
-}
-
-/// Loads what the config names and a reload may change: the keys, the limits, the
-/// TLS config (also what `vnc-control check` validates).
-pub fn load_tunables(
-    config: &ControlConfig,
-) -> Result<(Tunables, IdentityVerifier, Option<rustls::ServerConfig>), StartError> {
-    let (signer, identity) = load_keys(config)?;
-    let tls = config
-        .tls
-        .as_ref()
-        .map(vnc_shared::tls::server_config)
-        .transpose()?;
-    let tunables = Tunables {
-        signer,
-        limits: CreateLimits {
-            images: config.images.clone(),
-            max_cpus: config.max_cpus,
-            max_memory_mb: config.max_memory_mb,
-            min_memory_mb: crate::config::DEFAULT_MIN_MEMORY_MB,
-            max_entries: crate::config::DEFAULT_MAX_ENTRIES,
-        },
-        token_max_ttl: config.token_max_ttl,
-        relay_url: config.relay_url.clone(),
-        max_containers_per_tenant: config.max_containers_per_tenant,
-    };
-    Ok((tunables, identity, tls))
-}
-
-/// Loads the keys the config names.
-fn load_keys(config: &ControlConfig) -> Result<(Signer, IdentityVerifier), StartError> {
-    let signer = Signer::ed25519_from_pem_file(&config.jwt_private_key, config.jwt_kid.clone())?
-        .with_issuer_audience(&config.jwt_issuer, &config.jwt_audience);
-    let identity = match &config.auth_key {
-        AuthKey::PublicKeyPem(p) => IdentityVerifier::new(
-            IdentityKey::PublicKeyPem(p),
-            &config.auth_issuer,
-            &config.auth_audience,
-        )?,
-        AuthKey::Hs256SecretFile(p) => {
-            let secret = read_hs256_secret(p).map_err(StartError::IdentitySecret)?;
-            IdentityVerifier::new(
-                IdentityKey::Hs256(&secret),
-                &config.auth_issuer,
-                &config.auth_audience,
-            )?
-        }
-    };
-    Ok((signer, identity))
-}
-
-/// The secrets VNC passwords derive from: with the Docker runtime, read (or generated)
-/// from the configured file; none with the static runtime, which starts nothing.
-fn password_keys(config: &ControlConfig) -> Result<PasswordKeys, PasswordKeyError> {
-    match config.runtime {
-        RuntimeKind::Docker => PasswordKeys::load_or_create(&config.vnc_password_secret_file),
-        RuntimeKind::Static => Ok(PasswordKeys::default()),
-    }
-}
-
-fn runtime(config: &ControlConfig) -> Result<Arc<dyn Runtime>, StartError> {
-    Ok(match config.runtime {
-        RuntimeKind::Static => Arc::new(StaticRuntime::new(
-            config
-                .static_containers
-                .iter()
-                .map(|c| {
-                    (
-                        c.cid.clone(),
-                        crate::infra::runtime::Endpoint {
-                            host: c.host.clone(),
-                            port: c.port,
-                        },
-                    )
-                })
-                .collect(),
-        )),
-        RuntimeKind::Docker => {
-            let network = match config.network {
-                NetworkKind::Published => {
-                    if config.publish_ip.is_unspecified() {
-                        tracing::warn!(
-                            publish_ip = %config.publish_ip,
-                            "desktops' VNC ports are published on every interface of the host: \
-                             set publish_ip to the address the relays reach"
-                        );
-                    }
-                    NetworkMode::Published {
-                        host_ip: config.publish_ip,
-                    }
-                }
-                NetworkKind::Host => {
-                    // Config validation refused this unless allow_host_network is set.
-                    tracing::warn!(
-                        "network = \"host\" (allow_host_network): desktops share the host's network \
-                         and reach Redis, the relays and every other service listening on it"
-                    );
-                    NetworkMode::Host {
-                        host_ip: config.publish_ip,
-                        port_range: HOST_PORT_RANGE,
-                    }
-                }
-                NetworkKind::Bridge => NetworkMode::Bridge,
-            };
-            let isolation = Isolation {
-                network: config.desktop_network.clone(),
-                pids_limit: config.desktop_pids_limit,
-                cap_add: config.desktop_cap_add.clone(),
-                log_max_size: config.desktop_log_max_size.clone(),
-                log_max_files: config.desktop_log_max_files,
-            };
-            Arc::new(DockerRuntime::connect(
-                config.docker_host.as_deref(),
-                network,
-                isolation,
-                &config.plane,
-            )?)
-        }
-    })
 }
 
 /// Runs control until `shutdown` is cancelled and in-flight jobs are done.
@@ -189,7 +45,16 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
-    run_with(config, listeners, shutdown, |_| {}).await
+    build(config, listeners).await?.serve(shutdown).await
+}
+
+/// A control plane [`build`] set up, ready to [`serve`](Control::serve).
+pub struct Control {
+    running: Running,
+    config: ControlConfig,
+    listeners: Listeners,
+    prometheus: PrometheusHandle,
+    lifecycle: Arc<Lifecycle>,
 }
 
 /// What the caller may watch of a running control plane (the binary reports its
@@ -333,14 +198,9 @@ impl Running {
     }
 }
 
-/// [`run`], handing `started` the Redis client and the queue once the keys are loaded,
-/// Redis had its start-up wait and the runtime is set up.
-pub async fn run_with(
-    config: ControlConfig,
-    listeners: Listeners,
-    shutdown: CancellationToken,
-    started: impl FnOnce(Running),
-) -> Result<(), StartError> {
+/// Loads the keys, gives Redis its start-up wait and sets up the runtime (recording
+/// the static runtime's containers): everything before serving.
+pub async fn build(config: ControlConfig, listeners: Listeners) -> Result<Control, StartError> {
     let prometheus = crate::metrics::install();
     let (tunables, identity, tls) = load_tunables(&config)?;
     let passwords = Arc::new(Swap::new(password_keys(&config)?));
@@ -383,67 +243,91 @@ pub async fn run_with(
         ready,
     });
     let reloadable = Arc::new(Reloadable {
-        state: state.clone(),
+        state,
         tls,
         passwords: passwords.clone(),
         config: config.clone(),
     });
-    started(Running {
-        redis: client.clone(),
-        queue: queue.clone(),
-        reloadable: reloadable.clone(),
-    });
-
     let lifecycle = Arc::new(Lifecycle {
-        store: store.clone(),
-        runtime: runtime.clone(),
+        store,
+        runtime,
         node_id: config.node_id.clone(),
         stop_grace: config.stop_grace,
         start_timeout: config.start_timeout,
         passwords,
     });
-    let workers = tokio::spawn({
-        let queue = queue.clone();
-        let shutdown = shutdown.clone();
-        let lifecycle = lifecycle.clone();
-        async move { queue.run(lifecycle, shutdown).await }
-    });
-    let reconciler = tokio::spawn(reconcile_loop(
+    Ok(Control {
+        running: Running {
+            redis: client,
+            queue,
+            reloadable,
+        },
+        config,
+        listeners,
+        prometheus,
         lifecycle,
-        config.reconcile_interval,
-        shutdown.clone(),
-    ));
-    let admin = Router::new().route(
-        "/metrics",
-        get(move || std::future::ready(prometheus.render())),
-    );
-    let admin = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            let _ = axum::serve(listeners.admin, admin)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await;
-        }
-    });
-    tracing::info!(listen = ?listeners.api.local_addr().ok(), node.id = %config.node_id, "control serving");
-    let limits = HttpLimits {
-        header_timeout: config.http_header_timeout,
-        max_connections: config.http_max_connections,
-    };
-    crate::listener::serve(
-        listeners.api,
-        reloadable.tls.clone(),
-        api::router(state),
-        limits,
-        shutdown.clone(),
-    )
-    .await?;
-    let _ = workers.await;
-    reconciler.abort();
-    let _ = admin.await;
-    let _ = client.quit().await;
-    tracing::info!("control stopped");
-    Ok(())
+    })
+}
+
+impl Control {
+    /// What the caller may watch and reload while it serves.
+    pub fn running(&self) -> Running {
+        self.running.clone()
+    }
+
+    /// Serves the API and the admin listener and runs the job workers and the
+    /// reconciler until `shutdown` is cancelled and in-flight jobs are done.
+    pub async fn serve(self, shutdown: CancellationToken) -> Result<(), StartError> {
+        let Control {
+            running,
+            config,
+            listeners,
+            prometheus,
+            lifecycle,
+        } = self;
+        let workers = tokio::spawn({
+            let queue = running.queue.clone();
+            let shutdown = shutdown.clone();
+            let lifecycle = lifecycle.clone();
+            async move { queue.run(lifecycle, shutdown).await }
+        });
+        let reconciler = tokio::spawn(reconcile_loop(
+            lifecycle,
+            config.reconcile_interval,
+            shutdown.clone(),
+        ));
+        let admin = Router::new().route(
+            "/metrics",
+            get(move || std::future::ready(prometheus.render())),
+        );
+        let admin = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                let _ = axum::serve(listeners.admin, admin)
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await;
+            }
+        });
+        tracing::info!(listen = ?listeners.api.local_addr().ok(), node.id = %config.node_id, "control serving");
+        let limits = HttpLimits {
+            header_timeout: config.http_header_timeout,
+            max_connections: config.http_max_connections,
+        };
+        crate::listener::serve(
+            listeners.api,
+            running.reloadable.tls.clone(),
+            api::router(running.reloadable.state.clone()),
+            limits,
+            shutdown.clone(),
+        )
+        .await?;
+        let _ = workers.await;
+        reconciler.abort();
+        let _ = admin.await;
+        let _ = running.redis.quit().await;
+        tracing::info!("control stopped");
+        Ok(())
+    }
 }
 
 fn queue_config(config: &ControlConfig) -> QueueConfig {

@@ -1,4 +1,4 @@
-//! The Redis key schema of ARCHITECTURE.md as typed helpers, so both sides build the
+//! The Redis key schema of `docs/architecture.md` as typed helpers, so both sides build the
 //! same keys from one place. The prefix is configurable (default `vnc:`).
 
 use serde::{Deserialize, Serialize};

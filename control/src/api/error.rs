@@ -5,6 +5,8 @@
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 
+use crate::app::AppError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// Every problem of a request, named.
@@ -69,8 +71,21 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<crate::infra::store::StoreError> for ApiError {
-    fn from(e: crate::infra::store::StoreError) -> Self {
-        ApiError::Unavailable(e.to_string())
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::Invalid(p) => ApiError::BadRequest(p),
+            AppError::NotFound(what) => ApiError::not_found(what),
+            AppError::Forbidden(m) => ApiError::Forbidden(m),
+            AppError::Conflict(m) => ApiError::Conflict(m),
+            AppError::OverQuota(message) => ApiError::TooMany {
+                message,
+                retry_after: None,
+            },
+            // The caller reads what failed underneath.
+            AppError::Store(e) => ApiError::Unavailable(e.to_string()),
+            AppError::Queue(e) => ApiError::Unavailable(e.to_string()),
+            AppError::Signing(e) => ApiError::Unavailable(format!("signing failed: {e}")),
+        }
     }
 }

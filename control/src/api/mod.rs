@@ -8,7 +8,7 @@ pub mod routes;
 pub mod sessions;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
@@ -21,14 +21,13 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use crate::app::App;
+use crate::metrics::{HTTP_DURATION, HTTP_REQUESTS};
 use auth::IdentityVerifier;
 use error::{ApiError, ErrorMessage};
 use vnc_shared::swap::Swap;
 
 /// Largest request body the API reads.
 pub const MAX_BODY: usize = 64 * 1024;
-pub const HTTP_REQUESTS: &str = "vnc_control_http_requests_total";
-pub const HTTP_DURATION: &str = "vnc_control_http_request_duration_seconds";
 
 /// What every handler shares.
 pub struct AppState {
@@ -44,6 +43,7 @@ pub struct AppState {
 /// The API router.
 pub fn router(state: Arc<AppState>) -> Router {
     routes::routes()
+        .merge(sessions::routes())
         .fallback(|| async { ApiError::not_found("route") })
         .route_layer(middleware::from_fn(http_metrics))
         .layer(middleware::from_fn_with_state(state.clone(), rate::limit))
@@ -177,4 +177,9 @@ impl<S: Send + Sync, T: DeserializeOwned + KnownFields> FromRequest<S> for JsonB
             .map(JsonBody)
             .map_err(|e| ApiError::BadRequest(vec![e.to_string()]))
     }
+}
+
+/// A Unix time in milliseconds as the API writes times (RFC 3339, UTC, milliseconds).
+fn rfc3339_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }

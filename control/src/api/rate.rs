@@ -23,15 +23,12 @@ use http::header::AUTHORIZATION;
 use super::AppState;
 use super::error::ApiError;
 use crate::domain::Caller;
+use crate::metrics::RATE_LIMITED;
 
 /// Callers one generation holds.
 pub const GENERATION: usize = 50_000;
 /// Most callers tracked at once (two generations).
 pub const MAX_TRACKED_CALLERS: usize = 2 * GENERATION;
-/// Prometheus counter of requests refused by the limit, by `caller` kind
-/// (`subject`, `address`).
-pub const RATE_LIMITED: &str = "vnc_control_http_rate_limited_total";
-
 /// Who a request counts against.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 enum CallerKey {

@@ -1,7 +1,7 @@
 //! The `/v1` routes and their JSON shapes.
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -12,8 +12,7 @@ use serde::{Deserialize, Serialize};
 use vnc_shared::token::Scope;
 
 use super::error::ApiError;
-use super::{AppState, JsonBody, KnownFields};
-use crate::app::AppError;
+use super::{AppState, JsonBody, KnownFields, rfc3339_ms};
 use crate::domain::{Caller, Container, CreateContainer};
 
 /// Default and largest page size of listings.
@@ -33,23 +32,6 @@ pub fn routes() -> Router<Arc<AppState>> {
             get(|| async { Json(serde_json::json!({"alive": true})) }),
         )
         .route("/readyz", get(readyz))
-        .merge(super::sessions::routes())
-}
-
-impl From<AppError> for ApiError {
-    fn from(e: AppError) -> Self {
-        match e {
-            AppError::Invalid(p) => ApiError::BadRequest(p),
-            AppError::NotFound(what) => ApiError::not_found(what),
-            AppError::Forbidden(m) => ApiError::Forbidden(m),
-            AppError::Conflict(m) => ApiError::Conflict(m),
-            AppError::OverQuota(message) => ApiError::TooMany {
-                message,
-                retry_after: None,
-            },
-            AppError::Unavailable(m) => ApiError::Unavailable(m),
-        }
-    }
 }
 
 impl KnownFields for CreateContainer {
@@ -57,10 +39,6 @@ impl KnownFields for CreateContainer {
         ("", &["image", "resources", "env", "labels", "record"]),
         ("resources", &["cpus", "memory_mb"]),
     ];
-}
-
-pub(super) fn rfc3339_ms(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 /// A container as the API shows it (never its VNC password or internal endpoint).

@@ -10,9 +10,8 @@ use axum::{Json, Router};
 use http::StatusCode;
 use serde::Serialize;
 
-use super::AppState;
 use super::error::ApiError;
-use super::routes::rfc3339_ms;
+use super::{AppState, rfc3339_ms};
 use crate::domain::{Caller, Node, Session};
 
 type St = State<Arc<AppState>>;

@@ -23,8 +23,7 @@ use vnc_shared::swap::Swap;
 
 use super::record_labels::record_labels;
 use super::{START_JOB, STOP_JOB};
-use crate::config::StaticContainer;
-use crate::domain::Container;
+use crate::domain::{Container, StaticContainer};
 use crate::infra::passwords::PasswordKeys;
 use crate::infra::queue::{JobContext, JobError, JobHandler};
 use crate::infra::runtime::{ContainerSpec, Runtime, RuntimeError, RuntimeState, wait_for_rfb};

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use vnc_shared::schema::ContainerState;
 use vnc_shared::swap::Swap;
-use vnc_shared::token::{Minted, Scope, Signer, TokenRequest};
+use vnc_shared::token::{Minted, Scope, SignError, Signer, TokenRequest};
 
 use crate::domain::{Caller, Container, CreateContainer, CreateLimits, IssuedToken};
 use crate::infra::queue::{JobRecord, Queue, QueueError};
@@ -32,20 +32,15 @@ pub enum AppError {
     /// Over a quota: the caller must free something first (429).
     #[error("{0}")]
     OverQuota(String),
-    #[error("{0}")]
-    Unavailable(String),
-}
-
-impl From<StoreError> for AppError {
-    fn from(e: StoreError) -> Self {
-        AppError::Unavailable(e.to_string())
-    }
-}
-
-impl From<QueueError> for AppError {
-    fn from(e: QueueError) -> Self {
-        AppError::Unavailable(e.to_string())
-    }
+    /// Redis failed under a container record, a session, a node or a token.
+    #[error("the store failed")]
+    Store(#[from] StoreError),
+    /// The job queue failed.
+    #[error("the job queue failed")]
+    Queue(#[from] QueueError),
+    /// Signing a VNC token failed.
+    #[error("signing failed")]
+    Signing(#[source] SignError),
 }
 
 /// Job names.
@@ -233,7 +228,7 @@ impl App {
                 scope,
                 ttl,
             })
-            .map_err(|e| AppError::Unavailable(format!("signing failed: {e}")))?;
+            .map_err(AppError::Signing)?;
         // No token leaves without its record: one that can't be revoked is not issued.
         self.tokens
             .record(&IssuedToken::from_claims(&minted.claims))

@@ -17,19 +17,23 @@
 //! offered VNC Authentication and the challenge, response and result pass through.
 //! Init: ClientInit goes to the server (shared flag forced on for `view` sessions),
 //! ServerInit comes back unchanged.
+//!
+//! This file owns the handshake's states and the messages of each; the security phase
+//! (settling the server's side, offering the browser its type) and telling the browser
+//! why a handshake failed are in `security.rs`, the errors in `error.rs`.
 
 use std::fmt;
 
 use super::auth::{VNC_AUTH_CHALLENGE_LEN, vnc_auth_response};
-use super::security::{AuthMode, SECURITY_NONE, SECURITY_VNC_AUTH, SecurityTypes};
+use super::security::{AuthMode, SECURITY_NONE};
 use super::server_init::{MAX_DESKTOP_NAME_LEN, Parsed, ServerInit};
 use super::version::{PROTOCOL_VERSION_LEN, Version, VersionError};
-use super::wire::{be_u32, printable, take_array, take_front};
+use super::wire::{take_array, take_front};
 use crate::config::Secret;
 
 mod error;
+mod security;
 
-use error::RELAY_AUTH_FAILED;
 pub use error::{HandshakeError, Reason, Side};
 
 /// Longest failure reason accepted from the server, in bytes.
@@ -461,180 +465,10 @@ impl ProxyHandshake {
         Ok(true)
     }
 
-    /// Reads the server's security types and settles how to authenticate.
-    fn server_security(&mut self) -> Result<bool, HandshakeError> {
-        let version = self.negotiated();
-        let offered: Vec<u32> = if version == Version::V3_3 {
-            let Some(chosen) = be_u32(&self.from_server, 0) else {
-                return Ok(false);
-            };
-            if chosen == 0 {
-                return self.server_refused(4);
-            }
-            take_front(&mut self.from_server, 4);
-            vec![chosen]
-        } else {
-            let Some(&count) = self.from_server.first() else {
-                return Ok(false);
-            };
-            if count == 0 {
-                return self.server_refused(1);
-            }
-            let end = 1 + usize::from(count);
-            let Some(types) = self.from_server.get(1..end) else {
-                return Ok(false);
-            };
-            let types = types.iter().map(|&t| u32::from(t)).collect();
-            take_front(&mut self.from_server, end);
-            types
-        };
-        let none = u32::from(SECURITY_NONE);
-        let vnc_auth = u32::from(SECURITY_VNC_AUTH);
-        let auth = if offered.contains(&none) {
-            AuthMode::NoAuth
-        } else if offered.contains(&vnc_auth) && self.password.is_some() {
-            AuthMode::RelayAuthenticated
-        } else if offered.contains(&vnc_auth) {
-            AuthMode::BrowserAuthenticated
-        } else {
-            return Err(HandshakeError::UnsupportedSecurity {
-                offered: SecurityTypes(offered),
-            });
-        };
-        self.auth = Some(auth);
-        // 3.3 servers chose already; 3.7+ servers are told the choice.
-        let tell_server = version != Version::V3_3;
-        match auth {
-            AuthMode::NoAuth => {
-                if tell_server {
-                    self.to_server.push(SECURITY_NONE);
-                }
-                // Only 3.8 sends a SecurityResult after None.
-                if version == Version::V3_8 {
-                    self.state = State::ServerResult;
-                } else {
-                    self.offer_client(SECURITY_NONE);
-                }
-            }
-            AuthMode::RelayAuthenticated => {
-                if tell_server {
-                    self.to_server.push(SECURITY_VNC_AUTH);
-                }
-                self.state = State::ServerChallenge;
-            }
-            // The server is told once the browser has picked the type.
-            AuthMode::BrowserAuthenticated => self.offer_client(SECURITY_VNC_AUTH),
-        }
-        Ok(true)
-    }
-
-    /// The server sent no security types: read its reason (after `at` bytes).
-    fn server_refused(&mut self, at: usize) -> Result<bool, HandshakeError> {
-        match read_reason(&self.from_server, at)? {
-            Some((_, reason)) => Err(HandshakeError::ServerRefused {
-                reason: Reason(Some(reason)),
-            }),
-            None => Ok(false),
-        }
-    }
-
-    /// A whole SecurityResult at the front of the server's bytes, if it is all there.
-    fn security_result(&self) -> Result<Option<SecurityResult>, HandshakeError> {
-        let Some(status) = be_u32(&self.from_server, 0) else {
-            return Ok(None);
-        };
-        if status == 0 {
-            return Ok(Some(SecurityResult {
-                len: 4,
-                result: Ok(()),
-            }));
-        }
-        // 1 is "failed", 2 "too many attempts" (Tight); anything else is a failure too.
-        if self.negotiated() != Version::V3_8 {
-            return Ok(Some(SecurityResult {
-                len: 4,
-                result: Err(Reason(None)),
-            }));
-        }
-        Ok(
-            read_reason(&self.from_server, 4)?.map(|(len, reason)| SecurityResult {
-                len,
-                result: Err(Reason(Some(reason))),
-            }),
-        )
-    }
-
-    /// Offers the browser one security type: 3.3 as the server's decision, 3.7+ as a
-    /// list of one.
-    fn offer_client(&mut self, security_type: u8) {
-        self.client_awaits_security = false;
-        if self.negotiated() == Version::V3_3 {
-            self.to_client
-                .extend_from_slice(&u32::from(security_type).to_be_bytes());
-            self.after_client_choice(security_type);
-        } else {
-            self.to_client.extend_from_slice(&[1, security_type]);
-            self.state = State::ClientChoice {
-                offered: security_type,
-            };
-        }
-    }
-
-    fn after_client_choice(&mut self, security_type: u8) {
-        let version = self.negotiated();
-        if security_type == SECURITY_VNC_AUTH {
-            if version != Version::V3_3 {
-                self.to_server.push(SECURITY_VNC_AUTH);
-            }
-            self.state = State::PassChallenge;
-        } else {
-            // The relay settled the server's side already; 3.8 says so after None.
-            if version == Version::V3_8 {
-                self.to_client.extend_from_slice(&0u32.to_be_bytes());
-            }
-            self.state = State::ClientInit;
-        }
-    }
-
-    /// Enters the failed state, telling the browser why if it is where it can hear it.
-    fn fail(&mut self, error: HandshakeError) {
-        if let State::ClientChoice { .. } = self.state
-            && self.negotiated() == Version::V3_8
-        {
-            // A 3.8 browser that chose a type waits for its SecurityResult, which can
-            // carry the reason (3.7's carries none, so 3.7 just sees the close).
-            self.to_client.extend_from_slice(&1u32.to_be_bytes());
-            push_reason(&mut self.to_client, &error.to_string());
-        }
-        if self.client_awaits_security {
-            self.client_awaits_security = false;
-            let mut reason = error.to_string();
-            if let HandshakeError::UpstreamAuthFailed { .. } = error {
-                // The server's own words may say more than the browser needs to know.
-                reason = RELAY_AUTH_FAILED.to_owned();
-            }
-            if self.negotiated() == Version::V3_3 {
-                self.to_client.extend_from_slice(&0u32.to_be_bytes());
-            } else {
-                self.to_client.push(0);
-            }
-            push_reason(&mut self.to_client, &reason);
-        }
-        self.state = State::Failed;
-        self.error = Some(error);
-    }
-
     fn negotiated(&self) -> Version {
         // Set before any state that asks; 3.8 would be the safe reading anyway.
         self.version.unwrap_or(Version::V3_8)
     }
-}
-
-/// A reason string as RFB sends it: its length, then its bytes.
-fn push_reason(to: &mut Vec<u8>, reason: &str) {
-    let len = u32::try_from(reason.len()).unwrap_or(u32::MAX);
-    to.extend_from_slice(&len.to_be_bytes());
-    to.extend_from_slice(reason.as_bytes());
 }
 
 fn parse_version(
@@ -650,25 +484,6 @@ fn parse_version(
             HandshakeError::VersionTooOld { side, major, minor }
         }
     })
-}
-
-/// A `U32 length, bytes` reason string at `at` in the server's bytes: the total length
-/// from the front of `buf` and the printable text, or `None` while incomplete.
-fn read_reason(buf: &[u8], at: usize) -> Result<Option<(usize, String)>, HandshakeError> {
-    let Some(len) = be_u32(buf, at) else {
-        return Ok(None);
-    };
-    if len > MAX_REASON_LEN {
-        return Err(HandshakeError::TooLong {
-            side: Side::Server,
-            what: "failure reason",
-            len,
-            max: MAX_REASON_LEN,
-        });
-    }
-    // Bounded by the check above.
-    let end = at + 4 + len as usize;
-    Ok(buf.get(at + 4..end).map(|text| (end, printable(text))))
 }
 
 #[cfg(test)]

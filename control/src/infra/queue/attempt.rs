@@ -12,13 +12,13 @@ use std::time::Duration;
 use fred::prelude::*;
 use fred::types::SetOptions;
 use futures_util::FutureExt;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::lock::{JobLock, ttl_ms};
 use super::telemetry::{self, Outcome};
-use super::worker::Delivery;
 use super::{
     GROUP, JobContext, JobError, JobHandler, JobRecord, JobState, QueueError, Shared, rate, script,
     timed,
@@ -33,6 +33,17 @@ const RECORD_RETRIES: [Duration; 3] = [
     Duration::from_millis(400),
     Duration::from_millis(1600),
 ];
+
+/// One stream entry handed to a worker task, with the slot it runs in.
+pub(super) struct Delivery {
+    /// Stream entry id.
+    pub entry: String,
+    /// The job it names; `None` for a malformed entry.
+    pub job_id: Option<String>,
+    /// Came from XAUTOCLAIM (a dead worker's job), not a fresh read.
+    pub reclaimed: bool,
+    pub permit: OwnedSemaphorePermit,
+}
 
 /// Handles one delivery; holds its slot until done.
 pub(super) async fn run(

@@ -15,7 +15,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use super::worker::Backoff;
+use super::pace::Backoff;
 use super::{QueueError, Shared, fair, script, timed};
 
 /// Longest sleep between two passes: how late a job delayed by another replica can

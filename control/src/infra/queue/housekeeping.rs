@@ -10,7 +10,7 @@ use fred::prelude::*;
 use fred::types::streams::{XCapKind, XCapTrim};
 use tokio_util::sync::CancellationToken;
 
-use super::worker::pause;
+use super::pace::pause;
 use super::{GROUP, QueueError, Shared, depth_of, timed};
 
 /// How often the upkeep runs.

@@ -51,6 +51,7 @@ mod fair;
 mod handler;
 mod housekeeping;
 mod lock;
+mod pace;
 mod rate;
 pub mod record;
 pub(crate) mod script;

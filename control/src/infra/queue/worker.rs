@@ -17,11 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::*;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::attempt::Delivery;
+use super::pace::{Backoff, pause};
 use super::{
     COMMAND_TIMEOUT, GROUP, JobHandler, QueueError, Shared, attempt, delay, housekeeping, timed,
 };
@@ -33,21 +35,6 @@ pub const READ_BLOCK: Duration = Duration::from_secs(1);
 pub const MAX_CLAIM_BATCH: usize = 16;
 /// After the drain deadline, how long given-up jobs get to put themselves back.
 pub const ABORT_GRACE: Duration = Duration::from_secs(5);
-/// First and longest pause after a Redis error in a loop.
-const ERROR_BACKOFF_MIN: Duration = Duration::from_millis(100);
-const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// One stream entry handed to a worker task, with the slot it runs in.
-pub(super) struct Delivery {
-    /// Stream entry id.
-    pub entry: String,
-    /// The job it names; `None` for a malformed entry.
-    pub job_id: Option<String>,
-    /// Came from XAUTOCLAIM (a dead worker's job), not a fresh read.
-    pub reclaimed: bool,
-    pub permit: OwnedSemaphorePermit,
-}
-
 /// Runs the loops and the jobs until `shutdown`, then drains (see `Queue::run`).
 pub(super) async fn run(s: Arc<Shared>, handler: Arc<dyn JobHandler>, shutdown: CancellationToken) {
     let concurrency = s.config.concurrency;
@@ -385,35 +372,6 @@ fn job_id_field(fields: Value) -> Option<String> {
     }
 }
 
-/// Sleeps `d` unless `stop` comes first; returns whether it did.
-pub(super) async fn pause(stop: &CancellationToken, d: Duration) -> bool {
-    tokio::select! {
-        _ = stop.cancelled() => true,
-        _ = tokio::time::sleep(d) => false,
-    }
-}
-
-/// Exponential pause after consecutive Redis errors, 100 ms up to 5 s.
-#[derive(Default)]
-pub(super) struct Backoff {
-    failures: u32,
-}
-
-impl Backoff {
-    /// Records a failure; returns how long to wait before the next try.
-    pub fn fail(&mut self) -> Duration {
-        let wait = ERROR_BACKOFF_MIN
-            .saturating_mul(1 << self.failures.min(16))
-            .min(ERROR_BACKOFF_MAX);
-        self.failures = self.failures.saturating_add(1);
-        wait
-    }
-
-    pub fn reset(&mut self) {
-        self.failures = 0;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,18 +399,5 @@ mod tests {
             ]
         );
         assert!(parse_read(Value::Null).is_empty());
-    }
-
-    #[test]
-    fn backoff_grows_to_a_cap_and_resets() {
-        let mut b = Backoff::default();
-        assert_eq!(b.fail(), Duration::from_millis(100));
-        assert_eq!(b.fail(), Duration::from_millis(200));
-        for _ in 0..40 {
-            b.fail();
-        }
-        assert_eq!(b.fail(), ERROR_BACKOFF_MAX);
-        b.reset();
-        assert_eq!(b.fail(), Duration::from_millis(100));
     }
 }

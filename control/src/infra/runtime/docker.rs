@@ -7,43 +7,32 @@
 //! Desktops are confined as [`Isolation`] says, on their own network
 //! (`docker_network.rs`) unless host networking is configured.
 
-use std::collections::{BTreeSet, HashMap};
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
 use bollard::container::LogOutput;
-use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerInspectResponse, ContainerSummary, ContainerSummaryStateEnum};
+use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use futures_util::future::{BoxFuture, FutureExt as _};
 use futures_util::stream::{BoxStream, StreamExt as _};
-use tokio::sync::OnceCell;
 
+use super::docker_engine::{API_TIMEOUT, Engine, bounded, raw};
 use super::docker_model::{
-    Isolation, container_name, create_body, endpoint_from_inspect, map_error, pick_existing,
-    state_from_inspect, status, summary_is_running, validate,
+    Isolation, NetworkMode, container_name, create_body, endpoint_from_inspect, map_error,
+    pick_existing, status, summary_is_running, validate,
 };
 use super::docker_network::twin_network;
 use super::{
-    CONTAINER_VNC_PORT, ContainerSpec, Endpoint, Inspected, LABEL_CID, LABEL_MANAGED, LABEL_PLANE,
-    Runtime, RuntimeError, RuntimeState, valid_cid,
+    CONTAINER_VNC_PORT, ContainerSpec, Endpoint, Inspected, LABEL_CID, Runtime, RuntimeError,
+    RuntimeState, valid_cid,
 };
 
 /// Engine address when none is configured.
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
-
-/// Bound on one engine call (stop adds its grace period): past it the engine counts as
-/// unavailable.
-pub(super) const API_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// bollard's own per-request bound, in seconds. Looser than ours: our timeouts decide,
-/// and a stop with a long grace period must not be cut short by it.
-const CLIENT_TIMEOUT_SECS: u64 = 3600;
 
 /// How long a freshly started container must stay up before `start` returns: a
 /// container that dies within this window (bad config, missing binary, port taken) is
@@ -62,49 +51,11 @@ const LOG_TAIL_LINES: usize = 20;
 /// Bytes of log quoted in a `Failed` error at most.
 const LOG_TAIL_BYTES: usize = 2048;
 
-/// How the relay reaches the container's VNC server.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NetworkMode {
-    /// Default bridge network; the relay connects to the container's bridge IP, port
-    /// 5900. Only works where the relay can route to the bridge (same host).
-    Bridge,
-    /// Bridge network with container port 5900 published on `host_ip` at an ephemeral
-    /// host port, read back after start. The endpoint host is `host_ip` (loopback if
-    /// `host_ip` is unspecified).
-    Published { host_ip: IpAddr },
-    /// Host networking: a free port in `port_range` (inclusive) is picked and passed as
-    /// `VNC_PORT` (and `host_ip` as `VNC_LISTEN_HOST`, unless unspecified). The port is
-    /// probed by binding it from this process, so the control plane must share the
-    /// host's network namespace.
-    Host {
-        host_ip: IpAddr,
-        port_range: (u16, u16),
-    },
-}
-
 /// Docker engine runtime. Cheap to clone; clones share the engine client.
 #[derive(Clone)]
 pub struct DockerRuntime {
-    inner: Arc<Inner>,
+    inner: Arc<Engine>,
     start_settle: Duration,
-}
-
-pub(super) struct Inner {
-    /// Engine address (`unix://…`, `tcp://…` or `http://…`).
-    host: String,
-    /// The engine client, created and version-negotiated on first successful use.
-    client: OnceCell<Docker>,
-    pub(super) network: NetworkMode,
-    /// How desktops are confined, and the network they join.
-    pub(super) isolation: Isolation,
-    /// Held while the desktop network is checked or created (`docker_network.rs`).
-    pub(super) network_lock: tokio::sync::Mutex<()>,
-    /// This control plane's id (label `vnc.plane`): containers of other planes sharing
-    /// the engine are never listed, reconciled or removed.
-    pub(super) plane: String,
-    /// Host ports picked by starts in flight and not yet visible as a label on a created
-    /// container, so two concurrent starts do not pick the same port.
-    pub(super) reserved_ports: Mutex<BTreeSet<u16>>,
 }
 
 impl DockerRuntime {
@@ -135,15 +86,7 @@ impl DockerRuntime {
             )));
         }
         Ok(DockerRuntime {
-            inner: Arc::new(Inner {
-                host,
-                client: OnceCell::new(),
-                network,
-                isolation,
-                network_lock: tokio::sync::Mutex::new(()),
-                plane: plane.to_owned(),
-                reserved_ports: Mutex::new(BTreeSet::new()),
-            }),
+            inner: Arc::new(Engine::new(host, network, isolation, plane)),
             start_settle: DEFAULT_START_SETTLE,
         })
     }
@@ -162,84 +105,7 @@ impl DockerRuntime {
     }
 }
 
-impl Inner {
-    /// The engine client; the first successful call creates it and negotiates the API
-    /// version. Failures are not cached, so a later call tries again.
-    pub(super) async fn client(&self) -> Result<&Docker, RuntimeError> {
-        self.client
-            .get_or_try_init(|| async {
-                let docker = if self.host.starts_with("unix://") {
-                    Docker::connect_with_unix(
-                        &self.host,
-                        CLIENT_TIMEOUT_SECS,
-                        bollard::API_DEFAULT_VERSION,
-                    )
-                } else {
-                    Docker::connect_with_http(
-                        &self.host,
-                        CLIENT_TIMEOUT_SECS,
-                        bollard::API_DEFAULT_VERSION,
-                    )
-                }
-                .map_err(|e| self.unavailable(e))?;
-                match tokio::time::timeout(API_TIMEOUT, docker.negotiate_version()).await {
-                    Ok(Ok(docker)) => Ok(docker),
-                    Ok(Err(e)) => Err(self.unavailable(e)),
-                    Err(_) => Err(RuntimeError::Unavailable(format!(
-                        "{} did not answer within {API_TIMEOUT:?}",
-                        self.host
-                    ))),
-                }
-            })
-            .await
-    }
-
-    fn unavailable(&self, e: DockerError) -> RuntimeError {
-        RuntimeError::Unavailable(format!("{}: {e}", self.host))
-    }
-
-    /// Managed containers, optionally only those of one cid (all states).
-    pub(super) async fn list(
-        &self,
-        cid: Option<&str>,
-    ) -> Result<Vec<ContainerSummary>, RuntimeError> {
-        let docker = self.client().await?;
-        let mut labels = vec![
-            format!("{LABEL_MANAGED}=true"),
-            format!("{LABEL_PLANE}={}", self.plane),
-        ];
-        if let Some(cid) = cid {
-            labels.push(format!("{LABEL_CID}={cid}"));
-        }
-        let filters = HashMap::from([("label", labels)]);
-        let options = ListContainersOptionsBuilder::new()
-            .all(true)
-            .filters(&filters)
-            .build();
-        bounded(API_TIMEOUT, docker.list_containers(Some(options))).await
-    }
-
-    /// Inspects a container; `Ok(None)` if it is gone.
-    pub(super) async fn inspect(
-        &self,
-        id: &str,
-    ) -> Result<Option<ContainerInspectResponse>, RuntimeError> {
-        let docker = self.client().await?;
-        match bounded(API_TIMEOUT, docker.inspect_container(id, None)).await {
-            Ok(found) => Ok(Some(found)),
-            Err(RuntimeError::NotFound) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The state of one container by Docker id or name, from inspect (exact exit code).
-    pub(super) async fn state_of(&self, id: &str) -> Result<RuntimeState, RuntimeError> {
-        Ok(match self.inspect(id).await? {
-            Some(found) => state_from_inspect(found.state.as_ref()),
-            None => RuntimeState::Missing,
-        })
-    }
-
+impl Engine {
     async fn start(
         &self,
         spec: &ContainerSpec,
@@ -543,28 +409,6 @@ async fn remove(docker: &Docker, id: &str) -> Result<(), RuntimeError> {
         Err(e) if matches!(status(&e), Some(404 | 409)) => Ok(()),
         Err(e) => Err(map_error(e)),
     }
-}
-
-/// Runs one engine call under `limit`, mapping errors to the runtime's.
-pub(super) async fn bounded<T>(
-    limit: Duration,
-    call: impl Future<Output = Result<T, DockerError>>,
-) -> Result<T, RuntimeError> {
-    raw(limit, call).await?.map_err(map_error)
-}
-
-/// Runs one engine call under `limit`; the outer error is the timeout, the inner one the
-/// engine's, for callers that treat some statuses specially.
-pub(super) async fn raw<T>(
-    limit: Duration,
-    call: impl Future<Output = Result<T, DockerError>>,
-) -> Result<Result<T, DockerError>, RuntimeError> {
-    tokio::time::timeout(limit, call).await.map_err(|_| {
-        RuntimeError::Unavailable(format!(
-            "the engine did not answer within {}",
-            humantime::format_duration(limit)
-        ))
-    })
 }
 
 #[cfg(test)]

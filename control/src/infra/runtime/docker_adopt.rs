@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use super::docker::Inner;
+use super::docker_engine::Engine;
 use super::docker_model::{endpoint_from_inspect, pick_existing, state_from_inspect};
 use super::{Inspected, RuntimeError, RuntimeState, valid_cid};
 
-impl Inner {
+impl Engine {
     /// The container labelled `vnc.cid=cid` on this plane, if any.
     pub(super) async fn inspect_cid(&self, cid: &str) -> Result<Option<Inspected>, RuntimeError> {
         if !valid_cid(cid) {

@@ -12,7 +12,7 @@ use bollard::models::EventMessage;
 use bollard::query_parameters::EventsOptionsBuilder;
 use futures_util::stream::{BoxStream, StreamExt as _};
 
-use super::docker::Inner;
+use super::docker_engine::Engine;
 use super::{LABEL_CID, LABEL_MANAGED, LABEL_PLANE, RuntimeState};
 
 /// Pause before the first reconnect; doubles up to [`MAX_BACKOFF`].
@@ -31,7 +31,7 @@ type Events = BoxStream<'static, Result<EventMessage, DockerError>>;
 
 /// The reconnecting feed; `stream` turns it into a never-ending stream.
 struct Feed {
-    inner: Arc<Inner>,
+    inner: Arc<Engine>,
     /// The engine's stream, if connected.
     events: Option<Events>,
     backoff: Duration,
@@ -39,7 +39,7 @@ struct Feed {
     since: Option<i64>,
 }
 
-pub(super) fn stream(inner: Arc<Inner>) -> BoxStream<'static, (String, RuntimeState)> {
+pub(super) fn stream(inner: Arc<Engine>) -> BoxStream<'static, (String, RuntimeState)> {
     let feed = Feed {
         inner,
         events: None,
@@ -98,7 +98,7 @@ impl Feed {
 }
 
 /// Subscribes to managed containers' events, replaying from `since` if set.
-async fn subscribe(inner: &Inner, since: Option<i64>) -> Result<Events, super::RuntimeError> {
+async fn subscribe(inner: &Engine, since: Option<i64>) -> Result<Events, super::RuntimeError> {
     let docker = inner.client().await?;
     let filters = HashMap::from([
         ("type", vec!["container".to_owned()]),
@@ -120,7 +120,7 @@ async fn subscribe(inner: &Inner, since: Option<i64>) -> Result<Events, super::R
 }
 
 /// The state change an event means, if it concerns a managed container.
-async fn change(inner: &Inner, message: EventMessage) -> Option<(String, RuntimeState)> {
+async fn change(inner: &Engine, message: EventMessage) -> Option<(String, RuntimeState)> {
     let actor = message.actor?;
     let attributes = actor.attributes?;
     let cid = attributes.get(LABEL_CID)?.clone();

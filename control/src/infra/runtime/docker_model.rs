@@ -1,6 +1,6 @@
 //! Translation between the runtime's types and Docker's API models: the create
-//! request of a desktop (with how it is confined: [`Isolation`]), its endpoint and
-//! state from inspect, and engine errors.
+//! request of a desktop (with how the relay reaches it: [`NetworkMode`], and how it is
+//! confined: [`Isolation`]), its endpoint and state from inspect, and engine errors.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -13,7 +13,7 @@ use bollard::models::{
 
 use super::{
     CONTAINER_VNC_PORT, ContainerSpec, Endpoint, LABEL_CID, LABEL_MANAGED, LABEL_OWNER,
-    LABEL_PLANE, LABEL_PORT, LABEL_TENANT, NetworkMode, RuntimeError, RuntimeState, valid_cid,
+    LABEL_PLANE, LABEL_PORT, LABEL_TENANT, RuntimeError, RuntimeState, valid_cid,
 };
 
 /// Port key of the VNC server in Docker's port maps.
@@ -28,6 +28,26 @@ pub const DEFAULT_PIDS_LIMIT: u32 = 1024;
 pub const DEFAULT_LOG_MAX_SIZE: &str = "10m";
 /// Log files kept per desktop, the current one included (`json-file` `max-file`).
 pub const DEFAULT_LOG_MAX_FILES: u32 = 3;
+
+/// How the relay reaches the container's VNC server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// Default bridge network; the relay connects to the container's bridge IP, port
+    /// 5900. Only works where the relay can route to the bridge (same host).
+    Bridge,
+    /// Bridge network with container port 5900 published on `host_ip` at an ephemeral
+    /// host port, read back after start. The endpoint host is `host_ip` (loopback if
+    /// `host_ip` is unspecified).
+    Published { host_ip: IpAddr },
+    /// Host networking: a free port in `port_range` (inclusive) is picked and passed as
+    /// `VNC_PORT` (and `host_ip` as `VNC_LISTEN_HOST`, unless unspecified). The port is
+    /// probed by binding it from this process, so the control plane must share the
+    /// host's network namespace.
+    Host {
+        host_ip: IpAddr,
+        port_range: (u16, u16),
+    },
+}
 
 /// Security option every desktop runs with: no process in it gains privileges through
 /// setuid binaries or file capabilities.

@@ -17,7 +17,7 @@ use bollard::Docker;
 use bollard::models::{Network, NetworkCreateRequest};
 use bollard::query_parameters::ListNetworksOptionsBuilder;
 
-use super::docker::{API_TIMEOUT, Inner, bounded, raw};
+use super::docker_engine::{API_TIMEOUT, Engine, bounded, raw};
 use super::docker_model::{map_error, status};
 use super::{LABEL_MANAGED, RuntimeError};
 
@@ -25,7 +25,7 @@ use super::{LABEL_MANAGED, RuntimeError};
 /// (`false`) traffic between its containers.
 const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
 
-impl Inner {
+impl Engine {
     /// Makes sure the desktop network exists, once, with inter-container traffic
     /// disabled; returns its id. Checked on every create (creates are rate-limited), so
     /// a network removed by hand is made again instead of failing every later start.

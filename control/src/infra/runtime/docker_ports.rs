@@ -8,10 +8,10 @@ use std::sync::Mutex;
 
 use rand::Rng as _;
 
-use super::docker::Inner;
+use super::docker_engine::Engine;
 use super::{LABEL_PORT, RuntimeError};
 
-impl Inner {
+impl Engine {
     /// Picks a free host port in `range` (random start, wrapping), not used by another
     /// managed container nor reserved by a start in flight.
     pub(super) async fn reserve_host_port(

@@ -41,6 +41,7 @@
 
 mod docker;
 mod docker_adopt;
+mod docker_engine;
 mod docker_events;
 mod docker_model;
 mod docker_network;
@@ -55,10 +56,10 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 
-pub use docker::{DEFAULT_DOCKER_HOST, DEFAULT_START_SETTLE, DockerRuntime, NetworkMode};
+pub use docker::{DEFAULT_DOCKER_HOST, DEFAULT_START_SETTLE, DockerRuntime};
 pub use docker_model::{
     DEFAULT_DESKTOP_NETWORK, DEFAULT_LOG_MAX_FILES, DEFAULT_LOG_MAX_SIZE, DEFAULT_PIDS_LIMIT,
-    Isolation,
+    Isolation, NetworkMode,
 };
 pub use probe::wait_for_rfb;
 pub use static_hosts::StaticRuntime;

@@ -1,6 +1,8 @@
 use proptest::prelude::*;
 
+use super::error::RELAY_AUTH_FAILED;
 use super::*;
+use crate::rfb::security::SecurityTypes;
 
 const PASSWORD: &str = "password";
 const CHALLENGE: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];

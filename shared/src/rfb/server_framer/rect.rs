@@ -2,9 +2,9 @@
 //! bytes of it that say so. Pixel data, compressed streams and images are skipped by
 //! count.
 
+use super::event::answers_this_client;
 use super::{
     RectState, ResizeAnswer, ResizeStatus, ServerEvent, ServerFrameError, ServerFramer, State,
-    answers_this_client,
 };
 use crate::rfb::server_message::encoding as enc;
 use crate::rfb::wire::{be_u16, be_u32};
