@@ -1,26 +1,27 @@
 //! The relay's settings: one struct read from flags, env and the TOML file (flags beat
-//! env beat file beat the `DEFAULT_*` constants), validated into a [`RelayConfig`].
+//! env beat file beat the `DEFAULT_*` constants), declared with
+//! [`vnc_shared::settings!`] one line per setting, and validated into a
+//! [`RelayConfig`] in sections: the node, each session's limits, the registry (Redis),
+//! tokens, recording, TLS and logging. Each setting's default is a `DEFAULT_*` constant
+//! here (or the shared Redis prefix, token issuer and audience).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use vnc_shared::config::{ConfigError, Secret, load_toml, opt_duration, overlay, parse_duration};
+use vnc_shared::config::{ConfigError, Secret, load_toml, overlay};
 use vnc_shared::schema::DEFAULT_PREFIX;
 use vnc_shared::telemetry::LogFormat;
 use vnc_shared::tls::TlsFiles;
-
-use crate::node::store::SessionLimits;
-use crate::recording::RecordingConfig;
 use vnc_shared::token::{
     DEFAULT_AUDIENCE, DEFAULT_ISSUER, KeyError, KeySet, MAX_LEEWAY, Scope, TokenAlgorithm,
     VerifyPolicy, kid_from_path, read_hs256_secret,
 };
 
+// This node: listeners, bounds on sessions and handshakes, the drain (node id: the
+// host name).
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:6080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9100";
-pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// Concurrent sessions one node serves (a connection takes one when it is admitted).
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 /// Connections in their handshake (before the upgrade and admission) one node holds,
@@ -28,6 +29,10 @@ pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 pub const DEFAULT_MAX_PENDING_CONNECTIONS: usize = 1024;
 /// Connections in their handshake from one client address; more are closed at once.
 pub const DEFAULT_MAX_PENDING_PER_ADDRESS: usize = 64;
+/// How long SIGTERM lets live sessions run before closing them with 1001.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+// Each session's limits and timers.
 /// Time a connection has from accept to a finished upgrade: HTTP request, token,
 /// Redis lookup and upstream connect together. Bounds slowloris clients.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,15 +51,18 @@ pub const DEFAULT_MAX_MISSED_PONGS: u32 = 3;
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
 /// Bytes read from a socket at once; one such buffer per direction is in flight.
 pub const DEFAULT_READ_BUFFER_SIZE: usize = 64 * 1024;
-/// How long SIGTERM lets live sessions run before closing them with 1001.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+// Redis and the registry across nodes (key prefix: `vnc_shared::schema::DEFAULT_PREFIX`;
+// per-container and per-user session caps: 0, no cap).
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// Lifetime of this node's registry records in Redis (sessions, node heartbeat,
 /// single-use claims); refreshed every third of it, so a dead node's records are gone
 /// within it.
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(15);
 /// One live session per token (`jti`) across nodes.
 pub const DEFAULT_SINGLE_USE_TOKENS: bool = true;
+
+// Recording (off unless `record_dir` is set).
 /// Largest recording file; past it the recording stops (marked truncated) and the
 /// session goes on.
 pub const DEFAULT_RECORD_MAX_BYTES: u64 = 256 << 20;
@@ -64,202 +72,133 @@ pub const DEFAULT_RECORD_TOTAL_BYTES: u64 = 4 << 30;
 /// Smallest `record_max_bytes`: room for the metadata and some records.
 pub const MIN_RECORD_MAX_BYTES: u64 = 4096;
 
-/// Every setting, as flags/env (clap) and as the TOML file (serde) at once. All fields
-/// are optional here; [`RelaySettings::resolve`] applies defaults and validates.
-#[derive(Clone, Debug, Default, clap::Args, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RelaySettings {
-    /// TOML config file (optional).
-    #[arg(long, env = "VNC_RELAY_CONFIG")]
-    #[serde(skip)]
-    pub config: Option<PathBuf>,
-    /// Public listener (WebSocket and socket.io).
-    #[arg(long, env = "VNC_RELAY_LISTEN")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub listen: Option<SocketAddr>,
-    /// Admin listener: /metrics, /healthz, /readyz.
-    #[arg(long, env = "VNC_RELAY_ADMIN_LISTEN")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub admin_listen: Option<SocketAddr>,
-    #[arg(long, env = "VNC_REDIS_URL")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_url: Option<String>,
-    /// Prefix of every Redis key and channel.
-    #[arg(long, env = "VNC_REDIS_PREFIX")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_prefix: Option<String>,
-    /// Token verification key, PEM file; `KID=PATH` or `PATH` (kid = file stem). Repeat
-    /// for rotation.
-    #[arg(
-        long = "jwt-public-key",
-        env = "VNC_JWT_PUBLIC_KEYS",
-        value_delimiter = ','
-    )]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwt_public_keys: Option<Vec<String>>,
-    /// `eddsa` (default) or `hs256`; HS256 takes `--jwt-secret-file` instead of keys.
-    #[arg(long, env = "VNC_JWT_ALGORITHM")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwt_algorithm: Option<TokenAlgorithm>,
-    /// HS256 shared secret files, `KID=PATH` or `PATH`.
-    #[arg(
-        long = "jwt-secret-file",
-        env = "VNC_JWT_SECRET_FILES",
-        value_delimiter = ','
-    )]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwt_secret_files: Option<Vec<String>>,
-    #[arg(long, env = "VNC_JWT_ISSUER")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwt_issuer: Option<String>,
-    #[arg(long, env = "VNC_JWT_AUDIENCE")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwt_audience: Option<String>,
-    /// This node's id (default: the hostname).
-    #[arg(long, env = "VNC_NODE_ID")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_id: Option<String>,
-    /// Browser origins allowed to connect (`https://app.example.com`); empty allows any.
-    #[arg(
-        long = "allowed-origin",
-        env = "VNC_RELAY_ALLOWED_ORIGINS",
-        value_delimiter = ','
-    )]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allowed_origins: Option<Vec<String>>,
-    #[arg(long, env = "VNC_RELAY_MAX_SESSIONS")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_sessions: Option<usize>,
-    /// Connections in their handshake (not yet sessions), in total.
-    #[arg(long, env = "VNC_RELAY_MAX_PENDING_CONNECTIONS")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_pending_connections: Option<usize>,
-    /// Connections in their handshake from one client address.
-    #[arg(long, env = "VNC_RELAY_MAX_PENDING_PER_ADDRESS")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_pending_per_address: Option<usize>,
-    #[arg(long, env = "VNC_RELAY_HANDSHAKE_TIMEOUT", value_parser = parse_duration)]
-    #[serde(
-        default,
-        with = "opt_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub handshake_timeout: Option<Duration>,
-    #[arg(long, env = "VNC_RELAY_CONNECT_TIMEOUT", value_parser = parse_duration)]
-    #[serde(
-        default,
-        with = "opt_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub connect_timeout: Option<Duration>,
-    #[arg(long, env = "VNC_RELAY_IDLE_TIMEOUT", value_parser = parse_duration)]
-    #[serde(
-        default,
-        with = "opt_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub idle_timeout: Option<Duration>,
-    #[arg(long, env = "VNC_RELAY_MAX_SESSION_DURATION", value_parser = parse_duration)]
-    #[serde(
-        default,
-        with = "opt_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub max_session_duration: Option<Duration>,
-    #[arg(long, env = "VNC_RELAY_PING_INTERVAL", value_parser = parse_duration)]
-    #[serde(
-        default,
-        with = "opt_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub ping_interval: Option<Duration>,
-    #[arg(long, env = "VNC_RELAY_MAX_MISSED_PONGS")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_missed_pongs: Option<u32>,
-    #[arg(long, env = "VNC_RELAY_MAX_MESSAGE_SIZE")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_message_size: Option<usize>,
-    #[arg(long, env = "VNC_RELAY_READ_BUFFER_SIZE")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub read_buffer_size: Option<usize>,
-    #[arg(long, env = "VNC_RELAY_DRAIN_TIMEOUT", value_parser = parse_duration)]
-    #[serde(
-        default,
-        with = "opt_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub drain_timeout: Option<Duration>,
-    /// Lifetime of registry records in Redis, refreshed every third of it.
-    #[arg(long, env = "VNC_RELAY_SESSION_TTL", value_parser = parse_duration)]
-    #[serde(
-        default,
-        with = "opt_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub session_ttl: Option<Duration>,
-    /// Live sessions one container may have across all nodes (0: no limit).
-    #[arg(long, env = "VNC_RELAY_MAX_SESSIONS_PER_CONTAINER")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_sessions_per_container: Option<usize>,
-    /// Live sessions one user may have across all nodes (0: no limit).
-    #[arg(long, env = "VNC_RELAY_MAX_SESSIONS_PER_USER")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_sessions_per_user: Option<usize>,
-    /// One live session per token across nodes (`true`/`false`).
-    #[arg(long, env = "VNC_RELAY_SINGLE_USE_TOKENS")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub single_use_tokens: Option<bool>,
-    /// PEM certificate chain of the public listener; with `tls_key` the listener speaks
-    /// only TLS (wss://, https://). Reloaded on SIGHUP.
-    #[arg(long, env = "VNC_RELAY_TLS_CERT")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of `tls_cert`.
-    #[arg(long, env = "VNC_RELAY_TLS_KEY")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_key: Option<PathBuf>,
-    /// Record sessions to files in this folder (created if missing); unset records
-    /// nothing.
-    #[arg(long, env = "VNC_RELAY_RECORD_DIR")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub record_dir: Option<PathBuf>,
-    /// Largest recording file, bytes; past it the recording stops, not the session.
-    #[arg(long, env = "VNC_RELAY_RECORD_MAX_BYTES")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub record_max_bytes: Option<u64>,
-    /// Most bytes of recordings in record_dir; the oldest are deleted to make room.
-    #[arg(long, env = "VNC_RELAY_RECORD_TOTAL_BYTES")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub record_total_bytes: Option<u64>,
-    /// Token scopes (`control`, `view`) whose sessions are always recorded; besides
-    /// them, containers whose record says `record`.
-    #[arg(
-        long = "record-scope",
-        env = "VNC_RELAY_RECORD_SCOPES",
-        value_delimiter = ','
-    )]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub record_scopes: Option<Vec<Scope>>,
-    /// Folder served at `/` (the viewer page); none serves no page.
-    #[arg(long, env = "VNC_RELAY_WEB_ROOT")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub web_root: Option<PathBuf>,
-    /// Log filter (`info`, `vnc_relay=debug`); `RUST_LOG` wins when set.
-    #[arg(long, env = "VNC_LOG_LEVEL")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log_level: Option<String>,
-    /// `text` or `json`.
-    #[arg(long, env = "VNC_LOG_FORMAT")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log_format: Option<LogFormat>,
+// Logging (format: text).
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+vnc_shared::settings! {
+    /// Every setting, as flags/env (clap) and as the TOML file (serde) at once. All
+    /// fields are optional here; [`RelaySettings::resolve`] applies defaults and
+    /// validates.
+    #[derive(Clone, Debug, Default)]
+    pub struct RelaySettings {
+        /// TOML config file (optional).
+        flag config: PathBuf = "VNC_RELAY_CONFIG",
+
+        // This node.
+        /// Public listener (WebSocket and socket.io).
+        listen: SocketAddr = "VNC_RELAY_LISTEN",
+        /// Admin listener: /metrics, /healthz, /readyz.
+        admin_listen: SocketAddr = "VNC_RELAY_ADMIN_LISTEN",
+        /// This node's id (default: the hostname).
+        node_id: String = "VNC_NODE_ID",
+        /// Browser origins allowed to connect (`https://app.example.com`); empty allows
+        /// any.
+        allowed_origins: Vec<String> = "VNC_RELAY_ALLOWED_ORIGINS" (long = "allowed-origin", value_delimiter = ','),
+        /// Folder served at `/` (the viewer page); none serves no page.
+        web_root: PathBuf = "VNC_RELAY_WEB_ROOT",
+        max_sessions: usize = "VNC_RELAY_MAX_SESSIONS",
+        /// Connections in their handshake (not yet sessions), in total.
+        max_pending_connections: usize = "VNC_RELAY_MAX_PENDING_CONNECTIONS",
+        /// Connections in their handshake from one client address.
+        max_pending_per_address: usize = "VNC_RELAY_MAX_PENDING_PER_ADDRESS",
+        drain_timeout: Duration = "VNC_RELAY_DRAIN_TIMEOUT",
+
+        // Each session.
+        handshake_timeout: Duration = "VNC_RELAY_HANDSHAKE_TIMEOUT",
+        connect_timeout: Duration = "VNC_RELAY_CONNECT_TIMEOUT",
+        idle_timeout: Duration = "VNC_RELAY_IDLE_TIMEOUT",
+        max_session_duration: Duration = "VNC_RELAY_MAX_SESSION_DURATION",
+        ping_interval: Duration = "VNC_RELAY_PING_INTERVAL",
+        max_missed_pongs: u32 = "VNC_RELAY_MAX_MISSED_PONGS",
+        max_message_size: usize = "VNC_RELAY_MAX_MESSAGE_SIZE",
+        read_buffer_size: usize = "VNC_RELAY_READ_BUFFER_SIZE",
+
+        // Redis and the registry.
+        redis_url: String = "VNC_REDIS_URL",
+        /// Prefix of every Redis key and channel.
+        redis_prefix: String = "VNC_REDIS_PREFIX",
+        /// Lifetime of registry records in Redis, refreshed every third of it.
+        session_ttl: Duration = "VNC_RELAY_SESSION_TTL",
+        /// Live sessions one container may have across all nodes (0: no limit).
+        max_sessions_per_container: usize = "VNC_RELAY_MAX_SESSIONS_PER_CONTAINER",
+        /// Live sessions one user may have across all nodes (0: no limit).
+        max_sessions_per_user: usize = "VNC_RELAY_MAX_SESSIONS_PER_USER",
+        /// One live session per token across nodes (`true`/`false`).
+        single_use_tokens: bool = "VNC_RELAY_SINGLE_USE_TOKENS",
+
+        // Tokens.
+        /// Token verification key, PEM file; `KID=PATH` or `PATH` (kid = file stem).
+        /// Repeat for rotation.
+        jwt_public_keys: Vec<String> = "VNC_JWT_PUBLIC_KEYS" (long = "jwt-public-key", value_delimiter = ','),
+        /// `eddsa` (default) or `hs256`; HS256 takes `--jwt-secret-file` instead of keys.
+        jwt_algorithm: TokenAlgorithm = "VNC_JWT_ALGORITHM",
+        /// HS256 shared secret files, `KID=PATH` or `PATH`.
+        jwt_secret_files: Vec<String> = "VNC_JWT_SECRET_FILES" (long = "jwt-secret-file", value_delimiter = ','),
+        jwt_issuer: String = "VNC_JWT_ISSUER",
+        jwt_audience: String = "VNC_JWT_AUDIENCE",
+
+        // TLS.
+        /// PEM certificate chain of the public listener; with `tls_key` the listener
+        /// speaks only TLS (wss://, https://). Reloaded on SIGHUP.
+        tls_cert: PathBuf = "VNC_RELAY_TLS_CERT",
+        /// PEM private key of `tls_cert`.
+        tls_key: PathBuf = "VNC_RELAY_TLS_KEY",
+
+        // Recording.
+        /// Record sessions to files in this folder (created if missing); unset records
+        /// nothing.
+        record_dir: PathBuf = "VNC_RELAY_RECORD_DIR",
+        /// Largest recording file, bytes; past it the recording stops, not the session.
+        record_max_bytes: u64 = "VNC_RELAY_RECORD_MAX_BYTES",
+        /// Most bytes of recordings in record_dir; the oldest are deleted to make room.
+        record_total_bytes: u64 = "VNC_RELAY_RECORD_TOTAL_BYTES",
+        /// Token scopes (`control`, `view`) whose sessions are always recorded; besides
+        /// them, containers whose record says `record`.
+        record_scopes: Vec<Scope> = "VNC_RELAY_RECORD_SCOPES" (long = "record-scope", value_delimiter = ','),
+
+        // Logging.
+        /// Log filter (`info`, `vnc_relay=debug`); `RUST_LOG` wins when set.
+        log_level: String = "VNC_LOG_LEVEL",
+        /// `text` or `json`.
+        log_format: LogFormat = "VNC_LOG_FORMAT",
+    }
 }
 
-/// Per-session limits and timers.
+/// The validated configuration the relay runs with, in sections.
 #[derive(Clone, Debug)]
-pub struct Limits {
+pub struct RelayConfig {
+    pub node: NodeConfig,
+    pub limits: Limits,
+    pub registry: RegistryConfig,
+    pub tokens: TokenConfig,
+    /// Session recording; `None` (no `record_dir`) records nothing.
+    pub recording: Option<RecordingConfig>,
+    /// TLS on the public listener.
+    pub tls: Option<TlsFiles>,
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+/// This node: its listeners and id, what it serves, and its node-wide bounds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub id: String,
+    pub allowed_origins: Vec<String>,
+    pub web_root: Option<PathBuf>,
+    /// Sessions at once.
     pub max_sessions: usize,
+    /// Connections in their handshake at once, in total and from one address.
     pub max_pending_connections: usize,
     pub max_pending_per_address: usize,
+    /// How long a drain lets live sessions run.
+    pub drain_timeout: Duration,
+}
+
+/// Each session's limits and timers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
@@ -268,7 +207,32 @@ pub struct Limits {
     pub max_missed_pongs: u32,
     pub max_message_size: usize,
     pub read_buffer_size: usize,
-    pub drain_timeout: Duration,
+}
+
+/// Redis and what the registry across nodes enforces.
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    pub redis_url: Secret<String>,
+    pub redis_prefix: String,
+    /// Lifetime of this node's records in Redis.
+    pub session_ttl: Duration,
+    pub single_use_tokens: bool,
+    /// Per-container and per-user session limits across nodes.
+    pub session_limits: SessionLimits,
+}
+
+/// Session limits across nodes; 0 is no limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionLimits {
+    pub per_container: usize,
+    pub per_user: usize,
+}
+
+/// Where the token verification keys come from, and what a token must say.
+#[derive(Clone, Debug)]
+pub struct TokenConfig {
+    pub keys: KeySource,
+    pub policy: VerifyPolicy,
 }
 
 /// Where the token verification keys come from.
@@ -278,29 +242,16 @@ pub enum KeySource {
     Hs256Secrets(Vec<(String, PathBuf)>),
 }
 
-/// The validated configuration `run` takes.
-#[derive(Clone, Debug)]
-pub struct RelayConfig {
-    pub listen: SocketAddr,
-    pub admin_listen: SocketAddr,
-    pub redis_url: Secret<String>,
-    pub redis_prefix: String,
-    pub keys: KeySource,
-    pub policy: VerifyPolicy,
-    pub node_id: String,
-    pub allowed_origins: Vec<String>,
-    pub limits: Limits,
-    pub session_ttl: Duration,
-    pub single_use_tokens: bool,
-    /// Per-container and per-user session limits across nodes.
-    pub session_limits: SessionLimits,
-    pub web_root: Option<PathBuf>,
-    /// TLS on the public listener.
-    pub tls: Option<TlsFiles>,
-    /// Session recording; `None` (no `record_dir`) records nothing.
-    pub recording: Option<RecordingConfig>,
-    pub log_level: String,
-    pub log_format: LogFormat,
+/// Where and what the relay records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordingConfig {
+    pub dir: PathBuf,
+    /// Largest recording file.
+    pub max_bytes: u64,
+    /// Most bytes of recordings the directory holds.
+    pub total_bytes: u64,
+    /// Token scopes whose sessions are always recorded.
+    pub scopes: Vec<Scope>,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -329,11 +280,80 @@ fn hostname() -> String {
 impl RelaySettings {
     /// Lays flags/env over the file (if any), fills defaults and validates.
     pub fn resolve(&self) -> Result<RelayConfig, ConfigError> {
-        let s = match &self.config {
+        let settings = match &self.config {
             Some(path) => overlay(self, &load_toml::<RelaySettings>(path)?)?,
             None => self.clone(),
         };
-        let algorithm = s.jwt_algorithm.unwrap_or(TokenAlgorithm::EdDsa);
+        let config = RelayConfig {
+            tokens: settings.tokens(),
+            tls: TlsFiles::from_settings(settings.tls_cert, settings.tls_key, None)
+                .map_err(|e| ConfigError::Invalid(e.into()))?,
+            node: NodeConfig {
+                listen: settings.listen.unwrap_or(addr(DEFAULT_LISTEN)),
+                admin_listen: settings.admin_listen.unwrap_or(addr(DEFAULT_ADMIN_LISTEN)),
+                id: settings.node_id.unwrap_or_else(hostname),
+                allowed_origins: settings.allowed_origins.unwrap_or_default(),
+                web_root: settings.web_root,
+                max_sessions: settings.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS),
+                max_pending_connections: settings
+                    .max_pending_connections
+                    .unwrap_or(DEFAULT_MAX_PENDING_CONNECTIONS),
+                max_pending_per_address: settings
+                    .max_pending_per_address
+                    .unwrap_or(DEFAULT_MAX_PENDING_PER_ADDRESS),
+                drain_timeout: settings.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
+            },
+            limits: Limits {
+                handshake_timeout: settings
+                    .handshake_timeout
+                    .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
+                connect_timeout: settings.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+                idle_timeout: settings.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
+                max_session_duration: settings
+                    .max_session_duration
+                    .unwrap_or(DEFAULT_MAX_SESSION_DURATION),
+                ping_interval: settings.ping_interval.unwrap_or(DEFAULT_PING_INTERVAL),
+                max_missed_pongs: settings
+                    .max_missed_pongs
+                    .unwrap_or(DEFAULT_MAX_MISSED_PONGS),
+                max_message_size: settings
+                    .max_message_size
+                    .unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
+                read_buffer_size: settings
+                    .read_buffer_size
+                    .unwrap_or(DEFAULT_READ_BUFFER_SIZE),
+            },
+            registry: RegistryConfig {
+                redis_url: Secret::new(settings.redis_url.unwrap_or(DEFAULT_REDIS_URL.into())),
+                redis_prefix: settings.redis_prefix.unwrap_or(DEFAULT_PREFIX.into()),
+                session_ttl: settings.session_ttl.unwrap_or(DEFAULT_SESSION_TTL),
+                single_use_tokens: settings
+                    .single_use_tokens
+                    .unwrap_or(DEFAULT_SINGLE_USE_TOKENS),
+                session_limits: SessionLimits {
+                    per_container: settings.max_sessions_per_container.unwrap_or(0),
+                    per_user: settings.max_sessions_per_user.unwrap_or(0),
+                },
+            },
+            recording: settings.record_dir.map(|dir| RecordingConfig {
+                dir,
+                max_bytes: settings
+                    .record_max_bytes
+                    .unwrap_or(DEFAULT_RECORD_MAX_BYTES),
+                total_bytes: settings
+                    .record_total_bytes
+                    .unwrap_or(DEFAULT_RECORD_TOTAL_BYTES),
+                scopes: settings.record_scopes.unwrap_or_default(),
+            }),
+            log_level: settings.log_level.unwrap_or(DEFAULT_LOG_LEVEL.into()),
+            log_format: settings.log_format.unwrap_or_default(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The key source and policy the token settings name.
+    fn tokens(&self) -> TokenConfig {
         let entries = |v: &Option<Vec<String>>| -> Vec<(String, PathBuf)> {
             v.iter()
                 .flatten()
@@ -341,75 +361,28 @@ impl RelaySettings {
                 .map(|e| key_entry(e))
                 .collect()
         };
-        let keys = match algorithm {
-            TokenAlgorithm::EdDsa => KeySource::Ed25519PublicKeys(entries(&s.jwt_public_keys)),
-            TokenAlgorithm::Hs256 => KeySource::Hs256Secrets(entries(&s.jwt_secret_files)),
+        let keys = match self.jwt_algorithm.unwrap_or(TokenAlgorithm::EdDsa) {
+            TokenAlgorithm::EdDsa => KeySource::Ed25519PublicKeys(entries(&self.jwt_public_keys)),
+            TokenAlgorithm::Hs256 => KeySource::Hs256Secrets(entries(&self.jwt_secret_files)),
         };
-        let limits = Limits {
-            max_sessions: s.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS),
-            max_pending_connections: s
-                .max_pending_connections
-                .unwrap_or(DEFAULT_MAX_PENDING_CONNECTIONS),
-            max_pending_per_address: s
-                .max_pending_per_address
-                .unwrap_or(DEFAULT_MAX_PENDING_PER_ADDRESS),
-            handshake_timeout: s.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
-            connect_timeout: s.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-            idle_timeout: s.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
-            max_session_duration: s
-                .max_session_duration
-                .unwrap_or(DEFAULT_MAX_SESSION_DURATION),
-            ping_interval: s.ping_interval.unwrap_or(DEFAULT_PING_INTERVAL),
-            max_missed_pongs: s.max_missed_pongs.unwrap_or(DEFAULT_MAX_MISSED_PONGS),
-            max_message_size: s.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
-            read_buffer_size: s.read_buffer_size.unwrap_or(DEFAULT_READ_BUFFER_SIZE),
-            drain_timeout: s.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
-        };
-        let tls = TlsFiles::from_settings(s.tls_cert, s.tls_key, None)
-            .map_err(|e| ConfigError::Invalid(e.into()))?;
-        let config = RelayConfig {
-            listen: s.listen.unwrap_or(addr(DEFAULT_LISTEN)),
-            admin_listen: s.admin_listen.unwrap_or(addr(DEFAULT_ADMIN_LISTEN)),
-            redis_url: Secret::new(s.redis_url.unwrap_or(DEFAULT_REDIS_URL.into())),
-            redis_prefix: s.redis_prefix.unwrap_or(DEFAULT_PREFIX.into()),
+        TokenConfig {
             keys,
             policy: VerifyPolicy {
-                issuer: s.jwt_issuer.unwrap_or(DEFAULT_ISSUER.into()),
-                audience: s.jwt_audience.unwrap_or(DEFAULT_AUDIENCE.into()),
+                issuer: self.jwt_issuer.clone().unwrap_or(DEFAULT_ISSUER.into()),
+                audience: self.jwt_audience.clone().unwrap_or(DEFAULT_AUDIENCE.into()),
                 leeway: MAX_LEEWAY,
             },
-            node_id: s.node_id.unwrap_or_else(hostname),
-            allowed_origins: s.allowed_origins.unwrap_or_default(),
-            limits,
-            session_ttl: s.session_ttl.unwrap_or(DEFAULT_SESSION_TTL),
-            single_use_tokens: s.single_use_tokens.unwrap_or(DEFAULT_SINGLE_USE_TOKENS),
-            session_limits: SessionLimits {
-                per_container: s.max_sessions_per_container.unwrap_or(0),
-                per_user: s.max_sessions_per_user.unwrap_or(0),
-            },
-            web_root: s.web_root,
-            tls,
-            recording: s.record_dir.map(|dir| RecordingConfig {
-                dir,
-                max_bytes: s.record_max_bytes.unwrap_or(DEFAULT_RECORD_MAX_BYTES),
-                total_bytes: s.record_total_bytes.unwrap_or(DEFAULT_RECORD_TOTAL_BYTES),
-                scopes: s.record_scopes.unwrap_or_default(),
-            }),
-            log_level: s.log_level.unwrap_or(DEFAULT_LOG_LEVEL.into()),
-            log_format: s.log_format.unwrap_or_default(),
-        };
-        config.validate()?;
-        Ok(config)
+        }
     }
 }
 
 impl RelayConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        let l = &self.limits;
+        let (n, l, r) = (&self.node, &self.limits, &self.registry);
         let problems: Vec<&str> = [
-            (l.max_sessions == 0, "max_sessions must be at least 1"),
+            (n.max_sessions == 0, "max_sessions must be at least 1"),
             (
-                l.max_pending_connections == 0 || l.max_pending_per_address == 0,
+                n.max_pending_connections == 0 || n.max_pending_per_address == 0,
                 "max_pending_connections and max_pending_per_address must be at least 1",
             ),
             (
@@ -431,20 +404,20 @@ impl RelayConfig {
                 "handshake_timeout and connect_timeout must be positive",
             ),
             (
-                !self.redis_url.expose().starts_with("redis://")
-                    && !self.redis_url.expose().starts_with("rediss://"),
+                !r.redis_url.expose().starts_with("redis://")
+                    && !r.redis_url.expose().starts_with("rediss://"),
                 "redis_url must start with redis:// or rediss://",
             ),
-            (self.node_id.is_empty(), "node_id must not be empty"),
+            (n.id.is_empty(), "node_id must not be empty"),
             (
-                self.session_ttl < Duration::from_secs(3),
+                r.session_ttl < Duration::from_secs(3),
                 "session_ttl must be at least 3s",
             ),
         ]
         .into_iter()
         .filter_map(|(bad, msg)| bad.then_some(msg))
         .collect();
-        let keys_missing = match &self.keys {
+        let keys_missing = match &self.tokens.keys {
             KeySource::Ed25519PublicKeys(k) | KeySource::Hs256Secrets(k) => k.is_empty(),
         };
         let mut problems: Vec<String> = problems.into_iter().map(str::to_owned).collect();
@@ -476,17 +449,17 @@ impl RelayConfig {
 
     /// Loads the verification key set the config names.
     pub fn load_keys(&self) -> Result<KeySet, KeyError> {
-        match &self.keys {
+        match &self.tokens.keys {
             KeySource::Ed25519PublicKeys(files) => KeySet::ed25519_from_pem_files(
                 files.iter().map(|(kid, p)| (kid.clone(), p.as_path())),
-                &self.policy,
+                &self.tokens.policy,
             ),
             KeySource::Hs256Secrets(files) => {
                 let mut secrets = Vec::new();
                 for (kid, path) in files {
                     secrets.push((kid.clone(), read_hs256_secret(path)?));
                 }
-                KeySet::hs256(secrets, &self.policy)
+                KeySet::hs256(secrets, &self.tokens.policy)
             }
         }
     }
@@ -520,10 +493,10 @@ mod tests {
             "127.0.0.1:7001",
         ]);
         let c = cli.settings.resolve().unwrap();
-        assert_eq!(c.listen, addr("127.0.0.1:7001"));
+        assert_eq!(c.node.listen, addr("127.0.0.1:7001"));
         assert_eq!(c.limits.idle_timeout, Duration::from_secs(90));
         assert_eq!(c.limits.ping_interval, DEFAULT_PING_INTERVAL);
-        match &c.keys {
+        match &c.tokens.keys {
             KeySource::Ed25519PublicKeys(k) => {
                 assert_eq!(k, &[("main".to_owned(), PathBuf::from("/k/a.pem"))])
             }

@@ -77,9 +77,9 @@ pub fn check(config: &RelayConfig) -> Result<String, StartError> {
     Ok(format!(
         "configuration ok: {} key(s), listen {}{}, admin {}",
         keys.len(),
-        config.listen,
+        config.node.listen,
         if config.tls.is_some() { " (TLS)" } else { "" },
-        config.admin_listen
+        config.node.admin_listen
     ))
 }
 
@@ -110,7 +110,7 @@ impl Relay {
         let keys = config.load_keys()?;
         let recordings = match &config.recording {
             Some(r) => Some(Arc::new(
-                recording::Recordings::open(r.clone(), &config.node_id).map_err(|source| {
+                recording::Recordings::open(r.clone(), &config.node.id).map_err(|source| {
                     StartError::RecordDir {
                         dir: r.dir.clone(),
                         source,
@@ -120,8 +120,8 @@ impl Relay {
             None => None,
         };
         let store = Store::connect(
-            config.redis_url.expose(),
-            Keys::new(config.redis_prefix.clone()),
+            config.registry.redis_url.expose(),
+            Keys::new(config.registry.redis_prefix.clone()),
         )?;
         if !store.wait_connected(REDIS_STARTUP_WAIT).await {
             tracing::warn!("redis is not reachable yet; refusing sessions until it is");
@@ -167,10 +167,10 @@ impl Relay {
             room_feed,
             resync,
         } = self;
-        let drain_timeout = node.config().limits.drain_timeout;
+        let drain_timeout = node.config().node.drain_timeout;
         let socketio = tokio::spawn(socketio::start(node.clone()));
         let record = NodeRecord {
-            node_id: node.config().node_id.clone(),
+            node_id: node.config().node.id.clone(),
             addr: listeners
                 .public
                 .local_addr()
@@ -206,7 +206,7 @@ impl Relay {
         };
         tracing::info!(
             listen = ?listeners.public.local_addr().ok(),
-            node.id = %node.config().node_id,
+            node.id = %node.config().node.id,
             keys = node.keys().len(),
             "relay serving"
         );
@@ -222,7 +222,7 @@ impl Relay {
         socketio.abort();
         room_feed.abort();
         heartbeat.abort();
-        if let Err(e) = node.store().remove_node(&node.config().node_id).await {
+        if let Err(e) = node.store().remove_node(&node.config().node.id).await {
             tracing::debug!(error = %e, "node record left to expire");
         }
         bridge.abort();

@@ -95,12 +95,14 @@ async fn serve(
     let (public, admin) = passed.split(ADMIN_SOCKET_NAME)?;
     let public = match public {
         Some(socket) => adopt(socket).context("the passed public socket")?,
-        None => bind(config.listen).with_context(|| format!("binding {}", config.listen))?,
+        None => {
+            bind(config.node.listen).with_context(|| format!("binding {}", config.node.listen))?
+        }
     };
     let admin = match admin {
         Some(socket) => adopt(socket).context("the passed admin socket")?,
-        None => bind(config.admin_listen)
-            .with_context(|| format!("binding admin {}", config.admin_listen))?,
+        None => bind(config.node.admin_listen)
+            .with_context(|| format!("binding admin {}", config.node.admin_listen))?,
     };
     if activated > 0 {
         tracing::info!(

@@ -79,15 +79,15 @@ pub async fn admit(
         exp: claims.exp,
         started_at: vnc_shared::schema::now_ms(),
         transport,
-        single_use: config.single_use_tokens,
+        single_use: config.registry.single_use_tokens,
     });
     let admission = node
         .store()
         .admit_session(
             &record,
-            &config.node_id,
-            config.session_limits,
-            config.session_ttl,
+            &config.node.id,
+            config.registry.session_limits,
+            config.registry.session_ttl,
         )
         .await?;
     match admission {

@@ -78,7 +78,7 @@ pub async fn accept_loop(node: &Arc<Node>, listener: TcpListener) {
             },
         };
         backoff = Duration::from_millis(5);
-        let limits = &node.config().limits;
+        let limits = &node.config().node;
         let (max, per_address) = (
             limits.max_pending_connections,
             limits.max_pending_per_address,

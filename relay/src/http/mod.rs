@@ -229,7 +229,7 @@ async fn handle(
                 reject.into_response()
             }
         },
-        path => web::serve(node.config().web_root.as_deref(), req.method(), path)
+        path => web::serve(node.config().node.web_root.as_deref(), req.method(), path)
             .await
             .unwrap_or_else(|| Reject::NotFound.into_response()),
     }
@@ -243,7 +243,7 @@ async fn open(node: &Node, req: &Request<Incoming>) -> Result<(Upgrade, Admitted
     let headers = req.headers();
     let query = req.uri().query();
     let upgrade = upgrade::check(req.method(), headers)?;
-    let allowed = &node.config().allowed_origins;
+    let allowed = &node.config().node.allowed_origins;
     auth::check_origin(allowed, headers)?;
     let token = auth::request_token(allowed, query, headers)?;
     let cid = auth::query_param(query, "containerId");

@@ -74,7 +74,7 @@ impl Node {
         io: Arc<OnceLock<Io>>,
         recordings: Option<Arc<Recordings>>,
     ) -> Node {
-        let max_sessions = config.limits.max_sessions;
+        let max_sessions = config.node.max_sessions;
         Node {
             config: Swap::new(config),
             keys: Swap::new(keys),
@@ -105,7 +105,7 @@ impl Node {
     /// Puts a new configuration and key set in force for the next connections; the
     /// session bound grows at once and shrinks as sessions end.
     pub fn reconfigure(&self, config: RelayConfig, keys: KeySet) {
-        let max = config.limits.max_sessions;
+        let max = config.node.max_sessions;
         self.keys.set(keys);
         self.config.set(config);
         let Ok(mut current) = self.max_sessions.lock() else {

@@ -23,7 +23,7 @@ use crate::session::record::SessionRecord;
 /// notified (the subscriber (re)subscribed), for as long as the relay runs; a write that
 /// fails (Redis away) is retried at the next beat.
 pub async fn heartbeat(relay: Arc<Node>, node: NodeRecord, resync: Arc<Notify>) {
-    let ttl = relay.config().session_ttl;
+    let ttl = relay.config().registry.session_ttl;
     let mut beat = tokio::time::interval(ttl / 3);
     beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -40,7 +40,7 @@ pub async fn heartbeat(relay: Arc<Node>, node: NodeRecord, resync: Arc<Notify>) 
 /// One beat: ends the sessions whose token Redis says is revoked, then rewrites this
 /// node's records and the revocations it knows.
 async fn beat_once(relay: &Node, node: &NodeRecord) -> Result<(), StoreError> {
-    let ttl = relay.config().session_ttl;
+    let ttl = relay.config().registry.session_ttl;
     let sessions = relay.live().sessions();
     let jtis: Vec<&str> = sessions.iter().map(|r| r.jti.as_str()).collect();
     let revoked = relay.store().revoked_among(&jtis).await?;

@@ -74,7 +74,7 @@ fn apply(node: &Node, settings: &RelaySettings) -> Result<String, String> {
         "{} key(s), log level {}, max sessions {}{}",
         keys.len(),
         new.log_level,
-        new.limits.max_sessions,
+        new.node.max_sessions,
         if new.tls.is_some() {
             ", TLS certificate reloaded"
         } else {
@@ -97,19 +97,19 @@ fn keep_restart_only(old: &RelayConfig, mut new: RelayConfig) -> RelayConfig {
             }
         };
     }
-    keep!(listen);
-    keep!(admin_listen);
-    keep!(redis_prefix);
-    keep!(node_id);
-    keep!(session_ttl);
+    keep!(node.listen);
+    keep!(node.admin_listen);
+    keep!(node.id);
+    keep!(node.drain_timeout);
+    keep!(registry.redis_prefix);
+    keep!(registry.session_ttl);
     keep!(log_format);
     keep!(recording);
     keep!(limits.ping_interval);
     keep!(limits.max_missed_pongs);
-    keep!(limits.drain_timeout);
-    if new.redis_url.expose() != old.redis_url.expose() {
-        kept.push("redis_url");
-        new.redis_url = old.redis_url.clone();
+    if new.registry.redis_url.expose() != old.registry.redis_url.expose() {
+        kept.push("registry.redis_url");
+        new.registry.redis_url = old.registry.redis_url.clone();
     }
     if !kept.is_empty() {
         tracing::warn!(settings = ?kept, "changed settings take a restart; kept the running values");

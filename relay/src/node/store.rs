@@ -12,6 +12,8 @@ use fred::prelude::*;
 use fred::types::RespVersion;
 use vnc_shared::config::Secret;
 
+use crate::config::SessionLimits;
+
 use crate::session::record::SessionRecord;
 use vnc_shared::schema::{ContainerState, Keys, container_field};
 
@@ -71,13 +73,6 @@ redis.call('SADD', KEYS[2], sid)
 redis.call('SADD', KEYS[3], sid)
 return 'ok'
 "#;
-
-/// Session limits across nodes; 0 is no limit.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SessionLimits {
-    pub per_container: usize,
-    pub per_user: usize,
-}
 
 /// What [`Store::admit_session`] decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

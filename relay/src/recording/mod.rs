@@ -18,7 +18,6 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
@@ -28,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use vnc_shared::token::Scope;
 
+use crate::config::RecordingConfig;
 use crate::metrics::{RECORDING_BYTES, RECORDINGS_DELETED, RECORDINGS_TOTAL};
 use crate::session::record::SessionRecord;
 use crate::wire::bufpool;
@@ -40,18 +40,6 @@ use format::{END_RESERVE, Ending, Metadata, RECORD_HEADER, Truncation};
 pub const QUEUE: usize = 16;
 /// The writer's file buffer; a chunk at least this big is written past it directly.
 const FILE_BUFFER: usize = 64 * 1024;
-
-/// What the relay records, and where.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RecordingConfig {
-    pub dir: PathBuf,
-    /// Largest recording file.
-    pub max_bytes: u64,
-    /// Most bytes of recordings the directory holds.
-    pub total_bytes: u64,
-    /// Token scopes whose sessions are always recorded.
-    pub scopes: Vec<Scope>,
-}
 
 /// The recording directory of one relay, and the recordings being written to it.
 pub struct Recordings {

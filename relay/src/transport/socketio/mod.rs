@@ -100,7 +100,7 @@ pub async fn start(node: Arc<Node>) {
 async fn build(node: &Arc<Node>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let subscriber = node.store().subscriber(true)?;
     let config = RedisAdapterConfig::new()
-        .with_prefix(format!("{}socket.io", node.config().redis_prefix))
+        .with_prefix(format!("{}socket.io", node.config().registry.redis_prefix))
         .with_request_timeout(COMMAND_TIMEOUT);
     let adapter = RedisAdapterCtr::new_with_fred_config(subscriber, config).await?;
     let config = node.config();
@@ -190,7 +190,7 @@ async fn authorize(
         .ok_or(Reject::BadRequest(
             "the socket.io WebSocket must be the first request on its connection",
         ))?;
-    let allowed = &node.config().allowed_origins;
+    let allowed = &node.config().node.allowed_origins;
     auth::check_origin(allowed, &req.headers)?;
     let query = req.uri.query();
     let token = match auth.as_ref().and_then(|a| a.get("token")?.as_str()) {
