@@ -13,66 +13,23 @@
 //! long. Clients that know the extension keep bit 7 clear in the 6-byte form (noVNC
 //! masks it), so "listed in the last SetEncodings and bit 7 set" is exactly the rule a
 //! server such as TigerVNC applies.
+//!
+//! This file owns the framer and the spans it hands out; what a message may declare and
+//! the errors are in `limits.rs`, reading one message (its kind and length) in
+//! `message.rs`.
 
 use std::ops::Range;
 
-use super::message::{MessageKind, message_type as mt};
+use super::message::MessageKind;
 use super::server_init::PixelFormat;
 
-/// Default [`FramerLimits::max_cut_text`]: 1 MiB of clipboard in one message.
-pub const DEFAULT_MAX_CUT_TEXT: u32 = 1024 * 1024;
-/// Default [`FramerLimits::max_encodings`]. noVNC sends about 30; TigerVNC's viewer
-/// about 40.
-pub const DEFAULT_MAX_ENCODINGS: u16 = 1024;
-/// Longest ClientFence payload the protocol allows.
-pub const MAX_FENCE_PAYLOAD: u8 = 64;
+mod limits;
+mod message;
 
-/// The ExtendedMouseButtons pseudo-encoding.
-const EXTENDED_MOUSE_BUTTONS: i32 = -316;
-/// Bit 7 of a PointerEvent's button mask: the ExtendedMouseButtons marker.
-const POINTER_MARKER: u8 = 0x80;
-/// Most header bytes any message needs before its length is known (ClientFence).
-const HEADER_CAP: usize = 9;
-
-/// Bounds on what one client message may declare. Over a limit is an error, not a
-/// truncation: the rest of the stream would be misread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FramerLimits {
-    /// Longest ClientCutText payload, basic or Extended Clipboard, in bytes.
-    pub max_cut_text: u32,
-    /// Most encodings in one SetEncodings.
-    pub max_encodings: u16,
-}
-
-impl Default for FramerLimits {
-    fn default() -> Self {
-        FramerLimits {
-            max_cut_text: DEFAULT_MAX_CUT_TEXT,
-            max_encodings: DEFAULT_MAX_ENCODINGS,
-        }
-    }
-}
-
-/// Why the browser's stream cannot be framed. After one, the framer stays failed and
-/// the session must end: the first bytes of the failing message may already have gone
-/// out in earlier spans (a length is only checked once its field has arrived).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FrameError {
-    #[error("unknown client message type {0}")]
-    UnknownMessageType(u8),
-    #[error("unknown QEMU client message sub-type {0}")]
-    UnknownQemuSubtype(u8),
-    #[error("unknown QEMU audio operation {0}")]
-    UnknownQemuAudioOperation(u16),
-    #[error("unknown gii client message sub-type {0}")]
-    UnknownGiiSubtype(u8),
-    #[error("ClientCutText of {len} bytes is over the limit of {max}")]
-    CutTextTooLong { len: u32, max: u32 },
-    #[error("SetEncodings with {count} encodings is over the limit of {max}")]
-    TooManyEncodings { count: u16, max: u16 },
-    #[error("ClientFence payload of {0} bytes is over the protocol's limit of {MAX_FENCE_PAYLOAD}")]
-    FencePayloadTooLong(u8),
-}
+pub use limits::{
+    DEFAULT_MAX_CUT_TEXT, DEFAULT_MAX_ENCODINGS, FrameError, FramerLimits, MAX_FENCE_PAYLOAD,
+};
+use message::{Message, classify};
 
 /// One span: bytes from the front of the input that all belong to one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,23 +96,6 @@ pub struct ClientFramer {
     pixel_format: Option<PixelFormat>,
     /// Set once the stream could not be framed; every later call returns it.
     error: Option<FrameError>,
-}
-
-#[derive(Debug, Clone)]
-struct Message {
-    kind: MessageKind,
-    /// Bytes of this message taken so far.
-    seen: u64,
-    /// Total length, once the header has told it.
-    total: Option<u64>,
-    /// The header bytes, kept only to read the length fields.
-    header: [u8; HEADER_CAP],
-    /// SetEncodings: the encoding being read.
-    word: [u8; 4],
-    /// SetEncodings: ExtendedMouseButtons was among the encodings read so far.
-    lists_extended_mouse: bool,
-    /// SetPixelFormat: the PIXEL_FORMAT bytes, kept for [`ClientFramer::pixel_format`].
-    format: [u8; PixelFormat::LEN],
 }
 
 impl ClientFramer {
@@ -299,238 +239,6 @@ impl Iterator for Spans<'_, '_> {
                 Some(Err(e))
             }
         }
-    }
-}
-
-/// The kind a message starts with, `None` if the sub-type byte is still to come.
-fn classify(type_byte: u8, next: Option<u8>) -> Result<Option<MessageKind>, FrameError> {
-    use MessageKind::*;
-    let kind = match type_byte {
-        mt::SET_PIXEL_FORMAT => SetPixelFormat,
-        mt::SET_ENCODINGS => SetEncodings,
-        mt::FRAMEBUFFER_UPDATE_REQUEST => FramebufferUpdateRequest,
-        mt::KEY_EVENT => KeyEvent,
-        mt::POINTER_EVENT => PointerEvent,
-        mt::CLIENT_CUT_TEXT => ClientCutText,
-        mt::ENABLE_CONTINUOUS_UPDATES => EnableContinuousUpdates,
-        mt::CLIENT_FENCE => ClientFence,
-        mt::XVP => Xvp,
-        mt::SET_DESKTOP_SIZE => SetDesktopSize,
-        mt::GII => {
-            let Some(sub) = next else { return Ok(None) };
-            // Bit 7 is the endianness of the message, the rest the sub-type.
-            match sub & 0x7f {
-                0 => GiiEvents,
-                1 => GiiVersion,
-                2 => GiiDeviceCreation,
-                3 => GiiDeviceDestruction,
-                _ => return Err(FrameError::UnknownGiiSubtype(sub)),
-            }
-        }
-        mt::QEMU => match next {
-            None => return Ok(None),
-            Some(0) => QemuExtendedKeyEvent,
-            Some(1) => QemuAudio,
-            Some(sub) => return Err(FrameError::UnknownQemuSubtype(sub)),
-        },
-        other => return Err(FrameError::UnknownMessageType(other)),
-    };
-    Ok(Some(kind))
-}
-
-/// Length of the kinds whose length never varies.
-fn fixed_len(kind: MessageKind) -> Option<u64> {
-    use MessageKind::*;
-    match kind {
-        SetPixelFormat => Some(20),
-        FramebufferUpdateRequest => Some(10),
-        KeyEvent => Some(8),
-        EnableContinuousUpdates => Some(10),
-        Xvp => Some(4),
-        QemuExtendedKeyEvent => Some(12),
-        _ => None,
-    }
-}
-
-/// Header bytes needed before the length of a variable-length kind is known.
-fn header_len(kind: MessageKind) -> u64 {
-    use MessageKind::*;
-    match kind {
-        PointerEvent => 2,
-        SetEncodings => 4,
-        ClientCutText => 8,
-        ClientFence => 9,
-        SetDesktopSize => 8,
-        GiiEvents | GiiVersion | GiiDeviceCreation | GiiDeviceDestruction => 4,
-        QemuAudio => 4,
-        _ => 0,
-    }
-}
-
-impl Message {
-    fn new(kind: MessageKind) -> Message {
-        Message {
-            kind,
-            seen: 0,
-            total: fixed_len(kind),
-            header: [0; HEADER_CAP],
-            word: [0; 4],
-            lists_extended_mouse: false,
-            format: [0; PixelFormat::LEN],
-        }
-    }
-
-    fn is_complete(&self) -> bool {
-        self.total == Some(self.seen)
-    }
-
-    /// Takes bytes from the front of `input` up to the end of this message; returns
-    /// how many.
-    fn consume(
-        &mut self,
-        input: &[u8],
-        limits: FramerLimits,
-        extended: bool,
-    ) -> Result<usize, FrameError> {
-        let mut used = 0;
-        while !self.is_complete() {
-            let Some(rest) = input.get(used..).filter(|r| !r.is_empty()) else {
-                break;
-            };
-            match (self.total, rest.first()) {
-                // The body of anything but SetEncodings and SetPixelFormat is not
-                // looked at: take it whole.
-                (Some(total), _) if !self.reads_body() => {
-                    let left =
-                        usize::try_from(total.saturating_sub(self.seen)).unwrap_or(usize::MAX);
-                    let n = left.min(rest.len());
-                    self.seen += n as u64;
-                    used += n;
-                }
-                (_, Some(&byte)) => {
-                    self.push(byte, limits, extended)?;
-                    used += 1;
-                }
-                (_, None) => break,
-            }
-        }
-        Ok(used)
-    }
-
-    /// The kinds whose body bytes the framer reads one by one.
-    fn reads_body(&self) -> bool {
-        matches!(
-            self.kind,
-            MessageKind::SetEncodings | MessageKind::SetPixelFormat
-        )
-    }
-
-    /// Takes one byte: a header byte, or a SetEncodings or SetPixelFormat body byte.
-    fn push(&mut self, byte: u8, limits: FramerLimits, extended: bool) -> Result<(), FrameError> {
-        match self.total {
-            None => {
-                if let Some(slot) = usize::try_from(self.seen)
-                    .ok()
-                    .and_then(|i| self.header.get_mut(i))
-                {
-                    *slot = byte;
-                }
-                self.seen += 1;
-                if self.seen == header_len(self.kind) {
-                    self.total = Some(self.total_from_header(limits, extended)?);
-                }
-            }
-            Some(_) => {
-                match self.kind {
-                    MessageKind::SetEncodings => self.encoding_byte(byte),
-                    // Type and 3 bytes of padding, then PIXEL_FORMAT.
-                    MessageKind::SetPixelFormat => {
-                        if let Some(slot) = usize::try_from(self.seen)
-                            .ok()
-                            .and_then(|i| i.checked_sub(4))
-                            .and_then(|i| self.format.get_mut(i))
-                        {
-                            *slot = byte;
-                        }
-                    }
-                    _ => {}
-                }
-                self.seen += 1;
-            }
-        }
-        Ok(())
-    }
-
-    /// Collects the encodings of SetEncodings as they pass, to notice -316.
-    fn encoding_byte(&mut self, byte: u8) {
-        let index = (self.seen.saturating_sub(4) % 4) as usize;
-        if let Some(slot) = self.word.get_mut(index) {
-            *slot = byte;
-        }
-        if index == 3 && i32::from_be_bytes(self.word) == EXTENDED_MOUSE_BUTTONS {
-            self.lists_extended_mouse = true;
-        }
-    }
-
-    fn total_from_header(&self, limits: FramerLimits, extended: bool) -> Result<u64, FrameError> {
-        use MessageKind::*;
-        let h = &self.header;
-        let total = match self.kind {
-            PointerEvent => {
-                if extended && h[1] & POINTER_MARKER != 0 {
-                    7
-                } else {
-                    6
-                }
-            }
-            SetEncodings => {
-                let count = u16::from_be_bytes([h[2], h[3]]);
-                if count > limits.max_encodings {
-                    return Err(FrameError::TooManyEncodings {
-                        count,
-                        max: limits.max_encodings,
-                    });
-                }
-                4 + 4 * u64::from(count)
-            }
-            ClientCutText => {
-                // Negative: Extended Clipboard, with the absolute value as length.
-                let len = i32::from_be_bytes([h[4], h[5], h[6], h[7]]).unsigned_abs();
-                if len > limits.max_cut_text {
-                    return Err(FrameError::CutTextTooLong {
-                        len,
-                        max: limits.max_cut_text,
-                    });
-                }
-                8 + u64::from(len)
-            }
-            ClientFence => {
-                if h[8] > MAX_FENCE_PAYLOAD {
-                    return Err(FrameError::FencePayloadTooLong(h[8]));
-                }
-                9 + u64::from(h[8])
-            }
-            SetDesktopSize => 8 + 16 * u64::from(h[6]),
-            GiiEvents | GiiVersion | GiiDeviceCreation | GiiDeviceDestruction => {
-                // gii lengths are in the endianness bit 7 of the sub-type byte names.
-                let len = if h[1] & 0x80 != 0 {
-                    u16::from_be_bytes([h[2], h[3]])
-                } else {
-                    u16::from_le_bytes([h[2], h[3]])
-                };
-                4 + u64::from(len)
-            }
-            QemuAudio => match u16::from_be_bytes([h[2], h[3]]) {
-                // Enable, disable.
-                0 | 1 => 4,
-                // Set format: sample format, channels, frequency.
-                2 => 10,
-                op => return Err(FrameError::UnknownQemuAudioOperation(op)),
-            },
-            // Fixed-length kinds never ask.
-            kind => fixed_len(kind).unwrap_or(0),
-        };
-        Ok(total)
     }
 }
 
