@@ -127,7 +127,7 @@ impl Relay {
             tracing::warn!("redis is not reachable yet; refusing sessions until it is");
         }
         let (live, room_changes) = Live::new();
-        let io = Arc::new(OnceLock::new());
+        let socketio = Arc::new(OnceLock::new());
         // The feed asks the heartbeat for a beat after each (re)subscribe.
         let resync = Arc::new(Notify::new());
         let room_feed = tokio::spawn(rooms::feed(
@@ -135,7 +135,7 @@ impl Relay {
             store.keys().clone(),
             live.clone(),
             room_changes,
-            io.clone(),
+            socketio.clone(),
             resync.clone(),
         ));
         let tls = config
@@ -143,7 +143,9 @@ impl Relay {
             .as_ref()
             .map(|files| vnc_shared::tls::server_config(files).map(ReloadableTls::new))
             .transpose()?;
-        let node = Arc::new(Node::new(config, keys, tls, store, live, io, recordings));
+        let node = Arc::new(Node::new(
+            config, keys, tls, store, live, socketio, recordings,
+        ));
         Ok(Relay {
             node,
             listeners,

@@ -29,7 +29,7 @@ use crate::admission::pending::Pending;
 use crate::config::RelayConfig;
 use crate::recording::Recordings;
 use crate::session::end::Stop;
-use crate::transport::socketio::room::{Io, Layer};
+use crate::transport::socketio::room::{Layer, SocketIoServer};
 use live::Live;
 use store::Store;
 
@@ -57,7 +57,7 @@ pub struct Node {
     tracker: TaskTracker,
     /// socket.io's server, once started (it needs Redis for its adapter); shared with
     /// the room feed, which starts first.
-    io: Arc<OnceLock<Io>>,
+    socketio: Arc<OnceLock<SocketIoServer>>,
     /// socket.io's HTTP layer, once started.
     socketio_layer: OnceLock<Layer>,
     /// Where sessions are recorded; `None` records nothing.
@@ -71,7 +71,7 @@ impl Node {
         tls: Option<ReloadableTls>,
         store: Store,
         live: Arc<Live>,
-        io: Arc<OnceLock<Io>>,
+        socketio: Arc<OnceLock<SocketIoServer>>,
         recordings: Option<Arc<Recordings>>,
     ) -> Node {
         let max_sessions = config.node.max_sessions;
@@ -86,7 +86,7 @@ impl Node {
             pending: Pending::default(),
             live,
             tracker: TaskTracker::new(),
-            io,
+            socketio,
             socketio_layer: OnceLock::new(),
             recordings,
         }
@@ -220,8 +220,8 @@ impl Node {
     }
 
     /// socket.io's server, once started.
-    pub fn io(&self) -> Option<&Io> {
-        self.io.get()
+    pub fn socketio(&self) -> Option<&SocketIoServer> {
+        self.socketio.get()
     }
 
     /// socket.io's HTTP layer, once started.
@@ -230,8 +230,8 @@ impl Node {
     }
 
     /// socket.io is ready: requests to `/socket.io/` go to it from now on.
-    pub fn socketio_started(&self, io: Io, layer: Layer) {
-        let _ = self.io.set(io);
+    pub fn socketio_started(&self, server: SocketIoServer, layer: Layer) {
+        let _ = self.socketio.set(server);
         let _ = self.socketio_layer.set(layer);
     }
 }

@@ -18,7 +18,7 @@ use vnc_shared::schema::Keys;
 
 use crate::node::live::{Live, RoomChange};
 use crate::session::end::Stop;
-use crate::transport::socketio::room::{Io, room_event};
+use crate::transport::socketio::room::{SocketIoServer, room_event};
 
 /// Runs until the relay drops its end of `changes`.
 pub async fn feed(
@@ -26,7 +26,7 @@ pub async fn feed(
     keys: Keys,
     live: Arc<Live>,
     mut changes: mpsc::UnboundedReceiver<RoomChange>,
-    io: Arc<OnceLock<Io>>,
+    socketio: Arc<OnceLock<SocketIoServer>>,
     resync: Arc<Notify>,
 ) {
     let mut messages = subscriber.message_rx();
@@ -68,7 +68,7 @@ pub async fn feed(
                         super::registry::kick(&live, &payload);
                     }
                 }
-                Ok(m) => deliver(&live, &io, &prefix, m).await,
+                Ok(m) => deliver(&live, &socketio, &prefix, m).await,
                 Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "room feed lagged"),
                 Err(RecvError::Closed) => break,
             },
@@ -85,7 +85,7 @@ async fn subscribe(subscriber: &SubscriberClient, keys: &Keys, cid: &str) {
 }
 
 /// Hands one room event to the room's viewers on this node.
-async fn deliver(live: &Live, io: &OnceLock<Io>, prefix: &str, m: Message) {
+async fn deliver(live: &Live, socketio: &OnceLock<SocketIoServer>, prefix: &str, m: Message) {
     let Some(cid) = m.channel.strip_prefix(prefix) else {
         return;
     };
@@ -98,8 +98,8 @@ async fn deliver(live: &Live, io: &OnceLock<Io>, prefix: &str, m: Message) {
         tracing::warn!(container.id = %cid, "ignoring a room event that isn't JSON with a type");
         return;
     };
-    if let Some(io) = io.get() {
-        room_event(io, cid, &event).await;
+    if let Some(server) = socketio.get() {
+        room_event(server, cid, &event).await;
     }
     if event["type"] == "container.stopped" {
         let ended = live.stop_room(cid, Stop::ContainerStopped);

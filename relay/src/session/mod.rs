@@ -282,7 +282,7 @@ struct Tracked<'a> {
 fn track<'a>(node: &'a Node, record: Arc<SessionRecord>, stop: &Arc<StopSignal>) -> Tracked<'a> {
     tracing::info!("session started");
     let live = node.live().register(record.clone(), stop.clone());
-    announce(node.io(), &record, "viewer.joined");
+    announce(node.socketio(), &record, "viewer.joined");
     Tracked {
         node,
         metrics: SessionMetrics::start(record.transport),
@@ -301,7 +301,7 @@ impl Tracked<'_> {
         }
         let lasted = self.started.elapsed();
         self.metrics.finish(end.outcome(), lasted);
-        announce(self.node.io(), &self.record, "viewer.left");
+        announce(self.node.socketio(), &self.record, "viewer.left");
         tracing::info!(
             outcome = end.outcome(),
             close.code = end.close().0,

@@ -19,7 +19,7 @@ pub mod room;
 mod written;
 
 pub use pumps::{Input, Upward};
-pub use room::{Adapter, Io, Layer, NAMESPACE, room};
+pub use room::{Adapter, Layer, NAMESPACE, SocketIoServer, room};
 pub use written::{Signaled, WriteSignal};
 
 use std::marker::PhantomData;

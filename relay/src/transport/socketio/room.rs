@@ -10,7 +10,7 @@ use socketioxide_redis::FredAdapter;
 use crate::session::record::SessionRecord;
 
 pub type Adapter = FredAdapter<Emitter>;
-pub type Io = SocketIo<Adapter>;
+pub type SocketIoServer = SocketIo<Adapter>;
 pub type Layer = SocketIoLayer<Adapter>;
 
 pub const NAMESPACE: &str = "/vnc";
@@ -21,8 +21,8 @@ pub fn room(cid: &str) -> String {
 }
 
 /// Tells the room's viewers on every node that a viewer came or went (`vnc:event`).
-pub fn announce(io: Option<&Io>, session: &SessionRecord, kind: &'static str) {
-    let Some(ns) = io.and_then(|io| io.of(NAMESPACE)) else {
+pub fn announce(server: Option<&SocketIoServer>, session: &SessionRecord, kind: &'static str) {
+    let Some(ns) = server.and_then(|s| s.of(NAMESPACE)) else {
         return;
     };
     let event = json!({
@@ -43,8 +43,8 @@ pub fn announce(io: Option<&Io>, session: &SessionRecord, kind: &'static str) {
 
 /// Hands a room event (from the room channel) to the room's socket.io viewers on this
 /// node; each node delivers to its own viewers.
-pub async fn room_event(io: &Io, cid: &str, event: &serde_json::Value) {
-    if let Some(ns) = io.of(NAMESPACE)
+pub async fn room_event(server: &SocketIoServer, cid: &str, event: &serde_json::Value) {
+    if let Some(ns) = server.of(NAMESPACE)
         && let Err(e) = ns.local().to(room(cid)).emit("vnc:event", event).await
     {
         tracing::debug!(container.id = %cid, error = %e, "room event not delivered");
