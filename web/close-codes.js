@@ -1,5 +1,5 @@
 // Why a session ended, in words, and whether the viewer tries again. The codes are the
-// relay's (see ARCHITECTURE.md, "Relay endpoints"). Pure: no DOM.
+// relay's (see docs/architecture.md, "Close codes and outcomes"). Pure: no DOM.
 
 /** Close code → what the person in front of the page reads. */
 export const CLOSE_REASONS = {

@@ -1,5 +1,5 @@
 //! Why a request is refused before the upgrade, each reason mapped to one HTTP status
-//! (ARCHITECTURE.md) in one place, answered as a small JSON body.
+//! (`docs/architecture.md`) in one place, answered as a small JSON body.
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
