@@ -58,6 +58,15 @@ prepare() {
   OUT="$STATE/results.jsonl"
 }
 
+# start_stand_ins: a token key pair in $STATE/keys (kid `bench`) and the `source` and
+# `echo` stand-ins for a VNC server (see start_listening); sets SRC and ECHO.
+start_stand_ins() {
+  "$BIN/vnc-control" keys generate --out "$STATE/keys" --kid bench >/dev/null
+  start_listening source "$BIN/vnc-bench" source --listen 127.0.0.1:0
+  start_listening echo "$BIN/vnc-bench" echo --listen 127.0.0.1:0
+  SRC="$(listening_addr source)"; ECHO="$(listening_addr echo)"
+}
+
 # register_src_echo: container records `src` and `echo` for the `source` and `echo`
 # stand-ins (started as NAME source / echo, addresses in SRC and ECHO), a `token CID`
 # function minting a control token with the key in $STATE/keys, and TOKEN_SRC and

@@ -22,10 +22,7 @@ prepare compare
 cp "$BASELINE" "$BIN/vnc-relay-baseline"
 
 start_redis
-"$BIN/vnc-control" keys generate --out "$STATE/keys" --kid bench >/dev/null
-start_listening source "$BIN/vnc-bench" source --listen 127.0.0.1:0
-start_listening echo "$BIN/vnc-bench" echo --listen 127.0.0.1:0
-SRC="$(listening_addr source)"; ECHO="$(listening_addr echo)"
+start_stand_ins
 
 # One token serves every run of a target, so the one-live-session-per-token rule is off
 # (it costs one Redis round trip at admission, nothing on the data path).

@@ -30,10 +30,7 @@ if [[ ! -d benches/node-relay/node_modules/socket.io ]]; then
 fi
 
 start_redis
-"$BIN/vnc-control" keys generate --out "$STATE/keys" --kid bench >/dev/null
-start_listening source "$BIN/vnc-bench" source --listen 127.0.0.1:0
-start_listening echo "$BIN/vnc-bench" echo --listen 127.0.0.1:0
-SRC="$(listening_addr source)"; ECHO="$(listening_addr echo)"
+start_stand_ins
 start_listening proxy_src "$BIN/vnc-bench" proxy --listen 127.0.0.1:0 --upstream "$SRC"
 start_listening proxy_echo "$BIN/vnc-bench" proxy --listen 127.0.0.1:0 --upstream "$ECHO"
 

@@ -35,10 +35,7 @@ openssl x509 -req -in "$PKI/server.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
   -CAcreateserial -days 2 -extfile "$PKI/server.ext" -out "$PKI/server.crt" 2>/dev/null
 
 start_redis
-"$BIN/vnc-control" keys generate --out "$STATE/keys" --kid bench >/dev/null
-start_listening source "$BIN/vnc-bench" source --listen 127.0.0.1:0
-start_listening echo "$BIN/vnc-bench" echo --listen 127.0.0.1:0
-SRC="$(listening_addr source)"; ECHO="$(listening_addr echo)"
+start_stand_ins
 
 # Tokens are reused from run to run, so the one-live-session-per-token rule is off (as
 # in run.sh); it costs one Redis round trip at admission and nothing on the data path.
