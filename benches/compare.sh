@@ -4,8 +4,8 @@
 # the same container records and the same source and echo stand-ins, and every round
 # measures, alternating, throughput (container->browser, one stream, with the CPU each
 # relay used) and 16-byte ping-pong latency over the raw WebSocket and over socket.io,
-# on the baseline and on this build. Prints the medians and this build's ratio to the
-# baseline. Loopback only; everything it starts is stopped on exit.
+# on the baseline and on this build. Prints the medians and the median of each round's
+# ratio of this build to the baseline. Loopback only; everything it starts is stopped on exit.
 #
 #   benches/compare.sh BASELINE_RELAY [ROUNDS]          (default 5)
 # Env: DURATION (throughput seconds, default 8), COUNT (pings, default 20000)
@@ -69,6 +69,8 @@ for round in $(seq "$ROUNDS"); do
 done
 
 python3 - "$OUT" <<'PY'
+"""Medians over the rounds, and the median of each round's ratio (this build over the
+baseline, measured back to back): the paired ratio moves less with the machine's load."""
 import json, statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
@@ -77,28 +79,35 @@ for line in open(sys.argv[1]):
         print(f"FAILED {rec['label']}: {rec['result']['error']}")
         continue
     rows.setdefault(rec["label"], []).append(rec["result"])
-med = lambda label, key: statistics.median(key(r) for r in rows[label]) if label in rows else float("nan")
-print(f"{'':24}{'this build':>12}{'baseline':>12}{'ratio':>8}")
+
+
+def cpu_per_gb(t, who):
+    """Relay CPU seconds per GB relayed, each throughput run."""
+    pairs = zip(rows.get(f"cpu:compare:throughput/{t}/{who}", []),
+                rows.get(f"compare:throughput/{t}/{who}", []))
+    return [c["server_s"] / (r["total_mb_per_s"] * (r["warmup_s"] + r["duration_s"]) / 1000)
+            for c, r in pairs if r["total_mb_per_s"] > 0]
+
+
+def values(t, kind, key, who):
+    if key is None:
+        return cpu_per_gb(t, who)
+    return [key(r) for r in rows.get(f"compare:{kind}/{t}/{who}", [])]
+
+
+print(f"{'':24}{'this build':>12}{'baseline':>12}{'paired ratio':>14}")
 for t in ("ws", "sio"):
-    measures = [
+    for name, kind, key in [
         ("throughput MB/s", "throughput", lambda r: r["total_mb_per_s"]),
-        ("relay CPU s/GB", "cpu:compare:throughput", None),
+        ("relay CPU s/GB", "throughput", None),
         ("RTT p50 us", "latency", lambda r: r["rtt_us"]["p50"]),
         ("RTT p99 us", "latency", lambda r: r["rtt_us"]["p99"]),
-    ]
-    for name, kind, key in measures:
-        if key is None:
-            vals = {}
-            for who in ("current", "baseline"):
-                cpu = rows.get(f"cpu:compare:throughput/{t}/{who}", [])
-                tput = rows.get(f"compare:throughput/{t}/{who}", [])
-                vals[who] = statistics.median(
-                    c["server_s"] / (r["total_mb_per_s"] * (r["warmup_s"] + r["duration_s"]) / 1000)
-                    for c, r in zip(cpu, tput) if r["total_mb_per_s"] > 0) if cpu else float("nan")
-            cur, base = vals["current"], vals["baseline"]
-        else:
-            cur = med(f"compare:{kind}/{t}/current", key)
-            base = med(f"compare:{kind}/{t}/baseline", key)
-        print(f"{t + ' ' + name:24}{cur:12.1f}{base:12.1f}{cur / base:8.3f}")
+    ]:
+        cur, base = values(t, kind, key, "current"), values(t, kind, key, "baseline")
+        if not cur or not base:
+            continue
+        ratio = statistics.median(c / b for c, b in zip(cur, base) if b)
+        print(f"{t + ' ' + name:24}{statistics.median(cur):12.2f}"
+              f"{statistics.median(base):12.2f}{ratio:14.3f}")
 PY
 echo "raw results: $OUT"
