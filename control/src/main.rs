@@ -2,7 +2,6 @@
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -82,11 +81,8 @@ enum TokenCommand {
     },
 }
 
-fn main() -> ExitCode {
-    process::exit_code(run(Cli::parse()))
-}
-
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             let config = cli.settings.resolve()?;

@@ -1,8 +1,6 @@
 //! The `vnc-relay` binary: flags, logging, signals, systemd; the work is in the library.
 #![forbid(unsafe_code)]
 
-use std::process::ExitCode;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
@@ -49,11 +47,8 @@ enum Command {
 /// socket is the public listener.
 const ADMIN_SOCKET_NAME: &str = "admin";
 
-fn main() -> ExitCode {
-    process::exit_code(run(Cli::parse()))
-}
-
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     // Replay needs none of the relay's settings (no keys, no Redis).
     if let Some(Command::Replay(args)) = cli.command {
         vnc_shared::telemetry::init_tracing(

@@ -1,11 +1,9 @@
-//! Process plumbing both daemons' `main` shares: the runtime they serve on, the
-//! two-stage stop on SIGTERM/SIGINT (the first drains, the second stops at once), and
-//! how a start-up error ends the process (its chain of causes on stderr, exit code 1).
+//! Process plumbing both daemons' `main` shares: the runtime they serve on and the
+//! two-stage stop on SIGTERM/SIGINT (the first drains, the second stops at once). A
+//! start-up error ends the process through `main`'s `anyhow::Result`: its chain of
+//! causes on stderr, exit code 1.
 
-use std::error::Error;
-use std::fmt::Write as _;
 use std::future::Future;
-use std::process::ExitCode;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -63,93 +61,9 @@ impl StopSignals {
     }
 }
 
-/// What `main` returns for the outcome of start-up and serving: success, or exit code 1
-/// after printing the error on stderr as Rust prints an error returned from `main`
-/// (`Error: `, the message, then its causes).
-pub fn exit_code<E: Into<Box<dyn Error + Send + Sync>>>(result: Result<(), E>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("Error: {}", error_chain(&*e.into()));
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// An error and its causes: the message, then `Caused by:` and one indented entry per
-/// cause, numbered when there are several (the layout `anyhow` gives).
-pub fn error_chain(error: &(dyn Error + 'static)) -> String {
-    let mut out = error.to_string();
-    let mut causes = Vec::new();
-    let mut next = error.source();
-    while let Some(cause) = next {
-        causes.push(cause.to_string());
-        next = cause.source();
-    }
-    if causes.is_empty() {
-        return out;
-    }
-    out.push_str("\n\nCaused by:");
-    let numbered = causes.len() > 1;
-    for (n, cause) in causes.iter().enumerate() {
-        let (first, rest) = if numbered {
-            (format!("{n: >5}: "), "       ")
-        } else {
-            ("    ".to_owned(), "    ")
-        };
-        for (i, line) in cause.lines().enumerate() {
-            let prefix = if i == 0 { first.as_str() } else { rest };
-            let _ = write!(out, "\n{prefix}{line}");
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("{message}")]
-    struct Layer {
-        message: &'static str,
-        #[source]
-        source: Option<Box<Layer>>,
-    }
-
-    fn chain(messages: &[&'static str]) -> Layer {
-        let mut error = None;
-        for message in messages.iter().rev() {
-            error = Some(Layer {
-                message,
-                source: error.map(Box::new),
-            });
-        }
-        error.expect("at least one message")
-    }
-
-    #[test]
-    fn prints_causes_as_main_does() {
-        assert_eq!(error_chain(&chain(&["binding"])), "binding");
-        assert_eq!(
-            error_chain(&chain(&["binding 127.0.0.1:1", "address in use"])),
-            "binding 127.0.0.1:1\n\nCaused by:\n    address in use"
-        );
-        assert_eq!(
-            error_chain(&chain(&[
-                "starting",
-                "loading the key",
-                "no such file\nat /k"
-            ])),
-            "starting\n\nCaused by:\n    0: loading the key\n    1: no such file\n       at /k"
-        );
-    }
-
-    #[test]
-    fn exit_code_says_failure_for_an_error() {
-        assert_eq!(exit_code::<std::io::Error>(Ok(())), ExitCode::SUCCESS);
-        assert_eq!(exit_code(Err(chain(&["bad"]))), ExitCode::FAILURE);
-    }
 
     #[tokio::test]
     async fn the_first_signal_drains_and_the_second_stops() {
