@@ -143,6 +143,9 @@ vnc_shared::settings! {
         tls_cert: PathBuf = "VNC_RELAY_TLS_CERT",
         /// PEM private key of `tls_cert`.
         tls_key: PathBuf = "VNC_RELAY_TLS_KEY",
+        /// PEM CA certificates: when set, every browser must present a client
+        /// certificate one of them signed (mutual TLS). Reloaded on SIGHUP.
+        tls_client_ca: PathBuf = "VNC_RELAY_TLS_CLIENT_CA",
 
         // Recording.
         /// Record sessions to files in this folder (created if missing); unset records
@@ -286,8 +289,12 @@ impl RelaySettings {
         };
         let config = RelayConfig {
             tokens: settings.tokens(),
-            tls: TlsFiles::from_settings(settings.tls_cert, settings.tls_key, None)
-                .map_err(|e| ConfigError::Invalid(e.into()))?,
+            tls: TlsFiles::from_settings(
+                settings.tls_cert,
+                settings.tls_key,
+                settings.tls_client_ca,
+            )
+            .map_err(|e| ConfigError::Invalid(e.into()))?,
             node: NodeConfig {
                 listen: settings.listen.unwrap_or(addr(DEFAULT_LISTEN)),
                 admin_listen: settings.admin_listen.unwrap_or(addr(DEFAULT_ADMIN_LISTEN)),

@@ -1,6 +1,7 @@
 //! TLS on the relay's public listener: a noVNC-style client over `wss://` with a test
-//! CA, certificates that must fail, and SIGHUP swapping the certificate (and limits)
-//! while TLS sessions go on.
+//! CA, certificates that must fail, SIGHUP swapping the certificate (and limits)
+//! while TLS sessions go on, and client certificates (mutual TLS) when a client CA is
+//! set.
 #![forbid(unsafe_code)]
 
 use std::path::Path;
@@ -221,6 +222,56 @@ async fn sighup_swaps_the_certificate_and_limits_while_tls_sessions_go_on() {
 
     // The session opened before both reloads kept its certificate's connection and
     // its own (30 min) idle timeout: it sat idle past 1 s and still relays.
+    let rects = live.round_trip(W, H).await.unwrap();
+    assert_eq!(rects[0].rgb(5, 5), (255, 0, 0));
+}
+
+#[tokio::test]
+async fn with_a_client_ca_only_browsers_with_its_certificates_connect_and_sighup_swaps_it() {
+    let (redis, _fixture, keys) = container_c1().await;
+    let servers = TestCa::new("relay-ca");
+    let (clients, others) = (TestCa::new("clients-ca"), TestCa::new("other-clients-ca"));
+    let (laptop, kiosk) = (
+        clients.issue("laptop", Validity::Current),
+        others.issue("kiosk", Validity::Current),
+    );
+    let serving = servers.issue("relay", Validity::Current);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("relay.toml");
+    let trust = |ca: &TestCa| format!("tls_client_ca = \"{}\"\n", ca.cert.display());
+    write_config(&config, &keys, &serving, &trust(&clients));
+    let relay =
+        RelayProcess::start_configured(&redis.url(), &["--config", config.to_str().unwrap()])
+            .await
+            .unwrap();
+    let url = || wss_url(&relay, &keys.token("c1", Scope::Control));
+
+    let ws = connect_tls(&url(), &[], Some(servers.client(Some(&laptop))))
+        .await
+        .unwrap();
+    let mut live = RfbClient::over_ws(ws);
+    live.handshake().await.unwrap();
+    for (what, identity) in [("no certificate", None), ("another CA's", Some(&kiosk))] {
+        let refused = connect_tls(&url(), &[], Some(servers.client(identity))).await;
+        assert!(refused.is_err(), "{what}: {refused:?}");
+    }
+    relay
+        .wait_metric("vnc_relay_tls_handshake_errors_total", 2.0)
+        .await;
+
+    // SIGHUP to the other CA: the kiosk's certificate works, the laptop's no longer
+    // does, and the laptop's session opened before goes on.
+    write_config(&config, &keys, &serving, &trust(&others));
+    relay.proc.signal("HUP");
+    relay
+        .wait_metric("vnc_relay_config_reloads_total{result=\"ok\"}", 1.0)
+        .await;
+    let ws = connect_tls(&url(), &[], Some(servers.client(Some(&kiosk))))
+        .await
+        .unwrap();
+    RfbClient::over_ws(ws).handshake().await.unwrap();
+    let refused = connect_tls(&url(), &[], Some(servers.client(Some(&laptop)))).await;
+    assert!(refused.is_err(), "{refused:?}");
     let rects = live.round_trip(W, H).await.unwrap();
     assert_eq!(rects[0].rgb(5, 5), (255, 0, 0));
 }

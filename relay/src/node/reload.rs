@@ -4,7 +4,7 @@
 //! stays.
 //!
 //! Reloaded: the token key set (rotation: list the old and the new key until every
-//! old token has expired, then remove the old one), the TLS certificate, the log level,
+//! old token has expired, then remove the old one), the TLS certificate and client CA, the log level,
 //! the limits and timeouts (for sessions that start afterwards; live sessions keep
 //! theirs), the session bounds, allowed origins, single-use tokens and the web root.
 //! The listeners, Redis, the node id, the record TTL, turning TLS on or off, session
