@@ -35,6 +35,9 @@ struct SessionView {
     node: String,
     transport: String,
     started_at: Option<String>,
+    /// The browser's address as its relay saw it; `null` from a relay that doesn't
+    /// record it.
+    client_addr: Option<String>,
 }
 
 impl From<Session> for SessionView {
@@ -47,6 +50,7 @@ impl From<Session> for SessionView {
             scope: s.scope,
             node: s.node,
             transport: s.transport,
+            client_addr: Some(s.client_addr).filter(|a| !a.is_empty()),
         }
     }
 }
