@@ -1,5 +1,6 @@
 //! Who is calling: a bearer JWT from the operator's identity provider, verified with a
-//! configured Ed25519 or RSA public key or an HS256 secret, issuer and audience checked,
+//! configured Ed25519 or RSA public key, an HS256 secret, or the keys an OpenID Connect
+//! issuer publishes (chosen by the token's `kid`), issuer and audience checked,
 //! carrying `sub`, `tenant` and optional `roles: ["admin"]`.
 
 use std::sync::Arc;
@@ -13,14 +14,23 @@ use serde::Deserialize;
 use super::AppState;
 use super::error::ApiError;
 use crate::domain::Caller;
+use crate::infra::oidc::{Key, Lookup, OidcKeys};
 
 /// Clock skew allowed on the identity token's `exp`/`nbf`.
 const LEEWAY_SECS: u64 = 5;
 
 /// Verifies callers' bearer tokens.
 pub struct IdentityVerifier {
-    key: DecodingKey,
+    keys: Keys,
+    /// Issuer, audience, leeway and required claims; the algorithm is the key's.
     validation: Validation,
+}
+
+enum Keys {
+    /// One configured key of one algorithm.
+    Fixed(Key),
+    /// An OpenID Connect issuer's keys, by `kid`.
+    Oidc(Arc<OidcKeys>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +50,8 @@ pub enum IdentityKey<'a> {
     PublicKeyPem(&'a std::path::Path),
     /// An HS256 shared secret.
     Hs256(&'a [u8]),
+    /// The keys of an OpenID Connect issuer (which is then the expected `iss`).
+    Oidc(Arc<OidcKeys>),
 }
 
 #[derive(Deserialize)]
@@ -56,14 +68,18 @@ impl IdentityVerifier {
         issuer: &str,
         audience: &str,
     ) -> Result<IdentityVerifier, IdentityKeyError> {
-        let (key, alg) = match key {
-            IdentityKey::Hs256(secret) => (DecodingKey::from_secret(secret), Algorithm::HS256),
+        let keys = match key {
+            IdentityKey::Hs256(secret) => Keys::Fixed(Key {
+                key: DecodingKey::from_secret(secret),
+                alg: Algorithm::HS256,
+            }),
+            IdentityKey::Oidc(keys) => Keys::Oidc(keys),
             IdentityKey::PublicKeyPem(path) => {
                 let pem = std::fs::read(path).map_err(|source| IdentityKeyError::Read {
                     path: path.display().to_string(),
                     source,
                 })?;
-                if let Ok(k) = DecodingKey::from_ed_pem(&pem) {
+                let (key, alg) = if let Ok(k) = DecodingKey::from_ed_pem(&pem) {
                     (k, Algorithm::EdDSA)
                 } else if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
                     (k, Algorithm::RS256)
@@ -71,21 +87,73 @@ impl IdentityVerifier {
                     return Err(IdentityKeyError::Unknown {
                         path: path.display().to_string(),
                     });
-                }
+                };
+                Keys::Fixed(Key { key, alg })
             }
         };
-        let mut validation = Validation::new(alg);
+        let mut validation = Validation::default();
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECS;
-        Ok(IdentityVerifier { key, validation })
+        Ok(IdentityVerifier { keys, validation })
     }
 
-    pub fn verify(&self, token: &str) -> Result<Caller, ApiError> {
-        let data = jsonwebtoken::decode::<IdentityClaims>(token, &self.key, &self.validation)
-            .map_err(|e| ApiError::Unauthorized(format!("invalid bearer token: {e}")))?;
+    /// `self`, keeping the key cache of `running` when both fetch from the same issuer
+    /// the same way (a reload does not fetch the keys again).
+    pub fn keeping_keys_of(mut self, running: &IdentityVerifier) -> IdentityVerifier {
+        if let (Keys::Oidc(new), Keys::Oidc(old)) = (&self.keys, &running.keys)
+            && new.same_source(old)
+        {
+            self.keys = Keys::Oidc(old.clone());
+        }
+        self
+    }
+
+    /// The OpenID Connect issuer's key cache, when callers' keys come from one.
+    pub fn oidc(&self) -> Option<&Arc<OidcKeys>> {
+        match &self.keys {
+            Keys::Oidc(keys) => Some(keys),
+            Keys::Fixed(_) => None,
+        }
+    }
+
+    /// The caller a bearer token names. 401 for a token that does not verify (an
+    /// unknown `kid` included); 503 while an OpenID Connect issuer's keys have never
+    /// loaded, as for the other dependencies the API cannot answer without: the token
+    /// may be good, and the caller should retry rather than sign in again.
+    pub async fn verify(&self, token: &str) -> Result<Caller, ApiError> {
+        let invalid = |e: jsonwebtoken::errors::Error| {
+            ApiError::Unauthorized(format!("invalid bearer token: {e}"))
+        };
+        let key = match &self.keys {
+            Keys::Fixed(key) => key.clone(),
+            Keys::Oidc(keys) => {
+                let header = jsonwebtoken::decode_header(token).map_err(invalid)?;
+                let kid = header.kid.ok_or_else(|| {
+                    ApiError::Unauthorized("bearer token has no kid".into())
+                })?;
+                match keys.key(&kid).await {
+                    Lookup::Found(key) => key,
+                    Lookup::UnknownKid => {
+                        return Err(ApiError::Unauthorized(format!(
+                            "bearer token's kid {kid:?} is not among the keys of {}",
+                            keys.issuer()
+                        )));
+                    }
+                    Lookup::NotLoaded(why) => {
+                        return Err(ApiError::Unavailable(format!(
+                            "the identity provider's keys are not loaded: {why}"
+                        )));
+                    }
+                }
+            }
+        };
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![key.alg];
+        let data = jsonwebtoken::decode::<IdentityClaims>(token, &key.key, &validation)
+            .map_err(invalid)?;
         let c = data.claims;
         if c.sub.is_empty() || c.tenant.is_empty() {
             return Err(ApiError::Unauthorized(
@@ -117,6 +185,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer token".into()))?;
-        state.identity.get().verify(token.trim())
+        let identity = state.identity.get();
+        identity.verify(token.trim()).await
     }
 }
