@@ -106,9 +106,13 @@ impl Running {
         }
         let kid = tunables.signer.kid().to_owned();
         r.state.app.tunables.set(tunables);
-        r.state
-            .identity
-            .set(identity.keeping_keys_of(&r.state.identity.get()));
+        let identity = identity.keeping_keys_of(&r.state.identity.get());
+        if let Some(keys) = identity.oidc().cloned() {
+            // Fetched again now (a new issuer's for the first time): the operator may be
+            // dropping a key the issuer removed. The keys in force verify meanwhile.
+            tokio::spawn(async move { keys.refresh_now().await });
+        }
+        r.state.identity.set(identity);
         r.passwords.set(passwords);
         let (old, new) = (&r.config, &config);
         let restart_only = [

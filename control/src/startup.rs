@@ -1,6 +1,7 @@
 //! Start-up: what the configuration names, loaded and checked (the signing and
-//! identity keys (an OpenID Connect issuer's are fetched when serving), the limits, TLS, the VNC password secrets, the container runtime),
-//! and [`StartError`], each step of start-up that can fail.
+//! identity keys, the limits, TLS, the VNC password secrets, the container runtime;
+//! an OpenID Connect issuer's keys are fetched later, by the server), and
+//! [`StartError`], each step of start-up that can fail.
 
 use std::sync::Arc;
 

@@ -120,25 +120,26 @@ impl IdentityVerifier {
     }
 
     /// The caller a bearer token names. 401 for a token that does not verify (an
-    /// unknown `kid` included); 503 while an OpenID Connect issuer's keys have never
-    /// loaded, as for the other dependencies the API cannot answer without: the token
-    /// may be good, and the caller should retry rather than sign in again.
+    /// unknown `kid` included), saying why; 503 while an OpenID Connect issuer's keys
+    /// have never loaded, as for the other dependencies the API cannot answer without:
+    /// the token may be good, and the caller should retry rather than sign in again.
     pub async fn verify(&self, token: &str) -> Result<Caller, ApiError> {
-        let invalid = |e: jsonwebtoken::errors::Error| {
-            ApiError::Unauthorized(format!("invalid bearer token: {e}"))
-        };
+        let refused = |why: String| ApiError::Unauthorized(format!("invalid bearer token: {why}"));
+        // An `alg` outside the ones jsonwebtoken knows (`none` among them) fails here.
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| refused(format!("malformed header ({e})")))?;
         let key = match &self.keys {
             Keys::Fixed(key) => key.clone(),
             Keys::Oidc(keys) => {
-                let header = jsonwebtoken::decode_header(token).map_err(invalid)?;
-                let kid = header.kid.ok_or_else(|| {
-                    ApiError::Unauthorized("bearer token has no kid".into())
-                })?;
-                match keys.key(&kid).await {
+                let kid = header
+                    .kid
+                    .as_deref()
+                    .ok_or_else(|| refused("no kid in its header".into()))?;
+                match keys.key(kid).await {
                     Lookup::Found(key) => key,
                     Lookup::UnknownKid => {
-                        return Err(ApiError::Unauthorized(format!(
-                            "bearer token's kid {kid:?} is not among the keys of {}",
+                        return Err(refused(format!(
+                            "kid {kid:?} is not among the keys of {}",
                             keys.issuer()
                         )));
                     }
@@ -150,10 +151,18 @@ impl IdentityVerifier {
                 }
             }
         };
+        // The key decides the algorithm, never the token: an HS256 token "signed" with
+        // a public key as its secret, or an RS256 one for an EdDSA key, stops here.
+        if header.alg != key.alg {
+            return Err(refused(format!(
+                "alg {:?} is not the key's ({:?})",
+                header.alg, key.alg
+            )));
+        }
         let mut validation = self.validation.clone();
         validation.algorithms = vec![key.alg];
         let data = jsonwebtoken::decode::<IdentityClaims>(token, &key.key, &validation)
-            .map_err(invalid)?;
+            .map_err(|e| refused(self.reason(&e)))?;
         let c = data.claims;
         if c.sub.is_empty() || c.tenant.is_empty() {
             return Err(ApiError::Unauthorized(
@@ -165,6 +174,29 @@ impl IdentityVerifier {
             sub: c.sub,
             tenant: c.tenant,
         })
+    }
+
+    /// Why jsonwebtoken refused a token, in words an operator can act on.
+    fn reason(&self, e: &jsonwebtoken::errors::Error) -> String {
+        use jsonwebtoken::errors::ErrorKind;
+        let expected = |v: &Option<std::collections::HashSet<String>>| {
+            v.iter().flatten().cloned().collect::<Vec<_>>().join(", ")
+        };
+        match e.kind() {
+            ErrorKind::InvalidSignature => "its signature does not verify".into(),
+            ErrorKind::ExpiredSignature => "it has expired (exp)".into(),
+            ErrorKind::ImmatureSignature => "it is not valid yet (nbf)".into(),
+            ErrorKind::InvalidIssuer => format!(
+                "its issuer (iss) is not {}",
+                expected(&self.validation.iss)
+            ),
+            ErrorKind::InvalidAudience => format!(
+                "its audience (aud) is not {}",
+                expected(&self.validation.aud)
+            ),
+            ErrorKind::MissingRequiredClaim(c) => format!("it has no {c} claim"),
+            _ => e.to_string(),
+        }
     }
 }
 

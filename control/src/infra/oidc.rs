@@ -3,9 +3,9 @@
 //! one) names the JWKS, whose keys are cached by `kid`. A token with a `kid` not in the
 //! cache makes the JWKS be fetched again, at most once per refresh interval, so a flood
 //! of made-up kids costs the issuer one request per interval; keys older than
-//! [`JWKS_MAX_AGE`] are fetched again in the background so a key the issuer removed
-//! stops verifying. Only `https://` issuers are fetched, or `http://` on a loopback
-//! host (a local issuer, and tests).
+//! [`JWKS_MAX_AGE`] are fetched again in the background, and a reload fetches them at
+//! once, so a key the issuer removed stops verifying. Only `https://` issuers are
+//! fetched, or `http://` on a loopback host (a local issuer, and tests).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -185,10 +185,20 @@ impl OidcKeys {
     /// unless another fetch ran within the refresh interval. A failure keeps the keys
     /// in force and is logged.
     pub async fn refresh(&self) {
+        self.fetch(false).await
+    }
+
+    /// [`OidcKeys::refresh`] whatever the refresh interval says: the operator asks
+    /// (a reload), so a key the issuer removed stops verifying now.
+    pub async fn refresh_now(&self) {
+        self.fetch(true).await
+    }
+
+    async fn fetch(&self, now: bool) {
         let _one = self.fetching.lock().await;
         {
             let mut s = self.state();
-            if !self.may_fetch(&s) {
+            if !now && !self.may_fetch(&s) {
                 return;
             }
             s.attempted = Some(Instant::now());
@@ -285,7 +295,9 @@ where
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
+    // The connection's task ends with the fetch at the latest: a server that keeps the
+    // connection open after the timeout does not keep the task.
+    tokio::spawn(tokio::time::timeout(FETCH_TIMEOUT, conn));
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let req = http::Request::get(path)
         .header(http::header::HOST, uri.authority().map_or("", |a| a.as_str()))
