@@ -249,7 +249,9 @@ pub enum AuthKey {
     PublicKeyPem(PathBuf),
     Hs256SecretFile(PathBuf),
     /// The keys an OpenID Connect issuer publishes (`auth_issuer` is its URL).
-    Oidc { refresh_interval: Duration },
+    Oidc {
+        refresh_interval: Duration,
+    },
 }
 
 /// The validated configuration `run` takes.

@@ -96,8 +96,8 @@ fn load_keys(config: &ControlConfig) -> Result<(Signer, IdentityVerifier), Start
         .with_issuer_audience(&config.jwt_issuer, &config.jwt_audience);
     let identity = match &config.auth_key {
         AuthKey::Oidc { refresh_interval } => {
-            let keys = OidcKeys::new(&config.auth_issuer, *refresh_interval)
-                .map_err(StartError::Oidc)?;
+            let keys =
+                OidcKeys::new(&config.auth_issuer, *refresh_interval).map_err(StartError::Oidc)?;
             IdentityVerifier::new(
                 IdentityKey::Oidc(Arc::new(keys)),
                 &config.auth_issuer,

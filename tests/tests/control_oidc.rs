@@ -354,9 +354,11 @@ async fn the_issuers_keys_rotate_without_a_restart() {
     // refresh interval allows), and k1 still verifies.
     issuer.serve(&[&k1, &k2]);
     let k2_token = issuer.token(&k2);
-    eventually("a token of the added key", Duration::from_secs(10), || async {
-        (list(c, &k2_token).await.0 == 200).then_some(())
-    })
+    eventually(
+        "a token of the added key",
+        Duration::from_secs(10),
+        || async { (list(c, &k2_token).await.0 == 200).then_some(()) },
+    )
     .await;
     assert_eq!(list(c, &issuer.token(&k1)).await.0, 200);
 
@@ -364,10 +366,14 @@ async fn the_issuers_keys_rotate_without_a_restart() {
     issuer.serve(&[&k2]);
     c.proc.signal("HUP");
     let k1_token = issuer.token(&k1);
-    let body = eventually("the removed key refused", Duration::from_secs(10), || async {
-        let (status, body) = list(c, &k1_token).await;
-        (status == 401).then_some(body)
-    })
+    let body = eventually(
+        "the removed key refused",
+        Duration::from_secs(10),
+        || async {
+            let (status, body) = list(c, &k1_token).await;
+            (status == 401).then_some(body)
+        },
+    )
     .await;
     assert!(message(&body).contains("\"k1\" is not among"), "{body}");
     assert_eq!(list(c, &k2_token).await.0, 200);
@@ -376,9 +382,11 @@ async fn the_issuers_keys_rotate_without_a_restart() {
     // k2 goes with it.
     issuer.serve(&[&k3]);
     let k3_token = issuer.token(&k3);
-    eventually("a token of the new key", Duration::from_secs(10), || async {
-        (list(c, &k3_token).await.0 == 200).then_some(())
-    })
+    eventually(
+        "a token of the new key",
+        Duration::from_secs(10),
+        || async { (list(c, &k3_token).await.0 == 200).then_some(()) },
+    )
     .await;
     let (status, body) = list(c, &k2_token).await;
     assert_eq!(status, 401, "the removed key still verifies: {body}");
@@ -441,10 +449,14 @@ async fn an_issuer_down_at_start_is_a_clear_503_until_its_keys_load() {
     // Up, but its discovery document names another issuer: still refused, saying so.
     let issuer = Issuer::start_on(port, &[&k1]).await;
     *issuer.claimed.lock().unwrap() = "https://evil.example".into();
-    eventually("the issuer mismatch named", Duration::from_secs(10), || async {
-        let (status, body) = list(c, &token).await;
-        (status == 503 && message(&body).contains("evil.example")).then_some(())
-    })
+    eventually(
+        "the issuer mismatch named",
+        Duration::from_secs(10),
+        || async {
+            let (status, body) = list(c, &token).await;
+            (status == 503 && message(&body).contains("evil.example")).then_some(())
+        },
+    )
     .await;
 
     *issuer.claimed.lock().unwrap() = issuer.url.clone();
@@ -477,18 +489,26 @@ async fn a_huge_overfull_or_stalled_key_set_is_refused_and_the_keys_in_force_sta
         })
         .collect();
     issuer.serve_body(json!({ "keys": many }).to_string());
-    eventually("the overfull set refused", Duration::from_secs(10), || async {
-        let (status, body) = list(c, &token).await;
-        (status == 503 && message(&body).contains("33 keys, more than 32")).then_some(())
-    })
+    eventually(
+        "the overfull set refused",
+        Duration::from_secs(10),
+        || async {
+            let (status, body) = list(c, &token).await;
+            (status == 503 && message(&body).contains("33 keys, more than 32")).then_some(())
+        },
+    )
     .await;
 
     // An issuer that sends the head and never the body: control gives up on it.
     issuer.stall.store(true, Ordering::SeqCst);
-    eventually("the stalled fetch given up", Duration::from_secs(20), || async {
-        let (status, body) = list(c, &token).await;
-        (status == 503 && message(&body).contains("no answer within")).then_some(())
-    })
+    eventually(
+        "the stalled fetch given up",
+        Duration::from_secs(20),
+        || async {
+            let (status, body) = list(c, &token).await;
+            (status == 503 && message(&body).contains("no answer within")).then_some(())
+        },
+    )
     .await;
 
     issuer.stall.store(false, Ordering::SeqCst);
@@ -502,11 +522,15 @@ async fn a_huge_overfull_or_stalled_key_set_is_refused_and_the_keys_in_force_sta
     issuer.stall.store(true, Ordering::SeqCst);
     let before = issuer.jwks_requests();
     let stranger_token = issuer.token(&stranger);
-    eventually("a fetch for the unknown kid", Duration::from_secs(20), || async {
-        let (status, _) = list(c, &stranger_token).await;
-        assert_eq!(status, 401);
-        (issuer.jwks_requests() > before).then_some(())
-    })
+    eventually(
+        "a fetch for the unknown kid",
+        Duration::from_secs(20),
+        || async {
+            let (status, _) = list(c, &stranger_token).await;
+            assert_eq!(status, 401);
+            (issuer.jwks_requests() > before).then_some(())
+        },
+    )
     .await;
     let (status, body) = list(c, &token).await;
     assert_eq!(status, 200, "{body}");

@@ -186,10 +186,9 @@ impl IdentityVerifier {
             ErrorKind::InvalidSignature => "its signature does not verify".into(),
             ErrorKind::ExpiredSignature => "it has expired (exp)".into(),
             ErrorKind::ImmatureSignature => "it is not valid yet (nbf)".into(),
-            ErrorKind::InvalidIssuer => format!(
-                "its issuer (iss) is not {}",
-                expected(&self.validation.iss)
-            ),
+            ErrorKind::InvalidIssuer => {
+                format!("its issuer (iss) is not {}", expected(&self.validation.iss))
+            }
             ErrorKind::InvalidAudience => format!(
                 "its audience (aud) is not {}",
                 expected(&self.validation.aud)

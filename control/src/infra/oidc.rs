@@ -65,7 +65,8 @@ struct KeyState {
     keys: HashMap<String, Key>,
     /// When the keys in force were fetched; `None` until a fetch succeeded.
     fetched: Option<Instant>,
-    /// When the last fetch started, for the refresh interval.
+    /// When the last fetch started, then when it ended: the refresh interval counts
+    /// from there, so a slow issuer is not asked again as soon as it answers.
     attempted: Option<Instant>,
     /// Why the last fetch failed, if it did.
     error: Option<String>,
@@ -207,6 +208,7 @@ impl OidcKeys {
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {FETCH_TIMEOUT:?}")));
         let mut s = self.state();
+        s.attempted = Some(Instant::now());
         match result {
             Ok(keys) => {
                 let mut kids: Vec<&String> = keys.keys().collect();
@@ -295,24 +297,31 @@ where
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
-    // The connection's task ends with the fetch at the latest: a server that keeps the
-    // connection open after the timeout does not keep the task.
-    tokio::spawn(tokio::time::timeout(FETCH_TIMEOUT, conn));
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let req = http::Request::get(path)
-        .header(http::header::HOST, uri.authority().map_or("", |a| a.as_str()))
+        .header(
+            http::header::HOST,
+            uri.authority().map_or("", |a| a.as_str()),
+        )
         .header(http::header::ACCEPT, "application/json")
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    if resp.status() != http::StatusCode::OK {
-        return Err(format!("answered {}", resp.status()));
-    }
-    Limited::new(resp.into_body(), MAX_DOCUMENT_BYTES)
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .map_err(|e| format!("reading the body: {e}"))
+    let exchange = async move {
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        if resp.status() != http::StatusCode::OK {
+            return Err(format!("answered {}", resp.status()));
+        }
+        Limited::new(resp.into_body(), MAX_DOCUMENT_BYTES)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .map_err(|e| format!("reading the body: {e}"))
+        // `sender` goes here, which lets the connection end.
+    };
+    // The connection is driven here rather than in a task of its own, so it goes with
+    // the fetch (when the fetch times out, too).
+    let (_, body) = tokio::join!(conn, exchange);
+    body
 }
 
 /// The key and algorithm a JWK verifies signatures with: RSA (RS256, or the RS*/PS*
@@ -382,7 +391,10 @@ mod tests {
         let jwk = |v: serde_json::Value| serde_json::from_value::<Jwk>(v).unwrap();
         let ed = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "kid": "a",
             "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"});
-        assert_eq!(verification_key(&jwk(ed.clone())).unwrap().alg, Algorithm::EdDSA);
+        assert_eq!(
+            verification_key(&jwk(ed.clone())).unwrap().alg,
+            Algorithm::EdDSA
+        );
         let mut enc = ed.clone();
         enc["use"] = "enc".into();
         assert!(verification_key(&jwk(enc)).is_none());
