@@ -464,6 +464,15 @@ async fn an_issuer_down_at_start_is_a_clear_503_until_its_keys_load() {
         (list(c, &token).await.0 == 200).then_some(())
     })
     .await;
+    // Refused while down, then the wrong issuer at least once; the one that loaded.
+    let errors = c
+        .metric(r#"vnc_control_oidc_key_fetches_total{result="error"}"#)
+        .await;
+    let loaded = c
+        .metric(r#"vnc_control_oidc_key_fetches_total{result="ok"}"#)
+        .await;
+    assert!(errors >= Some(2.0), "{errors:?}: {}", c.metrics().await);
+    assert_eq!(loaded, Some(1.0), "{}", c.metrics().await);
 }
 
 #[tokio::test]

@@ -207,6 +207,8 @@ impl OidcKeys {
         let result = tokio::time::timeout(FETCH_TIMEOUT, self.fetch_keys())
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {FETCH_TIMEOUT:?}")));
+        let label = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!(crate::metrics::OIDC_KEY_FETCHES, "result" => label).increment(1);
         let mut s = self.state();
         s.attempted = Some(Instant::now());
         match result {
