@@ -327,6 +327,15 @@ async fn a_token_verifies_with_the_issuers_key_of_its_kid_and_nothing_else() {
             "alg HS256 is not the key's (EdDSA)",
         ),
         (
+            "a 10 KB kid",
+            forged(
+                &json!({"alg": "EdDSA", "kid": "k".repeat(10_000)}),
+                &good,
+                |_| vec![0; 64],
+            ),
+            "its kid is longer than 256 bytes",
+        ),
+        (
             "no kid",
             forged(&json!({"alg": "EdDSA", "typ": "JWT"}), &good, |_| {
                 vec![0; 64]

@@ -18,6 +18,9 @@ use crate::infra::oidc::{Key, Lookup, OidcKeys};
 
 /// Clock skew allowed on the identity token's `exp`/`nbf`.
 const LEEWAY_SECS: u64 = 5;
+/// Longest `kid` looked up among an OpenID Connect issuer's keys (and echoed in the
+/// refusal); providers use a few dozen characters.
+const MAX_KID_LEN: usize = 256;
 
 /// Verifies callers' bearer tokens.
 pub struct IdentityVerifier {
@@ -135,6 +138,11 @@ impl IdentityVerifier {
                     .kid
                     .as_deref()
                     .ok_or_else(|| refused("no kid in its header".into()))?;
+                if kid.len() > MAX_KID_LEN {
+                    return Err(refused(format!(
+                        "its kid is longer than {MAX_KID_LEN} bytes"
+                    )));
+                }
                 match keys.key(kid).await {
                     Lookup::Found(key) => key,
                     Lookup::UnknownKid => {
