@@ -351,6 +351,54 @@ async fn a_token_verifies_with_the_issuers_key_of_its_kid_and_nothing_else() {
 }
 
 #[tokio::test]
+async fn ec_keys_verify_and_published_symmetric_or_encryption_keys_never_do() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    // The uncompressed point: 0x04, then x and y.
+    let point = ec.public_key_raw();
+    let ec_jwk = json!({"kty": "EC", "crv": "P-256", "kid": "ec1",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..])});
+    let ec_key = EncodingKey::from_ec_pem(ec.serialize_pem().as_bytes()).unwrap();
+    // A symmetric key is public once it is in a JWKS; an encryption key signs nothing.
+    let secret = b"a secret the whole world can read";
+    let oct_jwk = json!({"kty": "oct", "kid": "hs1", "k": URL_SAFE_NO_PAD.encode(secret)});
+    let enc = IdpKey::new("enc1");
+    let mut enc_jwk = enc.jwk.clone();
+    enc_jwk["use"] = "enc".into();
+
+    let issuer = Issuer::start_on(0, &[]).await;
+    issuer.serve_body(json!({"keys": [ec_jwk, oct_jwk, enc_jwk]}).to_string());
+    let stack = control(&issuer.url, "1s").await;
+    let c = &stack.control;
+    let good = claims(&issuer.url, AUDIENCE, 600);
+    let signed = |alg: Algorithm, kid: &str, key: &EncodingKey| {
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.to_owned());
+        encode(&header, &good, key).unwrap()
+    };
+
+    let (status, body) = list(c, &signed(Algorithm::ES256, "ec1", &ec_key)).await;
+    assert_eq!(status, 200, "{body}");
+    for (what, token) in [
+        (
+            "HS256 with the published symmetric key",
+            signed(Algorithm::HS256, "hs1", &EncodingKey::from_secret(secret)),
+        ),
+        (
+            "EdDSA with a key published for encryption",
+            enc.signer.sign(&good).unwrap(),
+        ),
+    ] {
+        let (status, body) = list(c, &token).await;
+        assert_eq!(status, 401, "{what}: {body}");
+        assert!(
+            message(&body).contains("is not among the keys"),
+            "{what}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_issuers_keys_rotate_without_a_restart() {
     let (k1, k2, k3) = (IdpKey::new("k1"), IdpKey::new("k2"), IdpKey::new("k3"));
     let issuer = Issuer::start_on(0, &[&k1]).await;
