@@ -51,6 +51,10 @@ pub const DEFAULT_TOKEN_MAX_TTL: Duration = Duration::from_secs(300);
 /// Expected `iss` / `aud` of callers' identity tokens.
 pub const DEFAULT_AUTH_ISSUER: &str = "identity";
 pub const DEFAULT_AUTH_AUDIENCE: &str = "vnc-control";
+/// Least time between two fetches of an OpenID Connect issuer's keys (a token with an
+/// unknown `kid` asks for one): a flood of made-up kids costs the issuer one request
+/// per interval.
+pub const DEFAULT_AUTH_OIDC_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 /// API requests per second one caller may make (sustained); 0 turns the limit off.
 pub const DEFAULT_API_RATE_LIMIT: u32 = 20;
 /// API requests one caller may make at once before the sustained rate applies.
@@ -162,6 +166,13 @@ vnc_shared::settings! {
         auth_public_key: PathBuf = "VNC_CONTROL_AUTH_PUBLIC_KEY",
         /// Or an HS256 secret file for callers' bearer tokens.
         auth_secret_file: PathBuf = "VNC_CONTROL_AUTH_SECRET_FILE",
+        /// Or an OpenID Connect issuer URL (`https://`; `http://` only on loopback): its
+        /// discovery document names the JWKS whose keys verify callers' tokens, chosen
+        /// by `kid`; the expected `iss` is this URL.
+        auth_oidc_issuer: String = "VNC_CONTROL_AUTH_OIDC_ISSUER",
+        /// Least time between two fetches of the issuer's keys (an unknown `kid` asks
+        /// for one).
+        auth_oidc_refresh_interval: Duration = "VNC_CONTROL_AUTH_OIDC_REFRESH_INTERVAL",
         auth_issuer: String = "VNC_CONTROL_AUTH_ISSUER",
         auth_audience: String = "VNC_CONTROL_AUTH_AUDIENCE",
         /// API requests per second per caller (bearer subject, or client address when
@@ -237,6 +248,10 @@ vnc_shared::settings! {
 pub enum AuthKey {
     PublicKeyPem(PathBuf),
     Hs256SecretFile(PathBuf),
+    /// The keys an OpenID Connect issuer publishes (`auth_issuer` is its URL).
+    Oidc {
+        refresh_interval: Duration,
+    },
 }
 
 /// The validated configuration `run` takes.
@@ -308,12 +323,31 @@ impl ControlSettings {
             problems.push("no token signing key: set --jwt-private-key".to_owned());
             PathBuf::new()
         });
-        let auth_key = match (&s.auth_public_key, &s.auth_secret_file) {
-            (Some(p), None) => AuthKey::PublicKeyPem(p.clone()),
-            (None, Some(p)) => AuthKey::Hs256SecretFile(p.clone()),
+        let refresh_interval = s
+            .auth_oidc_refresh_interval
+            .unwrap_or(DEFAULT_AUTH_OIDC_REFRESH_INTERVAL);
+        let auth_key = match (&s.auth_public_key, &s.auth_secret_file, &s.auth_oidc_issuer) {
+            (Some(p), None, None) => AuthKey::PublicKeyPem(p.clone()),
+            (None, Some(p), None) => AuthKey::Hs256SecretFile(p.clone()),
+            (None, None, Some(issuer)) => {
+                if let Err(e) = crate::infra::oidc::check_url(issuer) {
+                    problems.push(format!("auth_oidc_issuer {e}"));
+                }
+                if s.auth_issuer.as_ref().is_some_and(|i| i != issuer) {
+                    problems.push(
+                        "auth_issuer must be unset or equal auth_oidc_issuer (the tokens' iss)"
+                            .into(),
+                    );
+                }
+                if refresh_interval < Duration::from_secs(1) {
+                    problems.push("auth_oidc_refresh_interval must be at least 1s".into());
+                }
+                AuthKey::Oidc { refresh_interval }
+            }
             _ => {
                 problems.push(
-                    "set exactly one of --auth-public-key and --auth-secret-file (callers' identity)"
+                    "set exactly one of --auth-public-key, --auth-secret-file and \
+                     --auth-oidc-issuer (callers' identity)"
                         .to_owned(),
                 );
                 AuthKey::PublicKeyPem(PathBuf::new())
@@ -402,7 +436,8 @@ impl ControlSettings {
             jwt_issuer: s.jwt_issuer.unwrap_or(DEFAULT_ISSUER.into()),
             jwt_audience: s.jwt_audience.unwrap_or(DEFAULT_AUDIENCE.into()),
             auth_key,
-            auth_issuer: s.auth_issuer.unwrap_or(DEFAULT_AUTH_ISSUER.into()),
+            auth_issuer: (s.auth_oidc_issuer.or(s.auth_issuer))
+                .unwrap_or(DEFAULT_AUTH_ISSUER.into()),
             auth_audience: s.auth_audience.unwrap_or(DEFAULT_AUTH_AUDIENCE.into()),
             relay_url: s.relay_url.unwrap_or(DEFAULT_RELAY_URL.into()),
             node_id: s.node_id.unwrap_or_else(|| {
@@ -563,6 +598,51 @@ mod tests {
         ] {
             assert!(err.contains(want), "{want}: {err}");
         }
+    }
+
+    #[test]
+    fn exactly_one_source_of_callers_keys() {
+        let resolve = |auth: &[&str]| {
+            let base = ["vnc-control", "--jwt-private-key", "/k", "--image", "desk"];
+            let args: Vec<&str> = base.iter().chain(auth).copied().collect();
+            Cli::parse_from(args).settings.resolve()
+        };
+        let oidc = ["--auth-oidc-issuer", "https://idp.example.com/realm"];
+        for two in [
+            &["--auth-public-key", "/p", "--auth-secret-file", "/s"][..],
+            &["--auth-public-key", "/p", oidc[0], oidc[1]],
+            &["--auth-secret-file", "/s", oidc[0], oidc[1]],
+            &[],
+        ] {
+            let err = resolve(two).unwrap_err().to_string();
+            assert!(err.contains("exactly one of"), "{two:?}: {err}");
+            assert!(err.contains("--auth-oidc-issuer"), "{err}");
+        }
+        let c = resolve(&oidc).unwrap();
+        assert_eq!(c.auth_issuer, oidc[1]);
+        assert!(matches!(
+            c.auth_key,
+            AuthKey::Oidc { refresh_interval } if refresh_interval == DEFAULT_AUTH_OIDC_REFRESH_INTERVAL
+        ));
+        for (extra, want) in [
+            (
+                &["--auth-oidc-issuer", "http://idp.example.com"][..],
+                "loopback",
+            ),
+            (
+                &[oidc[0], oidc[1], "--auth-issuer", "other"],
+                "auth_issuer must be unset",
+            ),
+            (
+                &[oidc[0], oidc[1], "--auth-oidc-refresh-interval", "10ms"],
+                "at least 1s",
+            ),
+        ] {
+            let err = resolve(extra).unwrap_err().to_string();
+            assert!(err.contains(want), "{extra:?}: {err}");
+        }
+        let c = resolve(&["--auth-oidc-issuer", "http://127.0.0.1:9/"]).unwrap();
+        assert_eq!(c.auth_issuer, "http://127.0.0.1:9/");
     }
 
     /// Every setting's flag and env name is the one the example config documents

@@ -18,6 +18,9 @@ pub const KICKS: &str = "vnc_control_kicks_total";
 pub const CONTAINERS_ADOPTED: &str = "vnc_control_containers_adopted_total";
 /// SIGHUP reloads, by result (`ok`, `refused`: the running configuration stayed).
 pub const CONFIG_RELOADS: &str = "vnc_control_config_reloads_total";
+/// Fetches of an OpenID Connect issuer's keys (discovery and JWKS), by result (`ok`,
+/// `error`: the keys in force stayed).
+pub const OIDC_KEY_FETCHES: &str = "vnc_control_oidc_key_fetches_total";
 
 /// Installs the global recorder and describes control's metrics.
 pub fn install() -> PrometheusHandle {
@@ -49,6 +52,10 @@ pub fn install() -> PrometheusHandle {
         describe_counter!(
             CONFIG_RELOADS,
             "SIGHUP reloads, by result (ok, refused: the running configuration stayed)."
+        );
+        describe_counter!(
+            OIDC_KEY_FETCHES,
+            "Fetches of the OpenID Connect issuer's keys, by result (ok, error: the keys in force stayed)."
         );
         describe_counter!(
             RATE_LIMITED,

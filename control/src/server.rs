@@ -106,6 +106,12 @@ impl Running {
         }
         let kid = tunables.signer.kid().to_owned();
         r.state.app.tunables.set(tunables);
+        let identity = identity.keeping_keys_of(&r.state.identity.get());
+        if let Some(keys) = identity.oidc().cloned() {
+            // Fetched again now (a new issuer's for the first time): the operator may be
+            // dropping a key the issuer removed. The keys in force verify meanwhile.
+            tokio::spawn(async move { keys.refresh_now().await });
+        }
         r.state.identity.set(identity);
         r.passwords.set(passwords);
         let (old, new) = (&r.config, &config);
@@ -203,6 +209,10 @@ impl Running {
 pub async fn build(config: ControlConfig, listeners: Listeners) -> Result<Control, StartError> {
     let prometheus = crate::metrics::install();
     let (tunables, identity, tls) = load_tunables(&config)?;
+    if let Some(keys) = identity.oidc() {
+        // Unreachable now: logged, callers get 503 until the keys load on a request.
+        keys.refresh().await;
+    }
     let passwords = Arc::new(Swap::new(password_keys(&config)?));
     let tls = tls.map(|config| Arc::new(ReloadableTls::new(config)));
     let keys = Keys::new(config.redis_prefix.clone());

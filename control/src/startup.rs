@@ -1,6 +1,7 @@
 //! Start-up: what the configuration names, loaded and checked (the signing and
-//! identity keys, the limits, TLS, the VNC password secrets, the container runtime),
-//! and [`StartError`], each step of start-up that can fail.
+//! identity keys, the limits, TLS, the VNC password secrets, the container runtime;
+//! an OpenID Connect issuer's keys are fetched later, by the server), and
+//! [`StartError`], each step of start-up that can fail.
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use crate::api::auth::{IdentityKey, IdentityKeyError, IdentityVerifier};
 use crate::app::Tunables;
 use crate::config::{AuthKey, ControlConfig, NetworkKind, RuntimeKind};
 use crate::domain::CreateLimits;
+use crate::infra::oidc::OidcKeys;
 use crate::infra::passwords::{PasswordKeyError, PasswordKeys};
 use crate::infra::runtime::{
     DockerRuntime, Isolation, NetworkMode, Runtime, RuntimeError, StaticRuntime,
@@ -28,6 +30,8 @@ pub enum StartError {
     IdentityKey(#[from] IdentityKeyError),
     #[error("the identity secret: {0}")]
     IdentitySecret(KeyError),
+    #[error("the OpenID Connect issuer: {0}")]
+    Oidc(String),
     #[error("configuring redis: {0}")]
     Redis(#[from] fred::error::Error),
     #[error("connecting to the container runtime: {0}")]
@@ -91,6 +95,15 @@ fn load_keys(config: &ControlConfig) -> Result<(Signer, IdentityVerifier), Start
     let signer = Signer::ed25519_from_pem_file(&config.jwt_private_key, config.jwt_kid.clone())?
         .with_issuer_audience(&config.jwt_issuer, &config.jwt_audience);
     let identity = match &config.auth_key {
+        AuthKey::Oidc { refresh_interval } => {
+            let keys =
+                OidcKeys::new(&config.auth_issuer, *refresh_interval).map_err(StartError::Oidc)?;
+            IdentityVerifier::new(
+                IdentityKey::Oidc(Arc::new(keys)),
+                &config.auth_issuer,
+                &config.auth_audience,
+            )?
+        }
         AuthKey::PublicKeyPem(p) => IdentityVerifier::new(
             IdentityKey::PublicKeyPem(p),
             &config.auth_issuer,

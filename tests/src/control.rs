@@ -94,6 +94,26 @@ impl ControlProcess {
         identity: &Identity,
         extra: &[&str],
     ) -> anyhow::Result<ControlProcess> {
+        let public = identity.public.to_str().unwrap_or_default();
+        let auth = [
+            "--auth-public-key",
+            public,
+            "--auth-issuer",
+            IDENTITY_ISSUER,
+            "--auth-audience",
+            IDENTITY_AUDIENCE,
+        ];
+        Self::start_with_auth(redis_url, keys, &auth, extra).await
+    }
+
+    /// [`ControlProcess::start`] verifying callers as the flags `auth` say
+    /// (`--auth-oidc-issuer URL`, ...).
+    pub async fn start_with_auth(
+        redis_url: &str,
+        keys: &TestKeys,
+        auth: &[&str],
+        extra: &[&str],
+    ) -> anyhow::Result<ControlProcess> {
         let secrets = tempfile::tempdir()?;
         let mut cmd = Command::new(bin_path("vnc-control"));
         if !extra.contains(&"--vnc-password-secret-file") {
@@ -104,14 +124,7 @@ impl ControlProcess {
             .args(["--redis-url", redis_url])
             .arg("--jwt-private-key")
             .arg(&keys.private)
-            .arg("--auth-public-key")
-            .arg(&identity.public)
-            .args([
-                "--auth-issuer",
-                IDENTITY_ISSUER,
-                "--auth-audience",
-                IDENTITY_AUDIENCE,
-            ])
+            .args(auth)
             // Tests share one Docker engine: each test's Redis is a control plane.
             .args([
                 "--plane",

@@ -115,12 +115,15 @@ pub(super) async fn limit(
     if matches!(req.uri().path(), "/healthz" | "/readyz") {
         return next.run(req).await;
     }
-    let caller = req
+    let bearer = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .and_then(|t| state.identity.get().verify(t.trim()).ok());
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let caller = match bearer {
+        Some(t) => state.identity.get().verify(t.trim()).await.ok(),
+        None => None,
+    };
     let key = match &caller {
         Some(c) => CallerKey::Subject(c.tenant.clone(), c.sub.clone()),
         None => CallerKey::Address(client_ip(&req)),

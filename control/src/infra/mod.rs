@@ -1,7 +1,9 @@
 //! Adapters to the outside world: Redis (container records, the job queue, the
-//! relays' session registry, issued and revoked tokens) and the container runtimes
-//! (Docker through bollard, or static hosts from config).
+//! relays' session registry, issued and revoked tokens), the container runtimes
+//! (Docker through bollard, or static hosts from config) and an OpenID Connect
+//! issuer's keys.
 
+pub mod oidc;
 pub mod passwords;
 pub mod queue;
 pub mod runtime;
