@@ -8,6 +8,7 @@ pub mod desktop;
 pub mod docker;
 pub mod fixture;
 pub mod keys;
+pub mod openapi;
 pub mod process;
 pub mod recording;
 pub mod redis;
