@@ -125,6 +125,14 @@ async fn the_description_is_openapi_3_1_and_covers_every_route_served() {
     }
     let (status, body) = c.call("GET", "/v1/nothing", None, None).await.unwrap();
     assert_eq!((status, &body["message"]), (404, &json!("route not found")));
+
+    // A path parameter that is not UTF-8: the 400 the operations declare for it.
+    let alice = s.identity.token("alice", "t1", false);
+    let (status, body) = c
+        .call("GET", "/v1/containers/%FF", Some(&alice), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
 }
 
 #[tokio::test]
