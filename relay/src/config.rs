@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use vnc_shared::config::{ConfigError, Secret, load_toml, overlay};
 use vnc_shared::schema::DEFAULT_PREFIX;
 use vnc_shared::telemetry::LogFormat;
@@ -31,6 +32,8 @@ pub const DEFAULT_MAX_PENDING_CONNECTIONS: usize = 1024;
 pub const DEFAULT_MAX_PENDING_PER_ADDRESS: usize = 64;
 /// How long SIGTERM lets live sessions run before closing them with 1001.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections start with no PROXY protocol header (the peer is the client).
+pub const DEFAULT_PROXY_PROTOCOL: bool = false;
 
 // Each session's limits and timers.
 /// Time a connection has from accept to a finished upgrade: HTTP request, token,
@@ -102,6 +105,12 @@ vnc_shared::settings! {
         /// Connections in their handshake from one client address.
         max_pending_per_address: usize = "VNC_RELAY_MAX_PENDING_PER_ADDRESS",
         drain_timeout: Duration = "VNC_RELAY_DRAIN_TIMEOUT",
+        /// Every connection on the public listener starts with a PROXY protocol v2
+        /// header naming the client (`true`/`false`); one without is closed.
+        proxy_protocol: bool = "VNC_RELAY_PROXY_PROTOCOL",
+        /// Proxies (CIDR ranges) whose `Forwarded` / `X-Forwarded-For` headers name the
+        /// client; other peers' headers are ignored.
+        trusted_proxies: Vec<IpNet> = "VNC_RELAY_TRUSTED_PROXIES" (long = "trusted-proxy", value_delimiter = ','),
 
         // Each session.
         handshake_timeout: Duration = "VNC_RELAY_HANDSHAKE_TIMEOUT",
@@ -197,6 +206,10 @@ pub struct NodeConfig {
     pub max_pending_per_address: usize,
     /// How long a drain lets live sessions run.
     pub drain_timeout: Duration,
+    /// The public listener expects a PROXY protocol v2 header on every connection.
+    pub proxy_protocol: bool,
+    /// Peers whose forwarding headers name the client.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 /// Each session's limits and timers.
@@ -309,6 +322,8 @@ impl RelaySettings {
                     .max_pending_per_address
                     .unwrap_or(DEFAULT_MAX_PENDING_PER_ADDRESS),
                 drain_timeout: settings.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
+                proxy_protocol: settings.proxy_protocol.unwrap_or(DEFAULT_PROXY_PROTOCOL),
+                trusted_proxies: settings.trusted_proxies.unwrap_or_default(),
             },
             limits: Limits {
                 handshake_timeout: settings

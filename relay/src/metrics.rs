@@ -23,6 +23,7 @@ pub const ACCEPT_ERRORS: &str = "vnc_relay_accept_errors_total";
 pub const INPUT_DROPPED: &str = "vnc_relay_input_dropped_total";
 pub const CONFIG_RELOADS: &str = "vnc_relay_config_reloads_total";
 pub const TLS_HANDSHAKE_ERRORS: &str = "vnc_relay_tls_handshake_errors_total";
+pub const PROXY_HEADER_ERRORS: &str = "vnc_relay_proxy_header_errors_total";
 pub const RECORDINGS_TOTAL: &str = "vnc_relay_recordings_total";
 pub const RECORDING_BYTES: &str = "vnc_relay_recording_bytes_total";
 pub const RECORDINGS_DELETED: &str = "vnc_relay_recordings_deleted_total";
@@ -74,6 +75,7 @@ fn register_zeros() {
     }
     counter!(ACCEPT_ERRORS).absolute(0);
     counter!(TLS_HANDSHAKE_ERRORS).absolute(0);
+    counter!(PROXY_HEADER_ERRORS).absolute(0);
 }
 
 fn describe() {
@@ -106,6 +108,10 @@ fn describe() {
     describe_counter!(
         TLS_HANDSHAKE_ERRORS,
         "TLS handshakes on the public listener that failed or timed out."
+    );
+    describe_counter!(
+        PROXY_HEADER_ERRORS,
+        "Connections closed for a missing, malformed or late PROXY protocol header (with proxy_protocol on)."
     );
     describe_counter!(
         RECORDINGS_TOTAL,

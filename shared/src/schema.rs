@@ -136,6 +136,9 @@ pub mod session_field {
     pub const STARTED_AT: &str = "started_at";
     /// `websocket` or `socketio`.
     pub const TRANSPORT: &str = "transport";
+    /// The browser's address: the TCP peer, or what a trusted load balancer says
+    /// (PROXY protocol, `X-Forwarded-For`, `Forwarded`).
+    pub const CLIENT_ADDR: &str = "client_addr";
 }
 
 /// Fields of the `node:{node_id}` hash (a relay node's heartbeat).

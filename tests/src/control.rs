@@ -178,6 +178,18 @@ impl ControlProcess {
         Self::start(redis_url, keys, identity, &["--config", &config]).await
     }
 
+    /// A `control` VNC token for container `cid` (60 s) from the API, as `bearer`.
+    pub async fn vnc_token(&self, bearer: &str, cid: &str) -> String {
+        let body = serde_json::json!({"scope": "control", "ttl_seconds": 60});
+        let path = format!("/v1/containers/{cid}/vnc-tokens");
+        let (status, minted) = self
+            .call("POST", &path, Some(bearer), Some(&body))
+            .await
+            .expect("POST vnc-tokens");
+        assert_eq!(status, 200, "{minted}");
+        minted["token"].as_str().expect("a token").to_owned()
+    }
+
     /// Asks for a desktop of `image` (0.5 CPU, 128 MiB) as `bearer`; the status and
     /// body (`container_id`, `job_id`).
     pub async fn create_desktop(&self, bearer: &str, image: &str) -> (u16, serde_json::Value) {

@@ -7,6 +7,7 @@ pub mod control;
 pub mod desktop;
 pub mod docker;
 pub mod fixture;
+pub mod haproxy;
 pub mod keys;
 pub mod openapi;
 pub mod process;

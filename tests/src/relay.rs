@@ -107,15 +107,7 @@ impl RelayProcess {
     /// A raw WebSocket session with `token` from client address `source` (any
     /// 127.0.0.0/8 address works on loopback), as a browser behind another address.
     pub async fn connect_from(&self, source: IpAddr, token: &str) -> anyhow::Result<crate::ws::Ws> {
-        let socket = tokio::net::TcpSocket::new_v4()?;
-        socket.bind(SocketAddr::new(source, 0))?;
-        let stream = socket.connect(self.public).await?;
-        let (ws, _) = tokio_tungstenite::client_async(
-            self.ws_url(token),
-            tokio_tungstenite::MaybeTlsStream::Plain(stream),
-        )
-        .await?;
-        Ok(ws)
+        crate::ws::connect_from(source, self.public, &self.ws_url(token), &[]).await
     }
 
     /// The Prometheus text from the admin listener.

@@ -55,6 +55,39 @@ pub async fn connect_tls(
     Ok(ws)
 }
 
+/// A WebSocket for `url` over a TCP connection from `source` (any 127.0.0.0/8 address
+/// works on loopback) to `to` (the relay, or a proxy in front of it), with extra
+/// request headers.
+pub async fn connect_from(
+    source: std::net::IpAddr,
+    to: SocketAddr,
+    url: &str,
+    headers: &[(&'static str, &str)],
+) -> anyhow::Result<Ws> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    let stream = socket.connect(to).await?;
+    let mut req = url.into_client_request()?;
+    for (name, value) in headers {
+        req.headers_mut()
+            .append(*name, http::HeaderValue::from_str(value)?);
+    }
+    let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream)).await?;
+    Ok(ws)
+}
+
+/// How many of `conns` the other end has closed (EOF or reset; open ones would block).
+pub fn closed(conns: &[TcpStream]) -> usize {
+    let mut sink = [0u8; 1];
+    conns
+        .iter()
+        .filter(|c| match c.try_read(&mut sink) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        })
+        .count()
+}
+
 /// The HTTP status a refused WebSocket connect got, and its body.
 pub async fn refused(url: &str) -> (u16, String) {
     refused_with(url, &[]).await

@@ -72,6 +72,8 @@ struct RelaySession<'a> {
     jti: &'a str,
     started_at: u64,
     transport: &'a str,
+    /// `None`: as a relay from before the field was recorded.
+    client_addr: Option<&'a str>,
 }
 
 impl RelaySession<'_> {
@@ -87,6 +89,10 @@ impl RelaySession<'_> {
             ("started_at", self.started_at.to_string()),
             ("transport", self.transport.to_owned()),
         ];
+        let fields: Vec<(&str, String)> = fields
+            .into_iter()
+            .chain(self.client_addr.map(|a| ("client_addr", a.to_owned())))
+            .collect();
         let pipe = redis.client.pipeline();
         let _: () = pipe.hset(&key, fields).await.unwrap();
         let _: () = pipe
@@ -112,6 +118,7 @@ fn session<'a>(sid: &'a str, cid: &'a str, sub: &'a str, tenant: &'a str) -> Rel
         jti: "jti-x",
         started_at: 1_700_000_000_000,
         transport: "websocket",
+        client_addr: Some("192.0.2.10"),
     }
 }
 
@@ -191,6 +198,7 @@ async fn a_containers_live_sessions_are_listed_to_its_owner_and_admins() {
         jti: "jti-2",
         started_at: 1_700_000_002_000,
         transport: "socketio",
+        client_addr: None,
         ..session("s-new", "desk", "alice", "t1")
     }
     .register(&s.redis, Duration::from_secs(60))
@@ -219,9 +227,11 @@ async fn a_containers_live_sessions_are_listed_to_its_owner_and_admins() {
         body,
         json!({"sessions": [
             {"session_id": "s-old", "container_id": "desk", "user": "bob", "scope": "view",
-             "node": "relay-a", "transport": "websocket", "started_at": "2023-11-14T22:13:20.000Z"},
+             "node": "relay-a", "transport": "websocket", "started_at": "2023-11-14T22:13:20.000Z",
+             "client_addr": "192.0.2.10"},
             {"session_id": "s-new", "container_id": "desk", "user": "alice", "scope": "control",
-             "node": "relay-b", "transport": "socketio", "started_at": "2023-11-14T22:13:22.000Z"},
+             "node": "relay-b", "transport": "socketio", "started_at": "2023-11-14T22:13:22.000Z",
+             "client_addr": null},
         ]})
     );
     let mut members: Vec<String> = s.redis.client.smembers("vnc:sessions:desk").await.unwrap();

@@ -13,7 +13,7 @@ use vnc_shared::token::Scope;
 use vnc_tests::process::eventually;
 use vnc_tests::rfb::RfbClient;
 use vnc_tests::stack::Stack;
-use vnc_tests::ws::http_get;
+use vnc_tests::ws::{closed, http_get};
 
 const W: u16 = 64;
 const H: u16 = 48;
@@ -57,18 +57,6 @@ async fn with_a_session(args: &[&str]) -> (Stack, RfbClient, Vec<u8>) {
     let mut last = Vec::new();
     fresh_frame(&mut rfb, &mut last).await;
     (stack, rfb, last)
-}
-
-/// How many of `conns` the relay has closed (EOF or reset; open ones would block).
-fn closed(conns: &[TcpStream]) -> usize {
-    let mut sink = [0u8; 1];
-    conns
-        .iter()
-        .filter(|c| match c.try_read(&mut sink) {
-            Ok(n) => n == 0,
-            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-        })
-        .count()
 }
 
 #[tokio::test]

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde_json::json;
 use vnc_tests::control::{ControlProcess, Identity};
 use vnc_tests::fixture::Fixture;
 use vnc_tests::keys::TestKeys;
@@ -70,18 +69,7 @@ async fn nodes() -> Nodes {
 impl Nodes {
     /// A VNC token for `desk` from control's API.
     async fn token(&self) -> String {
-        let (status, tok) = self
-            .control
-            .call(
-                "POST",
-                "/v1/containers/desk/vnc-tokens",
-                Some(&self.alice),
-                Some(&json!({"scope": "control", "ttl_seconds": 60})),
-            )
-            .await
-            .unwrap();
-        assert_eq!(status, 200, "{tok}");
-        tok["token"].as_str().unwrap().to_owned()
+        self.control.vnc_token(&self.alice, "desk").await
     }
 
     async fn sessions(&self) -> Vec<serde_json::Value> {

@@ -44,6 +44,9 @@ struct SessionView {
     /// RFC 3339, UTC, milliseconds.
     #[schema(format = DateTime)]
     started_at: Option<String>,
+    /// The browser's address as its relay saw it; `null` from a relay that doesn't
+    /// record it.
+    client_addr: Option<String>,
 }
 
 impl From<Session> for SessionView {
@@ -56,6 +59,7 @@ impl From<Session> for SessionView {
             scope: s.scope,
             node: s.node,
             transport: s.transport,
+            client_addr: Some(s.client_addr).filter(|a| !a.is_empty()),
         }
     }
 }

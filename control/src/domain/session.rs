@@ -22,6 +22,9 @@ pub struct Session {
     pub started_at: Option<u64>,
     /// `websocket` or `socketio`.
     pub transport: String,
+    /// The browser's address as the relay saw it (through a trusted load balancer:
+    /// the address it reported); empty from a relay that doesn't record it.
+    pub client_addr: String,
 }
 
 impl Session {
@@ -133,6 +136,7 @@ mod tests {
             jti: "j1".into(),
             started_at: Some(1),
             transport: "websocket".into(),
+            client_addr: "192.0.2.7".into(),
         }
     }
 

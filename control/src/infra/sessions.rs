@@ -138,6 +138,7 @@ fn parse_session(sid: &str, m: &HashMap<String, String>) -> Option<Session> {
         jti: get(f::JTI),
         started_at: m.get(f::STARTED_AT).and_then(|v| v.parse().ok()),
         transport: get(f::TRANSPORT),
+        client_addr: get(f::CLIENT_ADDR),
     })
 }
 

@@ -6,10 +6,12 @@
 //! the reason. `pending.rs` bounds the connections still in their handshake.
 
 pub mod auth;
+pub mod client;
 pub mod pending;
 pub mod reject;
 pub mod upstream;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
@@ -46,6 +48,7 @@ pub async fn admit(
     token: &str,
     container_id: Option<&str>,
     transport: &'static str,
+    client_addr: IpAddr,
 ) -> Result<Admitted, Reject> {
     let config = node.config();
     let claims = node.keys().verify(token)?;
@@ -80,6 +83,7 @@ pub async fn admit(
         started_at: vnc_shared::schema::now_ms(),
         transport,
         single_use: config.registry.single_use_tokens,
+        client_addr,
     });
     let admission = node
         .store()

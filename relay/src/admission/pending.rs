@@ -70,18 +70,45 @@ impl Pending {
     }
 }
 
+impl PendingGuard {
+    /// Counts this connection against `addr` instead (the client a load balancer
+    /// named), unless `addr` has `per_address` in their handshake already.
+    pub fn rebind(&mut self, addr: IpAddr, per_address: usize) -> Result<(), Refused> {
+        let mut inner = self.inner.lock().map_err(|_| Refused::Full)?;
+        if addr == self.addr {
+            return Ok(());
+        }
+        let count = inner.by_address.entry(addr).or_insert(0);
+        if *count >= per_address {
+            if *count == 0 {
+                inner.by_address.remove(&addr);
+            }
+            return Err(Refused::AddressFull);
+        }
+        *count += 1;
+        leave(&mut inner, self.addr);
+        self.addr = addr;
+        Ok(())
+    }
+}
+
+/// One connection from `addr` left the count.
+fn leave(inner: &mut Inner, addr: IpAddr) {
+    if let Some(count) = inner.by_address.get_mut(&addr) {
+        *count -= 1;
+        if *count == 0 {
+            inner.by_address.remove(&addr);
+        }
+    }
+}
+
 impl Drop for PendingGuard {
     fn drop(&mut self) {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
         inner.total -= 1;
-        if let Some(count) = inner.by_address.get_mut(&self.addr) {
-            *count -= 1;
-            if *count == 0 {
-                inner.by_address.remove(&self.addr);
-            }
-        }
+        leave(&mut inner, self.addr);
     }
 }
 
@@ -108,6 +135,22 @@ mod tests {
         let pending = Pending::default();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         drop(pending.enter(a, 3, 2).unwrap());
+        assert!(pending.is_empty());
+        assert!(pending.inner.lock().unwrap().by_address.is_empty());
+    }
+
+    #[test]
+    fn rebinding_counts_the_named_client_instead_of_the_balancer() {
+        let pending = Pending::default();
+        let (balancer, client): (IpAddr, IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "203.0.113.9".parse().unwrap());
+        let mut first = pending.enter(balancer, 10, usize::MAX).unwrap();
+        first.rebind(client, 1).unwrap();
+        let mut second = pending.enter(balancer, 10, usize::MAX).unwrap();
+        assert_eq!(second.rebind(client, 1), Err(Refused::AddressFull));
+        drop(first);
+        second.rebind(client, 1).unwrap();
+        drop(second);
         assert!(pending.is_empty());
         assert!(pending.inner.lock().unwrap().by_address.is_empty());
     }

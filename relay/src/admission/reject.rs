@@ -24,6 +24,8 @@ pub enum Reject {
     TokenInUse,
     #[error("too many live sessions for this {0}")]
     TooManySessions(&'static str),
+    #[error("too many connections in their handshake from this address")]
+    TooManyPending,
     #[error("origin is not allowed")]
     Origin,
     #[error(
@@ -92,7 +94,7 @@ impl Reject {
                 StatusCode::NOT_FOUND
             }
             Reject::Upstream(_) => StatusCode::BAD_GATEWAY,
-            Reject::TooManySessions(_) => StatusCode::TOO_MANY_REQUESTS,
+            Reject::TooManySessions(_) | Reject::TooManyPending => StatusCode::TOO_MANY_REQUESTS,
             Reject::Draining | Reject::AtCapacity | Reject::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -3,7 +3,7 @@
 //! handing each connection to its own task; a TLS session's bridge.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,9 +20,10 @@ use vnc_shared::tls::ReloadableTls;
 
 use super::{run_session, serve_http};
 use crate::admission::Admitted;
+use crate::admission::client::{self, Peer};
 use crate::admission::pending::{PendingGuard, Refused};
 use crate::admission::reject::Reject;
-use crate::metrics::{ACCEPT_ERRORS, TLS_HANDSHAKE_ERRORS};
+use crate::metrics::{ACCEPT_ERRORS, PROXY_HEADER_ERRORS, TLS_HANDSHAKE_ERRORS};
 use crate::node::Node;
 use crate::session::end::CLOSE_GRACE;
 
@@ -79,18 +80,24 @@ pub async fn accept_loop(node: &Arc<Node>, listener: TcpListener) {
         };
         backoff = Duration::from_millis(5);
         let limits = &node.config().node;
-        let (max, per_address) = (
-            limits.max_pending_connections,
-            limits.max_pending_per_address,
-        );
-        match node.pending().enter(peer.ip(), max, per_address) {
+        // A load balancer carries many clients: its connections count per address
+        // once the client is known (the PROXY header, the forwarding headers).
+        let balancer =
+            limits.proxy_protocol || client::is_trusted(peer.ip(), &limits.trusted_proxies);
+        let per_address = match balancer {
+            true => usize::MAX,
+            false => limits.max_pending_per_address,
+        };
+        match node
+            .pending()
+            .enter(peer.ip(), limits.max_pending_connections, per_address)
+        {
             Ok(pending) => {
-                let span = tracing::info_span!("conn", client.addr = %peer);
-                tracker.spawn(serve(node.clone(), stream, peer, pending).instrument(span));
+                tracker.spawn(serve(node.clone(), stream, peer, pending));
             }
             Err(Refused::Full) => {
                 let tls = node.tls().map(ReloadableTls::acceptor);
-                tracker.spawn(refuse_busy(tls, stream));
+                tracker.spawn(refuse_busy(tls, limits.proxy_protocol, stream));
             }
             // Closed without an answer: one address holding this many handshakes
             // open is not a browser.
@@ -101,17 +108,43 @@ pub async fn accept_loop(node: &Arc<Node>, listener: TcpListener) {
     }
 }
 
-/// One connection: the TLS handshake if the listener speaks TLS, HTTP until
-/// upgrade, then the session; all before the upgrade within the handshake timeout,
-/// counted among the pending connections until then.
-async fn serve(node: Arc<Node>, stream: TcpStream, peer: SocketAddr, pending: PendingGuard) {
-    let _ = stream.set_nodelay(true);
+/// One connection: its PROXY header if the listener expects one, then the rest in the
+/// client's log span; all before the upgrade within the handshake timeout, counted
+/// among the pending connections until then.
+async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr, pending: PendingGuard) {
     let started = tokio::time::Instant::now();
+    let mut pending = Some(pending);
+    let client = match node.config().node.proxy_protocol {
+        true => match proxied_peer(&node, &mut stream, peer, &mut pending).await {
+            Some(client) => client,
+            None => return,
+        },
+        false => peer,
+    };
+    let peer = Peer {
+        addr: client,
+        pending: Arc::new(Mutex::new(pending)),
+    };
+    let span = tracing::info_span!("conn", client.addr = %client);
+    serve_client(node, stream, peer, started)
+        .instrument(span)
+        .await
+}
+
+/// One connection past its PROXY header: the TLS handshake if the listener speaks TLS,
+/// HTTP until upgrade, then the session.
+async fn serve_client(
+    node: Arc<Node>,
+    stream: TcpStream,
+    peer: Peer,
+    started: tokio::time::Instant,
+) {
+    let _ = stream.set_nodelay(true);
     let Some(tls) = node.tls() else {
-        let upgraded = serve_http(&node, stream, started).await;
-        drop(pending);
+        let upgraded = serve_http(&node, stream, started, peer.clone()).await;
+        peer.handshake_over();
         if let Some((browser, leftover, admitted)) = upgraded {
-            let session = run_session(node.clone(), browser, leftover, admitted, peer);
+            let session = run_session(node.clone(), browser, leftover, admitted);
             node.tracker()
                 .spawn(session.instrument(tracing::Span::current()));
         }
@@ -135,10 +168,10 @@ async fn serve(node: Arc<Node>, stream: TcpStream, peer: SocketAddr, pending: Pe
         },
         _ = node.drain_started() => return,
     };
-    let upgraded = serve_http(&node, stream, started).await;
-    drop(pending);
+    let upgraded = serve_http(&node, stream, started, peer.clone()).await;
+    peer.handshake_over();
     if let Some((tls, leftover, admitted)) = upgraded {
-        let session = run_tls_session(node.clone(), tls, leftover, admitted, peer);
+        let session = run_tls_session(node.clone(), tls, leftover, admitted);
         node.tracker()
             .spawn(session.instrument(tracing::Span::current()));
     }
@@ -153,7 +186,6 @@ async fn run_tls_session(
     mut tls: tokio_rustls::server::TlsStream<TcpStream>,
     leftover: Bytes,
     admitted: Admitted,
-    peer: SocketAddr,
 ) {
     let (ours, mut theirs) = match UnixStream::pair() {
         Ok(pair) => pair,
@@ -174,13 +206,41 @@ async fn run_tls_session(
         .await;
     };
     let mut bridge = std::pin::pin!(bridge);
-    let mut session = std::pin::pin!(run_session(node, ours, leftover, admitted, peer));
+    let mut session = std::pin::pin!(run_session(node, ours, leftover, admitted));
     tokio::select! {
         _ = &mut session => {
             let _ = tokio::time::timeout(CLOSE_GRACE, bridge).await;
         }
         _ = &mut bridge => session.await,
     }
+}
+
+/// The client a connection's PROXY header names (the peer itself for a balancer's
+/// `LOCAL` health check), counted against its own per-address bound from now on;
+/// `None`, and the connection is to be closed, without a valid header in time or with
+/// a client over its bound.
+async fn proxied_peer(
+    node: &Node,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    pending: &mut Option<PendingGuard>,
+) -> Option<SocketAddr> {
+    let within = node.config().limits.handshake_timeout;
+    let client = match client::read_proxy_header(stream, within).await {
+        Ok(client) => client.unwrap_or(peer),
+        Err(e) => {
+            metrics::counter!(PROXY_HEADER_ERRORS).increment(1);
+            tracing::debug!(peer.addr = %peer, error = %e, "refused: no valid PROXY header");
+            return None;
+        }
+    };
+    let per_address = node.config().node.max_pending_per_address;
+    let guard = pending.as_mut()?;
+    if guard.rebind(client.ip(), per_address).is_err() {
+        tracing::debug!(client.addr = %client, "too many handshakes from one address");
+        return None;
+    }
+    Some(client)
 }
 
 /// EMFILE, ENFILE, ENOBUFS, ENOMEM: the process or system is out of a resource.
@@ -191,10 +251,21 @@ fn is_resource_exhausted(e: &std::io::Error) -> bool {
     )
 }
 
-/// Tells a client over the session limit so (503), over TLS if the listener speaks
-/// it, briefly: it gets at most `BUSY_TIMEOUT` of this relay's time.
-async fn refuse_busy(tls: Option<Arc<tokio_rustls::TlsAcceptor>>, stream: TcpStream) {
+/// Tells a client over the session limit so (503), after its PROXY header and over
+/// TLS if the listener has them, briefly: it gets at most `BUSY_TIMEOUT` of this relay's time.
+async fn refuse_busy(
+    tls: Option<Arc<tokio_rustls::TlsAcceptor>>,
+    proxy_protocol: bool,
+    mut stream: TcpStream,
+) {
     let refuse = async {
+        if proxy_protocol
+            && client::read_proxy_header(&mut stream, BUSY_TIMEOUT)
+                .await
+                .is_err()
+        {
+            return;
+        }
         match tls {
             None => answer_busy(stream).await,
             Some(acceptor) => {

@@ -16,7 +16,6 @@ pub mod accept;
 pub mod web;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -31,8 +30,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
+use crate::admission::client::Peer;
 use crate::admission::reject::Reject;
-use crate::admission::{self, Admitted, auth};
+use crate::admission::{self, Admitted, auth, client};
 use crate::node::Node;
 use crate::session::{self, end::StopSignal};
 use crate::transport::socketio::{self, Signaled, WriteSignal};
@@ -60,6 +60,7 @@ async fn serve_http<I>(
     node: &Arc<Node>,
     stream: I,
     started: tokio::time::Instant,
+    peer: Peer,
 ) -> Option<(I, Bytes, Admitted)>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -109,9 +110,9 @@ where
                     }
                 }
             });
-            serve_connection(node, stream, svc, started, idle).await
+            serve_connection(node, stream, svc, peer, started, idle).await
         }
-        None => serve_connection(node, stream, svc, started, idle).await,
+        None => serve_connection(node, stream, svc, peer, started, idle).await,
     };
     if !served {
         return None;
@@ -135,12 +136,14 @@ where
 }
 
 /// Serves HTTP on one connection until it ends or upgrades, until the handshake
-/// timeout (counted from `started`); false if it timed out or failed. Draining
-/// closes it at once while it is `idle`, else after the answer under way.
+/// timeout (counted from `started`), with the connection's [`Peer`] in every
+/// request's extensions; false if it timed out or failed. Draining closes it at once
+/// while it is `idle`, else after the answer under way.
 async fn serve_connection<I, S, B>(
     node: &Node,
     stream: I,
     svc: S,
+    peer: Peer,
     started: tokio::time::Instant,
     idle: impl Fn() -> bool,
 ) -> bool
@@ -154,6 +157,10 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let timeout = node.config().limits.handshake_timeout;
+    let svc = service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(peer.clone());
+        svc.call(req)
+    });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(timeout)
@@ -187,15 +194,8 @@ where
 }
 
 /// A raw WebSocket session on the upgraded connection.
-async fn run_session<B: Socket>(
-    node: Arc<Node>,
-    browser: B,
-    leftover: Bytes,
-    admitted: Admitted,
-    peer: SocketAddr,
-) {
+async fn run_session<B: Socket>(node: Arc<Node>, browser: B, leftover: Bytes, admitted: Admitted) {
     let span = session::span(&admitted, "websocket");
-    span.record("client.addr", tracing::field::display(peer));
     let transport = WebSocket::new(browser, leftover, &node.config().limits);
     let stop = Arc::new(StopSignal::default());
     session::drive(&node, admitted, stop, transport)
@@ -247,7 +247,8 @@ async fn open(node: &Node, req: &Request<Incoming>) -> Result<(Upgrade, Admitted
     auth::check_origin(allowed, headers)?;
     let token = auth::request_token(allowed, query, headers)?;
     let cid = auth::query_param(query, "containerId");
-    let admitted = admission::admit(node, &token, cid.as_deref(), "websocket").await?;
+    let client = client::of_request(req.extensions(), headers, &node.config().node)?;
+    let admitted = admission::admit(node, &token, cid.as_deref(), "websocket", client).await?;
     Ok((upgrade, admitted))
 }
 

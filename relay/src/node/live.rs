@@ -197,6 +197,7 @@ mod tests {
             started_at: 0,
             transport: "websocket",
             single_use: true,
+            client_addr: std::net::Ipv4Addr::LOCALHOST.into(),
         })
     }
 

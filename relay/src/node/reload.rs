@@ -6,7 +6,8 @@
 //! Reloaded: the token key set (rotation: list the old and the new key until every
 //! old token has expired, then remove the old one), the TLS certificate and client CA, the log level,
 //! the limits and timeouts (for sessions that start afterwards; live sessions keep
-//! theirs), the session bounds, allowed origins, single-use tokens and the web root.
+//! theirs), the session bounds, allowed origins, single-use tokens, the web root, and
+//! the PROXY protocol and trusted proxies (for connections accepted afterwards).
 //! The listeners, Redis, the node id, the record TTL, turning TLS on or off, session
 //! recording and socket.io's ping settings take a restart (the socket unit keeps connections
 //! waiting meanwhile); a change of them is logged and otherwise ignored.

@@ -95,6 +95,7 @@ fn session_fields(r: &SessionRecord, node_id: &str) -> Vec<(&'static str, String
         (f::JTI, r.jti.clone()),
         (f::STARTED_AT, r.started_at.to_string()),
         (f::TRANSPORT, r.transport.to_owned()),
+        (f::CLIENT_ADDR, r.client_addr.to_string()),
     ]
 }
 

@@ -42,6 +42,8 @@ pub struct Metadata {
     pub transport: String,
     /// The relay node that recorded it.
     pub node_id: String,
+    /// The browser's address (through a trusted load balancer: the one it named).
+    pub client_addr: String,
     /// When the recording started (its millisecond 0), Unix milliseconds and RFC 3339.
     pub started_at_ms: u64,
     pub started_at: String,
@@ -265,6 +267,7 @@ mod tests {
             scope: "control".into(),
             transport: "websocket".into(),
             node_id: "n1".into(),
+            client_addr: "192.0.2.7".into(),
             started_at_ms: 1_700_000_000_000,
             started_at: "2023-11-14T22:13:20.000Z".into(),
         }

@@ -92,6 +92,7 @@ impl Recordings {
             scope: session.scope.as_str().to_owned(),
             transport: session.transport.to_owned(),
             node_id: self.node_id.clone(),
+            client_addr: session.client_addr.to_string(),
             started_at_ms,
             started_at: humantime::format_rfc3339_millis(started_at).to_string(),
         };

@@ -19,6 +19,7 @@ fn session(sid: &str) -> SessionRecord {
         started_at: 0,
         transport: "websocket",
         single_use: true,
+        client_addr: std::net::Ipv4Addr::LOCALHOST.into(),
     }
 }
 

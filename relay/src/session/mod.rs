@@ -254,7 +254,7 @@ impl Activity {
     }
 }
 
-/// A session's log span; the raw transport records `client.addr`.
+/// A session's log span.
 pub fn span(admitted: &Admitted, transport: &'static str) -> tracing::Span {
     let claims = &admitted.claims;
     tracing::info_span!(
@@ -264,7 +264,7 @@ pub fn span(admitted: &Admitted, transport: &'static str) -> tracing::Span {
         user.id = %claims.sub,
         scope = claims.scope.as_str(),
         transport,
-        client.addr = tracing::field::Empty,
+        client.addr = %admitted.record.client_addr,
     )
 }
 

@@ -1,5 +1,7 @@
 //! What the registry knows of one session.
 
+use std::net::IpAddr;
+
 use vnc_shared::token::Scope;
 
 /// What the registry records of a session (`{prefix}session:{sid}`).
@@ -19,4 +21,6 @@ pub struct SessionRecord {
     pub transport: &'static str,
     /// The session holds its token's single-use claim (`{prefix}jti:{jti}`).
     pub single_use: bool,
+    /// The browser's address (see `admission/client.rs`).
+    pub client_addr: IpAddr,
 }

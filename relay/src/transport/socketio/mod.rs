@@ -40,7 +40,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::admission::reject::Reject;
-use crate::admission::{self, Admitted, auth};
+use crate::admission::{self, Admitted, auth, client};
 use crate::node::Node;
 use crate::node::store::COMMAND_TIMEOUT;
 use crate::session::{self, end::Stop, end::StopSignal};
@@ -199,7 +199,8 @@ async fn authorize(
     };
     let cid = auth::query_param(query, "containerId")
         .ok_or(Reject::BadRequest("containerId missing from the query"))?;
-    let admitted = admission::admit(node, &token, Some(&cid), "socketio").await?;
+    let client = client::of_request(&req.extensions, &req.headers, &node.config().node)?;
+    let admitted = admission::admit(node, &token, Some(&cid), "socketio", client).await?;
     // Handlers go in before socketioxide acknowledges the connect (it runs the connect
     // handler only afterwards, in a task of its own): the client may send at once.
     let stop = Arc::new(StopSignal::default());
