@@ -77,13 +77,17 @@ impl Container {
 }
 
 /// What `POST /v1/containers` asks for.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateContainer {
+    /// One of the images the operator allows (`images`).
     pub image: String,
     pub resources: Resources,
+    /// The desktop's environment; the names control sets itself (`VNC_PASSWORD`,
+    /// `VNC_PORT`) are refused.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Labels of the container, each named `user.<name>`.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Record every session of the container (relays with a recording directory).
@@ -91,10 +95,13 @@ pub struct CreateContainer {
     pub record: bool,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize)]
+/// What a container may use.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
+    /// CPUs: more than 0, at most the operator's `max_cpus`.
     pub cpus: f64,
+    /// Memory in MiB, within the operator's `min_memory_mb` and `max_memory_mb`.
     pub memory_mb: u64,
 }
 

@@ -28,6 +28,8 @@ enum Command {
     Run,
     /// Validate the configuration and the keys it names, then exit.
     Check,
+    /// Print the API's OpenAPI 3.1 description (what `GET /v1/openapi.json` serves).
+    Openapi,
     /// Key management.
     Keys {
         #[command(subcommand)]
@@ -92,6 +94,10 @@ fn main() -> anyhow::Result<()> {
         Command::Check => {
             let config = cli.settings.resolve()?;
             println!("{}", vnc_control::startup::check(&config)?);
+        }
+        Command::Openapi => {
+            let doc = vnc_control::api::openapi::document();
+            println!("{}", serde_json::to_string_pretty(&doc)?);
         }
         Command::Keys {
             command: KeysCommand::Generate { out, kid },

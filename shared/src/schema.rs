@@ -221,6 +221,7 @@ impl Kick {
 
 /// Lifecycle state of a container record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ContainerState {
     Creating,

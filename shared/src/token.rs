@@ -33,6 +33,7 @@ pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// What a token lets its holder do in the session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Input allowed.

@@ -1,5 +1,6 @@
 //! The real `vnc-control` binary on free loopback ports, identity tokens for its
-//! callers, and a small JSON-over-HTTP client.
+//! callers, and a small JSON-over-HTTP client that checks every answer against the
+//! OpenAPI description control serves (a mismatch fails the test that made the call).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use tokio::process::Command;
 use vnc_shared::token::{Signer, generate_ed25519_pair, unix_now};
 
 use crate::keys::TestKeys;
+use crate::openapi::ApiDescription;
 use crate::process::{Proc, bin_path, listening_field};
 
 /// The operator's identity provider, as far as tests need one: an Ed25519 key pair
@@ -81,6 +83,8 @@ pub struct ControlProcess {
     pub admin: SocketAddr,
     /// Holds the VNC password secrets file control was given (unless the test gave one).
     _secrets: tempfile::TempDir,
+    /// Control's OpenAPI description, fetched before the first call.
+    description: tokio::sync::OnceCell<Arc<ApiDescription>>,
 }
 
 impl ControlProcess {
@@ -145,6 +149,7 @@ impl ControlProcess {
             admin: listening_field(&line, "admin=")?,
             proc,
             _secrets: secrets,
+            description: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -248,14 +253,7 @@ impl ControlProcess {
         bearer: Option<&str>,
         body: Option<&serde_json::Value>,
     ) -> anyhow::Result<(u16, String, serde_json::Value)> {
-        let req = self.request(method, path, bearer, body);
-        let stream = tokio::net::TcpStream::connect(self.api).await?;
-        let (status, head, text) = crate::ws::http_exchange(stream, req.as_bytes()).await?;
-        Ok((
-            status,
-            head,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-        ))
+        self.exchange(None, method, path, bearer, body).await
     }
 
     /// An HTTP/1.1 request to the API, closing the connection after the answer.
@@ -304,17 +302,75 @@ impl ControlProcess {
         bearer: Option<&str>,
         body: Option<&serde_json::Value>,
     ) -> anyhow::Result<(u16, serde_json::Value)> {
-        let req = self.request(method, path, bearer, body);
-        let (status, text) = match tls {
-            None => crate::ws::raw_http(self.api, req.as_bytes()).await?,
-            Some(tls) => {
-                let stream = crate::tls::connect(self.api, tls).await?;
-                crate::ws::http_over(stream, req.as_bytes()).await?
-            }
-        };
+        let (status, _, body) = self.exchange(tls, method, path, bearer, body).await?;
+        Ok((status, body))
+    }
+
+    /// One request and its answer (status, head, JSON body), the answer checked against
+    /// control's OpenAPI description: panics when it doesn't match.
+    async fn exchange(
+        &self,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<(u16, String, serde_json::Value)> {
+        let description = self.description(tls.clone()).await?;
+        let (status, head, text) = self.send(tls, method, path, bearer, body).await?;
+        if let Err(e) = description.check(method, path, status, &head, &text) {
+            panic!(
+                "control's answer to {method} {path} does not match its OpenAPI description: {e}"
+            );
+        }
         Ok((
             status,
+            head,
             serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
         ))
+    }
+
+    /// Control's OpenAPI description (`GET /v1/openapi.json`), fetched once over the
+    /// first call's transport. An answer that isn't an OpenAPI 3.1 document panics.
+    pub async fn description(
+        &self,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> anyhow::Result<Arc<ApiDescription>> {
+        self.description
+            .get_or_try_init(|| async {
+                let (status, _, text) = self
+                    .send(tls, "GET", "/v1/openapi.json", None, None)
+                    .await?;
+                anyhow::ensure!(status == 200, "GET /v1/openapi.json: {status} {text}");
+                let doc = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("GET /v1/openapi.json is not JSON ({e}): {text}"));
+                let description = ApiDescription::new(doc)
+                    .unwrap_or_else(|e| panic!("GET /v1/openapi.json: {e:#}"));
+                Ok(Arc::new(description))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Sends a request as is; the status, head and body text of the answer.
+    async fn send(
+        &self,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<(u16, String, String)> {
+        let req = self.request(method, path, bearer, body);
+        match tls {
+            None => {
+                let stream = tokio::net::TcpStream::connect(self.api).await?;
+                crate::ws::http_exchange(stream, req.as_bytes()).await
+            }
+            Some(tls) => {
+                let stream = crate::tls::connect(self.api, tls).await?;
+                crate::ws::http_exchange(stream, req.as_bytes()).await
+            }
+        }
     }
 }

@@ -9,6 +9,7 @@ pub mod docker;
 pub mod fixture;
 pub mod haproxy;
 pub mod keys;
+pub mod openapi;
 pub mod process;
 pub mod recording;
 pub mod redis;

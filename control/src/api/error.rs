@@ -1,9 +1,11 @@
-//! API errors: each maps to one status, and every error body is
+//! API errors: each maps to one status, and every error body is an [`ErrorBody`]
 //! `{statusCode, error, message, path, timestamp, requestId}` (the envelope is added by
 //! [`super::envelope`], which knows the path and the request id).
 
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::app::AppError;
 
@@ -49,6 +51,29 @@ impl ApiError {
     pub fn not_found(what: &str) -> ApiError {
         ApiError::NotFound(format!("{what} not found"))
     }
+}
+
+/// The body of every error response (4xx and 5xx), whichever part of the API answered.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// The response's HTTP status code.
+    #[schema(example = 404)]
+    pub status_code: u16,
+    /// The status's reason phrase.
+    #[schema(example = "Not Found")]
+    pub error: &'static str,
+    /// What went wrong; a 400 names every problem of the request, separated by `; `.
+    #[schema(example = "container not found")]
+    pub message: String,
+    /// The request's path.
+    #[schema(example = "/v1/containers/4b1c0c52-4a51-4f8e-9a55-1f0f6a3f8a11")]
+    pub path: String,
+    /// When the error was answered: RFC 3339, UTC, milliseconds.
+    #[schema(format = DateTime)]
+    pub timestamp: String,
+    /// The request's id, also in the `x-request-id` header.
+    pub request_id: String,
 }
 
 /// The message of an error response, carried to the envelope middleware.

@@ -1,8 +1,10 @@
 //! The REST API under `/v1` (axum): routes, the request-id and error envelope, the
-//! JSON body extractor that names every unknown field, and HTTP metrics.
+//! JSON body extractor that names every unknown field, HTTP metrics, and the API's
+//! OpenAPI description.
 
 pub mod auth;
 pub mod error;
+pub mod openapi;
 pub mod rate;
 pub mod routes;
 pub mod sessions;
@@ -20,10 +22,13 @@ use http::{HeaderValue, header};
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
 use crate::app::App;
 use crate::metrics::{HTTP_DURATION, HTTP_REQUESTS};
 use auth::IdentityVerifier;
-use error::{ApiError, ErrorMessage};
+use error::{ApiError, ErrorBody, ErrorMessage};
 use vnc_shared::swap::Swap;
 
 /// Largest request body the API reads.
@@ -42,14 +47,23 @@ pub struct AppState {
 
 /// The API router.
 pub fn router(state: Arc<AppState>) -> Router {
-    routes::routes()
-        .merge(sessions::routes())
+    let (routes, _) = api_routes().split_for_parts();
+    routes
         .fallback(|| async { ApiError::not_found("route") })
         .route_layer(middleware::from_fn(http_metrics))
         .layer(middleware::from_fn_with_state(state.clone(), rate::limit))
         .layer(middleware::from_fn(envelope))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// Every route of the API with its OpenAPI operation: the router and the description
+/// ([`openapi::document`]) are both made from this.
+fn api_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(routes::routes())
+        .merge(sessions::routes())
+        .merge(openapi::routes())
 }
 
 /// Request id on every response (taken from `x-request-id` when sane, else new), one
@@ -76,15 +90,15 @@ async fn envelope(req: Request, next: Next) -> Response {
             .get::<ErrorMessage>()
             .map(|m| m.0.clone())
             .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
-        let body = serde_json::json!({
-            "statusCode": status.as_u16(),
-            "error": status.canonical_reason().unwrap_or("Error"),
-            "message": message,
-            "path": path,
-            "timestamp": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            "requestId": request_id,
-        });
-        *resp.body_mut() = Body::from(body.to_string());
+        let body = ErrorBody {
+            status_code: status.as_u16(),
+            error: status.canonical_reason().unwrap_or("Error"),
+            message,
+            path,
+            timestamp: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            request_id: request_id.clone(),
+        };
+        *resp.body_mut() = Body::from(serde_json::to_string(&body).unwrap_or_default());
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

@@ -29,6 +29,8 @@ use crate::metrics::RATE_LIMITED;
 pub const GENERATION: usize = 50_000;
 /// Most callers tracked at once (two generations).
 pub const MAX_TRACKED_CALLERS: usize = 2 * GENERATION;
+/// Paths never limited: the probes.
+pub const UNLIMITED: [&str; 2] = ["/healthz", "/readyz"];
 /// Who a request counts against.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 enum CallerKey {
@@ -112,7 +114,7 @@ pub(super) async fn limit(
     let Some(limiter) = &state.limiter else {
         return next.run(req).await;
     };
-    if matches!(req.uri().path(), "/healthz" | "/readyz") {
+    if UNLIMITED.contains(&req.uri().path()) {
         return next.run(req).await;
     }
     let bearer = req

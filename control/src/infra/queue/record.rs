@@ -35,7 +35,7 @@ pub mod field {
 /// `waiting` (on the stream, or, rate-limited, in its group's list) → `active` (a worker holds its lock) → `completed`, or
 /// `delayed` (in the delayed set: a delayed enqueue, a retry's backoff, or a
 /// rate-limit deferral) → `waiting` again, or `failed` (dead-lettered).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     Waiting,
