@@ -1,6 +1,6 @@
 //! Prometheus metrics of the control plane, served on the admin listener.
 
-use metrics::{Unit, describe_counter, describe_histogram};
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 /// API requests, by route, method and status.
@@ -18,9 +18,13 @@ pub const KICKS: &str = "vnc_control_kicks_total";
 pub const CONTAINERS_ADOPTED: &str = "vnc_control_containers_adopted_total";
 /// SIGHUP reloads, by result (`ok`, `refused`: the running configuration stayed).
 pub const CONFIG_RELOADS: &str = "vnc_control_config_reloads_total";
+/// 1 while control's Redis connection is up, else 0 (set at every scrape).
+pub const REDIS_CONNECTED: &str = "vnc_control_redis_connected";
 
-/// Installs the global recorder and describes control's metrics.
-pub fn install() -> PrometheusHandle {
+/// Installs the global recorder and describes control's metrics; the series alerts
+/// read (the runs of `job_names`, Docker errors, reloads) are exported as 0 from the
+/// start.
+pub fn install(job_names: &[&str]) -> PrometheusHandle {
     let (handle, installed) = vnc_shared::telemetry::install_prometheus(&[(
         HTTP_DURATION,
         &[
@@ -54,7 +58,22 @@ pub fn install() -> PrometheusHandle {
             RATE_LIMITED,
             "API requests refused by the per-caller rate limit, by caller kind (subject, address)."
         );
-        crate::infra::queue::describe_metrics();
+        describe_gauge!(
+            REDIS_CONNECTED,
+            "1 while control's Redis connection is up, else 0."
+        );
+        crate::infra::queue::describe_metrics(job_names);
+        for op in ["start", "probe", "stop"] {
+            counter!(DOCKER_ERRORS, "op" => op).absolute(0);
+        }
+        for result in ["ok", "refused"] {
+            counter!(CONFIG_RELOADS, "result" => result).absolute(0);
+        }
     }
     handle
+}
+
+/// Sets [`REDIS_CONNECTED`] (at every scrape: the connection is read on demand).
+pub fn set_redis_connected(connected: bool) {
+    gauge!(REDIS_CONNECTED).set(if connected { 1.0 } else { 0.0 });
 }

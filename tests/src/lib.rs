@@ -9,6 +9,7 @@ pub mod docker;
 pub mod fixture;
 pub mod keys;
 pub mod process;
+pub mod prometheus;
 pub mod recording;
 pub mod redis;
 pub mod relay;

@@ -36,8 +36,15 @@ impl Outcome {
 }
 
 /// Describes the queue's metrics to the installed recorder (call once after
-/// installing it).
-pub fn describe() {
+/// installing it), and exports the run counts of `job_names` as 0 from the start, so
+/// alerts on failing jobs see 0 rather than nothing.
+pub fn describe(job_names: &[&str]) {
+    for name in job_names {
+        for outcome in [Outcome::Completed, Outcome::Retried, Outcome::Failed] {
+            counter!(JOBS_TOTAL, "name" => name.to_string(), "outcome" => outcome.as_str())
+                .absolute(0);
+        }
+    }
     describe_counter!(JOBS_TOTAL, "Job runs that ended, by name and outcome.");
     describe_histogram!(JOB_DURATION, Unit::Seconds, "How long job handlers ran.");
     describe_gauge!(QUEUE_DEPTH, "Jobs per state, as last measured.");
