@@ -22,15 +22,25 @@ pub const CONFIG_RELOADS: &str = "vnc_control_config_reloads_total";
 pub const REDIS_CONNECTED: &str = "vnc_control_redis_connected";
 
 /// Installs the global recorder and describes control's metrics; the series alerts
-/// read (the runs of `job_names`, Docker errors, reloads) are exported as 0 from the
-/// start.
+/// and the dashboard read (the runs of `job_names`, Docker errors, reloads, kicks) are
+/// exported as 0 from the start.
 pub fn install(job_names: &[&str]) -> PrometheusHandle {
-    let (handle, installed) = vnc_shared::telemetry::install_prometheus(&[(
-        HTTP_DURATION,
-        &[
-            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-        ],
-    )]);
+    let (handle, installed) = vnc_shared::telemetry::install_prometheus(&[
+        (
+            HTTP_DURATION,
+            &[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ],
+        ),
+        // A job runs from a static runtime's instant answer to a container start that
+        // waits up to start_timeout for its VNC server.
+        (
+            crate::infra::queue::JOB_DURATION,
+            &[
+                0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+            ],
+        ),
+    ]);
     if installed {
         describe_counter!(HTTP_REQUESTS, "API requests by route, method and status.");
         describe_histogram!(
@@ -68,6 +78,9 @@ pub fn install(job_names: &[&str]) -> PrometheusHandle {
         }
         for result in ["ok", "refused"] {
             counter!(CONFIG_RELOADS, "result" => result).absolute(0);
+        }
+        for kind in ["kick", "revoke"] {
+            counter!(KICKS, "kind" => kind).absolute(0);
         }
     }
     handle

@@ -76,6 +76,16 @@ fn register_zeros() {
     for direction in ["upstream_to_client", "client_to_upstream"] {
         counter!(BYTES_TOTAL, "direction" => direction).absolute(0);
     }
+    // Every refusal status (a small fixed set, listed in docs/operations.md).
+    for status in ["400", "401", "403", "404", "429", "502", "503"] {
+        counter!(REJECTIONS, "status" => status).absolute(0);
+    }
+    // Histograms registered without a sample are exported with empty buckets, so
+    // latency panels have a series before the first session.
+    let _ = histogram!(CONNECT_DURATION);
+    for transport in ["websocket", "socketio"] {
+        let _ = histogram!(SESSION_DURATION, "transport" => transport);
+    }
     counter!(ACCEPT_ERRORS).absolute(0);
     counter!(TLS_HANDSHAKE_ERRORS).absolute(0);
     for kind in ["connect_timeout", "connect_refused", "connect_error"] {
@@ -85,13 +95,17 @@ fn register_zeros() {
     for reason in ["missing", "signature", "expired", "unknown_kid", "revoked"] {
         counter!(AUTH_FAILURES, "reason" => reason).absolute(0);
     }
-    // Outcomes that mean the VNC server or the RFB exchange failed (alerted on).
+    // Outcomes that mean the VNC server or the RFB exchange failed (alerted on), and
+    // those of kicks.
     for transport in ["websocket", "socketio"] {
         for outcome in [
             "upstream_error",
             "rfb_client_error",
             "rfb_upstream_error",
             "rfb_protocol_error",
+            // Sessions ended by a kick or a revocation (the dashboard's kicks panel).
+            "kicked",
+            "revoked",
         ] {
             counter!(SESSIONS_TOTAL, "transport" => transport, "outcome" => outcome).absolute(0);
         }

@@ -227,3 +227,57 @@ pub fn encode(value: &str) -> String {
         })
         .collect()
 }
+
+/// `deploy/grafana/dashboards/vnc-relay.json`, parsed.
+pub fn dashboard() -> serde_json::Value {
+    let file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/dashboards/vnc-relay.json");
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
+/// The panels of a dashboard, rows' nested panels included (rows themselves left out).
+pub fn dashboard_panels(dashboard: &serde_json::Value) -> Vec<serde_json::Value> {
+    let mut panels = Vec::new();
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        if panel["type"] == "row" {
+            panels.extend(panel["panels"].as_array().into_iter().flatten().cloned());
+        } else {
+            panels.push(panel.clone());
+        }
+    }
+    panels
+}
+
+/// Every PromQL expression of a dashboard's panels, as written (Grafana variables in).
+pub fn dashboard_exprs(dashboard: &serde_json::Value) -> Vec<String> {
+    dashboard_panels(dashboard)
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The series the dashboard's query variables read (`label_values(SERIES, label)`).
+pub fn dashboard_variable_series(dashboard: &serde_json::Value) -> Vec<String> {
+    dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["type"] == "query")
+        .filter_map(|v| {
+            let q = v["definition"].as_str()?;
+            let inner = q.strip_prefix("label_values(")?.strip_suffix(')')?;
+            Some(inner.split(',').next()?.trim().to_owned())
+        })
+        .collect()
+}
+
+/// An expression with Grafana's variables replaced the way Grafana would: every node
+/// and replica selected (`.*`, the variables' "All"), and `rate_interval` for
+/// `$__rate_interval`.
+pub fn grafana_expand(expr: &str, rate_interval: &str) -> String {
+    expr.replace("$__rate_interval", rate_interval)
+        .replace("$node", ".*")
+        .replace("$control", ".*")
+}

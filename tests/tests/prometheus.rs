@@ -1,7 +1,9 @@
-//! `deploy/prometheus/`: promtool accepts the scrape config and the rules, every alert's
-//! unit tests pass (each alert has a case where it fires and one where it doesn't), and
-//! a real Prometheus scraping a real relay and control finds every series the rules
-//! read, loads the rules, and raises the Redis alerts when Redis goes away.
+//! `deploy/prometheus/` and `deploy/grafana/`: promtool accepts the scrape config and
+//! the rules, every alert's unit tests pass (each alert has a case where it fires and
+//! one where it doesn't), promtool parses every expression of the dashboard, and a real
+//! Prometheus scraping a real relay and control finds every series the rules and the
+//! dashboard read, answers every dashboard query, loads the rules, and raises the Redis
+//! alerts when Redis goes away.
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
@@ -10,7 +12,8 @@ use vnc_tests::control::{ControlProcess, Identity};
 use vnc_tests::keys::TestKeys;
 use vnc_tests::process::eventually;
 use vnc_tests::prometheus::{
-    PrometheusServer, deploy_dir, encode, prometheus_required, promtool, rule_exprs, series_names,
+    PrometheusServer, dashboard, dashboard_exprs, dashboard_panels, dashboard_variable_series,
+    deploy_dir, encode, grafana_expand, prometheus_required, promtool, rule_exprs, series_names,
     yaml_files,
 };
 use vnc_tests::redis::RedisServer;
@@ -112,6 +115,95 @@ fn promtool_accepts_the_config_and_rules_and_every_alert_has_passing_tests() {
 }
 
 #[test]
+fn the_dashboard_is_provisioning_ready_and_promtool_parses_every_expression() {
+    let dashboard = dashboard();
+    assert!(dashboard["uid"].as_str().is_some_and(|u| !u.is_empty()));
+    // Provisioned dashboards carry no numeric id: Grafana assigns one.
+    assert!(dashboard.get("id").is_none_or(|id| id.is_null()));
+    let variables = dashboard["templating"]["list"].as_array().unwrap();
+    let variable = |name: &str| variables.iter().find(|v| v["name"] == name).cloned();
+    assert_eq!(variable("datasource").unwrap()["type"], "datasource");
+    assert_eq!(variable("datasource").unwrap()["query"], "prometheus");
+    for name in ["node", "control"] {
+        let v = variable(name).unwrap_or_else(|| panic!("no {name} variable"));
+        assert_eq!(v["includeAll"], true, "{v}");
+        assert_eq!(v["allValue"], ".*", "{v}");
+    }
+
+    let panels = dashboard_panels(&dashboard);
+    let mut ids: Vec<u64> = panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), panels.len(), "panel ids repeat");
+    for panel in &panels {
+        assert_eq!(
+            panel["datasource"]["uid"], "${datasource}",
+            "{}",
+            panel["title"]
+        );
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{} has no query", panel["title"]);
+        for target in targets {
+            let expr = target["expr"].as_str().unwrap();
+            assert_eq!(target["datasource"]["uid"], "${datasource}", "{expr}");
+            // The per-node view: every relay series follows the node variable, every
+            // control series the control variable.
+            if expr.contains("vnc_relay_") {
+                assert!(expr.contains(r#"instance=~"$node""#), "{expr}");
+            }
+            if expr.contains("vnc_control_") {
+                assert!(expr.contains(r#"instance=~"$control""#), "{expr}");
+            }
+        }
+    }
+    let exprs = dashboard_exprs(&dashboard);
+    assert!(exprs.len() >= 20, "{exprs:?}");
+    for needed in [
+        "vnc_relay_sessions_active",
+        "vnc_relay_sessions_total",
+        "vnc_relay_bytes_total",
+        "vnc_relay_upstream_connect_duration_seconds_bucket",
+        "vnc_relay_auth_failures_total",
+        "vnc_control_kicks_total",
+        "vnc_control_queue_depth",
+        "vnc_control_jobs_total",
+        "vnc_control_job_duration_seconds_bucket",
+    ] {
+        assert!(
+            exprs
+                .iter()
+                .any(|e| series_names(e).iter().any(|n| n == needed)),
+            "no panel reads {needed}"
+        );
+    }
+
+    if !prometheus_required() {
+        return;
+    }
+    // promtool parses each expression as a recording rule's.
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, expr) in exprs.iter().enumerate() {
+        let expr = grafana_expand(expr, "5m");
+        rules.push_str(&format!(
+            "      - record: dashboard:expr_{i}\n        expr: {}\n",
+            serde_json::to_string(&expr).unwrap()
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dashboard.yml");
+    std::fs::write(&file, &rules).unwrap();
+    let (ok, out) = promtool(&["check", "rules", file.to_str().unwrap()]);
+    assert!(
+        ok,
+        "promtool check rules on the dashboard's expressions:\n{out}\n{rules}"
+    );
+    assert!(
+        out.contains(&format!("{} rules found", exprs.len())),
+        "{out}"
+    );
+}
+
+#[test]
 fn series_names_are_read_from_rule_expressions() {
     let exprs = rule_exprs(
         "      - record: a:b:sum\n        expr: sum without (transport) (vnc_x_total)\n\
@@ -124,7 +216,7 @@ fn series_names_are_read_from_rule_expressions() {
 }
 
 #[tokio::test]
-async fn a_real_prometheus_finds_every_series_the_rules_read_and_loads_the_rules() {
+async fn a_real_prometheus_finds_every_series_the_rules_and_the_dashboard_read() {
     if !prometheus_required() {
         return;
     }
@@ -139,6 +231,11 @@ async fn a_real_prometheus_finds_every_series_the_rules_read_and_loads_the_rules
             .await
             .unwrap();
     relay.wait_ready().await;
+    // One API request (refused: no caller token), so control's request series exist.
+    let (status, _) = vnc_tests::ws::http_get(control.api, "/v1/nodes")
+        .await
+        .unwrap();
+    assert_eq!(status, 401);
 
     // The shipped scrape config's jobs, pointed at this test's daemons, every second.
     let rules = deploy_dir().join("rules").canonicalize().unwrap();
@@ -191,6 +288,40 @@ async fn a_real_prometheus_finds_every_series_the_rules_read_and_loads_the_rules
                 (!series.as_array()?.is_empty()).then_some(())
             },
         )
+        .await;
+    }
+
+    // Every series the dashboard reads is in the scrape, and every panel's query
+    // answers with data (Grafana's "All" for the variables).
+    let exported: Vec<String> = prometheus
+        .api("/api/v1/label/__name__/values")
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    let dashboard = dashboard();
+    let mut read: Vec<String> = dashboard_exprs(&dashboard)
+        .iter()
+        .flat_map(|e| series_names(e))
+        .chain(dashboard_variable_series(&dashboard))
+        .collect();
+    read.sort();
+    read.dedup();
+    assert!(read.len() >= 15, "{read:?}");
+    for name in &read {
+        assert!(
+            exported.contains(name),
+            "the dashboard reads {name}, not exported: {exported:?}"
+        );
+    }
+    for expr in dashboard_exprs(&dashboard) {
+        let expr = grafana_expand(&expr, "5s");
+        eventually(&format!("data for {expr}"), PROMETHEUS_WAIT, || async {
+            (!prometheus.query(&expr).await.ok()?.is_empty()).then_some(())
+        })
         .await;
     }
 
