@@ -93,21 +93,31 @@ def main():
     dashboard = json.loads(args.dashboard.read_text())
     panels = dashboard["panels"]
     rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
-    # One grid unit is about 30 px tall in Grafana; columns are 1/24 of the width.
-    fig = plt.figure(figsize=(20, rows * 0.42), dpi=100)
-    grid = fig.add_gridspec(rows, GRID_COLUMNS, hspace=1.6, wspace=1.2)
-    fig.suptitle(dashboard["title"], fontsize=16, y=0.995)
+    # The dashboard's grid: 24 columns across, rows of UNIT inches; each panel keeps room
+    # for its title above and its time axis below.
+    width, unit, top = 20.0, 0.42, 0.6
+    height = top + rows * unit
+    fig = plt.figure(figsize=(width, height), dpi=100)
+    fig.text(0.01, 1 - 0.25 / height, dashboard["title"], fontsize=16, va="center")
+    start = datetime.fromtimestamp(args.start, timezone.utc)
+    end = datetime.fromtimestamp(args.end, timezone.utc)
+
+    def rect(g, title_in, ticks_in):
+        left = g["x"] / GRID_COLUMNS + 0.035
+        right = (g["x"] + g["w"]) / GRID_COLUMNS - 0.01
+        upper = top + g["y"] * unit + title_in
+        lower = top + (g["y"] + g["h"]) * unit - ticks_in
+        return [left, 1 - lower / height, right - left, (lower - upper) / height]
 
     for panel in panels:
         g = panel["gridPos"]
         if panel["type"] == "row":
-            ax = fig.add_subplot(grid[g["y"], :])
-            ax.axis("off")
-            ax.text(0, 0.2, panel["title"], fontsize=13, fontweight="bold")
+            fig.text(0.01, 1 - (top + (g["y"] + 0.6) * unit) / height, panel["title"],
+                     fontsize=13, fontweight="bold")
             continue
-        ax = fig.add_subplot(grid[g["y"] : g["y"] + g["h"], g["x"] : g["x"] + g["w"]])
+        ax = fig.add_axes(rect(g, 0.35, 0.35))
         ax.set_title(panel["title"], fontsize=10, loc="left")
-        unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "short")
+        unit_name = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "short")
         drawn = 0
         for target in panel["targets"]:
             expr = expand(target["expr"], args.rate_interval)
@@ -125,14 +135,16 @@ def main():
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes,
                     color="grey")
+        ax.set_xlim(start, end)
         ax.set_ylim(bottom=0)
-        ax.yaxis.set_major_formatter(FuncFormatter(formatter(unit)))
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+        ax.yaxis.set_major_formatter(FuncFormatter(formatter(unit_name)))
+        ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=6))
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, bbox_inches="tight")
+    fig.savefig(args.out)
     print(f"wrote {args.out}")
 
 
