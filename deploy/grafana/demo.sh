@@ -86,7 +86,7 @@ start_listening jobs "$BIN/vnc-control" --runtime docker --image "$IMAGE" --netw
   --redis-url "redis://127.0.0.1:$REDIS_PORT" --redis-prefix demojobs: \
   --jwt-private-key "$STATE/keys/vnc.key.pem" --auth-public-key "$STATE/keys/idp.pub.pem" \
   --auth-issuer idp --auth-audience vnc-control --starts-per-minute 600 --api-rate-limit 0 \
-  --worker-concurrency 2 --log-level warn
+  --worker-concurrency 2 --max-containers-per-tenant 50 --log-level warn
 JOBS_API="$(sed -n 's/^LISTENING api=\([^ ]*\).*/\1/p' "$STATE/jobs.out")"
 JOBS_ADMIN="$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/jobs.out")"
 BEARER="$("$BIN/vnc-control" token mint --private-key "$STATE/keys/idp.key.pem" --issuer idp \
@@ -180,13 +180,13 @@ created=()
 for _ in $(seq 16); do
   created+=("$(curl -sf -X POST -H "Authorization: Bearer $BEARER" \
     -H 'Content-Type: application/json' -d "{\"image\":\"$IMAGE\",\"resources\":{\"cpus\":0.25,\"memory_mb\":64}}" \
-    "http://$JOBS_API/v1/containers" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')")
+    "http://$JOBS_API/v1/containers" | python3 -c 'import json,sys; print(json.load(sys.stdin)["container_id"])')")
 done
 # Until every container runs (or failed), then stop them all.
 for _ in $(seq 120); do
   states="$(for id in "${created[@]}"; do
-    curl -sf -H "Authorization: Bearer $BEARER" "http://$JOBS_API/v1/containers/$id" |
-      python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])'
+    curl -s -H "Authorization: Bearer $BEARER" "http://$JOBS_API/v1/containers/$id" |
+      python3 -c 'import json,sys; print(json.load(sys.stdin).get("state", "unknown"))' || echo unknown
   done | sort | uniq -c | tr '\n' ' ')"
   [[ $states == *creating* ]] || break
   sleep 1
@@ -199,6 +199,11 @@ done
 wait "$conns_a" "$conns_b" 2>/dev/null || true
 echo "== quiet end"; sleep 20
 END="$(date +%s)"
+echo "== targets at the end (up):"
+curl -sf "http://127.0.0.1:$PROM_PORT/api/v1/query?query=up" | python3 -c '
+import json, sys
+for r in json.load(sys.stdin)["data"]["result"]:
+    print("  ", r["metric"]["job"], r["metric"]["instance"], r["value"][1])'
 
 "$PYTHON" deploy/grafana/render.py --prometheus "http://127.0.0.1:$PROM_PORT" \
   --start "$START" --end "$END" --step 2s --rate-interval 10s --out "$OUT_PNG"
