@@ -9,7 +9,7 @@
 # refused tokens, kicks through control's API and container starts and stops, then
 # plots the dashboard's panels from Prometheus with deploy/grafana/render.py. Loopback
 # and the local Docker engine only; everything it starts is stopped and removed on exit.
-# Takes about five minutes after the builds.
+# Takes about three minutes after the builds.
 #
 #   deploy/grafana/demo.sh [OUT.png]     Env: PYTHON (with matplotlib; default: a venv
 #                                        in the scratch folder, filled from PyPI)
