@@ -1,6 +1,6 @@
 //! Prometheus metrics of the control plane, served on the admin listener.
 
-use metrics::{Unit, describe_counter, describe_histogram};
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 /// API requests, by route, method and status.
@@ -21,15 +21,29 @@ pub const CONFIG_RELOADS: &str = "vnc_control_config_reloads_total";
 /// Fetches of an OpenID Connect issuer's keys (discovery and JWKS), by result (`ok`,
 /// `error`: the keys in force stayed).
 pub const OIDC_KEY_FETCHES: &str = "vnc_control_oidc_key_fetches_total";
+/// 1 while control's Redis connection is up, else 0 (set at every scrape).
+pub const REDIS_CONNECTED: &str = "vnc_control_redis_connected";
 
-/// Installs the global recorder and describes control's metrics.
-pub fn install() -> PrometheusHandle {
-    let (handle, installed) = vnc_shared::telemetry::install_prometheus(&[(
-        HTTP_DURATION,
-        &[
-            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-        ],
-    )]);
+/// Installs the global recorder and describes control's metrics; the series alerts
+/// and the dashboard read (the runs of `job_names`, Docker errors, reloads, kicks) are
+/// exported as 0 from the start.
+pub fn install(job_names: &[&str]) -> PrometheusHandle {
+    let (handle, installed) = vnc_shared::telemetry::install_prometheus(&[
+        (
+            HTTP_DURATION,
+            &[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ],
+        ),
+        // A job runs from a static runtime's instant answer to a container start that
+        // waits up to start_timeout for its VNC server.
+        (
+            crate::infra::queue::JOB_DURATION,
+            &[
+                0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+            ],
+        ),
+    ]);
     if installed {
         describe_counter!(HTTP_REQUESTS, "API requests by route, method and status.");
         describe_histogram!(
@@ -61,7 +75,25 @@ pub fn install() -> PrometheusHandle {
             RATE_LIMITED,
             "API requests refused by the per-caller rate limit, by caller kind (subject, address)."
         );
-        crate::infra::queue::describe_metrics();
+        describe_gauge!(
+            REDIS_CONNECTED,
+            "1 while control's Redis connection is up, else 0."
+        );
+        crate::infra::queue::describe_metrics(job_names);
+        for op in ["start", "probe", "stop"] {
+            counter!(DOCKER_ERRORS, "op" => op).absolute(0);
+        }
+        for result in ["ok", "refused"] {
+            counter!(CONFIG_RELOADS, "result" => result).absolute(0);
+        }
+        for kind in ["kick", "revoke"] {
+            counter!(KICKS, "kind" => kind).absolute(0);
+        }
     }
     handle
+}
+
+/// Sets [`REDIS_CONNECTED`] (at every scrape: the connection is read on demand).
+pub fn set_redis_connected(connected: bool) {
+    gauge!(REDIS_CONNECTED).set(if connected { 1.0 } else { 0.0 });
 }

@@ -204,10 +204,29 @@ impl Running {
     }
 }
 
+/// Bound on measuring the queue's depth for a scrape: well under Prometheus's shortest
+/// usual scrape timeout, so a slow Redis costs a stale depth, not a failed scrape.
+const SCRAPE_DEPTH_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The metrics text, after measuring what is read on demand: the Redis connection and
+/// the queue's depth (which keeps its last value while Redis doesn't answer).
+async fn scrape(redis: Client, queue: Queue, prometheus: PrometheusHandle) -> String {
+    let connected = redis.is_connected();
+    crate::metrics::set_redis_connected(connected);
+    if connected {
+        match tokio::time::timeout(SCRAPE_DEPTH_TIMEOUT, queue.depth()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "queue depth not measured"),
+            Err(_) => tracing::debug!("queue depth not measured: Redis was slow"),
+        }
+    }
+    prometheus.render()
+}
+
 /// Loads the keys, gives Redis its start-up wait and sets up the runtime (recording
 /// the static runtime's containers): everything before serving.
 pub async fn build(config: ControlConfig, listeners: Listeners) -> Result<Control, StartError> {
-    let prometheus = crate::metrics::install();
+    let prometheus = crate::metrics::install(&[crate::app::START_JOB, crate::app::STOP_JOB]);
     let (tunables, identity, tls) = load_tunables(&config)?;
     if let Some(keys) = identity.oidc() {
         // Unreachable now: logged, callers get 503 until the keys load on a request.
@@ -308,7 +327,10 @@ impl Control {
         ));
         let admin = Router::new().route(
             "/metrics",
-            get(move || std::future::ready(prometheus.render())),
+            get({
+                let (redis, queue) = (running.redis.clone(), running.queue.clone());
+                move || scrape(redis.clone(), queue.clone(), prometheus.clone())
+            }),
         );
         let admin = tokio::spawn({
             let shutdown = shutdown.clone();

@@ -29,6 +29,10 @@ pub const RECORDING_BYTES: &str = "vnc_relay_recording_bytes_total";
 pub const RECORDINGS_DELETED: &str = "vnc_relay_recordings_deleted_total";
 pub const RESIZE_ANSWERS: &str = "vnc_relay_resize_answers_total";
 pub const SERVER_STREAM_UNFOLLOWED: &str = "vnc_relay_server_stream_unfollowed_total";
+pub const READY: &str = "vnc_relay_ready";
+pub const REDIS_CONNECTED: &str = "vnc_relay_redis_connected";
+pub const DRAINING: &str = "vnc_relay_draining";
+pub const MAX_SESSIONS: &str = "vnc_relay_max_sessions";
 
 /// Installs the global Prometheus recorder and describes every metric.
 pub fn install() -> PrometheusHandle {
@@ -73,12 +77,76 @@ fn register_zeros() {
     for direction in ["upstream_to_client", "client_to_upstream"] {
         counter!(BYTES_TOTAL, "direction" => direction).absolute(0);
     }
+    // Every refusal status (a small fixed set, listed in docs/operations.md).
+    for status in ["400", "401", "403", "404", "429", "502", "503"] {
+        counter!(REJECTIONS, "status" => status).absolute(0);
+    }
+    // Histograms registered without a sample are exported with empty buckets, so
+    // latency panels have a series before the first session.
+    let _ = histogram!(CONNECT_DURATION);
+    for transport in ["websocket", "socketio"] {
+        let _ = histogram!(SESSION_DURATION, "transport" => transport);
+    }
     counter!(ACCEPT_ERRORS).absolute(0);
     counter!(TLS_HANDSHAKE_ERRORS).absolute(0);
     counter!(PROXY_HEADER_ERRORS).absolute(0);
+    for kind in ["connect_timeout", "connect_refused", "connect_error"] {
+        counter!(UPSTREAM_ERRORS, "kind" => kind).absolute(0);
+    }
+    // The reasons alerts watch most; the others appear at their first refusal.
+    for reason in ["missing", "signature", "expired", "unknown_kid", "revoked"] {
+        counter!(AUTH_FAILURES, "reason" => reason).absolute(0);
+    }
+    // Outcomes that mean the VNC server or the RFB exchange failed (alerted on), and
+    // those of kicks.
+    for transport in ["websocket", "socketio"] {
+        for outcome in [
+            "upstream_error",
+            "rfb_client_error",
+            "rfb_upstream_error",
+            "rfb_protocol_error",
+            // Sessions ended by a kick or a revocation (the dashboard's kicks panel).
+            "kicked",
+            "revoked",
+        ] {
+            counter!(SESSIONS_TOTAL, "transport" => transport, "outcome" => outcome).absolute(0);
+        }
+    }
+    for result in [
+        "complete",
+        "truncated_max_bytes",
+        "truncated_behind",
+        "over_cap",
+        "failed",
+    ] {
+        counter!(RECORDINGS_TOTAL, "result" => result).absolute(0);
+    }
+}
+
+/// The node's state as `/readyz` and the session bound see it, set at every scrape
+/// (they are computed on demand, not stored).
+pub fn set_node_state(ready: bool, redis_connected: bool, draining: bool, max_sessions: usize) {
+    let flag = |on: bool| if on { 1.0 } else { 0.0 };
+    gauge!(READY).set(flag(ready));
+    gauge!(REDIS_CONNECTED).set(flag(redis_connected));
+    gauge!(DRAINING).set(flag(draining));
+    gauge!(MAX_SESSIONS).set(max_sessions as f64);
 }
 
 fn describe() {
+    describe_gauge!(
+        READY,
+        "1 when the relay takes new sessions (what /readyz answers 200 to), else 0."
+    );
+    describe_gauge!(
+        REDIS_CONNECTED,
+        "1 while the relay's Redis connection is up, else 0."
+    );
+    describe_gauge!(
+        DRAINING,
+        "1 once the relay drains (SIGTERM): it refuses new sessions and waits for live ones."
+    );
+    describe_gauge!(MAX_SESSIONS, "The session bound in force (max_sessions).");
     describe_gauge!(SESSIONS_ACTIVE, "Sessions relaying now, by transport.");
     describe_counter!(SESSIONS_TOTAL, "Sessions ended, by transport and outcome.");
     describe_histogram!(SESSION_DURATION, Unit::Seconds, "How long sessions lasted.");

@@ -11,6 +11,7 @@ pub mod haproxy;
 pub mod keys;
 pub mod openapi;
 pub mod process;
+pub mod prometheus;
 pub mod recording;
 pub mod redis;
 pub mod relay;

@@ -59,6 +59,12 @@ fn route(
 ) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/metrics" => {
+            crate::metrics::set_node_state(
+                relay.not_ready().is_none(),
+                relay.store().is_connected(),
+                relay.is_draining(),
+                relay.config().node.max_sessions,
+            );
             let mut resp = Response::new(Full::new(Bytes::from(prometheus.render())));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,

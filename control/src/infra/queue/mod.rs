@@ -69,7 +69,7 @@ use vnc_shared::schema::Keys;
 
 pub use handler::{JobContext, JobError, JobHandler};
 pub use record::{JobRecord, JobState};
-pub use telemetry::describe as describe_metrics;
+pub use telemetry::{JOB_DURATION, describe as describe_metrics};
 
 /// Consumer group of the job stream.
 pub const GROUP: &str = "workers";

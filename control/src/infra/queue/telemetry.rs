@@ -36,8 +36,18 @@ impl Outcome {
 }
 
 /// Describes the queue's metrics to the installed recorder (call once after
-/// installing it).
-pub fn describe() {
+/// installing it), and exports the run counts and durations of `job_names` from the
+/// start (counts at 0, no durations), so alerts on failing jobs see 0 rather than nothing.
+pub fn describe(job_names: &[&str]) {
+    for name in job_names {
+        for outcome in [Outcome::Completed, Outcome::Retried, Outcome::Failed] {
+            counter!(JOBS_TOTAL, "name" => name.to_string(), "outcome" => outcome.as_str())
+                .absolute(0);
+        }
+        // Registered without a sample: exported with empty buckets, so duration panels
+        // have a series before the first job.
+        let _ = histogram!(JOB_DURATION, "name" => name.to_string());
+    }
     describe_counter!(JOBS_TOTAL, "Job runs that ended, by name and outcome.");
     describe_histogram!(JOB_DURATION, Unit::Seconds, "How long job handlers ran.");
     describe_gauge!(QUEUE_DEPTH, "Jobs per state, as last measured.");
