@@ -89,6 +89,9 @@ pub fn install(job_names: &[&str]) -> PrometheusHandle {
         for kind in ["kick", "revoke"] {
             counter!(KICKS, "kind" => kind).absolute(0);
         }
+        for result in ["ok", "error"] {
+            counter!(OIDC_KEY_FETCHES, "result" => result).absolute(0);
+        }
     }
     handle
 }
