@@ -54,24 +54,25 @@ start_listening source "$BIN/vnc-bench" source --listen 127.0.0.1:0
 start_listening echo "$BIN/vnc-bench" echo --listen 127.0.0.1:0
 SRC="$(listening_addr source)"; ECHO="$(listening_addr echo)"
 
+# static_container CID ADDR: the control.toml entry of alice's desktop CID, answering
+# at ADDR (127.0.0.1:PORT).
+static_container() {
+  cat <<TOML
+[[static_containers]]
+cid = "$1"
+owner = "alice"
+tenant = "t1"
+host = "127.0.0.1"
+port = ${2##*:}
+TOML
+}
 # Control with the static runtime: the two stand-ins as alice's desktops, and an image
 # whose starts answer at once (the job panels' traffic).
-cat >"$STATE/control.toml" <<TOML
-runtime = "static"
-images = ["demo"]
-[[static_containers]]
-cid = "src"
-owner = "alice"
-tenant = "t1"
-host = "127.0.0.1"
-port = ${SRC##*:}
-[[static_containers]]
-cid = "echo"
-owner = "alice"
-tenant = "t1"
-host = "127.0.0.1"
-port = ${ECHO##*:}
-TOML
+{
+  printf 'runtime = "static"\nimages = ["demo"]\n'
+  static_container src "$SRC"
+  static_container echo "$ECHO"
+} >"$STATE/control.toml"
 start_listening control "$BIN/vnc-control" --config "$STATE/control.toml" \
   --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --redis-url "redis://127.0.0.1:$REDIS_PORT" \
   --jwt-private-key "$STATE/keys/vnc.key.pem" --auth-public-key "$STATE/keys/idp.pub.pem" \

@@ -257,23 +257,19 @@ impl ControlProcess {
     }
 
     /// An HTTP/1.1 request to the API, closing the connection after the answer.
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        bearer: Option<&str>,
-        body: Option<&serde_json::Value>,
-    ) -> String {
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
+    fn request(&self, call: &ApiCall) -> String {
+        let body = call.body.map(|b| b.to_string()).unwrap_or_default();
         let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            "{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            call.method,
+            call.path,
             self.api,
             body.len()
         );
         if !body.is_empty() {
             req.push_str("Content-Type: application/json\r\n");
         }
-        if let Some(t) = bearer {
+        if let Some(t) = call.bearer {
             req.push_str(&format!("Authorization: Bearer {t}\r\n"));
         }
         req.push_str("\r\n");
@@ -317,7 +313,13 @@ impl ControlProcess {
         body: Option<&serde_json::Value>,
     ) -> anyhow::Result<(u16, String, serde_json::Value)> {
         let description = self.description(tls.clone()).await?;
-        let (status, head, text) = self.send(tls, method, path, bearer, body).await?;
+        let call = ApiCall {
+            method,
+            path,
+            bearer,
+            body,
+        };
+        let (status, head, text) = self.send(tls, &call).await?;
         if let Err(e) = description.check(method, path, status, &head, &text) {
             panic!(
                 "control's answer to {method} {path} does not match its OpenAPI description: {e}"
@@ -338,9 +340,13 @@ impl ControlProcess {
     ) -> anyhow::Result<Arc<ApiDescription>> {
         self.description
             .get_or_try_init(|| async {
-                let (status, _, text) = self
-                    .send(tls, "GET", "/v1/openapi.json", None, None)
-                    .await?;
+                let call = ApiCall {
+                    method: "GET",
+                    path: "/v1/openapi.json",
+                    bearer: None,
+                    body: None,
+                };
+                let (status, _, text) = self.send(tls, &call).await?;
                 anyhow::ensure!(status == 200, "GET /v1/openapi.json: {status} {text}");
                 let doc = serde_json::from_str(&text)
                     .unwrap_or_else(|e| panic!("GET /v1/openapi.json is not JSON ({e}): {text}"));
@@ -356,12 +362,9 @@ impl ControlProcess {
     async fn send(
         &self,
         tls: Option<Arc<rustls::ClientConfig>>,
-        method: &str,
-        path: &str,
-        bearer: Option<&str>,
-        body: Option<&serde_json::Value>,
+        call: &ApiCall<'_>,
     ) -> anyhow::Result<(u16, String, String)> {
-        let req = self.request(method, path, bearer, body);
+        let req = self.request(call);
         match tls {
             None => {
                 let stream = tokio::net::TcpStream::connect(self.api).await?;
@@ -373,4 +376,14 @@ impl ControlProcess {
             }
         }
     }
+}
+
+/// One request to control's API, as the client sends it.
+struct ApiCall<'a> {
+    method: &'a str,
+    path: &'a str,
+    /// The caller's bearer token, if any.
+    bearer: Option<&'a str>,
+    /// The JSON body, if any.
+    body: Option<&'a serde_json::Value>,
 }

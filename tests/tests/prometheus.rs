@@ -29,33 +29,15 @@ fn rule_texts() -> Vec<String> {
         .collect()
 }
 
-/// `- alert: NAME` lines of the rule files.
-fn alert_names() -> Vec<String> {
+/// The names of the rule files' rules of one kind: `- KIND: NAME` lines (`alert`,
+/// `record`).
+fn rule_names(kind: &str) -> Vec<String> {
+    let prefix = format!("- {kind}:");
     rule_texts()
         .iter()
         .flat_map(|t| {
             t.lines()
-                .filter_map(|l| {
-                    l.trim()
-                        .strip_prefix("- alert:")
-                        .map(|n| n.trim().to_owned())
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-/// `- record: NAME` lines of the rule files.
-fn recorded_names() -> Vec<String> {
-    rule_texts()
-        .iter()
-        .flat_map(|t| {
-            t.lines()
-                .filter_map(|l| {
-                    l.trim()
-                        .strip_prefix("- record:")
-                        .map(|n| n.trim().to_owned())
-                })
+                .filter_map(|l| l.trim().strip_prefix(&prefix).map(|n| n.trim().to_owned()))
                 .collect::<Vec<_>>()
         })
         .collect()
@@ -106,7 +88,7 @@ fn promtool_accepts_the_config_and_rules_and_every_alert_has_passing_tests() {
             }
         }
     }
-    let alerts = alert_names();
+    let alerts = rule_names("alert");
     assert!(alerts.len() >= 15, "{alerts:?}");
     for alert in &alerts {
         assert!(fires.contains(alert), "no test where {alert} fires");
@@ -269,7 +251,7 @@ async fn a_real_prometheus_finds_every_series_the_rules_and_the_dashboard_read()
         .iter()
         .flat_map(|t| rule_exprs(t))
         .flat_map(|e| series_names(&e))
-        .chain(recorded_names())
+        .chain(rule_names("record"))
         .collect();
     names.sort();
     names.dedup();
@@ -334,7 +316,7 @@ async fn a_real_prometheus_finds_every_series_the_rules_and_the_dashboard_read()
         .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
         .filter_map(|r| r["name"].as_str().map(str::to_owned))
         .collect();
-    for name in alert_names().into_iter().chain(recorded_names()) {
+    for name in rule_names("alert").into_iter().chain(rule_names("record")) {
         assert!(listed.contains(&name), "{name} not loaded: {listed:?}");
     }
     for group in loaded["groups"].as_array().unwrap() {

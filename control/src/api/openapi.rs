@@ -13,13 +13,14 @@ use axum::response::{IntoResponse, Response};
 use http::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::{IntoResponses, Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ErrorBody;
 use super::rate::UNLIMITED;
+use super::responses::RateLimited;
 
 /// Where the description is served.
 pub const PATH: &str = "/v1/openapi.json";
@@ -108,6 +109,7 @@ pub fn document() -> Value {
             "schema": {"type": "integer", "minimum": 1},
         },
     });
+    let rate_limited = serde_json::to_value(RateLimited::responses()).unwrap_or_default();
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
         for (path, item) in paths {
             let Some(item) = item.as_object_mut() else {
@@ -118,12 +120,9 @@ pub fn document() -> Value {
                     continue;
                 };
                 if !UNLIMITED.contains(&path.as_str()) {
-                    let limited = responses.entry("429").or_insert_with(|| {
-                        json!({
-                            "description": "Over the caller's rate limit",
-                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
-                        })
-                    });
+                    let limited = responses
+                        .entry("429")
+                        .or_insert_with(|| rate_limited["429"].clone());
                     limited["headers"]["Retry-After"] =
                         json!({"$ref": "#/components/headers/RetryAfter"});
                 }

@@ -1,5 +1,6 @@
 //! The container and job routes, the probes, and their JSON shapes; each handler's
-//! `#[utoipa::path]` is its entry in the OpenAPI description (see [`super::openapi`]).
+//! `#[utoipa::path]` is its entry in the OpenAPI description (see [`super::openapi`]),
+//! naming the error responses it shares with others from [`super::responses`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +18,9 @@ use vnc_shared::schema::ContainerState;
 use vnc_shared::token::Scope;
 
 use super::error::{ApiError, ErrorBody};
+use super::responses::{
+    BadBearer, BadPath, NoContainer, NotOwner, QueueFailed, RedisFailed, TooLarge,
+};
 use super::{AppState, JsonBody, KnownFields, rfc3339_ms};
 use crate::domain::{Caller, Container, CreateContainer, Resources};
 use crate::infra::queue::{JobRecord, JobState};
@@ -106,10 +110,8 @@ struct CreateAccepted {
     responses(
         (status = 202, description = "Recorded; the start job is queued", body = CreateAccepted),
         (status = 400, description = "Not JSON, an unknown field, a wrong type, or outside the operator's bounds (image, resources, env, labels), each problem named", body = ErrorBody),
-        (status = 401, description = "No or a bad bearer token", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 429, description = "The tenant is at `max_containers_per_tenant` live containers, or the caller over its rate (`Retry-After`)", body = ErrorBody),
-        (status = 503, description = "Redis or the job queue failed", body = ErrorBody),
+        BadBearer, TooLarge, QueueFailed,
     ),
 )]
 async fn create(
@@ -161,8 +163,7 @@ struct ContainerPage {
     responses(
         (status = 200, description = "A page of containers", body = ContainerPage),
         (status = 400, description = "An unknown query parameter or one out of range", body = ErrorBody),
-        (status = 401, description = "No or a bad bearer token", body = ErrorBody),
-        (status = 503, description = "Redis failed", body = ErrorBody),
+        BadBearer, RedisFailed,
     ),
 )]
 async fn list(
@@ -197,10 +198,7 @@ async fn list(
     params(("id" = String, Path, description = "The container's id")),
     responses(
         (status = 200, description = "The container", body = ContainerView),
-        (status = 400, description = "The path is not valid UTF-8", body = ErrorBody),
-        (status = 401, description = "No or a bad bearer token", body = ErrorBody),
-        (status = 404, description = "No such container, or another tenant's", body = ErrorBody),
-        (status = 503, description = "Redis failed", body = ErrorBody),
+        BadPath, BadBearer, NoContainer, RedisFailed,
     ),
 )]
 async fn show(
@@ -228,12 +226,8 @@ struct DeleteAccepted {
     params(("id" = String, Path, description = "The container's id")),
     responses(
         (status = 202, description = "Marked stopping; the stop job is queued", body = DeleteAccepted),
-        (status = 400, description = "The path is not valid UTF-8", body = ErrorBody),
-        (status = 401, description = "No or a bad bearer token", body = ErrorBody),
-        (status = 403, description = "Neither the owner nor an admin", body = ErrorBody),
-        (status = 404, description = "No such container, or another tenant's", body = ErrorBody),
         (status = 409, description = "Already stopped", body = ErrorBody),
-        (status = 503, description = "Redis or the job queue failed", body = ErrorBody),
+        BadPath, BadBearer, NotOwner, NoContainer, QueueFailed,
     ),
 )]
 async fn delete(
@@ -324,10 +318,8 @@ impl From<JobRecord> for JobView {
     params(("id" = String, Path, description = "The job's id")),
     responses(
         (status = 200, description = "The job", body = JobView),
-        (status = 400, description = "The path is not valid UTF-8", body = ErrorBody),
-        (status = 401, description = "No or a bad bearer token", body = ErrorBody),
         (status = 404, description = "No such job, or one about a container the caller can't see", body = ErrorBody),
-        (status = 503, description = "Redis or the job queue failed", body = ErrorBody),
+        BadPath, BadBearer, QueueFailed,
     ),
 )]
 async fn job(
@@ -387,12 +379,10 @@ struct VncToken {
     responses(
         (status = 200, description = "The token", body = VncToken),
         (status = 400, description = "Not JSON, an unknown field, a wrong type, or `ttl_seconds` out of range; or a path that is not valid UTF-8", body = ErrorBody),
-        (status = 401, description = "No or a bad bearer token", body = ErrorBody),
         (status = 403, description = "A `control` token for someone neither the owner nor an admin", body = ErrorBody),
-        (status = 404, description = "No such container, or another tenant's", body = ErrorBody),
         (status = 409, description = "The container is not running", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 503, description = "Redis failed, or signing did", body = ErrorBody),
+        BadBearer, NoContainer, TooLarge,
     ),
 )]
 async fn vnc_token(

@@ -1,6 +1,7 @@
 //! The routes about what the relays run: a container's live sessions, kicking a
 //! session, revoking a token, and the relay nodes; and their JSON shapes. Each
-//! handler's `#[utoipa::path]` is its entry in the OpenAPI description.
+//! handler's `#[utoipa::path]` is its entry in the OpenAPI description, naming the
+//! error responses it shares with others from [`super::responses`].
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorBody};
+use super::responses::{BadBearer, BadPath, NoContainer, NotOwner, RedisFailed};
 use super::{AppState, rfc3339_ms};
 use crate::domain::{Caller, Node, Session};
 
@@ -108,11 +110,7 @@ struct SessionList {
     params(("id" = String, Path, description = "The container's id")),
     responses(
         (status = 200, description = "The sessions", body = SessionList),
-        (status = 400, description = "The path is not valid UTF-8", body = ErrorBody),
-        (status = 401, description = "No or a bad bearer token", body = ErrorBody),
-        (status = 403, description = "Neither the owner nor an admin", body = ErrorBody),
-        (status = 404, description = "No such container, or another tenant's", body = ErrorBody),
-        (status = 503, description = "Redis failed", body = ErrorBody),
+        BadPath, BadBearer, NotOwner, NoContainer, RedisFailed,
     ),
 )]
 async fn list(
@@ -149,11 +147,9 @@ struct Kicked {
     params(("sid" = String, Path, description = "The session's id")),
     responses(
         (status = 202, description = "The kick is published", body = Kicked),
-        (status = 400, description = "The path is not valid UTF-8", body = ErrorBody),
-        (status = 401, description = "No or a bad bearer token", body = ErrorBody),
         (status = 403, description = "Neither the container's owner nor an admin", body = ErrorBody),
         (status = 404, description = "No such live session, or another tenant's", body = ErrorBody),
-        (status = 503, description = "Redis failed", body = ErrorBody),
+        BadPath, BadBearer, RedisFailed,
     ),
 )]
 async fn kick(State(s): St, caller: Caller, Path(sid): Path<String>) -> Result<Response, ApiError> {
@@ -190,11 +186,9 @@ struct Revoked {
     params(("jti" = String, Path, description = "The token's `jti`")),
     responses(
         (status = 200, description = "Revoked", body = Revoked),
-        (status = 400, description = "The path is not valid UTF-8", body = ErrorBody),
-        (status = 401, description = "No or a bad bearer token", body = ErrorBody),
         (status = 403, description = "Neither the token's user nor an admin", body = ErrorBody),
         (status = 404, description = "No token control issued with this id, or another tenant's", body = ErrorBody),
-        (status = 503, description = "Redis failed", body = ErrorBody),
+        BadPath, BadBearer, RedisFailed,
     ),
 )]
 async fn revoke(
@@ -225,9 +219,8 @@ struct NodeList {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The nodes", body = NodeList),
-        (status = 401, description = "No or a bad bearer token", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
-        (status = 503, description = "Redis failed", body = ErrorBody),
+        BadBearer, RedisFailed,
     ),
 )]
 async fn nodes(State(s): St, caller: Caller) -> Result<Json<NodeList>, ApiError> {
