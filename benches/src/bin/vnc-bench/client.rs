@@ -208,6 +208,41 @@ impl Conn {
         }
     }
 
+    /// [`recv_count`](Self::recv_count), handing what arrived to `sink` (TCP: after a
+    /// read into `scratch`) before returning. Cancel-safe: bytes reach `sink` before any
+    /// later await, so state kept by `sink` stays in step with the stream.
+    pub async fn recv_with(
+        &mut self,
+        scratch: &mut [u8],
+        mut sink: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<RecvCount> {
+        match self {
+            Conn::Tcp(s) => {
+                let n = s.read(scratch).await.context("tcp read")?;
+                sink(&scratch[..n])?;
+                Ok(RecvCount {
+                    bytes: n,
+                    messages: usize::from(n > 0),
+                })
+            }
+            Conn::Ws(ws) => match next_data(ws).await? {
+                Some(data) => {
+                    sink(&data)?;
+                    Ok(RecvCount {
+                        bytes: data.len(),
+                        messages: 1,
+                    })
+                }
+                None => Ok(RecvCount {
+                    bytes: 0,
+                    messages: 0,
+                }),
+            },
+            Conn::Lean(_) => bail!("the lean ws reader only counts what arrives"),
+            Conn::Sio(sio) => sio.recv_with(sink).await,
+        }
+    }
+
     /// The next bytes that arrive, whatever their framing; empty once the peer closed.
     /// For handshakes, not measurements: it allocates.
     pub async fn recv_chunk(&mut self, scratch: &mut [u8]) -> Result<Vec<u8>> {

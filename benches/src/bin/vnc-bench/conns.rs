@@ -90,7 +90,13 @@ pub async fn run(args: ConnsArgs) -> Result<()> {
     // which the session errors then explain).
     let rss_before = args.pid.map(procfs::vm_rss_kib).transpose()?;
 
-    let (conns, connect) = open_all(&targets, args.sessions, args.connect_concurrency).await;
+    let (conns, connect) = open_all(
+        &targets,
+        args.sessions,
+        args.connect_concurrency,
+        WS_READ_BUF,
+    )
+    .await;
     tokio::time::sleep(args.settle).await;
     let rss_open = rss(args.pid);
 
@@ -197,24 +203,27 @@ pub async fn run(args: ConnsArgs) -> Result<()> {
 }
 
 /// How phase 1 went.
-struct ConnectReport {
-    opened: usize,
-    failures: HashMap<String, usize>,
+pub struct ConnectReport {
+    pub opened: usize,
+    pub failures: HashMap<String, usize>,
     /// Successful connect times, µs.
-    times: Summary,
-    elapsed: Duration,
+    pub times: Summary,
+    pub elapsed: Duration,
 }
 
 impl ConnectReport {
-    fn failed(&self) -> usize {
+    pub fn failed(&self) -> usize {
         self.failures.values().sum()
     }
 }
 
-async fn open_all(
+/// Opens `n` sessions, `concurrency` connects at once, tungstenite reading
+/// `ws_read_buffer` bytes at a time.
+pub async fn open_all(
     targets: &Arc<Targets>,
     n: usize,
     concurrency: usize,
+    ws_read_buffer: usize,
 ) -> (Vec<Conn>, ConnectReport) {
     let started = Instant::now();
     let permits = Arc::new(Semaphore::new(concurrency));
@@ -229,7 +238,7 @@ async fn open_all(
                     .connect(
                         i,
                         WsClient::Tungstenite {
-                            read_buffer: WS_READ_BUF,
+                            read_buffer: ws_read_buffer,
                         },
                     )
                     .await;
@@ -304,7 +313,7 @@ fn sorted_reasons(reasons: &HashMap<String, usize>) -> Vec<(&String, &usize)> {
     sorted
 }
 
-fn print_reasons(what: &str, reasons: &HashMap<String, usize>) {
+pub fn print_reasons(what: &str, reasons: &HashMap<String, usize>) {
     let sorted = sorted_reasons(reasons);
     for (reason, count) in sorted.iter().take(MAX_REASONS) {
         println!("    {what} ×{count}: {reason}");
@@ -315,7 +324,7 @@ fn print_reasons(what: &str, reasons: &HashMap<String, usize>) {
 }
 
 /// The most frequent reasons as a JSON object `{reason: count}`.
-fn top_reasons(reasons: &HashMap<String, usize>) -> serde_json::Value {
+pub fn top_reasons(reasons: &HashMap<String, usize>) -> serde_json::Value {
     sorted_reasons(reasons)
         .into_iter()
         .take(MAX_REASONS)

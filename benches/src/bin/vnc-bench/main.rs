@@ -1,11 +1,11 @@
-//! `vnc-bench`: load generator for vnc-relay. Three stand-in servers (`echo`, `source`,
-//! and the `proxy` baseline) and three client measurements (`throughput`, `latency`,
-//! `conns`) against `tcp://`, `ws://` or `sio://` (socket.io) targets, the last two also
+//! `vnc-bench`: load generator for vnc-relay. Stand-in servers (`echo`, `source`,
+//! `desktop`, and the `proxy` baseline) and client measurements (`throughput`,
+//! `latency`, `conns`, `mixed`) against `tcp://`, `ws://` or `sio://` (socket.io) targets, the last two also
 //! over TLS (`wss://`, `sios://`). Client modes end by themselves and print a summary,
 //! then one `RESULT {json}` line for scripts.
 //!
 //! The modules, each importing only from those listed after it:
-//! - `throughput`, `latency`, `conns`, `kick`, `control`: the measurements (`control` over
+//! - `throughput`, `latency`, `conns`, `mixed`, `kick`, `control`: the measurements (`control` over
 //!   control's REST API); `server`: the stand-in servers;
 //! - `session`: one open session of a `conns` run;
 //! - `target`: the flags every client mode shares, the run's targets, and one connect
@@ -28,6 +28,7 @@ mod endpoint;
 mod kick;
 mod latency;
 mod lean_ws;
+mod mixed;
 mod ping;
 mod procfs;
 mod recv_count;
@@ -64,6 +65,8 @@ enum Mode {
     Echo(server::EchoArgs),
     /// TCP server writing a constant buffer as fast as each peer reads.
     Source(server::SourceArgs),
+    /// TCP server streaming FramebufferUpdates on a timer and echoing key releases.
+    Desktop(server::DesktopArgs),
     /// Baseline TCP-to-TCP proxy (copy_bidirectional, 256 KiB buffers).
     Proxy(server::ProxyArgs),
     /// Read everything the target sends; report bytes per second.
@@ -72,6 +75,8 @@ enum Mode {
     Latency(latency::LatencyArgs),
     /// Many concurrent sessions: connect results, RTT under load, relay RSS per session.
     Conns(conns::ConnsArgs),
+    /// Many sessions, each streaming updates and timing its key strokes' echoes.
+    Mixed(mixed::MixedArgs),
     /// Kick to session end: publish kicks on the control channel, time each.
     Kick(kick::KickArgs),
     /// VNC tokens minted per second through control's API.
@@ -103,10 +108,12 @@ fn run(cli: Cli) -> Result<()> {
         match cli.mode {
             Mode::Echo(a) => server::echo(a).await,
             Mode::Source(a) => server::source(a).await,
+            Mode::Desktop(a) => server::desktop(a).await,
             Mode::Proxy(a) => server::proxy(a).await,
             Mode::Throughput(a) => throughput::run(a).await,
             Mode::Latency(a) => latency::run(a).await,
             Mode::Conns(a) => conns::run(a).await,
+            Mode::Mixed(a) => mixed::run(a).await,
             Mode::Kick(a) => kick::run(a).await,
             Mode::ControlTokens(a) => control::tokens(a).await,
             Mode::ControlQueue(a) => control::queue(a).await,

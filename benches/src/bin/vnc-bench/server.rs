@@ -1,6 +1,8 @@
 //! The stand-in servers a measurement runs against:
 //! - `echo`: the "container" for latency tests, echoes every byte;
 //! - `source`: the "container" for throughput tests, writes as fast as the peer reads;
+//! - `desktop`: the "container" for mixed load: FramebufferUpdates on a timer, and each
+//!   key release answered in-band with a ServerCutText carrying its keysym;
 //! - `proxy`: the baseline, a plain TCP-to-TCP proxy (what a relay costs at the least).
 //!
 //! Each accepts in a loop and gives every connection its own task, so one slow peer never
@@ -22,6 +24,13 @@ use crate::{report, rfb};
 const ECHO_BUF: usize = 64 * 1024;
 /// Read buffer for what the source's peer sends (discarded).
 const DISCARD_BUF: usize = 64 * 1024;
+/// Key echoes of the `desktop` stand-in waiting for the writer (it is busy writing an
+/// update); a client sends a few a second, so a full queue only slows its reader.
+const ECHO_QUEUE: usize = 64;
+/// Bounds on the `desktop` stand-in's flags.
+const MAX_FPS: f64 = 1000.0;
+const MIN_UPDATE: usize = 20;
+const MAX_UPDATE: usize = 16 << 20;
 /// Copy buffer of the baseline proxy, per direction.
 const PROXY_BUF: usize = 256 * 1024;
 /// Bound on the proxy's upstream connect.
@@ -58,6 +67,19 @@ pub struct SourceArgs {
     /// the relay's credential injection answers).
     #[arg(long)]
     pub password: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DesktopArgs {
+    /// Address to listen on.
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// FramebufferUpdates per second and connection.
+    #[arg(long, default_value_t = 30.0)]
+    pub fps: f64,
+    /// Bytes per FramebufferUpdate (one Raw rectangle, as `source` writes them).
+    #[arg(long, default_value_t = 40_000)]
+    pub update_size: usize,
 }
 
 #[derive(Args, Debug)]
@@ -122,6 +144,74 @@ pub async fn source(args: SourceArgs) -> Result<()> {
             // The writer ends when the peer goes away; the reader at EOF. A half-close
             // by the peer must not stop the stream it is still reading, hence join.
             tokio::join!(writer, reader);
+            Ok(())
+        }
+    })
+    .await
+}
+
+pub async fn desktop(args: DesktopArgs) -> Result<()> {
+    anyhow::ensure!(
+        args.fps > 0.0 && args.fps <= MAX_FPS,
+        "--fps must be within 0..={MAX_FPS}"
+    );
+    anyhow::ensure!(
+        (MIN_UPDATE..=MAX_UPDATE).contains(&args.update_size),
+        "--update-size must be within {MIN_UPDATE}..={MAX_UPDATE}"
+    );
+    let update: Arc<[u8]> = rfb::updates(args.update_size).into();
+    let period = Duration::from_secs_f64(1.0 / args.fps);
+    serve(args.listen, move |mut sock| {
+        let update = Arc::clone(&update);
+        async move {
+            rfb::serve(&mut sock, None).await?;
+            let (rd, mut wr) = sock.into_split();
+            let (echo_tx, mut echo_rx) = tokio::sync::mpsc::channel::<u32>(ECHO_QUEUE);
+            let (start_tx, start_rx) = tokio::sync::oneshot::channel::<()>();
+            let reader = async move {
+                let mut rd = tokio::io::BufReader::new(rd);
+                let mut start_tx = Some(start_tx);
+                while let Ok(Some(msg)) = rfb::read_client_message(&mut rd).await {
+                    match msg {
+                        rfb::ClientMessage::UpdateRequest => {
+                            if let Some(tx) = start_tx.take() {
+                                let _ = tx.send(());
+                            }
+                        }
+                        rfb::ClientMessage::Key {
+                            down: false,
+                            keysym,
+                        } if echo_tx.send(keysym).await.is_err() => return,
+                        _ => {}
+                    }
+                }
+            };
+            let writer = async move {
+                // Nothing before the viewer's first request: the client's handshake
+                // must not read the start of the stream.
+                if start_rx.await.is_err() {
+                    return;
+                }
+                // A random phase, so the sessions' updates don't all fall on one tick.
+                let phase = period.mul_f64(rand::random::<f64>());
+                let mut ticker =
+                    tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    let written = tokio::select! {
+                        biased;
+                        keysym = echo_rx.recv() => match keysym {
+                            Some(k) => wr.write_all(&rfb::key_echo(k)).await,
+                            None => return,
+                        },
+                        _ = ticker.tick() => wr.write_all(&update).await,
+                    };
+                    if written.is_err() {
+                        return;
+                    }
+                }
+            };
+            tokio::join!(reader, writer);
             Ok(())
         }
     })

@@ -171,8 +171,17 @@ impl SioConn {
     /// messages means the session ended. Cancel-safe (nothing is consumed across the
     /// one await, a read into the free part of the buffer).
     pub async fn recv_count(&mut self) -> Result<RecvCount> {
+        self.recv_with(|_| Ok(())).await
+    }
+
+    /// [`recv_count`](Self::recv_count), handing every `vnc:data` byte to `sink` as it is
+    /// consumed. Cancel-safe as well: what was consumed went to `sink` before the await.
+    pub async fn recv_with(
+        &mut self,
+        mut sink: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<RecvCount> {
         loop {
-            match self.drain(|_| Ok(()))? {
+            match self.drain(&mut sink)? {
                 Some(Seen::Data(count)) => return Ok(count),
                 Some(Seen::Closed) => {
                     return Ok(RecvCount {
