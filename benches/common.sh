@@ -113,3 +113,61 @@ print(json.dumps({"label": "cpu:" + label, "result": {
     "machine_s": secs(machine), "wall_s": round(float(t1) - float(t0), 3)}}))
 PY
 }
+
+# websockify_venv: websockify 0.13 from PyPI in a venv of its own (target/bench-venv);
+# sets WEBSOCKIFY to its command.
+websockify_venv() {
+  local venv="${CARGO_TARGET_DIR:-target}/bench-venv"
+  if [[ ! -x "$venv/bin/websockify" ]]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "websockify==0.13.0"
+  fi
+  WEBSOCKIFY="$venv/bin/websockify"
+}
+
+# node_relay_deps: socket.io 4 for benches/node-relay, from its lock file.
+node_relay_deps() {
+  if [[ ! -d benches/node-relay/node_modules/socket.io ]]; then
+    (cd benches/node-relay && npm ci --no-audit --no-fund --silent)
+  fi
+}
+
+# wait_port ADDR: until something accepts TCP connections on HOST:PORT.
+wait_port() {
+  for _ in $(seq 200); do
+    if (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "nothing listens on $1"; exit 1
+}
+
+# start_haproxy NAME UPSTREAM: HAProxy (Debian's `haproxy`) in TCP mode with
+# `option splice-auto` (kernel splicing between the sockets when it judges it useful),
+# on a free loopback port, forwarding to UPSTREAM (HOST:PORT); config in
+# $STATE/NAME.cfg. Sets NAME_pid and NAME_addr.
+start_haproxy() {
+  local name="$1" upstream="$2" port
+  port="$(free_port)"
+  cat >"$STATE/$name.cfg" <<CFG
+global
+    # 2 fds a connection plus splice pipes, under the open-file limit (20,000 here).
+    maxconn 6000
+defaults
+    mode tcp
+    maxconn 6000
+    option splice-auto
+    timeout connect 10s
+    timeout client 10m
+    timeout server 10m
+frontend in
+    bind 127.0.0.1:$port
+    default_backend up
+backend up
+    server up $upstream
+CFG
+  haproxy -db -f "$STATE/$name.cfg" >"$STATE/$name.log" 2>&1 &
+  pids+=($!)
+  eval "${name}_pid=$!"
+  eval "${name}_addr=127.0.0.1:$port"
+  wait_port "127.0.0.1:$port"
+}

@@ -24,13 +24,7 @@ STATE="$(mktemp -d /tmp/vnc-bench.XXXXXX)"
 OUT="$STATE/results.jsonl"
 # shellcheck source=benches/common.sh
 source benches/common.sh
-
-# websockify 0.13 from PyPI, in a venv of its own.
-VENV="target/bench-venv"
-if [[ ! -x "$VENV/bin/websockify" ]]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q "websockify==0.13.0"
-fi
+websockify_venv
 
 
 start_redis
@@ -39,8 +33,8 @@ start_stand_ins
 start_listening proxy_src "$BIN/vnc-bench" proxy --listen 127.0.0.1:0 --upstream "$SRC"
 start_listening proxy_echo "$BIN/vnc-bench" proxy --listen 127.0.0.1:0 --upstream "$ECHO"
 WS_SRC_PORT="$(free_port)"; WS_ECHO_PORT="$(free_port)"
-"$VENV/bin/websockify" "127.0.0.1:$WS_SRC_PORT" "$SRC" >"$STATE/wsfy_src.log" 2>&1 & pids+=($!)
-"$VENV/bin/websockify" "127.0.0.1:$WS_ECHO_PORT" "$ECHO" >"$STATE/wsfy_echo.log" 2>&1 & pids+=($!)
+"$WEBSOCKIFY" "127.0.0.1:$WS_SRC_PORT" "$SRC" >"$STATE/wsfy_src.log" 2>&1 & pids+=($!)
+"$WEBSOCKIFY" "127.0.0.1:$WS_ECHO_PORT" "$ECHO" >"$STATE/wsfy_echo.log" 2>&1 & pids+=($!)
 
 # One token serves every session here (the conns runs open thousands at once), so the
 # one-live-session-per-token rule is off; it costs one Redis round trip at admission

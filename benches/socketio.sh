@@ -24,10 +24,7 @@ CONNS_DURATION="${CONNS_DURATION:-20s}"
 source benches/common.sh
 prepare sio
 
-# socket.io 4 for the Node relay, from its lock file.
-if [[ ! -d benches/node-relay/node_modules/socket.io ]]; then
-  (cd benches/node-relay && npm ci --no-audit --no-fund --silent)
-fi
+node_relay_deps
 
 start_redis
 start_stand_ins

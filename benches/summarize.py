@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Summarizes benches/run.sh results (JSON lines) against the relay-core goals, and those
-of benches/socketio.sh and benches/tls.sh (told apart by their labels)."""
+of benches/socketio.sh, benches/tls.sh, benches/rfb-policy.sh and benches/mixed.sh (told
+apart by their labels)."""
 import json
 import math
 import statistics
@@ -124,6 +125,73 @@ def summarize_policy():
                            if "error" not in r)
         print(f"| {name} | {tp[t]:.0f} | {rounds} | {tp[t] / tp['plain']:.3f}x |")
 
+
+def summarize_mixed():
+    """benches/mixed.sh results (labels `mixed:N/TARGET`): per N, input RTT under
+    streaming, bytes received, the server's CPU per GB and RSS, and the goals as ratios
+    against the plain proxy, HAProxy, websockify and the Node relay."""
+    names = {"relay-ws": "vnc-relay, raw WebSocket (ws://)",
+             "relay-sio": "vnc-relay, socket.io (sio://)",
+             "proxy": "plain TCP proxy (tcp://)",
+             "haproxy": "HAProxy, TCP mode, splice-auto (tcp://)",
+             "websockify": "websockify 0.13 (ws://)",
+             "node-sio": "Node socket.io 4 relay (sio://)"}
+    report_failures()
+    ns = sorted({int(label.split(":")[1].split("/")[0]) for label in rows if label.startswith("mixed:")})
+    for n in ns:
+        print(f"\n### {n} sessions\n")
+        print("| target | rounds ok | failed / errored sessions | input RTT p50 µs | p99 µs | p99.9 µs "
+              "| p99 per round | received MB/s | server CPU s | server CPU s per GB | server RSS MiB "
+              "| stand-in CPU s per GB |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        m = {}
+        for t, name in names.items():
+            label = f"mixed:{n}/{t}"
+            recs = ok(label)
+            if not recs and label not in rows:
+                continue
+            srv = lambda r, k: ((r.get("servers") or {}).get("server") or {}).get(k)
+            desk = lambda r, k: ((r.get("servers") or {}).get("desktop") or {}).get(k)
+            p50, p99, p999 = (median([r["rtt_us"][k] for r in recs]) for k in ("p50", "p99", "p999"))
+            mbs = median([r["received_mb_per_s"] for r in recs])
+            cpu = median([srv(r, "cpu_s") for r in recs if srv(r, "cpu_s") is not None])
+            per_gb = median([srv(r, "cpu_s_per_gb") for r in recs if srv(r, "cpu_s_per_gb") is not None])
+            rss = median([srv(r, "rss_kib") / 1024 for r in recs if srv(r, "rss_kib") is not None])
+            desk_gb = median([desk(r, "cpu_s_per_gb") for r in recs if desk(r, "cpu_s_per_gb") is not None])
+            fails = "; ".join(f"{r['failed_connects']} / {r['errored']}" for r in recs)
+            if len(set(fails.split("; "))) == 1:
+                fails = fails.split("; ")[0]
+            p99s = ", ".join(str(r["rtt_us"]["p99"]) for r in recs)
+            m[t] = {"p99": p99, "per_gb": per_gb,
+                    "rounds": [r["rtt_us"]["p99"] for r in recs]}
+            print(f"| {name} | {len(recs)} of {len(rows.get(label, []))} | {fails or 'n/a'} | {p50:.0f} | "
+                  f"**{p99:.0f}** | {p999:.0f} | {p99s} | {mbs:.0f} | {cpu:.2f} | {per_gb:.2f} | "
+                  f"{rss:.1f} | {desk_gb:.2f} |")
+
+        def ratio(a, b, key="p99"):
+            if a not in m or b not in m or not m[b][key] or math.isnan(m[b][key]):
+                return float("nan")
+            return m[a][key] / m[b][key]
+
+        def goal(text, value, limit):
+            verdict = "n/a" if math.isnan(value) else ("reached" if value <= limit else "NOT reached")
+            print(f"- {text} = **{value:.2f}×** (goal ≤ {limit}): {verdict}")
+
+        print()
+        goal("raw p99 / plain proxy p99", ratio("relay-ws", "proxy"), 1.15)
+        goal("raw p99 / HAProxy p99", ratio("relay-ws", "haproxy"), 1.3)
+        goal("socket.io p99 / raw p99", ratio("relay-sio", "relay-ws"), 1.2)
+        for a in ("relay-ws", "relay-sio"):
+            for b in ("websockify", "node-sio"):
+                goal(f"{a} p99 / {b} p99", ratio(a, b), 0.5)
+        goal("raw CPU s per GB / plain proxy's", ratio("relay-ws", "proxy", "per_gb"), 1.15)
+        print(f"- (reference) raw CPU s per GB / HAProxy's = {ratio('relay-ws', 'haproxy', 'per_gb'):.2f}×, "
+              f"socket.io's / raw's = {ratio('relay-sio', 'relay-ws', 'per_gb'):.2f}×")
+
+
+if any(label.startswith("mixed:") for label in rows):
+    summarize_mixed()
+    sys.exit(0)
 
 if any(label.startswith("policy:") for label in rows):
     summarize_policy()

@@ -6,7 +6,9 @@
 //! is timed on the same connection, behind whatever update bytes are queued ahead of
 //! it. Sessions are opened with `conns`' connect phase; the first `warmup` is not
 //! measured. With `--pid NAME=PID` (repeatable), each server process's CPU seconds over
-//! the measured part and its RSS (at the end, and its peak) are reported too.
+//! the measured part and its RSS (at the end, all sessions still open, and its peak)
+//! are reported too, summed with its direct children's (websockify forks a process per
+//! connection; RSS summed that way counts shared pages once per process).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -60,6 +62,17 @@ pub struct MixedArgs {
     pub input_timeout: Duration,
 }
 
+/// CPU seconds of `pid` and its children (dead children are lost: a server forking per
+/// connection keeps them alive while its sessions are open).
+fn tree_cpu(pid: u32) -> Option<f64> {
+    let main = procfs::cpu_seconds(pid).ok()?;
+    let children: f64 = procfs::with_children(pid)[1..]
+        .iter()
+        .filter_map(|p| procfs::cpu_seconds(*p).ok())
+        .sum();
+    Some(main + children)
+}
+
 fn parse_pid(raw: &str) -> Result<(String, u32)> {
     let (name, pid) = raw
         .split_once('=')
@@ -96,14 +109,11 @@ pub async fn run(args: MixedArgs) -> Result<()> {
     let pids = args.pids.clone();
     let cpu = tokio::spawn(async move {
         tokio::time::sleep_until(measure_from).await;
-        let before: Vec<Option<f64>> = pids
-            .iter()
-            .map(|(_, p)| procfs::cpu_seconds(*p).ok())
-            .collect();
+        let before: Vec<Option<f64>> = pids.iter().map(|(_, p)| tree_cpu(*p)).collect();
         tokio::time::sleep_until(end).await;
         pids.iter()
             .zip(before)
-            .map(|((_, p), b)| Some(procfs::cpu_seconds(*p).ok()? - b?))
+            .map(|((_, p), b)| Some(tree_cpu(*p)? - b?))
             .collect::<Vec<_>>()
     });
 
@@ -175,11 +185,17 @@ pub async fn run(args: MixedArgs) -> Result<()> {
     println!("  received: {mb_per_s:.1} MB/s over the measured {measured_s:.1} s");
     let mut servers = serde_json::Map::new();
     for ((name, pid), cpu_s) in args.pids.iter().zip(cpu) {
-        let rss = procfs::vm_rss_kib(*pid).ok();
-        let hwm = procfs::vm_hwm_kib(*pid).ok();
+        // Children that exited and wait to be reaped (zombies) have no memory: skipped.
+        let tree = procfs::with_children(*pid);
+        let sum = |read: fn(u32) -> Result<u64>| {
+            let main = read(*pid).ok()?;
+            Some(main + tree[1..].iter().filter_map(|p| read(*p).ok()).sum::<u64>())
+        };
+        let (rss, hwm) = (sum(procfs::vm_rss_kib), sum(procfs::vm_hwm_kib));
         let per_gb = cpu_s.filter(|_| gb > 0.0).map(|c| c / gb);
         println!(
-            "  {name} (pid {pid}): cpu {} s, {} s per GB received; rss {} KiB, peak {} KiB",
+            "  {name} (pid {pid}, {} process(es)): cpu {} s, {} s per GB received; rss {} KiB, peak {} KiB",
+            tree.len(),
             cpu_s.map_or("n/a".into(), |c| format!("{c:.2}")),
             per_gb.map_or("n/a".into(), |c| format!("{c:.2}")),
             rss.map_or("n/a".into(), |v| v.to_string()),
@@ -189,6 +205,7 @@ pub async fn run(args: MixedArgs) -> Result<()> {
             name.clone(),
             json!({
                 "pid": pid,
+                "processes": tree.len(),
                 "cpu_s": cpu_s.map(report::round3),
                 "cpu_s_per_gb": per_gb.map(report::round3),
                 "rss_kib": rss,

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Mixed load of benches/README.md ("Mixed load (input under streaming)"): N sessions,
+# each streaming FramebufferUpdates from the `desktop` stand-in (FPS a second of
+# UPDATE_SIZE bytes) while sending key strokes (RATE a second) whose in-band echoes it
+# times, through every target in alternation, round after round: the relay's raw
+# WebSocket (ws://) and socket.io (sio://) paths, the plain TCP proxy, HAProxy in TCP
+# mode with `option splice-auto`, websockify 0.13 and the Node socket.io relay of
+# benches/node-relay. Each run reports input RTT percentiles, bytes received, and the
+# CPU seconds and RSS of the server under test and of the stand-in. Loopback only;
+# everything it starts is stopped on exit.
+#
+#   benches/mixed.sh [ROUNDS]          (default 3)
+# Env: SESSIONS (list, default "100 500 2000"), DURATION (default 15s), WARMUP (3s),
+#      RATE (key strokes/s, 20), FPS (30), UPDATE_SIZE (bytes, 40000),
+#      TARGETS (default "relay-ws relay-sio proxy haproxy websockify node-sio"),
+#      WEBSOCKIFY_MAX (largest N run through websockify, default 500: it forks a
+#      Python process per connection)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS="${1:-3}"
+SESSIONS="${SESSIONS:-100 500 2000}"
+DURATION="${DURATION:-15s}"
+WARMUP="${WARMUP:-3s}"
+RATE="${RATE:-20}"
+FPS="${FPS:-30}"
+UPDATE_SIZE="${UPDATE_SIZE:-40000}"
+TARGETS="${TARGETS:-relay-ws relay-sio proxy haproxy websockify node-sio}"
+WEBSOCKIFY_MAX="${WEBSOCKIFY_MAX:-500}"
+
+# shellcheck source=benches/common.sh
+source benches/common.sh
+prepare mixed
+websockify_venv
+node_relay_deps
+
+max_n=0
+for n in $SESSIONS; do (( n > max_n )) && max_n=$n; done
+
+start_redis
+"$BIN/vnc-control" keys generate --out "$STATE/keys" --kid bench >/dev/null
+start_listening desktop "$BIN/vnc-bench" desktop --listen 127.0.0.1:0 --fps "$FPS" \
+  --update-size "$UPDATE_SIZE"
+DESK="$(listening_addr desktop)"
+start_listening proxy "$BIN/vnc-bench" proxy --listen 127.0.0.1:0 --upstream "$DESK"
+start_haproxy haproxy "$DESK"
+WSFY="127.0.0.1:$(free_port)"
+"$WEBSOCKIFY" "$WSFY" "$DESK" >"$STATE/websockify.log" 2>&1 &
+pids+=($!); websockify_pid=$!
+wait_port "$WSFY"
+# One container and token per session (as many desktops as viewers): no socket.io room
+# has more than one viewer, so no session pays for others' join announcements.
+start_listening relay "$BIN/vnc-relay" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+  --redis-url "redis://127.0.0.1:$REDIS_PORT" --jwt-public-key "$STATE/keys/bench.pub.pem" \
+  --max-sessions 20000 --idle-timeout 10m --single-use-tokens false
+RELAY="$(sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/relay.out")"
+start_listening node node benches/node-relay/relay.mjs --listen 127.0.0.1:0 --upstream "$DESK"
+NODE="$(listening_addr node)"
+
+echo "== $max_n containers and tokens"
+for i in $(seq 0 $((max_n - 1))); do
+  echo "hset vnc:container:desk$i state running tenant bench owner bench host 127.0.0.1 port ${DESK##*:}"
+done | redis-cli -p "$REDIS_PORT" >/dev/null
+for i in $(seq 0 $((max_n - 1))); do
+  t="$(token "desk$i")"
+  echo "ws://$RELAY/websockify?token=$t" >>"$STATE/relay-ws.urls"
+  echo "sio://$RELAY?containerId=desk$i&token=$t" >>"$STATE/relay-sio.urls"
+done
+until curl -sf "http://$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/relay.out")/readyz" >/dev/null; do sleep 0.05; done
+until [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://$RELAY/socket.io/?EIO=4&transport=websocket")" != 503 ]]; do
+  sleep 0.05
+done
+
+# target_args T: the vnc-bench flags naming target T and its server process.
+target_args() {
+  case "$1" in
+    relay-ws | relay-sio) echo "--url-file $STATE/$1.urls --pid server=$relay_pid" ;;
+    proxy) echo "--target tcp://$(listening_addr proxy) --pid server=$proxy_pid" ;;
+    haproxy) echo "--target tcp://$haproxy_addr --pid server=$haproxy_pid" ;;
+    websockify) echo "--target ws://$WSFY/ --pid server=$websockify_pid" ;;
+    node-sio) echo "--target sio://$NODE?containerId=desk&token=any --pid server=$node_pid" ;;
+  esac
+}
+
+read -ra targets <<<"$TARGETS"
+for n in $SESSIONS; do
+  echo "== $n sessions, $ROUNDS rounds, ${FPS}/s updates of $UPDATE_SIZE B, $RATE key strokes/s"
+  for r in $(seq "$ROUNDS"); do
+    echo "round $r"
+    # Rotate the order each round, so no target always runs first or after the same one.
+    for k in "${!targets[@]}"; do
+      t="${targets[$(((k + r - 1) % ${#targets[@]}))]}"
+      if [[ $t == websockify ]] && (( n > WEBSOCKIFY_MAX )); then continue; fi
+      # shellcheck disable=SC2046
+      record "mixed:$n/$t" mixed $(target_args "$t") --pid "desktop=$desktop_pid" \
+        --sessions "$n" --rate "$RATE" --duration "$DURATION" --warmup "$WARMUP"
+    done
+  done
+done
+
+python3 benches/summarize.py "$OUT"
+echo "raw results: $OUT"
