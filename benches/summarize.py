@@ -147,8 +147,15 @@ def summarize_mixed():
         m = {}
         for t, name in names.items():
             label = f"mixed:{n}/{t}"
-            recs = ok(label)
-            if not recs and label not in rows:
+            if label not in rows:
+                continue
+            # A round whose every session ended early measured nothing: not a result.
+            recs = [r for r in ok(label) if r["rtt_us"]["count"] > 0]
+            if not recs:
+                errs = "; ".join(f"{r.get('errored', 'n/a')} errored: {list(r.get('session_errors') or {})[:1]}"
+                                 for r in rows[label])
+                print(f"| {name} | 0 of {len(rows[label])} | {errs} | n/a | n/a | n/a | n/a | n/a | n/a | n/a "
+                      f"| n/a | n/a |")
                 continue
             srv = lambda r, k: ((r.get("servers") or {}).get("server") or {}).get(k)
             desk = lambda r, k: ((r.get("servers") or {}).get("desktop") or {}).get(k)
@@ -158,7 +165,7 @@ def summarize_mixed():
             per_gb = median([srv(r, "cpu_s_per_gb") for r in recs if srv(r, "cpu_s_per_gb") is not None])
             rss = median([srv(r, "rss_kib") / 1024 for r in recs if srv(r, "rss_kib") is not None])
             desk_gb = median([desk(r, "cpu_s_per_gb") for r in recs if desk(r, "cpu_s_per_gb") is not None])
-            fails = "; ".join(f"{r['failed_connects']} / {r['errored']}" for r in recs)
+            fails = "; ".join(f"{r['failed_connects']} / {r['errored']}" for r in ok(label))
             if len(set(fails.split("; "))) == 1:
                 fails = fails.split("; ")[0]
             p99s = ", ".join(str(r["rtt_us"]["p99"]) for r in recs)
