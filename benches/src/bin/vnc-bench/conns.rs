@@ -13,22 +13,19 @@ use anyhow::{Result, ensure};
 use clap::Args;
 use serde_json::json;
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::client::{Conn, WsClient};
 use crate::ping::micros;
 use crate::procfs;
 use crate::report;
-use crate::session::{self, Outcome, Plan};
+use crate::session::{self, Outcome, Plan, Totals};
 use crate::stats::Summary;
 use crate::target::{TargetArgs, Targets};
 
 /// tungstenite read buffer per session: pings are tiny, and thousands of sessions with
 /// the 128 KiB default would make the bench itself the memory hog.
 const WS_READ_BUF: usize = 4 * 1024;
-/// Bound on closing all sessions at the end.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// File descriptors kept free for everything that is not a session.
 const FD_HEADROOM: u64 = 64;
 /// Distinct failure reasons printed.
@@ -103,24 +100,10 @@ pub async fn run(args: ConnsArgs) -> Result<()> {
     let outcomes = run_sessions(conns, &args, targets.rfb()).await?;
     let rss_end = rss(args.pid);
 
-    // Summarise before closing so the numbers do not wait on slow closes.
-    let mut samples = Vec::new();
-    let (mut pings, mut unanswered) = (0u64, 0u64);
-    let mut errors: HashMap<String, usize> = HashMap::new();
-    let mut closes = JoinSet::new();
-    for o in outcomes {
-        pings += o.pings;
-        unanswered += o.unanswered;
-        samples.extend_from_slice(&o.samples);
-        if let Some(e) = o.error {
-            *errors.entry(e).or_default() += 1;
-        }
-        if let Some(conn) = o.conn {
-            closes.spawn(conn.close());
-        }
-    }
-    let errored: usize = errors.values().sum();
-    let rtt = Summary::from_samples(samples);
+    let (totals, closing) = Totals::of(outcomes);
+    let errored = totals.errored();
+    let (pings, unanswered, errors) = (totals.answered, totals.unanswered, totals.errors);
+    let rtt = Summary::from_samples(totals.samples);
     let opened = connect.opened;
 
     println!(
@@ -195,10 +178,7 @@ pub async fn run(args: ConnsArgs) -> Result<()> {
         "session_errors": top_reasons(&errors),
     }));
 
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        while closes.join_next().await.is_some() {}
-    })
-    .await;
+    closing.wait().await;
     Ok(())
 }
 

@@ -10,7 +10,7 @@
 //! are reported too, summed with its direct children's (websockify forks a process per
 //! connection; RSS summed that way counts shared pages once per process).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,14 +25,13 @@ use crate::ping::micros;
 use crate::procfs;
 use crate::report;
 use crate::rfb::{self, ServerStream};
+use crate::session::{Outcome, Totals};
 use crate::stats::Summary;
 use crate::target::{TargetArgs, Targets};
 
 /// Read size per session (TCP scratch, tungstenite's read buffer): a 40 KB update in a
 /// few reads, 2,000 sessions in 32 MiB.
 const READ_BUF: usize = 16 * 1024;
-/// Bound on closing all sessions at the end.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Args, Debug)]
 pub struct MixedArgs {
@@ -139,24 +138,11 @@ pub async fn run(args: MixedArgs) -> Result<()> {
     }
     let cpu = cpu.await?;
 
-    let mut samples = Vec::new();
-    let (mut strokes, mut unanswered, mut bytes) = (0u64, 0u64, 0u64);
-    let mut errors: HashMap<String, usize> = HashMap::new();
-    let mut closes = tokio::task::JoinSet::new();
-    for o in outcomes {
-        strokes += o.strokes;
-        unanswered += o.unanswered;
-        bytes += o.bytes;
-        samples.extend_from_slice(&o.samples);
-        if let Some(e) = o.error {
-            *errors.entry(e).or_default() += 1;
-        }
-        if let Some(conn) = o.conn {
-            closes.spawn(conn.close());
-        }
-    }
-    let errored: usize = errors.values().sum();
-    let rtt = Summary::from_samples(samples);
+    let (totals, closing) = Totals::of(outcomes);
+    let errored = totals.errored();
+    let (strokes, unanswered, bytes) = (totals.answered, totals.unanswered, totals.bytes);
+    let errors = totals.errors;
+    let rtt = Summary::from_samples(totals.samples);
     let measured_s = (args.duration - args.warmup).as_secs_f64();
     let (mb_per_s, _) = report::rates(bytes, measured_s);
     let gb = bytes as f64 / 1e9;
@@ -235,10 +221,7 @@ pub async fn run(args: MixedArgs) -> Result<()> {
         "session_errors": top_reasons(&errors),
     }));
 
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        while closes.join_next().await.is_some() {}
-    })
-    .await;
+    closing.wait().await;
     Ok(())
 }
 
@@ -253,30 +236,8 @@ struct Plan {
     input_timeout: Duration,
 }
 
-/// What one session did.
-struct Outcome {
-    /// Present unless the session failed; still open.
-    conn: Option<Conn>,
-    /// Round trips in µs of key strokes sent after warmup.
-    samples: Vec<u32>,
-    /// Key strokes answered, warmup included.
-    strokes: u64,
-    /// Key strokes still unanswered when the run ended.
-    unanswered: u64,
-    /// Bytes received after warmup.
-    bytes: u64,
-    error: Option<String>,
-}
-
 async fn session(mut conn: Conn, plan: Plan) -> Outcome {
-    let mut out = Outcome {
-        conn: None,
-        samples: Vec::new(),
-        strokes: 0,
-        unanswered: 0,
-        bytes: 0,
-        error: None,
-    };
+    let mut out = Outcome::default();
     match drive(&mut conn, &plan, &mut out).await {
         Ok(()) => out.conn = Some(conn),
         Err(e) => out.error = Some(format!("{e:#}")),
@@ -320,7 +281,7 @@ async fn drive(conn: &mut Conn, plan: &Plan, out: &mut Outcome) -> Result<()> {
                     let keysym = <[u8; 4]>::try_from(text).map(u32::from_be_bytes);
                     match (inflight.pop_front(), keysym) {
                         (Some((s, at, measured)), Ok(k)) if s == k => {
-                            out.strokes += 1;
+                            out.answered += 1;
                             if measured {
                                 out.samples.push(micros(now - at));
                             }

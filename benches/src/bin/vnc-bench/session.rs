@@ -3,13 +3,17 @@
 //! It returns the connection still open so the caller can sample memory with every
 //! session alive before closing them.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::client::Conn;
 use crate::ping::{Ping, micros};
 
+/// Time the sessions' connections get to close at the end of a run.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Read buffer of an idle TCP session (what it reads is unexpected anyway).
 const IDLE_SCRATCH: usize = 4 * 1024;
 
@@ -30,28 +34,75 @@ pub struct Plan {
     pub rfb: bool,
 }
 
-/// What one session did during the run.
+/// What one session did during the run (a `conns` or a `mixed` one).
+#[derive(Default)]
 pub struct Outcome {
     /// Present unless the session failed; still open.
     pub conn: Option<Conn>,
-    /// RTTs in µs of pings sent after warmup.
+    /// RTTs in µs of pings (key strokes) sent after warmup.
     pub samples: Vec<u32>,
     /// Completed round trips, warmup included.
-    pub pings: u64,
-    /// 1 if a ping was in flight when the run ended.
+    pub answered: u64,
+    /// Pings (key strokes) in flight when the run ended.
     pub unanswered: u64,
+    /// Bytes received after warmup besides the answers (`mixed`: the server's stream).
+    pub bytes: u64,
     /// Why the session ended early, if it did (peer closed, error, ping timeout).
     pub error: Option<String>,
 }
 
+/// What the sessions of a run add up to.
+#[derive(Default)]
+pub struct Totals {
+    pub samples: Vec<u32>,
+    pub answered: u64,
+    pub unanswered: u64,
+    pub bytes: u64,
+    /// Why sessions ended early, with how many did so for each reason.
+    pub errors: HashMap<String, usize>,
+}
+
+/// The sessions' connections, closing.
+pub struct Closing(JoinSet<()>);
+
+impl Closing {
+    /// Waits until every connection is closed, or [`CLOSE_TIMEOUT`] has passed.
+    pub async fn wait(mut self) {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            while self.0.join_next().await.is_some() {}
+        })
+        .await;
+    }
+}
+
+impl Totals {
+    /// Adds `outcomes` up (before closing, so the numbers don't wait on slow closes)
+    /// and starts closing their connections.
+    pub fn of(outcomes: Vec<Outcome>) -> (Totals, Closing) {
+        let (mut t, mut closes) = (Totals::default(), JoinSet::new());
+        for o in outcomes {
+            t.answered += o.answered;
+            t.unanswered += o.unanswered;
+            t.bytes += o.bytes;
+            t.samples.extend_from_slice(&o.samples);
+            if let Some(e) = o.error {
+                *t.errors.entry(e).or_default() += 1;
+            }
+            if let Some(conn) = o.conn {
+                closes.spawn(conn.close());
+            }
+        }
+        (t, Closing(closes))
+    }
+
+    /// Sessions that ended early.
+    pub fn errored(&self) -> usize {
+        self.errors.values().sum()
+    }
+}
+
 pub async fn run(mut conn: Conn, plan: Plan) -> Outcome {
-    let mut out = Outcome {
-        conn: None,
-        samples: Vec::new(),
-        pings: 0,
-        unanswered: 0,
-        error: None,
-    };
+    let mut out = Outcome::default();
     let result = match plan.pace {
         Some((period, first)) => ping_loop(&mut conn, &plan, period, first, &mut out).await,
         None => idle(&mut conn, plan.end).await,
@@ -96,7 +147,7 @@ async fn ping_loop(
             }
             Ok(Ok(Err(e))) => return Err(format!("{e:#}")),
             Ok(Ok(Ok(rtt))) => {
-                out.pings += 1;
+                out.answered += 1;
                 if sent_at >= plan.measure_from {
                     out.samples.push(micros(rtt));
                 }
