@@ -181,23 +181,13 @@ impl Live {
 
 #[cfg(test)]
 mod tests {
-    use vnc_shared::token::Scope;
 
     use super::*;
 
     fn record(sid: &str, cid: &str) -> Arc<SessionRecord> {
         Arc::new(SessionRecord {
-            sid: sid.into(),
             cid: cid.into(),
-            sub: "u1".into(),
-            tenant: "t1".into(),
-            scope: Scope::Control,
-            jti: format!("jti-{sid}"),
-            exp: 0,
-            started_at: 0,
-            transport: "websocket",
-            single_use: true,
-            client_addr: std::net::Ipv4Addr::LOCALHOST.into(),
+            ..SessionRecord::for_tests(sid)
         })
     }
 

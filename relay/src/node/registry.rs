@@ -95,24 +95,15 @@ pub fn kick(live: &Live, payload: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use vnc_shared::token::Scope;
 
     use super::*;
     use crate::session::end::StopSignal;
 
     fn record(sid: &str, jti: &str, sub: &str) -> Arc<SessionRecord> {
         Arc::new(SessionRecord {
-            sid: sid.into(),
-            cid: "c1".into(),
             sub: sub.into(),
-            tenant: "t1".into(),
-            scope: Scope::Control,
             jti: jti.into(),
-            exp: 0,
-            started_at: 0,
-            transport: "websocket",
-            single_use: true,
-            client_addr: std::net::Ipv4Addr::LOCALHOST.into(),
+            ..SessionRecord::for_tests(sid)
         })
     }
 

@@ -9,17 +9,8 @@ use format::Recording;
 
 fn session(sid: &str) -> SessionRecord {
     SessionRecord {
-        sid: sid.into(),
-        cid: "c1".into(),
-        sub: "u1".into(),
-        tenant: "t1".into(),
-        scope: Scope::Control,
         jti: "secret-jti".into(),
-        exp: 0,
-        started_at: 0,
-        transport: "websocket",
-        single_use: true,
-        client_addr: std::net::Ipv4Addr::LOCALHOST.into(),
+        ..SessionRecord::for_tests(sid)
     }
 }
 

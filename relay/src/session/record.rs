@@ -24,3 +24,24 @@ pub struct SessionRecord {
     /// The browser's address (see `admission/client.rs`).
     pub client_addr: IpAddr,
 }
+
+#[cfg(test)]
+impl SessionRecord {
+    /// A control session `sid` of user `u1` (tenant `t1`) on container `c1`, token
+    /// `jti-{sid}`, from 127.0.0.1: the unit tests' session, changed field by field.
+    pub fn for_tests(sid: &str) -> SessionRecord {
+        SessionRecord {
+            sid: sid.into(),
+            cid: "c1".into(),
+            sub: "u1".into(),
+            tenant: "t1".into(),
+            scope: Scope::Control,
+            jti: format!("jti-{sid}"),
+            exp: 0,
+            started_at: 0,
+            transport: "websocket",
+            single_use: true,
+            client_addr: std::net::Ipv4Addr::LOCALHOST.into(),
+        }
+    }
+}
