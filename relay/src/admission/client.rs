@@ -41,6 +41,8 @@ pub enum ProxyHeaderError {
     Read(#[from] std::io::Error),
     #[error("the PROXY header did not arrive in time")]
     Timeout,
+    #[error("the connection does not start with the PROXY v2 signature")]
+    NoSignature,
     #[error("the PROXY header is {0} bytes past its fixed part; at most {MAX_PROXY_BODY}")]
     TooLong(usize),
     #[error("not a PROXY protocol v2 header: {0}")]
@@ -57,6 +59,11 @@ pub async fn read_proxy_header(
     let read = async {
         let mut header = vec![0; PROXY_PREFIX_LEN];
         stream.read_exact(&mut header).await?;
+        // Checked before the length is believed: a client that speaks first in HTTP
+        // or TLS is closed at once, not read on to the length its bytes make up.
+        if !header.starts_with(ppp::v2::PROTOCOL_PREFIX) {
+            return Err(ProxyHeaderError::NoSignature);
+        }
         let body = usize::from(u16::from_be_bytes([header[14], header[15]]));
         if body > MAX_PROXY_BODY {
             return Err(ProxyHeaderError::TooLong(body));
@@ -270,6 +277,89 @@ mod tests {
         assert_eq!(
             forwarded_client(ip("10.0.0.2"), &HeaderMap::new(), &trusted),
             ip("10.0.0.2")
+        );
+    }
+
+    /// `bytes` written by a peer, then what [`read_proxy_header`] makes of them and the
+    /// first byte it left unread.
+    async fn read_from_peer(bytes: Vec<u8>) -> (Result<Option<SocketAddr>, ProxyHeaderError>, u8) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(&bytes).await.unwrap();
+            s.write_all(b"G").await.unwrap();
+            s
+        });
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let _peer = peer.await.unwrap();
+        let got = read_proxy_header(&mut stream, Duration::from_secs(5)).await;
+        let mut next = [0u8];
+        let _ = stream.read_exact(&mut next).await;
+        (got, next[0])
+    }
+
+    fn header(command: ppp::v2::Command, tlv: &[u8]) -> Vec<u8> {
+        use ppp::v2::{Builder, Protocol, Version};
+        let addresses = ppp::v2::IPv4::new([203, 0, 113, 9], [10, 0, 0, 1], 4711, 6080);
+        let mut builder =
+            Builder::with_addresses(Version::Two | command, Protocol::Stream, addresses);
+        if !tlv.is_empty() {
+            builder = builder.write_tlv(0xE0, tlv).unwrap();
+        }
+        builder.build().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_proxy_header_names_the_client_and_nothing_past_it_is_read() {
+        let (got, next) = read_from_peer(header(Command::Proxy, b"")).await;
+        assert_eq!(got.unwrap(), Some("203.0.113.9:4711".parse().unwrap()));
+        assert_eq!(next, b'G');
+        // A balancer's health check (LOCAL) names no client.
+        let (got, next) = read_from_peer(header(Command::Local, b"")).await;
+        assert_eq!(got.unwrap(), None);
+        assert_eq!(next, b'G');
+    }
+
+    #[tokio::test]
+    async fn a_proxy_header_over_its_bound_or_not_one_is_refused() {
+        // 12 address bytes and a TLV of 3 + 500: past MAX_PROXY_BODY.
+        let (got, _) = read_from_peer(header(Command::Proxy, &[7; 500])).await;
+        assert!(
+            matches!(got, Err(ProxyHeaderError::TooLong(515))),
+            "{got:?}"
+        );
+        // Within the bound, TLVs are fine.
+        let (got, _) = read_from_peer(header(Command::Proxy, &[7; 400])).await;
+        assert!(got.is_ok(), "{got:?}");
+        let (got, _) =
+            read_from_peer(b"GET /websockify HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()).await;
+        assert!(matches!(got, Err(ProxyHeaderError::NoSignature)), "{got:?}");
+        // The signature, then a version and command that aren't PROXY v2's.
+        let mut bad = header(Command::Proxy, b"");
+        bad[12] = 0x11;
+        let (got, _) = read_from_peer(bad).await;
+        assert!(matches!(got, Err(ProxyHeaderError::Invalid(_))), "{got:?}");
+    }
+
+    #[test]
+    fn a_long_forwarding_chain_is_read_from_its_right_end_only() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        // The client, then more trusted hops than are read.
+        let mut chain = vec!["203.0.113.9".to_owned()];
+        chain.extend((1..=MAX_FORWARDED_HOPS).map(|i| format!("10.0.0.{i}")));
+        let h = headers(&[("x-forwarded-for", &chain.join(", "))]);
+        // The walk stops at the last hop it reads, a trusted proxy, not the client.
+        assert_eq!(
+            forwarded_client(ip("10.0.0.200"), &h, &trusted),
+            ip("10.0.0.1")
+        );
+        chain.remove(1);
+        let h = headers(&[("x-forwarded-for", &chain.join(", "))]);
+        assert_eq!(
+            forwarded_client(ip("10.0.0.200"), &h, &trusted),
+            ip("203.0.113.9")
         );
     }
 
