@@ -172,13 +172,56 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Stri
 /// present and the listener answers.
 pub async fn metric_at(admin: SocketAddr, series: &str) -> Option<f64> {
     let text = http_get(admin, "/metrics").await.ok()?.1;
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
+    text.lines().find_map(|l| metric_value(l, series))
+}
+
+/// One kept-alive HTTP connection to an admin listener, opened once and asked again
+/// and again: for reading metrics when the relay could not accept a new connection.
+pub struct MetricsConn(TcpStream);
+
+impl MetricsConn {
+    pub async fn open(admin: SocketAddr) -> anyhow::Result<MetricsConn> {
+        Ok(MetricsConn(TcpStream::connect(admin).await?))
+    }
+
+    /// The value of one metric line (exact name and labels), asked on this connection.
+    pub async fn metric(&mut self, series: &str) -> anyhow::Result<Option<f64>> {
+        let req = "GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n";
+        self.0.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        let body = tokio::time::timeout(crate::WAIT, async {
+            loop {
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .context("no content-length")?
+                        .trim()
+                        .parse()?;
+                    if buf.len() >= end + 4 + len {
+                        return anyhow::Ok(
+                            String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned(),
+                        );
+                    }
+                }
+                let mut chunk = [0u8; 16 * 1024];
+                let n = self.0.read(&mut chunk).await?;
+                anyhow::ensure!(n > 0, "admin listener closed the connection");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await??;
+        Ok(body.lines().find_map(|l| metric_value(l, series)))
+    }
+}
+
+fn metric_value(line: &str, series: &str) -> Option<f64> {
+    line.strip_prefix(series)?
+        .strip_prefix(' ')?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Opens a TCP connection and sends a WebSocket upgrade request for `path` (with any
