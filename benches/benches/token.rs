@@ -15,6 +15,8 @@ fn request() -> TokenRequest<'static> {
         cid: "container-1",
         scope: Scope::Control,
         ttl: Duration::from_secs(60),
+        share: None,
+        admin: false,
     }
 }
 

@@ -49,5 +49,7 @@ pub fn mint(args: &MintArgs<'_>) -> Result<Minted, MintError> {
         cid: args.container,
         scope: args.scope,
         ttl: args.ttl,
+        share: None,
+        admin: false,
     })?)
 }

@@ -77,6 +77,27 @@ impl Keys {
         format!("{}jti:{jti}", self.prefix)
     }
 
+    /// String with TTL: the session that holds input on a container (the driver
+    /// lease; see "Sharing and control" in the architecture).
+    pub fn driver(&self, cid: &str) -> String {
+        format!("{}driver:{cid}", self.prefix)
+    }
+
+    /// Hash expiring with the share: a share link ([`share_field`]).
+    pub fn share(&self, share_id: &str) -> String {
+        format!("{}share:{share_id}", self.prefix)
+    }
+
+    /// Set: share ids of a container.
+    pub fn container_shares(&self, cid: &str) -> String {
+        format!("{}shares:{cid}", self.prefix)
+    }
+
+    /// Set expiring with the share: live session ids opened with a share link.
+    pub fn share_sessions(&self, share_id: &str) -> String {
+        format!("{}share_sessions:{share_id}", self.prefix)
+    }
+
     /// Stream: job ids to run (group `workers`).
     pub fn jobs(&self) -> String {
         format!("{}jobs", self.prefix)
@@ -139,6 +160,80 @@ pub mod session_field {
     /// The browser's address: the TCP peer, or what a trusted load balancer says
     /// (PROXY protocol, `X-Forwarded-For`, `Forwarded`).
     pub const CLIENT_ADDR: &str = "client_addr";
+    /// The label shown in the presence list (a share session's given name, else the
+    /// user id).
+    pub const NAME: &str = "name";
+    /// The share link a session was opened with (share sessions only).
+    pub const SHARE: &str = "share";
+}
+
+/// Fields of the `share:{share_id}` hash (written by control).
+pub mod share_field {
+    pub const CID: &str = "cid";
+    pub const TENANT: &str = "tenant";
+    /// `control` or `view`.
+    pub const SCOPE: &str = "scope";
+    pub const NAME: &str = "name";
+    /// Live sessions the share allows at once, across nodes.
+    pub const MAX_SESSIONS: &str = "max_sessions";
+    pub const CREATED_BY: &str = "created_by";
+    /// Unix milliseconds.
+    pub const CREATED_AT: &str = "created_at";
+    /// Unix seconds (the share token's `exp`).
+    pub const EXPIRES_AT: &str = "expires_at";
+}
+
+/// A message on a room channel (`room:{cid}`) that relays act on besides handing it
+/// to the room's viewers: the driver lease moved, the room's presence changed, a
+/// viewer asks for control. Control's lifecycle events (`container.*`) are other
+/// types on the same channel.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type")]
+pub enum RoomMessage {
+    /// The lease `driver:{cid}` now names `driver` (or no one).
+    #[serde(rename = "driver")]
+    Driver {
+        cid: String,
+        driver: Option<String>,
+        /// The session that moved it, `"control"`, or none when the driver's session
+        /// ended.
+        by: Option<String>,
+        /// Unix milliseconds.
+        at: u64,
+    },
+    /// The room's live sessions, as read from the registry after a change.
+    #[serde(rename = "presence")]
+    Presence {
+        cid: String,
+        viewers: Vec<Viewer>,
+        /// Sessions left off the list (it holds at most [`MAX_PRESENCE`]).
+        more: usize,
+    },
+    /// A viewer asks the driver (or the owner) for control.
+    #[serde(rename = "control.request")]
+    ControlRequest {
+        cid: String,
+        session_id: String,
+        name: String,
+    },
+}
+
+/// Most viewers a presence list names.
+pub const MAX_PRESENCE: usize = 256;
+
+/// One live session in a room's presence list.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Viewer {
+    pub session_id: String,
+    pub name: String,
+    pub scope: crate::token::Scope,
+    /// Holds the driver lease.
+    pub driver: bool,
+    /// The relay node holding the session.
+    pub node: String,
+    /// Opened with a share link.
+    pub guest: bool,
 }
 
 /// Fields of the `node:{node_id}` hash (a relay node's heartbeat).
@@ -151,7 +246,7 @@ pub mod node_field {
     pub const VERSION: &str = "version";
 }
 
-/// A message on the `control` channel: `{"type":"kick", "sid"|"jti"|"cid"|"sub": …,
+/// A message on the `control` channel: `{"type":"kick", "sid"|"jti"|"cid"|"sub"|"share": …,
 /// "reason": …}` (a revocation also carries the token's `"exp"`). Control publishes it; every relay node ends the local sessions that
 /// match every selector given (at least one is), with close code 4003.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -172,6 +267,9 @@ pub struct Kick {
     pub cid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
+    /// The sessions opened with a share link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<String>,
     /// The revoked token's `exp` (Unix seconds), on a revocation: relays remember the
     /// revocation until then (plus their leeway). Absent from older publishers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -185,12 +283,23 @@ pub struct Kick {
 impl Kick {
     pub const KICKED: &str = "kicked";
     pub const REVOKED: &str = "revoked";
+    /// The browser is told "share revoked".
+    pub const SHARE_REVOKED: &str = "share revoked";
 
     /// Ends one session.
     pub fn session(sid: &str) -> Kick {
         Kick {
             sid: Some(sid.to_owned()),
             reason: Kick::KICKED.to_owned(),
+            ..Kick::default()
+        }
+    }
+
+    /// Ends every session opened with a revoked share link.
+    pub fn share_revoked(share_id: &str) -> Kick {
+        Kick {
+            share: Some(share_id.to_owned()),
+            reason: Kick::SHARE_REVOKED.to_owned(),
             ..Kick::default()
         }
     }
@@ -210,7 +319,11 @@ impl Kick {
 
     /// Whether it selects anything (a kick naming nobody must end nothing).
     pub fn names_someone(&self) -> bool {
-        self.sid.is_some() || self.jti.is_some() || self.cid.is_some() || self.sub.is_some()
+        self.sid.is_some()
+            || self.jti.is_some()
+            || self.cid.is_some()
+            || self.sub.is_some()
+            || self.share.is_some()
     }
 
     /// The control channel message.
@@ -307,7 +420,48 @@ mod tests {
         assert_eq!(k.events_channel(), "vnc:events");
         assert_eq!(k.room_channel("c1"), "vnc:room:c1");
         assert_eq!(k.control_channel(), "vnc:control");
+        assert_eq!(k.driver("c1"), "vnc:driver:c1");
+        assert_eq!(k.share("h1"), "vnc:share:h1");
+        assert_eq!(k.container_shares("c1"), "vnc:shares:c1");
+        assert_eq!(k.share_sessions("h1"), "vnc:share_sessions:h1");
         assert_eq!(Keys::new("test:").container("c"), "test:container:c");
+    }
+
+    #[test]
+    fn room_messages_have_one_wire_form() {
+        let driver = RoomMessage::Driver {
+            cid: "c1".into(),
+            driver: Some("s1".into()),
+            by: Some("control".into()),
+            at: 5,
+        };
+        assert_eq!(
+            serde_json::to_string(&driver).unwrap(),
+            r#"{"type":"driver","cid":"c1","driver":"s1","by":"control","at":5}"#
+        );
+        let freed = r#"{"type":"driver","cid":"c1","driver":null,"by":null,"at":6}"#;
+        assert!(matches!(
+            serde_json::from_str::<RoomMessage>(freed).unwrap(),
+            RoomMessage::Driver {
+                driver: None,
+                by: None,
+                ..
+            }
+        ));
+        let request = r#"{"type":"control.request","cid":"c1","session_id":"s2","name":"Ann"}"#;
+        assert!(matches!(
+            serde_json::from_str::<RoomMessage>(request).unwrap(),
+            RoomMessage::ControlRequest { .. }
+        ));
+        // Control's lifecycle events are not room messages the relay acts on.
+        assert!(
+            serde_json::from_str::<RoomMessage>(r#"{"type":"container.stopped","cid":"c1"}"#)
+                .is_err()
+        );
+        let ControlMessage::Kick(share) =
+            serde_json::from_str(&Kick::share_revoked("h1").to_message()).unwrap();
+        assert!(share.names_someone() && !share.is_revocation());
+        assert_eq!(share.share.as_deref(), Some("h1"));
     }
 
     #[test]

@@ -62,8 +62,8 @@ impl std::str::FromStr for Scope {
     }
 }
 
-/// The claims of a VNC token. Every field is required: a token missing one does not
-/// deserialize and is refused.
+/// The claims of a VNC token. Every field but `share` and `admin` is required: a token
+/// missing one does not deserialize and is refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VncClaims {
     pub iss: String,
@@ -79,6 +79,14 @@ pub struct VncClaims {
     pub iat: u64,
     pub nbf: u64,
     pub exp: u64,
+    /// The share link the token belongs to (many sessions may use it; `sub` is then
+    /// `share:{share_id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<String>,
+    /// The caller held the admin role when control minted it (may take control of
+    /// the tenant's desktops).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admin: bool,
 }
 
 /// Signature algorithms a key set may be pinned to.
@@ -302,6 +310,10 @@ pub struct TokenRequest<'a> {
     pub cid: &'a str,
     pub scope: Scope,
     pub ttl: Duration,
+    /// For a share link's token.
+    pub share: Option<&'a str>,
+    /// The caller is an admin.
+    pub admin: bool,
 }
 
 /// A private key that mints tokens (control's side).
@@ -384,6 +396,8 @@ impl Signer {
             iat: now,
             nbf: now,
             exp: now + req.ttl.min(MAX_TTL).as_secs().max(1),
+            share: req.share.map(str::to_owned),
+            admin: req.admin,
         };
         let token = self.sign(&claims)?;
         Ok(Minted { token, claims })
@@ -447,6 +461,8 @@ mod tests {
             cid: "c1",
             scope: Scope::View,
             ttl: Duration::from_secs(60),
+            share: None,
+            admin: false,
         }
     }
 

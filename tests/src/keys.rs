@@ -43,6 +43,8 @@ impl TestKeys {
                 cid,
                 scope,
                 ttl: Duration::from_secs(60),
+                share: None,
+                admin: false,
             })
             .expect("mint")
     }

@@ -227,6 +227,8 @@ impl App {
                 cid: &c.id,
                 scope,
                 ttl,
+                share: None,
+                admin: false,
             })
             .map_err(AppError::Signing)?;
         // No token leaves without its record: one that can't be revoked is not issued.
