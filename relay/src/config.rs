@@ -64,6 +64,8 @@ pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(15);
 /// One live session per token (`jti`) across nodes.
 pub const DEFAULT_SINGLE_USE_TOKENS: bool = true;
+/// One driver per desktop (see [`InputMode`]).
+pub const DEFAULT_INPUT: InputMode = InputMode::Lease;
 
 // Recording (off unless `record_dir` is set).
 /// Largest recording file; past it the recording stops (marked truncated) and the
@@ -134,6 +136,9 @@ vnc_shared::settings! {
         max_sessions_per_user: usize = "VNC_RELAY_MAX_SESSIONS_PER_USER",
         /// One live session per token across nodes (`true`/`false`).
         single_use_tokens: bool = "VNC_RELAY_SINGLE_USE_TOKENS",
+        /// Who of a desktop's sessions may send input: `lease` (one driver at a time,
+        /// across nodes) or `shared` (every `control` session). The same on every node.
+        input: InputMode = "VNC_RELAY_INPUT",
 
         // Tokens.
         /// Token verification key, PEM file; `KID=PATH` or `PATH` (kid = file stem).
@@ -235,6 +240,28 @@ pub struct RegistryConfig {
     pub single_use_tokens: bool,
     /// Per-container and per-user session limits across nodes.
     pub session_limits: SessionLimits,
+    pub input: InputMode,
+}
+
+/// Who of a desktop's sessions may send input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputMode {
+    /// One session at a time: the holder of the driver lease (`{prefix}driver:{cid}`).
+    Lease,
+    /// Every `control` session.
+    Shared,
+}
+
+impl std::str::FromStr for InputMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "lease" => Ok(InputMode::Lease),
+            "shared" => Ok(InputMode::Shared),
+            other => Err(format!("input must be lease or shared, not {other:?}")),
+        }
+    }
 }
 
 /// Session limits across nodes; 0 is no limit.
@@ -356,6 +383,7 @@ impl RelaySettings {
                     per_container: settings.max_sessions_per_container.unwrap_or(0),
                     per_user: settings.max_sessions_per_user.unwrap_or(0),
                 },
+                input: settings.input.unwrap_or(DEFAULT_INPUT),
             },
             recording: settings.record_dir.map(|dir| RecordingConfig {
                 dir,

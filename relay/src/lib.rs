@@ -126,18 +126,11 @@ impl Relay {
         if !store.wait_connected(REDIS_STARTUP_WAIT).await {
             tracing::warn!("redis is not reachable yet; refusing sessions until it is");
         }
-        let (live, room_changes) = Live::new();
+        let (live, room_changes) = Live::new(config.registry.input);
         let socketio = Arc::new(OnceLock::new());
         // The feed asks the heartbeat for a beat after each (re)subscribe.
         let resync = Arc::new(Notify::new());
-        let room_feed = tokio::spawn(rooms::feed(
-            store.subscriber(false)?,
-            store.keys().clone(),
-            live.clone(),
-            room_changes,
-            socketio.clone(),
-            resync.clone(),
-        ));
+        let subscriber = store.subscriber(false)?;
         let tls = config
             .tls
             .as_ref()
@@ -145,6 +138,12 @@ impl Relay {
             .transpose()?;
         let node = Arc::new(Node::new(
             config, keys, tls, store, live, socketio, recordings,
+        ));
+        let room_feed = tokio::spawn(rooms::feed(
+            subscriber,
+            node.clone(),
+            room_changes,
+            resync.clone(),
         ));
         Ok(Relay {
             node,

@@ -21,6 +21,7 @@ pub const AUTH_FAILURES: &str = "vnc_relay_auth_failures_total";
 pub const REJECTIONS: &str = "vnc_relay_http_rejections_total";
 pub const ACCEPT_ERRORS: &str = "vnc_relay_accept_errors_total";
 pub const INPUT_DROPPED: &str = "vnc_relay_input_dropped_total";
+pub const DRIVER_CHANGES: &str = "vnc_relay_driver_changes_total";
 pub const CONFIG_RELOADS: &str = "vnc_relay_config_reloads_total";
 pub const TLS_HANDSHAKE_ERRORS: &str = "vnc_relay_tls_handshake_errors_total";
 pub const PROXY_HEADER_ERRORS: &str = "vnc_relay_proxy_header_errors_total";
@@ -167,7 +168,11 @@ fn describe() {
     );
     describe_counter!(
         INPUT_DROPPED,
-        "Input messages from view-only sessions the relay dropped, by RFB message kind."
+        "Input messages the relay dropped, by RFB message kind and reason (view: a view-only session; not_driver: a session that doesn't hold the driver lease)."
+    );
+    describe_counter!(
+        DRIVER_CHANGES,
+        "Changes of a desktop's driver lease this node made, by how (free, request, grant, grant_any, take, release, ended, keep)."
     );
     describe_counter!(
         CONFIG_RELOADS,

@@ -200,6 +200,11 @@ pub enum RoomMessage {
         by: Option<String>,
         /// Unix milliseconds.
         at: u64,
+        /// Orders the changes (Redis's clock in microseconds when the relay made
+        /// it): a node ignores a change older than the last it applied. 0 (control's
+        /// changes): always applied.
+        #[serde(default)]
+        seq: u64,
     },
     /// The room's live sessions, as read from the registry after a change.
     #[serde(rename = "presence")]
@@ -434,10 +439,11 @@ mod tests {
             driver: Some("s1".into()),
             by: Some("control".into()),
             at: 5,
+            seq: 0,
         };
         assert_eq!(
             serde_json::to_string(&driver).unwrap(),
-            r#"{"type":"driver","cid":"c1","driver":"s1","by":"control","at":5}"#
+            r#"{"type":"driver","cid":"c1","driver":"s1","by":"control","at":5,"seq":0}"#
         );
         let freed = r#"{"type":"driver","cid":"c1","driver":null,"by":null,"at":6}"#;
         assert!(matches!(

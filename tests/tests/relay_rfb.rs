@@ -107,7 +107,10 @@ async fn view_tokens_cannot_type_and_their_sessions_are_shared() {
     );
     stack
         .relay
-        .wait_metric("vnc_relay_input_dropped_total{kind=\"key_event\"}", 1.0)
+        .wait_metric(
+            "vnc_relay_input_dropped_total{kind=\"key_event\",reason=\"view\"}",
+            1.0,
+        )
         .await;
 
     // The same keys from a control token do reach it.

@@ -653,7 +653,9 @@ async fn structured_input_behind_an_unfinished_message_is_bounded() {
         return;
     }
     let stack = stack(&[]).await;
-    let mut bystander = RfbClient::connect(&stack.url()).await.unwrap();
+    // A view-only bystander: the socket.io viewer is the one that may send input.
+    let watching = stack.relay.ws_url(&stack.keys.token("c1", Scope::View));
+    let mut bystander = RfbClient::connect(&watching).await.unwrap();
     bystander.handshake().await.unwrap();
     bystander.round_trip(W, H).await.unwrap();
     let rss_before = stack.relay.proc.rss_kib();

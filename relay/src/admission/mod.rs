@@ -21,6 +21,7 @@ use vnc_shared::token::{Scope, VncClaims};
 
 use crate::node::Node;
 use crate::node::store::Admission;
+use crate::session::gate::InputGate;
 use crate::session::record::SessionRecord;
 use crate::session::rfb::RfbPolicy;
 use reject::Reject;
@@ -38,6 +39,9 @@ pub struct Admitted {
     pub recorded: bool,
     /// The session's place under `max_sessions`, held until it ends.
     pub permit: OwnedSemaphorePermit,
+    /// Whether its input reaches the VNC server now (the node keeps it following the
+    /// driver lease once the session registers).
+    pub gate: Arc<InputGate>,
 }
 
 /// The checks both transports share: the token (for `container_id`, if the client
@@ -49,6 +53,7 @@ pub async fn admit(
     container_id: Option<&str>,
     transport: &'static str,
     client_addr: IpAddr,
+    name: Option<&str>,
 ) -> Result<Admitted, Reject> {
     let config = node.config();
     let claims = node.keys().verify(token)?;
@@ -59,10 +64,14 @@ pub async fn admit(
         return Err(Reject::Revoked);
     }
     let permit = node.session_permit().ok_or(Reject::AtCapacity)?;
-    let lookup = node.store().lookup(&claims.cid, &claims.jti).await?;
+    let share = claims.share.as_deref();
+    let lookup = node.store().lookup(&claims.cid, &claims.jti, share).await?;
     if lookup.revoked {
         node.live().revoked.insert(&claims.jti, Some(claims.exp));
         return Err(Reject::Revoked);
+    }
+    if share.is_some() && lookup.share_cid.as_deref() != Some(claims.cid.as_str()) {
+        return Err(Reject::ShareGone);
     }
     let target = lookup.container.ok_or(Reject::UnknownContainer)?;
     if target.tenant != claims.tenant {
@@ -72,18 +81,39 @@ pub async fn admit(
         return Err(Reject::NotRunning(target.state.as_str()));
     }
     let upstream = upstream::connect(&target, config.limits.connect_timeout).await?;
+    let sid = uuid::Uuid::new_v4().to_string();
+    // A share session's user is a guest of its own, never the name the page gives:
+    // a guest can't pass for a user (limits, kicks, privileges).
+    let (sub, name) = match share {
+        Some(_) => {
+            let guest = &sid[..8];
+            let name = name.and_then(display_name);
+            (
+                format!("guest:{guest}"),
+                name.unwrap_or_else(|| format!("Guest {}", &guest[..4])),
+            )
+        }
+        None => (claims.sub.clone(), claims.sub.clone()),
+    };
+    let privileged = claims.scope == Scope::Control
+        && share.is_none()
+        && (claims.admin || target.owner == claims.sub);
     let record = Arc::new(SessionRecord {
-        sid: uuid::Uuid::new_v4().to_string(),
+        sid,
         cid: claims.cid.clone(),
-        sub: claims.sub.clone(),
+        sub,
         tenant: claims.tenant.clone(),
         scope: claims.scope,
         jti: claims.jti.clone(),
         exp: claims.exp,
         started_at: vnc_shared::schema::now_ms(),
         transport,
-        single_use: config.registry.single_use_tokens,
+        // A share token opens up to its share's `max_sessions` sessions.
+        single_use: config.registry.single_use_tokens && share.is_none(),
         client_addr,
+        name,
+        share: claims.share.clone(),
+        privileged,
     });
     let admission = node
         .store()
@@ -99,6 +129,8 @@ pub async fn admit(
         Admission::TokenInUse => return Err(Reject::TokenInUse),
         Admission::ContainerFull => return Err(Reject::TooManySessions("container")),
         Admission::UserFull => return Err(Reject::TooManySessions("user")),
+        Admission::ShareFull => return Err(Reject::TooManySessions("share link")),
+        Admission::ShareGone => return Err(Reject::ShareGone),
     }
     let policy = RfbPolicy {
         password: target.password,
@@ -114,5 +146,37 @@ pub async fn admit(
         record,
         recorded,
         permit,
+        gate: Arc::default(),
     })
+}
+
+/// Longest display name, in characters.
+pub const MAX_NAME_CHARS: usize = 48;
+
+/// The name a share session's page gives, cleaned for the presence list: control
+/// characters removed, trimmed, at most [`MAX_NAME_CHARS`]; `None` when nothing is left.
+fn display_name(given: &str) -> Option<String> {
+    let name: String = given
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_NAME_CHARS)
+        .collect();
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_are_cleaned_and_bounded() {
+        assert_eq!(display_name("  Ann \n").as_deref(), Some("Ann"));
+        assert_eq!(display_name("a\u{7}b\u{1b}[31m").as_deref(), Some("ab[31m"));
+        assert_eq!(display_name(" \t "), None);
+        assert_eq!(
+            display_name(&"é".repeat(100)).unwrap().chars().count(),
+            MAX_NAME_CHARS
+        );
+    }
 }

@@ -20,6 +20,8 @@ pub enum Reject {
     Token(#[from] TokenError),
     #[error("token has been revoked")]
     Revoked,
+    #[error("share link revoked or expired")]
+    ShareGone,
     #[error("token is single-use and already holds a live session")]
     TokenInUse,
     #[error("too many live sessions for this {0}")]
@@ -86,6 +88,7 @@ impl Reject {
             Reject::BadRequest(_) => StatusCode::BAD_REQUEST,
             Reject::NoToken | Reject::Token(_) => StatusCode::UNAUTHORIZED,
             Reject::Revoked
+            | Reject::ShareGone
             | Reject::TokenInUse
             | Reject::Origin
             | Reject::CrossSiteCookie
@@ -116,6 +119,9 @@ impl Reject {
                 metrics::counter!(AUTH_FAILURES, "reason" => e.reason()).increment(1)
             }
             Reject::Revoked => metrics::counter!(AUTH_FAILURES, "reason" => "revoked").increment(1),
+            Reject::ShareGone => {
+                metrics::counter!(AUTH_FAILURES, "reason" => "share_revoked").increment(1)
+            }
             _ => {}
         }
         metrics::counter!(REJECTIONS, "status" => status.as_str().to_owned()).increment(1);

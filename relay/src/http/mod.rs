@@ -248,7 +248,16 @@ async fn open(node: &Node, req: &Request<Incoming>) -> Result<(Upgrade, Admitted
     let token = auth::request_token(allowed, query, headers)?;
     let cid = auth::query_param(query, "containerId");
     let client = client::of_request(req.extensions(), headers, &node.config().node)?;
-    let admitted = admission::admit(node, &token, cid.as_deref(), "websocket", client).await?;
+    let name = auth::query_param(query, "name");
+    let admitted = admission::admit(
+        node,
+        &token,
+        cid.as_deref(),
+        "websocket",
+        client,
+        name.as_deref(),
+    )
+    .await?;
     Ok((upgrade, admitted))
 }
 

@@ -4,10 +4,12 @@
 //! holds it; its fields are private and reached through narrow accessors.
 //!
 //! The folder also owns what runs beside the sessions: the live-session and room
-//! registry (`live.rs`, `rooms.rs`, `registry.rs`), revocations (`revoked.rs`), Redis
+//! registry (`live.rs`, `rooms.rs`, `registry.rs`), the driver lease and presence
+//! (`driver.rs`), revocations (`revoked.rs`), Redis
 //! access (`store.rs`), reload (`reload.rs`) and the admin listener (`admin.rs`).
 
 pub mod admin;
+pub mod driver;
 pub mod live;
 pub mod registry;
 pub mod reload;

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use fred::interfaces::KeysInterface;
 use tokio::sync::Notify;
 use tokio::time::MissedTickBehavior;
 use vnc_shared::schema::{ControlMessage, Kick};
@@ -37,10 +38,12 @@ pub async fn heartbeat(relay: Arc<Node>, node: NodeRecord, resync: Arc<Notify>) 
     }
 }
 
-/// One beat: ends the sessions whose token Redis says is revoked, then rewrites this
-/// node's records and the revocations it knows.
+/// One beat: ends the sessions whose token Redis says is revoked or whose share link
+/// is gone, then rewrites this node's records and the revocations it knows, and
+/// follows the driver leases of its rooms.
 async fn beat_once(relay: &Node, node: &NodeRecord) -> Result<(), StoreError> {
     let ttl = relay.config().registry.session_ttl;
+    end_unshared(relay).await?;
     let sessions = relay.live().sessions();
     let jtis: Vec<&str> = sessions.iter().map(|r| r.jti.as_str()).collect();
     let revoked = relay.store().revoked_among(&jtis).await?;
@@ -58,13 +61,57 @@ async fn beat_once(relay: &Node, node: &NodeRecord) -> Result<(), StoreError> {
     relay
         .store
         .record_revocations(&relay.live().revoked.entries())
-        .await
+        .await?;
+    super::driver::beat(relay).await
+}
+
+/// Ends (4003 `share revoked`) the share sessions whose share link Redis no longer
+/// has: a revocation whose kick this node missed, or a Redis that lost its data (a
+/// share can't be verified then; the owner makes a new link). One `EXISTS` each, in
+/// one pipeline.
+async fn end_unshared(relay: &Node) -> Result<(), StoreError> {
+    let mut shares: Vec<String> = relay
+        .live()
+        .sessions()
+        .iter()
+        .filter_map(|r| r.share.clone())
+        .collect();
+    shares.sort();
+    shares.dedup();
+    if shares.is_empty() {
+        return Ok(());
+    }
+    let store = relay.store();
+    let pipe = store.client().pipeline();
+    for share in &shares {
+        let _: () = pipe.exists(store.keys().share(share)).await?;
+    }
+    let found: Vec<i64> = pipe.all().await?;
+    for (share, _) in shares.iter().zip(found).filter(|(_, n)| *n == 0) {
+        let ended = relay
+            .live()
+            .stop_matching(|r| r.share.as_ref() == Some(share), Stop::ShareRevoked);
+        tracing::info!(
+            share,
+            sessions = ended,
+            "share link gone from redis: its sessions ended"
+        );
+    }
+    Ok(())
 }
 
 /// Whether `r` is a session `kick` selects: every selector given must match.
 fn matches(kick: &Kick, r: &SessionRecord) -> bool {
     let is = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
-    is(&kick.sid, &r.sid) && is(&kick.jti, &r.jti) && is(&kick.cid, &r.cid) && is(&kick.sub, &r.sub)
+    let share = kick
+        .share
+        .as_deref()
+        .is_none_or(|s| r.share.as_deref() == Some(s));
+    is(&kick.sid, &r.sid)
+        && is(&kick.jti, &r.jti)
+        && is(&kick.cid, &r.cid)
+        && is(&kick.sub, &r.sub)
+        && share
 }
 
 /// Ends the sessions a control message names (4003); returns how many.
@@ -86,10 +133,11 @@ pub fn kick(live: &Live, payload: &str) -> usize {
             Stop::Revoked
         }
         (None, true) => Stop::Revoked,
+        _ if kick.reason == Kick::SHARE_REVOKED => Stop::ShareRevoked,
         (_, false) => Stop::Kicked,
     };
     let ended = live.stop_matching(|r| matches(&kick, r), why);
-    tracing::info!(?kick.sid, ?kick.jti, ?kick.cid, ?kick.sub, reason = %kick.reason, sessions = ended, "kick");
+    tracing::info!(?kick.sid, ?kick.jti, ?kick.cid, ?kick.sub, ?kick.share, reason = %kick.reason, sessions = ended, "kick");
     ended
 }
 
@@ -109,11 +157,23 @@ mod tests {
 
     #[test]
     fn kicks_end_the_sessions_they_name_with_the_right_reason() {
-        let (live, _rx) = Live::new();
+        let (live, _rx) = Live::new(crate::config::InputMode::Lease);
         let signals: Vec<Arc<StopSignal>> = (0..3).map(|_| Arc::default()).collect();
-        let _a = live.register(record("s1", "j1", "alice"), signals[0].clone());
-        let _b = live.register(record("s2", "j2", "alice"), signals[1].clone());
-        let _c = live.register(record("s3", "j3", "bob"), signals[2].clone());
+        let _a = live.register(
+            record("s1", "j1", "alice"),
+            signals[0].clone(),
+            Arc::default(),
+        );
+        let _b = live.register(
+            record("s2", "j2", "alice"),
+            signals[1].clone(),
+            Arc::default(),
+        );
+        let _c = live.register(
+            record("s3", "j3", "bob"),
+            signals[2].clone(),
+            Arc::default(),
+        );
 
         assert_eq!(
             kick(&live, r#"{"type":"kick","sid":"s1","reason":"kicked"}"#),
@@ -143,5 +203,25 @@ mod tests {
         assert_eq!(kick(&live, "not json"), 0);
         assert_eq!(signals[2].get(), None);
         assert_eq!(kick(&live, r#"{"type":"kick","sub":"bob"}"#), 1);
+    }
+
+    #[test]
+    fn a_share_kick_ends_the_shares_sessions_only() {
+        let (live, _rx) = Live::new(crate::config::InputMode::Lease);
+        let shared = Arc::new(SessionRecord {
+            share: Some("h1".into()),
+            ..SessionRecord::for_tests("s1")
+        });
+        let (guest, owner) = (
+            Arc::new(StopSignal::default()),
+            Arc::new(StopSignal::default()),
+        );
+        let _g = live.register(shared, guest.clone(), Arc::default());
+        let _o = live.register(record("s2", "j2", "u1"), owner.clone(), Arc::default());
+        let message = Kick::share_revoked("h1").to_message();
+        assert_eq!(kick(&live, &message), 1);
+        assert_eq!(guest.get(), Some(Stop::ShareRevoked));
+        assert_eq!(Stop::ShareRevoked.end().close(), (4003, "share revoked"));
+        assert_eq!(owner.get(), None);
     }
 }

@@ -104,6 +104,7 @@ fn keep_restart_only(old: &RelayConfig, mut new: RelayConfig) -> RelayConfig {
     keep!(node.drain_timeout);
     keep!(registry.redis_prefix);
     keep!(registry.session_ttl);
+    keep!(registry.input);
     keep!(log_format);
     keep!(recording);
     keep!(limits.ping_interval);

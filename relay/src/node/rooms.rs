@@ -7,28 +7,29 @@
 //! the named local sessions with 4003; after each (re)subscribe it has the heartbeat
 //! check for revocations published while it was away (see `registry.rs`).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use fred::clients::SubscriberClient;
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::types::Message;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{Notify, mpsc};
-use vnc_shared::schema::Keys;
+use vnc_shared::schema::{Keys, RoomMessage};
 
-use crate::node::live::{Live, RoomChange};
+use crate::node::live::RoomChange;
+use crate::node::{Node, driver};
 use crate::session::end::Stop;
-use crate::transport::socketio::room::{SocketIoServer, room_event};
+use crate::transport::socketio::room::room_event;
 
 /// Runs until the relay drops its end of `changes`.
 pub async fn feed(
     subscriber: SubscriberClient,
-    keys: Keys,
-    live: Arc<Live>,
+    node: Arc<Node>,
     mut changes: mpsc::UnboundedReceiver<RoomChange>,
-    socketio: Arc<OnceLock<SocketIoServer>>,
     resync: Arc<Notify>,
 ) {
+    let keys = node.store().keys().clone();
+    let live = node.live().clone();
     let mut messages = subscriber.message_rx();
     let mut reconnects = subscriber.reconnect_rx();
     let prefix = keys.room_channel("");
@@ -39,6 +40,8 @@ pub async fn feed(
             change = changes.recv() => match change {
                 Some(RoomChange::Joined(cid)) => {
                     subscribe(&subscriber, &keys, &cid).await;
+                    // What was said in the room before this node listened.
+                    driver::learn(&node, &cid).await;
                 }
                 Some(RoomChange::Left(cid)) => {
                     if let Err(e) = subscriber.unsubscribe(keys.room_channel(&cid)).await {
@@ -68,7 +71,7 @@ pub async fn feed(
                         super::registry::kick(&live, &payload);
                     }
                 }
-                Ok(m) => deliver(&live, &socketio, &prefix, m).await,
+                Ok(m) => deliver(&node, &prefix, m).await,
                 Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "room feed lagged"),
                 Err(RecvError::Closed) => break,
             },
@@ -84,25 +87,31 @@ async fn subscribe(subscriber: &SubscriberClient, keys: &Keys, cid: &str) {
     }
 }
 
-/// Hands one room event to the room's viewers on this node.
-async fn deliver(live: &Live, socketio: &OnceLock<SocketIoServer>, prefix: &str, m: Message) {
+/// Hands one room event to the room's viewers on this node; the driver lease's and
+/// presence messages go to `driver.rs`.
+async fn deliver(node: &Node, prefix: &str, m: Message) {
     let Some(cid) = m.channel.strip_prefix(prefix) else {
         return;
     };
-    let Some(event) = m
-        .value
-        .as_str()
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+    let Some(text) = m.value.as_str() else {
+        tracing::warn!(container.id = %cid, "ignoring a room event that isn't text");
+        return;
+    };
+    if let Ok(message) = serde_json::from_str::<RoomMessage>(&text) {
+        return driver::on_message(node, message).await;
+    }
+    let Some(event) = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
         .filter(|e| e.get("type").is_some_and(|t| t.is_string()))
     else {
         tracing::warn!(container.id = %cid, "ignoring a room event that isn't JSON with a type");
         return;
     };
-    if let Some(server) = socketio.get() {
+    if let Some(server) = node.socketio() {
         room_event(server, cid, &event).await;
     }
     if event["type"] == "container.stopped" {
-        let ended = live.stop_room(cid, Stop::ContainerStopped);
+        let ended = node.live().stop_room(cid, Stop::ContainerStopped);
         tracing::info!(container.id = %cid, sessions = ended, "container stopped: ending its sessions");
     }
 }

@@ -49,11 +49,14 @@ pub struct ContainerTarget {
     pub password: Option<Secret<String>>,
     /// The container asks for its sessions to be recorded.
     pub record: bool,
+    /// The user who owns the container.
+    pub owner: String,
 }
 
 /// Admission in one step (see [`Store::admit_session`]). KEYS: token claim, container
-/// set, user set, session hash. ARGV: sid, ttl ms, single use (0/1), container limit,
-/// user limit, session key prefix, then the session hash's field/value pairs.
+/// set, user set, session hash, and for a share session the share hash and its session
+/// set. ARGV: sid, ttl ms, single use (0/1), container limit, user limit, session key
+/// prefix, then the session hash's field/value pairs.
 const ADMIT_SESSION: &str = r#"
 local sid, ttl = ARGV[1], tonumber(ARGV[2])
 local function live(set)
@@ -63,6 +66,12 @@ local function live(set)
   end
   return n
 end
+local share = #KEYS == 6
+if share then
+  local max = tonumber(redis.call('HGET', KEYS[5], 'max_sessions'))
+  if not max then return 'share_gone' end
+  if live(KEYS[6]) >= max then return 'share' end
+end
 local per_container, per_user = tonumber(ARGV[4]), tonumber(ARGV[5])
 if per_container > 0 and live(KEYS[2]) >= per_container then return 'container' end
 if per_user > 0 and live(KEYS[3]) >= per_user then return 'user' end
@@ -71,6 +80,11 @@ redis.call('HSET', KEYS[4], unpack(ARGV, 7))
 redis.call('PEXPIRE', KEYS[4], ttl)
 redis.call('SADD', KEYS[2], sid)
 redis.call('SADD', KEYS[3], sid)
+if share then
+  redis.call('SADD', KEYS[6], sid)
+  local left = redis.call('PTTL', KEYS[5])
+  if left > 0 then redis.call('PEXPIRE', KEYS[6], left) end
+end
 return 'ok'
 "#;
 
@@ -81,12 +95,15 @@ pub enum Admission {
     ContainerFull,
     UserFull,
     TokenInUse,
+    ShareFull,
+    /// The share link was revoked or expired between the lookup and admission.
+    ShareGone,
 }
 
 /// The `session:{sid}` hash of a record.
 fn session_fields(r: &SessionRecord, node_id: &str) -> Vec<(&'static str, String)> {
     use vnc_shared::schema::session_field as f;
-    vec![
+    let mut fields = vec![
         (f::CID, r.cid.clone()),
         (f::SUB, r.sub.clone()),
         (f::TENANT, r.tenant.clone()),
@@ -96,7 +113,12 @@ fn session_fields(r: &SessionRecord, node_id: &str) -> Vec<(&'static str, String
         (f::STARTED_AT, r.started_at.to_string()),
         (f::TRANSPORT, r.transport.to_owned()),
         (f::CLIENT_ADDR, r.client_addr.to_string()),
-    ]
+        (f::NAME, r.name.clone()),
+    ];
+    if let Some(share) = &r.share {
+        fields.push((f::SHARE, share.clone()));
+    }
+    fields
 }
 
 /// Deletes a single-use claim only if it still names this session.
@@ -118,6 +140,9 @@ pub struct NodeRecord {
 pub struct Lookup {
     pub container: Option<ContainerTarget>,
     pub revoked: bool,
+    /// For a share token: the container its share link opens, `None` when the share
+    /// is gone (revoked or expired).
+    pub share_cid: Option<String>,
 }
 
 /// Redis client plus the key schema.
@@ -172,6 +197,11 @@ impl Store {
         &self.keys
     }
 
+    /// The command client, for the registry's other scripts (`driver.rs`).
+    pub(super) fn client(&self) -> &Client {
+        &self.client
+    }
+
     pub fn is_connected(&self) -> bool {
         self.client.is_connected()
     }
@@ -183,10 +213,16 @@ impl Store {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// Fetches the container record and the revocation flag of `jti` in one pipeline.
-    pub async fn lookup(&self, cid: &str, jti: &str) -> Result<Lookup, StoreError> {
+    /// Fetches the container record, the revocation flag of `jti` and, for a share
+    /// token, its share's container, in one pipeline.
+    pub async fn lookup(
+        &self,
+        cid: &str,
+        jti: &str,
+        share: Option<&str>,
+    ) -> Result<Lookup, StoreError> {
         use container_field::{
-            HOST, INJECT_CREDENTIALS, PORT, RECORD, STATE, TENANT, VNC_PASSWORD,
+            HOST, INJECT_CREDENTIALS, OWNER, PORT, RECORD, STATE, TENANT, VNC_PASSWORD,
         };
         let pipe = self.client.pipeline();
         let fields = vec![
@@ -197,13 +233,30 @@ impl Store {
             VNC_PASSWORD,
             INJECT_CREDENTIALS,
             RECORD,
+            OWNER,
         ];
         let _: () = pipe.hmget(self.keys.container(cid), fields).await?;
         let _: () = pipe.exists(self.keys.revoked(jti)).await?;
-        let (fields, revoked): (Vec<Option<String>>, i64) = pipe.all().await?;
+        if let Some(share) = share {
+            let _: () = pipe
+                .hget(self.keys.share(share), vnc_shared::schema::share_field::CID)
+                .await?;
+        }
+        let mut replies: Vec<Value> = pipe.all().await?;
+        let share_cid = match share {
+            Some(_) => replies.pop().and_then(|v| v.convert().ok()).flatten(),
+            None => None,
+        };
+        let revoked: i64 = replies.pop().map(|v| v.convert()).transpose()?.unwrap_or(0);
+        let fields: Vec<Option<String>> = replies
+            .pop()
+            .map(|v| v.convert())
+            .transpose()?
+            .unwrap_or_default();
         Ok(Lookup {
             container: parse_target(&fields)?,
             revoked: revoked > 0,
+            share_cid,
         })
     }
 
@@ -218,12 +271,16 @@ impl Store {
         limits: SessionLimits,
         ttl: Duration,
     ) -> Result<Admission, StoreError> {
-        let keys = vec![
+        let mut keys = vec![
             self.keys.token_session(&r.jti),
             self.keys.container_sessions(&r.cid),
             self.keys.user_sessions(&r.tenant, &r.sub),
             self.keys.session(&r.sid),
         ];
+        if let Some(share) = &r.share {
+            keys.push(self.keys.share(share));
+            keys.push(self.keys.share_sessions(share));
+        }
         let mut args = vec![
             r.sid.clone(),
             ttl.as_millis().to_string(),
@@ -241,6 +298,8 @@ impl Store {
             "ok" => Admission::Admitted,
             "container" => Admission::ContainerFull,
             "user" => Admission::UserFull,
+            "share" => Admission::ShareFull,
+            "share_gone" => Admission::ShareGone,
             _ => Admission::TokenInUse,
         })
     }
@@ -292,6 +351,11 @@ impl Store {
             let _: () = pipe
                 .sadd(self.keys.user_sessions(&r.tenant, &r.sub), r.sid.as_str())
                 .await?;
+            if let Some(share) = &r.share {
+                let _: () = pipe
+                    .sadd(self.keys.share_sessions(share), r.sid.as_str())
+                    .await?;
+            }
             if r.single_use {
                 let _: () = pipe
                     .set(
@@ -353,6 +417,11 @@ impl Store {
         let _: () = pipe
             .srem(self.keys.user_sessions(&r.tenant, &r.sub), r.sid.as_str())
             .await?;
+        if let Some(share) = &r.share {
+            let _: () = pipe
+                .srem(self.keys.share_sessions(share), r.sid.as_str())
+                .await?;
+        }
         let _: Vec<Value> = pipe.all().await?;
         if r.single_use {
             let _: i64 = self
@@ -393,9 +462,9 @@ impl Store {
 }
 
 fn parse_target(fields: &[Option<String>]) -> Result<Option<ContainerTarget>, StoreError> {
-    let [state, tenant, host, port, password, inject, record] = fields else {
+    let [state, tenant, host, port, password, inject, record, owner] = fields else {
         return Err(StoreError::Corrupt(format!(
-            "expected 7 fields, got {}",
+            "expected 8 fields, got {}",
             fields.len()
         )));
     };
@@ -422,6 +491,7 @@ fn parse_target(fields: &[Option<String>]) -> Result<Option<ContainerTarget>, St
             .filter(|p| !p.is_empty() && inject.as_deref() != Some("false"))
             .map(Secret::new),
         record: record.as_deref() == Some("true"),
+        owner: owner.clone().unwrap_or_default(),
     }))
 }
 
@@ -443,6 +513,7 @@ mod tests {
             None,
             None,
             None,
+            None,
         ])
         .unwrap()
         .unwrap();
@@ -452,15 +523,27 @@ mod tests {
         );
         assert_eq!(t.password, None);
         assert_eq!(
-            parse_target(&[None, None, None, None, None, None, None]).unwrap(),
+            parse_target(&[None, None, None, None, None, None, None, None]).unwrap(),
             None
         );
-        let stopped = parse_target(&[s("stopped"), s("t1"), None, None, None, None, None])
+        let stopped = parse_target(&[s("stopped"), s("t1"), None, None, None, None, None, None])
             .unwrap()
             .unwrap();
         assert_eq!(stopped.state, ContainerState::Stopped);
-        assert!(parse_target(&[s("running"), s("t1"), s("h"), s("x"), None, None, None]).is_err());
-        assert!(parse_target(&[s("weird"), None, None, None, None, None, None]).is_err());
+        assert!(
+            parse_target(&[
+                s("running"),
+                s("t1"),
+                s("h"),
+                s("x"),
+                None,
+                None,
+                None,
+                None
+            ])
+            .is_err()
+        );
+        assert!(parse_target(&[s("weird"), None, None, None, None, None, None, None]).is_err());
     }
 
     #[test]
@@ -473,6 +556,7 @@ mod tests {
                 s("5900"),
                 s("pw"),
                 inject,
+                None,
                 None,
             ])
             .unwrap()
@@ -487,10 +571,19 @@ mod tests {
     #[test]
     fn only_record_true_asks_for_recording() {
         let record = |field: Option<String>| {
-            parse_target(&[s("running"), s("t1"), s("h"), s("5900"), None, None, field])
-                .unwrap()
-                .unwrap()
-                .record
+            parse_target(&[
+                s("running"),
+                s("t1"),
+                s("h"),
+                s("5900"),
+                None,
+                None,
+                field,
+                None,
+            ])
+            .unwrap()
+            .unwrap()
+            .record
         };
         assert!(record(s("true")));
         assert!(!record(None) && !record(s("false")) && !record(s("1")));

@@ -29,6 +29,8 @@ pub enum Stop {
     Kicked = 7,
     /// The session's token was revoked.
     Revoked = 8,
+    /// The share link the session was opened with was revoked (or is gone).
+    ShareRevoked = 9,
 }
 
 impl Stop {
@@ -43,6 +45,7 @@ impl Stop {
             Stop::PingTimeout => End::PingTimeout,
             Stop::Kicked => End::Kicked,
             Stop::Revoked => End::Revoked,
+            Stop::ShareRevoked => End::ShareRevoked,
         }
     }
 
@@ -55,6 +58,7 @@ impl Stop {
             Stop::PingTimeout,
             Stop::Kicked,
             Stop::Revoked,
+            Stop::ShareRevoked,
         ]
         .into_iter()
         .find(|s| *s as u8 == value)
@@ -120,6 +124,8 @@ pub enum End {
     Kicked,
     /// The token was revoked.
     Revoked,
+    /// The share link was revoked.
+    ShareRevoked,
 }
 
 impl End {
@@ -145,6 +151,7 @@ impl End {
             End::RfbProtocol => (1008, "RFB message the relay can't accept"),
             End::Kicked => (4003, "session ended by an operator"),
             End::Revoked => (4003, "token revoked"),
+            End::ShareRevoked => (4003, "share revoked"),
         }
     }
 
@@ -170,6 +177,7 @@ impl End {
             End::RfbProtocol => "rfb_protocol_error",
             End::Kicked => "kicked",
             End::Revoked => "revoked",
+            End::ShareRevoked => "share_revoked",
         }
     }
 }

@@ -10,6 +10,7 @@
 //! wind down and what the browser is told.
 
 pub mod end;
+pub mod gate;
 pub mod record;
 pub mod rfb;
 
@@ -25,13 +26,14 @@ use vnc_shared::rfb::Established;
 use crate::admission::Admitted;
 use crate::config::Limits;
 use crate::metrics::SessionMetrics;
-use crate::node::Node;
 use crate::node::live::LiveGuard;
+use crate::node::{Node, driver};
 use crate::recording::Recorder;
 use crate::transport::socketio::room::announce;
 use crate::wire::io::write_all;
 use crate::wire::signal::Signal;
 use end::{End, StopSignal};
+use gate::InputGate;
 use record::SessionRecord;
 use rfb::RfbPolicy;
 
@@ -67,6 +69,8 @@ pub struct Link<'a> {
     pub activity: &'a Activity,
     /// Set once the session's end is decided.
     pub ending: &'a Ending,
+    /// Whether the session's input reaches the VNC server now.
+    pub gate: &'a Arc<InputGate>,
 }
 
 /// Runs one admitted session over `transport` to its end, with its bookkeeping.
@@ -83,39 +87,56 @@ pub async fn drive<T: Transport>(
         record,
         recorded,
         permit,
+        gate,
         ..
     } = admitted;
-    let tracked = track(node, record.clone(), &stop);
+    let tracked = track(node, record.clone(), &stop, gate.clone());
     let config = node.config();
     let recorder = node
         .recordings()
         .filter(|_| recorded)
         .map(|r| r.start(&record, node.tracker()));
-    let end = run(
-        &mut transport,
-        upstream,
-        &config.limits,
-        &stop,
-        &tracked.metrics,
-        recorder,
-        &policy,
-    )
-    .await;
+    let session = Session {
+        limits: &config.limits,
+        stop: &stop,
+        metrics: &tracked.metrics,
+        policy: &policy,
+        gate: &gate,
+    };
+    // The room learns of the session (and a privileged one takes a free lease) while
+    // the handshake runs.
+    let (end, ()) = tokio::join!(
+        run(&mut transport, upstream, session, recorder),
+        driver::joined(node, &record)
+    );
     tracked.finish(end).await;
     drop(permit);
     transport.close(end).await;
+}
+
+/// What [`run`] needs of the session beside its two ends.
+struct Session<'a> {
+    limits: &'a Limits,
+    stop: &'a StopSignal,
+    metrics: &'a SessionMetrics,
+    policy: &'a RfbPolicy,
+    gate: &'a Arc<InputGate>,
 }
 
 /// The handshake, then the pumps under the timers; returns why the session ended.
 async fn run<T: Transport>(
     transport: &mut T,
     upstream: TcpStream,
-    limits: &Limits,
-    stop: &StopSignal,
-    metrics: &SessionMetrics,
+    session: Session<'_>,
     mut recorder: Option<Recorder>,
-    policy: &RfbPolicy,
 ) -> End {
+    let Session {
+        limits,
+        stop,
+        metrics,
+        policy,
+        gate,
+    } = session;
     let handshake = {
         let mut browser = Recorded {
             transport: &mut *transport,
@@ -158,6 +179,7 @@ async fn run<T: Transport>(
         policy,
         activity: &activity,
         ending: &ending,
+        gate,
     };
     let mut pumps = pin!(transport.relay(link, established));
     let mut pumps_done = false;
@@ -279,9 +301,14 @@ struct Tracked<'a> {
 
 /// Starts one session's bookkeeping: registered for stops and its room, announced to
 /// the room, counted. [`Tracked::finish`] ends it.
-fn track<'a>(node: &'a Node, record: Arc<SessionRecord>, stop: &Arc<StopSignal>) -> Tracked<'a> {
+fn track<'a>(
+    node: &'a Node,
+    record: Arc<SessionRecord>,
+    stop: &Arc<StopSignal>,
+    gate: Arc<InputGate>,
+) -> Tracked<'a> {
     tracing::info!("session started");
-    let live = node.live().register(record.clone(), stop.clone());
+    let live = node.live().register(record.clone(), stop.clone(), gate);
     announce(node.socketio(), &record, "viewer.joined");
     Tracked {
         node,
@@ -299,6 +326,7 @@ impl Tracked<'_> {
         if let Err(e) = self.node.store().end_session(&self.record).await {
             tracing::debug!(error = %e, "session record left to expire");
         }
+        driver::left(self.node, &self.record).await;
         let lasted = self.started.elapsed();
         self.metrics.finish(end.outcome(), lasted);
         announce(self.node.socketio(), &self.record, "viewer.left");

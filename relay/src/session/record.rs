@@ -23,6 +23,13 @@ pub struct SessionRecord {
     pub single_use: bool,
     /// The browser's address (see `admission/client.rs`).
     pub client_addr: IpAddr,
+    /// The label the presence list shows: a share session's given name, else `sub`.
+    pub name: String,
+    /// The share link the session was opened with (its `sub` is then a guest id).
+    pub share: Option<String>,
+    /// May take control and grant it without holding it: a `control` session of the
+    /// container's owner or of an admin, never a share session.
+    pub privileged: bool,
 }
 
 #[cfg(test)]
@@ -42,6 +49,9 @@ impl SessionRecord {
             transport: "websocket",
             single_use: true,
             client_addr: std::net::Ipv4Addr::LOCALHOST.into(),
+            name: "u1".into(),
+            share: None,
+            privileged: true,
         }
     }
 }

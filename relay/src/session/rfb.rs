@@ -2,19 +2,22 @@
 //! authenticates to the VNC server with the container's password and offers the
 //! browser None; the password never reaches the browser), then the filter every
 //! browser byte goes through on its way to the VNC server (client messages framed;
-//! input dropped for `view` tokens; anything unframeable ends the session).
+//! input dropped for `view` tokens and for sessions that don't hold the driver lease;
+//! anything unframeable ends the session).
 //!
 //! Only the small browser → server stream is parsed here. The server → browser stream
 //! after ServerInit stays on the zero-copy path; socket.io sessions also follow it
 //! (reading, never copying) to report resize answers (`socketio/resize.rs`).
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use tokio::net::TcpStream;
 use vnc_shared::config::Secret;
 use vnc_shared::rfb::{ClientFramer, Established, PixelFormat, ProxyHandshake, Side};
 
 use super::end::End;
+use super::gate::InputGate;
 use crate::metrics::INPUT_DROPPED;
 use crate::wire::io::write_all;
 
@@ -105,18 +108,59 @@ async fn read_upstream(upstream: &TcpStream) -> Result<Vec<u8>, End> {
     }
 }
 
+/// Why an input message is left out: a `view` session, or a `control` session that
+/// doesn't hold the driver lease now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Barred {
+    View,
+    NotDriver,
+}
+
+impl Barred {
+    /// Label of `vnc_relay_input_dropped_total{reason}`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Barred::View => "view",
+            Barred::NotDriver => "not_driver",
+        }
+    }
+
+    /// Whether a session may send input now, and if not why.
+    pub fn check(view_only: bool, gate: &InputGate) -> Option<Barred> {
+        if view_only {
+            Some(Barred::View)
+        } else if !gate.is_open() {
+            Some(Barred::NotDriver)
+        } else {
+            None
+        }
+    }
+
+    /// Counts one input message left out.
+    pub fn count(self, kind: &'static str) {
+        metrics::counter!(INPUT_DROPPED, "kind" => kind, "reason" => self.as_str()).increment(1);
+    }
+}
+
 /// The browser → server filter of the data phase. Consecutive allowed bytes go out in
-/// one write; a `view` session's input messages are left out (and counted).
+/// one write; input messages of a session that may not send input are left out (and
+/// counted). Whether a message passes is decided at its first byte, so a message is
+/// never cut when the gate moves in its middle.
 pub struct Filter {
     framer: ClientFramer,
     view_only: bool,
+    gate: Arc<InputGate>,
+    /// The decision for the input message in progress.
+    barring: Option<Barred>,
 }
 
 impl Filter {
-    pub fn new(view_only: bool) -> Filter {
+    pub fn new(view_only: bool, gate: Arc<InputGate>) -> Filter {
         Filter {
             framer: ClientFramer::default(),
             view_only,
+            gate,
+            barring: None,
         }
     }
 
@@ -148,12 +192,17 @@ impl Filter {
                 tracing::info!(error = %e, "browser sent an RFB message the relay can't frame");
                 End::RfbProtocol
             })?;
-            if self.view_only && !span.kind.allowed_for_view() {
+            if !span.kind.allowed_for_view() {
                 if span.starts_message {
-                    metrics::counter!(INPUT_DROPPED, "kind" => span.kind.as_str()).increment(1);
+                    self.barring = Barred::check(self.view_only, &self.gate);
+                    if let Some(why) = self.barring {
+                        why.count(span.kind.as_str());
+                    }
                 }
-                written += write_run(upstream, data, run.take()).await?;
-                continue;
+                if self.barring.is_some() {
+                    written += write_run(upstream, data, run.take()).await?;
+                    continue;
+                }
             }
             if !span.carried().is_empty() {
                 written += write_run(upstream, data, run.take()).await?;

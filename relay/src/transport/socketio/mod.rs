@@ -13,6 +13,7 @@
 //! `resize.rs`), `vnc:event` room events to the client, `vnc:end {code, reason}` before
 //! the relay disconnects.
 
+mod control;
 mod pumps;
 mod resize;
 pub mod room;
@@ -43,6 +44,8 @@ use crate::admission::reject::Reject;
 use crate::admission::{self, Admitted, auth, client};
 use crate::node::Node;
 use crate::node::store::COMMAND_TIMEOUT;
+use crate::session::gate::InputGate;
+use crate::session::rfb::Barred;
 use crate::session::{self, end::Stop, end::StopSignal};
 use crate::wire::signal::Signal;
 use pumps::SocketIoTransport;
@@ -162,6 +165,7 @@ struct Uplink {
     input: mpsc::Sender<Upward>,
     stop: Arc<StopSignal>,
     view_only: bool,
+    gate: Arc<InputGate>,
 }
 
 impl Uplink {
@@ -175,7 +179,7 @@ impl Uplink {
 
 /// The connect middleware: every check a raw WebSocket passes, in the same order.
 async fn authorize(
-    node: &Node,
+    node: &Arc<Node>,
     socket: &SocketRef<Adapter>,
     auth: Option<serde_json::Value>,
 ) -> Result<(), Reject> {
@@ -200,7 +204,8 @@ async fn authorize(
     let cid = auth::query_param(query, "containerId")
         .ok_or(Reject::BadRequest("containerId missing from the query"))?;
     let client = client::of_request(&req.extensions, &req.headers, &node.config().node)?;
-    let admitted = admission::admit(node, &token, Some(&cid), "socketio", client).await?;
+    let name = auth.as_ref().and_then(|a| a.get("name")?.as_str());
+    let admitted = admission::admit(node, &token, Some(&cid), "socketio", client, name).await?;
     // Handlers go in before socketioxide acknowledges the connect (it runs the connect
     // handler only afterwards, in a task of its own): the client may send at once.
     let stop = Arc::new(StopSignal::default());
@@ -209,7 +214,9 @@ async fn authorize(
         input,
         stop: stop.clone(),
         view_only: admitted.policy.view_only,
+        gate: admitted.gate.clone(),
     });
+    control::install(socket, Arc::downgrade(node), admitted.record.clone());
     // The work happens in the extractors, which socketioxide runs in arrival order;
     // handlers themselves run as separate tasks, in no particular order. The handlers
     // only answer acknowledgements.
@@ -259,6 +266,7 @@ fn on_connect(node: Weak<Node>, socket: SocketRef<Adapter>) {
         input,
     } = connecting;
     socket.join(room(&admitted.claims.cid));
+    control::introduce(&socket, &admitted.record);
     let span = session::span(&admitted, "socketio");
     let transport = SocketIoTransport::new(socket, written, input, gone);
     let tracker = node.tracker().clone();
@@ -338,9 +346,12 @@ fn first_arg<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, String> {
 fn queue_input(socket: &Socket<Adapter>, parsed: Result<Input, String>) -> Result<(), String> {
     let uplink = socket.extensions.get::<Uplink>().ok_or("no session")?;
     let input = parsed?;
-    if uplink.view_only {
-        metrics::counter!(crate::metrics::INPUT_DROPPED, "kind" => "vnc_input").increment(1);
-        return Err("view-only session: input is not allowed".into());
+    if let Some(why) = Barred::check(uplink.view_only, &uplink.gate) {
+        why.count("vnc_input");
+        return Err(match why {
+            Barred::View => "view-only session: input is not allowed".into(),
+            Barred::NotDriver => "not in control: ask for control first".into(),
+        });
     }
     uplink.push(Upward::Input(input));
     Ok(())

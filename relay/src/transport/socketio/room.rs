@@ -44,9 +44,20 @@ pub fn announce(server: Option<&SocketIoServer>, session: &SessionRecord, kind: 
 /// Hands a room event (from the room channel) to the room's socket.io viewers on this
 /// node; each node delivers to its own viewers.
 pub async fn room_event(server: &SocketIoServer, cid: &str, event: &serde_json::Value) {
+    emit_local(server, cid, "vnc:event", event).await;
+}
+
+/// Emits `event` to the room's socket.io viewers on this node only (what reaches every
+/// node through the room channel is emitted by each node to its own viewers).
+pub async fn emit_local(
+    server: &SocketIoServer,
+    cid: &str,
+    event: &'static str,
+    body: &serde_json::Value,
+) {
     if let Some(ns) = server.of(NAMESPACE)
-        && let Err(e) = ns.local().to(room(cid)).emit("vnc:event", event).await
+        && let Err(e) = ns.local().to(room(cid)).emit(event, body).await
     {
-        tracing::debug!(container.id = %cid, error = %e, "room event not delivered");
+        tracing::debug!(container.id = %cid, error = %e, event, "room event not delivered");
     }
 }

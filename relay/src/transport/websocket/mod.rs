@@ -139,6 +139,7 @@ impl<B: Socket> Transport for WebSocket<B> {
             policy,
             activity,
             ending,
+            gate,
         } = link;
         let shared = Shared {
             browser: &self.stream,
@@ -151,7 +152,7 @@ impl<B: Socket> Transport for WebSocket<B> {
             ping: Mutex::new(None),
             pong_due: Signal::default(),
         };
-        let filter = Filter::new(policy.view_only);
+        let filter = Filter::new(policy.view_only, gate.clone());
         let decoder = &mut self.decoder;
         let mut up = pin!(up_pump(&shared, decoder, filter, established.from_client));
         let mut down = pin!(down_pump(&shared, recorder));

@@ -1,0 +1,374 @@
+//! One driver per desktop, across nodes (`input = "lease"`; see "Sharing and control"
+//! in docs/architecture.md): the lease `{prefix}driver:{cid}` names the one session of
+//! a container whose input reaches its VNC server. Every change is one Lua script that
+//! compares, sets and publishes `{type:"driver", …}` on the room channel at once, so
+//! every node sees the changes in the order Redis made them; the room feed applies
+//! them to the node's sessions' input gates (`Live::set_driver`) and tells the room's
+//! socket.io viewers (`vnc:control`, `vnc:presence`). The node that made a change also
+//! applies it at once, in case its room subscription isn't in place yet. The heartbeat
+//! reads the leases of the rooms the node holds, keeps those its sessions hold alive,
+//! writes them back after Redis lost them, and gives a free lease to a privileged
+//! session.
+//!
+//! Presence: when a session starts or ends, one script reads the room's sessions from
+//! the registry and publishes `{type:"presence", …}` on the room channel.
+
+use fred::interfaces::LuaInterface;
+use serde_json::json;
+use vnc_shared::schema::{MAX_PRESENCE, RoomMessage};
+
+use super::Node;
+use super::store::StoreError;
+use crate::config::InputMode;
+use crate::metrics::DRIVER_CHANGES;
+use crate::session::record::SessionRecord;
+use crate::transport::socketio::room::emit_local;
+
+/// One change of the lease. KEYS: the lease, and for `grant` the target's session
+/// hash. ARGV: op, caller, target (or the caller's name for `request`), ttl ms, cid,
+/// channel. Answers `{outcome, seq}`; `seq` is Redis's clock in microseconds, also in
+/// the published message.
+const CHANGE: &str = r#"
+local op, caller, target, ttl, cid, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local current = redis.call('GET', KEYS[1])
+local t = redis.call('TIME')
+local seq = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local function move(driver, by)
+  if driver then redis.call('SET', KEYS[1], driver, 'PX', ttl) else redis.call('DEL', KEYS[1]) end
+  redis.call('PUBLISH', channel, cjson.encode({type = 'driver', cid = cid,
+    driver = driver or cjson.null, by = by or cjson.null,
+    at = math.floor(seq / 1000), seq = seq}))
+  return {'ok', tostring(seq)}
+end
+if op == 'free' then
+  if current then return {'held', '0'} end
+  return move(caller, caller)
+elseif op == 'request' then
+  if current == caller then return {'driving', '0'} end
+  if not current then return move(caller, caller) end
+  redis.call('PUBLISH', channel, cjson.encode({type = 'control.request', cid = cid,
+    session_id = caller, name = target}))
+  return {'asked', '0'}
+elseif op == 'grant' or op == 'grant_any' then
+  if op == 'grant' and current ~= caller then return {'moved', '0'} end
+  local f = redis.call('HMGET', KEYS[2], 'cid', 'scope')
+  if f[1] ~= cid then return {'unknown', '0'} end
+  if f[2] ~= 'control' then return {'view', '0'} end
+  return move(target, caller)
+elseif op == 'take' then
+  return move(caller, caller)
+elseif op == 'release' or op == 'ended' then
+  if current ~= caller then return {'not_driver', '0'} end
+  if op == 'release' then return move(nil, caller) end
+  return move(nil, nil)
+elseif op == 'keep' then
+  if current == caller then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+    return {'kept', '0'}
+  end
+  if current then return {'moved', '0'} end
+  return move(caller, caller)
+end
+return {'bad op', '0'}
+"#;
+
+/// Publishes the room's presence list. KEYS: the container's session set, the lease.
+/// ARGV: session key prefix, cid, channel, most listed. Viewers oldest first.
+const PRESENCE: &str = r#"
+local driver = redis.call('GET', KEYS[2])
+local rows = {}
+for _, sid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local f = redis.call('HMGET', ARGV[1] .. sid, 'cid', 'name', 'sub', 'scope', 'node', 'share', 'started_at')
+  if f[1] == ARGV[2] then
+    table.insert(rows, {t = tonumber(f[7]) or 0, v = cjson.encode({session_id = sid,
+      name = f[2] or f[3] or '', scope = f[4] or 'view', driver = sid == driver,
+      node = f[5] or '', guest = f[6] ~= false})})
+  end
+end
+table.sort(rows, function(a, b) return a.t < b.t end)
+local parts = {}
+for i = 1, math.min(#rows, tonumber(ARGV[4])) do parts[i] = rows[i].v end
+redis.call('PUBLISH', ARGV[3], '{"type":"presence","cid":' .. cjson.encode(ARGV[2]) ..
+  ',"viewers":[' .. table.concat(parts, ',') .. '],"more":' .. (#rows - #parts) .. '}')
+return #rows
+"#;
+
+/// What a lease change answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done, in Redis's order `seq`.
+    Moved(u64),
+    /// `request` while someone drives: the request went to the room.
+    Asked,
+    /// `keep`: the session still holds it.
+    Kept,
+    /// Not done, and why (the acknowledgement's words).
+    Refused(&'static str),
+}
+
+/// A change asked of the lease.
+#[derive(Clone, Copy, Debug)]
+pub enum Change<'a> {
+    /// Take it if free.
+    Free,
+    /// Take it if free, else ask the room (with the caller's name).
+    Request(&'a str),
+    /// Give it to a session; only while holding it, unless `privileged`.
+    Grant { target: &'a str, privileged: bool },
+    /// Take it from whoever holds it.
+    Take,
+    /// Give it up.
+    Release,
+    /// The caller's session ended.
+    Ended,
+    /// Keep holding it (the heartbeat), or take it back after Redis lost it.
+    Keep,
+}
+
+impl Change<'_> {
+    fn op(&self) -> &'static str {
+        match self {
+            Change::Free => "free",
+            Change::Request(_) => "request",
+            Change::Grant {
+                privileged: false, ..
+            } => "grant",
+            Change::Grant {
+                privileged: true, ..
+            } => "grant_any",
+            Change::Take => "take",
+            Change::Release => "release",
+            Change::Ended => "ended",
+            Change::Keep => "keep",
+        }
+    }
+}
+
+/// Runs one change for `caller`, a session of this node, and applies it here at once.
+pub async fn change(
+    node: &Node,
+    caller: &SessionRecord,
+    change: Change<'_>,
+) -> Result<Outcome, StoreError> {
+    let store = node.store();
+    let keys = store.keys();
+    let cid = caller.cid.as_str();
+    let (target, second_key) = match change {
+        Change::Grant { target, .. } => (target.to_owned(), keys.session(target)),
+        Change::Request(name) => (name.to_owned(), keys.driver(cid)),
+        _ => (String::new(), keys.driver(cid)),
+    };
+    let ttl = node.config().registry.session_ttl.as_millis().to_string();
+    let args = vec![
+        change.op().to_owned(),
+        caller.sid.clone(),
+        target.clone(),
+        ttl,
+        cid.to_owned(),
+        keys.room_channel(cid),
+    ];
+    let (answer, seq): (String, String) = store
+        .client()
+        .eval(CHANGE, vec![keys.driver(cid), second_key], args)
+        .await?;
+    let seq = seq.parse().unwrap_or(0);
+    let outcome = match answer.as_str() {
+        "ok" => Outcome::Moved(seq),
+        "asked" => return Ok(Outcome::Asked),
+        "kept" => return Ok(Outcome::Kept),
+        "driving" => Outcome::Refused("already in control"),
+        "held" => Outcome::Refused("someone else is in control"),
+        "moved" => Outcome::Refused("control moved meanwhile"),
+        "unknown" => Outcome::Refused("no such session in this desktop"),
+        "view" => Outcome::Refused("that session is view-only"),
+        "not_driver" => Outcome::Refused("not in control"),
+        _ => Outcome::Refused("lease change failed"),
+    };
+    if let Outcome::Moved(seq) = outcome {
+        let (driver, by) = match change {
+            Change::Grant { target, .. } => (Some(target.to_owned()), Some(caller.sid.clone())),
+            Change::Release => (None, Some(caller.sid.clone())),
+            Change::Ended => (None, None),
+            _ => (Some(caller.sid.clone()), Some(caller.sid.clone())),
+        };
+        metrics::counter!(DRIVER_CHANGES, "how" => change.op()).increment(1);
+        applied(node, cid, driver, by, seq).await;
+    }
+    Ok(outcome)
+}
+
+/// A lease change reached this node (room channel, its own change, the heartbeat):
+/// the room's gates follow, its socket.io viewers are told, and a lease freed because
+/// its driver's session ended goes to a privileged session here if there is one.
+pub async fn applied(node: &Node, cid: &str, driver: Option<String>, by: Option<String>, seq: u64) {
+    if !node.live().set_driver(cid, driver.clone(), seq) {
+        return;
+    }
+    if let Some(server) = node.socketio() {
+        emit_local(
+            server,
+            cid,
+            "vnc:control",
+            &json!({ "driver": driver, "by": by }),
+        )
+        .await;
+        emit_presence(node, cid).await;
+    }
+    if driver.is_none() && by.is_none() {
+        hand_free_lease(node, cid).await;
+    }
+}
+
+/// A free lease goes to the room's oldest privileged session here (the first node to
+/// ask gets it).
+async fn hand_free_lease(node: &Node, cid: &str) {
+    if node.live().mode() != InputMode::Lease {
+        return;
+    }
+    // Boxed: a change applies itself, which may hand a freed lease on.
+    if let Some(heir) = node.live().first_privileged(cid)
+        && let Err(e) = Box::pin(change(node, &heir, Change::Free)).await
+    {
+        tracing::debug!(container.id = %cid, error = %e, "taking the free lease failed");
+    }
+}
+
+/// Emits the room's presence list, with the driver as this node knows it, to the
+/// room's socket.io viewers here.
+pub async fn emit_presence(node: &Node, cid: &str) {
+    let (Some(server), Some((viewers, more))) = (node.socketio(), node.live().presence(cid)) else {
+        return;
+    };
+    let driver = node.live().driver(cid);
+    let body = json!({ "viewers": viewers, "more": more, "driver": driver });
+    emit_local(server, cid, "vnc:presence", &body).await;
+}
+
+/// A room message a relay acts on (the room feed hands it over).
+pub async fn on_message(node: &Node, message: RoomMessage) {
+    match message {
+        RoomMessage::Driver {
+            cid,
+            driver,
+            by,
+            seq,
+            ..
+        } => applied(node, &cid, driver, by, seq).await,
+        RoomMessage::Presence { cid, viewers, more } => {
+            node.live().set_presence(&cid, viewers, more);
+            emit_presence(node, &cid).await;
+        }
+        RoomMessage::ControlRequest {
+            cid,
+            session_id,
+            name,
+        } => {
+            if let Some(server) = node.socketio() {
+                let body = json!({ "session_id": session_id, "name": name });
+                emit_local(server, &cid, "vnc:control:requested", &body).await;
+            }
+        }
+    }
+}
+
+/// The node now listens to a room: what it may have missed before, the lease as Redis
+/// has it and the room's presence (published anew for every node).
+pub async fn learn(node: &Node, cid: &str) {
+    let store = node.store();
+    if node.live().mode() == InputMode::Lease {
+        match fred::interfaces::KeysInterface::get::<Option<String>, _>(
+            store.client(),
+            store.keys().driver(cid),
+        )
+        .await
+        {
+            Ok(lease) => applied(node, cid, lease, None, 0).await,
+            Err(e) => tracing::debug!(container.id = %cid, error = %e, "lease not read"),
+        }
+    }
+    if let Err(e) = publish_presence(node, cid).await {
+        tracing::debug!(error = %e, "presence not published");
+    }
+}
+
+/// Publishes the room's presence list (after a session started or ended here).
+pub async fn publish_presence(node: &Node, cid: &str) -> Result<(), StoreError> {
+    let store = node.store();
+    let keys = store.keys();
+    let args = vec![
+        keys.session(""),
+        cid.to_owned(),
+        keys.room_channel(cid),
+        MAX_PRESENCE.to_string(),
+    ];
+    let _: i64 = store
+        .client()
+        .eval(
+            PRESENCE,
+            vec![keys.container_sessions(cid), keys.driver(cid)],
+            args,
+        )
+        .await?;
+    Ok(())
+}
+
+/// A session started here: a privileged one takes a free lease; the room learns who
+/// is here.
+pub async fn joined(node: &Node, record: &SessionRecord) {
+    if node.live().mode() == InputMode::Lease && record.privileged {
+        if let Err(e) = change(node, record, Change::Free).await {
+            tracing::debug!(error = %e, "taking the lease at start failed");
+        }
+    }
+    if let Err(e) = publish_presence(node, &record.cid).await {
+        tracing::debug!(error = %e, "presence not published");
+    }
+}
+
+/// A session ended here: its lease, if it held it, is free again (and goes to a
+/// privileged session if one is left); the room learns who is left.
+pub async fn left(node: &Node, record: &SessionRecord) {
+    if node.live().mode() == InputMode::Lease
+        && let Err(e) = change(node, record, Change::Ended).await
+    {
+        tracing::debug!(error = %e, "lease left to expire");
+    }
+    if let Err(e) = publish_presence(node, &record.cid).await {
+        tracing::debug!(error = %e, "presence not published");
+    }
+}
+
+/// The heartbeat's part: for every room this node holds, the lease as Redis has it
+/// now (one `MGET`) replaces what the node knew (a missed message, a driver whose node
+/// died); a lease held by a session here is kept alive, or written back when Redis
+/// lost it; a free lease goes to a privileged session here.
+pub async fn beat(node: &Node) -> Result<(), StoreError> {
+    if node.live().mode() != InputMode::Lease {
+        return Ok(());
+    }
+    let rooms = node.live().rooms();
+    if rooms.is_empty() {
+        return Ok(());
+    }
+    let store = node.store();
+    let keys: Vec<String> = rooms.iter().map(|cid| store.keys().driver(cid)).collect();
+    let leases: Vec<Option<String>> =
+        fred::interfaces::KeysInterface::mget(store.client(), keys).await?;
+    for (cid, lease) in rooms.iter().zip(leases) {
+        let known = node.live().driver(cid);
+        let ours = known.as_deref().and_then(|sid| node.live().session(sid));
+        match (lease, ours) {
+            // Ours in Redis too, or lost by Redis: keep it (or write it back).
+            (Some(sid), Some(r)) if sid == r.sid => {
+                change(node, &r, Change::Keep).await?;
+            }
+            (None, Some(r)) => {
+                change(node, &r, Change::Keep).await?;
+            }
+            (lease, _) if lease != known => applied(node, cid, lease, None, 0).await,
+            (None, None) => hand_free_lease(node, cid).await,
+            _ => {}
+        }
+    }
+    Ok(())
+}
