@@ -3,12 +3,14 @@
 //   node client.mjs '{"url":"http://127.0.0.1:6080","token":"...","containerId":"c1"}'
 //
 // Options: url, token, containerId, tokenIn ("auth" (default) or "query"),
-// transports (default ["websocket"]), headers (extra request headers, e.g. Cookie).
+// transports (default ["websocket"]), headers (extra request headers, e.g. Cookie),
+// name (the display name a share link's viewer gives, sent as auth.name).
 //
 // Prints one JSON object per line for everything that happens:
 //   {"ev":"connect"} {"ev":"connect_error","message":...} {"ev":"data","b64":...}
 //   {"ev":"vnc:event","payload":...} {"ev":"vnc:resized","payload":...}
 //   {"ev":"vnc:end","payload":...}
+//   {"ev":"vnc:self"|"vnc:presence"|"vnc:control"|"vnc:control:requested","payload":...}
 //   {"ev":"disconnect","reason":...}
 // Reads one JSON command per line:
 //   {"cmd":"send","b64":...}        vnc:data with the bytes as one binary attachment
@@ -30,6 +32,9 @@ if (opts.containerId !== undefined) {
     query.containerId = opts.containerId;
 }
 const auth = {};
+if (opts.name !== undefined) {
+    auth.name = opts.name;
+}
 if (opts.token !== undefined) {
     if (opts.tokenIn === "query") {
         query.token = opts.token;
@@ -56,6 +61,9 @@ socket.on("vnc:event", (payload) => out({ ev: "vnc:event", payload }));
 socket.on("vnc:resized", (payload) => out({ ev: "vnc:resized", payload }));
 socket.on("vnc:end", (payload) => out({ ev: "vnc:end", payload }));
 socket.on("disconnect", (reason) => out({ ev: "disconnect", reason }));
+for (const ev of ["vnc:self", "vnc:presence", "vnc:control", "vnc:control:requested"]) {
+    socket.on(ev, (payload) => out({ ev, payload }));
+}
 
 // The ws library's net.Socket under the engine's websocket transport.
 const tcp = () => socket.io.engine?.transport?.ws?._socket;

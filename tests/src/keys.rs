@@ -49,6 +49,24 @@ impl TestKeys {
             .expect("mint")
     }
 
+    /// A share link's token for container `cid` (`sub` `share:{share_id}`), as control
+    /// mints it.
+    pub fn share_token(&self, cid: &str, scope: Scope, share_id: &str) -> String {
+        let sub = format!("share:{share_id}");
+        self.signer
+            .mint(&TokenRequest {
+                sub: &sub,
+                tenant: "t1",
+                cid,
+                scope,
+                ttl: Duration::from_secs(60),
+                share: Some(share_id),
+                admin: false,
+            })
+            .expect("mint")
+            .token
+    }
+
     /// The claims of a valid token as JSON, for tests that bend one of them.
     pub fn claims(cid: &str) -> serde_json::Value {
         let now = unix_now();

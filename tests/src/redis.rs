@@ -183,6 +183,33 @@ impl RedisServer {
             .expect("HSET container");
     }
 
+    /// Writes a share link the way control does: `vnc:share:{id}` for `cid`, live
+    /// for a minute.
+    pub async fn put_share(&self, share_id: &str, cid: &str, scope: &str, max_sessions: u32) {
+        let key = format!("vnc:share:{share_id}");
+        let fields = vec![
+            ("cid", cid.to_owned()),
+            ("tenant", "t1".to_owned()),
+            ("scope", scope.to_owned()),
+            ("max_sessions", max_sessions.to_string()),
+        ];
+        let _: () = self.client.hset(&key, fields).await.expect("HSET share");
+        let _: () = self
+            .client
+            .expire(&key, 60, None)
+            .await
+            .expect("EXPIRE share");
+    }
+
+    /// A string key's value.
+    pub async fn get(&self, key: &str) -> Option<String> {
+        self.client.get(key).await.expect("GET")
+    }
+
+    pub async fn del(&self, key: &str) {
+        let _: i64 = self.client.del(key).await.expect("DEL");
+    }
+
     /// Sets one field of a container record (`vnc_password`, `inject_credentials`).
     pub async fn set_field(&self, cid: &str, field: &str, value: &str) {
         let _: () = self

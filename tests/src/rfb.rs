@@ -128,6 +128,7 @@ impl RfbClient {
                     SioEvent::Data(b) => self.take_in(&b),
                     SioEvent::Room(_) => {}
                     SioEvent::Resized(p) => self.resized.push_back(p),
+                    SioEvent::Named(name, p) => sio.keep_named(name, p),
                     other => bail!("socket.io: {other:?}"),
                 },
             }

@@ -27,6 +27,9 @@ pub enum SioEvent {
     End(Value),
     /// The acknowledgement of an event sent with [`SioClient::emit`].
     Ack(Value),
+    /// Another event of the relay's (`vnc:self`, `vnc:presence`, `vnc:control`,
+    /// `vnc:control:requested`) and its payload.
+    Named(String, Value),
     Disconnect(String),
 }
 
@@ -37,6 +40,9 @@ pub struct SioClient {
     /// Events that arrived while [`SioClient::emit`] waited for its ack, in order; the
     /// next reads return them first.
     held: VecDeque<SioEvent>,
+    /// Named events that arrived while an RFB read waited for data, in order;
+    /// [`SioClient::expect_named`] looks at them first.
+    named: VecDeque<(String, Value)>,
 }
 
 fn client_dir() -> PathBuf {
@@ -87,6 +93,7 @@ impl SioClient {
             stdin,
             lines: BufReader::new(stdout).lines(),
             held: VecDeque::new(),
+            named: VecDeque::new(),
         })
     }
 
@@ -119,6 +126,9 @@ impl SioClient {
             "vnc:end" => SioEvent::End(v["payload"].clone()),
             "disconnect" => SioEvent::Disconnect(text("reason")),
             "ack" => SioEvent::Ack(v["payload"].clone()),
+            name @ ("vnc:self" | "vnc:presence" | "vnc:control" | "vnc:control:requested") => {
+                SioEvent::Named(name.to_owned(), v["payload"].clone())
+            }
             other => bail!("unknown event {other}"),
         })
     }
@@ -138,6 +148,31 @@ impl SioClient {
                 return Ok(v);
             }
         }
+    }
+
+    /// Waits for the next `event` (a [`SioEvent::Named`] one) whose payload `accept`s,
+    /// and returns the payload.
+    pub async fn expect_named(
+        &mut self,
+        event: &str,
+        accept: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
+        while let Some((name, payload)) = self.named.pop_front() {
+            if name == event && accept(&payload) {
+                return Ok(payload);
+            }
+        }
+        self.expect(event, |e| match e {
+            SioEvent::Named(name, p) if name == event && accept(p) => Some(p.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Keeps a named event read by someone waiting for other events, for
+    /// [`SioClient::expect_named`].
+    pub fn keep_named(&mut self, name: String, payload: Value) {
+        self.named.push_back((name, payload));
     }
 
     /// Waits for `vnc:end` and returns its code and reason.

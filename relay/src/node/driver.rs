@@ -32,13 +32,15 @@ const CHANGE: &str = r#"
 local op, caller, target, ttl, cid, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local current = redis.call('GET', KEYS[1])
 local t = redis.call('TIME')
-local seq = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- Sixteen digits: written with %d, as cjson and tostring would round them.
+local seq = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
 local function move(driver, by)
   if driver then redis.call('SET', KEYS[1], driver, 'PX', ttl) else redis.call('DEL', KEYS[1]) end
-  redis.call('PUBLISH', channel, cjson.encode({type = 'driver', cid = cid,
+  local message = cjson.encode({type = 'driver', cid = cid,
     driver = driver or cjson.null, by = by or cjson.null,
-    at = math.floor(seq / 1000), seq = seq}))
-  return {'ok', tostring(seq)}
+    at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)})
+  redis.call('PUBLISH', channel, string.sub(message, 1, -2) .. ',"seq":' .. seq .. '}')
+  return {'ok', seq}
 end
 if op == 'free' then
   if current then return {'held', '0'} end
