@@ -317,10 +317,11 @@ pub async fn publish_presence(node: &Node, cid: &str) -> Result<(), StoreError> 
 /// A session started here: a privileged one takes a free lease; the room learns who
 /// is here.
 pub async fn joined(node: &Node, record: &SessionRecord) {
-    if node.live().mode() == InputMode::Lease && record.privileged {
-        if let Err(e) = change(node, record, Change::Free).await {
-            tracing::debug!(error = %e, "taking the lease at start failed");
-        }
+    if node.live().mode() == InputMode::Lease
+        && record.privileged
+        && let Err(e) = change(node, record, Change::Free).await
+    {
+        tracing::debug!(error = %e, "taking the lease at start failed");
     }
     if let Err(e) = publish_presence(node, &record.cid).await {
         tracing::debug!(error = %e, "presence not published");
