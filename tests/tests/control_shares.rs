@@ -6,7 +6,6 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -74,6 +74,7 @@ struct ShareCreated {
     scope: Scope,
     max_sessions: u32,
     /// `null` when the request named none.
+    #[schema(required = true)]
     name: Option<String>,
 }
 
@@ -84,6 +85,7 @@ struct ShareView {
     share_id: String,
     scope: Scope,
     /// `null` when it has none.
+    #[schema(required = true)]
     name: Option<String>,
     max_sessions: u32,
     /// Live sessions opened with it.
@@ -274,6 +276,7 @@ async fn revoke(
 #[derive(Serialize, ToSchema)]
 struct PresenceView {
     /// The session holding the desktop's input, if any.
+    #[schema(required = true)]
     driver: Option<String>,
     /// Its live sessions, oldest first, at most 256.
     viewers: Vec<Viewer>,
@@ -328,6 +331,7 @@ impl KnownFields for DriverBody {
 #[derive(Serialize, ToSchema)]
 struct DriverView {
     /// The session that now holds the input, or `null`.
+    #[schema(required = true)]
     driver: Option<String>,
 }
 
