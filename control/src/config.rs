@@ -615,6 +615,33 @@ mod tests {
     }
 
     #[test]
+    fn share_links_last_a_second_to_a_day() {
+        let resolve = |extra: &[&str]| {
+            let base = [
+                "vnc-control",
+                "--jwt-private-key",
+                "/k",
+                "--auth-secret-file",
+                "/s",
+            ];
+            let args: Vec<&str> = base
+                .iter()
+                .chain(["--image", "desk"].iter())
+                .chain(extra)
+                .copied()
+                .collect();
+            Cli::parse_from(args).settings.resolve()
+        };
+        assert_eq!(resolve(&[]).unwrap().share_max_ttl, DEFAULT_SHARE_MAX_TTL);
+        let c = resolve(&["--share-max-ttl", "2h"]).unwrap();
+        assert_eq!(c.share_max_ttl, Duration::from_secs(7200));
+        for bad in ["0s", "25h"] {
+            let err = resolve(&["--share-max-ttl", bad]).unwrap_err().to_string();
+            assert!(err.contains("share_max_ttl"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn exactly_one_source_of_callers_keys() {
         let resolve = |auth: &[&str]| {
             let base = ["vnc-control", "--jwt-private-key", "/k", "--image", "desk"];
