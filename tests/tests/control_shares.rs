@@ -248,7 +248,7 @@ async fn a_share_link_is_minted_recorded_and_listed() {
         .unwrap();
     assert_eq!(expires, claims.exp as i64);
     let members: Vec<String> = s.redis.client.smembers("vnc:shares:desk").await.unwrap();
-    assert_eq!(members, [id.clone()]);
+    assert_eq!(members, [id.as_str()]);
     let recorded: bool = s
         .redis
         .client
