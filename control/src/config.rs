@@ -16,7 +16,7 @@ use vnc_shared::config::{ConfigError, Secret, load_toml, overlay};
 use vnc_shared::schema::DEFAULT_PREFIX;
 use vnc_shared::telemetry::LogFormat;
 use vnc_shared::tls::TlsFiles;
-use vnc_shared::token::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
+use vnc_shared::token::{DEFAULT_AUDIENCE, DEFAULT_ISSUER, MAX_TTL};
 
 use crate::domain::StaticContainer;
 use crate::infra::runtime::{
@@ -46,6 +46,9 @@ pub const DEFAULT_PLANE: &str = "default";
 pub const DEFAULT_RELAY_URL: &str = "ws://localhost:6080";
 /// Longest VNC token a caller may ask for.
 pub const DEFAULT_TOKEN_MAX_TTL: Duration = Duration::from_secs(300);
+/// Longest share link a caller may ask for (at most `vnc_shared::token::MAX_TTL`, the
+/// longest token control signs).
+pub const DEFAULT_SHARE_MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 
 // Callers.
 /// Expected `iss` / `aud` of callers' identity tokens.
@@ -160,6 +163,8 @@ vnc_shared::settings! {
         /// Public base URL of the relays (`wss://vnc.example.com`).
         relay_url: String = "VNC_RELAY_PUBLIC_URL",
         token_max_ttl: Duration = "VNC_CONTROL_TOKEN_MAX_TTL",
+        /// Longest share link (`POST /v1/containers/{id}/shares`) a caller may ask for.
+        share_max_ttl: Duration = "VNC_CONTROL_SHARE_MAX_TTL",
 
         // Callers.
         /// Identity provider's public key (Ed25519 or RSA PEM) for callers' bearer tokens.
@@ -287,6 +292,7 @@ pub struct ControlConfig {
     pub max_cpus: f64,
     pub max_memory_mb: u64,
     pub token_max_ttl: Duration,
+    pub share_max_ttl: Duration,
     pub stop_grace: Duration,
     pub start_timeout: Duration,
     pub reconcile_interval: Duration,
@@ -423,6 +429,13 @@ impl ControlSettings {
         if api_rate_limit > 0 && api_rate_burst == 0 {
             problems.push("api_rate_burst must be at least 1".into());
         }
+        let share_max_ttl = s.share_max_ttl.unwrap_or(DEFAULT_SHARE_MAX_TTL);
+        if share_max_ttl < Duration::from_secs(1) || share_max_ttl > MAX_TTL {
+            problems.push(format!(
+                "share_max_ttl must be between 1s and {}s (the longest token control signs)",
+                MAX_TTL.as_secs()
+            ));
+        }
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems.join("; ")));
         }
@@ -462,6 +475,7 @@ impl ControlSettings {
             max_cpus,
             max_memory_mb: s.max_memory_mb.unwrap_or(DEFAULT_MAX_MEMORY_MB),
             token_max_ttl: s.token_max_ttl.unwrap_or(DEFAULT_TOKEN_MAX_TTL),
+            share_max_ttl,
             stop_grace: s.stop_grace.unwrap_or(DEFAULT_STOP_GRACE),
             start_timeout: s.start_timeout.unwrap_or(DEFAULT_START_TIMEOUT),
             reconcile_interval: s.reconcile_interval.unwrap_or(DEFAULT_RECONCILE_INTERVAL),
@@ -597,6 +611,33 @@ mod tests {
             "http_max_connections",
         ] {
             assert!(err.contains(want), "{want}: {err}");
+        }
+    }
+
+    #[test]
+    fn share_links_last_a_second_to_a_day() {
+        let resolve = |extra: &[&str]| {
+            let base = [
+                "vnc-control",
+                "--jwt-private-key",
+                "/k",
+                "--auth-secret-file",
+                "/s",
+            ];
+            let args: Vec<&str> = base
+                .iter()
+                .chain(["--image", "desk"].iter())
+                .chain(extra)
+                .copied()
+                .collect();
+            Cli::parse_from(args).settings.resolve()
+        };
+        assert_eq!(resolve(&[]).unwrap().share_max_ttl, DEFAULT_SHARE_MAX_TTL);
+        let c = resolve(&["--share-max-ttl", "2h"]).unwrap();
+        assert_eq!(c.share_max_ttl, Duration::from_secs(7200));
+        for bad in ["0s", "25h"] {
+            let err = resolve(&["--share-max-ttl", bad]).unwrap_err().to_string();
+            assert!(err.contains("share_max_ttl"), "{bad}: {err}");
         }
     }
 

@@ -1,8 +1,10 @@
 //! The control plane's rules, without I/O: what a container is, who may see and use
 //! it, and what a create request may ask for; [`session`] does the same for relay
-//! sessions, relay nodes, issued tokens and kicks.
+//! sessions, relay nodes, issued tokens and kicks, [`share`] for share links, the
+//! presence list and the driver lease.
 
 pub mod session;
+pub mod share;
 
 use std::collections::BTreeMap;
 
@@ -11,6 +13,7 @@ use vnc_shared::schema::ContainerState;
 use vnc_shared::token::Scope;
 
 pub use session::{IssuedToken, Kick, Node, Session, kick_kind};
+pub use share::{Share, ShareRequest};
 
 /// An authenticated API caller (from the operator's identity provider).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -12,7 +12,8 @@ pub const HTTP_DURATION: &str = "vnc_control_http_request_duration_seconds";
 pub const RATE_LIMITED: &str = "vnc_control_http_rate_limited_total";
 pub const DOCKER_ERRORS: &str = "vnc_control_docker_errors_total";
 /// Kicks published on the control channel, by kind (`kick`: one session ended by an
-/// owner or admin; `revoke`: the sessions of a revoked token).
+/// owner or admin; `revoke`: the sessions of a revoked token; `share`: the sessions of
+/// a revoked share link).
 pub const KICKS: &str = "vnc_control_kicks_total";
 /// Containers whose lost record was rebuilt from their labels, by the state adopted.
 pub const CONTAINERS_ADOPTED: &str = "vnc_control_containers_adopted_total";
@@ -57,7 +58,7 @@ pub fn install(job_names: &[&str]) -> PrometheusHandle {
         );
         describe_counter!(
             KICKS,
-            "Kicks published to the relays on the control channel, by kind (kick, revoke)."
+            "Kicks published to the relays on the control channel, by kind (kick, revoke, share)."
         );
         describe_counter!(
             CONTAINERS_ADOPTED,
@@ -86,7 +87,7 @@ pub fn install(job_names: &[&str]) -> PrometheusHandle {
         for result in ["ok", "refused"] {
             counter!(CONFIG_RELOADS, "result" => result).absolute(0);
         }
-        for kind in ["kick", "revoke"] {
+        for kind in ["kick", "revoke", "share"] {
             counter!(KICKS, "kind" => kind).absolute(0);
         }
         for result in ["ok", "error"] {

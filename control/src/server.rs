@@ -25,6 +25,7 @@ use crate::config::{ControlConfig, ControlSettings, RuntimeKind};
 use crate::infra::passwords::PasswordKeys;
 use crate::infra::queue::{Queue, QueueConfig};
 use crate::infra::sessions::SessionStore;
+use crate::infra::shares::ShareStore;
 use crate::infra::store::ContainerStore;
 use crate::infra::tokens::TokenStore;
 use crate::listener::HttpLimits;
@@ -259,6 +260,7 @@ pub async fn build(config: ControlConfig, listeners: Listeners) -> Result<Contro
         queue: queue.clone(),
         registry: SessionStore::new(client.clone(), keys.clone()),
         tokens: TokenStore::new(client.clone(), keys.clone()),
+        shares: ShareStore::new(client.clone(), keys.clone()),
         tunables: Swap::new(tunables),
     };
     let ready = {

@@ -71,6 +71,7 @@ pub fn load_tunables(
             max_entries: crate::config::DEFAULT_MAX_ENTRIES,
         },
         token_max_ttl: config.token_max_ttl,
+        share_max_ttl: config.share_max_ttl,
         relay_url: config.relay_url.clone(),
         max_containers_per_tenant: config.max_containers_per_tenant,
     };

@@ -9,6 +9,7 @@ pub mod rate;
 pub mod responses;
 pub mod routes;
 pub mod sessions;
+pub mod shares;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -64,6 +65,7 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(routes::routes())
         .merge(sessions::routes())
+        .merge(shares::routes())
         .merge(openapi::routes())
 }
 

@@ -34,7 +34,8 @@ pub const BEARER: &str = "bearer";
     info(
         title = "vnc-control",
         description = "The control plane of vnc-relay: desktop containers, their jobs, \
-            short-lived VNC tokens, live relay sessions and relay nodes.\n\n\
+            short-lived VNC tokens, share links, live relay sessions, who drives a \
+            desktop, and relay nodes.\n\n\
             Callers send a bearer JWT from the operator's identity provider (`sub`, \
             `tenant`, optional `roles: [\"admin\"]`). Every error body is an `ErrorBody`, \
             including a path that doesn't exist (404) and a method a path doesn't serve \
@@ -45,6 +46,7 @@ pub const BEARER: &str = "bearer";
     tags(
         (name = "containers", description = "Desktop containers, their jobs and VNC tokens"),
         (name = "sessions", description = "What the relays run: live sessions, kicks, revocations, nodes"),
+        (name = "shares", description = "Share links of a desktop, who is in it, and who drives it"),
         (name = "probes", description = "Liveness and readiness; public, never rate limited"),
         (name = "meta", description = "This description"),
     ),

@@ -5,6 +5,7 @@ pub mod adopt;
 pub mod jobs;
 pub mod record_labels;
 pub mod sessions;
+pub mod shares;
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use vnc_shared::token::{Minted, Scope, SignError, Signer, TokenRequest};
 use crate::domain::{Caller, Container, CreateContainer, CreateLimits, IssuedToken};
 use crate::infra::queue::{JobRecord, Queue, QueueError};
 use crate::infra::sessions::SessionStore;
+use crate::infra::shares::ShareStore;
 use crate::infra::store::{ContainerStore, StoreError, now_ms};
 use crate::infra::tokens::TokenStore;
 
@@ -54,6 +56,8 @@ pub struct App {
     pub registry: SessionStore,
     /// Tokens issued through the API, and revocations.
     pub tokens: TokenStore,
+    /// Share links of containers.
+    pub shares: ShareStore,
     /// What SIGHUP may change; each request works with the set it started with.
     pub tunables: Swap<Tunables>,
 }
@@ -66,6 +70,8 @@ pub struct Tunables {
     pub max_containers_per_tenant: usize,
     /// Longest VNC token TTL a caller may ask for.
     pub token_max_ttl: Duration,
+    /// Longest share link a caller may ask for.
+    pub share_max_ttl: Duration,
     /// Public base URL of the relays (`wss://vnc.example.com`), for `ws_url`.
     pub relay_url: String,
 }
@@ -228,7 +234,7 @@ impl App {
                 scope,
                 ttl,
                 share: None,
-                admin: false,
+                admin: caller.admin,
             })
             .map_err(AppError::Signing)?;
         // No token leaves without its record: one that can't be revoked is not issued.

@@ -89,7 +89,7 @@ impl App {
         Ok(self.registry.nodes().await?)
     }
 
-    async fn publish_kick(&self, caller: &Caller, kick: &Kick) -> Result<(), AppError> {
+    pub(super) async fn publish_kick(&self, caller: &Caller, kick: &Kick) -> Result<(), AppError> {
         let nodes = self.registry.kick(kick).await?;
         metrics::counter!(KICKS, "kind" => kick_kind(kick)).increment(1);
         tracing::info!(

@@ -25,6 +25,11 @@ pub struct Session {
     /// The browser's address as the relay saw it (through a trusted load balancer:
     /// the address it reported); empty from a relay that doesn't record it.
     pub client_addr: String,
+    /// The label of the presence list (a share session's given name); empty from a
+    /// relay that doesn't record it (the `sub` stands in).
+    pub name: String,
+    /// The share link the session was opened with; empty for other sessions.
+    pub share: String,
 }
 
 impl Session {
@@ -104,10 +109,13 @@ impl IssuedToken {
 
 pub use vnc_shared::schema::Kick;
 
-/// The metrics label of a kick: `kick` (one session ended) or `revoke` (a token).
+/// The metrics label of a kick: `kick` (one session ended), `revoke` (a token) or
+/// `share` (the sessions of a revoked share link).
 pub fn kick_kind(kick: &Kick) -> &'static str {
     if kick.is_revocation() {
         "revoke"
+    } else if kick.share.is_some() {
+        "share"
     } else {
         "kick"
     }
@@ -137,6 +145,8 @@ mod tests {
             started_at: Some(1),
             transport: "websocket".into(),
             client_addr: "192.0.2.7".into(),
+            name: String::new(),
+            share: String::new(),
         }
     }
 
@@ -185,9 +195,14 @@ mod tests {
         assert_eq!(
             (
                 kick_kind(&Kick::session("s")),
-                kick_kind(&Kick::revoked("j"))
+                kick_kind(&Kick::revoked("j")),
+                kick_kind(&Kick::share_revoked("h"))
             ),
-            ("kick", "revoke")
+            ("kick", "revoke", "share")
+        );
+        assert_eq!(
+            Kick::share_revoked("h1").to_message(),
+            r#"{"type":"kick","share":"h1","reason":"share revoked"}"#
         );
         assert!(may_list_nodes(&caller("root", "t1", true)));
         assert!(!may_list_nodes(&caller("alice", "t1", false)));

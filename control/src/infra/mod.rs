@@ -1,5 +1,5 @@
 //! Adapters to the outside world: Redis (container records, the job queue, the
-//! relays' session registry, issued and revoked tokens), the container runtimes
+//! relays' session registry, issued and revoked tokens, share links), the container runtimes
 //! (Docker through bollard, or static hosts from config) and an OpenID Connect
 //! issuer's keys.
 
@@ -8,5 +8,6 @@ pub mod passwords;
 pub mod queue;
 pub mod runtime;
 pub mod sessions;
+pub mod shares;
 pub mod store;
 pub mod tokens;

@@ -4,19 +4,25 @@
 //!
 //! The relays write all of these; control only reads them, except that it drops the
 //! stale members of a container's session set (sids of a dead node, whose hashes
-//! expired) when it meets them.
+//! expired) when it meets them. It also reads and sets a container's driver lease
+//! (`{prefix}driver:{cid}`) and publishes the change on the container's room
+//! channel, as a relay does.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use fred::prelude::*;
 use fred::types::scan::ScanType;
-use vnc_shared::schema::{Keys, node_field as n, session_field as f};
+use vnc_shared::schema::{Keys, RoomMessage, node_field as n, now_ms, session_field as f};
 
 use super::store::StoreError;
 use crate::domain::{Kick, Node, Session};
 
 /// Keys asked for per SCAN page when listing nodes.
 const SCAN_PAGE: u32 = 500;
+
+/// The `by` of a driver change control made.
+pub const DRIVER_BY_CONTROL: &str = "control";
 
 #[derive(Clone)]
 pub struct SessionStore {
@@ -107,6 +113,64 @@ impl SessionStore {
             .await?)
     }
 
+    /// The session holding a container's driver lease, if any.
+    pub async fn driver(&self, cid: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.client.get(self.keys.driver(cid)).await?)
+    }
+
+    /// Sets the driver lease to `sid` for `ttl` (the holder's node refreshes it
+    /// from then on), or frees it with `None`; then publishes the change on the
+    /// container's room channel. Returns how many subscribers (relay nodes holding the
+    /// room) got it.
+    pub async fn set_driver(
+        &self,
+        cid: &str,
+        sid: Option<&str>,
+        ttl: Duration,
+    ) -> Result<i64, StoreError> {
+        let key = self.keys.driver(cid);
+        match sid {
+            Some(sid) => {
+                let px = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+                let _: () = self
+                    .client
+                    .set(&key, sid, Some(Expiration::PX(px)), None, false)
+                    .await?;
+            }
+            None => {
+                let _: i64 = self.client.del(&key).await?;
+            }
+        }
+        let message = RoomMessage::Driver {
+            cid: cid.to_owned(),
+            driver: sid.map(str::to_owned),
+            by: Some(DRIVER_BY_CONTROL.to_owned()),
+            at: now_ms(),
+        };
+        let json = serde_json::to_string(&message).map_err(|e| StoreError::Record {
+            key: self.keys.room_channel(cid),
+            why: e.to_string(),
+        })?;
+        Ok(self
+            .client
+            .publish(self.keys.room_channel(cid), json)
+            .await?)
+    }
+
+    /// Whether each of `sids` is a live session (its hash still exists), in one
+    /// pipeline of EXISTS per id.
+    pub async fn live(&self, sids: &[&str]) -> Result<Vec<bool>, StoreError> {
+        if sids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pipe = self.client.pipeline();
+        for sid in sids {
+            let _: () = pipe.exists(self.keys.session(sid)).await?;
+        }
+        let found: Vec<i64> = pipe.all().await?;
+        Ok(found.into_iter().map(|n| n > 0).collect())
+    }
+
     /// HGETALL of each key in one pipeline (an empty map for a key that is gone).
     async fn hashes(
         &self,
@@ -139,6 +203,8 @@ fn parse_session(sid: &str, m: &HashMap<String, String>) -> Option<Session> {
         started_at: m.get(f::STARTED_AT).and_then(|v| v.parse().ok()),
         transport: get(f::TRANSPORT),
         client_addr: get(f::CLIENT_ADDR),
+        name: get(f::NAME),
+        share: get(f::SHARE),
     })
 }
 
