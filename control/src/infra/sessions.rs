@@ -146,6 +146,9 @@ impl SessionStore {
             driver: sid.map(str::to_owned),
             by: Some(DRIVER_BY_CONTROL.to_owned()),
             at: now_ms(),
+            // Unordered: every relay applies it; their heartbeats settle a change
+            // that raced it.
+            seq: 0,
         };
         let json = serde_json::to_string(&message).map_err(|e| StoreError::Record {
             key: self.keys.room_channel(cid),

@@ -103,12 +103,10 @@ pub async fn drive<T: Transport>(
         policy: &policy,
         gate: &gate,
     };
-    // The room learns of the session (and a privileged one takes a free lease) while
-    // the handshake runs.
-    let (end, ()) = tokio::join!(
-        run(&mut transport, upstream, session, recorder),
-        driver::joined(node, &record)
-    );
+    // The room learns of the session, and a privileged one takes a free lease before
+    // its first input can arrive.
+    driver::joined(node, &record).await;
+    let end = run(&mut transport, upstream, session, recorder).await;
     tracked.finish(end).await;
     drop(permit);
     transport.close(end).await;
