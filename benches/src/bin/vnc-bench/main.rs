@@ -5,7 +5,7 @@
 //! then one `RESULT {json}` line for scripts.
 //!
 //! The modules, each importing only from those listed after it:
-//! - `throughput`, `latency`, `conns`, `mixed`, `kick`, `control`: the measurements (`control` over
+//! - `throughput`, `latency`, `conns`, `mixed`, `kick`, `handover`, `control`: the measurements (`control` over
 //!   control's REST API); `server`: the stand-in servers;
 //! - `session`: one open session of a `conns` run;
 //! - `target`: the flags every client mode shares, the run's targets, and one connect
@@ -25,6 +25,7 @@ mod client;
 mod conns;
 mod control;
 mod endpoint;
+mod handover;
 mod kick;
 mod latency;
 mod lean_ws;
@@ -79,6 +80,8 @@ enum Mode {
     Mixed(mixed::MixedArgs),
     /// Kick to session end: publish kicks on the control channel, time each.
     Kick(kick::KickArgs),
+    /// Hand-over of control: grant to the next viewer, time until every viewer is told.
+    Handover(handover::HandoverArgs),
     /// VNC tokens minted per second through control's API.
     ControlTokens(control::TokensArgs),
     /// Control's job queue overhead: enqueue to job finished, with an immediate runtime.
@@ -115,6 +118,7 @@ fn run(cli: Cli) -> Result<()> {
             Mode::Conns(a) => conns::run(a).await,
             Mode::Mixed(a) => mixed::run(a).await,
             Mode::Kick(a) => kick::run(a).await,
+            Mode::Handover(a) => handover::run(a).await,
             Mode::ControlTokens(a) => control::tokens(a).await,
             Mode::ControlQueue(a) => control::queue(a).await,
         }

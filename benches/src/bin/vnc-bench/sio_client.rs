@@ -12,6 +12,8 @@
 //! announcing text frame plus the binary frame. The same client is used against every
 //! socket.io server compared, so their results differ by the servers only.
 
+use std::collections::VecDeque;
+
 use anyhow::{Context, Result, anyhow, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
@@ -49,6 +51,21 @@ pub struct SioConn {
     /// Scratch for building frames to send, reused.
     wbuf: Vec<u8>,
     masks: Masks,
+    /// Events other than `vnc:data` read while data was awaited, oldest first, for
+    /// [`SioConn::next_event`]; at most [`HELD_EVENTS`] (the oldest are dropped).
+    events: VecDeque<Event>,
+    /// Acknowledgement id of the next emitted event.
+    next_ack: u64,
+}
+
+/// Most events kept for [`SioConn::next_event`] while data is read.
+const HELD_EVENTS: usize = 256;
+
+/// A named event or an acknowledgement, with its first argument.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Named(String, serde_json::Value),
+    Ack(serde_json::Value),
 }
 
 /// What a read loop hands back to its caller.
@@ -87,6 +104,8 @@ impl SioConn {
             out: Vec::new(),
             wbuf: Vec::new(),
             masks: Masks::new(seed),
+            events: VecDeque::new(),
+            next_ack: 0,
         };
         conn.expect(|i| matches!(i, Item::Open), "Engine.IO open")
             .await?;
@@ -125,6 +144,43 @@ impl SioConn {
                 None => {}
             }
         }
+    }
+
+    /// Emits `name` with `body`, asking for an acknowledgement (see
+    /// [`SioConn::next_event`]).
+    pub async fn emit(&mut self, name: &str, body: &serde_json::Value) -> Result<()> {
+        self.wbuf.clear();
+        self.wbuf.append(&mut self.out);
+        let packet = sio_wire::event_packet(self.next_ack, name, body);
+        self.next_ack += 1;
+        sio_wire::push_text(&mut self.wbuf, &packet, &mut self.masks);
+        self.stream.send_all(&self.wbuf).await?;
+        Ok(())
+    }
+
+    /// The next event other than `vnc:data` (whose bytes are dropped) or
+    /// acknowledgement; the session's end fails it.
+    pub async fn next_event(&mut self) -> Result<Event> {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Ok(event);
+            }
+            if let Some(Seen::Closed) = self.drain(|_| Ok(()))? {
+                bail!("the session ended");
+            }
+            if self.events.is_empty() && self.fill().await? == 0 {
+                bail!("connection closed");
+            }
+            self.try_flush_out()?;
+        }
+    }
+
+    /// Keeps an event for [`SioConn::next_event`], within [`HELD_EVENTS`].
+    pub fn hold(&mut self, event: Event) {
+        if self.events.len() == HELD_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
     }
 
     /// Sends `data` as `vnc:data` events (split at 64 KiB), in one write together with
@@ -267,6 +323,8 @@ impl SioConn {
                 Some(Item::Disconnected | Item::Closed(_)) => return Ok(Some(Seen::Closed)),
                 Some(Item::ConnectError(m)) => bail!("connect_error: {m}"),
                 Some(Item::Open | Item::Connected) => {}
+                Some(Item::Event { name, body }) => self.hold(Event::Named(name, body)),
+                Some(Item::Ack(body)) => self.hold(Event::Ack(body)),
             }
         }
         if !any {

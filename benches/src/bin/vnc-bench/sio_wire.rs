@@ -81,6 +81,14 @@ pub enum Item<'a> {
     WsPing(Vec<u8>),
     /// `vnc:end {code, reason}`: the relay is about to disconnect.
     End { code: u16, reason: String },
+    /// Another event of namespace `/vnc` (`vnc:self`, `vnc:control`, ...) and its
+    /// first argument.
+    Event {
+        name: String,
+        body: serde_json::Value,
+    },
+    /// The acknowledgement of an event the client emitted, its first argument.
+    Ack(serde_json::Value),
     /// The server left the namespace (`41/vnc,`) or closed Engine.IO (`1`).
     Disconnected,
     /// WebSocket close frame, with its code if any.
@@ -221,11 +229,17 @@ impl Reader {
                 Some(Item::ConnectError(message))
             }
             '2' => {
-                let Ok(serde_json::Value::Array(args)) = serde_json::from_str(p.data) else {
+                let Ok(serde_json::Value::Array(mut args)) = serde_json::from_str(p.data) else {
                     return Err(());
                 };
-                if args.first().and_then(|e| e.as_str()) != Some("vnc:end") {
-                    return Ok(None);
+                let name = args.first().and_then(|e| e.as_str()).unwrap_or_default();
+                if name != "vnc:end" {
+                    let name = name.to_owned();
+                    let body = args.get_mut(1).map(serde_json::Value::take);
+                    return Ok(Some(Item::Event {
+                        name,
+                        body: body.unwrap_or_default(),
+                    }));
                 }
                 let body = args.get(1);
                 let code = body
@@ -238,7 +252,14 @@ impl Reader {
                     .to_owned();
                 Some(Item::End { code, reason })
             }
-            '3' | '5' | '6' => None,
+            '3' => {
+                let Ok(serde_json::Value::Array(mut args)) = serde_json::from_str(p.data) else {
+                    return Err(());
+                };
+                let body = args.get_mut(0).map(serde_json::Value::take);
+                Some(Item::Ack(body.unwrap_or_default()))
+            }
+            '5' | '6' => None,
             _ => return Err(()),
         })
     }
@@ -394,6 +415,11 @@ pub fn push_ws_close(out: &mut Vec<u8>, code: u16, masks: &mut Masks) {
 }
 
 /// The namespace connect packet carrying the token in the handshake auth.
+/// An event of namespace `/vnc` with one argument, asking for acknowledgement `id`.
+pub fn event_packet(id: u64, name: &str, body: &serde_json::Value) -> String {
+    format!("42{NAMESPACE},{id}{}", serde_json::json!([name, body]))
+}
+
 pub fn connect_packet(token: Option<&str>) -> String {
     let mut packet = format!("40{NAMESPACE},");
     if let Some(token) = token {
@@ -512,6 +538,10 @@ mod tests {
             Owned::Data(b"RFB 003.008\n".to_vec()),
             other(Item::Ping),
             Owned::Data(big.clone()),
+            other(Item::Event {
+                name: "vnc:event".into(),
+                body: serde_json::json!({ "type": "viewer.joined" }),
+            }),
             other(Item::WsPing(b"hi".to_vec())),
             other(Item::End {
                 code: 4001,
@@ -555,6 +585,22 @@ mod tests {
         assert_eq!(
             read_all(&input, 5).unwrap(),
             vec![other(Item::ConnectError("token expired".into()))]
+        );
+    }
+
+    #[test]
+    fn acknowledgements_carry_their_answer_and_events_are_sent_with_an_id() {
+        let input = server_frame(OP_TEXT, br#"43/vnc,7[{"ok":false,"error":"no"}]"#);
+        assert_eq!(
+            read_all(&input, 4).unwrap(),
+            vec![other(Item::Ack(
+                serde_json::json!({ "ok": false, "error": "no" })
+            ))]
+        );
+        let body = serde_json::json!({ "session_id": "s" });
+        assert_eq!(
+            event_packet(7, "vnc:control:grant", &body),
+            r#"42/vnc,7["vnc:control:grant",{"session_id":"s"}]"#
         );
     }
 
