@@ -28,7 +28,7 @@ struct Nodes {
     b: RelayProcess,
     alice: String,
     _redis: RedisServer,
-    _fixture: Fixture,
+    fixture: Fixture,
     _keys: TestKeys,
     _identity: Identity,
 }
@@ -60,7 +60,7 @@ async fn nodes() -> Nodes {
         a,
         b,
         _redis: redis,
-        _fixture: fixture,
+        fixture,
         _keys: keys,
         _identity: identity,
     }
@@ -175,4 +175,110 @@ async fn control_sees_kicks_and_revokes_sessions_on_every_node() {
     on_a.round_trip(W, H).await.unwrap();
     let mut after = viewer(&n.b, &minted).await;
     after.round_trip(W, H).await.unwrap();
+}
+
+/// Control's share links and driver endpoint act on the relays' live sessions: a link
+/// opens a guest session on the other node, control's presence lists both, the driver
+/// control names types and the owner's session no longer does, and revoking the link
+/// ends the guest's session with 4003 while the owner's goes on.
+#[tokio::test]
+async fn control_shares_a_desktop_and_moves_its_driver() {
+    let n = nodes().await;
+    let typed = |keysym: u32| {
+        n.fixture
+            .events()
+            .iter()
+            .any(|e| e["msg"] == "KeyEvent" && e["keysym"] == keysym)
+    };
+    let mut owner = viewer(&n.a, &n.token().await).await;
+    let body = serde_json::json!({ "scope": "control", "ttl_seconds": 600, "max_sessions": 2 });
+    let (status, share) = n
+        .control
+        .call(
+            "POST",
+            "/v1/containers/desk/shares",
+            Some(&n.alice),
+            Some(&body),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{share}");
+    let token = share["token"].as_str().unwrap();
+    let mut guest = viewer(&n.b, token).await;
+
+    let presence = eventually("both in control's presence", vnc_tests::WAIT, || async {
+        let (status, p) = n
+            .control
+            .call("GET", "/v1/containers/desk/presence", Some(&n.alice), None)
+            .await
+            .ok()?;
+        (status == 200 && p["viewers"].as_array()?.len() == 2 && !p["driver"].is_null())
+            .then_some(p)
+    })
+    .await;
+    let viewers = presence["viewers"].as_array().unwrap();
+    let of = |guest: bool| {
+        viewers
+            .iter()
+            .find(|v| v["guest"] == guest)
+            .and_then(|v| v["session_id"].as_str())
+            .unwrap()
+            .to_owned()
+    };
+    let (owner_sid, guest_sid) = (of(false), of(true));
+    assert_eq!(presence["driver"], owner_sid.as_str());
+
+    owner.key(true, 0x401).await.unwrap();
+    n.fixture
+        .wait_event("the owner's key", |e| e["keysym"] == 0x401)
+        .await;
+    let body = serde_json::json!({ "session_id": guest_sid });
+    let (status, moved) = n
+        .control
+        .call(
+            "POST",
+            "/v1/containers/desk/driver",
+            Some(&n.alice),
+            Some(&body),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{moved}");
+    // The relays apply it as the room channel tells them.
+    let deadline = tokio::time::Instant::now() + vnc_tests::WAIT;
+    while !typed(0x402) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the guest never typed"
+        );
+        guest.key(true, 0x402).await.unwrap();
+        guest.round_trip(W, H).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    owner.key(true, 0x403).await.unwrap();
+    owner.round_trip(W, H).await.unwrap();
+    guest.key(true, 0x404).await.unwrap();
+    n.fixture
+        .wait_event("the guest's second key", |e| e["keysym"] == 0x404)
+        .await;
+    assert!(!typed(0x403), "the owner typed without the lease");
+
+    let share_id = share["share_id"].as_str().unwrap();
+    let (status, body) = n
+        .control
+        .call(
+            "DELETE",
+            &format!("/v1/shares/{share_id}"),
+            Some(&n.alice),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (code, reason) = expect_close(guest.ws(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!((code, reason.as_str()), (4003, "share revoked"));
+    owner.round_trip(W, H).await.unwrap();
+    assert_eq!(refused(&n.a.ws_url(token)).await.0, 403);
 }

@@ -43,7 +43,12 @@ pub async fn run(args: HandoverArgs) -> Result<()> {
     let mut viewers = Vec::with_capacity(args.viewers);
     for i in 0..args.viewers {
         let conn = targets
-            .connect(i, WsClient::Tungstenite { read_buffer: READ_BUF })
+            .connect(
+                i,
+                WsClient::Tungstenite {
+                    read_buffer: READ_BUF,
+                },
+            )
             .await
             .with_context(|| format!("opening viewer {i}"))?;
         let Conn::Sio(mut sio) = conn else {
@@ -57,7 +62,13 @@ pub async fn run(args: HandoverArgs) -> Result<()> {
         viewers.push((sid, sio));
     }
     let first = viewers[0].0.clone();
-    ack(&mut viewers[0].1, "vnc:control:take", &json!({}), args.timeout).await?;
+    ack(
+        &mut viewers[0].1,
+        "vnc:control:take",
+        &json!({}),
+        args.timeout,
+    )
+    .await?;
     for (_, sio) in &mut viewers {
         wait_control(sio, &first, args.timeout).await?;
     }
