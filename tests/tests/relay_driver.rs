@@ -186,6 +186,34 @@ async fn one_session_drives_across_nodes_and_the_lease_passes_on_when_it_ends() 
     types_eventually(&desk, &mut second, 0x103).await;
 }
 
+/// On one node with the default session TTL (15 s): when the driver's session ends,
+/// the owner's other session there drives at once, not after the lease expires (the
+/// ending session must not inherit its own lease).
+#[tokio::test]
+async fn the_lease_passes_at_once_to_the_owners_next_session_on_the_same_node() {
+    let stack = vnc_tests::stack::Stack::start(&[], &[]).await.unwrap();
+    let url = || stack.relay.ws_url(&stack.keys.token("c1", Scope::Control));
+    let mut first = RfbClient::connect(&url()).await.unwrap();
+    first.handshake().await.unwrap();
+    let mut second = RfbClient::connect(&url()).await.unwrap();
+    second.handshake().await.unwrap();
+    let lease = || async { stack.redis.get("vnc:driver:c1").await };
+    let first_sid = eventually("a driver", vnc_tests::WAIT, || async { lease().await }).await;
+    drop(first);
+    // Well inside the 15 s the lease would take to expire.
+    eventually(
+        "the next session to drive",
+        Duration::from_secs(5),
+        || async { lease().await.filter(|d| *d != first_sid) },
+    )
+    .await;
+    second.key(true, 0x111).await.unwrap();
+    stack
+        .fixture
+        .wait_event("its key", |e| e["keysym"] == 0x111)
+        .await;
+}
+
 /// The hand-over on socket.io, across two nodes: presence everywhere, requests,
 /// grants and takes with their refusals, input following the lease, and a revoked
 /// share ending its sessions only.

@@ -321,13 +321,23 @@ impl Tracked<'_> {
     /// Counts the session's end, takes it out of the registry, tells its room and
     /// logs why it ended.
     async fn finish(self, end: End) {
-        if let Err(e) = self.node.store().end_session(&self.record).await {
+        let Tracked {
+            node,
+            record,
+            metrics,
+            started,
+            _live: live,
+        } = self;
+        // Out of the node's live sessions first: the lease it may free must not come
+        // back to it, nor a heartbeat write it back to the registry.
+        drop(live);
+        if let Err(e) = node.store().end_session(&record).await {
             tracing::debug!(error = %e, "session record left to expire");
         }
-        driver::left(self.node, &self.record).await;
-        let lasted = self.started.elapsed();
-        self.metrics.finish(end.outcome(), lasted);
-        announce(self.node.socketio(), &self.record, "viewer.left");
+        driver::left(node, &record).await;
+        let lasted = started.elapsed();
+        metrics.finish(end.outcome(), lasted);
+        announce(node.socketio(), &record, "viewer.left");
         tracing::info!(
             outcome = end.outcome(),
             close.code = end.close().0,
