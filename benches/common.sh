@@ -171,3 +171,26 @@ CFG
   eval "${name}_addr=127.0.0.1:$port"
   wait_port "127.0.0.1:$port"
 }
+
+# two_relays: Redis, a token key pair (kid `bench`), the `echo` stand-in registered as
+# container `echo` of user `bench` (tenant `bench`), and two relay nodes (`bench-a`,
+# `bench-b`) on that Redis, ready; sets ECHO and the array `relays` (their public
+# addresses).
+two_relays() {
+  start_redis
+  "$BIN/vnc-control" keys generate --out "$STATE/keys" --kid bench >/dev/null
+  start_listening echo "$BIN/vnc-bench" echo --listen 127.0.0.1:0
+  ECHO="$(listening_addr echo)"
+  redis-cli -p "$REDIS_PORT" hset vnc:container:echo state running tenant bench owner bench \
+    host 127.0.0.1 port "${ECHO##*:}" >/dev/null
+  relays=()
+  local node admin
+  for node in a b; do
+    start_listening "relay_$node" "$BIN/vnc-relay" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+      --redis-url "redis://127.0.0.1:$REDIS_PORT" --jwt-public-key "$STATE/keys/bench.pub.pem" \
+      --node-id "bench-$node" --idle-timeout 10m
+    relays+=("$(sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/relay_$node.out")")
+    admin="$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/relay_$node.out")"
+    until curl -sf "http://$admin/readyz" >/dev/null; do sleep 0.05; done
+  done
+}

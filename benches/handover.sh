@@ -17,21 +17,7 @@ HANDOVERS="${HANDOVERS:-1000}"
 source benches/common.sh
 prepare handover
 
-start_redis
-"$BIN/vnc-control" keys generate --out "$STATE/keys" --kid bench >/dev/null
-start_listening echo "$BIN/vnc-bench" echo --listen 127.0.0.1:0
-ECHO="$(listening_addr echo)"
-redis-cli -p "$REDIS_PORT" hset vnc:container:echo state running tenant bench owner bench \
-  host 127.0.0.1 port "${ECHO##*:}" >/dev/null
-relays=()
-for node in a b; do
-  start_listening "relay_$node" "$BIN/vnc-relay" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-    --redis-url "redis://127.0.0.1:$REDIS_PORT" --jwt-public-key "$STATE/keys/bench.pub.pem" \
-    --node-id "bench-$node" --idle-timeout 10m
-  relays+=("$(sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/relay_$node.out")")
-  admin="$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/relay_$node.out")"
-  until curl -sf "http://$admin/readyz" >/dev/null; do sleep 0.05; done
-done
+two_relays
 
 # One token per viewer (a token holds one live session), all of the owner's, viewers
 # alternating nodes.

@@ -23,6 +23,18 @@ pub struct Caller {
     pub admin: bool,
 }
 
+#[cfg(test)]
+impl Caller {
+    /// The unit tests' caller.
+    pub fn of(sub: &str, tenant: &str, admin: bool) -> Caller {
+        Caller {
+            sub: sub.into(),
+            tenant: tenant.into(),
+            admin,
+        }
+    }
+}
+
 /// A container of the static runtime: a host that already runs a VNC server, declared
 /// in the config file with its owner and tenant; control records it as running and
 /// manages no lifecycle.
@@ -200,21 +212,13 @@ mod tests {
         }
     }
 
-    fn caller(sub: &str, tenant: &str, admin: bool) -> Caller {
-        Caller {
-            sub: sub.into(),
-            tenant: tenant.into(),
-            admin,
-        }
-    }
-
     #[test]
     fn ownership_rules() {
         let c = container();
-        let owner = caller("alice", "t1", false);
-        let colleague = caller("bob", "t1", false);
-        let admin = caller("root", "t1", true);
-        let stranger_admin = caller("eve", "t2", true);
+        let owner = Caller::of("alice", "t1", false);
+        let colleague = Caller::of("bob", "t1", false);
+        let admin = Caller::of("root", "t1", true);
+        let stranger_admin = Caller::of("eve", "t2", true);
         assert!(c.may_open(&owner, Scope::Control) && c.may_open(&owner, Scope::View));
         assert!(c.may_open(&colleague, Scope::View) && !c.may_open(&colleague, Scope::Control));
         assert!(c.may_open(&admin, Scope::Control) && c.managed_by(&admin));

@@ -81,6 +81,22 @@ impl Desk {
         (rfb, me)
     }
 
+    /// The owner's session on node A, which drives, its id, and the owner's session on
+    /// node B.
+    async fn owner_on_both(&self) -> (RfbClient, String, RfbClient) {
+        let first = self
+            .raw(&self.a, &self.keys.token("c1", Scope::Control))
+            .await;
+        let first_sid = eventually("the first session to drive", vnc_tests::WAIT, || async {
+            self.driver().await
+        })
+        .await;
+        let second = self
+            .raw(&self.b, &self.keys.token("c1", Scope::Control))
+            .await;
+        (first, first_sid, second)
+    }
+
     /// Whether the desktop got a KeyEvent with `keysym`.
     fn typed(&self, keysym: u32) -> bool {
         self.fixture
@@ -152,16 +168,7 @@ fn refused_with(ack: &Value, error: &str) {
 #[tokio::test]
 async fn one_session_drives_across_nodes_and_the_lease_passes_on_when_it_ends() {
     let desk = desk().await;
-    let mut first = desk
-        .raw(&desk.a, &desk.keys.token("c1", Scope::Control))
-        .await;
-    let first_sid = eventually("the first session to drive", vnc_tests::WAIT, || async {
-        desk.driver().await
-    })
-    .await;
-    let mut second = desk
-        .raw(&desk.b, &desk.keys.token("c1", Scope::Control))
-        .await;
+    let (mut first, first_sid, mut second) = desk.owner_on_both().await;
     press(&mut second, 0x102).await;
     second.round_trip(W, H).await.unwrap();
     press(&mut first, 0x101).await;
@@ -445,16 +452,7 @@ async fn share_links_are_checked_at_admission_and_on_every_beat() {
 #[tokio::test]
 async fn the_lease_survives_a_dead_node_and_a_redis_that_lost_its_data() {
     let mut desk = desk().await;
-    let mut first = desk
-        .raw(&desk.a, &desk.keys.token("c1", Scope::Control))
-        .await;
-    let first_sid = eventually("the first session to drive", vnc_tests::WAIT, || async {
-        desk.driver().await
-    })
-    .await;
-    let mut second = desk
-        .raw(&desk.b, &desk.keys.token("c1", Scope::Control))
-        .await;
+    let (mut first, first_sid, mut second) = desk.owner_on_both().await;
     press(&mut first, 0x301).await;
     desk.wait_typed(0x301).await;
 

@@ -125,14 +125,6 @@ pub fn kick_kind(kick: &Kick) -> &'static str {
 mod tests {
     use super::*;
 
-    fn caller(sub: &str, tenant: &str, admin: bool) -> Caller {
-        Caller {
-            sub: sub.into(),
-            tenant: tenant.into(),
-            admin,
-        }
-    }
-
     fn session() -> Session {
         Session {
             id: "s1".into(),
@@ -154,13 +146,13 @@ mod tests {
     fn the_container_owner_and_tenant_admins_end_sessions() {
         let s = session();
         let owner = Some("alice");
-        assert!(s.kickable_by(&caller("alice", "t1", false), owner));
-        assert!(s.kickable_by(&caller("root", "t1", true), owner));
-        assert!(s.kickable_by(&caller("root", "t1", true), None));
+        assert!(s.kickable_by(&Caller::of("alice", "t1", false), owner));
+        assert!(s.kickable_by(&Caller::of("root", "t1", true), owner));
+        assert!(s.kickable_by(&Caller::of("root", "t1", true), None));
         // The viewer himself is not the container's owner.
-        assert!(!s.kickable_by(&caller("bob", "t1", false), owner));
-        assert!(!s.kickable_by(&caller("alice", "t1", false), None));
-        let eve = caller("eve", "t2", true);
+        assert!(!s.kickable_by(&Caller::of("bob", "t1", false), owner));
+        assert!(!s.kickable_by(&Caller::of("alice", "t1", false), None));
+        let eve = Caller::of("eve", "t2", true);
         assert!(!s.visible_to(&eve) && !s.kickable_by(&eve, owner));
     }
 
@@ -174,11 +166,11 @@ mod tests {
             scope: Scope::Control,
             exp: 1_000,
         };
-        assert!(t.revocable_by(&caller("alice", "t1", false)));
-        assert!(t.revocable_by(&caller("root", "t1", true)));
-        assert!(!t.revocable_by(&caller("bob", "t1", false)));
-        assert!(!t.revocable_by(&caller("alice", "t2", true)));
-        assert!(!t.visible_to(&caller("alice", "t2", true)));
+        assert!(t.revocable_by(&Caller::of("alice", "t1", false)));
+        assert!(t.revocable_by(&Caller::of("root", "t1", true)));
+        assert!(!t.revocable_by(&Caller::of("bob", "t1", false)));
+        assert!(!t.revocable_by(&Caller::of("alice", "t2", true)));
+        assert!(!t.visible_to(&Caller::of("alice", "t2", true)));
         assert_eq!(t.accepted_until(), 1_000 + MAX_LEEWAY.as_secs());
     }
 
@@ -204,7 +196,7 @@ mod tests {
             Kick::share_revoked("h1").to_message(),
             r#"{"type":"kick","share":"h1","reason":"share revoked"}"#
         );
-        assert!(may_list_nodes(&caller("root", "t1", true)));
-        assert!(!may_list_nodes(&caller("alice", "t1", false)));
+        assert!(may_list_nodes(&Caller::of("root", "t1", true)));
+        assert!(!may_list_nodes(&Caller::of("alice", "t1", false)));
     }
 }

@@ -134,14 +134,6 @@ impl Session {
 mod tests {
     use super::*;
 
-    fn caller(sub: &str, tenant: &str, admin: bool) -> Caller {
-        Caller {
-            sub: sub.into(),
-            tenant: tenant.into(),
-            admin,
-        }
-    }
-
     fn request() -> ShareRequest {
         ShareRequest {
             scope: Scope::View,
@@ -197,12 +189,12 @@ mod tests {
         };
         assert_eq!(share.token_subject(), "share:h1");
         let owner = Some("alice");
-        assert!(share.revocable_by(&caller("alice", "t1", false), owner));
-        assert!(share.revocable_by(&caller("root", "t1", false), owner));
-        assert!(share.revocable_by(&caller("ops", "t1", true), None));
-        assert!(!share.revocable_by(&caller("bob", "t1", false), owner));
-        assert!(!share.revocable_by(&caller("alice", "t1", false), None));
-        let eve = caller("alice", "t2", true);
+        assert!(share.revocable_by(&Caller::of("alice", "t1", false), owner));
+        assert!(share.revocable_by(&Caller::of("root", "t1", false), owner));
+        assert!(share.revocable_by(&Caller::of("ops", "t1", true), None));
+        assert!(!share.revocable_by(&Caller::of("bob", "t1", false), owner));
+        assert!(!share.revocable_by(&Caller::of("alice", "t1", false), None));
+        let eve = Caller::of("alice", "t2", true);
         assert!(!share.visible_to(&eve) && !share.revocable_by(&eve, owner));
     }
 
