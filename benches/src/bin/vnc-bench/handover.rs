@@ -3,7 +3,8 @@
 //! on as many relay nodes as the URLs name, each with its own token of the container's
 //! owner), makes the first the driver (`vnc:control:take`), then hands control round
 //! the viewers: the driver emits `vnc:control:grant {session_id: next}` and the run
-//! times from just before that emit to the moment the last viewer has read
+//! times from just before that emit (after a pause, `--interval`: the relay allows a
+//! socket 8 control requests a second) to the moment the last viewer has read
 //! `vnc:control` naming the next driver (and, per viewer, to each one's).
 
 use std::time::{Duration, Instant};
@@ -32,6 +33,10 @@ pub struct HandoverArgs {
     /// Hand-overs, one after another.
     #[arg(long, default_value_t = 1000)]
     pub handovers: usize,
+    /// Pause before each hand-over: a socket may make 8 control requests a second, and
+    /// each viewer grants once every `--viewers` hand-overs.
+    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
     /// Bound on one hand-over reaching every viewer; exceeding it fails the run.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -61,26 +66,23 @@ pub async fn run(args: HandoverArgs) -> Result<()> {
             .to_owned();
         viewers.push((sid, sio));
     }
-    let first = viewers[0].0.clone();
-    ack(
-        &mut viewers[0].1,
-        "vnc:control:take",
-        &json!({}),
-        args.timeout,
-    )
-    .await?;
-    for (_, sio) in &mut viewers {
-        wait_control(sio, &first, args.timeout).await?;
-    }
+    // The first viewer drives (it may already: the owner's first session takes a
+    // free lease, and then nobody is told of a change).
+    let take = json!({});
+    ack(&mut viewers[0].1, "vnc:control:take", &take, args.timeout).await?;
 
     let mut all = Vec::with_capacity(args.handovers);
     let mut each = Vec::with_capacity(args.handovers * args.viewers);
     for h in 0..args.handovers {
+        tokio::time::sleep(args.interval).await;
         let (from, to) = (h % args.viewers, (h + 1) % args.viewers);
         let next = viewers[to].0.clone();
         let sent = Instant::now();
         let grant = json!({ "session_id": next });
-        viewers[from].1.emit("vnc:control:grant", &grant).await?;
+        let granter = &mut viewers[from].1;
+        granter.emit("vnc:control:grant", &grant).await?;
+        let answer = wait_ack(granter, args.timeout).await?;
+        ensure!(answer["ok"] == true, "hand-over {h} refused: {answer}");
         for (_, sio) in &mut viewers {
             wait_control(sio, &next, args.timeout)
                 .await
@@ -88,9 +90,6 @@ pub async fn run(args: HandoverArgs) -> Result<()> {
             each.push(micros(sent.elapsed()));
         }
         all.push(micros(sent.elapsed()));
-        // The driver's acknowledgement, read after the others' events.
-        let answer = wait_ack(&mut viewers[from].1, args.timeout).await?;
-        ensure!(answer["ok"] == true, "hand-over {h} refused: {answer}");
     }
     for (_, sio) in viewers {
         let _ = tokio::time::timeout(Duration::from_secs(1), sio.close()).await;
@@ -124,16 +123,23 @@ async fn ack(sio: &mut SioConn, name: &str, body: &Value, within: Duration) -> R
     Ok(())
 }
 
+/// Waits for the next acknowledgement; events read meanwhile are kept for later.
 async fn wait_ack(sio: &mut SioConn, within: Duration) -> Result<Value> {
-    tokio::time::timeout(within, async {
+    let mut events = Vec::new();
+    let found = tokio::time::timeout(within, async {
         loop {
-            if let Event::Ack(answer) = sio.next_event().await? {
-                return Ok(answer);
+            match sio.next_event().await? {
+                Event::Ack(answer) => return Ok(answer),
+                named => events.push(named),
             }
         }
     })
     .await
-    .context("no acknowledgement in time")?
+    .context("no acknowledgement in time")?;
+    for event in events.into_iter().rev() {
+        sio.hold_first(event);
+    }
+    found
 }
 
 /// Waits for `vnc:control` naming `driver` (other events, acknowledgements among
@@ -144,7 +150,7 @@ async fn wait_control(sio: &mut SioConn, driver: &str, within: Duration) -> Resu
 }
 
 /// Waits for event `name` whose body `accept`s; acknowledgements read meanwhile are
-/// kept for [`wait_ack`].
+/// kept for [`wait_ack`], other events dropped.
 async fn wait_named(
     sio: &mut SioConn,
     name: &str,

@@ -175,6 +175,14 @@ impl SioConn {
         }
     }
 
+    /// Puts an event back in front of those kept for [`SioConn::next_event`].
+    pub fn hold_first(&mut self, event: Event) {
+        if self.events.len() == HELD_EVENTS {
+            self.events.pop_back();
+        }
+        self.events.push_front(event);
+    }
+
     /// Keeps an event for [`SioConn::next_event`], within [`HELD_EVENTS`].
     pub fn hold(&mut self, event: Event) {
         if self.events.len() == HELD_EVENTS {
