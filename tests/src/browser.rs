@@ -287,4 +287,3 @@ pub async fn wait_typed(file: &Path, want: &str) {
     )
     .await
 }
-

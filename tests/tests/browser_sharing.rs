@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use vnc_tests::browser::{Browser, BrowserStack, browser_required, start_relay, wait_typed};
 use vnc_tests::control::{ControlProcess, Identity};
 use vnc_tests::process::eventually;
+use vnc_tests::relay::RelayProcess;
 
 /// Where the tests click to put X's pointer (and so the keyboard) on the xterm.
 const XTERM_SPOT: (u16, u16) = (200, 120);
@@ -22,7 +23,12 @@ const XTERM_SPOT: (u16, u16) = (200, 120);
 async fn share_link(control: &ControlProcess, bearer: &str, scope: &str) -> (String, String) {
     let body = json!({"scope": scope, "ttl_seconds": 600, "name": format!("{scope} link")});
     let (status, share) = control
-        .call("POST", "/v1/containers/desk/shares", Some(bearer), Some(&body))
+        .call(
+            "POST",
+            "/v1/containers/desk/shares",
+            Some(bearer),
+            Some(&body),
+        )
         .await
         .expect("POST /v1/containers/desk/shares");
     assert_eq!(status, 201, "{share}");
@@ -30,12 +36,29 @@ async fn share_link(control: &ControlProcess, bearer: &str, scope: &str) -> (Str
     (field("share_id"), field("url"))
 }
 
+/// Key and pointer events `relay` dropped for `reason` (`not_driver`, `view`). Other
+/// kinds don't count: noVNC answers the server's extended-clipboard announcement with a
+/// ClientCutText whether or not it is view-only, which the relay drops for a session that
+/// doesn't drive.
+async fn dropped(relay: &RelayProcess, reason: &str) -> f64 {
+    let mut sum = 0.0;
+    for kind in ["key_event", "pointer_event"] {
+        let series =
+            format!("vnc_relay_input_dropped_total{{kind=\"{kind}\",reason=\"{reason}\"}}");
+        sum += relay.metric(&series).await.unwrap_or(0.0);
+    }
+    sum
+}
+
 /// Opens a share link and joins as `name` through the page's name prompt.
 async fn join(browser: &mut Browser, url: &str, name: &str) {
     browser.open(url).await;
     browser.wait_text("#join", "Your name").await;
     let state = browser.state().await;
-    assert_eq!(state["status"], "idle", "no connection before the name: {state}");
+    assert_eq!(
+        state["status"], "idle",
+        "no connection before the name: {state}"
+    );
     assert_eq!(state["share"], true, "{state}");
     browser.fill("#join-name", name).await;
     browser.press("#join-button").await;
@@ -118,7 +141,10 @@ async fn a_share_link_hands_control_over_and_its_revocation_ends_only_the_guests
     let on_relay_2 = control_url.replacen(&relay_1, &format!("http://{}", relay_2.public), 1);
     join(&mut b, &on_relay_2, "Ann").await;
     let state = b.wait_control("waiting").await;
-    assert_eq!(state["transport"], "socketio", "a share link speaks socket.io: {state}");
+    assert_eq!(
+        state["transport"], "socketio",
+        "a share link speaks socket.io: {state}"
+    );
     assert_eq!(state["endpoint"], format!("ws://{}", relay_2.public));
     assert_eq!(state["control"]["line"], "alice has control", "{state}");
     b.wait_text("#not-driving", "not in control").await;
@@ -155,7 +181,8 @@ async fn a_share_link_hands_control_over_and_its_revocation_ends_only_the_guests
     // B asks in the page; A gives in the page.
     b.press("#control-request").await;
     b.wait_text("#control-line", "you asked for control").await;
-    a.wait_text("#requests .request", "Ann asks for control").await;
+    a.wait_text("#requests .request", "Ann asks for control")
+        .await;
     a.press("#requests button.give").await;
     b.wait_control("driving").await;
     b.wait_text("#control-line", "you have control").await;
@@ -176,7 +203,16 @@ async fn a_share_link_hands_control_over_and_its_revocation_ends_only_the_guests
     wait_typed(&typed, "B-marker\n").await;
     let got = std::fs::read_to_string(&typed).expect("read the typed file");
     for absent in ["B-early", "C-was-here", "A-not-driving"] {
-        assert!(!got.contains(absent), "{absent} reached the desktop: {got:?}");
+        assert!(
+            !got.contains(absent),
+            "{absent} reached the desktop: {got:?}"
+        );
+    }
+    // C's page did send (the relay dropped it as view-only); the pages of sessions that
+    // didn't drive sent nothing for the relay to drop.
+    assert!(dropped(&stack.relay, "view").await > 0.0);
+    for relay in [&stack.relay, &relay_2] {
+        assert_eq!(dropped(relay, "not_driver").await, 0.0, "{}", relay.node_id);
     }
 
     // A takes control back.
@@ -190,6 +226,11 @@ async fn a_share_link_hands_control_over_and_its_revocation_ends_only_the_guests
     wait_typed(&typed, "A-again\n").await;
     let got = std::fs::read_to_string(&typed).expect("read the typed file");
     assert!(!got.contains("B-after-take"), "{got:?}");
+    assert_eq!(
+        dropped(&relay_2, "not_driver").await,
+        0.0,
+        "B's page sent keys"
+    );
 
     // Revoking the share links ends B's and C's sessions for good, in words; A goes on.
     for share in [&control_share, &view_share] {
@@ -205,8 +246,13 @@ async fn a_share_link_hands_control_over_and_its_revocation_ends_only_the_guests
         assert_eq!(state["reason"], "share revoked", "{state}");
         let text = state["statusText"].as_str().unwrap_or_default();
         assert!(text.contains("the share link was revoked"), "{state}");
-        assert_eq!(state["attempts"], 0, "a revoked share is not retried: {state}");
-        guest.wait_text("#status", "the share link was revoked").await;
+        assert_eq!(
+            state["attempts"], 0,
+            "a revoked share is not retried: {state}"
+        );
+        guest
+            .wait_text("#status", "the share link was revoked")
+            .await;
     }
     let state = a
         .wait_for("window.vncViewer.control.people.length === 1")
