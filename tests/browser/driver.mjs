@@ -1,5 +1,6 @@
 // Drives Debian's chromium (headless, through playwright-core) for the browser tests in
-// tests/tests/browser.rs, which start the real stack and then talk to this script.
+// tests/tests/browser.rs and browser_sharing.rs, which start the real stack and then talk
+// to this script (through tests/src/browser.rs).
 //
 // Protocol: one JSON command per line on stdin, one JSON answer per line on stdout
 // (`{"ok":true,...}` or `{"ok":false,"error":"..."}`), in order. Commands:
