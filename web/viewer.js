@@ -71,6 +71,7 @@ async function connect() {
   const gen = ++generation;
   clearTimeout(retryTimer);
   closedByUser = false;
+  $('join').hidden = true; // Reconnect pressed at the name prompt joins without a name
   dropSession();
   const relay = params.relays[endpointIndex % params.relays.length];
   state.endpoint = relay.ws;
