@@ -250,7 +250,7 @@ function renderControl() {
   state.control = view;
   // A control session that does not drive would have its input dropped by the relay:
   // its keyboard and mouse don't pretend to work.
-  if (state.rfb) state.rfb.viewOnly = !view.canType;
+  if (state.rfb && state.rfb.viewOnly !== !view.canType) state.rfb.viewOnly = !view.canType;
   $('clipboard-send').disabled = !view.canType;
   $('scope').hidden = !(viewOnly || view.mode === 'view');
   $('not-driving').hidden = view.mode !== 'waiting';
