@@ -17,13 +17,14 @@ export const CLOSE_REASONS = {
 
 /**
  * Finer words for the reasons the relay gives with a code (its `End` reasons): 4003
- * covers both a revoked token and an operator's kick, which call for different next
+ * covers a revoked token, a revoked share link and an operator's kick, which call for different next
  * steps (a new link, or asking the operator). Unknown reasons fall back to the code.
  */
 export const KNOWN_REASONS = {
   4003: {
     'token revoked': 'access was revoked: this link no longer works',
     'session ended by an operator': 'an operator ended the session',
+    'share revoked': 'the share link was revoked: ask its owner for a new one',
   },
 };
 

@@ -13,14 +13,18 @@
 //                Each is `ws://host:port`, `wss://host:port`, `http(s)://host:port` or
 //                `host:port`. Default: the relay that served the page.
 //   transport    `ws` (raw WebSocket at /websockify, the default) or `socketio`
-//                (socket.io namespace /vnc through the relay's /static/vnc-socketio.js)
+//                (socket.io namespace /vnc through the relay's /static/vnc-socketio.js);
+//                a share link defaults to `socketio`: who is here and who drives, and
+//                handing control over, need it
+//   share        `1` on a share link (control's share URL); a token with a `share`
+//                claim counts as one too: the page asks for a display name first
 
 /** Transports the viewer speaks. */
 export const TRANSPORTS = ['ws', 'socketio'];
 
 /**
  * Reads the viewer's settings from a URL (a `URL` or a string).
- * Returns `{token, containerId, relays, transport, claims, problems}`; `problems` lists
+ * Returns `{token, containerId, relays, transport, share, claims, problems}`; `problems` lists
  * what is missing or wrong, in words, empty when the page can connect.
  */
 export function readParams(href) {
@@ -41,7 +45,8 @@ export function readParams(href) {
   if (token && !containerId) {
     problems.push('no containerId and the token names none');
   }
-  let transport = get('transport').trim().toLowerCase() || 'ws';
+  const share = get('share').trim() === '1' || typeof claims?.share === 'string';
+  let transport = get('transport').trim().toLowerCase() || (share ? 'socketio' : 'ws');
   if (transport === 'socket.io') transport = 'socketio';
   if (!TRANSPORTS.includes(transport)) {
     problems.push(`unknown transport "${transport}" (ws or socketio)`);
@@ -55,7 +60,7 @@ export function readParams(href) {
     else problems.push(`not a relay endpoint: "${entry.trim()}"`);
   }
   if (relays.length === 0) relays.push(relayBase(url.origin, url));
-  return { token, containerId, relays, transport, claims, problems };
+  return { token, containerId, relays, transport, share, claims, problems };
 }
 
 /**

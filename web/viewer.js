@@ -1,10 +1,13 @@
 // The viewer: one noVNC session to one container through a relay, full window.
 // Reads what to open from the URL (see params.js), shows the session's state in the
-// status line, reconnects after a drain, and carries the clipboard both ways.
+// status line, reconnects after a drain, and carries the clipboard both ways. Over
+// socket.io it also shows who is here and who drives, and hands control over
+// (sharing.js); a share link asks for a display name first.
 
 import RFB from './node_modules/@novnc/novnc/core/rfb.js';
 import { readParams, secondsLeft } from './params.js';
 import { MAX_ATTEMPTS, RETRY_CODES, backoff, describeClose } from './close-codes.js';
+import { applyEvent, controlView, emptySharing } from './sharing.js';
 
 const $ = (id) => document.getElementById(id);
 const params = readParams(window.location.href);
@@ -24,6 +27,10 @@ const state = {
   sessions: 0, // sessions established since the page loaded
   viewOnly,
   clipboard: '', // last text the desktop put on its clipboard
+  share: params.share, // opened from a share link
+  name: '', // the display name given on a share link ('' lets the relay pick one)
+  control: controlView(emptySharing(), params.claims?.scope), // who drives, what this page may do
+  notice: '', // the last notice (control moved, someone asks for control, a refused request)
   rfb: null,
 };
 window.vncViewer = state;
@@ -32,6 +39,11 @@ let endpointIndex = 0;
 let generation = 0; // bumped per attempt: late events of an old attempt are ignored
 let retryTimer = null;
 let closedByUser = false;
+let sharing = emptySharing(); // what the relay said about this desktop's people (socket.io)
+let controlChannel = null; // the current socket.io channel, for control requests
+let noticeTimer = null;
+// How long a notice stays on screen.
+const NOTICE_MS = 6000;
 
 function setStatus(status, text, code = null) {
   state.status = status;
@@ -48,9 +60,10 @@ async function openChannel(relay) {
   if (state.transport === 'socketio') {
     // Served by the relay next to this page; a channel object noVNC accepts as is.
     const { connect } = await import('/static/vnc-socketio.js');
-    return connect(relay.http, params.token, params.containerId);
+    return connect(relay.http, params.token, params.containerId, { name: state.name });
   }
-  const url = `${relay.ws}/websockify?token=${encodeURIComponent(params.token)}`;
+  const name = state.name ? `&name=${encodeURIComponent(state.name)}` : '';
+  const url = `${relay.ws}/websockify?token=${encodeURIComponent(params.token)}${name}`;
   return new WebSocket(url, ['binary']);
 }
 
@@ -58,6 +71,7 @@ async function connect() {
   const gen = ++generation;
   clearTimeout(retryTimer);
   closedByUser = false;
+  $('join').hidden = true; // Reconnect pressed at the name prompt joins without a name
   dropSession();
   const relay = params.relays[endpointIndex % params.relays.length];
   state.endpoint = relay.ws;
@@ -74,6 +88,9 @@ async function connect() {
   if (gen !== generation) {
     channel.close?.();
     return;
+  }
+  if (state.transport === 'socketio') {
+    bindSharing(gen, channel);
   }
 
   let opened = false;
@@ -98,6 +115,7 @@ async function connect() {
   // view-only session from tripping the relay's filter at every mouse move.
   rfb.viewOnly = viewOnly;
   state.rfb = rfb;
+  renderControl();
 
   rfb.addEventListener('connect', () => {
     if (gen !== generation) return;
@@ -133,6 +151,9 @@ async function connect() {
 function ended(gen, info, opened) {
   if (gen !== generation) return;
   state.rfb = null;
+  controlChannel = null;
+  sharing = emptySharing();
+  renderControl();
   state.code = info.code;
   state.reason = info.reason;
   state.lastClose = { code: info.code, reason: info.reason, endpoint: state.endpoint, opened };
@@ -169,6 +190,9 @@ function ended(gen, info, opened) {
 function dropSession() {
   const rfb = state.rfb;
   state.rfb = null;
+  controlChannel = null;
+  sharing = emptySharing();
+  renderControl();
   if (rfb) {
     try {
       rfb.disconnect();
@@ -176,6 +200,141 @@ function dropSession() {
       // already closed
     }
   }
+}
+
+/** Listens to the relay's sharing events on a socket.io channel. */
+function bindSharing(gen, ch) {
+  controlChannel = ch;
+  ch.onnamedevent = (name, payload) => {
+    if (gen !== generation) return;
+    const notice = applyEvent(sharing, name, payload);
+    if (notice) showNotice(notice);
+    renderControl();
+  };
+}
+
+/** Asks the relay to move control (request, grant, release, take); says when it refuses. */
+async function askControl(event, payload) {
+  const ch = controlChannel;
+  if (!ch) return;
+  let answer;
+  try {
+    answer = await ch.emit(event, payload);
+  } catch (e) {
+    answer = { ok: false, error: String(e?.message ?? e) };
+  }
+  if (ch !== controlChannel) return;
+  if (!answer?.ok) {
+    showNotice(`the relay refused: ${answer?.error ?? 'no answer'}`);
+  } else if (event === 'vnc:control:request' && answer.asked) {
+    sharing.asked = true;
+    showNotice('you asked for control: waiting for the person who has it');
+  }
+  renderControl();
+}
+
+function showNotice(text) {
+  state.notice = text;
+  const el = $('notice');
+  el.textContent = text;
+  el.hidden = false;
+  clearTimeout(noticeTimer);
+  noticeTimer = setTimeout(() => {
+    el.hidden = true;
+  }, NOTICE_MS);
+}
+
+/** Shows who drives and what this page may do, and keeps noVNC's input in step. */
+function renderControl() {
+  const view = controlView(sharing, params.claims?.scope);
+  state.control = view;
+  // A control session that does not drive would have its input dropped by the relay:
+  // its keyboard and mouse don't pretend to work.
+  if (state.rfb && state.rfb.viewOnly !== !view.canType) state.rfb.viewOnly = !view.canType;
+  $('clipboard-send').disabled = !view.canType;
+  $('scope').hidden = !(viewOnly || view.mode === 'view');
+  $('not-driving').hidden = view.mode !== 'waiting';
+  $('control-line').hidden = !view.line;
+  $('control-line').textContent = view.line;
+  $('control-request').hidden = !view.request;
+  $('control-take').hidden = !view.take;
+  $('control-release').hidden = !view.release;
+
+  const toggle = $('people-toggle');
+  toggle.hidden = view.mode === 'unknown';
+  toggle.textContent = `People (${view.people.length + view.more})`;
+  const list = $('people');
+  list.replaceChildren(
+    ...view.people.map((p) => {
+      const li = document.createElement('li');
+      li.dataset.session = p.session_id;
+      li.append(p.name || 'someone');
+      const tags = [
+        [p.you, 'you', ''],
+        [p.driver, 'has control', 'driver'],
+        [p.guest, 'guest', ''],
+        [p.viewOnly, 'view only', ''],
+      ];
+      for (const [on, text, cls] of tags) {
+        if (!on) continue;
+        const tag = document.createElement('span');
+        tag.className = `tag ${cls}`.trim();
+        tag.textContent = text;
+        li.append(tag);
+      }
+      return li;
+    }),
+  );
+  $('people-more').textContent = view.more ? `and ${view.more} more` : '';
+  if (view.mode === 'unknown') $('people-panel').hidden = true;
+
+  const requests = $('requests');
+  requests.replaceChildren(
+    ...view.requests.map((r) => {
+      const row = document.createElement('div');
+      row.className = 'request';
+      row.dataset.session = r.session_id;
+      const text = document.createElement('span');
+      text.textContent = `${r.name} asks for control`;
+      const give = document.createElement('button');
+      give.type = 'button';
+      give.className = 'give';
+      give.textContent = 'Give control';
+      give.addEventListener('click', () => askControl('vnc:control:grant', { session_id: r.session_id }));
+      row.append(text, give);
+      return row;
+    }),
+  );
+  requests.hidden = view.requests.length === 0;
+}
+
+/** A share link: asks for the name the others will see, then connects. */
+function askName() {
+  const form = $('join');
+  const input = $('join-name');
+  try {
+    input.value = localStorage.getItem('vnc-viewer-name') ?? '';
+  } catch {
+    // storage may be off; the field stays empty
+  }
+  form.hidden = false;
+  setStatus('idle', 'enter your name to join');
+  input.focus();
+  form.addEventListener(
+    'submit',
+    (e) => {
+      e.preventDefault();
+      state.name = input.value.trim();
+      try {
+        localStorage.setItem('vnc-viewer-name', state.name);
+      } catch {
+        // not remembered, asked again next time
+      }
+      form.hidden = true;
+      connect();
+    },
+    { once: true },
+  );
 }
 
 function transportName() {
@@ -210,20 +369,24 @@ function setUp() {
     if (state.rfb) state.rfb.disconnect();
     else setStatus('disconnected', 'disconnected');
   });
+  $('control-request').addEventListener('click', () => askControl('vnc:control:request'));
+  $('control-take').addEventListener('click', () => askControl('vnc:control:take'));
+  $('control-release').addEventListener('click', () => askControl('vnc:control:release'));
+  $('people-toggle').addEventListener('click', () => {
+    const panel = $('people-panel');
+    panel.hidden = !panel.hidden;
+  });
   $('clipboard-toggle').addEventListener('click', () => {
     const panel = $('clipboard-panel');
     panel.hidden = !panel.hidden;
   });
   $('clipboard-send').addEventListener('click', () => {
-    if (!state.rfb) return;
+    if (!state.rfb || !state.control.canType) return;
     state.rfb.clipboardPasteFrom($('clipboard-text').value);
     $('clipboard-note').textContent = 'sent to the desktop';
   });
 
-  if (viewOnly) {
-    $('scope').hidden = false;
-    $('clipboard-send').disabled = true;
-  }
+  renderControl();
   if (params.claims) {
     const c = params.claims;
     const exp = typeof c.exp === 'number' ? new Date(c.exp * 1000).toLocaleString() : 'no expiry';
@@ -236,6 +399,10 @@ function setUp() {
   const left = secondsLeft(params.claims);
   if (left !== null && left <= 0) {
     setStatus('disconnected', 'the token has expired: ask for a new link');
+    return;
+  }
+  if (params.share) {
+    askName();
     return;
   }
   connect();

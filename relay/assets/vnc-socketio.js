@@ -1,14 +1,21 @@
 // vnc-socketio.js: a noVNC channel over the relay's socket.io endpoint.
 //
 //   import { connect } from "/static/vnc-socketio.js";
-//   const channel = await connect("https://relay.example.com", token, containerId);
+//   const channel = await connect("https://relay.example.com", token, containerId, { name });
 //   const rfb = new RFB(document.getElementById("screen"), channel);
 //
 // connect() resolves once the relay admitted the socket (namespace /vnc), and rejects
 // with the relay's reason (connect_error) otherwise. The channel has what noVNC 1.7
 // asks of a raw channel (send, close, binaryType, protocol, readyState, onopen,
 // onmessage, onclose, onerror). The relay's `vnc:end {code, reason}` and any
-// disconnect become onclose({code, reason, wasClean}).
+// disconnect become onclose({code, reason, wasClean}). `name` (optional) is the display
+// name of a share session, sent as the handshake's `auth.name`.
+//
+// The relay's other events (vnc:self, vnc:presence, vnc:control, vnc:control:requested,
+// vnc:event, vnc:resized) reach `channel.onnamedevent(name, payload)`; those that come
+// before the page sets it wait for it. `channel.emit(name, payload)` sends an event with
+// an acknowledgement and resolves with the relay's answer (`{ok, ...}`), e.g.
+// `await channel.emit("vnc:control:request")`.
 //
 // This speaks socket.io v5 over Engine.IO v4 on a WebSocket, the only transport the
 // relay accepts, so the page needs no socket.io client library: a handful of packet
@@ -25,11 +32,18 @@ const EIO_MESSAGE = "4";
 const SIO_CONNECT = "0";
 const SIO_DISCONNECT = "1";
 const SIO_EVENT = "2";
+const SIO_ACK = "3";
 const SIO_CONNECT_ERROR = "4";
 const SIO_BINARY_EVENT = "5";
 const DATA_HEADER = `${EIO_MESSAGE}${SIO_BINARY_EVENT}1-${NAMESPACE},["vnc:data",{"_placeholder":true,"num":0}]`;
 // Largest vnc:data payload the relay takes.
 const MAX_DATA_EVENT = 64 * 1024;
+// Named events kept until the page sets onnamedevent (it does right after connect());
+// past this the oldest go.
+const MAX_EARLY_EVENTS = 64;
+// Acknowledged events waiting for their answer; more are refused at once (the relay
+// itself answers 8 control requests a second per socket).
+const MAX_PENDING_ACKS = 16;
 
 function socketUrl(url, containerId) {
     const u = new URL(url, globalThis.location ? globalThis.location.href : undefined);
@@ -77,6 +91,10 @@ class SocketIoChannel {
         this._expectBinary = null;
         this._end = null;
         this._onEvent = null;
+        this._onNamed = null;
+        this._early = [];
+        this._acks = new Map();
+        this._nextAck = 0;
     }
 
     get onmessage() {
@@ -133,6 +151,53 @@ class SocketIoChannel {
         return this._onEvent;
     }
 
+    // The relay's named events: handler(name, payload); queued ones are delivered now.
+    set onnamedevent(handler) {
+        this._onNamed = handler;
+        const early = this._early;
+        this._early = [];
+        for (const [name, payload] of early) {
+            this._named(name, payload);
+        }
+    }
+
+    get onnamedevent() {
+        return this._onNamed;
+    }
+
+    // Sends event `name` (with `payload` when given) and resolves with the relay's
+    // acknowledgement; rejects when the channel is not open or closes first.
+    emit(name, payload) {
+        if (this.readyState !== "open") {
+            return Promise.reject(new Error("not connected"));
+        }
+        if (this._acks.size >= MAX_PENDING_ACKS) {
+            return Promise.reject(new Error("too many requests waiting for the relay"));
+        }
+        const id = this._nextAck++;
+        const args = payload === undefined ? [name] : [name, payload];
+        return new Promise((resolve, reject) => {
+            this._acks.set(id, { resolve, reject });
+            this._ws.send(`${EIO_MESSAGE}${SIO_EVENT}${NAMESPACE},${id}${JSON.stringify(args)}`);
+        });
+    }
+
+    _named(name, payload) {
+        if (this._onNamed) {
+            this._onNamed(name, payload);
+        } else if (this._early.push([name, payload]) > MAX_EARLY_EVENTS) {
+            this._early.shift();
+        }
+    }
+
+    _acked(id, args) {
+        const pending = this._acks.get(id);
+        if (pending) {
+            this._acks.delete(id);
+            pending.resolve(args[0]);
+        }
+    }
+
     _flush() {
         this._flushing = false;
         const pending = this._pending;
@@ -156,6 +221,10 @@ class SocketIoChannel {
         }
         this.readyState = "closed";
         const end = this._end || { code, reason };
+        for (const pending of this._acks.values()) {
+            pending.reject(new Error("the connection closed"));
+        }
+        this._acks.clear();
         if (this.onclose) {
             this.onclose({ code: end.code, reason: end.reason, wasClean: end.code === 1000 });
         }
@@ -164,14 +233,16 @@ class SocketIoChannel {
 
 /**
  * Opens a socket.io connection to the relay at `url` (http(s) or ws(s) origin of the
- * relay) for container `containerId` with VNC token `token`; resolves to a noVNC
- * channel, rejects with an Error carrying the relay's reason.
+ * relay) for container `containerId` with VNC token `token` (and `options.name`, a
+ * share session's display name); resolves to a noVNC channel, rejects with an Error
+ * carrying the relay's reason.
  */
-export function connect(url, token, containerId) {
+export function connect(url, token, containerId, options = {}) {
     return new Promise((resolve, reject) => {
         const ws = new WebSocket(socketUrl(url, containerId));
         ws.binaryType = "arraybuffer";
         const channel = new SocketIoChannel(ws);
+        const auth = options.name ? { token, name: options.name } : { token };
         let settled = false;
         const fail = (message) => {
             if (!settled) {
@@ -191,7 +262,7 @@ export function connect(url, token, containerId) {
             const text = e.data;
             switch (text[0]) {
                 case EIO_OPEN:
-                    ws.send(`${EIO_MESSAGE}${SIO_CONNECT}${NAMESPACE},${JSON.stringify({ token })}`);
+                    ws.send(`${EIO_MESSAGE}${SIO_CONNECT}${NAMESPACE},${JSON.stringify(auth)}`);
                     return;
                 case EIO_PING:
                     ws.send(EIO_PONG);
@@ -231,14 +302,25 @@ export function connect(url, token, containerId) {
                     return;
                 }
                 case SIO_EVENT: {
-                    const [name, payload] = JSON.parse(rest);
+                    // An event the relay wants acknowledged carries an id first: none do.
+                    const [name, payload] = JSON.parse(rest.replace(/^\d+/, ""));
                     if (name === "vnc:end") {
                         // The relay ends the session: hang up now instead of leaving
                         // it to wait out its grace.
                         channel._end = { code: payload.code, reason: payload.reason };
                         ws.close(1000);
-                    } else if (name === "vnc:event" && channel._onEvent) {
+                        return;
+                    }
+                    if (name === "vnc:event" && channel._onEvent) {
                         channel._onEvent(payload);
+                    }
+                    channel._named(name, payload);
+                    return;
+                }
+                case SIO_ACK: {
+                    const id = /^\d+/.exec(rest);
+                    if (id) {
+                        channel._acked(Number(id[0]), JSON.parse(rest.slice(id[0].length)));
                     }
                     return;
                 }

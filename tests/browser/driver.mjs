@@ -1,5 +1,6 @@
 // Drives Debian's chromium (headless, through playwright-core) for the browser tests in
-// tests/tests/browser.rs, which start the real stack and then talk to this script.
+// tests/tests/browser.rs and browser_sharing.rs, which start the real stack and then talk
+// to this script (through tests/src/browser.rs).
 //
 // Protocol: one JSON command per line on stdin, one JSON answer per line on stdout
 // (`{"ok":true,...}` or `{"ok":false,"error":"..."}`), in order. Commands:
@@ -15,6 +16,17 @@
 //   {"cmd":"type","text":T}                       keystrokes to the focused page
 //   {"cmd":"ignoreViewOnly"}                      make noVNC send input although the token
 //                                                 is view-only (what a modified page does)
+//   {"cmd":"waitControl","mode":M,"timeoutMs":N}  until the page's control.mode is M
+//                                                 (unknown, view, shared, driving, waiting)
+//   {"cmd":"waitFor","expr":E,"timeoutMs":N}     until the JavaScript expression E is true
+//                                                 in the page (e.g. about window.vncViewer)
+//   {"cmd":"press","selector":S}                  a click on the page's element S (a button)
+//   {"cmd":"fill","selector":S,"text":T}          T typed into the input field S
+//   {"cmd":"text","selector":S}                   the text of element S, and whether it is
+//                                                 visible
+//   {"cmd":"waitText","selector":S,"text":T,"timeoutMs":N}
+//                                                 until element S is visible and its text
+//                                                 holds T
 //   {"cmd":"screenshot","path":P}
 //   {"cmd":"close"}
 //
@@ -122,6 +134,50 @@ async function ignoreViewOnly() {
   return {};
 }
 
+async function waitControl({ mode, timeoutMs = 10_000 }) {
+  try {
+    await page.waitForFunction((m) => window.vncViewer.control?.mode === m, mode, { timeout: timeoutMs, polling: 50 });
+  } catch {
+    throw new Error(`control mode is not ${mode}: ${JSON.stringify(await viewerState())}`);
+  }
+  return { state: await viewerState() };
+}
+
+async function waitFor({ expr, timeoutMs = 10_000 }) {
+  try {
+    await page.waitForFunction(expr, null, { timeout: timeoutMs, polling: 50 });
+  } catch {
+    throw new Error(`not true in time: ${expr}; state: ${JSON.stringify(await viewerState())}`);
+  }
+  return { state: await viewerState() };
+}
+
+async function press({ selector }) {
+  await page.click(selector, { timeout: 5_000 });
+  return {};
+}
+
+async function fill({ selector, text }) {
+  await page.fill(selector, text, { timeout: 5_000 });
+  return {};
+}
+
+async function text({ selector }) {
+  const el = page.locator(selector).first();
+  return { text: await el.textContent({ timeout: 5_000 }), visible: await el.isVisible() };
+}
+
+async function waitText({ selector, text: want, timeoutMs = 10_000 }) {
+  const el = page.locator(selector).filter({ hasText: want }).first();
+  try {
+    await el.waitFor({ state: 'visible', timeout: timeoutMs });
+  } catch {
+    const all = await page.locator(selector).allTextContents();
+    throw new Error(`no visible ${selector} says ${JSON.stringify(want)}: ${JSON.stringify(all)}`);
+  }
+  return { text: await el.textContent() };
+}
+
 async function screenshot({ path }) {
   await page.screenshot({ path });
   return { path };
@@ -129,7 +185,7 @@ async function screenshot({ path }) {
 
 const commands = {
   open, state: async () => ({ state: await viewerState() }), waitState, pixel, waitPixel, click, type,
-  ignoreViewOnly, screenshot,
+  ignoreViewOnly, waitControl, waitFor, press, fill, text, waitText, screenshot,
 };
 
 async function handle(line) {

@@ -1,10 +1,11 @@
-// The viewer's pure parts (URL parameters, close codes, back-off) under node's test
-// runner: `node --test tests/browser/` (tests/tests/browser.rs runs it too).
+// The viewer's pure parts (URL parameters, close codes, back-off, who drives) under
+// node's test runner: `node --test tests/browser/` (tests/tests/browser.rs runs it too).
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { decodeClaims, readParams, relayBase, secondsLeft } from '../../web/params.js';
 import { BACKOFF_MS, RETRY_CODES, backoff, describeClose } from '../../web/close-codes.js';
+import { MAX_REQUESTS, applyEvent, controlView, emptySharing } from '../../web/sharing.js';
 
 const jwt = (claims) =>
   `eyJhbGciOiJFZERTQSIsInR5cCI6IkpXVCJ9.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.c2ln`;
@@ -56,10 +57,122 @@ test('close codes read as words; only drains and lost connections are retried', 
   assert.match(describeClose(4003, 'kicked by admin', true), /revoked.*\(kicked by admin\)/);
   assert.equal(describeClose(4003, 'session ended by an operator', true), 'an operator ended the session');
   assert.match(describeClose(4003, 'token revoked', true), /access was revoked: this link no longer works/);
+  assert.match(describeClose(4003, 'share revoked', true), /the share link was revoked/);
   assert.match(describeClose(1006, '', false), /could not connect/);
   assert.match(describeClose(4999, '', true), /code 4999/);
   for (const code of [1001, 1006]) assert.ok(RETRY_CODES.has(code));
   for (const code of [1000, 1008, 1009, 1011, 4001, 4002, 4003, 4004]) assert.ok(!RETRY_CODES.has(code));
   assert.equal(backoff(1), BACKOFF_MS[0]);
   assert.equal(backoff(99), BACKOFF_MS.at(-1));
+});
+
+test('a share link defaults to socket.io and says so; an explicit transport wins', () => {
+  const token = jwt({ cid: 'desk', scope: 'control' });
+  const shared = readParams(`http://relay/#token=${token}&containerId=desk&share=1`);
+  assert.equal(shared.share, true);
+  assert.equal(shared.transport, 'socketio');
+  assert.equal(readParams(`http://relay/#token=${token}&share=1&transport=ws`).transport, 'ws');
+  const plain = readParams(`http://relay/#token=${token}`);
+  assert.equal(plain.share, false);
+  assert.equal(plain.transport, 'ws');
+  // The token's share claim marks a share link without share=1.
+  assert.equal(readParams(`http://relay/#token=${jwt({ cid: 'd', share: 'h1' })}`).share, true);
+});
+
+const self = (over = {}) => ({ session_id: 's-me', name: 'Ann', scope: 'control', privileged: false, input: 'lease', ...over });
+const viewer = (sid, name, over = {}) => ({ session_id: sid, name, scope: 'control', driver: false, node: 'n1', guest: false, ...over });
+
+test('before the relay speaks the token scope decides; a view session never types', () => {
+  assert.equal(controlView(emptySharing(), 'control').mode, 'unknown');
+  assert.equal(controlView(emptySharing(), 'control').canType, true);
+  assert.equal(controlView(emptySharing(), 'view').canType, false);
+  const s = emptySharing();
+  applyEvent(s, 'vnc:self', self({ scope: 'view' }));
+  applyEvent(s, 'vnc:presence', { viewers: [viewer('s-owner', 'alice'), viewer('s-me', 'Ann', { scope: 'view', guest: true })], more: 0, driver: 's-owner' });
+  const v = controlView(s, 'view');
+  assert.equal(v.mode, 'view');
+  assert.equal(v.canType, false);
+  assert.equal(v.line, 'alice has control');
+  assert.deepEqual([v.request, v.take, v.release, v.requests.length], [false, false, false, 0]);
+  assert.deepEqual(v.people.map((p) => [p.name, p.you, p.driver, p.guest, p.viewOnly]), [
+    ['alice', false, true, false, false],
+    ['Ann', true, false, true, true],
+  ]);
+});
+
+test('a guest waits, asks, is given control and drives; the owner sees the request and can take back', () => {
+  const guest = emptySharing();
+  const owner = emptySharing();
+  applyEvent(guest, 'vnc:self', self({ session_id: 's-ann' }));
+  applyEvent(owner, 'vnc:self', self({ session_id: 's-owner', name: 'alice', privileged: true }));
+  const presence = { viewers: [viewer('s-owner', 'alice'), viewer('s-ann', 'Ann', { guest: true })], more: 0, driver: 's-owner' };
+  for (const s of [guest, owner]) applyEvent(s, 'vnc:presence', presence);
+
+  let g = controlView(guest, 'control');
+  assert.equal(g.mode, 'waiting');
+  assert.equal(g.canType, false, 'a control session that does not drive does not type');
+  assert.deepEqual([g.request, g.take, g.release], [true, false, false]);
+  assert.equal(g.line, 'alice has control');
+  let o = controlView(owner, 'control');
+  assert.equal(o.mode, 'driving');
+  assert.deepEqual([o.canType, o.request, o.take, o.release], [true, false, false, true]);
+
+  // The request reaches the whole room: the owner may give, the guest waits.
+  const asked = { session_id: 's-ann', name: 'Ann' };
+  assert.equal(applyEvent(owner, 'vnc:control:requested', asked), 'Ann asks for control');
+  assert.equal(applyEvent(guest, 'vnc:control:requested', asked), null);
+  assert.deepEqual(controlView(owner, 'control').requests, [asked]);
+  g = controlView(guest, 'control');
+  assert.equal(g.request, false, 'asked once');
+  assert.match(g.line, /you asked for control/);
+
+  // The owner grants: control moves, the request is answered.
+  const moved = { driver: 's-ann', by: 's-owner' };
+  assert.equal(applyEvent(guest, 'vnc:control', moved), 'you have control');
+  assert.equal(applyEvent(owner, 'vnc:control', moved), 'Ann has control');
+  g = controlView(guest, 'control');
+  assert.deepEqual([g.mode, g.canType, g.release, g.request], ['driving', true, true, false]);
+  o = controlView(owner, 'control');
+  assert.deepEqual([o.mode, o.canType, o.take, o.request], ['waiting', false, true, true]);
+  assert.deepEqual(o.requests, []);
+  // The same driver again (a presence after the move) is no news.
+  assert.equal(applyEvent(owner, 'vnc:control', moved), null);
+
+  // The owner takes it back.
+  assert.equal(applyEvent(guest, 'vnc:control', { driver: 's-owner', by: 's-owner' }), 'alice has control');
+  assert.equal(controlView(guest, 'control').canType, false);
+  assert.equal(applyEvent(guest, 'vnc:control', { driver: null, by: 's-owner' }), 'nobody has control');
+});
+
+test('only the driver or the owner see requests; requests are bounded and leave with their session', () => {
+  const other = emptySharing();
+  applyEvent(other, 'vnc:self', self({ session_id: 's-bob' }));
+  applyEvent(other, 'vnc:presence', { viewers: [], more: 0, driver: 's-owner' });
+  assert.equal(applyEvent(other, 'vnc:control:requested', { session_id: 's-ann', name: 'Ann' }), null);
+  assert.deepEqual(controlView(other, 'control').requests, []);
+
+  const owner = emptySharing();
+  applyEvent(owner, 'vnc:self', self({ session_id: 's-owner', privileged: true }));
+  for (let i = 0; i < MAX_REQUESTS + 3; i += 1) {
+    applyEvent(owner, 'vnc:control:requested', { session_id: `s-${i}`, name: `G${i}` });
+  }
+  applyEvent(owner, 'vnc:control:requested', { session_id: 's-5', name: 'G5' });
+  const names = controlView(owner, 'control').requests.map((r) => r.name);
+  assert.equal(names.length, MAX_REQUESTS);
+  assert.equal(names.at(-1), 'G5', 'a repeated request moves to the end');
+  assert.ok(!names.includes('G0'), 'the oldest went');
+  applyEvent(owner, 'vnc:presence', { viewers: [viewer('s-owner', 'alice'), viewer('s-7', 'G7')], more: 0, driver: null });
+  assert.deepEqual(controlView(owner, 'control').requests.map((r) => r.name), ['G7']);
+  // The owner with a free lease: asks (takes it) or takes.
+  const o = controlView(owner, 'control');
+  assert.deepEqual([o.mode, o.request, o.take, o.line], ['waiting', true, true, 'nobody has control']);
+});
+
+test('shared input: every control session types and nobody asks', () => {
+  const s = emptySharing();
+  applyEvent(s, 'vnc:self', self({ input: 'shared' }));
+  applyEvent(s, 'vnc:presence', { viewers: [], more: 0, driver: null });
+  const v = controlView(s, 'control');
+  assert.deepEqual([v.mode, v.canType, v.request, v.take, v.release], ['shared', true, false, false, false]);
+  assert.equal(v.line, 'everyone with control can type');
 });

@@ -1,7 +1,8 @@
 // Drives the relay's /static/vnc-socketio.js the way noVNC does, for the end-to-end
 // tests (tests/tests/relay_socketio.rs): attaches handlers after connect() resolves,
 // sends from one reused buffer (as noVNC's send queue does), and reports what the
-// channel delivered as one JSON line.
+// channel delivered as one JSON line, with the relay's vnc:self as the page sees it and
+// the acknowledgement of a vnc:control:release sent through the channel.
 //
 //   node --experimental-websocket channel.mjs '{"module":"/tmp/vnc-socketio.js",
 //        "url":"http://127.0.0.1:6080","token":"...","containerId":"c1"}'
@@ -28,6 +29,11 @@ let received = new Uint8Array(0);
 let wake = null;
 // Attach late, as noVNC does after its own set-up: nothing may be lost meanwhile.
 await new Promise((r) => setTimeout(r, 200));
+// The relay's named events that came meanwhile (vnc:self first) wait for the page too.
+const named = [];
+channel.onnamedevent = (name, payload) => named.push({ name, payload });
+// An acknowledged event: the relay's answer to a release.
+const release = await channel.emit("vnc:control:release");
 channel.binaryType = "arraybuffer";
 channel.onmessage = (e) => {
     const chunk = new Uint8Array(e.data);
@@ -80,5 +86,7 @@ report({
     width,
     height,
     pixel: [pixel[2], pixel[1], pixel[0]],
+    self: named.find((e) => e.name === "vnc:self")?.payload ?? null,
+    release,
     close: opts.waitClose ? await closed : null,
 });

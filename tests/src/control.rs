@@ -177,6 +177,17 @@ impl ControlProcess {
         identity: &Identity,
         containers: &[(&str, &str, &str, u16)],
     ) -> anyhow::Result<ControlProcess> {
+        Self::start_static_with(redis_url, keys, identity, containers, &[]).await
+    }
+
+    /// [`ControlProcess::start_static_at`] with extra flags (`--relay-url`, ...).
+    pub async fn start_static_with(
+        redis_url: &str,
+        keys: &TestKeys,
+        identity: &Identity,
+        containers: &[(&str, &str, &str, u16)],
+        extra: &[&str],
+    ) -> anyhow::Result<ControlProcess> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("control.toml");
         let mut toml = "runtime = \"static\"\n".to_owned();
@@ -188,7 +199,9 @@ impl ControlProcess {
         std::fs::write(&config, toml)?;
         let config = config.to_str().unwrap_or_default().to_owned();
         // Control reads its config once, at start-up; the directory may go after that.
-        Self::start(redis_url, keys, identity, &["--config", &config]).await
+        let mut args = vec!["--config", config.as_str()];
+        args.extend_from_slice(extra);
+        Self::start(redis_url, keys, identity, &args).await
     }
 
     /// A `control` VNC token for container `cid` (60 s) from the API, as `bearer`.

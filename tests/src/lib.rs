@@ -3,6 +3,7 @@
 //! Every process is killed when its handle drops.
 #![forbid(unsafe_code)]
 
+pub mod browser;
 pub mod control;
 pub mod desktop;
 pub mod docker;

@@ -30,17 +30,23 @@ struct Desk {
 
 /// Container `c1` of user `u1` (tenant `t1`) and two relay nodes with a 3 s session TTL.
 async fn desk() -> Desk {
+    desk_with(&[]).await
+}
+
+/// [`desk`] with extra flags for both relays.
+async fn desk_with(extra: &[&str]) -> Desk {
     let redis = RedisServer::start().await.unwrap();
     let fixture = Fixture::start(&[]).await.unwrap();
     let keys = TestKeys::new();
     redis
         .put_container("c1", "t1", "running", fixture.port())
         .await;
-    let ttl = ["--session-ttl", "3s"];
-    let a = RelayProcess::start(&redis.url(), &keys.public, &ttl)
+    let mut args = vec!["--session-ttl", "3s"];
+    args.extend_from_slice(extra);
+    let a = RelayProcess::start(&redis.url(), &keys.public, &args)
         .await
         .unwrap();
-    let b = RelayProcess::start(&redis.url(), &keys.public, &ttl)
+    let b = RelayProcess::start(&redis.url(), &keys.public, &args)
         .await
         .unwrap();
     a.wait_ready().await;
@@ -481,4 +487,31 @@ async fn the_lease_survives_a_dead_node_and_a_redis_that_lost_its_data() {
         desk.b.node_id
     );
     types_eventually(&desk, &mut second, 0x303).await;
+}
+
+/// `input = "shared"`: every control session types on either node, no lease is taken,
+/// control requests are refused, and `vnc:self` says so (the viewer page then shows no
+/// control buttons and doesn't hold back the keyboard).
+#[tokio::test]
+async fn shared_input_lets_every_control_session_type() {
+    if !socketio_client_available() {
+        return;
+    }
+    let desk = desk_with(&["--input", "shared"]).await;
+    desk.redis.put_share("h-control", "c1", "control", 5).await;
+    let owner_token = desk.keys.token("c1", Scope::Control);
+    let (mut owner, owner_me) = desk.sio(&desk.a, &owner_token, None).await;
+    assert_eq!(owner_me["input"], "shared", "{owner_me}");
+    let guest_token = desk.keys.share_token("c1", Scope::Control, "h-control");
+    let (mut guest, guest_me) = desk.sio(&desk.b, &guest_token, Some("Ann")).await;
+    assert_eq!(guest_me["input"], "shared", "{guest_me}");
+
+    press(&mut owner, 0x61).await;
+    press(&mut guest, 0x62).await;
+    desk.wait_typed(0x61).await;
+    desk.wait_typed(0x62).await;
+    assert_eq!(desk.driver().await, None, "no lease in shared mode");
+    for event in ["vnc:control:request", "vnc:control:take"] {
+        refused_with(&ask(&mut owner, event, json!({})).await, "input is shared");
+    }
 }

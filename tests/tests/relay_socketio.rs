@@ -522,6 +522,13 @@ async fn the_served_channel_module_carries_an_rfb_session_and_reports_the_close(
         (Some(64), Some(48))
     );
     assert_eq!(got["pixel"], json!([255, 0, 0]), "{got}");
+    // The relay's named events and acknowledgements reach the page through the channel:
+    // vnc:self, which came before the page attached, and the answer to a release (the
+    // owner took the free lease when its session started).
+    assert_eq!(got["self"]["scope"], "control", "{got}");
+    assert_eq!(got["self"]["input"], "lease", "{got}");
+    assert!(got["self"]["session_id"].is_string(), "{got}");
+    assert_eq!(got["release"], json!({"ok": true, "asked": false}), "{got}");
     assert_eq!(got["close"]["code"], 4001, "{got}");
     assert_eq!(got["close"]["reason"], "idle timeout", "{got}");
     // The fixture saw the client's bytes intact although the send buffer was reused.

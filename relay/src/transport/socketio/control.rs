@@ -76,13 +76,16 @@ pub fn install(socket: &SocketRef<Adapter>, node: Weak<Node>, record: Arc<Sessio
     }
 }
 
-/// Tells a socket who it is in the room.
-pub fn introduce(socket: &SocketRef<Adapter>, record: &SessionRecord) {
+/// Tells a socket who it is in the room, and whether one driver holds input (`input`
+/// `lease`) or every `control` session types (`shared`): a page can't tell a free lease
+/// from shared input otherwise.
+pub fn introduce(socket: &SocketRef<Adapter>, record: &SessionRecord, input: InputMode) {
     let body = json!({
         "session_id": record.sid,
         "name": record.name,
         "scope": record.scope.as_str(),
         "privileged": record.privileged,
+        "input": input,
     });
     let _ = socket.emit("vnc:self", &body);
 }

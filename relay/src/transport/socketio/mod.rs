@@ -266,7 +266,7 @@ fn on_connect(node: Weak<Node>, socket: SocketRef<Adapter>) {
         input,
     } = connecting;
     socket.join(room(&admitted.claims.cid));
-    control::introduce(&socket, &admitted.record);
+    control::introduce(&socket, &admitted.record, node.live().mode());
     let span = session::span(&admitted, "socketio");
     let transport = SocketIoTransport::new(socket, written, input, gone);
     let tracker = node.tracker().clone();
