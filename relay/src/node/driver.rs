@@ -95,6 +95,32 @@ redis.call('PUBLISH', ARGV[3], '{"type":"presence","cid":' .. cjson.encode(ARGV[
 return #rows
 "#;
 
+/// The leases named by KEYS as Redis has them now, after the order number of this
+/// moment (Redis's clock in microseconds, as the changes' `seq`): a change applied
+/// after the snapshot was taken is not undone by it.
+const SNAPSHOT: &str = r#"
+local t = redis.call('TIME')
+return {string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2])),
+  unpack(redis.call('MGET', unpack(KEYS)))}
+"#;
+
+/// The leases of `rooms` now, and the order number of the moment.
+async fn snapshot(node: &Node, rooms: &[String]) -> Result<(u64, Vec<Option<String>>), StoreError> {
+    let store = node.store();
+    let keys: Vec<String> = rooms.iter().map(|cid| store.keys().driver(cid)).collect();
+    let mut answer: Vec<Option<String>> = store
+        .client()
+        .eval(SNAPSHOT, keys, Vec::<String>::new())
+        .await?;
+    if answer.len() != rooms.len() + 1 {
+        return Err(StoreError::Corrupt(
+            "lease snapshot of the wrong length".into(),
+        ));
+    }
+    let seq = answer.remove(0).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok((seq, answer))
+}
+
 /// What a lease change answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -276,15 +302,9 @@ pub async fn on_message(node: &Node, message: RoomMessage) {
 /// The node now listens to a room: what it may have missed before, the lease as Redis
 /// has it and the room's presence (published anew for every node).
 pub async fn learn(node: &Node, cid: &str) {
-    let store = node.store();
     if node.live().mode() == InputMode::Lease {
-        match fred::interfaces::KeysInterface::get::<Option<String>, _>(
-            store.client(),
-            store.keys().driver(cid),
-        )
-        .await
-        {
-            Ok(lease) => applied(node, cid, lease, None, 0).await,
+        match snapshot(node, &[cid.to_owned()]).await {
+            Ok((seq, mut leases)) => applied(node, cid, leases.pop().flatten(), None, seq).await,
             Err(e) => tracing::debug!(container.id = %cid, error = %e, "lease not read"),
         }
     }
@@ -353,13 +373,18 @@ pub async fn beat(node: &Node) -> Result<(), StoreError> {
     if rooms.is_empty() {
         return Ok(());
     }
-    let store = node.store();
-    let keys: Vec<String> = rooms.iter().map(|cid| store.keys().driver(cid)).collect();
-    let leases: Vec<Option<String>> =
-        fred::interfaces::KeysInterface::mget(store.client(), keys).await?;
+    let (seq, leases) = snapshot(node, &rooms).await?;
     for (cid, lease) in rooms.iter().zip(leases) {
         let known = node.live().driver(cid);
         let ours = known.as_deref().and_then(|sid| node.live().session(sid));
+        // Gone from Redis while another node's session held it: that node writes it
+        // back within a beat after Redis lost its data, so it counts as free (and a
+        // session here may take it) only when it is still gone at the next beat.
+        let missing = lease.is_none() && known.is_some() && ours.is_none();
+        let missed_before = node.live().mark_missing(cid, missing);
+        if missing && !missed_before {
+            continue;
+        }
         match (lease, ours) {
             // Ours in Redis too, or lost by Redis: keep it (or write it back).
             (Some(sid), Some(r)) if sid == r.sid => {
@@ -368,7 +393,7 @@ pub async fn beat(node: &Node) -> Result<(), StoreError> {
             (None, Some(r)) => {
                 change(node, &r, Change::Keep).await?;
             }
-            (lease, _) if lease != known => applied(node, cid, lease, None, 0).await,
+            (lease, _) if lease != known => applied(node, cid, lease, None, seq).await,
             (None, None) => hand_free_lease(node, cid).await,
             _ => {}
         }

@@ -47,6 +47,8 @@ struct Room {
     driver: Option<String>,
     /// The order of the last lease change applied (see `RoomMessage::Driver`).
     seq: u64,
+    /// The last heartbeat found the lease gone while another node's session held it.
+    lease_missing: bool,
     /// The room's presence list as last published, and how many it left off.
     presence: Option<(Vec<Viewer>, usize)>,
 }
@@ -254,6 +256,18 @@ impl Live {
         room.driver = driver;
         inner.set_gates(cid, self.mode);
         true
+    }
+
+    /// Records whether the heartbeat found the room's lease missing (see
+    /// `driver::beat`); returns what the previous beat found.
+    pub fn mark_missing(&self, cid: &str, missing: bool) -> bool {
+        let Ok(mut inner) = self.inner.lock() else {
+            return false;
+        };
+        let Some(room) = inner.rooms.get_mut(cid) else {
+            return false;
+        };
+        std::mem::replace(&mut room.lease_missing, missing)
     }
 
     /// Keeps the room's last presence list.
