@@ -1,6 +1,6 @@
 //! The public listener's accept loop: binding, accepting with back-off, the bound on
 //! connections still in their handshake (see `pending.rs`), the TLS handshake, and
-//! handing each connection to its own task; a TLS session's bridge.
+//! handing each connection to its own task; a TLS session's socket.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -14,7 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 use vnc_shared::tls::ReloadableTls;
 
@@ -25,7 +25,7 @@ use crate::admission::pending::{PendingGuard, Refused};
 use crate::admission::reject::Reject;
 use crate::metrics::{ACCEPT_ERRORS, PROXY_HEADER_ERRORS, TLS_HANDSHAKE_ERRORS};
 use crate::node::Node;
-use crate::session::end::CLOSE_GRACE;
+use crate::wire::tls::TlsSocket;
 
 /// Pending connections the kernel queues for the accept loop (capped by
 /// `net.core.somaxconn`). A connect burst larger than the queue loses SYNs and those
@@ -49,11 +49,6 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// Time to tell a client over the session limit that the relay is full.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Bytes a TLS session's bridge moves between the TLS stream and the session at once,
-/// each way: one TLS record's worth. The bridge holds both buffers for the session's
-/// life.
-const TLS_BRIDGE_BUFFER: usize = 16 * 1024;
 
 /// Accepts until draining starts; each connection runs in its own tracked task.
 pub async fn accept_loop(node: &Arc<Node>, listener: TcpListener) {
@@ -177,42 +172,16 @@ async fn serve_client(
     }
 }
 
-/// A raw WebSocket session over TLS: rustls encrypts in user space, so the session
-/// runs on one end of a socket pair and a bridge moves bytes between the other
-/// end and the TLS stream. Once the session ends, the bridge gets [`CLOSE_GRACE`]
-/// to deliver the Close frame and the TLS close_notify.
+/// A raw WebSocket session over TLS: the session's pumps drive the rustls connection
+/// on the TCP stream themselves (`wire/tls.rs`).
 async fn run_tls_session(
     node: Arc<Node>,
-    mut tls: tokio_rustls::server::TlsStream<TcpStream>,
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
     leftover: Bytes,
     admitted: Admitted,
 ) {
-    let (ours, mut theirs) = match UnixStream::pair() {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::warn!(error = %e, "no socket pair for a TLS session");
-            return;
-        }
-    };
-    // The bridge owns both of its streams: when the browser's side ends, the
-    // session's end of the pair sees EOF and the session ends as ClientGone.
-    let bridge = async move {
-        let _ = tokio::io::copy_bidirectional_with_sizes(
-            &mut tls,
-            &mut theirs,
-            TLS_BRIDGE_BUFFER,
-            TLS_BRIDGE_BUFFER,
-        )
-        .await;
-    };
-    let mut bridge = std::pin::pin!(bridge);
-    let mut session = std::pin::pin!(run_session(node, ours, leftover, admitted));
-    tokio::select! {
-        _ = &mut session => {
-            let _ = tokio::time::timeout(CLOSE_GRACE, bridge).await;
-        }
-        _ = &mut bridge => session.await,
-    }
+    let (tcp, conn) = tls.into_inner();
+    run_session(node, TlsSocket::new(tcp, conn), leftover, admitted).await;
 }
 
 /// The client a connection's PROXY header names (the peer itself for a balancer's

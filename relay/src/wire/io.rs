@@ -4,16 +4,25 @@
 
 use std::io::{self, IoSlice};
 
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
 
-/// A socket with tokio's readiness API: the browser's TCP connection, or for a TLS
-/// session the relay's end of the socket pair to its TLS bridge.
+/// A socket with tokio's readiness API: the browser's TCP connection, or a TLS
+/// session's TCP connection with its rustls state (`tls.rs`).
 pub trait Socket: Send + Sync + 'static {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// Bytes a write took that are not on their way yet (TLS records the socket had no
+    /// room for); a plain socket has none.
+    fn pending(&self) -> bool {
+        false
+    }
+    /// Waits until nothing is [`Socket::pending`].
+    fn flush(&self) -> impl Future<Output = io::Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
 }
 
 macro_rules! readiness_socket {
@@ -38,7 +47,7 @@ macro_rules! readiness_socket {
     )*};
 }
 
-readiness_socket!(TcpStream, UnixStream);
+readiness_socket!(TcpStream);
 
 /// Waits until `stream` is readable and only then takes a pooled buffer of `size`
 /// bytes to read into. Returns the buffer and the byte count (0 at EOF).
@@ -95,7 +104,7 @@ pub async fn write_all_vectored(
     while !try_write_vectored(stream, head, body, &mut done)? {
         stream.writable().await?;
     }
-    Ok(())
+    stream.flush().await
 }
 
 /// Writes all of `data`.

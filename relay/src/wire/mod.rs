@@ -5,3 +5,4 @@
 pub mod bufpool;
 pub mod io;
 pub mod signal;
+pub mod tls;

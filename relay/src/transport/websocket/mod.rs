@@ -215,8 +215,8 @@ impl<B: Socket> Shared<'_, B> {
     async fn write_browser(&self, head: &[u8], body: &[u8]) -> bool {
         let mut done = 0;
         match try_write_vectored(self.browser, head, body, &mut done) {
-            Ok(true) => return true,
-            Ok(false) => {}
+            Ok(true) if !self.browser.pending() => return true,
+            Ok(_) => {}
             Err(_) => return false,
         }
         tokio::select! {
