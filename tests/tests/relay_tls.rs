@@ -1,7 +1,8 @@
 //! TLS on the relay's public listener: a noVNC-style client over `wss://` with a test
 //! CA, certificates that must fail, SIGHUP swapping the certificate (and limits)
 //! while TLS sessions go on, and client certificates (mutual TLS) when a client CA is
-//! set.
+//! set, and a flood through TLS to a browser that stops reading: the VNC server is
+//! throttled, the relay's memory stays bounded, and the stream arrives whole after.
 #![forbid(unsafe_code)]
 
 use std::path::Path;
@@ -274,4 +275,59 @@ async fn with_a_client_ca_only_browsers_with_its_certificates_connect_and_sighup
     assert!(refused.is_err(), "{refused:?}");
     let rects = live.round_trip(W, H).await.unwrap();
     assert_eq!(rects[0].rgb(5, 5), (255, 0, 0));
+}
+
+/// The relay drives rustls on the browser's socket itself: TLS records the socket has
+/// no room for wait in rustls (bounded), the VNC server is throttled through TCP, and
+/// once the browser reads again every update arrives whole and in order.
+#[tokio::test]
+async fn a_slow_tls_browser_throttles_the_vnc_server_and_gets_whole_updates() {
+    let redis = RedisServer::start().await.unwrap();
+    let fixture = Fixture::start(&["--flood", "--width", "512", "--height", "512"])
+        .await
+        .unwrap();
+    redis
+        .put_container("c1", "t1", "running", fixture.port())
+        .await;
+    let keys = TestKeys::new();
+    let ca = TestCa::new("relay-ca");
+    let relay = start_tls_relay(&redis, &keys, &ca.issue("relay", Validity::Current)).await;
+    let session = || async {
+        let token = keys.token("c1", Scope::Control);
+        let ws = connect_tls(&wss_url(&relay, &token), &[], Some(ca.client(None)))
+            .await
+            .unwrap();
+        let mut rfb = RfbClient::over_ws(ws);
+        rfb.handshake().await.unwrap();
+        rfb
+    };
+    // A first session that reads, so TLS's own start-up cost is not counted below.
+    let mut warm = session().await;
+    for _ in 0..5 {
+        warm.read_update().await.unwrap();
+    }
+    drop(warm);
+    let rss_before = relay.proc.rss_kib();
+    let mut rfb = session().await;
+    // Not reading now: the flood fills the sockets and stalls.
+    let stalled_at = fixture.wait_flood_stalled().await;
+    let grown = relay.proc.rss_kib().saturating_sub(rss_before);
+    assert!(
+        grown < 4 * 1024,
+        "relay RSS grew {grown} KiB while {stalled_at} bytes were pushed"
+    );
+    // Reading again: whole 512x512 updates, more of them than were pushed before the
+    // stall, so the flood went on.
+    let update = 512 * 512 * 4;
+    for _ in 0..stalled_at / update + 2 {
+        let rects = rfb.read_update().await.unwrap();
+        assert_eq!(
+            (
+                rects[0].width,
+                rects[0].height,
+                rects[0].pixels.len() as u64
+            ),
+            (512, 512, update)
+        );
+    }
 }
