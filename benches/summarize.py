@@ -209,7 +209,7 @@ def summarize_tls():
     """benches/tls.sh results (labels `tls:...`, CPU samples `cpu:tls:...`): throughput,
     RTT and CPU per target, and what TLS costs against the same path in plain."""
     targets = [("ws", "raw WebSocket, ws://"),
-               ("wss", "raw WebSocket, wss:// (TLS bridge)"),
+               ("wss", "raw WebSocket, wss:// (TLS in the pumps)"),
                ("sio", "socket.io, sio://"),
                ("sios", "socket.io, sios:// (TLS in socketioxide)")]
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the TLS benchmarks of benches/README.md in one go on this machine: the relay's
-# raw WebSocket path plain (ws://) and over TLS (wss://, through the relay's in-process
-# TLS bridge), and its socket.io path plain (sio://) and over TLS (sios://, straight
+# raw WebSocket path plain (ws://) and over TLS (wss://, rustls driven by the session's
+# own pumps on the TCP socket), and its socket.io path plain (sio://) and over TLS (sios://, straight
 # through socketioxide), all read by the same vnc-bench client. Two relays with the
 # same flags, one of them with --tls-cert/--tls-key (a throwaway CA and server
 # certificate made with the openssl CLI). Alternating targets each round: throughput
