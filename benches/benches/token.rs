@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use vnc_shared::token::{
-    ClipboardPolicy, FilePolicy, KeySet, Scope, Signer, TokenRequest, VerifyPolicy, generate_ed25519_pair, kid_from_path,
+    ClipboardPolicy, FilePolicy, KeySet, Scope, Signer, TokenRequest, VerifyPolicy,
+    generate_ed25519_pair, kid_from_path,
 };
 
 fn request() -> TokenRequest<'static> {

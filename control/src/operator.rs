@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use vnc_shared::token::{
-    ClipboardPolicy, FilePolicy, KeyError, Minted, Scope, SignError, Signer, TokenRequest, generate_ed25519_pair,
+    ClipboardPolicy, FilePolicy, KeyError, Minted, Scope, SignError, Signer, TokenRequest,
+    generate_ed25519_pair,
 };
 
 /// Key id used when the operator names none: the date, so rotated keys sort.

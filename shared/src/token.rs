@@ -20,8 +20,8 @@ pub use jsonwebtoken::errors::Error as SignError;
 mod key_file;
 mod policy;
 
-use key_file::{ed25519_public_pem, read_key};
 pub use key_file::{KeyError, generate_ed25519_pair, kid_from_path, read_hs256_secret};
+use key_file::{ed25519_public_pem, read_key};
 pub use policy::{ClipboardPolicy, FilePolicy};
 
 /// Default `iss` of tokens minted by control.
@@ -556,7 +556,11 @@ mod tests {
             Err(TokenError::AlgorithmNotAllowed)
         );
         let hs = Signer::hs256("s".into(), &[7; 32]);
-        assert!(hs.own_keys().verify(&hs.mint(&request()).unwrap().token).is_ok());
+        assert!(
+            hs.own_keys()
+                .verify(&hs.mint(&request()).unwrap().token)
+                .is_ok()
+        );
     }
 
     #[test]

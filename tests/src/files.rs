@@ -92,7 +92,13 @@ impl Answer {
 
 /// The request head: `method path`, `Connection: close`, the bearer and `extra`
 /// header lines.
-fn head(addr: SocketAddr, method: &str, path: &str, bearer: Option<&str>, extra: &[&str]) -> String {
+fn head(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    extra: &[&str],
+) -> String {
     let mut h = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(t) = bearer {
         h.push_str(&format!("Authorization: Bearer {t}\r\n"));

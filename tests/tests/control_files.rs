@@ -154,10 +154,15 @@ async fn files_go_in_and_out_with_every_byte() {
         .unwrap();
     assert_eq!(answer.status, 201, "{}", answer.body);
     described(&control, "PUT", &path, &answer).await;
-    let (owner, got_size, sha) = in_container(&container, &format!("{DESKTOP_UPLOADS}/report v1.bin"));
+    let (owner, got_size, sha) =
+        in_container(&container, &format!("{DESKTOP_UPLOADS}/report v1.bin"));
     assert_eq!(got_size, size);
     assert_eq!(sha, sent, "the uploaded bytes changed on the way");
-    assert_eq!(owner, format!("{DESKTOP_UID}/{DESKTOP_GID}"), "owned by the desktop user");
+    assert_eq!(
+        owner,
+        format!("{DESKTOP_UID}/{DESKTOP_GID}"),
+        "owned by the desktop user"
+    );
 
     // In again with the session's VNC token (what the viewer page sends).
     let (status, minted) = control
@@ -170,10 +175,15 @@ async fn files_go_in_and_out_with_every_byte() {
         .await
         .unwrap();
     assert_eq!(status, 200, "{minted}");
-    assert_eq!((minted["files"].as_str(), minted["clipboard"].as_str()), (Some("both"), Some("both")));
+    assert_eq!(
+        (minted["files"].as_str(), minted["clipboard"].as_str()),
+        (Some("both"), Some("both"))
+    );
     let token = minted["token"].as_str().unwrap().to_owned();
     let small = format!("/v1/containers/{}/files/small.txt", d.cid);
-    let (answer, _) = upload(control.api, &small, Some(&token), 1000, 9).await.unwrap();
+    let (answer, _) = upload(control.api, &small, Some(&token), 1000, 9)
+        .await
+        .unwrap();
     assert_eq!(answer.status, 201, "{}", answer.body);
 
     // Out: a file the desktop wrote, streamed back.
@@ -193,8 +203,12 @@ async fn files_go_in_and_out_with_every_byte() {
             f.write_all(&buf).unwrap();
         }
     }
-    docker(&["cp", local.to_str().unwrap(), &format!("{container}:{DESKTOP_DOWNLOADS}/out.bin")])
-        .unwrap();
+    docker(&[
+        "cp",
+        local.to_str().unwrap(),
+        &format!("{container}:{DESKTOP_DOWNLOADS}/out.bin"),
+    ])
+    .unwrap();
     let list_path = format!("/v1/containers/{}/files", d.cid);
     let (status, listing) = control
         .call("GET", &list_path, Some(&token), None)
@@ -206,18 +220,28 @@ async fn files_go_in_and_out_with_every_byte() {
     assert_eq!(listing["more"], false);
     for bearer in [&d.owner, &token] {
         let get = format!("/v1/containers/{}/files/out.bin", d.cid);
-        let a = request(control.api, "GET", &get, Some(bearer), &[]).await.unwrap();
+        let a = request(control.api, "GET", &get, Some(bearer), &[])
+            .await
+            .unwrap();
         assert_eq!(a.status, 200, "{}", a.body);
         described(&control, "GET", &get, &a).await;
         assert_eq!(a.header("content-length"), Some(out_size.to_string()));
         assert_eq!(a.len, out_size);
-        assert_eq!(a.sha256, Pattern::sha256(11, out_size), "the downloaded bytes differ");
+        assert_eq!(
+            a.sha256,
+            Pattern::sha256(11, out_size),
+            "the downloaded bytes differ"
+        );
     }
     let missing = format!("/v1/containers/{}/files/nothing.bin", d.cid);
-    let a = request(control.api, "GET", &missing, Some(&d.owner), &[]).await.unwrap();
+    let a = request(control.api, "GET", &missing, Some(&d.owner), &[])
+        .await
+        .unwrap();
     assert_eq!(a.status, 404, "{}", a.body);
 
-    let ok = |dir: &str| format!("vnc_control_file_transfers_total{{direction=\"{dir}\",outcome=\"ok\"}}");
+    let ok = |dir: &str| {
+        format!("vnc_control_file_transfers_total{{direction=\"{dir}\",outcome=\"ok\"}}")
+    };
     assert_eq!(control.metric(&ok("upload")).await, Some(2.0));
     assert_eq!(control.metric(&ok("download")).await, Some(2.0));
     assert_eq!(
@@ -254,15 +278,23 @@ async fn a_500_mb_upload_keeps_control_small() {
     });
     let size = 500 * 1000 * 1000;
     let path = format!("/v1/containers/{}/files/big.bin", d.cid);
-    let (answer, sent) = upload(control.api, &path, Some(&d.owner), size, 3).await.unwrap();
+    let (answer, sent) = upload(control.api, &path, Some(&d.owner), size, 3)
+        .await
+        .unwrap();
     stop.send(true).unwrap();
-    let peak = tokio::time::timeout(TRANSFER_WAIT, sampler).await.unwrap().unwrap();
+    let peak = tokio::time::timeout(TRANSFER_WAIT, sampler)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(answer.status, 201, "{}", answer.body);
     assert!(
         peak < before + RSS_GROWTH_BOUND,
         "control grew from {before} to {peak} bytes during a {size}-byte upload"
     );
-    let (_, got, sha) = in_container(&format!("vnc-{}", d.cid), &format!("{DESKTOP_UPLOADS}/big.bin"));
+    let (_, got, sha) = in_container(
+        &format!("vnc-{}", d.cid),
+        &format!("{DESKTOP_UPLOADS}/big.bin"),
+    );
     assert_eq!((got, sha), (size, sent));
 }
 
@@ -277,16 +309,27 @@ async fn file_calls_are_refused_by_bound_name_and_policy() {
     };
     let control = start_control(
         &stack,
-        &["--files-max-bytes", "4096", "--viewer-origin", "https://viewer.example"],
+        &[
+            "--files-max-bytes",
+            "4096",
+            "--viewer-origin",
+            "https://viewer.example",
+        ],
     )
     .await;
     let d = desktop(&stack, &control, serde_json::json!({})).await;
     let put = |name: &str| format!("/v1/containers/{}/files/{name}", d.cid);
 
     // Bounds.
-    let over = request(control.api, "PUT", &put("big.bin"), Some(&d.owner), &["Content-Length: 4097"])
-        .await
-        .unwrap();
+    let over = request(
+        control.api,
+        "PUT",
+        &put("big.bin"),
+        Some(&d.owner),
+        &["Content-Length: 4097"],
+    )
+    .await
+    .unwrap();
     assert_eq!(over.status, 413, "{}", over.body);
     described(&control, "PUT", &put("big.bin"), &over).await;
     let chunked = request(
@@ -299,18 +342,37 @@ async fn file_calls_are_refused_by_bound_name_and_policy() {
     .await
     .unwrap();
     assert_eq!(chunked.status, 411, "{}", chunked.body);
-    let (at_bound, _) = upload(control.api, &put("edge.bin"), Some(&d.owner), 4096, 1).await.unwrap();
+    let (at_bound, _) = upload(control.api, &put("edge.bin"), Some(&d.owner), 4096, 1)
+        .await
+        .unwrap();
     assert_eq!(at_bound.status, 201, "{}", at_bound.body);
 
     // Hostile names, percent-encoded so they reach control as they are.
     let long = "a".repeat(256);
-    for name in ["..", "%2E%2E", "a%2Fb", "%2E%2E%2Fetc%2Fpasswd", "a%00b", "a%5Cb", "%0A", long.as_str()] {
-        let a = request(control.api, "PUT", &put(name), Some(&d.owner), &["Content-Length: 0"])
-            .await
-            .unwrap();
+    for name in [
+        "..",
+        "%2E%2E",
+        "a%2Fb",
+        "%2E%2E%2Fetc%2Fpasswd",
+        "a%00b",
+        "a%5Cb",
+        "%0A",
+        long.as_str(),
+    ] {
+        let a = request(
+            control.api,
+            "PUT",
+            &put(name),
+            Some(&d.owner),
+            &["Content-Length: 0"],
+        )
+        .await
+        .unwrap();
         assert_eq!(a.status, 400, "PUT {name}: {}", a.body);
         described(&control, "PUT", &put(name), &a).await;
-        let a = request(control.api, "GET", &put(name), Some(&d.owner), &[]).await.unwrap();
+        let a = request(control.api, "GET", &put(name), Some(&d.owner), &[])
+            .await
+            .unwrap();
         assert_eq!(a.status, 400, "GET {name}: {}", a.body);
     }
 
@@ -321,7 +383,10 @@ async fn file_calls_are_refused_by_bound_name_and_policy() {
         let bearer = d.owner.clone();
         let control = &control;
         async move {
-            let (status, minted) = control.call("POST", &path, Some(&bearer), Some(&body)).await.unwrap();
+            let (status, minted) = control
+                .call("POST", &path, Some(&bearer), Some(&body))
+                .await
+                .unwrap();
             assert_eq!(status, 200, "{minted}");
             minted
         }
@@ -332,11 +397,15 @@ async fn file_calls_are_refused_by_bound_name_and_policy() {
         (Some("download"), Some("from_desktop"))
     );
     let view = view["token"].as_str().unwrap().to_owned();
-    let (a, _) = upload(control.api, &put("v.txt"), Some(&view), 5, 1).await.unwrap();
+    let (a, _) = upload(control.api, &put("v.txt"), Some(&view), 5, 1)
+        .await
+        .unwrap();
     assert_eq!(a.status, 403, "{}", a.body);
     described(&control, "PUT", &put("v.txt"), &a).await;
     let list = format!("/v1/containers/{}/files", d.cid);
-    let a = request(control.api, "GET", &list, Some(&view), &[]).await.unwrap();
+    let a = request(control.api, "GET", &list, Some(&view), &[])
+        .await
+        .unwrap();
     assert_eq!(a.status, 200, "{}", a.body);
 
     // Shares: a view share never uploads; a control share that asked for downloads
@@ -346,28 +415,53 @@ async fn file_calls_are_refused_by_bound_name_and_policy() {
         let bearer = d.owner.clone();
         let control = &control;
         async move {
-            let (status, created) = control.call("POST", &path, Some(&bearer), Some(&body)).await.unwrap();
+            let (status, created) = control
+                .call("POST", &path, Some(&bearer), Some(&body))
+                .await
+                .unwrap();
             assert_eq!(status, 201, "{created}");
             created
         }
     };
-    let view_share = share(serde_json::json!({"scope": "view", "ttl_seconds": 60, "files": "both"})).await;
-    assert_eq!(view_share["files"], "download", "a share never gets more than its scope");
+    let view_share =
+        share(serde_json::json!({"scope": "view", "ttl_seconds": 60, "files": "both"})).await;
+    assert_eq!(
+        view_share["files"], "download",
+        "a share never gets more than its scope"
+    );
     let narrowed = share(serde_json::json!({"scope": "control", "ttl_seconds": 60, "files": "download", "clipboard": "none"})).await;
-    assert_eq!((narrowed["files"].as_str(), narrowed["clipboard"].as_str()), (Some("download"), Some("none")));
+    assert_eq!(
+        (narrowed["files"].as_str(), narrowed["clipboard"].as_str()),
+        (Some("download"), Some("none"))
+    );
     let full = share(serde_json::json!({"scope": "control", "ttl_seconds": 60})).await;
     for (created, want) in [(&view_share, 403), (&narrowed, 403), (&full, 201)] {
         let t = created["token"].as_str().unwrap();
-        let (a, _) = upload(control.api, &put("s.txt"), Some(t), 5, 1).await.unwrap();
+        let (a, _) = upload(control.api, &put("s.txt"), Some(t), 5, 1)
+            .await
+            .unwrap();
         assert_eq!(a.status, want, "{created}: {}", a.body);
-        let a = request(control.api, "GET", &list, Some(t), &[]).await.unwrap();
+        let a = request(control.api, "GET", &list, Some(t), &[])
+            .await
+            .unwrap();
         assert_eq!(a.status, 200, "{}", a.body);
     }
     // A revoked share's token moves nothing.
     let sid = full["share_id"].as_str().unwrap();
-    let (status, _) = control.call("DELETE", &format!("/v1/shares/{sid}"), Some(&d.owner), None).await.unwrap();
+    let (status, _) = control
+        .call("DELETE", &format!("/v1/shares/{sid}"), Some(&d.owner), None)
+        .await
+        .unwrap();
     assert_eq!(status, 200);
-    let a = request(control.api, "GET", &list, Some(full["token"].as_str().unwrap()), &[]).await.unwrap();
+    let a = request(
+        control.api,
+        "GET",
+        &list,
+        Some(full["token"].as_str().unwrap()),
+        &[],
+    )
+    .await
+    .unwrap();
     assert_eq!(a.status, 403, "{}", a.body);
 
     // A token signed by control's key for another container, and a revoked token.
@@ -386,7 +480,9 @@ async fn file_calls_are_refused_by_bound_name_and_policy() {
             clipboard: ClipboardPolicy::Both,
         })
         .unwrap();
-    let a = request(control.api, "GET", &list, Some(&other.token), &[]).await.unwrap();
+    let a = request(control.api, "GET", &list, Some(&other.token), &[])
+        .await
+        .unwrap();
     assert_eq!(a.status, 403, "{}", a.body);
     let (status, minted) = control
         .call(
@@ -404,24 +500,39 @@ async fn file_calls_are_refused_by_bound_name_and_policy() {
         claims.jti
     };
     let (status, _) = control
-        .call("POST", &format!("/v1/tokens/{jti}/revoke"), Some(&d.owner), None)
+        .call(
+            "POST",
+            &format!("/v1/tokens/{jti}/revoke"),
+            Some(&d.owner),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(status, 200);
-    let a = request(control.api, "GET", &list, minted["token"].as_str(), &[]).await.unwrap();
+    let a = request(control.api, "GET", &list, minted["token"].as_str(), &[])
+        .await
+        .unwrap();
     assert_eq!(a.status, 403, "{}", a.body);
 
     // Callers of the identity provider: a colleague reads but doesn't write, another
     // tenant sees nothing, a bad bearer is 401.
     let colleague = stack.identity.token("bob", "t1", false);
-    let (a, _) = upload(control.api, &put("b.txt"), Some(&colleague), 5, 1).await.unwrap();
+    let (a, _) = upload(control.api, &put("b.txt"), Some(&colleague), 5, 1)
+        .await
+        .unwrap();
     assert_eq!(a.status, 403, "{}", a.body);
-    let a = request(control.api, "GET", &list, Some(&colleague), &[]).await.unwrap();
+    let a = request(control.api, "GET", &list, Some(&colleague), &[])
+        .await
+        .unwrap();
     assert_eq!(a.status, 200, "{}", a.body);
     let stranger = stack.identity.token("eve", "t2", false);
-    let a = request(control.api, "GET", &list, Some(&stranger), &[]).await.unwrap();
+    let a = request(control.api, "GET", &list, Some(&stranger), &[])
+        .await
+        .unwrap();
     assert_eq!(a.status, 404, "{}", a.body);
-    let a = request(control.api, "GET", &list, Some("not-a-token"), &[]).await.unwrap();
+    let a = request(control.api, "GET", &list, Some("not-a-token"), &[])
+        .await
+        .unwrap();
     assert_eq!(a.status, 401, "{}", a.body);
     described(&control, "GET", &list, &a).await;
 
@@ -437,7 +548,11 @@ async fn file_calls_are_refused_by_bound_name_and_policy() {
                 "OPTIONS",
                 &list,
                 None,
-                &[&origin, "Access-Control-Request-Method: PUT", "Access-Control-Request-Headers: authorization"],
+                &[
+                    &origin,
+                    "Access-Control-Request-Method: PUT",
+                    "Access-Control-Request-Headers: authorization",
+                ],
             )
             .await
             .unwrap()
@@ -445,27 +560,71 @@ async fn file_calls_are_refused_by_bound_name_and_policy() {
     };
     let ok = preflight("https://viewer.example").await;
     assert_eq!(ok.status, 204, "{}", ok.head);
-    assert_eq!(ok.header("access-control-allow-origin").as_deref(), Some("https://viewer.example"));
-    assert!(ok.header("access-control-allow-methods").unwrap().contains("PUT"));
+    assert_eq!(
+        ok.header("access-control-allow-origin").as_deref(),
+        Some("https://viewer.example")
+    );
+    assert!(
+        ok.header("access-control-allow-methods")
+            .unwrap()
+            .contains("PUT")
+    );
     let other = preflight("https://evil.example").await;
-    assert_eq!(other.header("access-control-allow-origin"), None, "{}", other.head);
-    let a = request(control.api, "GET", &list, Some(&view), &["Origin: https://viewer.example"]).await.unwrap();
-    assert_eq!(a.header("access-control-allow-origin").as_deref(), Some("https://viewer.example"));
+    assert_eq!(
+        other.header("access-control-allow-origin"),
+        None,
+        "{}",
+        other.head
+    );
+    let a = request(
+        control.api,
+        "GET",
+        &list,
+        Some(&view),
+        &["Origin: https://viewer.example"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        a.header("access-control-allow-origin").as_deref(),
+        Some("https://viewer.example")
+    );
 
     // A container whose policy has no files: not even its owner moves one.
-    let closed = desktop(&stack, &control, serde_json::json!({"files": "none", "clipboard": "to_desktop"})).await;
+    let closed = desktop(
+        &stack,
+        &control,
+        serde_json::json!({"files": "none", "clipboard": "to_desktop"}),
+    )
+    .await;
     let (status, view) = control
-        .call("GET", &format!("/v1/containers/{}", closed.cid), Some(&closed.owner), None)
+        .call(
+            "GET",
+            &format!("/v1/containers/{}", closed.cid),
+            Some(&closed.owner),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(status, 200);
-    assert_eq!((view["files"].as_str(), view["clipboard"].as_str()), (Some("none"), Some("to_desktop")));
+    assert_eq!(
+        (view["files"].as_str(), view["clipboard"].as_str()),
+        (Some("none"), Some("to_desktop"))
+    );
     let closed_put = format!("/v1/containers/{}/files/x.txt", closed.cid);
-    let (a, _) = upload(control.api, &closed_put, Some(&closed.owner), 5, 1).await.unwrap();
-    assert_eq!(a.status, 403, "{}", a.body);
-    let a = request(control.api, "GET", &format!("/v1/containers/{}/files", closed.cid), Some(&closed.owner), &[])
+    let (a, _) = upload(control.api, &closed_put, Some(&closed.owner), 5, 1)
         .await
         .unwrap();
+    assert_eq!(a.status, 403, "{}", a.body);
+    let a = request(
+        control.api,
+        "GET",
+        &format!("/v1/containers/{}/files", closed.cid),
+        Some(&closed.owner),
+        &[],
+    )
+    .await
+    .unwrap();
     assert_eq!(a.status, 403, "{}", a.body);
 
     assert!(
@@ -483,9 +642,10 @@ async fn the_static_runtime_answers_409() {
     let redis = vnc_tests::redis::RedisServer::start().await.unwrap();
     let keys = vnc_tests::keys::TestKeys::new();
     let identity = vnc_tests::control::Identity::new();
-    let control = ControlProcess::start_static(&redis.url(), &keys, &identity, &[("desk-1", "alice", "t1")])
-        .await
-        .unwrap();
+    let control =
+        ControlProcess::start_static(&redis.url(), &keys, &identity, &[("desk-1", "alice", "t1")])
+            .await
+            .unwrap();
     let owner = identity.token("alice", "t1", false);
     let put = "/v1/containers/desk-1/files/a.txt";
     let (a, _) = upload(control.api, put, Some(&owner), 5, 1).await.unwrap();
@@ -493,8 +653,12 @@ async fn the_static_runtime_answers_409() {
     assert!(a.body.contains("static runtime"), "{}", a.body);
     described(&control, "PUT", put, &a).await;
     let list = "/v1/containers/desk-1/files";
-    let a = request(control.api, "GET", list, Some(&owner), &[]).await.unwrap();
+    let a = request(control.api, "GET", list, Some(&owner), &[])
+        .await
+        .unwrap();
     assert_eq!(a.status, 409, "{}", a.body);
-    let a = request(control.api, "GET", put, Some(&owner), &[]).await.unwrap();
+    let a = request(control.api, "GET", put, Some(&owner), &[])
+        .await
+        .unwrap();
     assert_eq!(a.status, 409, "{}", a.body);
 }

@@ -312,9 +312,7 @@ pub(super) async fn cors(State(state): State<Arc<AppState>>, req: Request, next:
         return next.run(req).await;
     };
     let preflight = req.method() == Method::OPTIONS
-        && req
-            .headers()
-            .contains_key("access-control-request-method");
+        && req.headers().contains_key("access-control-request-method");
     let mut resp = if preflight {
         let mut resp = StatusCode::NO_CONTENT.into_response();
         let h = resp.headers_mut();

@@ -221,10 +221,20 @@ impl Stream for Counted {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let next = self.inner.as_mut().poll_next(cx);
         match &next {
-            Poll::Ready(Some(Ok(chunk))) => self.sent += chunk.len() as u64,
+            Poll::Ready(Some(Ok(chunk))) => {
+                self.sent += chunk.len() as u64;
+                // HTTP/1.1 may stop asking once `Content-Length` bytes went out.
+                if self.sent == self.size && self.outcome.is_none() {
+                    self.outcome = Some("ok");
+                }
+            }
             Poll::Ready(Some(Err(_))) => self.outcome = Some("failed"),
             Poll::Ready(None) if self.outcome.is_none() => {
-                self.outcome = Some(if self.sent == self.size { "ok" } else { "failed" });
+                self.outcome = Some(if self.sent == self.size {
+                    "ok"
+                } else {
+                    "failed"
+                });
             }
             _ => {}
         }

@@ -19,8 +19,8 @@ use vnc_shared::token::{
 
 use crate::domain::files::token_policies;
 use crate::domain::{Caller, Container, CreateContainer, CreateLimits, IssuedToken};
-use crate::infra::runtime::{Runtime, RuntimeError};
 use crate::infra::queue::{JobRecord, Queue, QueueError};
+use crate::infra::runtime::{Runtime, RuntimeError};
 use crate::infra::sessions::SessionStore;
 use crate::infra::shares::ShareStore;
 use crate::infra::store::{ContainerStore, StoreError, now_ms};

@@ -8,8 +8,8 @@ use vnc_shared::schema::ContainerState;
 
 use crate::domain::Container;
 use crate::infra::runtime::{
-    Inspected, LABEL_CPUS, LABEL_CREATED_AT, LABEL_ENV_NAMES, LABEL_IMAGE, LABEL_LABEL_NAMES,
-    LABEL_CLIPBOARD, LABEL_FILES, LABEL_MEMORY_MB, LABEL_OWNER, LABEL_PASSWORD_KEY, LABEL_RECORD,
+    Inspected, LABEL_CLIPBOARD, LABEL_CPUS, LABEL_CREATED_AT, LABEL_ENV_NAMES, LABEL_FILES,
+    LABEL_IMAGE, LABEL_LABEL_NAMES, LABEL_MEMORY_MB, LABEL_OWNER, LABEL_PASSWORD_KEY, LABEL_RECORD,
     LABEL_TENANT, RuntimeState,
 };
 
@@ -100,7 +100,11 @@ pub fn adopted(cid: &str, found: &Inspected, node: &str) -> Result<Container, St
 
 /// Label `name` of `found`, parsed, if it is there.
 fn optional<T: std::str::FromStr>(found: &Inspected, name: &str) -> Result<Option<T>, String> {
-    found.labels.get(name).map(|_| parsed(found, name)).transpose()
+    found
+        .labels
+        .get(name)
+        .map(|_| parsed(found, name))
+        .transpose()
 }
 
 /// Label `name` of `found`, parsed.

@@ -71,10 +71,7 @@ impl ShareRequest {
     /// The policies of the share's token, from `scoped` (what a token of its scope
     /// for the container carries): narrowed by what the share asks for, never
     /// widened.
-    pub fn policies(
-        &self,
-        scoped: (FilePolicy, ClipboardPolicy),
-    ) -> (FilePolicy, ClipboardPolicy) {
+    pub fn policies(&self, scoped: (FilePolicy, ClipboardPolicy)) -> (FilePolicy, ClipboardPolicy) {
         (
             self.files.map_or(scoped.0, |f| f.and(scoped.0)),
             self.clipboard.map_or(scoped.1, |c| c.and(scoped.1)),

@@ -19,7 +19,8 @@ use super::{RuntimeError, valid_cid};
 
 /// Go's `os.FileMode` type bits (directory, symlink, device, pipe, socket, ...): a
 /// regular file has none.
-const GO_MODE_TYPE: u32 = (1 << 31) | (1 << 27) | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19);
+const GO_MODE_TYPE: u32 =
+    (1 << 31) | (1 << 27) | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19);
 
 /// A running desktop's Docker id and its upload and download folders.
 struct Desktop {
@@ -60,7 +61,9 @@ impl Engine {
     /// further than that entry's header.
     async fn first_entry(&self, id: &str, path: &str) -> Result<tar::Entry, RuntimeError> {
         let docker = self.client().await?;
-        let options = DownloadFromContainerOptionsBuilder::new().path(path).build();
+        let options = DownloadFromContainerOptionsBuilder::new()
+            .path(path)
+            .build();
         let mut body = docker.download_from_container(id, Some(options));
         let mut reader = TarReader::default();
         let read = async {
@@ -197,8 +200,15 @@ impl Engine {
         let desktop = self.desktop(cid).await?;
         let path = format!("{}/{name}", desktop.downloads);
         let docker = self.client().await?;
-        let options = ContainerArchiveInfoOptionsBuilder::new().path(&path).build();
-        let stat = match raw(API_TIMEOUT, docker.get_container_archive_info(&desktop.id, Some(options))).await? {
+        let options = ContainerArchiveInfoOptionsBuilder::new()
+            .path(&path)
+            .build();
+        let stat = match raw(
+            API_TIMEOUT,
+            docker.get_container_archive_info(&desktop.id, Some(options)),
+        )
+        .await?
+        {
             Ok(stat) => stat,
             Err(e) if status(&e) == Some(404) => return Err(RuntimeError::NoSuchFile),
             Err(e) => return Err(map_error(e)),
@@ -207,7 +217,9 @@ impl Engine {
             return Err(RuntimeError::NoSuchFile);
         }
         let size = stat.size as u64;
-        let options = DownloadFromContainerOptionsBuilder::new().path(&path).build();
+        let options = DownloadFromContainerOptionsBuilder::new()
+            .path(&path)
+            .build();
         let archive = docker.download_from_container(&desktop.id, Some(options));
         Ok(FileOut {
             size,
@@ -251,7 +263,9 @@ fn untar_one(
                     if st.started || e.kind != Kind::File || e.size != size {
                         st.done = true;
                         return Some((
-                            Err(RuntimeError::Failed("the file changed while it was read".into())),
+                            Err(RuntimeError::Failed(
+                                "the file changed while it was read".into(),
+                            )),
                             st,
                         ));
                     }
@@ -300,30 +314,33 @@ fn untar_one(
 /// `body`, failing when it brings more or fewer than `size` bytes: the tar header
 /// announced `size`, and a short body must fail the upload, not end the file early.
 fn exactly(body: FileIn, size: u64) -> FileIn {
-    stream::unfold((body, 0u64, false), move |(mut body, sent, done)| async move {
-        if done {
-            return None;
-        }
-        match body.next().await {
-            Some(Ok(chunk)) => {
-                let sent = sent + chunk.len() as u64;
-                if sent > size {
-                    let e = std::io::Error::other("the body is longer than announced");
-                    return Some((Err(e), (body, sent, true)));
+    stream::unfold(
+        (body, 0u64, false),
+        move |(mut body, sent, done)| async move {
+            if done {
+                return None;
+            }
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    let sent = sent + chunk.len() as u64;
+                    if sent > size {
+                        let e = std::io::Error::other("the body is longer than announced");
+                        return Some((Err(e), (body, sent, true)));
+                    }
+                    Some((Ok(chunk), (body, sent, false)))
                 }
-                Some((Ok(chunk), (body, sent, false)))
+                Some(Err(e)) => Some((Err(e), (body, sent, true))),
+                None if sent < size => {
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("the body ended after {sent} of {size} bytes"),
+                    );
+                    Some((Err(e), (body, sent, true)))
+                }
+                None => None,
             }
-            Some(Err(e)) => Some((Err(e), (body, sent, true))),
-            None if sent < size => {
-                let e = std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("the body ended after {sent} of {size} bytes"),
-                );
-                Some((Err(e), (body, sent, true)))
-            }
-            None => None,
-        }
-    })
+        },
+    )
     .boxed()
 }
 

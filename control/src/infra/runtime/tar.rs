@@ -160,9 +160,15 @@ pub enum Event {
 enum State {
     Header,
     /// A PAX or GNU long-name record of `size` bytes being gathered.
-    Meta { kind: u8, size: u64 },
+    Meta {
+        kind: u8,
+        size: u64,
+    },
     /// `left` bytes of the current entry's data, then `pad`.
-    Data { left: u64, pad: usize },
+    Data {
+        left: u64,
+        pad: usize,
+    },
     /// Bytes to drop (padding).
     Skip(usize),
     End,
@@ -327,7 +333,8 @@ impl TarReader {
                 match key {
                     b"path" => self.long_path = Some(String::from_utf8_lossy(value).into_owned()),
                     b"size" => {
-                        self.long_size = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok())
+                        self.long_size =
+                            std::str::from_utf8(value).ok().and_then(|s| s.parse().ok())
                     }
                     _ => {}
                 }
@@ -377,7 +384,10 @@ mod tests {
                 assert_eq!(got.len(), 1);
                 let (e, d) = &got[0];
                 assert_eq!(e.path, name);
-                assert_eq!((e.kind, e.size, e.uid, e.gid), (Kind::File, 3000, 1000, 1001));
+                assert_eq!(
+                    (e.kind, e.size, e.uid, e.gid),
+                    (Kind::File, 3000, 1000, 1001)
+                );
                 assert_eq!(e.mtime, 1_700_000_000);
                 assert_eq!(d, &data);
             }
@@ -399,7 +409,10 @@ mod tests {
             .unwrap();
         assert!(out.status.success());
         let got = read(&out.stdout, 333);
-        let kinds: Vec<_> = got.iter().map(|(e, d)| (e.path.as_str(), e.kind, d.len())).collect();
+        let kinds: Vec<_> = got
+            .iter()
+            .map(|(e, d)| (e.path.as_str(), e.kind, d.len()))
+            .collect();
         assert_eq!(
             kinds,
             [
