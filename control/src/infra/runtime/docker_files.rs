@@ -75,7 +75,7 @@ impl Engine {
                     }
                     Some(Event::Data(_)) => {}
                     None => match body.next().await {
-                        Some(Ok(chunk)) => reader.push(&chunk),
+                        Some(Ok(chunk)) => reader.push(chunk),
                         Some(Err(e)) => return Err(folder_error(path, e)),
                         None => {
                             return Err(RuntimeError::Failed(format!("{path}: archive ended")));
@@ -179,7 +179,7 @@ impl Engine {
                     Some(Event::Data(_)) => {}
                     Some(Event::End) => return Ok(false),
                     None => match body.next().await {
-                        Some(Ok(chunk)) => reader.push(&chunk),
+                        Some(Ok(chunk)) => reader.push(chunk),
                         Some(Err(e)) => return Err(folder_error(&desktop.downloads, e)),
                         None => return Ok(false),
                     },
@@ -289,7 +289,7 @@ fn untar_one(
                     return None;
                 }
                 Ok(None) => match st.archive.next().await {
-                    Some(Ok(chunk)) => st.reader.push(&chunk),
+                    Some(Ok(chunk)) => st.reader.push(chunk),
                     Some(Err(e)) => {
                         st.done = true;
                         return Some((Err(e), st));

@@ -5,7 +5,9 @@
 //! and its data in slices of those same chunks, so neither way holds a file in
 //! memory.
 
-use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
 
 /// A tar block.
 pub const BLOCK: usize = 512;
@@ -176,10 +178,13 @@ enum State {
 
 /// Reads an archive from chunks ([`TarReader::push`]) as events
 /// ([`TarReader::next_event`]); it holds at most a block or a metadata record besides
-/// the chunk it was given last.
+/// the chunk it was given last. Data comes out as slices of the chunks pushed (no
+/// copy); only a header or record split across chunks is copied together.
 #[derive(Debug)]
 pub struct TarReader {
-    buf: BytesMut,
+    chunks: VecDeque<Bytes>,
+    /// Bytes in `chunks`.
+    buffered: usize,
     state: State,
     /// From a PAX or GNU long-name record, for the next header.
     long_path: Option<String>,
@@ -189,7 +194,8 @@ pub struct TarReader {
 impl Default for TarReader {
     fn default() -> Self {
         TarReader {
-            buf: BytesMut::new(),
+            chunks: VecDeque::new(),
+            buffered: 0,
             state: State::Header,
             long_path: None,
             long_size: None,
@@ -198,8 +204,39 @@ impl Default for TarReader {
 }
 
 impl TarReader {
-    pub fn push(&mut self, chunk: &[u8]) {
-        self.buf.extend_from_slice(chunk);
+    pub fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.buffered += chunk.len();
+            self.chunks.push_back(chunk);
+        }
+    }
+
+    /// Up to `n` bytes from the front chunk, without copying.
+    fn take_some(&mut self, n: usize) -> Bytes {
+        let Some(front) = self.chunks.front_mut() else {
+            return Bytes::new();
+        };
+        let out = if front.len() <= n {
+            self.chunks.pop_front().unwrap_or_default()
+        } else {
+            front.split_to(n)
+        };
+        self.buffered -= out.len();
+        out
+    }
+
+    /// Exactly `n` bytes (the caller checked `buffered`), copied together only when
+    /// they span chunks.
+    fn take(&mut self, n: usize) -> Bytes {
+        if self.chunks.front().is_some_and(|f| f.len() >= n) {
+            return self.take_some(n);
+        }
+        let mut out = BytesMut::with_capacity(n);
+        while out.len() < n {
+            let part = self.take_some(n - out.len());
+            out.extend_from_slice(&part);
+        }
+        out.freeze()
     }
 
     /// The next event, `Ok(None)` when more bytes are needed.
@@ -208,11 +245,14 @@ impl TarReader {
             match &mut self.state {
                 State::End => return Ok(Some(Event::End)),
                 State::Skip(n) => {
-                    let take = (*n).min(self.buf.len());
-                    self.buf.advance(take);
-                    *n -= take;
-                    if *n > 0 {
-                        return Ok(None);
+                    let n = *n;
+                    let dropped = self.take_some(n).len();
+                    if dropped < n {
+                        self.state = State::Skip(n - dropped);
+                        if self.buffered == 0 {
+                            return Ok(None);
+                        }
+                        continue;
                     }
                     self.state = State::Header;
                 }
@@ -221,33 +261,39 @@ impl TarReader {
                         self.state = State::Skip(*pad);
                         continue;
                     }
-                    if self.buf.is_empty() {
+                    if self.buffered == 0 {
                         return Ok(None);
                     }
-                    let take = (*left).min(self.buf.len() as u64) as usize;
-                    *left -= take as u64;
-                    return Ok(Some(Event::Data(self.buf.split_to(take).freeze())));
+                    let want = (*left).min(usize::MAX as u64) as usize;
+                    let (left_now, pad) = (*left, *pad);
+                    let data = self.take_some(want);
+                    self.state = State::Data {
+                        left: left_now - data.len() as u64,
+                        pad,
+                    };
+                    return Ok(Some(Event::Data(data)));
                 }
                 State::Meta { kind, size } => {
-                    let whole = *size as usize + padding(*size);
-                    if self.buf.len() < whole {
+                    let (kind, size) = (*kind, *size);
+                    let whole = size as usize + padding(size);
+                    if self.buffered < whole {
                         return Ok(None);
                     }
-                    let record = self.buf.split_to(whole);
-                    let record = &record[..*size as usize];
-                    if *kind == b'L' {
+                    let record = self.take(whole);
+                    let record = &record[..size as usize];
+                    if kind == b'L' {
                         let name = record.split(|&b| b == 0).next().unwrap_or_default();
                         self.long_path = Some(String::from_utf8_lossy(name).into_owned());
-                    } else if *kind == b'x' {
+                    } else if kind == b'x' {
                         self.pax(record)?;
                     }
                     self.state = State::Header;
                 }
                 State::Header => {
-                    if self.buf.len() < BLOCK {
+                    if self.buffered < BLOCK {
                         return Ok(None);
                     }
-                    let block = self.buf.split_to(BLOCK);
+                    let block = self.take(BLOCK);
                     if block.iter().all(|&b| b == 0) {
                         self.state = State::End;
                         continue;
@@ -367,7 +413,9 @@ mod tests {
                 Some(Event::Entry(e)) => out.push((e, Vec::new())),
                 Some(Event::Data(d)) => out.last_mut().unwrap().1.extend_from_slice(&d),
                 Some(Event::End) => return out,
-                None => r.push(chunks.next().expect("archive ended early")),
+                None => r.push(Bytes::copy_from_slice(
+                    chunks.next().expect("archive ended early"),
+                )),
             }
         }
     }
