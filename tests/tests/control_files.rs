@@ -123,6 +123,19 @@ fn in_container(name: &str, path: &str) -> (String, u64, String) {
     (owner, size, hex(&sha2::Sha256::digest(&data.stdout)))
 }
 
+/// `name` percent-encoded as one path segment.
+fn encode(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b".-_".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// Control's resident memory (`VmRSS`), in bytes.
 fn rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -233,6 +246,39 @@ async fn files_go_in_and_out_with_every_byte() {
             "the downloaded bytes differ"
         );
     }
+    // A name past ustar's 100 bytes (a PAX record each way), both ways.
+    let long = format!("{}.txt", "ü".repeat(60));
+    let long_path = format!("/v1/containers/{}/files/{}", d.cid, encode(&long));
+    let (answer, sent) = upload(control.api, &long_path, Some(&d.owner), 3000, 5)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    let (_, got, sha) = in_container(&container, &format!("{DESKTOP_UPLOADS}/{long}"));
+    assert_eq!((got, sha), (3000, sent));
+    docker(&[
+        "cp",
+        local.to_str().unwrap(),
+        &format!("{container}:{DESKTOP_DOWNLOADS}/{long}"),
+    ])
+    .unwrap();
+    let (_, listing) = control
+        .call("GET", &list_path, Some(&token), None)
+        .await
+        .unwrap();
+    assert!(
+        listing["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == long.as_str()),
+        "{listing}"
+    );
+    let a = request(control.api, "GET", &long_path, Some(&token), &[])
+        .await
+        .unwrap();
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.sha256, Pattern::sha256(11, out_size));
+
     let missing = format!("/v1/containers/{}/files/nothing.bin", d.cid);
     let a = request(control.api, "GET", &missing, Some(&d.owner), &[])
         .await
@@ -242,13 +288,13 @@ async fn files_go_in_and_out_with_every_byte() {
     let ok = |dir: &str| {
         format!("vnc_control_file_transfers_total{{direction=\"{dir}\",outcome=\"ok\"}}")
     };
-    assert_eq!(control.metric(&ok("upload")).await, Some(2.0));
-    assert_eq!(control.metric(&ok("download")).await, Some(2.0));
+    assert_eq!(control.metric(&ok("upload")).await, Some(3.0));
+    assert_eq!(control.metric(&ok("download")).await, Some(3.0));
     assert_eq!(
         control
             .metric("vnc_control_file_bytes_total{direction=\"upload\",outcome=\"ok\"}")
             .await,
-        Some((size + 1000) as f64)
+        Some((size + 1000 + 3000) as f64)
     );
 }
 
