@@ -422,6 +422,33 @@ async fn file_calls_are_refused_by_bound_name_and_policy() {
         assert_eq!(a.status, 400, "GET {name}: {}", a.body);
     }
 
+    // A link in the download folder is neither listed nor served (it could point
+    // anywhere in the desktop).
+    let links = tempfile::tempdir().unwrap();
+    let link = links.path().join("passwd-link");
+    std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
+    docker(&[
+        "cp",
+        link.to_str().unwrap(),
+        &format!("vnc-{}:{DESKTOP_DOWNLOADS}/", d.cid),
+    ])
+    .unwrap();
+    let a = request(control.api, "GET", &put("passwd-link"), Some(&d.owner), &[])
+        .await
+        .unwrap();
+    assert_eq!(a.status, 404, "{}", a.body);
+    let (status, listing) = control
+        .call(
+            "GET",
+            &format!("/v1/containers/{}/files", d.cid),
+            Some(&d.owner),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(!listing.to_string().contains("passwd-link"), "{listing}");
+
     // A view token reads, never writes.
     let mint = |scope: &str| {
         let body = serde_json::json!({"scope": scope, "ttl_seconds": 60});
