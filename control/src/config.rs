@@ -770,10 +770,11 @@ mod tests {
                 Some(env),
                 "{setting}"
             );
-            let long = if setting == "images" {
-                "image".to_owned()
-            } else {
-                setting.replace('_', "-")
+            // Repeatable lists take the singular.
+            let long = match setting {
+                "images" => "image".to_owned(),
+                "viewer_origins" => "viewer-origin".to_owned(),
+                _ => setting.replace('_', "-"),
             };
             assert_eq!(arg.get_long(), Some(long.as_str()), "{setting}");
         }
