@@ -197,4 +197,48 @@ mod tests {
         let download_only = container(FilePolicy::Download);
         assert!(owner.refusal(&download_only, Direction::Upload).is_some());
     }
+
+    #[test]
+    fn a_token_moves_files_of_its_own_container_within_its_claim_and_the_policy() {
+        let claims = |cid: &str, files: FilePolicy| {
+            FileCaller::Token(VncClaims {
+                iss: "vnc-control".into(),
+                aud: "vnc-relay".into(),
+                sub: "alice".into(),
+                tenant: "t1".into(),
+                cid: cid.into(),
+                scope: Scope::Control,
+                jti: "j".into(),
+                iat: 0,
+                nbf: 0,
+                exp: 0,
+                share: None,
+                admin: false,
+                files,
+                clipboard: ClipboardPolicy::Both,
+            })
+        };
+        let c = container(FilePolicy::Both);
+        assert!(
+            claims("c1", FilePolicy::Both)
+                .refusal(&c, Direction::Upload)
+                .is_none()
+        );
+        let other = claims("c2", FilePolicy::Both).refusal(&c, Direction::Download);
+        assert!(other.unwrap().contains("another container"));
+        let view = claims("c1", FilePolicy::Download);
+        assert!(view.refusal(&c, Direction::Upload).is_some());
+        assert!(view.refusal(&c, Direction::Download).is_none());
+        // The container's policy bounds even a token that claims more.
+        let closed = container(FilePolicy::None);
+        assert!(
+            claims("c1", FilePolicy::Both)
+                .refusal(&closed, Direction::Download)
+                .is_some()
+        );
+        assert!(!claims("c1", FilePolicy::Both).sees(&Container {
+            tenant: "t2".into(),
+            ..c
+        }));
+    }
 }
