@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use vnc_shared::token::{
-    KeySet, Scope, Signer, TokenRequest, VerifyPolicy, generate_ed25519_pair, kid_from_path,
+    ClipboardPolicy, FilePolicy, KeySet, Scope, Signer, TokenRequest, VerifyPolicy,
+    generate_ed25519_pair, kid_from_path,
 };
 
 fn request() -> TokenRequest<'static> {
@@ -17,6 +18,8 @@ fn request() -> TokenRequest<'static> {
         ttl: Duration::from_secs(60),
         share: None,
         admin: false,
+        files: FilePolicy::Both,
+        clipboard: ClipboardPolicy::Both,
     }
 }
 

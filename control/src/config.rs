@@ -16,7 +16,7 @@ use vnc_shared::config::{ConfigError, Secret, load_toml, overlay};
 use vnc_shared::schema::DEFAULT_PREFIX;
 use vnc_shared::telemetry::LogFormat;
 use vnc_shared::tls::TlsFiles;
-use vnc_shared::token::{DEFAULT_AUDIENCE, DEFAULT_ISSUER, MAX_TTL};
+use vnc_shared::token::{ClipboardPolicy, DEFAULT_AUDIENCE, DEFAULT_ISSUER, FilePolicy, MAX_TTL};
 
 use crate::domain::StaticContainer;
 use crate::infra::runtime::{
@@ -83,6 +83,17 @@ pub const DEFAULT_MIN_MEMORY_MB: u64 = 64;
 pub const DEFAULT_MAX_ENTRIES: usize = 64;
 /// Live (not stopped or failed) containers one tenant may have.
 pub const DEFAULT_MAX_CONTAINERS_PER_TENANT: usize = 10;
+
+// Files and the clipboard.
+/// File policy of a container whose create request names none: both ways (the owner's
+/// own desktop); view and share tokens get less.
+pub const DEFAULT_FILES_DEFAULT: FilePolicy = FilePolicy::Both;
+/// Clipboard policy of a container whose create request names none: both ways, as
+/// every session had before the policy existed.
+pub const DEFAULT_CLIPBOARD_DEFAULT: ClipboardPolicy = ClipboardPolicy::Both;
+/// Largest file moved either way (an upload's body, a download's file): 1 GiB. One
+/// request carries one file, so this is the bound per request too.
+pub const DEFAULT_FILES_MAX_BYTES: u64 = 1 << 30;
 
 // The container lifecycle and its jobs (the queue's own defaults:
 // `crate::infra::queue::DEFAULT_*`).
@@ -223,6 +234,19 @@ vnc_shared::settings! {
         /// Live (not stopped or failed) containers one tenant may have; one more is 429.
         max_containers_per_tenant: usize = "VNC_CONTROL_MAX_CONTAINERS_PER_TENANT",
 
+        // Files and the clipboard.
+        /// File policy of containers whose create request names none: none, upload,
+        /// download or both.
+        files_default: FilePolicy = "VNC_CONTROL_FILES_DEFAULT",
+        /// Clipboard policy of containers whose create request names none: both,
+        /// to_desktop, from_desktop or none.
+        clipboard_default: ClipboardPolicy = "VNC_CONTROL_CLIPBOARD_DEFAULT",
+        /// Largest file moved either way, in bytes (413 past it).
+        files_max_bytes: u64 = "VNC_CONTROL_FILES_MAX_BYTES",
+        /// Origins of the viewer page (`https://vnc.example.com`) allowed to call the
+        /// file routes from a browser (CORS); none by default.
+        viewer_origins: Vec<String> = "VNC_CONTROL_VIEWER_ORIGINS" (long = "viewer-origin", value_delimiter = ','),
+
         // The container lifecycle and its jobs.
         stop_grace: Duration = "VNC_CONTROL_STOP_GRACE",
         start_timeout: Duration = "VNC_CONTROL_START_TIMEOUT",
@@ -301,6 +325,10 @@ pub struct ControlConfig {
     pub starts_per_minute: Option<u32>,
     pub start_rate_window: Duration,
     pub max_containers_per_tenant: usize,
+    pub files_default: FilePolicy,
+    pub clipboard_default: ClipboardPolicy,
+    pub files_max_bytes: u64,
+    pub viewer_origins: Vec<String>,
     pub api_rate_limit: u32,
     pub api_rate_burst: u32,
     pub job_attempts: Option<u32>,
@@ -429,6 +457,18 @@ impl ControlSettings {
         if api_rate_limit > 0 && api_rate_burst == 0 {
             problems.push("api_rate_burst must be at least 1".into());
         }
+        let files_max_bytes = s.files_max_bytes.unwrap_or(DEFAULT_FILES_MAX_BYTES);
+        if files_max_bytes == 0 {
+            problems.push("files_max_bytes must be at least 1".into());
+        }
+        let viewer_origins = s.viewer_origins.clone().unwrap_or_default();
+        for origin in &viewer_origins {
+            if !origin_ok(origin) {
+                problems.push(format!(
+                    "viewer_origins: {origin:?} is not an origin (scheme://host[:port], nothing after)"
+                ));
+            }
+        }
         let share_max_ttl = s.share_max_ttl.unwrap_or(DEFAULT_SHARE_MAX_TTL);
         if share_max_ttl < Duration::from_secs(1) || share_max_ttl > MAX_TTL {
             problems.push(format!(
@@ -486,6 +526,10 @@ impl ControlSettings {
             starts_per_minute: s.starts_per_minute,
             start_rate_window,
             max_containers_per_tenant,
+            files_default: s.files_default.unwrap_or(DEFAULT_FILES_DEFAULT),
+            clipboard_default: s.clipboard_default.unwrap_or(DEFAULT_CLIPBOARD_DEFAULT),
+            files_max_bytes,
+            viewer_origins,
             api_rate_limit,
             api_rate_burst,
             job_attempts: s.job_attempts,
@@ -497,6 +541,19 @@ impl ControlSettings {
             log_format: s.log_format.unwrap_or(DEFAULT_LOG_FORMAT),
         })
     }
+}
+
+/// Whether `origin` is a browser origin as the `Origin` header carries it:
+/// `http(s)://host[:port]`, no path, no trailing slash.
+fn origin_ok(origin: &str) -> bool {
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    rest.is_some_and(|r| {
+        !r.is_empty()
+            && !r.contains(['/', '?', '#', ' '])
+            && r.bytes().all(|b| b.is_ascii_graphic())
+    })
 }
 
 /// What is wrong with the desktop confinement settings (names only; Docker judges the
@@ -713,10 +770,11 @@ mod tests {
                 Some(env),
                 "{setting}"
             );
-            let long = if setting == "images" {
-                "image".to_owned()
-            } else {
-                setting.replace('_', "-")
+            // Repeatable lists take the singular.
+            let long = match setting {
+                "images" => "image".to_owned(),
+                "viewer_origins" => "viewer-origin".to_owned(),
+                _ => setting.replace('_', "-"),
             };
             assert_eq!(arg.get_long(), Some(long.as_str()), "{setting}");
         }

@@ -1,8 +1,10 @@
 //! The control plane's rules, without I/O: what a container is, who may see and use
 //! it, and what a create request may ask for; [`session`] does the same for relay
 //! sessions, relay nodes, issued tokens and kicks, [`share`] for share links, the
-//! presence list and the driver lease.
+//! presence list and the driver lease, [`files`] for file transfer and the clipboard
+//! policy.
 
+pub mod files;
 pub mod session;
 pub mod share;
 
@@ -10,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use vnc_shared::schema::ContainerState;
-use vnc_shared::token::Scope;
+use vnc_shared::token::{ClipboardPolicy, FilePolicy, Scope};
 
 pub use session::{IssuedToken, Kick, Node, Session, kick_kind};
 pub use share::{Share, ShareRequest};
@@ -68,6 +70,10 @@ pub struct Container {
     pub created_at: u64,
     /// Relays with a recording directory record every session of this container.
     pub record: bool,
+    /// Which way files may move (its tokens carry it, narrowed for their scope).
+    pub files: FilePolicy,
+    /// Which way the clipboard may move (likewise).
+    pub clipboard: ClipboardPolicy,
 }
 
 impl Container {
@@ -108,6 +114,14 @@ pub struct CreateContainer {
     /// Record every session of the container (relays with a recording directory).
     #[serde(default)]
     pub record: bool,
+    /// Which way files may move between its sessions' browsers and the desktop
+    /// (default: the operator's `files_default`). View and share tokens get less.
+    #[serde(default)]
+    pub files: Option<FilePolicy>,
+    /// Which way the clipboard may move (default: the operator's
+    /// `clipboard_default`). View tokens never get `to_desktop`.
+    #[serde(default)]
+    pub clipboard: Option<ClipboardPolicy>,
 }
 
 /// What a container may use.
@@ -193,7 +207,7 @@ impl CreateContainer {
 mod tests {
     use super::*;
 
-    fn container() -> Container {
+    pub(super) fn container() -> Container {
         Container {
             id: "c1".into(),
             owner: "alice".into(),
@@ -209,6 +223,8 @@ mod tests {
             error: None,
             created_at: 0,
             record: false,
+            files: FilePolicy::Both,
+            clipboard: ClipboardPolicy::Both,
         }
     }
 
@@ -243,6 +259,8 @@ mod tests {
             env: BTreeMap::new(),
             labels: [("user.team".to_owned(), "x".to_owned())].into(),
             record: false,
+            files: None,
+            clipboard: None,
         };
         assert!(ok.problems(&limits).is_empty());
         let bad = CreateContainer {
@@ -254,6 +272,8 @@ mod tests {
             env: [("VNC_PASSWORD".to_owned(), "x".to_owned())].into(),
             labels: [("vnc.cid".to_owned(), "x".to_owned())].into(),
             record: true,
+            files: None,
+            clipboard: None,
         };
         let p = bad.problems(&limits);
         assert_eq!(p.len(), 5, "{p:?}");

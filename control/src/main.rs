@@ -11,7 +11,7 @@ use vnc_control::operator::{self, MintArgs};
 use vnc_shared::config::parse_duration;
 use vnc_shared::process::{self, StopSignals};
 use vnc_shared::systemd::Notifier;
-use vnc_shared::token::{DEFAULT_AUDIENCE, DEFAULT_ISSUER, Scope};
+use vnc_shared::token::{ClipboardPolicy, DEFAULT_AUDIENCE, DEFAULT_ISSUER, FilePolicy, Scope};
 
 #[derive(Parser)]
 #[command(name = "vnc-control", version, about = "VNC control plane")]
@@ -73,6 +73,12 @@ enum TokenCommand {
         scope: Scope,
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         ttl: Duration,
+        /// The `files` claim: none, upload, download or both.
+        #[arg(long, default_value = "none")]
+        files: FilePolicy,
+        /// The `clipboard` claim: both, to_desktop, from_desktop or none.
+        #[arg(long, default_value = "both")]
+        clipboard: ClipboardPolicy,
         #[arg(long, env = "VNC_JWT_ISSUER", default_value = DEFAULT_ISSUER)]
         issuer: String,
         #[arg(long, env = "VNC_JWT_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
@@ -120,6 +126,8 @@ fn main() -> anyhow::Result<()> {
                     tenant,
                     scope,
                     ttl,
+                    files,
+                    clipboard,
                     issuer,
                     audience,
                     verbose,
@@ -135,6 +143,8 @@ fn main() -> anyhow::Result<()> {
                 tenant: &tenant,
                 scope,
                 ttl,
+                files,
+                clipboard,
             })?;
             if verbose {
                 eprintln!("{}", serde_json::to_string(&minted.claims)?);

@@ -22,6 +22,14 @@ pub const CONFIG_RELOADS: &str = "vnc_control_config_reloads_total";
 /// Fetches of an OpenID Connect issuer's keys (discovery and JWKS), by result (`ok`,
 /// `error`: the keys in force stayed).
 pub const OIDC_KEY_FETCHES: &str = "vnc_control_oidc_key_fetches_total";
+/// Files moved through the file routes, by `direction` (`upload`, `download`) and
+/// `outcome` (`ok`; `refused`: a 4xx before any byte moved; `busy`: over the transfer
+/// bound; `failed`: the engine or the browser failed mid-way; `aborted`: the browser
+/// left a download).
+pub const FILE_TRANSFERS: &str = "vnc_control_file_transfers_total";
+/// Bytes moved through the file routes, by `direction` and `outcome` (`ok`, and the
+/// bytes of downloads that `failed` or were `aborted` before their end).
+pub const FILE_BYTES: &str = "vnc_control_file_bytes_total";
 /// 1 while control's Redis connection is up, else 0 (set at every scrape).
 pub const REDIS_CONNECTED: &str = "vnc_control_redis_connected";
 
@@ -76,6 +84,15 @@ pub fn install(job_names: &[&str]) -> PrometheusHandle {
             RATE_LIMITED,
             "API requests refused by the per-caller rate limit, by caller kind (subject, address)."
         );
+        describe_counter!(
+            FILE_TRANSFERS,
+            "Files moved through the file routes, by direction and outcome."
+        );
+        describe_counter!(
+            FILE_BYTES,
+            Unit::Bytes,
+            "Bytes moved through the file routes, by direction and outcome."
+        );
         describe_gauge!(
             REDIS_CONNECTED,
             "1 while control's Redis connection is up, else 0."
@@ -92,6 +109,13 @@ pub fn install(job_names: &[&str]) -> PrometheusHandle {
         }
         for result in ["ok", "error"] {
             counter!(OIDC_KEY_FETCHES, "result" => result).absolute(0);
+        }
+        for direction in ["upload", "download"] {
+            for outcome in ["ok", "refused", "failed"] {
+                counter!(FILE_TRANSFERS, "direction" => direction, "outcome" => outcome)
+                    .absolute(0);
+            }
+            counter!(FILE_BYTES, "direction" => direction, "outcome" => "ok").absolute(0);
         }
     }
     handle

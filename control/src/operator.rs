@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use vnc_shared::token::{
-    KeyError, Minted, Scope, SignError, Signer, TokenRequest, generate_ed25519_pair,
+    ClipboardPolicy, FilePolicy, KeyError, Minted, Scope, SignError, Signer, TokenRequest,
+    generate_ed25519_pair,
 };
 
 /// Key id used when the operator names none: the date, so rotated keys sort.
@@ -29,6 +30,8 @@ pub struct MintArgs<'a> {
     pub tenant: &'a str,
     pub scope: Scope,
     pub ttl: Duration,
+    pub files: FilePolicy,
+    pub clipboard: ClipboardPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,5 +54,7 @@ pub fn mint(args: &MintArgs<'_>) -> Result<Minted, MintError> {
         ttl: args.ttl,
         share: None,
         admin: false,
+        files: args.files,
+        clipboard: args.clipboard,
     })?)
 }

@@ -253,7 +253,13 @@ pub async fn build(config: ControlConfig, listeners: Listeners) -> Result<Contro
     let queue = Queue::new(client.clone(), keys.clone(), queue_config(&config));
     let runtime = runtime(&config)?;
     if config.runtime == RuntimeKind::Static {
-        crate::app::jobs::register_static(&store, &config.static_containers, &config.node_id).await;
+        crate::app::jobs::register_static(
+            &store,
+            &config.static_containers,
+            &config.node_id,
+            config.clipboard_default,
+        )
+        .await;
     }
     let app = App {
         store: store.clone(),
@@ -262,6 +268,10 @@ pub async fn build(config: ControlConfig, listeners: Listeners) -> Result<Contro
         tokens: TokenStore::new(client.clone(), keys.clone()),
         shares: ShareStore::new(client.clone(), keys.clone()),
         tunables: Swap::new(tunables),
+        runtime: runtime.clone(),
+        transfers: Arc::new(tokio::sync::Semaphore::new(
+            crate::app::files::MAX_TRANSFERS,
+        )),
     };
     let ready = {
         let client = client.clone();

@@ -62,6 +62,7 @@ pub fn load_tunables(
         .map(vnc_shared::tls::server_config)
         .transpose()?;
     let tunables = Tunables {
+        own_keys: signer.own_keys(),
         signer,
         limits: CreateLimits {
             images: config.images.clone(),
@@ -74,6 +75,10 @@ pub fn load_tunables(
         share_max_ttl: config.share_max_ttl,
         relay_url: config.relay_url.clone(),
         max_containers_per_tenant: config.max_containers_per_tenant,
+        files_default: config.files_default,
+        clipboard_default: config.clipboard_default,
+        files_max_bytes: config.files_max_bytes,
+        viewer_origins: config.viewer_origins.clone(),
     };
     Ok((tunables, identity, tls))
 }

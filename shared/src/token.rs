@@ -18,9 +18,11 @@ use serde::{Deserialize, Serialize};
 pub use jsonwebtoken::errors::Error as SignError;
 
 mod key_file;
+mod policy;
 
-use key_file::read_key;
 pub use key_file::{KeyError, generate_ed25519_pair, kid_from_path, read_hs256_secret};
+use key_file::{ed25519_public_pem, read_key};
+pub use policy::{ClipboardPolicy, FilePolicy};
 
 /// Default `iss` of tokens minted by control.
 pub const DEFAULT_ISSUER: &str = "vnc-control";
@@ -62,8 +64,10 @@ impl std::str::FromStr for Scope {
     }
 }
 
-/// The claims of a VNC token. Every field but `share` and `admin` is required: a token
-/// missing one does not deserialize and is refused.
+/// The claims of a VNC token. Every field but `share`, `admin`, `files` and `clipboard`
+/// is required: a token missing one does not deserialize and is refused. A token
+/// without `files` allows no file transfer, one without `clipboard` allows it both
+/// ways (see [`FilePolicy`] and [`ClipboardPolicy`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VncClaims {
     pub iss: String,
@@ -87,6 +91,12 @@ pub struct VncClaims {
     /// the tenant's desktops).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub admin: bool,
+    /// Which way files may move through control's file routes.
+    #[serde(default)]
+    pub files: FilePolicy,
+    /// Which way the clipboard may move through the relay.
+    #[serde(default)]
+    pub clipboard: ClipboardPolicy,
 }
 
 /// Signature algorithms a key set may be pinned to.
@@ -314,6 +324,10 @@ pub struct TokenRequest<'a> {
     pub share: Option<&'a str>,
     /// The caller is an admin.
     pub admin: bool,
+    /// Which way files may move (already narrowed for the scope by the caller).
+    pub files: FilePolicy,
+    /// Which way the clipboard may move (already narrowed for the scope).
+    pub clipboard: ClipboardPolicy,
 }
 
 /// A private key that mints tokens (control's side).
@@ -321,6 +335,8 @@ pub struct Signer {
     kid: String,
     algorithm: TokenAlgorithm,
     key: EncodingKey,
+    /// The public half (the secret for HS256), so control can verify its own tokens.
+    verifying: DecodingKey,
     issuer: String,
     audience: String,
 }
@@ -351,10 +367,18 @@ impl Signer {
             what: "Ed25519 private key PEM",
             reason: e.to_string(),
         })?;
+        let public = ed25519_public_pem(path, &pem)?;
+        let verifying =
+            DecodingKey::from_ed_pem(public.as_bytes()).map_err(|e| KeyError::Invalid {
+                path: path.display().to_string(),
+                what: "Ed25519 private key PEM",
+                reason: e.to_string(),
+            })?;
         Ok(Signer {
             kid: kid.unwrap_or_else(|| kid_from_path(path)),
             algorithm: TokenAlgorithm::EdDsa,
             key,
+            verifying,
             issuer: DEFAULT_ISSUER.into(),
             audience: DEFAULT_AUDIENCE.into(),
         })
@@ -366,6 +390,7 @@ impl Signer {
             kid,
             algorithm: TokenAlgorithm::Hs256,
             key: EncodingKey::from_secret(secret),
+            verifying: DecodingKey::from_secret(secret),
             issuer: DEFAULT_ISSUER.into(),
             audience: DEFAULT_AUDIENCE.into(),
         }
@@ -380,6 +405,24 @@ impl Signer {
 
     pub fn kid(&self) -> &str {
         &self.kid
+    }
+
+    /// A key set holding only this signer's own key, checking the issuer and audience
+    /// it writes: what control verifies the VNC tokens it minted with when a browser
+    /// presents one to its API.
+    pub fn own_keys(&self) -> KeySet {
+        let policy = VerifyPolicy {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            leeway: MAX_LEEWAY,
+        };
+        // One key, so the kid can't be given twice and the set is not empty.
+        KeySet::new(
+            self.algorithm,
+            vec![(self.kid.clone(), self.verifying.clone())],
+            &policy,
+        )
+        .expect("a key set of one key")
     }
 
     /// Mints a token valid from now for `req.ttl` (capped at [`MAX_TTL`]).
@@ -398,6 +441,8 @@ impl Signer {
             exp: now + req.ttl.min(MAX_TTL).as_secs().max(1),
             share: req.share.map(str::to_owned),
             admin: req.admin,
+            files: req.files,
+            clipboard: req.clipboard,
         };
         let token = self.sign(&claims)?;
         Ok(Minted { token, claims })
@@ -463,6 +508,8 @@ mod tests {
             ttl: Duration::from_secs(60),
             share: None,
             admin: false,
+            files: FilePolicy::Upload,
+            clipboard: ClipboardPolicy::FromDesktop,
         }
     }
 
@@ -486,6 +533,34 @@ mod tests {
         assert_eq!(claims, minted.claims);
         assert_eq!(claims.scope, Scope::View);
         assert_eq!(claims.exp - claims.iat, 60);
+    }
+
+    #[test]
+    fn a_signer_verifies_its_own_tokens_and_old_tokens_get_default_policies() {
+        let fx = fixture();
+        let own = fx.signer.own_keys();
+        let minted = fx.signer.mint(&request()).unwrap();
+        let claims = own.verify(&minted.token).unwrap();
+        assert_eq!(claims.files, FilePolicy::Upload);
+        assert_eq!(claims.clipboard, ClipboardPolicy::FromDesktop);
+        // A token minted before the policy claims: no files, clipboard both ways.
+        let old = fx.signer.sign(&claims_json(|_| {})).unwrap();
+        let claims = own.verify(&old).unwrap();
+        assert_eq!(
+            (claims.files, claims.clipboard),
+            (FilePolicy::None, ClipboardPolicy::Both)
+        );
+        let other = Signer::hs256("k1".into(), &[7; 32]);
+        assert_eq!(
+            own.verify(&other.mint(&request()).unwrap().token),
+            Err(TokenError::AlgorithmNotAllowed)
+        );
+        let hs = Signer::hs256("s".into(), &[7; 32]);
+        assert!(
+            hs.own_keys()
+                .verify(&hs.mint(&request()).unwrap().token)
+                .is_ok()
+        );
     }
 
     #[test]

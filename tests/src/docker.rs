@@ -98,6 +98,24 @@ pub fn slow_fixture_image() -> String {
     SLOW_FIXTURE_IMAGE.to_owned()
 }
 
+/// An image of the same binary with a desktop user's home (`HOME=/home/desktop`) and
+/// the upload and download folders of the desktop image contract, owned by
+/// [`DESKTOP_UID`]:[`DESKTOP_GID`]: a desktop to move files in and out of.
+pub fn files_fixture_image() -> String {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| ensure_image_with(FILES_FIXTURE_IMAGE, &["/rfb-fixture"], true));
+    FILES_FIXTURE_IMAGE.to_owned()
+}
+
+/// Tag of [`files_fixture_image`].
+pub const FILES_FIXTURE_IMAGE: &str = "vnc-rfb-fixture:files";
+/// Owner of the home and folders of [`files_fixture_image`].
+pub const DESKTOP_UID: u32 = 1000;
+pub const DESKTOP_GID: u32 = 1000;
+/// The folders of [`files_fixture_image`].
+pub const DESKTOP_UPLOADS: &str = "/home/desktop/Uploads";
+pub const DESKTOP_DOWNLOADS: &str = "/home/desktop/Downloads";
+
 /// Tag of [`slow_fixture_image`].
 pub const SLOW_FIXTURE_IMAGE: &str = "vnc-rfb-fixture:slow";
 
@@ -106,11 +124,19 @@ pub const EXITING_FIXTURE_IMAGE: &str = "vnc-rfb-fixture:exits";
 
 /// Imports `tag` unless it already holds the current binary with this entrypoint.
 fn ensure_image(tag: &str, entrypoint: &[&str]) {
+    ensure_image_with(tag, entrypoint, false)
+}
+
+/// [`ensure_image`], with the desktop user's home and folders when `home`.
+fn ensure_image_with(tag: &str, entrypoint: &[&str], home: bool) {
     let binary = static_fixture_path();
     let entrypoint = serde_json::to_string(entrypoint).expect("entrypoint json");
     let digest = format!("{}-{:016x}", file_digest(&binary), {
         let mut hasher = DefaultHasher::new();
         hasher.write(entrypoint.as_bytes());
+        if home {
+            hasher.write(b"home");
+        }
         hasher.finish()
     });
     let lock_path = std::env::temp_dir().join("vnc-rfb-fixture-image.lock");
@@ -120,7 +146,7 @@ fn ensure_image(tag: &str, entrypoint: &[&str]) {
         .unwrap_or_else(|e| panic!("lock {}: {e}", lock_path.display()));
     if image_digest(tag).as_deref() != Some(digest.as_str()) {
         let stale = docker(&["image", "inspect", "--format", "{{.Id}}", tag]).ok();
-        import_image(&binary, tag, &entrypoint, &digest);
+        import_image(&binary, tag, &entrypoint, &digest, home);
         // The old image lost its tag; drop it unless a container still uses it.
         if let Some(stale) = stale {
             let _ = docker(&["image", "rm", stale.trim()]);
@@ -204,8 +230,9 @@ fn image_digest(tag: &str) -> Option<String> {
         .map(|out| out.trim().to_owned())
 }
 
-/// `docker import` of a tarball holding only `/rfb-fixture`, as `tag`.
-fn import_image(binary: &Path, tag: &str, entrypoint_json: &str, digest: &str) {
+/// `docker import` of a tarball holding only `/rfb-fixture` (and, with `home`, the
+/// desktop user's home and folders), as `tag`.
+fn import_image(binary: &Path, tag: &str, entrypoint_json: &str, digest: &str, home: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("root");
     std::fs::create_dir(&root).expect("mkdir root");
@@ -220,6 +247,20 @@ fn import_image(binary: &Path, tag: &str, entrypoint_json: &str, digest: &str) {
         .arg(&tarball)
         .arg("rfb-fixture");
     run(tar, IMPORT_TIMEOUT).unwrap_or_else(|e| panic!("tar the fixture rootfs: {e}"));
+    if home {
+        for folder in [DESKTOP_UPLOADS, DESKTOP_DOWNLOADS] {
+            std::fs::create_dir_all(root.join(&folder[1..])).expect("mkdir a desktop folder");
+        }
+        let mut tar = Command::new("tar");
+        tar.arg("-C")
+            .arg(&root)
+            .arg(format!("--owner={DESKTOP_UID}"))
+            .arg(format!("--group={DESKTOP_GID}"))
+            .args(["--mode=0755", "-rf"])
+            .arg(&tarball)
+            .arg("home");
+        run(tar, IMPORT_TIMEOUT).unwrap_or_else(|e| panic!("tar the desktop's home: {e}"));
+    }
 
     let mut import = Command::new("docker");
     import
@@ -227,9 +268,11 @@ fn import_image(binary: &Path, tag: &str, entrypoint_json: &str, digest: &str) {
         .args(["--change", &format!("ENTRYPOINT {entrypoint_json}")])
         .args(["--change", "ENV VNC_PORT=5900"])
         .args(["--change", "EXPOSE 5900/tcp"])
-        .args(["--change", &format!("LABEL {DIGEST_LABEL}={digest}")])
-        .arg(&tarball)
-        .arg(tag);
+        .args(["--change", &format!("LABEL {DIGEST_LABEL}={digest}")]);
+    if home {
+        import.args(["--change", "ENV HOME=/home/desktop"]);
+    }
+    import.arg(&tarball).arg(tag);
     run(import, IMPORT_TIMEOUT).unwrap_or_else(|e| panic!("docker import {tag}: {e}"));
 }
 

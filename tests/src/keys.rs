@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vnc_shared::token::{Minted, Scope, Signer, TokenRequest, generate_ed25519_pair, unix_now};
+use vnc_shared::token::{
+    ClipboardPolicy, FilePolicy, Minted, Scope, Signer, TokenRequest, generate_ed25519_pair,
+    unix_now,
+};
 
 pub struct TestKeys {
     pub dir: tempfile::TempDir,
@@ -45,6 +48,8 @@ impl TestKeys {
                 ttl: Duration::from_secs(60),
                 share: None,
                 admin: false,
+                files: FilePolicy::Both,
+                clipboard: ClipboardPolicy::Both,
             })
             .expect("mint")
     }
@@ -62,6 +67,8 @@ impl TestKeys {
                 ttl: Duration::from_secs(60),
                 share: Some(share_id),
                 admin: false,
+                files: FilePolicy::Both,
+                clipboard: ClipboardPolicy::Both,
             })
             .expect("mint")
             .token

@@ -24,6 +24,15 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
+    /// A file over the operator's bound (413).
+    #[error("{0}")]
+    FileTooLarge(String),
+    /// An upload without `Content-Length` (411).
+    #[error("{0}")]
+    LengthRequired(String),
+    /// The desktop's engine failed (502).
+    #[error("{0}")]
+    BadGateway(String),
     /// Over a quota or a rate limit; `retry_after` (seconds) becomes `Retry-After`.
     #[error("{message}")]
     TooMany {
@@ -42,7 +51,9 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge(_) | ApiError::FileTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::LengthRequired(_) => StatusCode::LENGTH_REQUIRED,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -111,6 +122,9 @@ impl From<AppError> for ApiError {
             AppError::Store(e) => ApiError::Unavailable(e.to_string()),
             AppError::Queue(e) => ApiError::Unavailable(e.to_string()),
             AppError::Signing(e) => ApiError::Unavailable(format!("signing failed: {e}")),
+            AppError::TooLarge(m) => ApiError::FileTooLarge(m),
+            AppError::Desktop(e) if e.retryable() => ApiError::Unavailable(e.to_string()),
+            AppError::Desktop(e) => ApiError::BadGateway(e.to_string()),
         }
     }
 }

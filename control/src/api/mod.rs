@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod files;
 pub mod openapi;
 pub mod rate;
 pub mod responses;
@@ -55,6 +56,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn(http_metrics))
         .layer(middleware::from_fn_with_state(state.clone(), rate::limit))
         .layer(middleware::from_fn(envelope))
+        .layer(middleware::from_fn_with_state(state.clone(), files::cors))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -66,6 +68,7 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .merge(routes::routes())
         .merge(sessions::routes())
         .merge(shares::routes())
+        .merge(files::routes())
         .merge(openapi::routes())
 }
 

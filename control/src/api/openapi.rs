@@ -47,6 +47,7 @@ pub const BEARER: &str = "bearer";
         (name = "containers", description = "Desktop containers, their jobs and VNC tokens"),
         (name = "sessions", description = "What the relays run: live sessions, kicks, revocations, nodes"),
         (name = "shares", description = "Share links of a desktop, who is in it, and who drives it"),
+        (name = "files", description = "Files in and out of a desktop's upload and download folders; callers may also send the session's VNC token as the bearer"),
         (name = "probes", description = "Liveness and readiness; public, never rate limited"),
         (name = "meta", description = "This description"),
     ),

@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use vnc_shared::schema::ContainerState;
-use vnc_shared::token::Scope;
+use vnc_shared::token::{ClipboardPolicy, FilePolicy, Scope};
 
 use super::error::{ApiError, ErrorBody};
 use super::responses::{
@@ -43,7 +43,18 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
 
 impl KnownFields for CreateContainer {
     const FIELDS: &'static [(&'static str, &'static [&'static str])] = &[
-        ("", &["image", "resources", "env", "labels", "record"]),
+        (
+            "",
+            &[
+                "image",
+                "resources",
+                "env",
+                "labels",
+                "record",
+                "files",
+                "clipboard",
+            ],
+        ),
         ("resources", &["cpus", "memory_mb"]),
     ];
 }
@@ -65,6 +76,10 @@ struct ContainerView {
     created_at: String,
     /// Sessions are recorded (by relays with a recording directory).
     record: bool,
+    /// Which way files may move (a `view` token gets it without uploads).
+    files: FilePolicy,
+    /// Which way the clipboard may move (a `view` token gets it without `to_desktop`).
+    clipboard: ClipboardPolicy,
     /// Why it failed, on a failed container.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -80,6 +95,8 @@ impl From<Container> for ContainerView {
             },
             created_at: rfc3339_ms(c.created_at),
             record: c.record,
+            files: c.files,
+            clipboard: c.clipboard,
             id: c.id,
             owner: c.owner,
             tenant: c.tenant,
@@ -365,6 +382,10 @@ struct VncToken {
     ws_url: String,
     /// The relay's socket.io URL for the container's events.
     socketio_url: String,
+    /// The token's `files` claim: what the viewer page may do with files.
+    files: FilePolicy,
+    /// The token's `clipboard` claim.
+    clipboard: ClipboardPolicy,
 }
 
 /// Mints a VNC token for a running container (recorded, so it can be revoked).
@@ -406,6 +427,8 @@ async fn vnc_token(
         expires_at: rfc3339_ms(minted.claims.exp * 1000),
         ws_url: format!("{base}/websockify?token={}", minted.token),
         socketio_url: format!("{base}/socket.io/?containerId={id}"),
+        files: minted.claims.files,
+        clipboard: minted.claims.clipboard,
         token: minted.token,
     }))
 }

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use vnc_shared::schema::Viewer;
-use vnc_shared::token::Scope;
+use vnc_shared::token::{ClipboardPolicy, FilePolicy, Scope};
 
 use super::error::{ApiError, ErrorBody};
 use super::responses::{BadBearer, BadPath, NoContainer, NotOwner, RedisFailed, TooLarge};
@@ -52,11 +52,26 @@ struct ShareBody {
     /// A label for the owner's listing: at most 64 characters, no control characters.
     #[schema(max_length = 64)]
     name: Option<String>,
+    /// Less file transfer than a token of `scope` gets (a `view` share never uploads);
+    /// more is narrowed to it.
+    files: Option<FilePolicy>,
+    /// Less clipboard than a token of `scope` gets (a `view` share never pastes into
+    /// the desktop); more is narrowed to it.
+    clipboard: Option<ClipboardPolicy>,
 }
 
 impl KnownFields for ShareBody {
-    const FIELDS: &'static [(&'static str, &'static [&'static str])] =
-        &[("", &["scope", "ttl_seconds", "max_sessions", "name"])];
+    const FIELDS: &'static [(&'static str, &'static [&'static str])] = &[(
+        "",
+        &[
+            "scope",
+            "ttl_seconds",
+            "max_sessions",
+            "name",
+            "files",
+            "clipboard",
+        ],
+    )];
 }
 
 /// A created share link.
@@ -76,6 +91,10 @@ struct ShareCreated {
     /// `null` when the request named none.
     #[schema(required = true)]
     name: Option<String>,
+    /// The token's `files` claim.
+    files: FilePolicy,
+    /// The token's `clipboard` claim.
+    clipboard: ClipboardPolicy,
 }
 
 /// A live share link as the listing shows it (never its token).
@@ -181,6 +200,8 @@ async fn create(
         ttl: Duration::from_secs(body.ttl_seconds),
         max_sessions: body.max_sessions,
         name: body.name,
+        files: body.files,
+        clipboard: body.clipboard,
     };
     let (share, minted) = s.app.create_share(&caller, &id, req).await?;
     let url = share_url(&s.app.tunables.get().relay_url, &minted.token, &share.cid);
@@ -202,6 +223,8 @@ async fn create(
             scope,
             max_sessions,
             name: Some(name).filter(|n| !n.is_empty()),
+            files: minted.claims.files,
+            clipboard: minted.claims.clipboard,
         }),
     )
         .into_response())

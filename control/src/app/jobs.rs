@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use vnc_shared::schema::ContainerState;
 use vnc_shared::swap::Swap;
+use vnc_shared::token::{ClipboardPolicy, FilePolicy};
 
 use super::record_labels::record_labels;
 use super::{START_JOB, STOP_JOB};
@@ -215,8 +216,14 @@ impl Lifecycle {
 }
 
 /// Records the containers of the static runtime as running (they are not started by
-/// control; their VNC servers already answer).
-pub async fn register_static(store: &ContainerStore, declared: &[StaticContainer], node: &str) {
+/// control; their VNC servers already answer), with the clipboard policy `clipboard`
+/// and no file transfer (the static runtime has no folders to move files to).
+pub async fn register_static(
+    store: &ContainerStore,
+    declared: &[StaticContainer],
+    node: &str,
+    clipboard: ClipboardPolicy,
+) {
     for d in declared {
         let exists = matches!(store.get(&d.cid).await, Ok(Some(_)));
         let c = Container {
@@ -234,6 +241,8 @@ pub async fn register_static(store: &ContainerStore, declared: &[StaticContainer
             error: None,
             created_at: now_ms(),
             record: false,
+            files: FilePolicy::None,
+            clipboard,
         };
         let written = if exists {
             Ok(())

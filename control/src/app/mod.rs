@@ -2,19 +2,25 @@
 //! the domain rules, recorded in Redis and handed to the job queue.
 
 pub mod adopt;
+pub mod files;
 pub mod jobs;
 pub mod record_labels;
 pub mod sessions;
 pub mod shares;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use vnc_shared::schema::ContainerState;
 use vnc_shared::swap::Swap;
-use vnc_shared::token::{Minted, Scope, SignError, Signer, TokenRequest};
+use vnc_shared::token::{
+    ClipboardPolicy, FilePolicy, KeySet, Minted, Scope, SignError, Signer, TokenRequest,
+};
 
+use crate::domain::files::token_policies;
 use crate::domain::{Caller, Container, CreateContainer, CreateLimits, IssuedToken};
 use crate::infra::queue::{JobRecord, Queue, QueueError};
+use crate::infra::runtime::{Runtime, RuntimeError};
 use crate::infra::sessions::SessionStore;
 use crate::infra::shares::ShareStore;
 use crate::infra::store::{ContainerStore, StoreError, now_ms};
@@ -43,6 +49,12 @@ pub enum AppError {
     /// Signing a VNC token failed.
     #[error("signing failed")]
     Signing(#[source] SignError),
+    /// A file larger than the operator allows (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// The desktop's engine failed under a file transfer.
+    #[error("the desktop failed: {0}")]
+    Desktop(#[source] RuntimeError),
 }
 
 /// Job names.
@@ -60,11 +72,18 @@ pub struct App {
     pub shares: ShareStore,
     /// What SIGHUP may change; each request works with the set it started with.
     pub tunables: Swap<Tunables>,
+    /// Where desktops run: the file routes move files through it.
+    pub runtime: Arc<dyn Runtime>,
+    /// File transfers in flight on this replica, at most [`files::MAX_TRANSFERS`].
+    pub transfers: Arc<tokio::sync::Semaphore>,
 }
 
 /// The settings of [`App`] that a reload replaces as a whole.
 pub struct Tunables {
     pub signer: Signer,
+    /// The signer's own key, to verify the VNC tokens the viewer page calls the file
+    /// routes with.
+    pub own_keys: KeySet,
     pub limits: CreateLimits,
     /// Live (not stopped or failed) containers one tenant may have.
     pub max_containers_per_tenant: usize,
@@ -74,6 +93,13 @@ pub struct Tunables {
     pub share_max_ttl: Duration,
     /// Public base URL of the relays (`wss://vnc.example.com`), for `ws_url`.
     pub relay_url: String,
+    /// Policies of containers whose create request names none.
+    pub files_default: FilePolicy,
+    pub clipboard_default: ClipboardPolicy,
+    /// Largest file moved either way.
+    pub files_max_bytes: u64,
+    /// Origins whose pages may call the file routes (CORS).
+    pub viewer_origins: Vec<String>,
 }
 
 /// A page of a listing.
@@ -90,7 +116,8 @@ impl App {
         caller: &Caller,
         req: CreateContainer,
     ) -> Result<(Container, String), AppError> {
-        let problems = req.problems(&self.tunables.get().limits);
+        let tunables = self.tunables.get();
+        let problems = req.problems(&tunables.limits);
         if !problems.is_empty() {
             return Err(AppError::Invalid(problems));
         }
@@ -109,8 +136,10 @@ impl App {
             error: None,
             created_at: now_ms(),
             record: req.record,
+            files: req.files.unwrap_or(tunables.files_default),
+            clipboard: req.clipboard.unwrap_or(tunables.clipboard_default),
         };
-        let quota = self.tunables.get().max_containers_per_tenant;
+        let quota = tunables.max_containers_per_tenant;
         if let Some(live) = self.store.create_within_quota(&container, quota).await? {
             return Err(AppError::OverQuota(format!(
                 "tenant {} has {live} containers, the limit is {quota}: stop one first",
@@ -225,6 +254,7 @@ impl App {
                 c.state.as_str()
             )));
         }
+        let (files, clipboard) = token_policies(&c, scope);
         let minted = tunables
             .signer
             .mint(&TokenRequest {
@@ -235,6 +265,8 @@ impl App {
                 ttl,
                 share: None,
                 admin: caller.admin,
+                files,
+                clipboard,
             })
             .map_err(AppError::Signing)?;
         // No token leaves without its record: one that can't be revoked is not issued.

@@ -8,8 +8,9 @@ use vnc_shared::schema::ContainerState;
 
 use crate::domain::Container;
 use crate::infra::runtime::{
-    Inspected, LABEL_CPUS, LABEL_CREATED_AT, LABEL_ENV_NAMES, LABEL_IMAGE, LABEL_LABEL_NAMES,
-    LABEL_MEMORY_MB, LABEL_OWNER, LABEL_PASSWORD_KEY, LABEL_RECORD, LABEL_TENANT, RuntimeState,
+    Inspected, LABEL_CLIPBOARD, LABEL_CPUS, LABEL_CREATED_AT, LABEL_ENV_NAMES, LABEL_FILES,
+    LABEL_IMAGE, LABEL_LABEL_NAMES, LABEL_MEMORY_MB, LABEL_OWNER, LABEL_PASSWORD_KEY, LABEL_RECORD,
+    LABEL_TENANT, RuntimeState,
 };
 
 /// The labels a container is created with: the caller's, and the record's fields the
@@ -20,6 +21,8 @@ pub fn record_labels(c: &Container, password_key: Option<&str>) -> BTreeMap<Stri
     labels.insert(LABEL_IMAGE.into(), c.image.clone());
     labels.insert(LABEL_CREATED_AT.into(), c.created_at.to_string());
     labels.insert(LABEL_RECORD.into(), c.record.to_string());
+    labels.insert(LABEL_FILES.into(), c.files.as_str().to_owned());
+    labels.insert(LABEL_CLIPBOARD.into(), c.clipboard.as_str().to_owned());
     labels.insert(LABEL_CPUS.into(), c.cpus.to_string());
     labels.insert(LABEL_MEMORY_MB.into(), c.memory_mb.to_string());
     labels.insert(LABEL_ENV_NAMES.into(), names(c.env.keys().collect()));
@@ -88,7 +91,20 @@ pub fn adopted(cid: &str, found: &Inspected, node: &str) -> Result<Container, St
         error,
         created_at: parsed(found, LABEL_CREATED_AT)?,
         record: label(LABEL_RECORD)? == "true",
+        // A container labelled before the policies existed gets the defaults a record
+        // without them gets.
+        files: optional(found, LABEL_FILES)?.unwrap_or_default(),
+        clipboard: optional(found, LABEL_CLIPBOARD)?.unwrap_or_default(),
     })
+}
+
+/// Label `name` of `found`, parsed, if it is there.
+fn optional<T: std::str::FromStr>(found: &Inspected, name: &str) -> Result<Option<T>, String> {
+    found
+        .labels
+        .get(name)
+        .map(|_| parsed(found, name))
+        .transpose()
 }
 
 /// Label `name` of `found`, parsed.
@@ -123,6 +139,8 @@ mod tests {
             error: None,
             created_at: 1_700_000_000_000,
             record: true,
+            files: vnc_shared::token::FilePolicy::Download,
+            clipboard: vnc_shared::token::ClipboardPolicy::None,
         }
     }
 

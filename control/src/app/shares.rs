@@ -7,6 +7,7 @@ use std::time::Duration;
 use vnc_shared::schema::{ContainerState, MAX_PRESENCE, Viewer};
 use vnc_shared::token::{Minted, TokenRequest};
 
+use crate::domain::files::token_policies;
 use crate::domain::share::MAX_SHARES_PER_CONTAINER;
 use crate::domain::{Caller, Container, IssuedToken, Kick, Share, ShareRequest};
 use crate::infra::store::now_ms;
@@ -78,6 +79,7 @@ impl App {
             )));
         }
         let id = uuid::Uuid::new_v4().to_string();
+        let (files, clipboard) = req.policies(token_policies(&c, req.scope));
         let minted = tunables
             .signer
             .mint(&TokenRequest {
@@ -88,6 +90,8 @@ impl App {
                 ttl: req.ttl,
                 share: Some(&id),
                 admin: false,
+                files,
+                clipboard,
             })
             .map_err(AppError::Signing)?;
         let share = Share {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use vnc_shared::schema::Viewer;
-use vnc_shared::token::Scope;
+use vnc_shared::token::{ClipboardPolicy, FilePolicy, Scope};
 
 use super::{Caller, Session};
 
@@ -29,6 +29,10 @@ pub struct ShareRequest {
     pub max_sessions: Option<u32>,
     /// `None`: no name (an empty string).
     pub name: Option<String>,
+    /// Less than the scope's file policy, if the share asks for less (never more).
+    pub files: Option<FilePolicy>,
+    /// Less than the scope's clipboard policy, likewise.
+    pub clipboard: Option<ClipboardPolicy>,
 }
 
 impl ShareRequest {
@@ -62,6 +66,16 @@ impl ShareRequest {
 
     pub fn max_sessions(&self) -> u32 {
         self.max_sessions.unwrap_or(DEFAULT_SHARE_SESSIONS)
+    }
+
+    /// The policies of the share's token, from `scoped` (what a token of its scope
+    /// for the container carries): narrowed by what the share asks for, never
+    /// widened.
+    pub fn policies(&self, scoped: (FilePolicy, ClipboardPolicy)) -> (FilePolicy, ClipboardPolicy) {
+        (
+            self.files.map_or(scoped.0, |f| f.and(scoped.0)),
+            self.clipboard.map_or(scoped.1, |c| c.and(scoped.1)),
+        )
     }
 }
 
@@ -140,7 +154,30 @@ mod tests {
             ttl: Duration::from_secs(3600),
             max_sessions: None,
             name: Some("Demo".into()),
+            files: None,
+            clipboard: None,
         }
+    }
+
+    #[test]
+    fn a_share_may_ask_for_less_never_more() {
+        let scoped = (FilePolicy::Download, ClipboardPolicy::FromDesktop);
+        assert_eq!(request().policies(scoped), scoped);
+        let more = ShareRequest {
+            files: Some(FilePolicy::Both),
+            clipboard: Some(ClipboardPolicy::Both),
+            ..request()
+        };
+        assert_eq!(more.policies(scoped), scoped);
+        let less = ShareRequest {
+            files: Some(FilePolicy::None),
+            clipboard: Some(ClipboardPolicy::None),
+            ..request()
+        };
+        assert_eq!(
+            less.policies(scoped),
+            (FilePolicy::None, ClipboardPolicy::None)
+        );
     }
 
     #[test]

@@ -36,6 +36,12 @@ mod extra {
     pub const ERROR: &str = "error";
     /// Id of the secret the VNC password was derived from.
     pub const PASSWORD_KEY: &str = "vnc_password_key";
+    /// The file policy (`none`, `upload`, `download`, `both`); a record without it
+    /// (written before it existed) allows no file transfer.
+    pub const FILES: &str = "files";
+    /// The clipboard policy (`both`, `to_desktop`, `from_desktop`, `none`); a record
+    /// without it allows both ways, as every session did before it existed.
+    pub const CLIPBOARD: &str = "clipboard";
 }
 
 /// What a guarded write of a start's outcome did.
@@ -354,6 +360,8 @@ fn fields(c: &Container) -> Vec<(&'static str, String)> {
     if c.record {
         fields.push((f::RECORD, "true".to_owned()));
     }
+    fields.push((extra::FILES, c.files.as_str().to_owned()));
+    fields.push((extra::CLIPBOARD, c.clipboard.as_str().to_owned()));
     fields
 }
 
@@ -415,5 +423,13 @@ fn parse(cid: &str, m: &HashMap<String, String>) -> Result<Container, StoreError
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(unix_now),
         record: get(f::RECORD).as_deref() == Some("true"),
+        files: get(extra::FILES)
+            .map(|v| v.parse().map_err(corrupt))
+            .transpose()?
+            .unwrap_or_default(),
+        clipboard: get(extra::CLIPBOARD)
+            .map(|v| v.parse().map_err(corrupt))
+            .transpose()?
+            .unwrap_or_default(),
     })
 }

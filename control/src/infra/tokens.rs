@@ -62,6 +62,12 @@ impl TokenStore {
         Ok((t.accepted_until() > unix_now()).then_some(t))
     }
 
+    /// Whether token `jti` is revoked.
+    pub async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        let n: i64 = self.client.exists(self.keys.revoked(jti)).await?;
+        Ok(n > 0)
+    }
+
     /// Marks the token revoked until the relays would refuse it anyway (idempotent:
     /// the expiry is absolute, so a repeat changes nothing).
     pub async fn revoke(&self, t: &IssuedToken) -> Result<(), StoreError> {

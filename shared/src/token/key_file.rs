@@ -69,6 +69,25 @@ pub(super) fn read_key(path: &Path) -> Result<Vec<u8>, KeyError> {
     })
 }
 
+/// The SPKI PEM of the public half of an Ed25519 PKCS#8 private key PEM, so the
+/// holder of a signing key can verify what it signed.
+pub(super) fn ed25519_public_pem(path: &Path, private_pem: &[u8]) -> Result<String, KeyError> {
+    use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+    use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePublicKey};
+    let invalid = |reason: String| KeyError::Invalid {
+        path: path.display().to_string(),
+        what: "Ed25519 private key PEM",
+        reason,
+    };
+    let text = std::str::from_utf8(private_pem).map_err(|e| invalid(e.to_string()))?;
+    let signing =
+        ed25519_dalek::SigningKey::from_pkcs8_pem(text).map_err(|e| invalid(e.to_string()))?;
+    signing
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .map_err(|e| invalid(e.to_string()))
+}
+
 /// Generates an Ed25519 key pair and writes `{kid}.key.pem` (PKCS#8, mode 0600) and
 /// `{kid}.pub.pem` (SPKI) into `dir`. Returns the two paths.
 pub fn generate_ed25519_pair(

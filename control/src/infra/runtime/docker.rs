@@ -26,6 +26,7 @@ use super::docker_model::{
     pick_existing, status, summary_is_running, validate,
 };
 use super::docker_network::twin_network;
+use super::files::{DesktopFile, FileIn, FileOut};
 use super::{
     CONTAINER_VNC_PORT, ContainerSpec, Endpoint, Inspected, LABEL_CID, Runtime, RuntimeError,
     RuntimeState, valid_cid,
@@ -397,6 +398,32 @@ impl Runtime for DockerRuntime {
 
     fn events(&self) -> BoxStream<'static, (String, RuntimeState)> {
         super::docker_events::stream(Arc::clone(&self.inner))
+    }
+
+    fn upload<'a>(
+        &'a self,
+        cid: &'a str,
+        name: &'a str,
+        size: u64,
+        body: FileIn,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        self.inner.upload(cid, name, size, body).boxed()
+    }
+
+    fn list_files<'a>(
+        &'a self,
+        cid: &'a str,
+        max: usize,
+    ) -> BoxFuture<'a, Result<(Vec<DesktopFile>, bool), RuntimeError>> {
+        self.inner.list_files(cid, max).boxed()
+    }
+
+    fn download<'a>(
+        &'a self,
+        cid: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<FileOut, RuntimeError>> {
+        self.inner.download(cid, name).boxed()
     }
 }
 

@@ -22,7 +22,14 @@
 //!   an image whose entrypoint does need some (`CHOWN`, `SETUID`, `SETGID` to switch to
 //!   an unprivileged user) gets them back through the `desktop_cap_add` setting;
 //! - live within [`Isolation`]'s process limit, with no swap, and expect its own
-//!   network: it cannot reach other desktops (inter-container traffic is dropped).
+//!   network: it cannot reach other desktops (inter-container traffic is dropped);
+//! - for file transfer, have an upload folder `$HOME/Uploads` and a download folder
+//!   `$HOME/Downloads` (`HOME` from the image's or the container's environment,
+//!   `/root` when unset), both owned by the desktop's user. Uploads are written into
+//!   the upload folder with that folder's owner and mode 0644, through the engine's
+//!   archive API (no process runs in the container for it); downloads are the regular
+//!   files directly in the download folder (links and subfolders are not served). An
+//!   image without the folders still runs: its file calls answer 409.
 //!
 //! The runtime never pulls: the image must already be on the engine. The test image
 //! `vnc-rfb-fixture:test` (the `rfb-fixture` binary in a scratch image) follows this
@@ -37,17 +44,21 @@
 //! networking), which win over caller labels of the same name; its name is `vnc-{cid}`.
 //! The app layer adds the rest of the record ([`LABEL_IMAGE`], [`LABEL_CREATED_AT`],
 //! [`LABEL_RECORD`], [`LABEL_CPUS`], [`LABEL_MEMORY_MB`], [`LABEL_ENV_NAMES`],
-//! [`LABEL_LABEL_NAMES`], [`LABEL_PASSWORD_KEY`]) so a container whose record was lost can be re-adopted.
+//! [`LABEL_LABEL_NAMES`], [`LABEL_PASSWORD_KEY`], [`LABEL_FILES`], [`LABEL_CLIPBOARD`]) so a
+//! container whose record was lost can be re-adopted.
 
 mod docker;
 mod docker_adopt;
 mod docker_engine;
 mod docker_events;
+mod docker_files;
 mod docker_model;
 mod docker_network;
 mod docker_ports;
+pub mod files;
 mod probe;
 mod static_hosts;
+mod tar;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -96,6 +107,10 @@ pub const LABEL_ENV_NAMES: &str = "vnc.env-names";
 pub const LABEL_LABEL_NAMES: &str = "vnc.label-names";
 /// Label holding the id of the secret the container's VNC password is derived from.
 pub const LABEL_PASSWORD_KEY: &str = "vnc.password-key";
+/// Label holding the container's file policy (`none`, `upload`, `download`, `both`).
+pub const LABEL_FILES: &str = "vnc.files";
+/// Label holding the container's clipboard policy.
+pub const LABEL_CLIPBOARD: &str = "vnc.clipboard";
 
 /// Port the VNC server listens on inside its container (bridge and published modes).
 pub const CONTAINER_VNC_PORT: u16 = 5900;
@@ -206,6 +221,12 @@ pub enum RuntimeError {
     Failed(String),
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
+    /// The desktop image has no upload or download folder (the image contract).
+    #[error("the desktop has no folder {0} (see the desktop image contract)")]
+    MissingFolder(String),
+    /// No such regular file in the desktop's download folder.
+    #[error("no such file")]
+    NoSuchFile,
 }
 
 impl RuntimeError {
@@ -247,6 +268,37 @@ pub trait Runtime: Send + Sync {
     /// and some may be lost while the engine is unreachable, so reconcile also lists.
     /// A runtime without lifecycle (static) returns an empty stream.
     fn events(&self) -> BoxStream<'static, (String, RuntimeState)>;
+
+    /// Whether the runtime can move files in and out of its desktops.
+    fn moves_files(&self) -> bool {
+        true
+    }
+
+    /// Streams `body` (exactly `size` bytes) into the running desktop's upload folder
+    /// as file `name` (a name the caller checked: one path component). `Unsupported`
+    /// from a runtime with no folders (static).
+    fn upload<'a>(
+        &'a self,
+        cid: &'a str,
+        name: &'a str,
+        size: u64,
+        body: files::FileIn,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>>;
+
+    /// The regular files in the running desktop's download folder, by name, at most
+    /// `max`; true when there were more.
+    fn list_files<'a>(
+        &'a self,
+        cid: &'a str,
+        max: usize,
+    ) -> BoxFuture<'a, Result<(Vec<files::DesktopFile>, bool), RuntimeError>>;
+
+    /// One regular file of the running desktop's download folder, streamed.
+    fn download<'a>(
+        &'a self,
+        cid: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<files::FileOut, RuntimeError>>;
 }
 
 /// Whether `cid` can be used in a Docker name and a label filter.

@@ -7,11 +7,16 @@ use std::time::Duration;
 use futures_util::future::{BoxFuture, FutureExt as _};
 use futures_util::stream::{BoxStream, StreamExt as _};
 
+use super::files::{DesktopFile, FileIn, FileOut};
 use super::{ContainerSpec, Endpoint, Inspected, Runtime, RuntimeError, RuntimeState};
 
 /// Why `start` and `stop` refuse.
 const NOT_MANAGED: &str =
     "containers are declared in config; the static runtime does not manage their lifecycle";
+
+/// Why the file calls refuse.
+const NO_FILES: &str = "the static runtime has no file transfer: its desktops are hosts \
+     control reaches only through their VNC port";
 
 /// Endpoints declared in config.
 #[derive(Clone, Debug)]
@@ -75,5 +80,35 @@ impl Runtime for StaticRuntime {
     fn events(&self) -> BoxStream<'static, (String, RuntimeState)> {
         // Nothing ever changes; an empty stream lets reconcile loops end their select arm.
         futures_util::stream::empty().boxed()
+    }
+
+    fn moves_files(&self) -> bool {
+        false
+    }
+
+    fn upload<'a>(
+        &'a self,
+        _cid: &'a str,
+        _name: &'a str,
+        _size: u64,
+        _body: FileIn,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        async { Err(RuntimeError::Unsupported(NO_FILES)) }.boxed()
+    }
+
+    fn list_files<'a>(
+        &'a self,
+        _cid: &'a str,
+        _max: usize,
+    ) -> BoxFuture<'a, Result<(Vec<DesktopFile>, bool), RuntimeError>> {
+        async { Err(RuntimeError::Unsupported(NO_FILES)) }.boxed()
+    }
+
+    fn download<'a>(
+        &'a self,
+        _cid: &'a str,
+        _name: &'a str,
+    ) -> BoxFuture<'a, Result<FileOut, RuntimeError>> {
+        async { Err(RuntimeError::Unsupported(NO_FILES)) }.boxed()
     }
 }
