@@ -616,7 +616,7 @@ async fn control_gives_the_driver_lease_and_tells_the_room() {
     assert_eq!(
         msg,
         json!({"type": "driver", "cid": "desk", "driver": "s-guest", "by": "control",
-               "at": msg["at"]})
+               "at": msg["at"], "seq": 0})
     );
 
     // Refused, and nothing published: another container's session, an unknown one, a
