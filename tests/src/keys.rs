@@ -39,6 +39,15 @@ impl TestKeys {
 
     /// [`TestKeys::token`] with its claims (`jti`, `exp`).
     pub fn mint(&self, cid: &str, scope: Scope) -> Minted {
+        self.mint_with(cid, scope, ClipboardPolicy::Both)
+    }
+
+    /// A control token for `cid` whose `clipboard` claim is `clipboard`.
+    pub fn clipboard_token(&self, cid: &str, clipboard: ClipboardPolicy) -> String {
+        self.mint_with(cid, Scope::Control, clipboard).token
+    }
+
+    fn mint_with(&self, cid: &str, scope: Scope, clipboard: ClipboardPolicy) -> Minted {
         self.signer
             .mint(&TokenRequest {
                 sub: "u1",
@@ -49,7 +58,7 @@ impl TestKeys {
                 share: None,
                 admin: false,
                 files: FilePolicy::Both,
-                clipboard: ClipboardPolicy::Both,
+                clipboard,
             })
             .expect("mint")
     }

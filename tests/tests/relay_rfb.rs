@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use vnc_shared::token::Scope;
+use vnc_shared::token::{ClipboardPolicy, Scope};
 use vnc_tests::fixture::Fixture;
 use vnc_tests::rfb::RfbClient;
 use vnc_tests::sio::{SioClient, socketio_client_available};
@@ -267,4 +267,62 @@ async fn injection_works_with_rfb_3_3_servers() {
     // A 3.3 server makes a 3.3 session, where the server picks the security type.
     rfb.handshake_33().await.unwrap();
     rfb.round_trip(W, H).await.unwrap();
+}
+
+/// A token whose `clipboard` claim keeps the browser's clipboard from the desktop: its
+/// ClientCutText (raw) and `vnc:input` clipboard (socket.io) never reach the VNC
+/// server, and are counted; its keys still do.
+#[tokio::test]
+async fn a_clipboard_claim_without_to_desktop_keeps_clipboard_text_from_the_desktop() {
+    let stack = Stack::start(&[], &[]).await.unwrap();
+    let token = stack
+        .keys
+        .clipboard_token("c1", ClipboardPolicy::FromDesktop);
+    let mut rfb = RfbClient::connect(&stack.relay.ws_url(&token))
+        .await
+        .unwrap();
+    rfb.handshake().await.unwrap();
+    rfb.send(&[6, 0, 0, 0, 0, 0, 0, 3, b'r', b'a', b'w'])
+        .await
+        .unwrap(); // ClientCutText
+    rfb.key(true, 0x71).await.unwrap();
+    stack
+        .fixture
+        .wait_event("the key after it", |e| e["keysym"] == 0x71)
+        .await;
+    let metric = "vnc_relay_input_dropped_total{kind=\"client_cut_text\",reason=\"clipboard\"}";
+    stack.relay.wait_metric(metric, 1.0).await;
+    drop(rfb);
+    if socketio_client_available() {
+        let token = stack
+            .keys
+            .clipboard_token("c1", ClipboardPolicy::FromDesktop);
+        let sio = SioClient::connect(stack.relay.public, &token, "c1")
+            .await
+            .unwrap();
+        let mut rfb = RfbClient::over_socketio(sio);
+        rfb.handshake().await.unwrap();
+        let clip = json!({"type": "clipboard", "text": "sio"});
+        assert_eq!(
+            rfb.sio().emit("vnc:input", clip).await.unwrap(),
+            json!({"ok": false, "error": "this session may not send clipboard text to the desktop"})
+        );
+        let key = json!({"type": "key", "down": true, "keysym": 0x72});
+        assert_eq!(
+            rfb.sio().emit("vnc:input", key).await.unwrap(),
+            json!({"ok": true})
+        );
+        stack
+            .fixture
+            .wait_event("the socket.io key", |e| e["keysym"] == 0x72)
+            .await;
+    }
+    assert!(
+        !stack
+            .fixture
+            .events()
+            .iter()
+            .any(|e| e["msg"] == "ClientCutText"),
+        "clipboard text reached the desktop"
+    );
 }

@@ -135,6 +135,7 @@ pub async fn admit(
     let policy = RfbPolicy {
         password: target.password,
         view_only: claims.scope == Scope::View,
+        clipboard_in: claims.clipboard.to_desktop(),
     };
     let recorded = node
         .recordings()

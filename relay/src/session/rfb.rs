@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpStream;
 use vnc_shared::config::Secret;
-use vnc_shared::rfb::{ClientFramer, Established, PixelFormat, ProxyHandshake, Side};
+use vnc_shared::rfb::{ClientFramer, Established, MessageKind, PixelFormat, ProxyHandshake, Side};
 
 use super::end::End;
 use super::gate::InputGate;
@@ -32,6 +32,9 @@ pub struct RfbPolicy {
     pub password: Option<Secret<String>>,
     /// `view` token: shared flag forced on, input dropped.
     pub view_only: bool,
+    /// The token's `clipboard` claim lets the browser's clipboard reach the desktop
+    /// (ClientCutText, plain or extended).
+    pub clipboard_in: bool,
 }
 
 /// The browser side of a session during the handshake.
@@ -108,12 +111,14 @@ async fn read_upstream(upstream: &TcpStream) -> Result<Vec<u8>, End> {
     }
 }
 
-/// Why an input message is left out: a `view` session, or a `control` session that
-/// doesn't hold the driver lease now.
+/// Why an input message is left out: a `view` session, a `control` session that
+/// doesn't hold the driver lease now, or clipboard text the token's `clipboard` claim
+/// keeps from the desktop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Barred {
     View,
     NotDriver,
+    Clipboard,
 }
 
 impl Barred {
@@ -122,6 +127,7 @@ impl Barred {
         match self {
             Barred::View => "view",
             Barred::NotDriver => "not_driver",
+            Barred::Clipboard => "clipboard",
         }
     }
 
@@ -149,16 +155,18 @@ impl Barred {
 pub struct Filter {
     framer: ClientFramer,
     view_only: bool,
+    clipboard_in: bool,
     gate: Arc<InputGate>,
     /// The decision for the input message in progress.
     barring: Option<Barred>,
 }
 
 impl Filter {
-    pub fn new(view_only: bool, gate: Arc<InputGate>) -> Filter {
+    pub fn new(policy: &RfbPolicy, gate: Arc<InputGate>) -> Filter {
         Filter {
             framer: ClientFramer::default(),
-            view_only,
+            view_only: policy.view_only,
+            clipboard_in: policy.clipboard_in,
             gate,
             barring: None,
         }
@@ -194,7 +202,10 @@ impl Filter {
             })?;
             if !span.kind.allowed_for_view() {
                 if span.starts_message {
-                    self.barring = Barred::check(self.view_only, &self.gate);
+                    self.barring = Barred::check(self.view_only, &self.gate).or_else(|| {
+                        (span.kind == MessageKind::ClientCutText && !self.clipboard_in)
+                            .then_some(Barred::Clipboard)
+                    });
                     if let Some(why) = self.barring {
                         why.count(span.kind.as_str());
                     }

@@ -165,6 +165,8 @@ struct Uplink {
     input: mpsc::Sender<Upward>,
     stop: Arc<StopSignal>,
     view_only: bool,
+    /// The token lets clipboard text reach the desktop.
+    clipboard_in: bool,
     gate: Arc<InputGate>,
 }
 
@@ -214,6 +216,7 @@ async fn authorize(
         input,
         stop: stop.clone(),
         view_only: admitted.policy.view_only,
+        clipboard_in: admitted.policy.clipboard_in,
         gate: admitted.gate.clone(),
     });
     control::install(socket, Arc::downgrade(node), admitted.record.clone());
@@ -346,11 +349,15 @@ fn first_arg<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, String> {
 fn queue_input(socket: &Socket<Adapter>, parsed: Result<Input, String>) -> Result<(), String> {
     let uplink = socket.extensions.get::<Uplink>().ok_or("no session")?;
     let input = parsed?;
-    if let Some(why) = Barred::check(uplink.view_only, &uplink.gate) {
+    let clipboard = matches!(input, Input::Clipboard(_)) && !uplink.clipboard_in;
+    let barred = Barred::check(uplink.view_only, &uplink.gate)
+        .or_else(|| clipboard.then_some(Barred::Clipboard));
+    if let Some(why) = barred {
         why.count("vnc_input");
         return Err(match why {
             Barred::View => "view-only session: input is not allowed".into(),
             Barred::NotDriver => "not in control: ask for control first".into(),
+            Barred::Clipboard => "this session may not send clipboard text to the desktop".into(),
         });
     }
     uplink.push(Upward::Input(input));

@@ -164,7 +164,7 @@ impl Transport for SocketIoTransport {
         }
         let read_size = limits.read_buffer_size.min(MAX_DATA_EVENT);
         let up = async {
-            let mut filter = Filter::new(policy.view_only, gate.clone());
+            let mut filter = Filter::new(policy, gate.clone());
             let mut held = HeldInput::default();
             let mut next = Some(Upward::Data(Bytes::from(established.from_client)));
             loop {

@@ -152,7 +152,7 @@ impl<B: Socket> Transport for WebSocket<B> {
             ping: Mutex::new(None),
             pong_due: Signal::default(),
         };
-        let filter = Filter::new(policy.view_only, gate.clone());
+        let filter = Filter::new(policy, gate.clone());
         let decoder = &mut self.decoder;
         let mut up = pin!(up_pump(&shared, decoder, filter, established.from_client));
         let mut down = pin!(down_pump(&shared, recorder));
