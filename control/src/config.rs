@@ -546,14 +546,10 @@ impl ControlSettings {
 /// Whether `origin` is a browser origin as the `Origin` header carries it:
 /// `http(s)://host[:port]`, no path, no trailing slash.
 fn origin_ok(origin: &str) -> bool {
-    let rest = origin
-        .strip_prefix("https://")
-        .or_else(|| origin.strip_prefix("http://"));
-    rest.is_some_and(|r| {
-        !r.is_empty()
-            && !r.contains(['/', '?', '#', ' '])
-            && r.bytes().all(|b| b.is_ascii_graphic())
-    })
+    let authority = |(scheme, rest): (&str, &str)| {
+        matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains(['/', '?', '#'])
+    };
+    origin.bytes().all(|b| b.is_ascii_graphic()) && origin.split_once("://").is_some_and(authority)
 }
 
 /// What is wrong with the desktop confinement settings (names only; Docker judges the
@@ -607,6 +603,26 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         settings: ControlSettings,
+    }
+
+    #[test]
+    fn viewer_origins_are_bare_http_origins() {
+        for good in ["https://a.example", "http://127.0.0.1:6080"] {
+            assert!(origin_ok(good), "{good}");
+        }
+        for bad in [
+            "https://a.example/",
+            "ftp://a.example",
+            "https://",
+            "https://a b",
+            "https://a\tb",
+            "a.example",
+            "https://a?x",
+            "https://a#x",
+            "https://a://b",
+        ] {
+            assert!(!origin_ok(bad), "{bad}");
+        }
     }
 
     #[test]
