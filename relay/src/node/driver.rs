@@ -13,6 +13,9 @@
 //! Presence: when a session starts or ends, one script reads the room's sessions from
 //! the registry and publishes `{type:"presence", …}` on the room channel.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use fred::interfaces::LuaInterface;
 use serde_json::json;
 use vnc_shared::schema::{MAX_PRESENCE, RoomMessage};
@@ -362,10 +365,10 @@ pub async fn left(node: &Node, record: &SessionRecord) {
 }
 
 /// The heartbeat's part: for every room this node holds, the lease as Redis has it
-/// now (one `MGET`) replaces what the node knew (a missed message, a driver whose node
+/// now (one snapshot script) replaces what the node knew (a missed message, a driver whose node
 /// died); a lease held by a session here is kept alive, or written back when Redis
 /// lost it; a free lease goes to a privileged session here.
-pub async fn beat(node: &Node) -> Result<(), StoreError> {
+pub async fn beat(node: &Node, sessions: &[Arc<SessionRecord>]) -> Result<(), StoreError> {
     if node.live().mode() != InputMode::Lease {
         return Ok(());
     }
@@ -374,9 +377,15 @@ pub async fn beat(node: &Node) -> Result<(), StoreError> {
         return Ok(());
     }
     let (seq, leases) = snapshot(node, &rooms).await?;
+    // This node's sessions by id, once per beat (not a scan per room).
+    let here: HashMap<&str, &Arc<SessionRecord>> =
+        sessions.iter().map(|r| (r.sid.as_str(), r)).collect();
     for (cid, lease) in rooms.iter().zip(leases) {
         let known = node.live().driver(cid);
-        let ours = known.as_deref().and_then(|sid| node.live().session(sid));
+        let ours = known
+            .as_deref()
+            .and_then(|sid| here.get(sid))
+            .map(|r| (*r).clone());
         // Gone from Redis while another node's session held it: that node writes it
         // back within a beat after Redis lost its data, so it counts as free (and a
         // session here may take it) only when it is still gone at the next beat.

@@ -303,16 +303,6 @@ impl Live {
             .map(|m| m.record.clone())
     }
 
-    /// A live session of this node, by id.
-    pub fn session(&self, sid: &str) -> Option<Arc<SessionRecord>> {
-        let inner = self.inner.lock().ok()?;
-        inner
-            .sessions
-            .values()
-            .find(|m| m.record.sid == sid)
-            .map(|m| m.record.clone())
-    }
-
     pub fn len(&self) -> usize {
         self.inner.lock().map(|i| i.sessions.len()).unwrap_or(0)
     }

@@ -43,8 +43,8 @@ pub async fn heartbeat(relay: Arc<Node>, node: NodeRecord, resync: Arc<Notify>) 
 /// follows the driver leases of its rooms.
 async fn beat_once(relay: &Node, node: &NodeRecord) -> Result<(), StoreError> {
     let ttl = relay.config().registry.session_ttl;
-    end_unshared(relay).await?;
     let sessions = relay.live().sessions();
+    end_unshared(relay, &sessions).await?;
     let jtis: Vec<&str> = sessions.iter().map(|r| r.jti.as_str()).collect();
     let revoked = relay.store().revoked_among(&jtis).await?;
     for r in sessions.iter().filter(|r| revoked.contains(&r.jti)) {
@@ -62,20 +62,15 @@ async fn beat_once(relay: &Node, node: &NodeRecord) -> Result<(), StoreError> {
         .store
         .record_revocations(&relay.live().revoked.entries())
         .await?;
-    super::driver::beat(relay).await
+    super::driver::beat(relay, &sessions).await
 }
 
 /// Ends (4003 `share revoked`) the share sessions whose share link Redis no longer
 /// has: a revocation whose kick this node missed, or a Redis that lost its data (a
 /// share can't be verified then; the owner makes a new link). One `EXISTS` each, in
 /// one pipeline.
-async fn end_unshared(relay: &Node) -> Result<(), StoreError> {
-    let mut shares: Vec<String> = relay
-        .live()
-        .sessions()
-        .iter()
-        .filter_map(|r| r.share.clone())
-        .collect();
+async fn end_unshared(relay: &Node, sessions: &[Arc<SessionRecord>]) -> Result<(), StoreError> {
+    let mut shares: Vec<String> = sessions.iter().filter_map(|r| r.share.clone()).collect();
     shares.sort();
     shares.dedup();
     if shares.is_empty() {
