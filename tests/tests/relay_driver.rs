@@ -411,6 +411,19 @@ async fn control_is_requested_granted_and_taken_back_over_socketio() {
         .await
         .unwrap();
     assert!(!left.to_string().contains(&guest_sid));
+
+    // A socket's control requests are bounded (8 a second): a burst is refused past it.
+    let mut answers = Vec::new();
+    for _ in 0..20 {
+        answers.push(ask(&mut watcher, "vnc:control:take", json!({})).await);
+    }
+    let limited = answers
+        .iter()
+        .filter(|a| a["error"] == "too many requests")
+        .count();
+    // Twenty within at most two windows of 8: at least 4 refused.
+    assert!(limited >= 4, "{answers:?}");
+    watcher.round_trip(W, H).await.unwrap();
 }
 
 /// A share token opens sessions only while its share exists, up to its
