@@ -93,6 +93,15 @@ pub async fn refused(url: &str) -> (u16, String) {
     refused_with(url, &[]).await
 }
 
+/// The status of a refused WebSocket connect, or `None` when it was not refused: for
+/// polling until a change (a reload) takes effect.
+pub async fn refusal_status(url: &str) -> Option<u16> {
+    match connect_with(url, &[]).await {
+        Err(tungstenite::Error::Http(resp)) => Some(resp.status().as_u16()),
+        _ => None,
+    }
+}
+
 /// [`refused`] with extra request headers.
 pub async fn refused_with(url: &str, headers: &[(&'static str, &str)]) -> (u16, String) {
     match connect_with(url, headers).await {

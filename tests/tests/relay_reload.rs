@@ -11,7 +11,7 @@ use vnc_tests::process::eventually;
 use vnc_tests::redis::RedisServer;
 use vnc_tests::relay::RelayProcess;
 use vnc_tests::rfb::RfbClient;
-use vnc_tests::ws::{connect, refused};
+use vnc_tests::ws::{connect, refusal_status, refused};
 
 /// Writes a relay config trusting `keys` (kid `name=path`).
 fn write_config(file: &Path, keys: &[(&str, &Path)]) {
@@ -55,7 +55,7 @@ async fn sighup_rotates_token_keys_without_dropping_sessions_and_refuses_a_bad_c
     write_config(&config, &[("new", &new.public)]);
     relay.proc.signal("HUP");
     eventually("the old key retired", vnc_tests::WAIT, || async {
-        (refused(&url(&old)).await.0 == 401).then_some(())
+        (refusal_status(&url(&old)).await == Some(401)).then_some(())
     })
     .await;
     connect(&url(&new)).await.unwrap();
