@@ -21,6 +21,7 @@ pub const AUTH_FAILURES: &str = "vnc_relay_auth_failures_total";
 pub const REJECTIONS: &str = "vnc_relay_http_rejections_total";
 pub const ACCEPT_ERRORS: &str = "vnc_relay_accept_errors_total";
 pub const INPUT_DROPPED: &str = "vnc_relay_input_dropped_total";
+pub const OUTPUT_DROPPED: &str = "vnc_relay_output_dropped_total";
 pub const DRIVER_CHANGES: &str = "vnc_relay_driver_changes_total";
 pub const CONFIG_RELOADS: &str = "vnc_relay_config_reloads_total";
 pub const TLS_HANDSHAKE_ERRORS: &str = "vnc_relay_tls_handshake_errors_total";
@@ -168,7 +169,11 @@ fn describe() {
     );
     describe_counter!(
         INPUT_DROPPED,
-        "Input messages the relay dropped, by RFB message kind and reason (view: a view-only session; not_driver: a session that doesn't hold the driver lease)."
+        "Input messages the relay dropped, by RFB message kind and reason (view: a view-only session; not_driver: a session that doesn't hold the driver lease; clipboard: the token's clipboard claim keeps it from the desktop)."
+    );
+    describe_counter!(
+        OUTPUT_DROPPED,
+        "VNC server messages the relay kept from the browser, by RFB message kind and reason (clipboard: the token's clipboard claim keeps the desktop's clipboard from the browser)."
     );
     describe_counter!(
         DRIVER_CHANGES,

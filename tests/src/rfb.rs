@@ -326,6 +326,19 @@ impl RfbClient {
         Ok(rects)
     }
 
+    /// Reads one plain ServerCutText; returns its text's bytes.
+    pub async fn read_cut_text(&mut self) -> anyhow::Result<Vec<u8>> {
+        let head = self.read_exact(8).await?;
+        if head[0] != 3 {
+            bail!("expected ServerCutText, got message type {}", head[0]);
+        }
+        let len = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+        if len > 1 << 20 {
+            bail!("ServerCutText of {len} bytes (extended, or over 1 MiB)");
+        }
+        self.read_exact(len as usize).await
+    }
+
     pub async fn key(&mut self, down: bool, keysym: u32) -> anyhow::Result<()> {
         let mut msg = vec![4, u8::from(down), 0, 0];
         msg.extend_from_slice(&keysym.to_be_bytes());

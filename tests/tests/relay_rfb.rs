@@ -326,3 +326,63 @@ async fn a_clipboard_claim_without_to_desktop_keeps_clipboard_text_from_the_desk
         "clipboard text reached the desktop"
     );
 }
+
+/// A session whose clipboard claim lacks `from_desktop` never gets the desktop's
+/// clipboard: the relay takes ServerCutText out of the server's stream, on both
+/// transports, and the update behind it arrives whole. A session with the claim gets
+/// the text.
+#[tokio::test]
+async fn a_clipboard_claim_without_from_desktop_keeps_the_desktops_clipboard_from_the_browser() {
+    let stack = Stack::start(&["--echo-clipboard"], &[]).await.unwrap();
+    let metric = "vnc_relay_output_dropped_total{kind=\"server_cut_text\",reason=\"clipboard\"}";
+    let mut withheld = 0.0;
+    for (policy, sees) in [
+        (ClipboardPolicy::ToDesktop, false),
+        (ClipboardPolicy::Both, true),
+    ] {
+        let mut clients = vec![];
+        let token = stack.keys.clipboard_token("c1", policy);
+        clients.push(
+            RfbClient::connect(&stack.relay.ws_url(&token))
+                .await
+                .unwrap(),
+        );
+        if socketio_client_available() {
+            let token = stack.keys.clipboard_token("c1", policy);
+            let sio = SioClient::connect(stack.relay.public, &token, "c1")
+                .await
+                .unwrap();
+            clients.push(RfbClient::over_socketio(sio));
+        }
+        for mut rfb in clients {
+            let init = rfb.handshake().await.unwrap();
+            rfb.send(&[6, 0, 0, 0, 0, 0, 0, 6, b'c', b'o', b'p', b'i', b'e', b'd'])
+                .await
+                .unwrap(); // ClientCutText "copied"
+            rfb.request_update(false, init.width, init.height)
+                .await
+                .unwrap();
+            if sees {
+                assert_eq!(rfb.read_cut_text().await.unwrap(), b"copied", "{policy:?}");
+            } else {
+                withheld += 1.0;
+                stack.relay.wait_metric(metric, withheld).await;
+            }
+            // The update right behind the cut text, whole.
+            let rects = rfb.read_update().await.unwrap();
+            assert_eq!(rects.len(), 1, "{policy:?}");
+            assert_eq!(
+                rects[0].pixels.len(),
+                usize::from(init.width) * usize::from(init.height) * 4
+            );
+        }
+    }
+    // The desktop did send its clipboard to every session: the relay withheld it.
+    let events = stack.fixture.events();
+    let count = |key: &str, value: &str| events.iter().filter(|e| e[key] == value).count();
+    assert_eq!(
+        count("event", "cut_text_sent"),
+        count("msg", "ClientCutText")
+    );
+    assert!(count("event", "cut_text_sent") >= 2);
+}

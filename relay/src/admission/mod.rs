@@ -136,6 +136,7 @@ pub async fn admit(
         password: target.password,
         view_only: claims.scope == Scope::View,
         clipboard_in: claims.clipboard.to_desktop(),
+        clipboard_out: claims.clipboard.from_desktop(),
     };
     let recorded = node
         .recordings()

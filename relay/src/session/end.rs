@@ -120,6 +120,9 @@ pub enum End {
     UpstreamHandshake,
     /// The browser sent an RFB message the relay can't frame.
     RfbProtocol,
+    /// The VNC server sent a message the relay can't frame, in a session whose server
+    /// stream it must filter (a clipboard claim without `from_desktop`).
+    UpstreamUnfiltered,
     /// Ended by an operator (kick).
     Kicked,
     /// The token was revoked.
@@ -149,6 +152,7 @@ impl End {
             End::ClientHandshake => (1008, "RFB handshake failed"),
             End::UpstreamHandshake => (1011, "RFB handshake with the VNC server failed"),
             End::RfbProtocol => (1008, "RFB message the relay can't accept"),
+            End::UpstreamUnfiltered => (1011, "VNC server sent a message the relay can't filter"),
             End::Kicked => (4003, "session ended by an operator"),
             End::Revoked => (4003, "token revoked"),
             End::ShareRevoked => (4003, "share revoked"),
@@ -175,6 +179,7 @@ impl End {
             End::ClientHandshake => "rfb_client_error",
             End::UpstreamHandshake => "rfb_upstream_error",
             End::RfbProtocol => "rfb_protocol_error",
+            End::UpstreamUnfiltered => "rfb_upstream_unfiltered",
             End::Kicked => "kicked",
             End::Revoked => "revoked",
             End::ShareRevoked => "share_revoked",

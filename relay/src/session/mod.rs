@@ -13,6 +13,7 @@ pub mod end;
 pub mod gate;
 pub mod record;
 pub mod rfb;
+pub mod server_stream;
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,7 +36,8 @@ use crate::wire::signal::Signal;
 use end::{End, StopSignal};
 use gate::InputGate;
 use record::SessionRecord;
-use rfb::RfbPolicy;
+use rfb::{Filter, RfbPolicy};
+use server_stream::CutTextFilter;
 
 /// How a session reaches its browser. The handshake phase sends and receives whole
 /// RFB byte runs; the data phase is the transport's own pumps.
@@ -69,8 +71,11 @@ pub struct Link<'a> {
     pub activity: &'a Activity,
     /// Set once the session's end is decided.
     pub ending: &'a Ending,
-    /// Whether the session's input reaches the VNC server now.
-    pub gate: &'a Arc<InputGate>,
+    /// Every browser byte goes through it on its way to the VNC server.
+    pub filter: Filter,
+    /// For a session that may not read the desktop's clipboard: every server byte goes
+    /// through it on its way to the browser.
+    pub cut_text: Option<CutTextFilter>,
 }
 
 /// Runs one admitted session over `transport` to its end, with its bookkeeping.
@@ -147,13 +152,24 @@ async fn run<T: Transport>(
             r = rfb::handshake(&upstream, &mut browser, policy) => r,
         }
     };
-    let established = match handshake {
+    let mut established = match handshake {
         Ok(established) => established,
         Err(end) => {
             transport.refuse(end).await;
             return end;
         }
     };
+    let filter = Filter::new(policy, gate.clone(), established.server_init.pixel_format);
+    let mut cut_text = CutTextFilter::new(policy, filter.formats());
+    if let Some(cut) = cut_text.as_mut() {
+        // The server's first messages came with the handshake's last bytes.
+        let from = established.to_client.len() - established.server_data_len;
+        if let Err(end) = cut.keep_tail(&mut established.to_client, from) {
+            transport.refuse(end).await;
+            return end;
+        }
+        established.server_data_len = established.to_client.len() - from;
+    }
     // Handshake bytes not yet written go first.
     if write_all(&upstream, &established.to_server).await.is_err() {
         return End::UpstreamClosed;
@@ -177,7 +193,8 @@ async fn run<T: Transport>(
         policy,
         activity: &activity,
         ending: &ending,
-        gate,
+        filter,
+        cut_text,
     };
     let mut pumps = pin!(transport.relay(link, established));
     let mut pumps_done = false;

@@ -13,6 +13,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use vnc_shared::config::Secret;
 use vnc_shared::rfb::{ClientFramer, Established, MessageKind, PixelFormat, ProxyHandshake, Side};
 
@@ -35,6 +36,10 @@ pub struct RfbPolicy {
     /// The token's `clipboard` claim lets the browser's clipboard reach the desktop
     /// (ClientCutText, plain or extended).
     pub clipboard_in: bool,
+    /// The claim lets the desktop's clipboard reach the browser (ServerCutText, plain
+    /// or extended); without it the server's stream goes through
+    /// [`super::server_stream::CutTextFilter`].
+    pub clipboard_out: bool,
 }
 
 /// The browser side of a session during the handshake.
@@ -159,17 +164,27 @@ pub struct Filter {
     gate: Arc<InputGate>,
     /// The decision for the input message in progress.
     barring: Option<Barred>,
+    /// The pixel format of the browser's last SetPixelFormat written to the server,
+    /// ServerInit's until then: the format of the server's next messages.
+    formats: watch::Sender<PixelFormat>,
 }
 
 impl Filter {
-    pub fn new(policy: &RfbPolicy, gate: Arc<InputGate>) -> Filter {
+    /// A filter for a session whose ServerInit announced `format`.
+    pub fn new(policy: &RfbPolicy, gate: Arc<InputGate>, format: PixelFormat) -> Filter {
         Filter {
             framer: ClientFramer::default(),
             view_only: policy.view_only,
             clipboard_in: policy.clipboard_in,
             gate,
             barring: None,
+            formats: watch::Sender::new(format),
         }
+    }
+
+    /// Follows the pixel format the server's messages are in, for whoever frames them.
+    pub fn formats(&self) -> watch::Receiver<PixelFormat> {
+        self.formats.subscribe()
     }
 
     /// Whether the relay may write a message of its own to the server now (not in
@@ -182,12 +197,6 @@ impl Filter {
     /// browser enabled ExtendedMouseButtons, which gives that bit a meaning).
     pub fn extended_mouse_buttons(&self) -> bool {
         self.framer.extended_mouse_buttons()
-    }
-
-    /// The pixel format of the browser's last complete SetPixelFormat, if it sent one
-    /// (the message is written by the time [`Filter::forward`] returns).
-    pub fn pixel_format(&self) -> Option<PixelFormat> {
-        self.framer.pixel_format()
     }
 
     /// Writes what of `data` may reach the VNC server; returns the bytes written.
@@ -232,6 +241,11 @@ impl Filter {
             });
         }
         written += write_run(upstream, data, run).await?;
+        // Written by now: the server's next message may be in it.
+        if let Some(format) = self.framer.pixel_format() {
+            self.formats
+                .send_if_modified(|f| std::mem::replace(f, format) != format);
+        }
         Ok(written)
     }
 }

@@ -25,7 +25,7 @@ use serde::Serialize;
 use serde_json::json;
 use socketioxide::extract::SocketRef;
 use socketioxide::{SendError, SocketError};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use vnc_shared::rfb::{
     Established, ResizeAnswer, encode_client_cut_text, encode_key_event, encode_pointer_event,
     encode_set_desktop_size,
@@ -34,7 +34,6 @@ use vnc_shared::rfb::{
 use super::resize::{AnswerReader, PendingResizes, answered_payload, no_answer_payload};
 use super::{Adapter, MAX_DATA_EVENT, SOCKET_BUFFER, WriteSignal};
 use crate::session::end::{CLOSE_GRACE, End};
-use crate::session::rfb::Filter;
 use crate::session::{Link, Transport};
 use crate::wire::io::write_all;
 use crate::wire::signal::Signal;
@@ -144,15 +143,14 @@ impl Transport for SocketIoTransport {
             policy,
             activity,
             ending,
-            gate,
+            mut filter,
+            mut cut_text,
         } = link;
         let browser = &self.browser;
         let input = &mut self.input;
-        // The server's messages are followed from the first byte after ServerInit, in
-        // its pixel format until the browser's SetPixelFormat reaches the server. Only
+        // The server's messages are followed from the first byte after ServerInit. Only
         // for sessions that may resize: view tokens can't.
-        let (formats, formats_rx) = watch::channel(established.server_init.pixel_format);
-        let mut answers = (!policy.view_only).then(|| AnswerReader::new(formats_rx));
+        let mut answers = (!policy.view_only).then(|| AnswerReader::new(filter.formats()));
         let pending = PendingResizes::default();
         let early = {
             let data_start = established.to_client.len() - established.server_data_len;
@@ -164,20 +162,12 @@ impl Transport for SocketIoTransport {
         }
         let read_size = limits.read_buffer_size.min(MAX_DATA_EVENT);
         let up = async {
-            let mut filter = Filter::new(policy, gate.clone());
             let mut held = HeldInput::default();
             let mut next = Some(Upward::Data(Bytes::from(established.from_client)));
             loop {
                 match next.take() {
                     Some(Upward::Data(data)) => match filter.forward(upstream, &data).await {
-                        Ok(n) => {
-                            metrics.to_upstream.increment(n as u64);
-                            // Written by now: the server's next message may use it.
-                            if let Some(format) = filter.pixel_format() {
-                                formats
-                                    .send_if_modified(|f| std::mem::replace(f, format) != format);
-                            }
-                        }
+                        Ok(n) => metrics.to_upstream.increment(n as u64),
                         Err(end) => return end,
                     },
                     Some(Upward::Input(i)) => {
@@ -218,12 +208,22 @@ impl Transport for SocketIoTransport {
                     return End::UpstreamError;
                 }
                 buf.reserve(read_size);
-                let n = match upstream.try_read_buf(&mut (&mut buf).limit(read_size)) {
+                let mut n = match upstream.try_read_buf(&mut (&mut buf).limit(read_size)) {
                     Ok(0) => return End::UpstreamClosed,
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                     Err(_) => return End::UpstreamError,
                 };
+                if let Some(cut) = cut_text.as_mut() {
+                    n = match cut.keep(&mut buf) {
+                        Ok(kept) => kept,
+                        Err(end) => return end,
+                    };
+                    buf.truncate(n);
+                    if n == 0 {
+                        continue;
+                    }
+                }
                 let data = buf.split().freeze();
                 if !browser.send_data(&data).await {
                     return End::ClientGone;

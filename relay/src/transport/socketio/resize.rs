@@ -23,9 +23,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, sleep_until};
-use vnc_shared::rfb::{PixelFormat, ResizeAnswer, ServerEvent, ServerFramer};
+use vnc_shared::rfb::{PixelFormat, ResizeAnswer, ServerEvent};
 
 use crate::metrics::{RESIZE_ANSWERS, SERVER_STREAM_UNFOLLOWED};
+use crate::session::server_stream::Follower;
 
 /// How long a `vnc:resize` waits for the server's answer before it gets "no answer".
 /// Servers answer within a round trip plus the time to resize (tens of milliseconds
@@ -134,19 +135,15 @@ pub fn no_answer_payload(request: &Request) -> Value {
 #[derive(Debug)]
 pub struct AnswerReader {
     /// `None` once the stream could not be framed: nothing is read any more.
-    framer: Option<ServerFramer>,
-    /// The pixel format of the browser's last SetPixelFormat written to the server.
-    formats: watch::Receiver<PixelFormat>,
+    follower: Option<Follower>,
 }
 
 impl AnswerReader {
-    /// A reader for a stream right after ServerInit; `formats` starts with ServerInit's
-    /// pixel format.
-    pub fn new(mut formats: watch::Receiver<PixelFormat>) -> AnswerReader {
-        let format = *formats.borrow_and_update();
+    /// A reader for a stream right after ServerInit, in the formats of
+    /// [`crate::session::rfb::Filter::formats`].
+    pub fn new(formats: watch::Receiver<PixelFormat>) -> AnswerReader {
         AnswerReader {
-            framer: Some(ServerFramer::new(format)),
-            formats,
+            follower: Some(Follower::new(formats)),
         }
     }
 
@@ -154,20 +151,17 @@ impl AnswerReader {
     /// server, in order), oldest first. Allocates only when there is one.
     pub fn read(&mut self, chunk: &[u8]) -> Vec<ResizeAnswer> {
         let mut answers = Vec::new();
-        let Some(framer) = self.framer.as_mut() else {
+        let Some(follower) = self.follower.as_mut() else {
             return answers;
         };
-        if self.formats.has_changed().unwrap_or(false) {
-            framer.set_pixel_format(*self.formats.borrow_and_update());
-        }
-        for event in framer.events(chunk) {
+        for event in follower.framer().events(chunk) {
             match event {
                 Ok(ServerEvent::ResizeAnswer(answer)) => answers.push(answer),
                 Ok(_) => {}
                 Err(e) => {
                     tracing::info!(error = %e, "the VNC server's stream can't be followed; vnc:resize answers stop for this session");
                     metrics::counter!(SERVER_STREAM_UNFOLLOWED).increment(1);
-                    self.framer = None;
+                    self.follower = None;
                     break;
                 }
             }
@@ -277,7 +271,7 @@ mod tests {
         assert_eq!(reader.read(&update(&[1, 2])), [ok]);
         // An unknown message type: nothing more is reported, even valid answers.
         assert_eq!(reader.read(&[77]), []);
-        assert!(reader.framer.is_none());
+        assert!(reader.follower.is_none());
         assert_eq!(reader.read(&update(&[1, 2])), []);
     }
 }

@@ -29,6 +29,7 @@ use crate::metrics::SessionMetrics;
 use crate::recording::Recorder;
 use crate::session::end::{CLOSE_GRACE, End};
 use crate::session::rfb::Filter;
+use crate::session::server_stream::CutTextFilter;
 use crate::session::{Activity, Ending, Link, Transport};
 use crate::wire::bufpool;
 use crate::wire::io::{Socket, read_when_ready, try_write_vectored, write_all_vectored};
@@ -136,10 +137,11 @@ impl<B: Socket> Transport for WebSocket<B> {
             limits,
             metrics,
             recorder,
-            policy,
+            policy: _,
             activity,
             ending,
-            gate,
+            filter,
+            cut_text,
         } = link;
         let shared = Shared {
             browser: &self.stream,
@@ -152,10 +154,9 @@ impl<B: Socket> Transport for WebSocket<B> {
             ping: Mutex::new(None),
             pong_due: Signal::default(),
         };
-        let filter = Filter::new(policy, gate.clone());
         let decoder = &mut self.decoder;
         let mut up = pin!(up_pump(&shared, decoder, filter, established.from_client));
-        let mut down = pin!(down_pump(&shared, recorder));
+        let mut down = pin!(down_pump(&shared, recorder, cut_text));
         let (mut up_done, mut down_done) = (false, false);
         let end = tokio::select! {
             biased;
@@ -236,8 +237,14 @@ impl<B: Socket> Shared<'_, B> {
 }
 
 /// Container → browser, plus every control frame. Ends by writing Close. A recorded
-/// session hands each buffer the browser got to `recorder` instead of the pool.
-async fn down_pump<B: Socket>(shared: &Shared<'_, B>, mut recorder: Option<Recorder>) -> End {
+/// session hands each buffer the browser got to `recorder` instead of the pool; a
+/// session that may not read the desktop's clipboard has `cut_text` take it out of
+/// each buffer first.
+async fn down_pump<B: Socket>(
+    shared: &Shared<'_, B>,
+    mut recorder: Option<Recorder>,
+    mut cut_text: Option<CutTextFilter>,
+) -> End {
     let limits = shared.limits;
     let mut ping =
         tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
@@ -265,11 +272,18 @@ async fn down_pump<B: Socket>(shared: &Shared<'_, B>, mut recorder: Option<Recor
                 }
             }
             read = read_when_ready(shared.upstream, limits.read_buffer_size) => {
-                let (buf, n) = match read {
+                let (mut buf, mut n) = match read {
                     Ok((buf, 0)) => { bufpool::give(buf); break Some(End::UpstreamClosed) }
                     Ok(read) => read,
                     Err(_) => break Some(End::UpstreamError),
                 };
+                if let Some(cut) = cut_text.as_mut() {
+                    n = match cut.keep(&mut buf[..n]) {
+                        Ok(0) => { bufpool::give(buf); continue }
+                        Ok(kept) => kept,
+                        Err(end) => { bufpool::give(buf); break Some(end) }
+                    };
+                }
                 let header = ServerHeader::new(opcode::BINARY, n);
                 if !shared.write_browser(header.as_bytes(), &buf[..n]).await {
                     bufpool::give(buf);

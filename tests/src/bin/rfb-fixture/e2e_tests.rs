@@ -26,6 +26,7 @@ fn config(version: Version, auth: AuthKind, flood: bool) -> Config {
         framebuffer: Framebuffer::new(64, 48, BASE),
         name: "fixture-test".into(),
         flood,
+        echo_clipboard: false,
         update_interval: Duration::from_millis(20),
     }
 }

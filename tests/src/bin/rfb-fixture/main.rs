@@ -134,6 +134,10 @@ struct Cli {
     /// Send full-screen updates back to back without waiting for requests.
     #[arg(long)]
     flood: bool,
+    /// Answer each ClientCutText with a ServerCutText of the same text, in order with
+    /// the updates (a server whose clipboard now holds it tells its clients).
+    #[arg(long)]
+    echo_clipboard: bool,
     /// Wait this long before listening: a desktop whose VNC server comes up slowly.
     #[arg(long, default_value_t = 0)]
     start_delay_ms: u64,
@@ -168,6 +172,7 @@ pub struct Config {
     pub framebuffer: Framebuffer,
     pub name: String,
     pub flood: bool,
+    pub echo_clipboard: bool,
     pub update_interval: Duration,
 }
 
@@ -181,6 +186,7 @@ impl fmt::Debug for Config {
             .field("framebuffer", &self.framebuffer)
             .field("name", &self.name)
             .field("flood", &self.flood)
+            .field("echo_clipboard", &self.echo_clipboard)
             .field("update_interval", &self.update_interval)
             .finish()
     }
@@ -252,6 +258,7 @@ impl Config {
             framebuffer: Framebuffer::new(cli.width, cli.height, cli.color),
             name: cli.name.clone(),
             flood: cli.flood,
+            echo_clipboard: cli.echo_clipboard,
             update_interval: Duration::from_millis(cli.update_interval_ms),
         })
     }

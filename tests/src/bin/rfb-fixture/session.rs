@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
@@ -51,6 +51,8 @@ const FLOOD_PROGRESS_PERIOD: Duration = Duration::from_millis(100);
 enum Request {
     /// A FramebufferUpdateRequest.
     Update { incremental: bool, rect: Rect },
+    /// A ClientCutText's text, to send back (`--echo-clipboard`).
+    CutText(Vec<u8>),
     /// A SetDesktopSize from a client that listed ExtendedDesktopSize.
     Resize {
         width: u16,
@@ -87,7 +89,7 @@ pub async fn run(
             if config.flood {
                 let sent = AtomicU64::new(0);
                 let result = tokio::select! {
-                    r = read_messages(conn, &mut rd, &format_tx, None, log) => r,
+                    r = read_messages(conn, &mut rd, &format_tx, None, false, log) => r,
                     r = flood(&mut wr, fb, &format_rx, &generation, &sent) => r,
                     never = flood_progress(conn, &sent, log) => match never {},
                 };
@@ -100,7 +102,7 @@ pub async fn run(
             } else {
                 let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
                 tokio::select! {
-                    r = read_messages(conn, &mut rd, &format_tx, Some(tx), log) => r,
+                    r = read_messages(conn, &mut rd, &format_tx, Some(tx), config.echo_clipboard, log) => r,
                     r = serve_requests(conn, &mut wr, fb, &format_rx, generation, rx, log) => r,
                 }
             }
@@ -127,12 +129,14 @@ fn peer_gone(e: &anyhow::Error) -> bool {
 
 /// Reads, logs and dispatches client messages until the client closes or sends
 /// something we cannot handle; returns the close reason. `requests` is `None` in flood
-/// mode, where update requests are logged and otherwise ignored.
+/// mode, where update requests are logged and otherwise ignored; `echo_clipboard` sends
+/// each ClientCutText's text to the writer.
 async fn read_messages<R: AsyncRead + Unpin>(
     conn: u64,
     rd: &mut R,
     format: &watch::Sender<PixelFormat>,
     requests: Option<mpsc::Sender<Request>>,
+    echo_clipboard: bool,
     log: &EventLog,
 ) -> anyhow::Result<String> {
     // The client's last SetEncodings listed ExtendedDesktopSize.
@@ -260,11 +264,16 @@ async fn read_messages<R: AsyncRead + Unpin>(
                     .await
                     .context("truncated ClientCutText")?;
                 // The text is ISO 8859-1: every byte is the code point of the same value.
-                let text: String = text.iter().map(|&c| char::from(c)).collect();
+                let latin1: String = text.iter().map(|&c| char::from(c)).collect();
                 log.conn(
                     conn,
-                    json!({"msg": "ClientCutText", "length": length, "text": text}),
+                    json!({"msg": "ClientCutText", "length": length, "text": latin1}),
                 );
+                if let Some(tx) = requests.as_ref().filter(|_| echo_clipboard)
+                    && tx.send(Request::CutText(text)).await.is_err()
+                {
+                    return Ok("writer stopped".into());
+                }
             }
             251 => {
                 // SetDesktopSize: padding, width, height, screen count, padding, then
@@ -341,6 +350,14 @@ async fn serve_requests<W: AsyncWrite + Unpin>(
                     let pf = *format.borrow();
                     write_update(wr, fb, rect, pf, current, |_| {}).await.context("send update")?;
                     last_sent = Some(current);
+                }
+                Some(Request::CutText(text)) => {
+                    // ServerCutText: type, padding, length, the text (under MAX_CUT_TEXT).
+                    let mut msg = vec![3, 0, 0, 0];
+                    msg.extend_from_slice(&(text.len() as u32).to_be_bytes());
+                    msg.extend_from_slice(&text);
+                    wr.write_all(&msg).await.context("send cut text")?;
+                    log.conn(conn, json!({"event": "cut_text_sent", "length": text.len()}));
                 }
                 Some(Request::Resize { width, height, screens }) => {
                     let side = 1..=MAX_SIDE;
