@@ -72,8 +72,8 @@ impl CutTextFilter {
     pub fn keep(&mut self, buf: &mut [u8]) -> Result<usize, End> {
         let cut_text = ServerMessageKind::ServerCutText.message_type();
         let (mut at, mut kept) = (0, 0);
+        let framer = self.follower.framer();
         while at < buf.len() {
-            let framer = self.follower.framer();
             if framer.at_boundary() {
                 self.dropping = buf[at] == cut_text;
                 if self.dropping {
