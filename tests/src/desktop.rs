@@ -4,6 +4,10 @@
 //!
 //! Needs Debian's `xvfb`, `x11vnc`, `xterm` and `x11-xserver-utils` (`xsetroot`);
 //! [`desktop_required`] says whether they are there.
+//!
+//! [`Xvnc`] is the other desktop: TigerVNC's X server with its own RFB server, which
+//! (unlike x11vnc) honours SetDesktopSize, so a viewer can resize the screen; X clients
+//! (`xdpyinfo`, `xclip`) run on its display. [`xvnc_required`] says whether it is there.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -24,6 +28,13 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("xwininfo", "x11-utils"),
 ];
 
+/// Programs of the [`Xvnc`] desktop and its clients, and the Debian package of each.
+const XVNC_PROGRAMS: &[(&str, &str)] = &[
+    ("Xvnc", "tigervnc-standalone-server"),
+    ("xdpyinfo", "x11-utils"),
+    ("xclip", "xclip"),
+];
+
 /// Screen size of the test desktop.
 pub const WIDTH: u16 = 1024;
 pub const HEIGHT: u16 = 768;
@@ -42,6 +53,17 @@ pub fn desktop_required() -> bool {
         .map(|(program, package)| format!("{program} (Debian package {package})"))
         .collect();
     required("an X desktop", &missing)
+}
+
+/// True if TigerVNC's `Xvnc` and its clients (`xdpyinfo`, `xclip`) are installed; like
+/// [`desktop_required`], panics under `CI=true` when one is missing.
+pub fn xvnc_required() -> bool {
+    let missing: Vec<String> = XVNC_PROGRAMS
+        .iter()
+        .filter(|(program, _)| find_program(program).is_none())
+        .map(|(program, package)| format!("{program} (Debian package {package})"))
+        .collect();
+    required("a TigerVNC X server", &missing)
 }
 
 /// Shared by the desktop and browser checks: panics under `CI=true` when something is
@@ -262,19 +284,232 @@ impl Drop for Desktop {
             let _ = child.start_kill();
         }
         let _ = self.x11vnc.start_kill();
-        // SIGTERM first: Xvfb then removes its lock file and socket under /tmp.
-        if let Some(pid) = self.xvfb.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-            let deadline = std::time::Instant::now() + Duration::from_secs(2);
-            while std::time::Instant::now() < deadline {
-                if matches!(self.xvfb.try_wait(), Ok(Some(_))) {
-                    return;
+        terminate_x_server(&mut self.xvfb);
+    }
+}
+
+/// Stops an X server: SIGTERM first (it then removes its lock file and socket under
+/// /tmp), SIGKILL if it has not exited within 2 s.
+fn terminate_x_server(server: &mut Child) {
+    if let Some(pid) = server.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            if matches!(server.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = server.start_kill();
+}
+
+/// TigerVNC's `Xvnc` (Debian `tigervnc-standalone-server`): an X server that is its own
+/// RFB server, on a display it picks and a free loopback port, with no VNC
+/// authentication (loopback only). It honours SetDesktopSize (x11vnc does not), and it
+/// keeps the X clipboard and the RFB clipboard in step. Stopped when dropped.
+pub struct Xvnc {
+    /// `:N`, as Xvnc chose it.
+    pub display: String,
+    /// Loopback port Xvnc serves RFB on.
+    pub vnc_port: u16,
+    server: Child,
+}
+
+impl Xvnc {
+    /// Starts Xvnc with a `width`x`height` 24-bit screen; returns once its RFB port
+    /// accepts connections.
+    pub async fn start(width: u16, height: u16) -> anyhow::Result<Xvnc> {
+        let mut last_error = None;
+        // The free port could be taken between the probe and Xvnc's bind: retry.
+        for _ in 0..5 {
+            let port = crate::redis::free_port();
+            match start_xvnc(width, height, port).await {
+                Ok((server, display)) => {
+                    return Ok(Xvnc {
+                        display,
+                        vnc_port: port,
+                        server,
+                    });
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                Err(e) => last_error = Some(e),
             }
         }
-        let _ = self.xvfb.start_kill();
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("Xvnc would not start")))
+    }
+
+    /// A command with `DISPLAY` set to this desktop, stdin and stdout closed.
+    pub fn x_command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("DISPLAY", &self.display)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs `program args` on the display and returns its stdout; fails if it exits
+    /// unsuccessfully or runs past [`crate::WAIT`]. Not for programs that fork and
+    /// keep stdout open (`xclip -i`): use [`Xvnc::set_clipboard`].
+    pub async fn output(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
+        let out = tokio::time::timeout(
+            crate::WAIT,
+            self.x_command(program)
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .output(),
+        )
+        .await
+        .with_context(|| format!("{program} did not finish in time"))?
+        .with_context(|| format!("running {program}"))?;
+        if !out.status.success() {
+            bail!(
+                "{program} {args:?}: {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The X screen's size, from `xdpyinfo`'s `dimensions:` line.
+    pub async fn screen_size(&self) -> anyhow::Result<(u16, u16)> {
+        let info = self.output("xdpyinfo", &[]).await?;
+        parse_dimensions(&info).with_context(|| format!("no dimensions in xdpyinfo: {info}"))
+    }
+
+    /// Sets the X CLIPBOARD selection to `text` (`xclip -i`, which forks a child that
+    /// owns the selection until another client takes it or the server stops).
+    pub async fn set_clipboard(&self, text: &str) -> anyhow::Result<()> {
+        let mut child = self
+            .x_command("xclip")
+            .args(["-selection", "clipboard", "-i"])
+            .stdin(Stdio::piped())
+            // The forked owner keeps stderr: not piped, or nothing would see its end.
+            .stderr(Stdio::null())
+            .kill_on_drop(false)
+            .spawn()
+            .context("starting xclip")?;
+        let mut stdin = child.stdin.take().context("xclip stdin")?;
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, text.as_bytes()).await?;
+        drop(stdin);
+        let status = tokio::time::timeout(crate::WAIT, child.wait())
+            .await
+            .context("xclip -i did not finish in time")??;
+        if !status.success() {
+            bail!("xclip -i: {status}");
+        }
+        Ok(())
+    }
+
+    /// The X CLIPBOARD selection's text (`xclip -o`); an error when no client owns it.
+    pub async fn clipboard(&self) -> anyhow::Result<String> {
+        self.output("xclip", &["-selection", "clipboard", "-o"])
+            .await
+    }
+}
+
+impl Drop for Xvnc {
+    fn drop(&mut self) {
+        terminate_x_server(&mut self.server);
+    }
+}
+
+/// `W x H` from xdpyinfo's `  dimensions:    1024x768 pixels (...)` line.
+fn parse_dimensions(info: &str) -> Option<(u16, u16)> {
+    let size = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("dimensions:"))?
+        .split_whitespace()
+        .next()?;
+    let (w, h) = size.split_once('x')?;
+    Some((w.parse().ok()?, h.parse().ok()?))
+}
+
+/// Xvnc on a display it picks (`-displayfd`), RFB on 127.0.0.1:`port`, no VNC
+/// authentication, every viewer shared. `-noreset`: as for Xvfb.
+async fn start_xvnc(width: u16, height: u16, port: u16) -> anyhow::Result<(Child, String)> {
+    let mut child = Command::new("Xvnc")
+        .args(["-displayfd", "1", "-nolisten", "tcp", "-noreset"])
+        .args(["-geometry", &format!("{width}x{height}"), "-depth", "24"])
+        .args(["-rfbport", &port.to_string(), "-localhost"])
+        .args(["-SecurityTypes", "None", "-AlwaysShared"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting Xvnc")?;
+    let mut stdout = BufReader::new(child.stdout.take().context("Xvnc stdout")?);
+    let mut line = String::new();
+    let n = tokio::time::timeout(crate::WAIT, stdout.read_line(&mut line))
+        .await
+        .context("Xvnc did not report its display in time")??;
+    if n == 0 || line.trim().is_empty() {
+        bail!("Xvnc exited before it was ready: {:?}", child.try_wait());
+    }
+    drain(stdout);
+    let display = format!(":{}", line.trim());
+    // The display is reported once the server is up; its RFB listener should be too,
+    // but a failed bind only shows as a refused connection: check it.
+    let listening = tokio::time::timeout(crate::WAIT, async {
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return true;
+            }
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or(false);
+    if !listening {
+        let _ = child.start_kill();
+        bail!("Xvnc on {display} is not listening on {port}");
+    }
+    Ok((child, display))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn xdpyinfo_dimensions() {
+        let info = "screen #0:\n  dimensions:    1000x700 pixels (264x185 millimeters)\n";
+        assert_eq!(super::parse_dimensions(info), Some((1000, 700)));
+        assert_eq!(super::parse_dimensions("screen #0:\n"), None);
+    }
+
+    /// The fixture itself: its screen has the size asked for, its port speaks RFB, and
+    /// the X clipboard round-trips through `xclip`.
+    #[tokio::test]
+    async fn xvnc_starts_with_its_size_and_runs_x_clients() {
+        if !super::xvnc_required() {
+            return;
+        }
+        let xvnc = super::Xvnc::start(800, 600).await.expect("start Xvnc");
+        assert_eq!(xvnc.screen_size().await.expect("xdpyinfo"), (800, 600));
+        let mut rfb = tokio::net::TcpStream::connect(("127.0.0.1", xvnc.vnc_port))
+            .await
+            .expect("connect to Xvnc");
+        let mut version = [0u8; 12];
+        tokio::io::AsyncReadExt::read_exact(&mut rfb, &mut version)
+            .await
+            .expect("RFB version");
+        assert_eq!(&version[..4], b"RFB ");
+        xvnc.set_clipboard("from the fixture")
+            .await
+            .expect("xclip -i");
+        assert_eq!(
+            xvnc.clipboard().await.expect("xclip -o"),
+            "from the fixture"
+        );
     }
 }
