@@ -5,7 +5,10 @@
 // Protocol: one JSON command per line on stdin, one JSON answer per line on stdout
 // (`{"ok":true,...}` or `{"ok":false,"error":"..."}`), in order. Commands:
 //
-//   {"cmd":"open","url":U}                       load the viewer page
+//   {"cmd":"open","url":U,"width":W?,"height":H?,"permissions":[P]?}
+//                                                 load the viewer page in a new context
+//                                                 (viewport W×H, permissions granted to
+//                                                 it, e.g. clipboard-read)
 //   {"cmd":"state"}                               the page's window.vncViewer
 //   {"cmd":"waitState","status":S,"timeoutMs":N,"sessions":K?}
 //                                                 until the page's status is S (and,
@@ -62,12 +65,12 @@ let browser = null;
 let page = null;
 const consoleLines = [];
 
-async function open({ url, width = 1280, height = 830 }) {
+async function open({ url, width = 1280, height = 830, permissions = [] }) {
   if (!browser) {
     // launch() gives every run a fresh temporary --user-data-dir and removes it after.
     browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS, headless: true });
   }
-  const context = await browser.newContext({ viewport: { width, height } });
+  const context = await browser.newContext({ viewport: { width, height }, permissions });
   page = await context.newPage();
   page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
