@@ -27,13 +27,14 @@ export function abilities({ claims, control = '', canType = true, mode = 'unknow
   const yes = { ok: true, reason: '' };
 
   const files = (allowed, verb) => {
+    // Control's refusal of the whole desktop first: no token would do better.
+    if (filesRefusal) return no(filesRefusal);
     if (!allowed) {
       if (verb === 'upload' && view) return no('a view-only link can\'t upload files');
       if (policy.files === 'none') return no('this link\'s token allows no file transfer');
       return no(`this link's token does not allow ${verb}s`);
     }
     if (!control) return no('this link does not say where the control API is (no control= in its URL)');
-    if (filesRefusal) return no(filesRefusal);
     return yes;
   };
 

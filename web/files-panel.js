@@ -92,17 +92,18 @@ export function setUpFiles({ params, files, ability, changed }) {
     render();
   }
 
-  /** Probes control once at start: learns the list, or why files can't move at all. */
+  /**
+   * Probes control once at start: learns the list, or why files can't move for this
+   * desktop at all. Control answers the desktop-wide refusals (no such container, the
+   * static runtime, not running) before the token's policy (403), so a token that may
+   * not list learns them too.
+   */
   async function probe() {
     if (!params.control) return;
-    const can = ability();
-    if (can.download.ok) {
+    if (ability().download.ok) {
       await refresh();
       return;
     }
-    if (!can.upload.ok) return;
-    // An upload-only token may not list, but control answers the desktop-wide
-    // refusals (no such container, the static runtime) before the policy's 403.
     try {
       const resp = await fetch(listUrl(params.control, params.containerId), { headers: auth });
       if (resp.status === 404 || resp.status === 409) {

@@ -260,6 +260,8 @@ test('what the page can\'t do is greyed out with a reason in words', () => {
   const refused = abilities({ claims: full, control: 'http://c', filesRefusal: 'the static runtime has no files' });
   assert.equal(refused.upload.reason, 'the static runtime has no files');
   assert.equal(refused.download.reason, 'the static runtime has no files');
+  const noneButRefused = abilities({ claims: { files: 'none' }, control: 'http://c', filesRefusal: 'static' });
+  assert.equal(noneButRefused.upload.reason, 'static', 'the desktop-wide refusal says more than the claim');
 });
 
 test('file names, URLs and control\'s refusals in words', () => {
