@@ -413,7 +413,9 @@ function applyFit() {
   state.resizeEffective = fit;
   const rfb = state.rfb;
   if (!rfb) return;
-  rfb.scaleViewport = fit === 'scale';
+  // `remote` scales too: a server that ignores SetDesktopSize (x11vnc) still fits the
+  // window, and one that follows it ends at scale 1.
+  rfb.scaleViewport = fit !== 'off';
   // `off`: 1:1, with noVNC's scroll bars when the desktop is larger than the window.
   rfb.clipViewport = false;
   // Set again when it turns on: noVNC asks the server for the window's size then.
