@@ -14,12 +14,16 @@ import { policyOf } from './params.js';
  *                session that drives, or any when input is shared)
  *   mode         sharing.js's controlView mode (unknown, view, shared, driving, waiting)
  *   filesRefusal control's reason when it refused file calls for this desktop as a
- *                whole (409: the static runtime or not running; 404; no answer), or ''
+ *                whole (409: the static runtime or not running; 404), or ''
+ *   filesUnreachable why control could not be asked (no answer: down, or this page's
+ *                origin not on its viewer_origins), or ''
  *
  * Returns `{upload, download, toDesktop, fromDesktop, resizeRemote}`, each
  * `{ok: boolean, reason: string}` (`reason` empty when ok).
  */
-export function abilities({ claims, control = '', canType = true, mode = 'unknown', filesRefusal = '' }) {
+export function abilities({
+  claims, control = '', canType = true, mode = 'unknown', filesRefusal = '', filesUnreachable = '',
+}) {
   const policy = policyOf(claims);
   const view = claims?.scope === 'view' || mode === 'view';
   const waiting = mode === 'waiting';
@@ -35,6 +39,7 @@ export function abilities({ claims, control = '', canType = true, mode = 'unknow
       return no(`this link's token does not allow ${verb}s`);
     }
     if (!control) return no('this link does not say where the control API is (no control= in its URL)');
+    if (filesUnreachable) return no(filesUnreachable);
     return yes;
   };
 

@@ -4,6 +4,7 @@
 // URLs and words). What the session may not do is greyed out with the reason.
 
 import { describeFileError, fileUrl, formatBytes, listUrl, nameProblem, parseListing } from './files.js';
+import { policyOf } from './params.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -14,13 +15,15 @@ const MAX_UPLOADS_KEPT = 32;
  * Wires the panel. `params` is readParams()'s result, `files` the part of the page's
  * state this panel owns (shown on window.vncViewer), `ability()` the current
  * abilities (abilities.js), `changed()` is called when control refused file calls for
- * this desktop as a whole (a 409, 404 or no answer), so the page re-renders.
+ * this desktop as a whole (a 409 or 404) or did not answer, so the page re-renders.
  * Returns `{render, refresh}`.
  */
 export function setUpFiles({ params, files, ability, changed }) {
   const url = (name) => fileUrl(params.control, params.containerId, name);
   const auth = { Authorization: `Bearer ${params.token}` };
   let queue = Promise.resolve();
+  // Listing again is worth a try whenever the token may list: control may answer now.
+  const mayList = () => Boolean(params.control) && policyOf(params.claims).download;
 
   function render() {
     const can = ability();
@@ -29,8 +32,8 @@ export function setUpFiles({ params, files, ability, changed }) {
     up.title = can.upload.ok ? 'upload files to the desktop\'s ~/Uploads (or drop them on the page)' : can.upload.reason;
     $('upload-reason').textContent = can.upload.ok ? '' : `Upload: ${can.upload.reason}`;
     const refresh = $('files-refresh');
-    refresh.disabled = !can.download.ok;
-    refresh.title = can.download.ok ? 'list the desktop\'s ~/Downloads again' : can.download.reason;
+    refresh.disabled = !mayList();
+    refresh.title = mayList() ? 'list the desktop\'s ~/Downloads again' : can.download.reason;
     $('download-reason').textContent = can.download.ok ? '' : `Download: ${can.download.reason}`;
     $('files-toggle').classList.toggle('off', !can.upload.ok && !can.download.ok);
     renderList(can.download);
@@ -65,7 +68,7 @@ export function setUpFiles({ params, files, ability, changed }) {
 
   /** Lists the download folder; a refusal of the whole desktop greys the panel. */
   async function refresh() {
-    if (!params.control || !ability().download.ok) return;
+    if (!mayList()) return;
     let status = 0;
     let body = '';
     try {
@@ -75,7 +78,14 @@ export function setUpFiles({ params, files, ability, changed }) {
     } catch {
       status = 0;
     }
+    const unreachable = files.unreachable;
+    files.unreachable = status === 0 ? describeFileError(0, '', 'the listing') : '';
+    if (files.unreachable !== unreachable) changed();
     if (status === 200) {
+      if (files.refusal) {
+        files.refusal = '';
+        changed();
+      }
       const listing = parseListing(body);
       files.list = listing?.files ?? [];
       files.more = listing?.more ?? false;
@@ -84,7 +94,7 @@ export function setUpFiles({ params, files, ability, changed }) {
     } else {
       files.listError = describeFileError(status, body, 'the listing');
       // Refusals of the desktop as a whole: uploads would get the same answer.
-      if (status === 0 || status === 404 || status === 409) {
+      if (status === 404 || status === 409) {
         files.refusal = files.listError;
         changed();
       }
@@ -100,7 +110,7 @@ export function setUpFiles({ params, files, ability, changed }) {
    */
   async function probe() {
     if (!params.control) return;
-    if (ability().download.ok) {
+    if (mayList()) {
       await refresh();
       return;
     }
@@ -111,7 +121,7 @@ export function setUpFiles({ params, files, ability, changed }) {
         changed();
       }
     } catch {
-      files.refusal = describeFileError(0, '', 'the listing');
+      files.unreachable = describeFileError(0, '', 'the listing');
       changed();
     }
   }

@@ -49,7 +49,8 @@ const state = {
     more: false,
     listed: false, // a listing arrived
     listError: '',
-    refusal: '', // control refused file calls for this desktop as a whole (409, 404, no answer)
+    refusal: '', // control refused file calls for this desktop as a whole (409, 404)
+    unreachable: '', // control did not answer the page (down, or the origin not allowed)
     uploads: [], // {name, size, loaded, state, status, error}, newest last
     progressEvents: 0, // upload progress events the page saw
     drops: 0, // file drops on the page
@@ -386,6 +387,7 @@ function ability() {
     canType: state.control.canType,
     mode: state.control.mode,
     filesRefusal: state.files.refusal,
+    filesUnreachable: state.files.unreachable,
   });
 }
 
@@ -494,6 +496,18 @@ function setUp() {
     const panel = $('clipboard-panel');
     panel.hidden = !panel.hidden;
   });
+  // The panels on the right share their place: opening one closes the others (first,
+  // in the capture phase, before the button's own handler opens it).
+  const sidePanels = ['clipboard', 'files', 'settings'];
+  for (const name of sidePanels) {
+    $(`${name}-toggle`).addEventListener(
+      'click',
+      () => {
+        for (const other of sidePanels) if (other !== name) $(`${other}-panel`).hidden = true;
+      },
+      true,
+    );
+  }
   $('settings-toggle').addEventListener('click', () => {
     const panel = $('settings-panel');
     panel.hidden = !panel.hidden;

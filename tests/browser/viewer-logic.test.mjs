@@ -262,6 +262,9 @@ test('what the page can\'t do is greyed out with a reason in words', () => {
   assert.equal(refused.download.reason, 'the static runtime has no files');
   const noneButRefused = abilities({ claims: { files: 'none' }, control: 'http://c', filesRefusal: 'static' });
   assert.equal(noneButRefused.upload.reason, 'static', 'the desktop-wide refusal says more than the claim');
+  const unreachable = abilities({ claims: { scope: 'view', files: 'download' }, control: 'http://c', filesUnreachable: 'no answer' });
+  assert.match(unreachable.upload.reason, /view-only/, 'the claim says more than a control that did not answer');
+  assert.equal(unreachable.download.reason, 'no answer');
 });
 
 test('file names, URLs and control\'s refusals in words', () => {
