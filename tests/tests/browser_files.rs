@@ -38,7 +38,8 @@ struct FilesStack {
 }
 
 impl FilesStack {
-    async fn start() -> Option<FilesStack> {
+    /// Starts it; `extra` are more flags of control (`--files-max-bytes`, ...).
+    async fn start(extra: &[&str]) -> Option<FilesStack> {
         if !browser_required() {
             return None;
         }
@@ -47,25 +48,23 @@ impl FilesStack {
         let image = files_fixture_image();
         let origin = format!("http://{}", relay.public);
         let relay_url = format!("ws://{}", relay.public);
-        let control = ControlProcess::start(
-            &stack.redis.url(),
-            &stack.keys,
-            &stack.identity,
-            &[
-                "--image",
-                &image,
-                "--network",
-                "published",
-                "--publish-ip",
-                "127.0.0.1",
-                "--relay-url",
-                &relay_url,
-                "--viewer-origin",
-                &origin,
-            ],
-        )
-        .await
-        .expect("start control");
+        let mut args = vec![
+            "--image",
+            &image,
+            "--network",
+            "published",
+            "--publish-ip",
+            "127.0.0.1",
+            "--relay-url",
+            &relay_url,
+            "--viewer-origin",
+            &origin,
+        ];
+        args.extend_from_slice(extra);
+        let control =
+            ControlProcess::start(&stack.redis.url(), &stack.keys, &stack.identity, &args)
+                .await
+                .expect("start control");
         let owner = stack.identity.token("alice", "t1", false);
         let (status, created) = control.create_desktop(&owner, &image).await;
         assert_eq!(status, 202, "{created}");
@@ -176,7 +175,7 @@ async fn upload_control(browser: &mut Browser) -> Value {
 /// in ~/Downloads is listed by the page and downloads through it with the same SHA-256.
 #[tokio::test]
 async fn a_dropped_file_arrives_and_a_desktop_file_downloads_through_the_page() {
-    let Some(s) = FilesStack::start().await else {
+    let Some(s) = FilesStack::start(&[]).await else {
         return;
     };
     let minted = s.token("control").await;
@@ -249,11 +248,52 @@ async fn a_dropped_file_arrives_and_a_desktop_file_downloads_through_the_page() 
     browser.close().await;
 }
 
+/// Control's refusals of an upload reach the page in words: a file over
+/// `files_max_bytes` (413) says it is too large, with control's message, and nothing
+/// of it lands in ~/Uploads.
+#[tokio::test]
+async fn an_upload_control_refuses_is_shown_in_words() {
+    let Some(s) = FilesStack::start(&["--files-max-bytes", "4096"]).await else {
+        return;
+    };
+    let minted = s.token("control").await;
+    let mut browser = Browser::start().await;
+    browser
+        .open(&s.page(minted["token"].as_str().unwrap(), ""))
+        .await;
+    browser
+        .wait_for("window.vncViewer.files.listed === true")
+        .await;
+    browser.drop_file("big.bin", 4097, 5).await;
+    let state = browser
+        .wait_for("window.vncViewer.files.lastUpload?.state === 'failed'")
+        .await;
+    let last = &state["files"]["lastUpload"];
+    assert_eq!(last["status"], 413, "{last}");
+    assert!(
+        last["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("the file is too large for control: ")),
+        "{last}"
+    );
+    browser
+        .wait_text("#upload-result", "upload failed: the file is too large")
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let copied = docker(&[
+        "cp",
+        &format!("{}:{DESKTOP_UPLOADS}/big.bin", s.container()),
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(copied.is_err(), "a refused upload left a file: {copied:?}");
+    browser.close().await;
+}
+
 /// A view token's page and a share link without files show the upload greyed out with
 /// the reason in words; a file dropped on the view page is not sent, and says why.
 #[tokio::test]
 async fn uploads_a_token_may_not_make_are_greyed_out_with_the_reason() {
-    let Some(s) = FilesStack::start().await else {
+    let Some(s) = FilesStack::start(&[]).await else {
         return;
     };
     let view = s.token("view").await;
