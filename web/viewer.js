@@ -42,7 +42,7 @@ const state = {
   resizeEffective: params.resize, // the fit in use (remote falls back to scale while it can't resize)
   quality: params.quality, // noVNC qualityLevel 0..9
   compression: params.compression, // noVNC compressionLevel 0..9
-  control_url: params.control, // control's API base ('' when the URL names none)
+  controlUrl: params.control, // control's API base ('' when the URL names none)
   abilities: null, // abilities.js: what the page can do now, and why not
   files: {
     list: [], // the download folder: {name, size, modified}
@@ -406,8 +406,8 @@ function renderAbilities() {
 /**
  * Applies the fit to noVNC: `remote` resizes the remote desktop to the window
  * (SetDesktopSize; noVNC sends it only while not view-only), `scale` scales the
- * picture into the window, `off` shows it 1:1 (scroll bars past the window). A session that can't resize now (view
- * only, not the driver) scales until it can.
+ * picture into the window, `off` shows it 1:1 (scroll bars past the window). A
+ * session that can't resize now (view only, not the driver) scales until it can.
  */
 function applyFit() {
   const remoteOk = ability().resizeRemote.ok;
