@@ -18,9 +18,24 @@
 //                handing control over, need it
 //   share        `1` on a share link (control's share URL); a token with a `share`
 //                claim counts as one too: the page asks for a display name first
+//   control      control's API base (`https://control.example`, `http://127.0.0.1:8080`):
+//                where the page moves files (PUT/GET /v1/containers/{id}/files…, the
+//                VNC token as the bearer); without it the file buttons say why they are off
+//   resize       `remote` (the remote desktop follows the window), `scale` (scaled to
+//                fit) or `off` (1:1, scroll bars); default `remote` when the token may
+//                drive, `scale` for a view token, which can't resize the remote desktop
+//   quality      0..9, noVNC's qualityLevel (JPEG quality of Tight; default 6)
+//   compression  0..9, noVNC's compressionLevel (default 2)
 
 /** Transports the viewer speaks. */
 export const TRANSPORTS = ['ws', 'socketio'];
+
+/** How the remote screen fits the window: resized to it, scaled into it, or neither. */
+export const RESIZE_MODES = ['remote', 'scale', 'off'];
+
+/** noVNC's defaults for its quality and compression levels (both 0..9). */
+export const DEFAULT_QUALITY = 6;
+export const DEFAULT_COMPRESSION = 2;
 
 /**
  * Reads the viewer's settings from a URL (a `URL` or a string).
@@ -60,7 +75,69 @@ export function readParams(href) {
     else problems.push(`not a relay endpoint: "${entry.trim()}"`);
   }
   if (relays.length === 0) relays.push(relayBase(url.origin, url));
-  return { token, containerId, relays, transport, share, claims, problems };
+  // Settings of the picture: a bad value is named and replaced by the default, it does
+  // not keep the page from connecting.
+  const notes = [];
+  const view = claims?.scope === 'view';
+  const resize = resizeMode(get('resize'), view, notes);
+  const quality = level(get('quality'), DEFAULT_QUALITY, 'quality', notes);
+  const compression = level(get('compression'), DEFAULT_COMPRESSION, 'compression', notes);
+  const control = controlBase(get('control'), notes);
+  return {
+    token, containerId, relays, transport, share, claims, problems,
+    resize, quality, compression, control, notes,
+  };
+}
+
+/**
+ * The resize mode from the URL's `resize` (`''` for none). A view token can't resize
+ * the remote desktop (its input, SetDesktopSize included, never reaches the server):
+ * `remote` becomes `scale` for it, with a note.
+ */
+export function resizeMode(text, view, notes = []) {
+  const asked = text.trim().toLowerCase();
+  const fallback = view ? 'scale' : 'remote';
+  if (!asked) return fallback;
+  if (!RESIZE_MODES.includes(asked)) {
+    notes.push(`unknown resize "${asked}" (remote, scale or off): using ${fallback}`);
+    return fallback;
+  }
+  if (asked === 'remote' && view) {
+    notes.push('a view-only session can\'t resize the remote desktop: scaling it instead');
+    return 'scale';
+  }
+  return asked;
+}
+
+/** A level 0..9 from the URL (`''` for none): the default when absent or wrong. */
+export function level(text, fallback, name, notes = []) {
+  const t = text.trim();
+  if (!t) return fallback;
+  if (!/^[0-9]$/.test(t)) {
+    notes.push(`${name} must be 0 to 9, not "${t}": using ${fallback}`);
+    return fallback;
+  }
+  return Number(t);
+}
+
+/**
+ * Control's API base from the URL's `control`: an http(s) URL, kept as origin plus path
+ * without a trailing slash (`https://api.example/vnc`); `''` when absent or not one.
+ */
+export function controlBase(text, notes = []) {
+  const t = text.trim();
+  if (!t) return '';
+  let u;
+  try {
+    u = new URL(t);
+  } catch {
+    u = null;
+  }
+  if (!u || !['http:', 'https:'].includes(u.protocol) || u.search || u.hash || u.username) {
+    notes.push(`control must be an http(s) URL without query, not "${t}"`);
+    return '';
+  }
+  return `${u.origin}${u.pathname.replace(/\/+$/, '')}`;
 }
 
 /**
@@ -103,6 +180,32 @@ export function decodeClaims(token) {
   } catch {
     return null;
   }
+}
+
+/** Which way files may move (`files` claim; none when absent, as control reads it). */
+export const FILE_POLICIES = ['none', 'upload', 'download', 'both'];
+/** Which way the clipboard may move (`clipboard` claim; both when absent). */
+export const CLIPBOARD_POLICIES = ['both', 'to_desktop', 'from_desktop', 'none'];
+
+/**
+ * The token's transfer policy as control and the relay read it: `{files, clipboard,
+ * upload, download, toDesktop, fromDesktop}`. Absent claims get the defaults of
+ * docs/architecture.md (no files, the clipboard both ways); an unknown value allows
+ * nothing (the server refuses such a token anyway).
+ */
+export function policyOf(claims) {
+  const files = claims?.files === undefined ? 'none' : claims.files;
+  const clipboard = claims?.clipboard === undefined ? 'both' : claims.clipboard;
+  const f = FILE_POLICIES.includes(files) ? files : 'none';
+  const c = CLIPBOARD_POLICIES.includes(clipboard) ? clipboard : 'none';
+  return {
+    files: f,
+    clipboard: c,
+    upload: f === 'upload' || f === 'both',
+    download: f === 'download' || f === 'both',
+    toDesktop: c === 'to_desktop' || c === 'both',
+    fromDesktop: c === 'from_desktop' || c === 'both',
+  };
 }
 
 /** Seconds until the token expires (negative once it has); null without `exp`. */

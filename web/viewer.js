@@ -2,10 +2,17 @@
 // Reads what to open from the URL (see params.js), shows the session's state in the
 // status line, reconnects after a drain, and carries the clipboard both ways. Over
 // socket.io it also shows who is here and who drives, and hands control over
-// (sharing.js); a share link asks for a display name first.
+// (sharing.js); a share link asks for a display name first. Files move through control
+// (files-panel.js), the clipboard syncs through the browser's Clipboard API
+// (clipboard.js), and the picture's fit, quality and compression are settings kept in
+// the URL fragment. What the session can't do is greyed out with the reason
+// (abilities.js).
 
 import RFB from './node_modules/@novnc/novnc/core/rfb.js';
-import { readParams, secondsLeft } from './params.js';
+import { RESIZE_MODES, readParams, secondsLeft } from './params.js';
+import { abilities } from './abilities.js';
+import { setUpClipboard } from './clipboard.js';
+import { setUpFiles } from './files-panel.js';
 import { MAX_ATTEMPTS, RETRY_CODES, backoff, describeClose } from './close-codes.js';
 import { applyEvent, controlView, emptySharing } from './sharing.js';
 
@@ -31,6 +38,34 @@ const state = {
   name: '', // the display name given on a share link ('' lets the relay pick one)
   control: controlView(emptySharing(), params.claims?.scope), // who drives, what this page may do
   notice: '', // the last notice (control moved, someone asks for control, a refused request)
+  resize: params.resize, // the fit asked for: remote | scale | off
+  resizeEffective: params.resize, // the fit in use (remote falls back to scale while it can't resize)
+  quality: params.quality, // noVNC qualityLevel 0..9
+  compression: params.compression, // noVNC compressionLevel 0..9
+  controlUrl: params.control, // control's API base ('' when the URL names none)
+  abilities: null, // abilities.js: what the page can do now, and why not
+  files: {
+    list: [], // the download folder: {name, size, modified}
+    more: false,
+    listed: false, // a listing arrived
+    listError: '',
+    refusal: '', // control refused file calls for this desktop as a whole (409, 404)
+    unreachable: '', // control did not answer the page (down, or the origin not allowed)
+    uploads: [], // {name, size, loaded, state, status, error}, newest last
+    progressEvents: 0, // upload progress events the page saw
+    drops: 0, // file drops on the page
+    lastUpload: null,
+    lastDownload: null,
+  },
+  clipboardSync: {
+    read: 'unknown', // the clipboard-read permission: granted | prompt | denied | unavailable
+    write: 'unknown',
+    sent: 0, // texts sent to the desktop (panel, paste or automatic)
+    lastSent: '',
+    written: 0, // desktop texts written to the browser's clipboard
+    lastWritten: '',
+    error: '',
+  },
   rfb: null,
 };
 window.vncViewer = state;
@@ -42,6 +77,8 @@ let closedByUser = false;
 let sharing = emptySharing(); // what the relay said about this desktop's people (socket.io)
 let controlChannel = null; // the current socket.io channel, for control requests
 let noticeTimer = null;
+let filesPanel = null; // files-panel.js, once set up
+let clipboard = null; // clipboard.js, once set up
 // How long a notice stays on screen.
 const NOTICE_MS = 6000;
 
@@ -109,13 +146,15 @@ async function connect() {
     closeInfo = { code: e?.code ?? 1006, reason: e?.reason ?? '' };
     inner?.call(channel, e);
   };
-  rfb.scaleViewport = true;
   rfb.background = 'rgb(24, 24, 28)';
+  rfb.qualityLevel = state.quality;
+  rfb.compressionLevel = state.compression;
   // The relay enforces the scope; not sending input a view token may not send keeps a
   // view-only session from tripping the relay's filter at every mouse move.
   rfb.viewOnly = viewOnly;
   state.rfb = rfb;
   renderControl();
+  applyFit();
 
   rfb.addEventListener('connect', () => {
     if (gen !== generation) return;
@@ -141,9 +180,9 @@ async function connect() {
     $('desktop').textContent = e.detail?.name ?? '';
   });
   rfb.addEventListener('clipboard', (e) => {
+    // Kept as it arrived (what the relay let through), whatever the page does with it.
     state.clipboard = e.detail?.text ?? '';
-    $('clipboard-text').value = state.clipboard;
-    $('clipboard-note').textContent = 'from the desktop';
+    clipboard?.fromDesktop(state.clipboard);
   });
 }
 
@@ -250,8 +289,11 @@ function renderControl() {
   state.control = view;
   // A control session that does not drive would have its input dropped by the relay:
   // its keyboard and mouse don't pretend to work.
-  if (state.rfb && state.rfb.viewOnly !== !view.canType) state.rfb.viewOnly = !view.canType;
-  $('clipboard-send').disabled = !view.canType;
+  if (state.rfb && state.rfb.viewOnly !== !view.canType) {
+    state.rfb.viewOnly = !view.canType;
+    applyFit();
+  }
+  renderAbilities();
   $('scope').hidden = !(viewOnly || view.mode === 'view');
   $('not-driving').hidden = view.mode !== 'waiting';
   $('control-line').hidden = !view.line;
@@ -337,6 +379,51 @@ function askName() {
   );
 }
 
+/** What the page can do now (abilities.js), from the token, the sharing view and control. */
+function ability() {
+  return abilities({
+    claims: params.claims,
+    control: params.control,
+    canType: state.control.canType,
+    mode: state.control.mode,
+    filesRefusal: state.files.refusal,
+    filesUnreachable: state.files.unreachable,
+  });
+}
+
+/** Greys out what the session can't do, with the reason, everywhere it shows. */
+function renderAbilities() {
+  state.abilities = ability();
+  filesPanel?.render();
+  clipboard?.render();
+  const remote = state.abilities.resizeRemote;
+  const option = $('resize').querySelector('option[value="remote"]');
+  option.disabled = !remote.ok;
+  option.title = remote.reason;
+  $('resize-reason').textContent = remote.ok ? '' : `Resize remote: ${remote.reason}`;
+}
+
+/**
+ * Applies the fit to noVNC: `remote` resizes the remote desktop to the window
+ * (SetDesktopSize; noVNC sends it only while not view-only), `scale` scales the
+ * picture into the window, `off` shows it 1:1 (scroll bars past the window). A
+ * session that can't resize now (view only, not the driver) scales until it can.
+ */
+function applyFit() {
+  const remoteOk = ability().resizeRemote.ok;
+  const fit = state.resize === 'remote' && !remoteOk ? 'scale' : state.resize;
+  state.resizeEffective = fit;
+  const rfb = state.rfb;
+  if (!rfb) return;
+  // `remote` scales too: a server that ignores SetDesktopSize (x11vnc) still fits the
+  // window, and one that follows it ends at scale 1.
+  rfb.scaleViewport = fit !== 'off';
+  // `off`: 1:1, with noVNC's scroll bars when the desktop is larger than the window.
+  rfb.clipViewport = false;
+  // Set again when it turns on: noVNC asks the server for the window's size then.
+  rfb.resizeSession = fit === 'remote';
+}
+
 function transportName() {
   return state.transport === 'socketio' ? 'socket.io' : 'WebSocket';
 }
@@ -348,6 +435,35 @@ function rememberInFragment(name, value) {
   fragment.set(name, value);
   url.hash = fragment.toString();
   history.replaceState(null, '', url);
+}
+
+/** The picture's settings: fit, quality, compression; each kept in the URL fragment. */
+function setUpSettings() {
+  const resize = $('resize');
+  resize.value = state.resize;
+  resize.addEventListener('change', () => {
+    if (!RESIZE_MODES.includes(resize.value)) return;
+    state.resize = resize.value;
+    rememberInFragment('resize', state.resize);
+    applyFit();
+  });
+  for (const name of ['quality', 'compression']) {
+    const select = $(name);
+    select.replaceChildren(
+      ...Array.from({ length: 10 }, (_, i) => {
+        const option = document.createElement('option');
+        option.value = String(i);
+        option.textContent = String(i);
+        return option;
+      }),
+    );
+    select.value = String(state[name]);
+    select.addEventListener('change', () => {
+      state[name] = Number(select.value);
+      rememberInFragment(name, select.value);
+      if (state.rfb) state.rfb[`${name}Level`] = state[name];
+    });
+  }
 }
 
 function setUp() {
@@ -380,13 +496,28 @@ function setUp() {
     const panel = $('clipboard-panel');
     panel.hidden = !panel.hidden;
   });
-  $('clipboard-send').addEventListener('click', () => {
-    if (!state.rfb || !state.control.canType) return;
-    state.rfb.clipboardPasteFrom($('clipboard-text').value);
-    $('clipboard-note').textContent = 'sent to the desktop';
+  // The panels on the right share their place: opening one closes the others (first,
+  // in the capture phase, before the button's own handler opens it).
+  const sidePanels = ['clipboard', 'files', 'settings'];
+  for (const name of sidePanels) {
+    $(`${name}-toggle`).addEventListener(
+      'click',
+      () => {
+        for (const other of sidePanels) if (other !== name) $(`${other}-panel`).hidden = true;
+      },
+      true,
+    );
+  }
+  $('settings-toggle').addEventListener('click', () => {
+    const panel = $('settings-panel');
+    panel.hidden = !panel.hidden;
   });
+  setUpSettings();
+  clipboard = setUpClipboard({ sync: state.clipboardSync, rfb: () => state.rfb, ability });
+  filesPanel = setUpFiles({ params, files: state.files, ability, changed: renderAbilities });
 
   renderControl();
+  if (params.notes.length) showNotice(params.notes.join('; '));
   if (params.claims) {
     const c = params.claims;
     const exp = typeof c.exp === 'number' ? new Date(c.exp * 1000).toLocaleString() : 'no expiry';

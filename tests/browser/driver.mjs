@@ -5,7 +5,10 @@
 // Protocol: one JSON command per line on stdin, one JSON answer per line on stdout
 // (`{"ok":true,...}` or `{"ok":false,"error":"..."}`), in order. Commands:
 //
-//   {"cmd":"open","url":U}                       load the viewer page
+//   {"cmd":"open","url":U,"width":W?,"height":H?,"permissions":[P]?}
+//                                                 load the viewer page in a new context
+//                                                 (viewport W×H, permissions granted to
+//                                                 it, e.g. clipboard-read)
 //   {"cmd":"state"}                               the page's window.vncViewer
 //   {"cmd":"waitState","status":S,"timeoutMs":N,"sessions":K?}
 //                                                 until the page's status is S (and,
@@ -27,6 +30,16 @@
 //   {"cmd":"waitText","selector":S,"text":T,"timeoutMs":N}
 //                                                 until element S is visible and its text
 //                                                 holds T
+//   {"cmd":"viewport","width":W,"height":H}      resize the page's window (its viewport)
+//   {"cmd":"eval","expr":E}                       the JSON value of expression E in the page
+//   {"cmd":"dropFile","name":N,"size":S,"seed":K,"selector":T?}
+//                                                 build a file of S bytes (xorshift32
+//                                                 from seed K) in the page and drop it on
+//                                                 element T (default #screen) as a
+//                                                 DataTransfer; answers its SHA-256 (hex)
+//   {"cmd":"download","selector":S,"path":P,"timeoutMs":N}
+//                                                 click S and save the download it starts
+//                                                 to P; answers its suggested name
 //   {"cmd":"screenshot","path":P}
 //   {"cmd":"close"}
 //
@@ -52,12 +65,12 @@ let browser = null;
 let page = null;
 const consoleLines = [];
 
-async function open({ url, width = 1280, height = 830 }) {
+async function open({ url, width = 1280, height = 830, permissions = [] }) {
   if (!browser) {
     // launch() gives every run a fresh temporary --user-data-dir and removes it after.
     browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS, headless: true });
   }
-  const context = await browser.newContext({ viewport: { width, height } });
+  const context = await browser.newContext({ viewport: { width, height }, permissions });
   page = await context.newPage();
   page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
@@ -178,6 +191,54 @@ async function waitText({ selector, text: want, timeoutMs = 10_000 }) {
   return { text: await el.textContent() };
 }
 
+async function viewport({ width, height }) {
+  await page.setViewportSize({ width, height });
+  return {};
+}
+
+async function evaluate({ expr }) {
+  return { value: await page.evaluate(expr) };
+}
+
+// The file is made in the page (no 50 MB over the driver's pipe) and hashed there, so
+// the test compares what the page sent with what arrived.
+async function dropFile({ name, size, seed = 1, selector = '#screen' }) {
+  const sha256 = await page.evaluate(
+    async ([n, len, k, sel]) => {
+      const bytes = new Uint8Array(len);
+      let x = k >>> 0 || 1;
+      for (let i = 0; i < len; i += 1) {
+        x ^= x << 13;
+        x >>>= 0;
+        x ^= x >>> 17;
+        x ^= x << 5;
+        x >>>= 0;
+        bytes[i] = x & 0xff;
+      }
+      const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+      const file = new File([bytes], n, { type: 'application/octet-stream' });
+      const dt = new DataTransfer();
+      dt.items.add(file);
+      const target = document.querySelector(sel);
+      for (const type of ['dragenter', 'dragover', 'drop']) {
+        target.dispatchEvent(new DragEvent(type, { dataTransfer: dt, bubbles: true, cancelable: true }));
+      }
+      return [...digest].map((b) => b.toString(16).padStart(2, '0')).join('');
+    },
+    [name, size, seed, selector],
+  );
+  return { sha256 };
+}
+
+async function download({ selector, path, timeoutMs = 10_000 }) {
+  const [dl] = await Promise.all([
+    page.waitForEvent('download', { timeout: timeoutMs }),
+    page.click(selector, { timeout: 5_000 }),
+  ]);
+  await dl.saveAs(path);
+  return { name: dl.suggestedFilename() };
+}
+
 async function screenshot({ path }) {
   await page.screenshot({ path });
   return { path };
@@ -185,7 +246,8 @@ async function screenshot({ path }) {
 
 const commands = {
   open, state: async () => ({ state: await viewerState() }), waitState, pixel, waitPixel, click, type,
-  ignoreViewOnly, waitControl, waitFor, press, fill, text, waitText, screenshot,
+  ignoreViewOnly, waitControl, waitFor, press, fill, text, waitText, screenshot, viewport,
+  eval: evaluate, dropFile, download,
 };
 
 async function handle(line) {

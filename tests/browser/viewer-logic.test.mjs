@@ -3,7 +3,9 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { decodeClaims, readParams, relayBase, secondsLeft } from '../../web/params.js';
+import { controlBase, decodeClaims, policyOf, readParams, relayBase, secondsLeft } from '../../web/params.js';
+import { abilities } from '../../web/abilities.js';
+import { describeFileError, fileUrl, formatBytes, nameProblem, parseListing } from '../../web/files.js';
 import { BACKOFF_MS, RETRY_CODES, backoff, describeClose } from '../../web/close-codes.js';
 import { MAX_REQUESTS, applyEvent, controlView, emptySharing } from '../../web/sharing.js';
 
@@ -175,4 +177,115 @@ test('shared input: every control session types and nobody asks', () => {
   const v = controlView(s, 'control');
   assert.deepEqual([v.mode, v.canType, v.request, v.take, v.release], ['shared', true, false, false, false]);
   assert.equal(v.line, 'everyone with control can type');
+});
+
+test('resize defaults to remote for a token that may drive and to scale for a view token', () => {
+  const control = readParams(`http://page/#token=${jwt({ cid: 'c', scope: 'control' })}`);
+  assert.equal(control.resize, 'remote');
+  assert.equal(control.quality, 6);
+  assert.equal(control.compression, 2);
+  assert.deepEqual(control.notes, []);
+  const view = readParams(`http://page/#token=${jwt({ cid: 'c', scope: 'view' })}`);
+  assert.equal(view.resize, 'scale');
+  for (const mode of ['scale', 'off']) {
+    assert.equal(readParams(`http://page/#token=${jwt({ cid: 'c' })}&resize=${mode}`).resize, mode);
+  }
+});
+
+test('a view token asking for remote resize scales instead, and says so', () => {
+  const p = readParams(`http://page/#token=${jwt({ cid: 'c', scope: 'view' })}&resize=remote`);
+  assert.equal(p.resize, 'scale');
+  assert.match(p.notes.join(), /view-only session can't resize/);
+  assert.equal(readParams(`http://page/#token=${jwt({ cid: 'c', scope: 'view' })}&resize=off`).resize, 'off');
+});
+
+test('quality and compression are 0..9; anything else is named and falls back', () => {
+  const p = readParams(`http://page/#token=${jwt({ cid: 'c' })}&quality=9&compression=0`);
+  assert.equal(p.quality, 9);
+  assert.equal(p.compression, 0);
+  const bad = readParams(`http://page/?quality=1#token=${jwt({ cid: 'c' })}&quality=10&compression=x&resize=huge`);
+  assert.equal(bad.quality, 6, 'the fragment wins, and 10 is out of range');
+  assert.equal(bad.compression, 2);
+  assert.equal(bad.resize, 'remote');
+  assert.equal(bad.notes.length, 3);
+  assert.deepEqual(bad.problems, [], 'a bad setting does not keep the page from connecting');
+});
+
+test('control is an http(s) base without a trailing slash', () => {
+  assert.equal(controlBase('http://127.0.0.1:8080/'), 'http://127.0.0.1:8080');
+  assert.equal(controlBase('https://api.example/vnc/'), 'https://api.example/vnc');
+  const notes = [];
+  assert.equal(controlBase('ws://x', notes), '');
+  assert.equal(controlBase('https://x/?a=1', notes), '');
+  assert.equal(notes.length, 2);
+  assert.equal(readParams(`http://page/#token=${jwt({ cid: 'c' })}&control=${encodeURIComponent('http://c:1/')}`).control, 'http://c:1');
+});
+
+test('the policy claims read as control and the relay read them', () => {
+  assert.deepEqual(policyOf({}), {
+    files: 'none', clipboard: 'both', upload: false, download: false, toDesktop: true, fromDesktop: true,
+  });
+  const p = policyOf({ files: 'download', clipboard: 'from_desktop' });
+  assert.equal(p.upload, false);
+  assert.equal(p.download, true);
+  assert.equal(p.toDesktop, false);
+  assert.equal(p.fromDesktop, true);
+  assert.equal(policyOf({ files: 'everything', clipboard: 'sideways' }).download, false);
+  assert.equal(policyOf({ clipboard: 'sideways' }).fromDesktop, false);
+});
+
+test('what the page can\'t do is greyed out with a reason in words', () => {
+  const full = { scope: 'control', files: 'both', clipboard: 'both' };
+  const all = abilities({ claims: full, control: 'http://c', canType: true, mode: 'driving' });
+  for (const [what, a] of Object.entries(all)) assert.deepEqual(a, { ok: true, reason: '' }, what);
+
+  const view = abilities({ claims: { scope: 'view', files: 'download', clipboard: 'from_desktop' }, control: 'http://c', canType: false });
+  assert.match(view.upload.reason, /view-only link can't upload/);
+  assert.equal(view.download.ok, true);
+  assert.match(view.toDesktop.reason, /clipboard off the desktop/);
+  assert.match(view.resizeRemote.reason, /view-only link can't resize/);
+
+  const share = abilities({ claims: { scope: 'control', files: 'none', clipboard: 'to_desktop' }, control: 'http://c' });
+  assert.match(share.upload.reason, /allows no file transfer/);
+  assert.match(share.download.reason, /allows no file transfer/);
+  assert.match(share.fromDesktop.reason, /desktop's clipboard on the desktop/);
+  assert.match(abilities({ claims: { files: 'upload' }, control: 'http://c' }).download.reason, /does not allow downloads/);
+
+  const waiting = abilities({ claims: full, control: 'http://c', canType: false, mode: 'waiting' });
+  assert.match(waiting.toDesktop.reason, /someone else has control/);
+  assert.match(waiting.resizeRemote.reason, /someone else has control/);
+  assert.equal(waiting.upload.ok, true, 'files move whoever drives');
+
+  assert.match(abilities({ claims: full }).upload.reason, /no control= in its URL/);
+  const refused = abilities({ claims: full, control: 'http://c', filesRefusal: 'the static runtime has no files' });
+  assert.equal(refused.upload.reason, 'the static runtime has no files');
+  assert.equal(refused.download.reason, 'the static runtime has no files');
+  const noneButRefused = abilities({ claims: { files: 'none' }, control: 'http://c', filesRefusal: 'static' });
+  assert.equal(noneButRefused.upload.reason, 'static', 'the desktop-wide refusal says more than the claim');
+  const unreachable = abilities({ claims: { scope: 'view', files: 'download' }, control: 'http://c', filesUnreachable: 'no answer' });
+  assert.match(unreachable.upload.reason, /view-only/, 'the claim says more than a control that did not answer');
+  assert.equal(unreachable.download.reason, 'no answer');
+});
+
+test('file names, URLs and control\'s refusals in words', () => {
+  assert.equal(fileUrl('http://c', 'd 1', 'a b#.txt'), 'http://c/v1/containers/d%201/files/a%20b%23.txt');
+  assert.equal(nameProblem('report.pdf'), '');
+  assert.match(nameProblem('..'), /can't be/);
+  assert.match(nameProblem('a/b'), /can't hold/);
+  assert.match(nameProblem('x'.repeat(256)), /longer than 255 bytes/);
+  assert.equal(nameProblem('é'.repeat(127)), '', '254 bytes');
+  const body = (message) => JSON.stringify({ statusCode: 0, error: 'x', message });
+  assert.equal(describeFileError(409, body('the static runtime moves no files')), 'the static runtime moves no files');
+  assert.match(describeFileError(413, body('over 4096 bytes')), /too large for control: over 4096 bytes/);
+  assert.match(describeFileError(403, body('no uploads')), /^not allowed: no uploads/);
+  assert.match(describeFileError(429, 'not json'), /busy/);
+  assert.match(describeFileError(400, body('bad name')), /refused the name: bad name/);
+  assert.match(describeFileError(0, ''), /viewer_origins/);
+  assert.deepEqual(parseListing('{"files":[{"name":"a","size":1,"modified":2},{"name":3}],"more":true}'), {
+    files: [{ name: 'a', size: 1, modified: 2 }],
+    more: true,
+  });
+  assert.equal(parseListing('[]'), null);
+  assert.equal(formatBytes(512), '512 B');
+  assert.equal(formatBytes(50 * 1024 * 1024), '50.0 MB');
 });

@@ -262,6 +262,37 @@ impl Browser {
             .await;
     }
 
+    /// Resizes the page's viewport to `width` × `height` CSS pixels.
+    pub async fn viewport(&mut self, width: u32, height: u32) {
+        self.call(json!({"cmd": "viewport", "width": width, "height": height}))
+            .await;
+    }
+
+    /// The JSON value of the JavaScript expression `expr` in the page.
+    pub async fn eval(&mut self, expr: &str) -> Value {
+        self.call(json!({"cmd": "eval", "expr": expr})).await["value"].clone()
+    }
+
+    /// Builds a file of `size` bytes in the page and drops it on the remote screen as
+    /// a user's drag and drop would; the SHA-256 (hex) of the bytes the page made.
+    pub async fn drop_file(&mut self, name: &str, size: u64, seed: u32) -> String {
+        self.call(json!({"cmd": "dropFile", "name": name, "size": size, "seed": seed}))
+            .await["sha256"]
+            .as_str()
+            .expect("a SHA-256")
+            .to_owned()
+    }
+
+    /// Clicks `selector` and saves the download it starts to `path`; its suggested name.
+    pub async fn download(&mut self, selector: &str, path: &Path) -> String {
+        self.call(json!({"cmd": "download", "selector": selector,
+                         "path": path.to_str().expect("utf-8 path"), "timeoutMs": PAGE_WAIT_MS}))
+            .await["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     /// The page's state (`window.vncViewer`).
     pub async fn state(&mut self) -> Value {
         self.call(json!({"cmd": "state"})).await["state"].clone()

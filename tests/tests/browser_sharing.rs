@@ -149,6 +149,24 @@ async fn a_share_link_hands_control_over_and_its_revocation_ends_only_the_guests
     assert_eq!(state["control"]["line"], "alice has control", "{state}");
     b.wait_text("#not-driving", "not in control").await;
     b.wait_text("#control-request", "Request control").await;
+    // What B can't do while it doesn't drive is greyed out with the reason, not hidden.
+    let greyed = b
+        .eval("[document.getElementById('clipboard-send').disabled, document.getElementById('clipboard-send').title, document.querySelector('#resize option[value=remote]').disabled, document.getElementById('resize-reason').textContent]")
+        .await;
+    assert_eq!(greyed[0], true, "{greyed}");
+    assert!(
+        greyed[1]
+            .as_str()
+            .is_some_and(|t| t.contains("someone else has control")),
+        "{greyed}"
+    );
+    assert_eq!(greyed[2], true, "{greyed}");
+    assert!(
+        greyed[3]
+            .as_str()
+            .is_some_and(|t| t.contains("someone else has control")),
+        "{greyed}"
+    );
 
     // C: the view share link, as Cy.
     let mut c = Browser::start().await;
@@ -186,6 +204,11 @@ async fn a_share_link_hands_control_over_and_its_revocation_ends_only_the_guests
     a.press("#requests button.give").await;
     b.wait_control("driving").await;
     b.wait_text("#control-line", "you have control").await;
+    // Driving, B may send its clipboard and resize again.
+    let open = b
+        .eval("[document.getElementById('clipboard-send').disabled, document.querySelector('#resize option[value=remote]').disabled]")
+        .await;
+    assert_eq!(open, json!([false, false]));
     let state = a.wait_control("waiting").await;
     assert_eq!(state["control"]["line"], "Ann has control", "{state}");
     a.wait_text("#not-driving", "not in control").await;
