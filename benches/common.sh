@@ -81,7 +81,7 @@ register_src_echo() {
   TOKEN_SRC="$(token src)"; TOKEN_ECHO="$(token echo)"
 }
 token() { "$BIN/vnc-control" token mint --private-key "$STATE/keys/bench.key.pem" \
-  --container "$1" --user bench --tenant bench --scope "${2:-control}" --ttl 2h; }
+  --container "$1" --user bench --tenant bench --scope "${2:-control}" --ttl 2h "${@:3}"; }
 
 CLK_TCK="$(getconf CLK_TCK)"
 # cpu_ticks PID: user + system clock ticks the process has used.

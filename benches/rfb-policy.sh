@@ -6,7 +6,9 @@
 #   injected  control token, the source asks for VNC Authentication and the relay
 #             answers it with the container record's vnc_password (the browser sees None);
 #   view      view token: shared flag forced, input dropped (the client sends none
-#             after the handshake, so this measures what the filter costs the stream).
+#             after the handshake, so this measures what the filter costs the stream);
+#   noclip    control token whose clipboard claim lacks from_desktop: every byte of
+#             the server's stream is framed to take ServerCutText out.
 #
 #   benches/rfb-policy.sh [ROUNDS]        (default 5)
 # Env: DURATION (seconds per run, default 8)
@@ -39,7 +41,8 @@ declare -A url
 url[plain]="ws://$RELAY/websockify?token=$(token open control)"
 url[injected]="ws://$RELAY/websockify?token=$(token locked control)"
 url[view]="ws://$RELAY/websockify?token=$(token open view)"
-TARGETS=(plain injected view)
+url[noclip]="ws://$RELAY/websockify?token=$(token open control --clipboard to_desktop)"
+TARGETS=(plain injected view noclip)
 until curl -sf "http://$ADMIN/readyz" >/dev/null; do sleep 0.05; done
 
 echo "== throughput, $ROUNDS rounds, alternating (${TARGETS[*]})"

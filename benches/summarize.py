@@ -112,10 +112,12 @@ def summarize_socketio():
 
 def summarize_policy():
     """benches/rfb-policy.sh results (labels `policy:...`): throughput with credential
-    injection and view-only filtering against the plain path (goal: within 5%)."""
+    injection, view-only filtering and the clipboard filter against the plain path
+    (goal: within 5%)."""
     names = {"plain": "plain (control token, no VNC password)",
              "injected": "credential injection (VNC Authentication answered by the relay)",
-             "view": "view-only filtering (view token)"}
+             "view": "view-only filtering (view token)",
+             "noclip": "clipboard filter (clipboard claim without from_desktop)"}
     report_failures()
     tp = {t: med(f"policy:throughput/{t}", lambda r: r["total_mb_per_s"]) for t in names}
     print("| session | MB/s (median) | rounds | vs plain |")

@@ -7,11 +7,19 @@
 //!   a byte to read every ~100 bytes;
 //! - `tight_small`: Tight rectangles of 8 × 8 with a 2-colour palette, one update of
 //!   many small rectangles, the most headers per byte a real server sends.
+//!
+//! And what the relay's clipboard filter (`CutTextFilter`, for sessions without
+//! `from_desktop`) costs over the same streams, plus `raw_with_clipboard`: the Raw
+//! stream with a 1 KiB ServerCutText behind every update, which the filter cuts out
+//! in place (moving the bytes behind it).
 #![forbid(unsafe_code)]
 
 use std::hint::black_box;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use tokio::sync::watch;
+use vnc_relay::session::rfb::RfbPolicy;
+use vnc_relay::session::server_stream::CutTextFilter;
 use vnc_shared::rfb::{PixelFormat, ServerEvent, ServerFramer, encoding};
 
 const TOTAL: usize = 1 << 20;
@@ -67,6 +75,53 @@ fn tight_small() -> Vec<u8> {
     })
 }
 
+/// The Raw stream with a 1 KiB ServerCutText behind every update.
+fn raw_with_clipboard() -> Vec<u8> {
+    stream(1, |out| {
+        rect(out, encoding::RAW, 1024, 64);
+        out.resize(out.len() + 1024 * 64 * 4, 7);
+        // The next "update" header is written by `stream`; the cut text goes between.
+        out.extend([3, 0, 0, 0]);
+        out.extend(1024u32.to_be_bytes());
+        out.resize(out.len() + 1024, b'x');
+    })
+}
+
+fn filter_bench(c: &mut Criterion) {
+    let format = PixelFormat::from_bytes(&RGB888);
+    let policy = RfbPolicy {
+        password: None,
+        view_only: false,
+        clipboard_in: true,
+        clipboard_out: false,
+    };
+    let mut g = c.benchmark_group("cut_text_filter");
+    for (name, bytes) in [
+        ("raw", raw()),
+        ("hextile", hextile()),
+        ("tight_small", tight_small()),
+        ("raw_with_clipboard", raw_with_clipboard()),
+    ] {
+        g.throughput(Throughput::Bytes(bytes.len() as u64));
+        g.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || bytes.clone(),
+                |buf| {
+                    let (_tx, rx) = watch::channel(format);
+                    let mut filter = CutTextFilter::new(&policy, rx).expect("a filter");
+                    let mut kept = 0;
+                    for chunk in buf.chunks_mut(CHUNK) {
+                        kept += filter.keep(black_box(chunk)).expect("framed");
+                    }
+                    kept
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+}
+
 fn bench(c: &mut Criterion) {
     let format = PixelFormat::from_bytes(&RGB888);
     let mut g = c.benchmark_group("server_framer");
@@ -95,5 +150,5 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, bench, filter_bench);
 criterion_main!(benches);
