@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use vnc_shared::token::Scope;
 
-use crate::desktop::{Desktop, desktop_required, find_program, required};
+use crate::desktop::{Desktop, Xvnc, desktop_required, find_program, required, xvnc_required};
 use crate::keys::TestKeys;
 use crate::process::eventually;
 use crate::redis::RedisServer;
@@ -124,6 +124,50 @@ impl BrowserStack {
         format!(
             "http://{}/#token={token}&containerId=desk{extra}",
             relay.public
+        )
+    }
+}
+
+/// The stack of a browser test on TigerVNC's Xvnc (which honours SetDesktopSize and
+/// keeps the X and RFB clipboards in step): Redis, a key pair, Xvnc as container
+/// [`XvncStack::CID`] of tenant `t1`, and one relay serving the viewer page.
+pub struct XvncStack {
+    pub redis: RedisServer,
+    pub keys: TestKeys,
+    pub xvnc: Xvnc,
+    pub relay: RelayProcess,
+}
+
+impl XvncStack {
+    pub const CID: &str = "xdesk";
+
+    /// Starts it with a `width` × `height` X screen; `None` (after a loud skip line)
+    /// when the browser or Xvnc is missing outside CI.
+    pub async fn start((width, height): (u16, u16)) -> Option<XvncStack> {
+        if !browser_required() || !xvnc_required() {
+            return None;
+        }
+        let redis = RedisServer::start().await.expect("redis");
+        let keys = TestKeys::new();
+        let xvnc = Xvnc::start(width, height).await.expect("Xvnc");
+        redis
+            .put_container(Self::CID, "t1", "running", xvnc.vnc_port)
+            .await;
+        let relay = start_relay(&redis, &keys, "relay-a", &[]).await;
+        Some(XvncStack {
+            redis,
+            keys,
+            xvnc,
+            relay,
+        })
+    }
+
+    /// The viewer page for the desktop with `token`; `extra` is more of the fragment.
+    pub fn url(&self, token: &str, extra: &str) -> String {
+        format!(
+            "http://{}/#token={token}&containerId={}{extra}",
+            self.relay.public,
+            Self::CID
         )
     }
 }

@@ -226,6 +226,34 @@ impl ControlProcess {
             .expect("POST /v1/containers")
     }
 
+    /// Creates a desktop from `body` as `bearer` and waits up to `within` for its start
+    /// job to complete; its id, and the guard that removes its container (made before
+    /// the wait, so a failed start is cleaned up too).
+    pub async fn start_desktop(
+        &self,
+        bearer: &str,
+        body: &serde_json::Value,
+        within: std::time::Duration,
+    ) -> (String, crate::docker::ContainerGuard) {
+        let (status, created) = self
+            .call("POST", "/v1/containers", Some(bearer), Some(body))
+            .await
+            .expect("POST /v1/containers");
+        assert_eq!(status, 202, "{created}");
+        let cid = created["container_id"]
+            .as_str()
+            .expect("container_id")
+            .to_owned();
+        let guard = crate::docker::ContainerGuard {
+            name: format!("vnc-{cid}"),
+        };
+        let job = self
+            .wait_job(bearer, created["job_id"].as_str().expect("job_id"), within)
+            .await;
+        assert_eq!(job["state"], "completed", "{job}");
+        (cid, guard)
+    }
+
     /// Polls job `job` as `bearer` until it is completed or failed; its record.
     pub async fn wait_job(
         &self,

@@ -47,23 +47,23 @@ const XTERM_FONT: &str = "DejaVu Sans Mono";
 /// `CI=true` this panics (browser tests must fail in CI), otherwise it prints a loud
 /// `SKIPPED` line and returns false so the test can return early.
 pub fn desktop_required() -> bool {
-    let missing: Vec<String> = PROGRAMS
-        .iter()
-        .filter(|(program, _)| find_program(program).is_none())
-        .map(|(program, package)| format!("{program} (Debian package {package})"))
-        .collect();
-    required("an X desktop", &missing)
+    programs_required("an X desktop", PROGRAMS)
 }
 
 /// True if TigerVNC's `Xvnc` and its clients (`xdpyinfo`, `xclip`) are installed; like
 /// [`desktop_required`], panics under `CI=true` when one is missing.
 pub fn xvnc_required() -> bool {
-    let missing: Vec<String> = XVNC_PROGRAMS
+    programs_required("a TigerVNC X server", XVNC_PROGRAMS)
+}
+
+/// [`required`] for `programs` (each with its Debian package) on `PATH`.
+fn programs_required(what: &str, programs: &[(&str, &str)]) -> bool {
+    let missing: Vec<String> = programs
         .iter()
         .filter(|(program, _)| find_program(program).is_none())
         .map(|(program, package)| format!("{program} (Debian package {package})"))
         .collect();
-    required("a TigerVNC X server", &missing)
+    required(what, &missing)
 }
 
 /// Shared by the desktop and browser checks: panics under `CI=true` when something is
@@ -207,22 +207,30 @@ impl Desktop {
 /// Xvfb on a display it picks (`-displayfd`), 24-bit colour. `-noreset`: without it the
 /// server resets (and forgets the root colour) whenever its last client disconnects.
 async fn start_xvfb() -> anyhow::Result<(Child, String)> {
-    let mut child = Command::new("Xvfb")
+    let mut xvfb = Command::new("Xvfb");
+    xvfb.args(["-screen", "0", &format!("{WIDTH}x{HEIGHT}x24")]);
+    start_x_server(xvfb, "Xvfb").await
+}
+
+/// Starts an X server (`cmd` with its own arguments) on a display it picks
+/// (`-displayfd`), local connections only, never resetting; returns it and `:N` once
+/// it has reported the display.
+async fn start_x_server(mut cmd: Command, name: &str) -> anyhow::Result<(Child, String)> {
+    let mut child = cmd
         .args(["-displayfd", "1", "-nolisten", "tcp", "-noreset"])
-        .args(["-screen", "0", &format!("{WIDTH}x{HEIGHT}x24")])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .context("starting Xvfb")?;
-    let mut stdout = BufReader::new(child.stdout.take().context("Xvfb stdout")?);
+        .with_context(|| format!("starting {name}"))?;
+    let mut stdout = BufReader::new(child.stdout.take().context("X server stdout")?);
     let mut line = String::new();
     let n = tokio::time::timeout(crate::WAIT, stdout.read_line(&mut line))
         .await
-        .context("Xvfb did not report its display in time")??;
+        .with_context(|| format!("{name} did not report its display in time"))??;
     if n == 0 || line.trim().is_empty() {
-        bail!("Xvfb exited before it was ready: {:?}", child.try_wait());
+        bail!("{name} exited before it was ready: {:?}", child.try_wait());
     }
     drain(stdout);
     Ok((child, format!(":{}", line.trim())))
@@ -432,27 +440,11 @@ fn parse_dimensions(info: &str) -> Option<(u16, u16)> {
 /// Xvnc on a display it picks (`-displayfd`), RFB on 127.0.0.1:`port`, no VNC
 /// authentication, every viewer shared. `-noreset`: as for Xvfb.
 async fn start_xvnc(width: u16, height: u16, port: u16) -> anyhow::Result<(Child, String)> {
-    let mut child = Command::new("Xvnc")
-        .args(["-displayfd", "1", "-nolisten", "tcp", "-noreset"])
-        .args(["-geometry", &format!("{width}x{height}"), "-depth", "24"])
+    let mut xvnc = Command::new("Xvnc");
+    xvnc.args(["-geometry", &format!("{width}x{height}"), "-depth", "24"])
         .args(["-rfbport", &port.to_string(), "-localhost"])
-        .args(["-SecurityTypes", "None", "-AlwaysShared"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting Xvnc")?;
-    let mut stdout = BufReader::new(child.stdout.take().context("Xvnc stdout")?);
-    let mut line = String::new();
-    let n = tokio::time::timeout(crate::WAIT, stdout.read_line(&mut line))
-        .await
-        .context("Xvnc did not report its display in time")??;
-    if n == 0 || line.trim().is_empty() {
-        bail!("Xvnc exited before it was ready: {:?}", child.try_wait());
-    }
-    drain(stdout);
-    let display = format!(":{}", line.trim());
+        .args(["-SecurityTypes", "None", "-AlwaysShared"]);
+    let (mut child, display) = start_x_server(xvnc, "Xvnc").await?;
     // The display is reported once the server is up; its RFB listener should be too,
     // but a failed bind only shows as a refused connection: check it.
     let listening = tokio::time::timeout(crate::WAIT, async {

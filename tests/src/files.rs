@@ -214,3 +214,30 @@ async fn read_answer(mut stream: TcpStream) -> anyhow::Result<Answer> {
         .await
         .context("the answer took too long")?
 }
+
+/// The file at `path` in container `name` as Docker's own `docker cp` gives it: its
+/// owner (`uid/gid`), its size and its SHA-256.
+pub fn in_container(name: &str, path: &str) -> (String, u64, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let tarball = dir.path().join("out.tar");
+    let out = std::process::Command::new("docker")
+        .args(["cp", &format!("{name}:{path}"), "-"])
+        .stdout(std::fs::File::create(&tarball).unwrap())
+        .status()
+        .unwrap();
+    assert!(out.success(), "docker cp {path} failed");
+    let listing = std::process::Command::new("tar")
+        .args(["--numeric-owner", "-tvf"])
+        .arg(&tarball)
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (owner, size) = (fields[1].to_owned(), fields[2].parse().unwrap());
+    let data = std::process::Command::new("tar")
+        .arg("-xOf")
+        .arg(&tarball)
+        .output()
+        .unwrap();
+    (owner, size, hex(&Sha256::digest(&data.stdout)))
+}

@@ -19,11 +19,8 @@
 #![forbid(unsafe_code)]
 
 use vnc_shared::token::ClipboardPolicy;
-use vnc_tests::browser::{Browser, browser_required, start_relay};
-use vnc_tests::desktop::{Xvnc, xvnc_required};
-use vnc_tests::keys::TestKeys;
+use vnc_tests::browser::{Browser, XvncStack};
 use vnc_tests::process::eventually;
-use vnc_tests::redis::RedisServer;
 use vnc_tests::relay::RelayProcess;
 
 const WITHHELD: &str =
@@ -41,16 +38,10 @@ async fn counted(relay: &RelayProcess, series: &str, before: f64) {
 
 #[tokio::test]
 async fn the_clipboard_claim_decides_which_way_text_moves_on_both_transports() {
-    if !browser_required() || !xvnc_required() {
+    let Some(stack) = XvncStack::start((1024, 768)).await else {
         return;
-    }
-    let redis = RedisServer::start().await.expect("redis");
-    let keys = TestKeys::new();
-    let xvnc = Xvnc::start(1024, 768).await.expect("Xvnc");
-    redis
-        .put_container("desk", "t1", "running", xvnc.vnc_port)
-        .await;
-    let relay = &start_relay(&redis, &keys, "relay-a", &[]).await;
+    };
+    let (xvnc, relay) = (&stack.xvnc, &stack.relay);
     for transport in ["ws", "socketio"] {
         for policy in [
             ClipboardPolicy::Both,
@@ -58,13 +49,10 @@ async fn the_clipboard_claim_decides_which_way_text_moves_on_both_transports() {
             ClipboardPolicy::FromDesktop,
         ] {
             let case = format!("{transport} {policy:?}");
-            let token = keys.clipboard_token("desk", policy);
+            let token = stack.keys.clipboard_token(XvncStack::CID, policy);
             let mut browser = Browser::start().await;
             browser
-                .open(&format!(
-                    "http://{}/#token={token}&containerId=desk&transport={transport}",
-                    relay.public
-                ))
+                .open(&stack.url(&token, &format!("&transport={transport}")))
                 .await;
             browser.wait_state("connected", 1).await;
             // The server's Extended Clipboard offer reaches only pages that may read the

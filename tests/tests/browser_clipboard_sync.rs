@@ -7,11 +7,9 @@
 
 use serde_json::json;
 use vnc_shared::token::Scope;
-use vnc_tests::browser::{Browser, PAGE_WAIT_MS, browser_required, start_relay};
-use vnc_tests::desktop::{Xvnc, xvnc_required};
-use vnc_tests::keys::TestKeys;
+use vnc_tests::browser::{Browser, PAGE_WAIT_MS, XvncStack};
+use vnc_tests::desktop::Xvnc;
 use vnc_tests::process::eventually;
-use vnc_tests::redis::RedisServer;
 
 /// Waits until the X CLIPBOARD selection holds `want`.
 async fn wait_x_clipboard(xvnc: &Xvnc, want: &str) {
@@ -25,21 +23,11 @@ async fn wait_x_clipboard(xvnc: &Xvnc, want: &str) {
 
 #[tokio::test]
 async fn the_clipboard_syncs_both_ways_without_the_panel_when_the_browser_allows_it() {
-    if !browser_required() || !xvnc_required() {
+    let Some(stack) = XvncStack::start((1024, 768)).await else {
         return;
-    }
-    let redis = RedisServer::start().await.expect("redis");
-    let keys = TestKeys::new();
-    let xvnc = Xvnc::start(1024, 768).await.expect("Xvnc");
-    redis
-        .put_container("xdesk", "t1", "running", xvnc.vnc_port)
-        .await;
-    let relay = start_relay(&redis, &keys, "relay-a", &[]).await;
-    let url = format!(
-        "http://{}/#token={}&containerId=xdesk",
-        relay.public,
-        keys.token("xdesk", Scope::Control)
-    );
+    };
+    let xvnc = &stack.xvnc;
+    let url = stack.url(&stack.keys.token(XvncStack::CID, Scope::Control), "");
 
     let mut browser = Browser::start().await;
     browser

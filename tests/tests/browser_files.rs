@@ -17,7 +17,7 @@ use vnc_tests::docker::{
     ContainerGuard, DESKTOP_DOWNLOADS, DESKTOP_GID, DESKTOP_UID, DESKTOP_UPLOADS, docker,
     files_fixture_image,
 };
-use vnc_tests::files::{Pattern, hex};
+use vnc_tests::files::{Pattern, hex, in_container};
 use vnc_tests::relay::RelayProcess;
 
 /// Bound on a start job of the fixture image.
@@ -66,16 +66,8 @@ impl FilesStack {
                 .await
                 .expect("start control");
         let owner = stack.identity.token("alice", "t1", false);
-        let (status, created) = control.create_desktop(&owner, &image).await;
-        assert_eq!(status, 202, "{created}");
-        let cid = created["container_id"].as_str().unwrap().to_owned();
-        let guard = ContainerGuard {
-            name: format!("vnc-{cid}"),
-        };
-        let job = control
-            .wait_job(&owner, created["job_id"].as_str().unwrap(), START_WITHIN)
-            .await;
-        assert_eq!(job["state"], "completed", "{job}");
+        let body = json!({"image": image, "resources": {"cpus": 0.5, "memory_mb": 128}});
+        let (cid, guard) = control.start_desktop(&owner, &body, START_WITHIN).await;
         Some(FilesStack {
             _stack: stack,
             relay,
@@ -113,33 +105,6 @@ impl FilesStack {
     fn container(&self) -> String {
         format!("vnc-{}", self.cid)
     }
-}
-
-/// The file at `path` in container `name` as `docker cp` gives it: its owner
-/// (`uid/gid`), its size and its SHA-256.
-fn in_container(name: &str, path: &str) -> (String, u64, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let tarball = dir.path().join("out.tar");
-    let status = std::process::Command::new("docker")
-        .args(["cp", &format!("{name}:{path}"), "-"])
-        .stdout(std::fs::File::create(&tarball).unwrap())
-        .status()
-        .unwrap();
-    assert!(status.success(), "docker cp {path} failed");
-    let listing = std::process::Command::new("tar")
-        .args(["--numeric-owner", "-tvf"])
-        .arg(&tarball)
-        .output()
-        .unwrap();
-    let line = String::from_utf8_lossy(&listing.stdout).into_owned();
-    let fields: Vec<&str> = line.split_whitespace().collect();
-    let (owner, size) = (fields[1].to_owned(), fields[2].parse().unwrap());
-    let data = std::process::Command::new("tar")
-        .arg("-xOf")
-        .arg(&tarball)
-        .output()
-        .unwrap();
-    (owner, size, sha256_of(&data.stdout))
 }
 
 fn sha256_of(bytes: &[u8]) -> String {

@@ -6,10 +6,7 @@
 
 use serde_json::json;
 use vnc_shared::token::Scope;
-use vnc_tests::browser::{Browser, browser_required, start_relay};
-use vnc_tests::desktop::{Xvnc, xvnc_required};
-use vnc_tests::keys::TestKeys;
-use vnc_tests::redis::RedisServer;
+use vnc_tests::browser::{Browser, XvncStack};
 
 /// The X screen Xvnc starts with; the page's windows are all of another size.
 const START: (u16, u16) = (1024, 768);
@@ -17,44 +14,21 @@ const START: (u16, u16) = (1024, 768);
 /// The remote area the control page is given: its window is this plus the page's bar.
 const WANT: (u16, u16) = (1000, 700);
 
-/// Redis, a key pair, Xvnc as container `xdesk` of tenant `t1`, a relay serving the page.
-struct ResizeStack {
-    _redis: RedisServer,
-    keys: TestKeys,
-    xvnc: Xvnc,
-    relay: vnc_tests::relay::RelayProcess,
-}
+/// The Xvnc stack, with what these tests ask of it.
+struct ResizeStack(XvncStack);
 
 async fn stack() -> Option<ResizeStack> {
-    if !browser_required() || !xvnc_required() {
-        return None;
-    }
-    let redis = RedisServer::start().await.expect("redis");
-    let keys = TestKeys::new();
-    let xvnc = Xvnc::start(START.0, START.1).await.expect("Xvnc");
-    redis
-        .put_container("xdesk", "t1", "running", xvnc.vnc_port)
-        .await;
-    let relay = start_relay(&redis, &keys, "relay-a", &[]).await;
-    Some(ResizeStack {
-        _redis: redis,
-        keys,
-        xvnc,
-        relay,
-    })
+    XvncStack::start(START).await.map(ResizeStack)
 }
 
 impl ResizeStack {
     fn url(&self, scope: Scope, extra: &str) -> String {
-        let token = self.keys.token("xdesk", scope);
-        format!(
-            "http://{}/#token={token}&containerId=xdesk{extra}",
-            self.relay.public
-        )
+        let token = self.0.keys.token(XvncStack::CID, scope);
+        self.0.url(&token, extra)
     }
 
     async fn screen(&self) -> (u16, u16) {
-        self.xvnc.screen_size().await.expect("xdpyinfo")
+        self.0.xvnc.screen_size().await.expect("xdpyinfo")
     }
 
     /// Waits until the X screen is `want` (xdpyinfo), failing with the last size seen.
@@ -142,13 +116,13 @@ async fn a_view_page_scales_and_leaves_the_x_screen_alone() {
     browser.wait_state("connected", 1).await;
     browser.viewport(900, 600).await;
     let teal = (0x20, 0x9a, 0x8c);
-    let status = s
-        .xvnc
-        .x_command("xsetroot")
-        .args(["-solid", "#209a8c"])
-        .status()
-        .await
-        .expect("xsetroot");
+    let status =
+        s.0.xvnc
+            .x_command("xsetroot")
+            .args(["-solid", "#209a8c"])
+            .status()
+            .await
+            .expect("xsetroot");
     assert!(status.success());
     browser.wait_pixel((START.0 - 10, START.1 - 10), teal).await;
     assert_eq!(s.screen().await, START, "a view page resized the X screen");

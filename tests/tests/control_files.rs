@@ -14,7 +14,7 @@ use vnc_tests::docker::{
     ContainerGuard, DESKTOP_DOWNLOADS, DESKTOP_GID, DESKTOP_UID, DESKTOP_UPLOADS, docker,
     files_fixture_image,
 };
-use vnc_tests::files::{Answer, Pattern, TRANSFER_WAIT, hex, request, upload};
+use vnc_tests::files::{Answer, Pattern, TRANSFER_WAIT, in_container, request, upload};
 
 /// Bound on a start job of the fixture image.
 const START_WITHIN: Duration = Duration::from_secs(60);
@@ -62,19 +62,7 @@ async fn desktop(
     if let (Some(b), Some(p)) = (body.as_object_mut(), policy.as_object()) {
         b.extend(p.clone());
     }
-    let (status, created) = control
-        .call("POST", "/v1/containers", Some(&owner), Some(&body))
-        .await
-        .unwrap();
-    assert_eq!(status, 202, "{created}");
-    let cid = created["container_id"].as_str().unwrap().to_owned();
-    let guard = ContainerGuard {
-        name: format!("vnc-{cid}"),
-    };
-    let job = control
-        .wait_job(&owner, created["job_id"].as_str().unwrap(), START_WITHIN)
-        .await;
-    assert_eq!(job["state"], "completed", "{job}");
+    let (cid, guard) = control.start_desktop(&owner, &body, START_WITHIN).await;
     Desktop {
         cid,
         owner,
@@ -93,34 +81,6 @@ async fn described(control: &ControlProcess, method: &str, path: &str, a: &Answe
     if let Err(e) = doc.check(method, path, a.status, &a.head, body) {
         panic!("{method} {path}: {e}");
     }
-}
-
-/// The file at `path` in container `name` as Docker's own `docker cp` gives it: its
-/// owner (`uid/gid`), its size and its SHA-256.
-fn in_container(name: &str, path: &str) -> (String, u64, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let tarball = dir.path().join("out.tar");
-    let out = std::process::Command::new("docker")
-        .args(["cp", &format!("{name}:{path}"), "-"])
-        .stdout(std::fs::File::create(&tarball).unwrap())
-        .status()
-        .unwrap();
-    assert!(out.success(), "docker cp {path} failed");
-    let listing = std::process::Command::new("tar")
-        .args(["--numeric-owner", "-tvf"])
-        .arg(&tarball)
-        .output()
-        .unwrap();
-    let line = String::from_utf8_lossy(&listing.stdout).into_owned();
-    let fields: Vec<&str> = line.split_whitespace().collect();
-    let (owner, size) = (fields[1].to_owned(), fields[2].parse().unwrap());
-    let data = std::process::Command::new("tar")
-        .arg("-xOf")
-        .arg(&tarball)
-        .output()
-        .unwrap();
-    use sha2::Digest as _;
-    (owner, size, hex(&sha2::Sha256::digest(&data.stdout)))
 }
 
 /// `name` percent-encoded as one path segment.
