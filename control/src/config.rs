@@ -20,7 +20,8 @@ use vnc_shared::token::{ClipboardPolicy, DEFAULT_AUDIENCE, DEFAULT_ISSUER, FileP
 
 use crate::domain::StaticContainer;
 use crate::infra::runtime::{
-    DEFAULT_DESKTOP_NETWORK, DEFAULT_LOG_MAX_FILES, DEFAULT_LOG_MAX_SIZE, DEFAULT_PIDS_LIMIT,
+    Capacity, DEFAULT_DESKTOP_NETWORK, DEFAULT_LOG_MAX_FILES, DEFAULT_LOG_MAX_SIZE,
+    DEFAULT_PIDS_LIMIT,
 };
 
 // Listeners.
@@ -109,6 +110,121 @@ pub const DEFAULT_START_RATE_WINDOW: Duration = Duration::from_secs(60);
 // Logging.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Text;
+
+/// Name of the one engine of a configuration with `docker_host` (or neither
+/// `docker_host` nor `docker_engines`).
+pub const DEFAULT_ENGINE_NAME: &str = "default";
+/// Most engines in `docker_engines`: every placement pings them all, and every
+/// reconcile lists each.
+pub const MAX_DOCKER_ENGINES: usize = 256;
+/// Longest engine name.
+pub const MAX_ENGINE_NAME_LEN: usize = 64;
+
+/// One entry of `docker_engines` as configured: a table in the file, or
+/// `name=N,docker_host=ADDR,publish_ip=IP,cpus=C,memory_mb=M` on the command line, in
+/// the environment and as a string in the file.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DockerEngine {
+    /// Recorded in the container records of its desktops.
+    pub name: String,
+    /// The engine's address (`unix:///…`, `tcp://host:port`).
+    pub docker_host: String,
+    /// The address its desktops' ports are published on (host networking: listen
+    /// on), which the relays reach; default the top-level `publish_ip`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_ip: Option<IpAddr>,
+    /// CPU cores the desktops placed on it may take in all.
+    pub cpus: f64,
+    /// Memory (MiB) the desktops placed on it may take in all.
+    pub memory_mb: u64,
+}
+
+/// A table of `docker_engines` in the file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DockerEngineTable {
+    name: String,
+    docker_host: String,
+    #[serde(default)]
+    publish_ip: Option<IpAddr>,
+    cpus: f64,
+    memory_mb: u64,
+}
+
+impl<'de> Deserialize<'de> for DockerEngine {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Line(String),
+            Table(DockerEngineTable),
+        }
+        match Form::deserialize(d)? {
+            Form::Line(line) => line.parse().map_err(serde::de::Error::custom),
+            Form::Table(t) => Ok(DockerEngine {
+                name: t.name,
+                docker_host: t.docker_host,
+                publish_ip: t.publish_ip,
+                cpus: t.cpus,
+                memory_mb: t.memory_mb,
+            }),
+        }
+    }
+}
+
+impl std::str::FromStr for DockerEngine {
+    type Err = String;
+
+    fn from_str(line: &str) -> Result<Self, String> {
+        let mut fields = std::collections::BTreeMap::new();
+        for pair in line.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("docker engine {line:?}: {pair:?} is not key=value"))?;
+            if fields.insert(key.trim(), value.trim()).is_some() {
+                return Err(format!("docker engine {line:?}: {key} is given twice"));
+            }
+        }
+        let mut take = |key: &str| {
+            fields
+                .remove(key)
+                .ok_or_else(|| format!("docker engine {line:?}: no {key}"))
+        };
+        let bad = |key: &str, value: &str| format!("docker engine {line:?}: bad {key} {value:?}");
+        let name = take("name")?.to_owned();
+        let docker_host = take("docker_host")?.to_owned();
+        let cpus = take("cpus")?;
+        let cpus = cpus.parse().map_err(|_| bad("cpus", cpus))?;
+        let memory_mb = take("memory_mb")?;
+        let memory_mb = memory_mb.parse().map_err(|_| bad("memory_mb", memory_mb))?;
+        let publish_ip = match fields.remove("publish_ip") {
+            Some(ip) => Some(ip.parse().map_err(|_| bad("publish_ip", ip))?),
+            None => None,
+        };
+        if let Some(unknown) = fields.keys().next() {
+            return Err(format!("docker engine {line:?}: unknown field {unknown}"));
+        }
+        Ok(DockerEngine {
+            name,
+            docker_host,
+            publish_ip,
+            cpus,
+            memory_mb,
+        })
+    }
+}
+
+/// One engine of the validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineConfig {
+    pub name: String,
+    /// None: [`crate::infra::runtime::DEFAULT_DOCKER_HOST`].
+    pub docker_host: Option<String>,
+    /// Where its desktops' ports are published (host networking: listen).
+    pub publish_ip: IpAddr,
+    /// None: unbounded (the engine of `docker_host`).
+    pub capacity: Option<Capacity>,
+}
 
 /// Which runtime runs containers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -199,8 +315,14 @@ vnc_shared::settings! {
 
         // The runtime and its desktops.
         runtime: RuntimeKind = "VNC_CONTROL_RUNTIME",
-        /// Docker endpoint (`unix:///var/run/docker.sock`, `tcp://…`).
+        /// Docker endpoint (`unix:///var/run/docker.sock`, `tcp://…`): a pool of one engine
+        /// named `default` with no capacity bound. Not with `docker_engines`.
         docker_host: String = "VNC_DOCKER_HOST",
+        /// The Docker engines desktops are placed on, each
+        /// `name=N,docker_host=ADDR,publish_ip=IP,cpus=C,memory_mb=M` (`publish_ip`
+        /// optional: the top-level one); repeatable; in the environment separated by `;`;
+        /// in the file also as tables (`[[docker_engines]]`). Not with `docker_host`.
+        docker_engines: Vec<DockerEngine> = "VNC_CONTROL_DOCKER_ENGINES" (long = "docker-engine", value_delimiter = ';'),
         network: NetworkKind = "VNC_CONTROL_NETWORK",
         /// Address published ports bind to / host networking answers on.
         publish_ip: IpAddr = "VNC_CONTROL_PUBLISH_IP",
@@ -301,7 +423,9 @@ pub struct ControlConfig {
     pub node_id: String,
     pub plane: String,
     pub runtime: RuntimeKind,
-    pub docker_host: Option<String>,
+    /// The Docker engines (one named [`DEFAULT_ENGINE_NAME`] from `docker_host` when
+    /// `docker_engines` is not set), in the configured order.
+    pub engines: Vec<EngineConfig>,
     pub network: NetworkKind,
     pub publish_ip: IpAddr,
     pub allow_host_network: bool,
@@ -396,6 +520,13 @@ impl ControlSettings {
         if runtime == RuntimeKind::Docker && images.is_empty() {
             problems.push("no images are allowed: set --image (repeatable)".into());
         }
+        let publish_ip = s.publish_ip.unwrap_or(DEFAULT_PUBLISH_IP);
+        let engines = engines(
+            s.docker_host.clone(),
+            s.docker_engines.clone().unwrap_or_default(),
+            publish_ip,
+            &mut problems,
+        );
         let max_cpus = s.max_cpus.unwrap_or(DEFAULT_MAX_CPUS);
         if !(max_cpus.is_finite() && max_cpus > 0.0) {
             problems.push("max_cpus must be positive".into());
@@ -500,9 +631,9 @@ impl ControlSettings {
             }),
             plane: s.plane.unwrap_or(DEFAULT_PLANE.into()),
             runtime,
-            docker_host: s.docker_host,
+            engines,
             network,
-            publish_ip: s.publish_ip.unwrap_or(DEFAULT_PUBLISH_IP),
+            publish_ip,
             allow_host_network,
             desktop_network,
             desktop_pids_limit: s.desktop_pids_limit.unwrap_or(DEFAULT_PIDS_LIMIT),
@@ -541,6 +672,74 @@ impl ControlSettings {
             log_format: s.log_format.unwrap_or(DEFAULT_LOG_FORMAT),
         })
     }
+}
+
+/// The engines of the pool: `docker_engines` as given, or one engine named
+/// [`DEFAULT_ENGINE_NAME`] at `docker_host` without a capacity bound; problems pushed.
+fn engines(
+    docker_host: Option<String>,
+    docker_engines: Vec<DockerEngine>,
+    publish_ip: IpAddr,
+    problems: &mut Vec<String>,
+) -> Vec<EngineConfig> {
+    if docker_engines.is_empty() {
+        return vec![EngineConfig {
+            name: DEFAULT_ENGINE_NAME.to_owned(),
+            docker_host,
+            publish_ip,
+            capacity: None,
+        }];
+    }
+    if docker_host.is_some() {
+        problems.push(
+            "set docker_host or docker_engines, not both (docker_host is a pool of one)".into(),
+        );
+    }
+    if docker_engines.len() > MAX_DOCKER_ENGINES {
+        problems.push(format!(
+            "docker_engines lists {} engines, at most {MAX_DOCKER_ENGINES}",
+            docker_engines.len()
+        ));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for e in &docker_engines {
+        if !engine_name_ok(&e.name) {
+            problems.push(format!(
+                "docker_engines: name {:?} must be 1-{MAX_ENGINE_NAME_LEN} of [A-Za-z0-9_.-]",
+                e.name
+            ));
+        }
+        if !names.insert(e.name.as_str()) {
+            problems.push(format!("docker_engines: name {:?} is given twice", e.name));
+        }
+        if !(e.cpus.is_finite() && e.cpus > 0.0) || e.memory_mb == 0 {
+            problems.push(format!(
+                "docker_engines: engine {:?} needs positive cpus and memory_mb",
+                e.name
+            ));
+        }
+    }
+    docker_engines
+        .into_iter()
+        .map(|e| EngineConfig {
+            name: e.name,
+            docker_host: Some(e.docker_host),
+            publish_ip: e.publish_ip.unwrap_or(publish_ip),
+            capacity: Some(Capacity {
+                cpus: e.cpus,
+                memory_mb: e.memory_mb,
+            }),
+        })
+        .collect()
+}
+
+/// Whether `name` can name an engine (in records, labels of metrics and the API).
+fn engine_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_ENGINE_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Whether `origin` is a browser origin as the `Origin` header carries it:
@@ -688,6 +887,119 @@ mod tests {
     }
 
     #[test]
+    fn docker_engines_from_flags_and_file() {
+        let base = [
+            "vnc-control",
+            "--jwt-private-key",
+            "/k",
+            "--auth-secret-file",
+            "/s",
+            "--image",
+            "desk",
+        ];
+        let resolve = |extra: &[&str]| {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            Cli::try_parse_from(args)
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.settings.resolve().map_err(|e| e.to_string()))
+        };
+        // No engines listed: today's single engine, unbounded.
+        let c = resolve(&["--docker-host", "tcp://10.0.0.1:2375"]).unwrap();
+        assert_eq!(c.engines.len(), 1);
+        assert_eq!(c.engines[0].name, DEFAULT_ENGINE_NAME);
+        assert_eq!(
+            c.engines[0].docker_host.as_deref(),
+            Some("tcp://10.0.0.1:2375")
+        );
+        assert_eq!(c.engines[0].capacity, None);
+        let c = resolve(&[
+            "--docker-engine",
+            "name=a,docker_host=unix:///a.sock,cpus=4,memory_mb=8192",
+            "--docker-engine",
+            "name=b, docker_host=tcp://10.0.0.2:2375, publish_ip=10.0.0.2, cpus=0.5, memory_mb=512",
+        ])
+        .unwrap();
+        assert_eq!(c.engines.len(), 2);
+        assert_eq!(c.engines[0].publish_ip, DEFAULT_PUBLISH_IP);
+        assert_eq!(c.engines[1].publish_ip.to_string(), "10.0.0.2");
+        assert_eq!(
+            c.engines[1].capacity,
+            Some(Capacity {
+                cpus: 0.5,
+                memory_mb: 512
+            })
+        );
+        for (bad, want) in [
+            (
+                &["--docker-engine", "name=a,docker_host=unix:///a,cpus=1"][..],
+                "no memory_mb",
+            ),
+            (
+                &[
+                    "--docker-engine",
+                    "name=a,docker_host=unix:///a,cpus=1,memory_mb=1,x=1",
+                ],
+                "unknown field x",
+            ),
+            (
+                &[
+                    "--docker-engine",
+                    "name=a,docker_host=unix:///a,cpus=1,memory_mb=1",
+                    "--docker-engine",
+                    "name=a,docker_host=unix:///b,cpus=1,memory_mb=1",
+                ],
+                "given twice",
+            ),
+            (
+                &[
+                    "--docker-engine",
+                    "name=a b,docker_host=unix:///a,cpus=0,memory_mb=1",
+                ],
+                "[A-Za-z0-9_.-]",
+            ),
+            (
+                &[
+                    "--docker-engine",
+                    "name=a,docker_host=unix:///a,cpus=0,memory_mb=1",
+                ],
+                "positive cpus",
+            ),
+            (
+                &[
+                    "--docker-host",
+                    "unix:///x",
+                    "--docker-engine",
+                    "name=a,docker_host=unix:///a,cpus=1,memory_mb=1",
+                ],
+                "not both",
+            ),
+        ] {
+            let err = resolve(bad).unwrap_err();
+            assert!(err.contains(want), "{bad:?}: {err}");
+        }
+        // The file takes tables and lines alike.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("control.toml");
+        std::fs::write(
+            &file,
+            "[[docker_engines]]\nname = \"a\"\ndocker_host = \"unix:///a\"\ncpus = 4\nmemory_mb = 4096\n\
+             [[docker_engines]]\nname = \"b\"\ndocker_host = \"unix:///b\"\npublish_ip = \"10.0.0.9\"\ncpus = 2.0\nmemory_mb = 2048\n",
+        )
+        .unwrap();
+        let c = resolve(&["--config", file.to_str().unwrap()]).unwrap();
+        let names: Vec<&str> = c.engines.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(c.engines[1].publish_ip.to_string(), "10.0.0.9");
+        std::fs::write(
+            &file,
+            "docker_engines = [\"name=c,docker_host=unix:///c,cpus=2,memory_mb=2048\"]\n",
+        )
+        .unwrap();
+        let c = resolve(&["--config", file.to_str().unwrap()]).unwrap();
+        assert_eq!(c.engines[0].name, "c");
+    }
+
+    #[test]
     fn share_links_last_a_second_to_a_day() {
         let resolve = |extra: &[&str]| {
             let base = [
@@ -790,6 +1102,7 @@ mod tests {
             let long = match setting {
                 "images" => "image".to_owned(),
                 "viewer_origins" => "viewer-origin".to_owned(),
+                "docker_engines" => "docker-engine".to_owned(),
                 _ => setting.replace('_', "-"),
             };
             assert_eq!(arg.get_long(), Some(long.as_str()), "{setting}");
