@@ -95,13 +95,39 @@ impl SecondEngine {
         run(cmd, COMMAND_WITHIN).unwrap_or_else(|e| panic!("copy {tag} to the second engine: {e}"));
     }
 
-    /// Kills the daemon (SIGKILL), as a crash would; its containers keep running
-    /// (live restore), unreachable through it.
+    /// Kills the daemon and the containerd it runs (SIGKILL), as a crash would; its
+    /// containers keep running (live restore), unreachable through it. Returns once
+    /// both are gone: a daemon started while its old containerd is still dying waits
+    /// on that one and never starts.
     pub fn kill(&mut self) {
+        let containerd = std::fs::read_to_string(self.dir.join("exec/containerd/containerd.pid"))
+            .ok()
+            .and_then(|pid| pid.trim().parse::<u32>().ok());
         if let Some(mut daemon) = self.daemon.take() {
             let _ = daemon.kill();
             let _ = daemon.wait();
         }
+        if let Some(pid) = containerd {
+            // Gone, or a zombie waiting for init to reap it.
+            let alive = || {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                    stat.rsplit_once(") ")
+                        .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+                })
+            };
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+            let deadline = Instant::now() + STOP_WITHIN;
+            while alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        // A pid file naming a process that still exists (a zombie not reaped yet) would
+        // make the next daemon wait on a containerd that is gone.
+        let _ = std::fs::remove_file(self.dir.join("exec/containerd/containerd.pid"));
+        let _ = std::fs::remove_file(self.dir.join("docker.pid"));
     }
 
     /// Starts the daemon again on the same data root; it answers when this returns.

@@ -184,7 +184,10 @@ async fn desktops_are_placed_across_engines_and_survive_one_going_away() {
     );
     let listed = engines(&control, &admin).await;
     assert_eq!(listed[1]["state"], "down", "{listed:?}");
-    assert_eq!(listed[1]["desktops"], 1, "unavailable desktops keep their room");
+    assert_eq!(
+        listed[1]["desktops"], 1,
+        "unavailable desktops keep their room"
+    );
     desktop(&second, "a").await;
 
     second.restart();

@@ -413,11 +413,16 @@ impl Lifecycle {
                 mine.entry(engine).or_default().push(c);
             }
         }
-        for engine in self.engines.all() {
+        // Listed all at once: an engine that hangs holds up no other's reconcile.
+        let listed = futures_util::future::join_all(
+            self.engines.all().iter().map(|e| e.runtime.list_managed()),
+        )
+        .await;
+        for (engine, listed) in self.engines.all().iter().zip(listed) {
             let on_it = mine.remove(engine.name.as_str()).unwrap_or_default();
             let live = on_it.iter().filter(|c| takes_room(c)).count();
             metrics::gauge!(ENGINE_DESKTOPS, "engine" => engine.name.clone()).set(live as f64);
-            match engine.runtime.list_managed().await {
+            match listed {
                 Ok(managed) => {
                     metrics::gauge!(ENGINE_UP, "engine" => engine.name.clone()).set(1.0);
                     self.reconcile_engine(engine, &by_id, &on_it, managed).await;
