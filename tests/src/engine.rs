@@ -221,14 +221,14 @@ impl Drop for SecondEngine {
                 self.daemon = None;
             }
         }
-        if self.daemon.is_some() {
-            if let Ok(ids) = self.docker(&["ps", "-aq"]) {
-                let ids: Vec<&str> = ids.split_whitespace().collect();
-                if !ids.is_empty() {
-                    let mut args = vec!["rm", "-f"];
-                    args.extend(ids);
-                    let _ = self.docker(&args);
-                }
+        if self.daemon.is_some()
+            && let Ok(ids) = self.docker(&["ps", "-aq"])
+        {
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids);
+                let _ = self.docker(&args);
             }
         }
         self.stop();
