@@ -95,8 +95,8 @@ async fn create(
 /// 384 MiB); each desktop asks for 0.5 CPU and 128 MiB. By the placement rule (most
 /// free memory, then most free CPUs, then the name) the first goes to `a` (512 > 384),
 /// the second to `b` (384 = 384, 2 CPUs > 1.5), the third to `a` (384 > 256). Then `b`'s
-/// daemon is killed: its desktop becomes `unavailable` (not removed: its container
-/// still runs), `GET /v1/engines` and the gauge say `b` is down, and the fourth desktop
+/// daemon is killed: its desktop becomes `unavailable` (not removed: its process still
+/// runs; no VNC token for it), `GET /v1/engines` and the gauge say `b` is down, and the fourth desktop
 /// goes to `a` though `b` would win the rule (both have 256 MiB free, `b` more CPUs).
 /// `b`'s daemon starts again: its desktop is `running` again, its VNC server answering
 /// at the port the engine publishes.
@@ -167,6 +167,11 @@ async fn desktops_are_placed_across_engines_and_survive_one_going_away() {
     assert_eq!(listed[1]["desktops"], 1);
     assert_eq!(listed[1]["used"]["cpus"], 0.5);
 
+    let desktop_pid = second
+        .docker(&["inspect", "-f", "{{.State.Pid}}", &format!("vnc-{on_b}")])
+        .expect("docker inspect")
+        .trim()
+        .to_owned();
     second.kill();
     eventually(
         "the desktop on the dead engine to be unavailable",
@@ -181,6 +186,20 @@ async fn desktops_are_placed_across_engines_and_survive_one_going_away() {
     assert_eq!(
         control.metric("vnc_control_engine_up{engine=\"a\"}").await,
         Some(1.0)
+    );
+    let (status, body) = control
+        .call(
+            "POST",
+            &format!("/v1/containers/{on_b}/vnc-tokens"),
+            Some(&alice),
+            Some(&serde_json::json!({"scope": "control", "ttl_seconds": 60})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 409, "no session to an unavailable desktop: {body}");
+    assert!(
+        std::path::Path::new(&format!("/proc/{desktop_pid}")).exists(),
+        "the unavailable desktop's process still runs (not removed)"
     );
     let listed = engines(&control, &admin).await;
     assert_eq!(listed[1]["state"], "down", "{listed:?}");

@@ -75,3 +75,69 @@ impl App {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use vnc_shared::token::{ClipboardPolicy, FilePolicy};
+
+    use super::*;
+    use crate::infra::runtime::{PooledEngine, StaticRuntime};
+
+    fn desktop(id: &str, state: ContainerState, engine: Option<&str>) -> Container {
+        Container {
+            id: id.into(),
+            owner: "alice".into(),
+            tenant: "t1".into(),
+            state,
+            image: "desk".into(),
+            cpus: 0.5,
+            memory_mb: 128,
+            labels: BTreeMap::new(),
+            env: BTreeMap::new(),
+            endpoint: None,
+            node: None,
+            engine: engine.map(str::to_owned),
+            error: None,
+            created_at: 0,
+            record: false,
+            files: FilePolicy::Both,
+            clipboard: ClipboardPolicy::Both,
+        }
+    }
+
+    fn pool() -> Engines {
+        let engine = |name: &str| PooledEngine {
+            name: name.into(),
+            runtime: Arc::new(StaticRuntime::new(Default::default())),
+            capacity: None,
+        };
+        Engines::new(vec![engine("first"), engine("second")])
+    }
+
+    #[test]
+    fn loads_count_placed_desktops_not_removed() {
+        use ContainerState::*;
+        let records = [
+            desktop("a", Running, Some("second")),
+            desktop("b", Unavailable, Some("second")),
+            desktop("c", Stopping, Some("second")),
+            desktop("d", Stopped, Some("second")),
+            desktop("e", Failed, Some("second")),
+            // Not placed yet: counts nowhere.
+            desktop("f", Creating, None),
+            // Placed, its start still running.
+            desktop("g", Creating, Some("first")),
+            // Written before records named their engine: the first engine's.
+            desktop("h", Running, None),
+        ];
+        let loads = loads(&pool(), &records);
+        let second = loads["second"];
+        assert_eq!((second.desktops, second.memory_mb), (3, 384));
+        assert!((second.cpus - 1.5).abs() < 1e-9);
+        assert_eq!(loads["first"].desktops, 2);
+        assert_eq!(loads.len(), 2);
+    }
+}
