@@ -93,12 +93,24 @@ pub fn load_tunables(
 pub fn check(config: &ControlConfig) -> Result<String, StartError> {
     let (tunables, _, tls) = load_tunables(config)?;
     Ok(format!(
-        "configuration ok: signing kid {}, listen {}{}, admin {}, runtime {:?}",
+        "configuration ok: signing kid {}, listen {}{}, admin {}, runtime {:?}{}",
         tunables.signer.kid(),
         config.listen,
         if tls.is_some() { " (TLS)" } else { "" },
         config.admin_listen,
-        config.runtime
+        config.runtime,
+        match config.runtime {
+            RuntimeKind::Docker => format!(
+                ", engines {}",
+                config
+                    .engines
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            RuntimeKind::Static => String::new(),
+        }
     ))
 }
 

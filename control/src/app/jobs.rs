@@ -405,7 +405,21 @@ impl Lifecycle {
     /// engine that does not answer (or is no longer configured): its running desktops
     /// become `unavailable`, neither removed nor started elsewhere.
     async fn reconcile(&self) -> Result<(), String> {
-        let records = self.store.all().await.map_err(|e| e.to_string())?;
+        // Records before the listing: a record `running` in this snapshot had its
+        // container before the engine was listed, so one missing from the listing is
+        // really gone.
+        let records = self.store.all().await;
+        // Listed all at once: an engine that hangs holds up no other's reconcile.
+        let listed = futures_util::future::join_all(
+            self.engines.all().iter().map(|e| e.runtime.list_managed()),
+        )
+        .await;
+        // Whether each engine answers is known even while Redis is not.
+        for (engine, listed) in self.engines.all().iter().zip(&listed) {
+            let up = if listed.is_ok() { 1.0 } else { 0.0 };
+            metrics::gauge!(ENGINE_UP, "engine" => engine.name.clone()).set(up);
+        }
+        let records = records.map_err(|e| e.to_string())?;
         let by_id: HashMap<&str, &Container> = records.iter().map(|c| (c.id.as_str(), c)).collect();
         let mut mine: HashMap<&str, Vec<&Container>> = HashMap::new();
         for c in &records {
@@ -413,22 +427,15 @@ impl Lifecycle {
                 mine.entry(engine).or_default().push(c);
             }
         }
-        // Listed all at once: an engine that hangs holds up no other's reconcile.
-        let listed = futures_util::future::join_all(
-            self.engines.all().iter().map(|e| e.runtime.list_managed()),
-        )
-        .await;
         for (engine, listed) in self.engines.all().iter().zip(listed) {
             let on_it = mine.remove(engine.name.as_str()).unwrap_or_default();
             let live = on_it.iter().filter(|c| takes_room(c)).count();
             metrics::gauge!(ENGINE_DESKTOPS, "engine" => engine.name.clone()).set(live as f64);
             match listed {
                 Ok(managed) => {
-                    metrics::gauge!(ENGINE_UP, "engine" => engine.name.clone()).set(1.0);
                     self.reconcile_engine(engine, &by_id, &on_it, managed).await;
                 }
                 Err(e) => {
-                    metrics::gauge!(ENGINE_UP, "engine" => engine.name.clone()).set(0.0);
                     let why = format!("its engine {} does not answer: {e}", engine.name);
                     self.mark_unavailable(&on_it, &why).await;
                 }
