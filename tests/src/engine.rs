@@ -2,7 +2,7 @@
 //! own `dockerd` with its own socket, data root, exec root, pid file and config file,
 //! no default bridge (`--bridge none`), no iptables rules (`--iptables=false`: published
 //! ports go through the userland proxy on loopback), its networks from an address pool
-//! of its own (10.213.0.0/16, away from the first engine's), and `--live-restore`, so
+//! of its own (a `10.N.0.0/16`, away from the first engine's), and `--live-restore`, so
 //! its containers outlive a killed daemon as they would on a real host whose engine
 //! crashed. [`SecondEngine::kill`] and [`SecondEngine::restart`] stop and start it
 //! under a test; dropping it removes everything it started (containers, the daemon, its
@@ -24,12 +24,19 @@ const STOP_WITHIN: Duration = Duration::from_secs(30);
 /// Bound on one `docker` command against the engine.
 const COMMAND_WITHIN: Duration = Duration::from_secs(120);
 
-/// Address pool the engine's networks are cut from.
-const ADDRESS_POOL: &str = "base=10.213.0.0/16,size=24";
+/// Address pools the engines' networks are cut from: `10.{n}.0.0/16` with `n` from
+/// here on, one per engine a test process starts, away from the first engine's
+/// 172.17-31 and 192.168 pools.
+const FIRST_POOL_OCTET: u32 = 200;
+
+/// Engines a test process started, for their address pools.
+static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 pub struct SecondEngine {
     /// Holds the socket, data root, exec root, pid file, config file and log.
     dir: PathBuf,
+    /// `base=10.N.0.0/16,size=24`: where its networks' subnets come from.
+    pool: String,
     /// The running daemon, if it runs.
     daemon: Option<Child>,
 }
@@ -64,7 +71,15 @@ impl SecondEngine {
             .expect("a folder for the second engine")
             .keep();
         std::fs::write(dir.join("daemon.json"), "{}").expect("write daemon.json");
-        let mut engine = SecondEngine { dir, daemon: None };
+        // Test processes run one after another; engines of one process get a pool each.
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let octet = FIRST_POOL_OCTET + (std::process::id() + n) % 50;
+        let pool = format!("base=10.{octet}.0.0/16,size=24");
+        let mut engine = SecondEngine {
+            dir,
+            pool,
+            daemon: None,
+        };
         engine.spawn();
         Some(engine)
     }
@@ -155,7 +170,7 @@ impl SecondEngine {
             .arg("--pidfile")
             .arg(self.dir.join("docker.pid"))
             .args(["--bridge", "none", "--iptables=false", "--ip-masq=false"])
-            .args(["--default-address-pool", ADDRESS_POOL])
+            .args(["--default-address-pool", &self.pool])
             .args(["--live-restore", "--log-level", "warn"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))

@@ -232,3 +232,92 @@ async fn desktops_are_placed_across_engines_and_survive_one_going_away() {
     assert_eq!(engines(&control, &admin).await[1]["state"], "up");
     drop(guards);
 }
+
+/// Engine `a` (the machine's) has too few CPUs for a desktop (0.25 < 0.5), so the
+/// desktop goes to `b`. With `b`'s daemon killed, the desktop is `unavailable`, and a
+/// DELETE of it still ends: its stop job is retried while `b` does not answer, then
+/// records it `stopped`. When `b` answers again, the reconciler removes its container
+/// there.
+#[tokio::test]
+async fn a_desktop_deleted_while_its_engine_is_down_is_removed_when_it_comes_back() {
+    let Some(DockerStack {
+        redis,
+        keys,
+        identity,
+    }) = docker_stack().await
+    else {
+        return;
+    };
+    let Some(mut second) = SecondEngine::start() else {
+        return;
+    };
+    let image = vnc_tests::docker::fixture_image();
+    second.load_image(&image);
+    let engine_a = format!("name=a,docker_host={FIRST_ENGINE},cpus=0.25,memory_mb=4096");
+    let engine_b = format!("name=b,docker_host={},cpus=2,memory_mb=512", second.host());
+    let control = ControlProcess::start(
+        &redis.url(),
+        &keys,
+        &identity,
+        &[
+            "--image",
+            &image,
+            "--network",
+            "published",
+            "--publish-ip",
+            "127.0.0.1",
+            "--reconcile-interval",
+            "500ms",
+            "--job-attempts",
+            "2",
+            "--job-backoff",
+            "100ms",
+            "--docker-engine",
+            &engine_a,
+            "--docker-engine",
+            &engine_b,
+        ],
+    )
+    .await
+    .unwrap();
+    let alice = identity.token("alice", "t1", false);
+    let (cid, _guard) = create(&control, &second, &alice, &image, "b").await;
+    let name = format!("vnc-{cid}");
+
+    second.kill();
+    eventually(
+        "the desktop to be unavailable",
+        RECONCILE_WITHIN,
+        || async { (state_of(&control, &alice, &cid).await == "unavailable").then_some(()) },
+    )
+    .await;
+    let (status, deleted) = control
+        .call(
+            "DELETE",
+            &format!("/v1/containers/{cid}"),
+            Some(&alice),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{deleted}");
+    let job = control
+        .wait_job(&alice, deleted["job_id"].as_str().unwrap(), START_WITHIN)
+        .await;
+    assert_eq!(job["state"], "completed", "{job}");
+    assert_eq!(state_of(&control, &alice, &cid).await, "stopped");
+
+    second.restart();
+    let filter = format!("name=^{name}$");
+    eventually(
+        "the stopped desktop's container to be removed from its engine",
+        RECONCILE_WITHIN,
+        || async {
+            // Listed (the engine answers) and not there.
+            let listed = second.docker(&["ps", "-aq", "--filter", &filter]).ok()?;
+            listed.trim().is_empty().then_some(())
+        },
+    )
+    .await;
+    assert_eq!(state_of(&control, &alice, &cid).await, "stopped");
+}
