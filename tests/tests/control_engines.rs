@@ -166,6 +166,16 @@ async fn desktops_are_placed_across_engines_and_survive_one_going_away() {
     assert_eq!(listed[1]["state"], "up");
     assert_eq!(listed[1]["desktops"], 1);
     assert_eq!(listed[1]["used"]["cpus"], 0.5);
+    eventually("the engines' desktop gauges", RECONCILE_WITHIN, || async {
+        let a = control
+            .metric("vnc_control_engine_desktops{engine=\"a\"}")
+            .await;
+        let b = control
+            .metric("vnc_control_engine_desktops{engine=\"b\"}")
+            .await;
+        (a == Some(2.0) && b == Some(1.0)).then_some(())
+    })
+    .await;
 
     let desktop_pid = second
         .docker(&["inspect", "-f", "{{.State.Pid}}", &format!("vnc-{on_b}")])
