@@ -18,6 +18,16 @@ use vnc_shared::telemetry::LogFormat;
 use vnc_shared::tls::TlsFiles;
 use vnc_shared::token::{ClipboardPolicy, DEFAULT_AUDIENCE, DEFAULT_ISSUER, FilePolicy, MAX_TTL};
 
+mod checks;
+mod engines;
+
+use checks::{isolation_problems, origin_ok};
+
+use engines::engines;
+pub use engines::{
+    DEFAULT_ENGINE_NAME, DockerEngine, EngineConfig, MAX_DOCKER_ENGINES, MAX_ENGINE_NAME_LEN,
+};
+
 use crate::domain::StaticContainer;
 use crate::infra::runtime::{
     DEFAULT_DESKTOP_NETWORK, DEFAULT_LOG_MAX_FILES, DEFAULT_LOG_MAX_SIZE, DEFAULT_PIDS_LIMIT,
@@ -199,8 +209,14 @@ vnc_shared::settings! {
 
         // The runtime and its desktops.
         runtime: RuntimeKind = "VNC_CONTROL_RUNTIME",
-        /// Docker endpoint (`unix:///var/run/docker.sock`, `tcp://…`).
+        /// Docker endpoint (`unix:///var/run/docker.sock`, `tcp://…`): a pool of one engine
+        /// named `default` with no capacity bound. Not with `docker_engines`.
         docker_host: String = "VNC_DOCKER_HOST",
+        /// The Docker engines desktops are placed on, each
+        /// `name=N,docker_host=ADDR,publish_ip=IP,cpus=C,memory_mb=M` (`publish_ip`
+        /// optional: the top-level one); repeatable; in the environment separated by `;`;
+        /// in the file also as tables (`[[docker_engines]]`). Not with `docker_host`.
+        docker_engines: Vec<DockerEngine> = "VNC_CONTROL_DOCKER_ENGINES" (long = "docker-engine", value_delimiter = ';'),
         network: NetworkKind = "VNC_CONTROL_NETWORK",
         /// Address published ports bind to / host networking answers on.
         publish_ip: IpAddr = "VNC_CONTROL_PUBLISH_IP",
@@ -301,7 +317,9 @@ pub struct ControlConfig {
     pub node_id: String,
     pub plane: String,
     pub runtime: RuntimeKind,
-    pub docker_host: Option<String>,
+    /// The Docker engines (one named [`DEFAULT_ENGINE_NAME`] from `docker_host` when
+    /// `docker_engines` is not set), in the configured order.
+    pub engines: Vec<EngineConfig>,
     pub network: NetworkKind,
     pub publish_ip: IpAddr,
     pub allow_host_network: bool,
@@ -396,6 +414,13 @@ impl ControlSettings {
         if runtime == RuntimeKind::Docker && images.is_empty() {
             problems.push("no images are allowed: set --image (repeatable)".into());
         }
+        let publish_ip = s.publish_ip.unwrap_or(DEFAULT_PUBLISH_IP);
+        let engines = engines(
+            s.docker_host.clone(),
+            s.docker_engines.clone().unwrap_or_default(),
+            publish_ip,
+            &mut problems,
+        );
         let max_cpus = s.max_cpus.unwrap_or(DEFAULT_MAX_CPUS);
         if !(max_cpus.is_finite() && max_cpus > 0.0) {
             problems.push("max_cpus must be positive".into());
@@ -500,9 +525,9 @@ impl ControlSettings {
             }),
             plane: s.plane.unwrap_or(DEFAULT_PLANE.into()),
             runtime,
-            docker_host: s.docker_host,
+            engines,
             network,
-            publish_ip: s.publish_ip.unwrap_or(DEFAULT_PUBLISH_IP),
+            publish_ip,
             allow_host_network,
             desktop_network,
             desktop_pids_limit: s.desktop_pids_limit.unwrap_or(DEFAULT_PIDS_LIMIT),
@@ -543,60 +568,10 @@ impl ControlSettings {
     }
 }
 
-/// Whether `origin` is a browser origin as the `Origin` header carries it:
-/// `http(s)://host[:port]`, no path, no trailing slash.
-fn origin_ok(origin: &str) -> bool {
-    let authority = |(scheme, rest): (&str, &str)| {
-        matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains(['/', '?', '#'])
-    };
-    origin.bytes().all(|b| b.is_ascii_graphic()) && origin.split_once("://").is_some_and(authority)
-}
-
-/// What is wrong with the desktop confinement settings (names only; Docker judges the
-/// capability names).
-fn isolation_problems(
-    network: &str,
-    cap_add: &[String],
-    log_max_size: &str,
-    log_max_files: u32,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    let name_ok = network
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    // Docker's own networks cannot carry the isolation option.
-    if network.is_empty() || !name_ok || ["bridge", "host", "none"].contains(&network) {
-        out.push(format!(
-            "desktop_network {network:?} must be a network name of [A-Za-z0-9_.-] other than bridge, host and none"
-        ));
-    }
-    for cap in cap_add {
-        if cap == "ALL"
-            || cap.is_empty()
-            || !cap.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
-        {
-            out.push(format!(
-                "desktop_cap_add {cap:?} is not one capability name"
-            ));
-        }
-    }
-    let digits = log_max_size.trim_end_matches(['k', 'm', 'g']);
-    let size_ok =
-        log_max_size.len() - digits.len() <= 1 && digits.parse::<u64>().is_ok_and(|n| n > 0);
-    if !size_ok {
-        out.push(format!(
-            "desktop_log_max_size {log_max_size:?} must be a positive size such as 10m, 512k or 1g"
-        ));
-    }
-    if log_max_files == 0 {
-        out.push("desktop_log_max_files must be at least 1".into());
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::infra::runtime::Capacity;
     use clap::Parser;
 
     #[derive(Parser)]
@@ -685,6 +660,119 @@ mod tests {
         ] {
             assert!(err.contains(want), "{want}: {err}");
         }
+    }
+
+    #[test]
+    fn docker_engines_from_flags_and_file() {
+        let base = [
+            "vnc-control",
+            "--jwt-private-key",
+            "/k",
+            "--auth-secret-file",
+            "/s",
+            "--image",
+            "desk",
+        ];
+        let resolve = |extra: &[&str]| {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            Cli::try_parse_from(args)
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.settings.resolve().map_err(|e| e.to_string()))
+        };
+        // No engines listed: today's single engine, unbounded.
+        let c = resolve(&["--docker-host", "tcp://10.0.0.1:2375"]).unwrap();
+        assert_eq!(c.engines.len(), 1);
+        assert_eq!(c.engines[0].name, DEFAULT_ENGINE_NAME);
+        assert_eq!(
+            c.engines[0].docker_host.as_deref(),
+            Some("tcp://10.0.0.1:2375")
+        );
+        assert_eq!(c.engines[0].capacity, None);
+        let c = resolve(&[
+            "--docker-engine",
+            "name=a,docker_host=unix:///a.sock,cpus=4,memory_mb=8192",
+            "--docker-engine",
+            "name=b, docker_host=tcp://10.0.0.2:2375, publish_ip=10.0.0.2, cpus=0.5, memory_mb=512",
+        ])
+        .unwrap();
+        assert_eq!(c.engines.len(), 2);
+        assert_eq!(c.engines[0].publish_ip, DEFAULT_PUBLISH_IP);
+        assert_eq!(c.engines[1].publish_ip.to_string(), "10.0.0.2");
+        assert_eq!(
+            c.engines[1].capacity,
+            Some(Capacity {
+                cpus: 0.5,
+                memory_mb: 512
+            })
+        );
+        for (bad, want) in [
+            (
+                &["--docker-engine", "name=a,docker_host=unix:///a,cpus=1"][..],
+                "no memory_mb",
+            ),
+            (
+                &[
+                    "--docker-engine",
+                    "name=a,docker_host=unix:///a,cpus=1,memory_mb=1,x=1",
+                ],
+                "unknown field x",
+            ),
+            (
+                &[
+                    "--docker-engine",
+                    "name=a,docker_host=unix:///a,cpus=1,memory_mb=1",
+                    "--docker-engine",
+                    "name=a,docker_host=unix:///b,cpus=1,memory_mb=1",
+                ],
+                "given twice",
+            ),
+            (
+                &[
+                    "--docker-engine",
+                    "name=a b,docker_host=unix:///a,cpus=0,memory_mb=1",
+                ],
+                "[A-Za-z0-9_.-]",
+            ),
+            (
+                &[
+                    "--docker-engine",
+                    "name=a,docker_host=unix:///a,cpus=0,memory_mb=1",
+                ],
+                "positive cpus",
+            ),
+            (
+                &[
+                    "--docker-host",
+                    "unix:///x",
+                    "--docker-engine",
+                    "name=a,docker_host=unix:///a,cpus=1,memory_mb=1",
+                ],
+                "not both",
+            ),
+        ] {
+            let err = resolve(bad).unwrap_err();
+            assert!(err.contains(want), "{bad:?}: {err}");
+        }
+        // The file takes tables and lines alike.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("control.toml");
+        std::fs::write(
+            &file,
+            "[[docker_engines]]\nname = \"a\"\ndocker_host = \"unix:///a\"\ncpus = 4\nmemory_mb = 4096\n\
+             [[docker_engines]]\nname = \"b\"\ndocker_host = \"unix:///b\"\npublish_ip = \"10.0.0.9\"\ncpus = 2.0\nmemory_mb = 2048\n",
+        )
+        .unwrap();
+        let c = resolve(&["--config", file.to_str().unwrap()]).unwrap();
+        let names: Vec<&str> = c.engines.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(c.engines[1].publish_ip.to_string(), "10.0.0.9");
+        std::fs::write(
+            &file,
+            "docker_engines = [\"name=c,docker_host=unix:///c,cpus=2,memory_mb=2048\"]\n",
+        )
+        .unwrap();
+        let c = resolve(&["--config", file.to_str().unwrap()]).unwrap();
+        assert_eq!(c.engines[0].name, "c");
     }
 
     #[test]
@@ -790,6 +878,7 @@ mod tests {
             let long = match setting {
                 "images" => "image".to_owned(),
                 "viewer_origins" => "viewer-origin".to_owned(),
+                "docker_engines" => "docker-engine".to_owned(),
                 _ => setting.replace('_', "-"),
             };
             assert_eq!(arg.get_long(), Some(long.as_str()), "{setting}");

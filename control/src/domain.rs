@@ -65,6 +65,9 @@ pub struct Container {
     /// Where the relay connects, once running.
     pub endpoint: Option<(String, u16)>,
     pub node: Option<String>,
+    /// The engine it runs on, named when its start placed it; None before that (and on
+    /// records written before records named their engine: the pool's first engine).
+    pub engine: Option<String>,
     pub error: Option<String>,
     /// Unix milliseconds.
     pub created_at: u64,
@@ -220,6 +223,7 @@ mod tests {
             env: BTreeMap::new(),
             endpoint: None,
             node: None,
+            engine: None,
             error: None,
             created_at: 0,
             record: false,

@@ -30,6 +30,11 @@ pub const FILE_TRANSFERS: &str = "vnc_control_file_transfers_total";
 /// Bytes moved through the file routes, by `direction` and `outcome` (`ok`, and the
 /// bytes of downloads that `failed` or were `aborted` before their end).
 pub const FILE_BYTES: &str = "vnc_control_file_bytes_total";
+/// 1 while the Docker engine answers, else 0, by `engine` (set at every reconcile).
+pub const ENGINE_UP: &str = "vnc_control_engine_up";
+/// Desktops placed on the engine and not stopped or failed (`unavailable` ones
+/// included), by `engine` (set at every reconcile).
+pub const ENGINE_DESKTOPS: &str = "vnc_control_engine_desktops";
 /// 1 while control's Redis connection is up, else 0 (set at every scrape).
 pub const REDIS_CONNECTED: &str = "vnc_control_redis_connected";
 
@@ -92,6 +97,14 @@ pub fn install(job_names: &[&str]) -> PrometheusHandle {
             FILE_BYTES,
             Unit::Bytes,
             "Bytes moved through the file routes, by direction and outcome."
+        );
+        describe_gauge!(
+            ENGINE_UP,
+            "1 while the Docker engine answered control's last reconcile, else 0, by engine."
+        );
+        describe_gauge!(
+            ENGINE_DESKTOPS,
+            "Desktops placed on the engine and not stopped or failed, by engine."
         );
         describe_gauge!(
             REDIS_CONNECTED,

@@ -29,7 +29,7 @@ use crate::infra::shares::ShareStore;
 use crate::infra::store::ContainerStore;
 use crate::infra::tokens::TokenStore;
 use crate::listener::HttpLimits;
-use crate::startup::{StartError, load_tunables, password_keys, runtime};
+use crate::startup::{StartError, engines, load_tunables, password_keys};
 
 /// How long start-up waits for Redis before serving anyway (unready until it answers).
 const REDIS_STARTUP_WAIT: Duration = Duration::from_secs(5);
@@ -127,7 +127,7 @@ impl Running {
             ("node_id", new.node_id != old.node_id),
             ("plane", new.plane != old.plane),
             ("runtime", new.runtime != old.runtime),
-            ("docker_host", new.docker_host != old.docker_host),
+            ("docker_host, docker_engines", new.engines != old.engines),
             ("network", new.network != old.network),
             ("publish_ip", new.publish_ip != old.publish_ip),
             (
@@ -251,7 +251,7 @@ pub async fn build(config: ControlConfig, listeners: Listeners) -> Result<Contro
     }
     let store = ContainerStore::new(client.clone(), keys.clone());
     let queue = Queue::new(client.clone(), keys.clone(), queue_config(&config));
-    let runtime = runtime(&config)?;
+    let engines = Arc::new(engines(&config)?);
     if config.runtime == RuntimeKind::Static {
         crate::app::jobs::register_static(
             &store,
@@ -268,7 +268,7 @@ pub async fn build(config: ControlConfig, listeners: Listeners) -> Result<Contro
         tokens: TokenStore::new(client.clone(), keys.clone()),
         shares: ShareStore::new(client.clone(), keys.clone()),
         tunables: Swap::new(tunables),
-        runtime: runtime.clone(),
+        engines: engines.clone(),
         transfers: Arc::new(tokio::sync::Semaphore::new(
             crate::app::files::MAX_TRANSFERS,
         )),
@@ -291,7 +291,7 @@ pub async fn build(config: ControlConfig, listeners: Listeners) -> Result<Contro
     });
     let lifecycle = Arc::new(Lifecycle {
         store,
-        runtime,
+        engines,
         node_id: config.node_id.clone(),
         stop_grace: config.stop_grace,
         start_timeout: config.start_timeout,

@@ -15,8 +15,11 @@ use crate::domain::CreateLimits;
 use crate::infra::oidc::OidcKeys;
 use crate::infra::passwords::{PasswordKeyError, PasswordKeys};
 use crate::infra::runtime::{
-    DockerRuntime, Isolation, NetworkMode, Runtime, RuntimeError, StaticRuntime,
+    DockerRuntime, Engines, Isolation, NetworkMode, PooledEngine, RuntimeError, StaticRuntime,
 };
+
+/// Name of the one engine of the static runtime.
+pub const STATIC_ENGINE_NAME: &str = "static";
 
 /// Host ports containers get in host networking.
 const HOST_PORT_RANGE: (u16, u16) = (15900, 16899);
@@ -34,8 +37,11 @@ pub enum StartError {
     Oidc(String),
     #[error("configuring redis: {0}")]
     Redis(#[from] fred::error::Error),
-    #[error("connecting to the container runtime: {0}")]
-    Runtime(#[from] RuntimeError),
+    #[error("docker engine {engine}: {source}")]
+    Engine {
+        engine: String,
+        source: RuntimeError,
+    },
     #[error("the VNC password secrets: {0}")]
     PasswordSecret(#[from] PasswordKeyError),
     #[error("loading the TLS certificate: {0}")]
@@ -87,12 +93,24 @@ pub fn load_tunables(
 pub fn check(config: &ControlConfig) -> Result<String, StartError> {
     let (tunables, _, tls) = load_tunables(config)?;
     Ok(format!(
-        "configuration ok: signing kid {}, listen {}{}, admin {}, runtime {:?}",
+        "configuration ok: signing kid {}, listen {}{}, admin {}, runtime {:?}{}",
         tunables.signer.kid(),
         config.listen,
         if tls.is_some() { " (TLS)" } else { "" },
         config.admin_listen,
-        config.runtime
+        config.runtime,
+        match config.runtime {
+            RuntimeKind::Docker => format!(
+                ", engines {}",
+                config
+                    .engines
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            RuntimeKind::Static => String::new(),
+        }
     ))
 }
 
@@ -136,51 +154,36 @@ pub(crate) fn password_keys(config: &ControlConfig) -> Result<PasswordKeys, Pass
     }
 }
 
-/// The container runtime the config names.
-pub(crate) fn runtime(config: &ControlConfig) -> Result<Arc<dyn Runtime>, StartError> {
+/// The pool of engines the config names: its Docker engines, or the static runtime as
+/// a pool of one.
+pub(crate) fn engines(config: &ControlConfig) -> Result<Engines, StartError> {
     Ok(match config.runtime {
-        RuntimeKind::Static => Arc::new(StaticRuntime::new(
-            config
-                .static_containers
-                .iter()
-                .map(|c| {
-                    (
-                        c.cid.clone(),
-                        crate::infra::runtime::Endpoint {
-                            host: c.host.clone(),
-                            port: c.port,
-                        },
-                    )
-                })
-                .collect(),
-        )),
+        RuntimeKind::Static => Engines::single(
+            STATIC_ENGINE_NAME,
+            Arc::new(StaticRuntime::new(
+                config
+                    .static_containers
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.cid.clone(),
+                            crate::infra::runtime::Endpoint {
+                                host: c.host.clone(),
+                                port: c.port,
+                            },
+                        )
+                    })
+                    .collect(),
+            )),
+        ),
         RuntimeKind::Docker => {
-            let network = match config.network {
-                NetworkKind::Published => {
-                    if config.publish_ip.is_unspecified() {
-                        tracing::warn!(
-                            publish_ip = %config.publish_ip,
-                            "desktops' VNC ports are published on every interface of the host: \
-                             set publish_ip to the address the relays reach"
-                        );
-                    }
-                    NetworkMode::Published {
-                        host_ip: config.publish_ip,
-                    }
-                }
-                NetworkKind::Host => {
-                    // Config validation refused this unless allow_host_network is set.
-                    tracing::warn!(
-                        "network = \"host\" (allow_host_network): desktops share the host's network \
-                         and reach Redis, the relays and every other service listening on it"
-                    );
-                    NetworkMode::Host {
-                        host_ip: config.publish_ip,
-                        port_range: HOST_PORT_RANGE,
-                    }
-                }
-                NetworkKind::Bridge => NetworkMode::Bridge,
-            };
+            if config.network == NetworkKind::Host {
+                // Config validation refused this unless allow_host_network is set.
+                tracing::warn!(
+                    "network = \"host\" (allow_host_network): desktops share the host's network \
+                     and reach Redis, the relays and every other service listening on it"
+                );
+            }
             let isolation = Isolation {
                 network: config.desktop_network.clone(),
                 pids_limit: config.desktop_pids_limit,
@@ -188,12 +191,45 @@ pub(crate) fn runtime(config: &ControlConfig) -> Result<Arc<dyn Runtime>, StartE
                 log_max_size: config.desktop_log_max_size.clone(),
                 log_max_files: config.desktop_log_max_files,
             };
-            Arc::new(DockerRuntime::connect(
-                config.docker_host.as_deref(),
-                network,
-                isolation,
-                &config.plane,
-            )?)
+            let mut pool = Vec::with_capacity(config.engines.len());
+            for engine in &config.engines {
+                let network = match config.network {
+                    NetworkKind::Published => {
+                        if engine.publish_ip.is_unspecified() {
+                            tracing::warn!(
+                                engine = %engine.name,
+                                publish_ip = %engine.publish_ip,
+                                "desktops' VNC ports are published on every interface of the host: \
+                                 set publish_ip to the address the relays reach"
+                            );
+                        }
+                        NetworkMode::Published {
+                            host_ip: engine.publish_ip,
+                        }
+                    }
+                    NetworkKind::Host => NetworkMode::Host {
+                        host_ip: engine.publish_ip,
+                        port_range: HOST_PORT_RANGE,
+                    },
+                    NetworkKind::Bridge => NetworkMode::Bridge,
+                };
+                let runtime = DockerRuntime::connect(
+                    engine.docker_host.as_deref(),
+                    network,
+                    isolation.clone(),
+                    &config.plane,
+                )
+                .map_err(|e| StartError::Engine {
+                    engine: engine.name.clone(),
+                    source: e,
+                })?;
+                pool.push(PooledEngine {
+                    name: engine.name.clone(),
+                    runtime: Arc::new(runtime),
+                    capacity: engine.capacity,
+                });
+            }
+            Engines::new(pool)
         }
     })
 }

@@ -347,6 +347,9 @@ pub enum ContainerState {
     Stopping,
     Stopped,
     Failed,
+    /// Its Docker engine does not answer: neither removed nor recreated elsewhere;
+    /// back to its real state when the engine answers again (control's reconciler).
+    Unavailable,
 }
 
 impl ContainerState {
@@ -357,6 +360,7 @@ impl ContainerState {
             ContainerState::Stopping => "stopping",
             ContainerState::Stopped => "stopped",
             ContainerState::Failed => "failed",
+            ContainerState::Unavailable => "unavailable",
         }
     }
 }
@@ -370,6 +374,7 @@ impl std::str::FromStr for ContainerState {
             "stopping" => ContainerState::Stopping,
             "stopped" => ContainerState::Stopped,
             "failed" => ContainerState::Failed,
+            "unavailable" => ContainerState::Unavailable,
             other => return Err(format!("unknown container state {other:?}")),
         })
     }
@@ -472,7 +477,14 @@ mod tests {
 
     #[test]
     fn container_state_round_trips() {
-        for s in ["creating", "running", "stopping", "stopped", "failed"] {
+        for s in [
+            "creating",
+            "running",
+            "stopping",
+            "stopped",
+            "failed",
+            "unavailable",
+        ] {
             assert_eq!(s.parse::<ContainerState>().unwrap().as_str(), s);
         }
         assert!("bogus".parse::<ContainerState>().is_err());

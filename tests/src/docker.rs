@@ -277,7 +277,7 @@ fn import_image(binary: &Path, tag: &str, entrypoint_json: &str, digest: &str, h
 }
 
 /// Runs `cmd` to completion within `limit`; its stdout on success, else why not.
-fn run(mut cmd: Command, limit: Duration) -> Result<String, String> {
+pub fn run(mut cmd: Command, limit: Duration) -> Result<String, String> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

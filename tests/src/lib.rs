@@ -7,6 +7,7 @@ pub mod browser;
 pub mod control;
 pub mod desktop;
 pub mod docker;
+pub mod engine;
 pub mod files;
 pub mod fixture;
 pub mod haproxy;

@@ -3,6 +3,7 @@
 //! OpenAPI description.
 
 pub mod auth;
+pub mod engines;
 pub mod error;
 pub mod files;
 pub mod openapi;
@@ -69,6 +70,7 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .merge(sessions::routes())
         .merge(shares::routes())
         .merge(files::routes())
+        .merge(engines::routes())
         .merge(openapi::routes())
 }
 

@@ -35,7 +35,7 @@ pub const BEARER: &str = "bearer";
         title = "vnc-control",
         description = "The control plane of vnc-relay: desktop containers, their jobs, \
             short-lived VNC tokens, share links, live relay sessions, who drives a \
-            desktop, and relay nodes.\n\n\
+            desktop, relay nodes, and the Docker engines desktops run on.\n\n\
             Callers send a bearer JWT from the operator's identity provider (`sub`, \
             `tenant`, optional `roles: [\"admin\"]`). Every error body is an `ErrorBody`, \
             including a path that doesn't exist (404) and a method a path doesn't serve \
@@ -48,6 +48,7 @@ pub const BEARER: &str = "bearer";
         (name = "sessions", description = "What the relays run: live sessions, kicks, revocations, nodes"),
         (name = "shares", description = "Share links of a desktop, who is in it, and who drives it"),
         (name = "files", description = "Files in and out of a desktop's upload and download folders; callers may also send the session's VNC token as the bearer"),
+        (name = "engines", description = "The Docker engines desktops are placed on, their state and load; admins only"),
         (name = "probes", description = "Liveness and readiness; public, never rate limited"),
         (name = "meta", description = "This description"),
     ),

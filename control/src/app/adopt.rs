@@ -9,20 +9,30 @@
 
 use super::jobs::Lifecycle;
 use super::record_labels::adopted;
-use crate::infra::runtime::LABEL_PASSWORD_KEY;
+use crate::domain::Container;
+use crate::infra::runtime::{LABEL_PASSWORD_KEY, PooledEngine};
 use crate::metrics::CONTAINERS_ADOPTED;
 
 impl Lifecycle {
-    /// Rebuilds the missing record of managed container `cid`, with its VNC password;
+    /// Rebuilds the missing record of managed container `cid` of `engine`, with its VNC
+    /// password and the engine's name;
     /// a no-op if a record appeared meanwhile (another replica adopted it). A container
     /// that can't be adopted (labels missing: not created by this version) is left
     /// alone and logged.
-    pub(super) async fn adopt(&self, cid: &str) -> Result<(), String> {
-        let Some(found) = self.runtime.inspect(cid).await.map_err(|e| e.to_string())? else {
+    pub(super) async fn adopt(&self, engine: &PooledEngine, cid: &str) -> Result<(), String> {
+        let Some(found) = engine
+            .runtime
+            .inspect(cid)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
             return Ok(());
         };
         let c = match adopted(cid, &found, &self.node_id) {
-            Ok(c) => c,
+            Ok(c) => Container {
+                engine: Some(engine.name.clone()),
+                ..c
+            },
             Err(why) => {
                 tracing::warn!(container.id = %cid, reason = %why, "a managed container has no record and cannot be re-adopted; left alone");
                 return Ok(());

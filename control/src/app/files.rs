@@ -12,8 +12,8 @@ use vnc_shared::schema::ContainerState;
 
 use crate::domain::Container;
 use crate::domain::files::{Direction, FileCaller, file_name_problem};
-use crate::infra::runtime::RuntimeError;
 use crate::infra::runtime::files::{DesktopFile, FileIn};
+use crate::infra::runtime::{Runtime, RuntimeError};
 use crate::metrics::{FILE_BYTES, FILE_TRANSFERS};
 
 use super::{App, AppError};
@@ -53,7 +53,7 @@ impl App {
             Some(c) if who.sees(&c) => c,
             _ => return Err(AppError::NotFound("container")),
         };
-        if !self.runtime.moves_files() {
+        if !self.engines.all()[0].runtime.moves_files() {
             return Err(AppError::Conflict(
                 "the static runtime has no file transfer: its desktops are hosts control \
                  reaches only through their VNC port"
@@ -81,6 +81,14 @@ impl App {
             }
         }
         Ok(c)
+    }
+
+    /// The runtime of the engine the container runs on.
+    fn runtime_of(&self, c: &Container) -> Result<&dyn Runtime, AppError> {
+        self.engines
+            .of(c.engine.as_deref())
+            .map(|e| e.runtime.as_ref())
+            .map_err(AppError::Desktop)
     }
 
     /// A transfer slot, or 429.
@@ -118,7 +126,7 @@ impl App {
         };
         let c = checked.await.inspect_err(|_| count(dir, "refused", 0))?;
         let _slot = self.transfer_slot(dir)?;
-        match self.runtime.upload(&c.id, name, size, body).await {
+        match self.runtime_of(&c)?.upload(&c.id, name, size, body).await {
             Ok(()) => {
                 count(dir, "ok", size);
                 tracing::info!(container.id = %c.id, caller.sub = %who.sub(), file.size = size, "file uploaded");
@@ -136,7 +144,7 @@ impl App {
     pub async fn list_files(&self, who: &FileCaller, cid: &str) -> Result<Listing, AppError> {
         let c = self.file_target(who, cid, Direction::Download).await?;
         let (files, more) = self
-            .runtime
+            .runtime_of(&c)?
             .list_files(&c.id, MAX_LISTED)
             .await
             .map_err(runtime_error)?;
@@ -161,7 +169,8 @@ impl App {
         let c = self.file_target(who, cid, dir).await.map_err(refused)?;
         let slot = self.transfer_slot(dir)?;
         let out = self
-            .runtime
+            .runtime_of(&c)
+            .map_err(refused)?
             .download(&c.id, name)
             .await
             .map_err(|e| refused(runtime_error(e)))?;

@@ -2,6 +2,7 @@
 //! the domain rules, recorded in Redis and handed to the job queue.
 
 pub mod adopt;
+pub mod engines;
 pub mod files;
 pub mod jobs;
 pub mod record_labels;
@@ -20,7 +21,7 @@ use vnc_shared::token::{
 use crate::domain::files::token_policies;
 use crate::domain::{Caller, Container, CreateContainer, CreateLimits, IssuedToken};
 use crate::infra::queue::{JobRecord, Queue, QueueError};
-use crate::infra::runtime::{Runtime, RuntimeError};
+use crate::infra::runtime::{Engines, RuntimeError};
 use crate::infra::sessions::SessionStore;
 use crate::infra::shares::ShareStore;
 use crate::infra::store::{ContainerStore, StoreError, now_ms};
@@ -72,8 +73,9 @@ pub struct App {
     pub shares: ShareStore,
     /// What SIGHUP may change; each request works with the set it started with.
     pub tunables: Swap<Tunables>,
-    /// Where desktops run: the file routes move files through it.
-    pub runtime: Arc<dyn Runtime>,
+    /// Where desktops run: the file routes move files through a desktop's engine, and
+    /// `GET /v1/engines` shows them.
+    pub engines: Arc<Engines>,
     /// File transfers in flight on this replica, at most [`files::MAX_TRANSFERS`].
     pub transfers: Arc<tokio::sync::Semaphore>,
 }
@@ -133,6 +135,7 @@ impl App {
             env: req.env,
             endpoint: None,
             node: None,
+            engine: None,
             error: None,
             created_at: now_ms(),
             record: req.record,

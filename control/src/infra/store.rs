@@ -42,6 +42,10 @@ mod extra {
     /// The clipboard policy (`both`, `to_desktop`, `from_desktop`, `none`); a record
     /// without it allows both ways, as every session did before it existed.
     pub const CLIPBOARD: &str = "clipboard";
+    /// The name of the engine the container was placed on (written by its start job
+    /// before the container is created, or by re-adoption); a record without it
+    /// belongs to the pool's first engine.
+    pub const ENGINE: &str = "engine";
 }
 
 /// What a guarded write of a start's outcome did.
@@ -63,6 +67,21 @@ if state == 'stopping' or state == 'stopped' then return state end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 if ARGV[1] ~= '' then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return 'ok'
+";
+
+/// KEYS: the record. ARGV: the state expected, the new state, the error ('' clears it),
+/// then field/value pairs to set with it. Moves the record only if it is in the state
+/// expected: 1 if moved.
+const MOVE_STATE: &str = r"
+if redis.call('HGET', KEYS[1], 'state') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2])
+if #ARGV > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
+if ARGV[3] == '' then
+  redis.call('HDEL', KEYS[1], 'error')
+else
+  redis.call('HSET', KEYS[1], 'error', ARGV[3])
+end
+return 1
 ";
 
 /// KEYS: the record, the tenant's set. ARGV: the cid, then field/value pairs. Writes
@@ -149,6 +168,9 @@ impl ContainerStore {
         }
         if let Some(node) = &c.node {
             fields.push((f::NODE, node.clone()));
+        }
+        if let Some(engine) = &c.engine {
+            fields.push((extra::ENGINE, engine.clone()));
         }
         if let Some(error) = &c.error {
             fields.push((extra::ERROR, error.clone()));
@@ -254,6 +276,69 @@ impl ContainerStore {
             (f::NODE, node.to_owned()),
         ];
         self.unless_deleted(cid, fields, Some(extra::ERROR)).await
+    }
+
+    /// Records the engine a start placed the container on, unless the container was
+    /// deleted meanwhile.
+    pub async fn set_engine(&self, cid: &str, engine: &str) -> Result<Transition, StoreError> {
+        self.unless_deleted(cid, vec![(extra::ENGINE, engine.to_owned())], None)
+            .await
+    }
+
+    /// Moves the record from state `from` to `to` (setting or clearing the error) in
+    /// one step; false when the record was not in `from` (someone moved it first).
+    pub async fn move_state(
+        &self,
+        cid: &str,
+        from: ContainerState,
+        to: ContainerState,
+        error: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.move_state_with(cid, from, to, error, None).await
+    }
+
+    /// [`ContainerStore::move_state`], also recording the endpoint `(host, port)` where
+    /// the relays reach the container when given.
+    pub async fn move_state_with(
+        &self,
+        cid: &str,
+        from: ContainerState,
+        to: ContainerState,
+        error: Option<&str>,
+        endpoint: Option<(&str, u16)>,
+    ) -> Result<bool, StoreError> {
+        let mut args = vec![
+            from.as_str().to_owned(),
+            to.as_str().to_owned(),
+            error.unwrap_or_default().to_owned(),
+        ];
+        if let Some((host, port)) = endpoint {
+            args.extend([f::HOST.to_owned(), host.to_owned()]);
+            args.extend([f::PORT.to_owned(), port.to_string()]);
+        }
+        let moved: i64 = self
+            .client
+            .eval(MOVE_STATE, vec![self.keys.container(cid)], args)
+            .await?;
+        Ok(moved == 1)
+    }
+
+    /// Every container record (all tenants), by scanning the key space in bounded
+    /// pages (for the reconciler and placement, not for requests); corrupt records are
+    /// logged and left out.
+    pub async fn all(&self) -> Result<Vec<Container>, StoreError> {
+        let mut out = Vec::new();
+        for cid in self.all_ids().await? {
+            match self.get(&cid).await {
+                Ok(Some(c)) => out.push(c),
+                Ok(None) => {}
+                Err(e @ StoreError::Corrupt { .. }) => {
+                    tracing::warn!(container.id = %cid, error = %e, "skipping a corrupt record");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     /// Marks a start failed, unless the container was deleted meanwhile.
@@ -418,6 +503,7 @@ fn parse(cid: &str, m: &HashMap<String, String>) -> Result<Container, StoreError
         env: json_map(extra::ENV),
         endpoint,
         node: get(f::NODE),
+        engine: get(extra::ENGINE),
         error: get(extra::ERROR),
         created_at: get(f::CREATED_AT)
             .and_then(|v| v.parse().ok())

@@ -28,8 +28,8 @@ use super::docker_model::{
 use super::docker_network::twin_network;
 use super::files::{DesktopFile, FileIn, FileOut};
 use super::{
-    CONTAINER_VNC_PORT, ContainerSpec, Endpoint, Inspected, LABEL_CID, Runtime, RuntimeError,
-    RuntimeState, valid_cid,
+    CONTAINER_VNC_PORT, ContainerSpec, Endpoint, Inspected, LABEL_CID, PING_TIMEOUT, Runtime,
+    RuntimeError, RuntimeState, valid_cid,
 };
 
 /// Engine address when none is configured.
@@ -392,6 +392,18 @@ impl Runtime for DockerRuntime {
                 }
             }
             Ok(all)
+        }
+        .boxed()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        async move {
+            let docker = tokio::time::timeout(PING_TIMEOUT, self.inner.client())
+                .await
+                .map_err(|_| {
+                    RuntimeError::Unavailable("the engine did not answer a ping in time".into())
+                })??;
+            bounded(PING_TIMEOUT, docker.ping()).await.map(drop)
         }
         .boxed()
     }

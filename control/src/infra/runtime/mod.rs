@@ -1,6 +1,8 @@
 //! Container runtimes: where a desktop container runs and where the relay reaches its
-//! VNC server. The app layer holds one `Arc<dyn Runtime>`: Docker through bollard
-//! ([`DockerRuntime`]) or endpoints declared in config ([`StaticRuntime`]).
+//! VNC server. The app layer holds a pool of them ([`Engines`]): Docker engines through
+//! bollard ([`DockerRuntime`], one per engine), or endpoints declared in config
+//! ([`StaticRuntime`], a pool of one), and the rule that places a new desktop
+//! ([`place`]).
 //!
 //! # Desktop image contract
 //!
@@ -55,6 +57,7 @@ mod docker_files;
 mod docker_model;
 mod docker_network;
 mod docker_ports;
+mod engines;
 pub mod files;
 mod probe;
 mod static_hosts;
@@ -72,6 +75,7 @@ pub use docker_model::{
     DEFAULT_DESKTOP_NETWORK, DEFAULT_LOG_MAX_FILES, DEFAULT_LOG_MAX_SIZE, DEFAULT_PIDS_LIMIT,
     Isolation, NetworkMode,
 };
+pub use engines::{Candidate, Capacity, EngineLoad, Engines, PooledEngine, place};
 pub use probe::wait_for_rfb;
 pub use static_hosts::StaticRuntime;
 
@@ -114,6 +118,10 @@ pub const LABEL_CLIPBOARD: &str = "vnc.clipboard";
 
 /// Port the VNC server listens on inside its container (bridge and published modes).
 pub const CONTAINER_VNC_PORT: u16 = 5900;
+
+/// Bound on one engine's answer to a ping (placement, `GET /v1/engines`): an engine
+/// slower than this counts as down for that decision.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Longest container id accepted: it becomes part of a Docker name and a label filter.
 pub const MAX_CID_LEN: usize = 64;
@@ -268,6 +276,12 @@ pub trait Runtime: Send + Sync {
     /// and some may be lost while the engine is unreachable, so reconcile also lists.
     /// A runtime without lifecycle (static) returns an empty stream.
     fn events(&self) -> BoxStream<'static, (String, RuntimeState)>;
+
+    /// Whether the engine answers now (within [`PING_TIMEOUT`]); `Unavailable` if not.
+    /// A runtime with no engine (static) always answers.
+    fn ping(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async { Ok(()) })
+    }
 
     /// Whether the runtime can move files in and out of its desktops.
     fn moves_files(&self) -> bool {
