@@ -54,7 +54,7 @@ async fn the_clipboard_syncs_both_ways_without_the_panel_when_the_browser_allows
     browser
         .eval("navigator.clipboard.writeText('copied in the browser').then(() => window.dispatchEvent(new Event('focus')))")
         .await;
-    wait_x_clipboard(&xvnc, "copied in the browser").await;
+    wait_x_clipboard(xvnc, "copied in the browser").await;
     let state = browser.state().await;
     assert_eq!(state["clipboardSync"]["sent"], 1, "{state}");
     // Focus again with nothing new: nothing is sent again.
@@ -77,6 +77,6 @@ async fn the_clipboard_syncs_both_ways_without_the_panel_when_the_browser_allows
     browser.wait_text("#clipboard-auto", "use this panel").await;
     browser.fill("#clipboard-text", "typed in the panel").await;
     browser.press("#clipboard-send").await;
-    wait_x_clipboard(&xvnc, "typed in the panel").await;
+    wait_x_clipboard(xvnc, "typed in the panel").await;
     browser.close().await;
 }
