@@ -183,6 +183,9 @@ vnc_shared::settings! {
         jwt_audience: String = "VNC_JWT_AUDIENCE",
         /// Public base URL of the relays (`wss://vnc.example.com`).
         relay_url: String = "VNC_RELAY_PUBLIC_URL",
+        /// Public base URL of this API as browsers reach it (`https://vnc-api.example.com`),
+        /// for the viewer page's file transfer (`control=` in share links).
+        public_url: String = "VNC_CONTROL_PUBLIC_URL",
         token_max_ttl: Duration = "VNC_CONTROL_TOKEN_MAX_TTL",
         /// Longest share link (`POST /v1/containers/{id}/shares`) a caller may ask for.
         share_max_ttl: Duration = "VNC_CONTROL_SHARE_MAX_TTL",
@@ -314,6 +317,7 @@ pub struct ControlConfig {
     pub auth_issuer: String,
     pub auth_audience: String,
     pub relay_url: String,
+    pub public_url: Option<String>,
     pub node_id: String,
     pub plane: String,
     pub runtime: RuntimeKind,
@@ -518,6 +522,7 @@ impl ControlSettings {
                 .unwrap_or(DEFAULT_AUTH_ISSUER.into()),
             auth_audience: s.auth_audience.unwrap_or(DEFAULT_AUTH_AUDIENCE.into()),
             relay_url: s.relay_url.unwrap_or(DEFAULT_RELAY_URL.into()),
+            public_url: s.public_url.filter(|u| !u.is_empty()),
             node_id: s.node_id.unwrap_or_else(|| {
                 std::fs::read_to_string("/proc/sys/kernel/hostname")
                     .map(|h| h.trim().to_owned())

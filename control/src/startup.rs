@@ -80,6 +80,7 @@ pub fn load_tunables(
         token_max_ttl: config.token_max_ttl,
         share_max_ttl: config.share_max_ttl,
         relay_url: config.relay_url.clone(),
+        public_url: config.public_url.clone(),
         max_containers_per_tenant: config.max_containers_per_tenant,
         files_default: config.files_default,
         clipboard_default: config.clipboard_default,

@@ -38,11 +38,13 @@ async fn stack() -> Stack {
     let redis = RedisServer::start().await.unwrap();
     let keys = TestKeys::new();
     let identity = Identity::new();
-    let control = ControlProcess::start_static(
+    let control = ControlProcess::start_static_with(
         &redis.url(),
         &keys,
         &identity,
-        &[("desk", "alice", "t1"), ("lab", "tina", "t2")],
+        &[("desk", "alice", "t1", 5900), ("lab", "tina", "t2", 5900)],
+        // Where browsers reach this API: share links carry it for the page's files.
+        &["--public-url", "https://api.example.com/"],
     )
     .await
     .unwrap();
@@ -193,7 +195,10 @@ async fn a_share_link_is_minted_recorded_and_listed() {
     );
     assert_eq!(
         body["url"],
-        format!("http://localhost:6080/#token={token}&containerId=desk&share=1")
+        format!(
+            "http://localhost:6080/#token={token}&containerId=desk&share=1\
+             &control=https%3A%2F%2Fapi.example.com"
+        )
     );
 
     // The relays' key verifies it; it names the share, not a user.

@@ -143,8 +143,8 @@ struct ShareList {
 
 /// The viewer page of the relays at `relay_url` (their WebSocket base URL: the page
 /// is served on the same listener over HTTP) opening container `cid` with a share
-/// token.
-fn share_url(relay_url: &str, token: &str, cid: &str) -> String {
+/// token; with this API's `public_url`, the page's way to the file routes.
+fn share_url(relay_url: &str, public_url: Option<&str>, token: &str, cid: &str) -> String {
     let base = relay_url.trim_end_matches('/');
     let page = if let Some(rest) = base.strip_prefix("wss://") {
         format!("https://{rest}")
@@ -154,7 +154,10 @@ fn share_url(relay_url: &str, token: &str, cid: &str) -> String {
         base.to_owned()
     };
     let cid: String = url_escape(cid);
-    format!("{page}/#token={token}&containerId={cid}&share=1")
+    let control = public_url
+        .map(|u| format!("&control={}", url_escape(u.trim_end_matches('/'))))
+        .unwrap_or_default();
+    format!("{page}/#token={token}&containerId={cid}&share=1{control}")
 }
 
 /// Percent-encodes what is not unreserved (RFC 3986) in a fragment parameter.
@@ -204,7 +207,13 @@ async fn create(
         clipboard: body.clipboard,
     };
     let (share, minted) = s.app.create_share(&caller, &id, req).await?;
-    let url = share_url(&s.app.tunables.get().relay_url, &minted.token, &share.cid);
+    let tunables = s.app.tunables.get();
+    let url = share_url(
+        &tunables.relay_url,
+        tunables.public_url.as_deref(),
+        &minted.token,
+        &share.cid,
+    );
     let Share {
         id,
         scope,
@@ -396,16 +405,21 @@ mod tests {
     #[test]
     fn share_urls_open_the_relays_viewer_page() {
         assert_eq!(
-            share_url("wss://vnc.example.com/", "T", "c1"),
+            share_url("wss://vnc.example.com/", None, "T", "c1"),
             "https://vnc.example.com/#token=T&containerId=c1&share=1"
         );
         assert_eq!(
-            share_url("ws://127.0.0.1:6080", "T", "a b&c"),
+            share_url("ws://127.0.0.1:6080", None, "T", "a b&c"),
             "http://127.0.0.1:6080/#token=T&containerId=a%20b%26c&share=1"
         );
         assert_eq!(
-            share_url("https://relay", "T", "c"),
-            "https://relay/#token=T&containerId=c&share=1"
+            share_url(
+                "https://relay",
+                Some("https://api.example.com:8443/"),
+                "T",
+                "c"
+            ),
+            "https://relay/#token=T&containerId=c&share=1&control=https%3A%2F%2Fapi.example.com%3A8443"
         );
     }
 }

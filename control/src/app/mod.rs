@@ -95,6 +95,8 @@ pub struct Tunables {
     pub share_max_ttl: Duration,
     /// Public base URL of the relays (`wss://vnc.example.com`), for `ws_url`.
     pub relay_url: String,
+    /// Public base URL of this API, for share links' `control=` (none: left out).
+    pub public_url: Option<String>,
     /// Policies of containers whose create request names none.
     pub files_default: FilePolicy,
     pub clipboard_default: ClipboardPolicy,
