@@ -8,8 +8,10 @@
 //! The desktop is TigerVNC's Xvnc: it keeps the X clipboard and the RFB clipboard in
 //! step both ways and speaks the Extended Clipboard, which noVNC turns on when the
 //! server offers it, so the sessions that may read the desktop's clipboard run the
-//! extended one (checked) and the others the plain one. (Debian's x11vnc 0.9.16 sent
-//! and took no clipboard text at all on an Xvfb display here, with or without XFIXES.)
+//! extended one (checked) and the others the plain one. The issue asked for x11vnc;
+//! Debian's x11vnc 0.9.16 sent and took no clipboard text at all on an Xvfb display
+//! here, with or without XFIXES, a known fault of that release (LibVNC/x11vnc issue 87,
+//! unmerged pull request 255), so the policy is shown on the server that works.
 //!
 //! The page pastes through noVNC's `clipboardPasteFrom` directly, as a page that
 //! ignores its greyed-out controls would: the relay, not the page, enforces the claim.
