@@ -114,6 +114,17 @@ print(json.dumps({"label": "cpu:" + label, "result": {
 PY
 }
 
+# chart_venv: matplotlib from PyPI in a venv of its own (target/chart-venv), for
+# benches/chart.py; sets CHART_PYTHON to its interpreter.
+chart_venv() {
+  local venv="${CARGO_TARGET_DIR:-target}/chart-venv"
+  if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "matplotlib==3.11.*"
+  fi
+  CHART_PYTHON="$venv/bin/python"
+}
+
 # websockify_venv: websockify 0.13 from PyPI in a venv of its own (target/bench-venv);
 # sets WEBSOCKIFY to its command.
 websockify_venv() {

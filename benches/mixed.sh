@@ -101,4 +101,6 @@ for n in $SESSIONS; do
 done
 
 python3 benches/summarize.py "$OUT"
+chart_venv
+"$CHART_PYTHON" benches/chart.py "$OUT" "$STATE/mixed-p99.png"
 echo "raw results: $OUT"
