@@ -7,7 +7,9 @@
 //!
 //! Only the small browser → server stream is parsed here. The server → browser stream
 //! after ServerInit stays on the zero-copy path; socket.io sessions also follow it
-//! (reading, never copying) to report resize answers (`socketio/resize.rs`).
+//! (reading, never copying) to report resize answers (`socketio/resize.rs`), and
+//! sessions that may not read the desktop's clipboard have it filtered
+//! (`server_stream.rs`), in the pixel format [`Filter::formats`] follows.
 
 use std::ops::Range;
 use std::sync::Arc;

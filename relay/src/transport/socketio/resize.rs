@@ -14,7 +14,7 @@
 //! and every later request ends that way. The session itself is never affected:
 //! following the stream only reads bytes that go to the browser unchanged.
 //!
-//! The raw WebSocket path does none of this; its server→browser bytes are not parsed.
+//! The raw WebSocket path reports no resize answers.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
