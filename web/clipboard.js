@@ -88,10 +88,11 @@ export function setUpClipboard({ sync, rfb, ability }) {
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible') readBrowser();
   });
-  // A paste into the page (not into the panel's text area) carries its text: no
-  // permission needed.
+  // A paste into the page carries its text: no permission needed. Not a paste into one
+  // of the page's own fields (the panel, the name prompt): that text is for the field.
   window.addEventListener('paste', (e) => {
-    if (e.target === $('clipboard-text')) return;
+    const t = e.target;
+    if (t instanceof HTMLInputElement || t instanceof HTMLTextAreaElement || t?.isContentEditable) return;
     toDesktop(e.clipboardData?.getData('text/plain') ?? '', 'pasted');
   });
   $('clipboard-send').addEventListener('click', () => {

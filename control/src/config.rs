@@ -21,7 +21,7 @@ use vnc_shared::token::{ClipboardPolicy, DEFAULT_AUDIENCE, DEFAULT_ISSUER, FileP
 mod checks;
 mod engines;
 
-use checks::{isolation_problems, origin_ok};
+use checks::{base_url_ok, isolation_problems, origin_ok};
 
 use engines::engines;
 pub use engines::{
@@ -498,6 +498,15 @@ impl ControlSettings {
                 ));
             }
         }
+        if let Some(url) = s
+            .public_url
+            .as_deref()
+            .filter(|u| !u.is_empty() && !base_url_ok(u))
+        {
+            problems.push(format!(
+                "public_url: {url:?} is not a base URL (http(s)://host[:port][/path], no query)"
+            ));
+        }
         let share_max_ttl = s.share_max_ttl.unwrap_or(DEFAULT_SHARE_MAX_TTL);
         if share_max_ttl < Duration::from_secs(1) || share_max_ttl > MAX_TTL {
             problems.push(format!(
@@ -583,6 +592,28 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         settings: ControlSettings,
+    }
+
+    #[test]
+    fn public_urls_are_http_base_urls() {
+        for good in [
+            "https://api.example",
+            "http://127.0.0.1:8080/",
+            "https://a.example/vnc/api",
+        ] {
+            assert!(base_url_ok(good), "{good}");
+        }
+        for bad in [
+            "ftp://a",
+            "https://",
+            "https://u@a",
+            "https://a/x?y",
+            "https://a/#f",
+            "https://a/b c",
+            "a.example",
+        ] {
+            assert!(!base_url_ok(bad), "{bad}");
+        }
     }
 
     #[test]

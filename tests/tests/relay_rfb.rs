@@ -386,3 +386,68 @@ async fn a_clipboard_claim_without_from_desktop_keeps_the_desktops_clipboard_fro
     );
     assert!(count("event", "cut_text_sent") >= 2);
 }
+
+/// SetPixelFormat: type 0, three bytes of padding, then the format.
+fn set_pixel_format(format: [u8; 16]) -> Vec<u8> {
+    [&[0, 0, 0, 0][..], &format].concat()
+}
+
+/// A session whose server stream the relay filters (no `from_desktop`) sets its pixel
+/// format before it first asks for updates, never after, and never to one that VNC
+/// servers frame Tight differently in: either would leave the relay unsure how long the
+/// server's messages are, so a hostile browser could walk the filter past a
+/// ServerCutText. Both end the session with 1008 before the message reaches the
+/// server. Sessions without the filter change formats as before.
+#[tokio::test]
+async fn a_filtered_session_keeps_its_pixel_format_once_it_asks_for_updates() {
+    let stack = Stack::start(&[], &[]).await.unwrap();
+    let rgb888 = [32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0];
+    // 8-bit channels at shifts 17, 9 and 1: 3-byte Tight pixels to some servers only.
+    let disputed = [32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 17, 9, 1, 0, 0, 0];
+    let url = |policy| {
+        stack
+            .relay
+            .ws_url(&stack.keys.clipboard_token("c1", policy))
+    };
+
+    let mut rfb = RfbClient::connect(&url(ClipboardPolicy::ToDesktop))
+        .await
+        .unwrap();
+    let init = rfb.handshake().await.unwrap();
+    rfb.send(&set_pixel_format(rgb888)).await.unwrap();
+    rfb.round_trip(init.width, init.height).await.unwrap();
+    rfb.send(&set_pixel_format(rgb888)).await.unwrap();
+    let (code, _) = expect_close(rfb.ws(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(code, 1008, "a format change after the first request");
+
+    let mut rfb = RfbClient::connect(&url(ClipboardPolicy::ToDesktop))
+        .await
+        .unwrap();
+    rfb.handshake().await.unwrap();
+    rfb.send(&set_pixel_format(disputed)).await.unwrap();
+    let (code, _) = expect_close(rfb.ws(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(code, 1008, "a format servers disagree on");
+    let formats = || {
+        stack
+            .fixture
+            .events()
+            .iter()
+            .filter(|e| e["msg"] == "SetPixelFormat")
+            .count()
+    };
+    assert_eq!(formats(), 1, "only the first format reached the server");
+
+    let mut rfb = RfbClient::connect(&url(ClipboardPolicy::Both))
+        .await
+        .unwrap();
+    let init = rfb.handshake().await.unwrap();
+    for _ in 0..2 {
+        rfb.send(&set_pixel_format(rgb888)).await.unwrap();
+        rfb.round_trip(init.width, init.height).await.unwrap();
+    }
+    assert_eq!(formats(), 3);
+}

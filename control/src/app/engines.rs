@@ -27,13 +27,13 @@ pub fn takes_room(c: &Container) -> bool {
 }
 
 /// The engine a record counts on: the one it names, or for a record without one that
-/// is past `creating` (written before records named their engine) the pool's first;
-/// None for a desktop not placed yet.
+/// is past `creating` (written before records named their engine)
+/// [`Engines::legacy`]; None for a desktop not placed yet.
 pub fn engine_of<'a>(engines: &'a Engines, c: &'a Container) -> Option<&'a str> {
     match &c.engine {
         Some(name) => Some(name),
         None if c.state == ContainerState::Creating => None,
-        None => Some(&engines.all()[0].name),
+        None => Some(&engines.legacy().name),
     }
 }
 
@@ -108,13 +108,31 @@ mod tests {
         }
     }
 
-    fn pool() -> Engines {
-        let engine = |name: &str| PooledEngine {
-            name: name.into(),
+    fn pool_of(names: &[&str]) -> Engines {
+        let engine = |name: &&str| PooledEngine {
+            name: (*name).into(),
             runtime: Arc::new(StaticRuntime::new(Default::default())),
             capacity: None,
         };
-        Engines::new(vec![engine("first"), engine("second")])
+        Engines::new(names.iter().map(engine).collect())
+    }
+
+    fn pool() -> Engines {
+        pool_of(&["first", "second"])
+    }
+
+    /// A deployment moving from `docker_host` to `docker_engines` keeps its desktops on
+    /// the old engine if it keeps that engine's name, wherever it lists it.
+    #[test]
+    fn records_without_an_engine_belong_to_the_default_engine_wherever_it_is_listed() {
+        let old = desktop("h", ContainerState::Running, None);
+        let moved = pool_of(&["new", crate::infra::runtime::DEFAULT_ENGINE_NAME]);
+        assert_eq!(engine_of(&moved, &old), Some("default"));
+        assert_eq!(
+            moved.of(None).map(|e| e.name.as_str()).ok(),
+            Some("default")
+        );
+        assert_eq!(engine_of(&pool(), &old), Some("first"));
     }
 
     #[test]

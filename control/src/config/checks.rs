@@ -10,6 +10,22 @@ pub(super) fn origin_ok(origin: &str) -> bool {
     origin.bytes().all(|b| b.is_ascii_graphic()) && origin.split_once("://").is_some_and(authority)
 }
 
+/// Whether `url` is a base URL browsers can be sent to: `http(s)://host[:port]` and
+/// maybe a path, printable, no credentials, query or fragment.
+pub(super) fn base_url_ok(url: &str) -> bool {
+    let (origin, path) = match url.split_once("://") {
+        Some((scheme, rest)) => match rest.find('/') {
+            Some(i) => (&url[..scheme.len() + 3 + i], &rest[i..]),
+            None => (url, ""),
+        },
+        None => return false,
+    };
+    origin_ok(origin)
+        && !origin.contains('@')
+        && !path.contains(['?', '#'])
+        && path.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// What is wrong with the desktop confinement settings (names only; Docker judges the
 /// capability names).
 pub(super) fn isolation_problems(

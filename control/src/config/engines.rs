@@ -7,10 +7,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::infra::runtime::Capacity;
-
-/// Name of the one engine of a configuration with `docker_host` (or neither
-/// `docker_host` nor `docker_engines`).
-pub const DEFAULT_ENGINE_NAME: &str = "default";
+pub use crate::infra::runtime::DEFAULT_ENGINE_NAME;
 /// Most engines in `docker_engines`: every placement pings them all, and every
 /// reconcile lists each.
 pub const MAX_DOCKER_ENGINES: usize = 256;

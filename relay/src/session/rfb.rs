@@ -166,9 +166,19 @@ pub struct Filter {
     gate: Arc<InputGate>,
     /// The decision for the input message in progress.
     barring: Option<Barred>,
-    /// The pixel format of the browser's last SetPixelFormat written to the server,
-    /// ServerInit's until then: the format of the server's next messages.
+    /// The pixel format of the browser's last complete SetPixelFormat, ServerInit's
+    /// until then: the format of the server's updates from then on.
     formats: watch::Sender<PixelFormat>,
+    /// The server's stream is filtered (the `clipboard` claim lacks `from_desktop`), so
+    /// the relay must frame it exactly: the browser sets its pixel format before it
+    /// first asks for updates, never after (noVNC sets it once, before its first
+    /// request), and never to one servers disagree on. A server applies a SetPixelFormat
+    /// when it reads it, so a later change would leave the relay unsure which format an
+    /// update in flight is in, and a hostile browser could use that to walk the filter
+    /// past a ServerCutText.
+    pins_format: bool,
+    /// A FramebufferUpdateRequest or EnableContinuousUpdates has been framed.
+    updates_asked: bool,
 }
 
 impl Filter {
@@ -181,6 +191,8 @@ impl Filter {
             gate,
             barring: None,
             formats: watch::Sender::new(format),
+            pins_format: !policy.clipboard_out,
+            updates_asked: false,
         }
     }
 
@@ -206,11 +218,21 @@ impl Filter {
         let mut written = 0;
         // The run of allowed bytes not yet written.
         let mut run: Option<Range<usize>> = None;
-        for item in self.framer.spans(data) {
-            let (range, span) = item.map_err(|e| {
-                tracing::info!(error = %e, "browser sent an RFB message the relay can't frame");
-                End::RfbProtocol
-            })?;
+        let mut at = 0;
+        while let Some(span) = self.framer.next_span(&data[at..]).map_err(|e| {
+            tracing::info!(error = %e, "browser sent an RFB message the relay can't frame");
+            End::RfbProtocol
+        })? {
+            let range = at..at + span.len;
+            at = range.end;
+            if span.starts_message {
+                self.check_order(span.kind)?;
+            }
+            if span.kind == MessageKind::SetPixelFormat && span.ends_message {
+                // Before any later message is written: an update the server sends in
+                // answer to it is in this format.
+                self.format_set()?;
+            }
             if !span.kind.allowed_for_view() {
                 if span.starts_message {
                     self.barring = Barred::check(self.view_only, &self.gate).or_else(|| {
@@ -243,13 +265,60 @@ impl Filter {
             });
         }
         written += write_run(upstream, data, run).await?;
-        // Written by now: the server's next message may be in it.
-        if let Some(format) = self.framer.pixel_format() {
-            self.formats
-                .send_if_modified(|f| std::mem::replace(f, format) != format);
-        }
         Ok(written)
     }
+
+    /// A message of `kind` starts: refuses a SetPixelFormat once updates were asked
+    /// for, in a session that pins its format.
+    fn check_order(&mut self, kind: MessageKind) -> Result<(), End> {
+        if !self.pins_format {
+            return Ok(());
+        }
+        match kind {
+            MessageKind::FramebufferUpdateRequest | MessageKind::EnableContinuousUpdates => {
+                self.updates_asked = true;
+            }
+            MessageKind::SetPixelFormat if self.updates_asked => {
+                tracing::info!(
+                    "SetPixelFormat after the first update request, in a session whose server stream the relay filters"
+                );
+                return Err(End::RfbProtocol);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A SetPixelFormat is complete: its format is the one the server's next updates
+    /// are in.
+    fn format_set(&mut self) -> Result<(), End> {
+        let Some(format) = self.framer.pixel_format() else {
+            return Ok(());
+        };
+        if self.pins_format && tight_pixels_disputed(&format) {
+            tracing::info!(
+                ?format,
+                "a pixel format VNC servers frame Tight differently in, in a session whose server stream the relay filters"
+            );
+            return Err(End::RfbProtocol);
+        }
+        self.formats
+            .send_if_modified(|f| std::mem::replace(f, format) != format);
+        Ok(())
+    }
+}
+
+/// Whether VNC servers disagree on the size of a Tight pixel in `format`: 32 bpp true
+/// colour of depth 24 with 8-bit channels gets 3-byte Tight pixels from LibVNCServer
+/// whatever its shifts, from TigerVNC only when every shift is a whole byte.
+fn tight_pixels_disputed(format: &PixelFormat) -> bool {
+    format.true_colour
+        && format.bits_per_pixel == 32
+        && format.depth == 24
+        && (format.red_max, format.green_max, format.blue_max) == (255, 255, 255)
+        && [format.red_shift, format.green_shift, format.blue_shift]
+            .iter()
+            .any(|shift| shift % 8 != 0)
 }
 
 async fn write_run(

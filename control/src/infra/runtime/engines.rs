@@ -46,6 +46,11 @@ pub struct EngineLoad {
     pub desktops: usize,
 }
 
+/// Name of the one engine of a configuration with `docker_host` (or neither
+/// `docker_host` nor `docker_engines`), and so the engine of records written before
+/// records named theirs.
+pub const DEFAULT_ENGINE_NAME: &str = "default";
+
 /// The engines control manages, by name, in the order the configuration lists them.
 pub struct Engines {
     engines: Vec<PooledEngine>,
@@ -71,11 +76,21 @@ impl Engines {
         &self.engines
     }
 
+    /// The engine of records written before records named theirs: the one named
+    /// [`DEFAULT_ENGINE_NAME`] (what `docker_host` alone is called), else the pool's
+    /// first.
+    pub fn legacy(&self) -> &PooledEngine {
+        self.engines
+            .iter()
+            .find(|e| e.name == DEFAULT_ENGINE_NAME)
+            .unwrap_or(&self.engines[0])
+    }
+
     /// The engine of a record: the one named, or for a record without an engine
-    /// (written before records named theirs) the first engine of the pool.
+    /// [`Engines::legacy`].
     pub fn of(&self, engine: Option<&str>) -> Result<&PooledEngine, RuntimeError> {
         match engine {
-            None => Ok(&self.engines[0]),
+            None => Ok(self.legacy()),
             Some(name) => self.engines.iter().find(|e| e.name == name).ok_or_else(|| {
                 RuntimeError::Unavailable(format!("engine {name:?} is not in the configuration"))
             }),

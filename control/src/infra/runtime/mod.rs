@@ -75,7 +75,9 @@ pub use docker_model::{
     DEFAULT_DESKTOP_NETWORK, DEFAULT_LOG_MAX_FILES, DEFAULT_LOG_MAX_SIZE, DEFAULT_PIDS_LIMIT,
     Isolation, NetworkMode,
 };
-pub use engines::{Candidate, Capacity, EngineLoad, Engines, PooledEngine, place};
+pub use engines::{
+    Candidate, Capacity, DEFAULT_ENGINE_NAME, EngineLoad, Engines, PooledEngine, place,
+};
 pub use probe::wait_for_rfb;
 pub use static_hosts::StaticRuntime;
 
