@@ -12,7 +12,8 @@
 #   benches/mixed.sh [ROUNDS]          (default 3)
 # Env: SESSIONS (list, default "100 500 2000"), DURATION (default 15s), WARMUP (3s),
 #      RATE (key strokes/s, 20), FPS (30), UPDATE_SIZE (bytes, 40000),
-#      TARGETS (default "relay-ws relay-sio proxy haproxy websockify node-sio"),
+#      TARGETS (default "relay-ws relay-sio proxy haproxy websockify node-sio"; also
+#      ws-proxy, the least WebSocket relay, `vnc-bench ws-proxy`),
 #      WEBSOCKIFY_MAX (largest N run through websockify, default 500: it forks a
 #      Python process per connection)
 set -euo pipefail
@@ -42,6 +43,7 @@ start_listening desktop "$BIN/vnc-bench" desktop --listen 127.0.0.1:0 --fps "$FP
   --update-size "$UPDATE_SIZE"
 DESK="$(listening_addr desktop)"
 start_listening proxy "$BIN/vnc-bench" proxy --listen 127.0.0.1:0 --upstream "$DESK"
+start_listening wsproxy "$BIN/vnc-bench" ws-proxy --listen 127.0.0.1:0 --upstream "$DESK"
 start_haproxy haproxy "$DESK"
 WSFY="127.0.0.1:$(free_port)"
 "$WEBSOCKIFY" "$WSFY" "$DESK" >"$STATE/websockify.log" 2>&1 &
@@ -78,6 +80,7 @@ target_args() {
   case "$1" in
     relay-ws | relay-sio) echo "--url-file $STATE/$1.urls --pid server=$relay_pid" ;;
     proxy) echo "--target tcp://$(listening_addr proxy) --pid server=$proxy_pid" ;;
+    ws-proxy) echo "--target ws://$(listening_addr wsproxy)/ --pid server=$wsproxy_pid" ;;
     haproxy) echo "--target tcp://$haproxy_addr --pid server=$haproxy_pid" ;;
     websockify) echo "--target ws://$WSFY/ --pid server=$websockify_pid" ;;
     node-sio) echo "--target sio://$NODE?containerId=desk&token=any --pid server=$node_pid" ;;

@@ -135,6 +135,7 @@ def summarize_mixed():
     names = {"relay-ws": "vnc-relay, raw WebSocket (ws://)",
              "relay-sio": "vnc-relay, socket.io (sio://)",
              "proxy": "plain TCP proxy (tcp://)",
+             "ws-proxy": "least WebSocket relay, tokio-tungstenite (ws://)",
              "haproxy": "HAProxy, TCP mode, splice-auto (tcp://)",
              "websockify": "websockify 0.13 (ws://)",
              "node-sio": "Node socket.io 4 relay (sio://)"}
@@ -194,6 +195,8 @@ def summarize_mixed():
             for b in ("websockify", "node-sio"):
                 goal(f"{a} p99 / {b} p99", ratio(a, b), 0.5)
         goal("raw CPU s per GB / plain proxy's", ratio("relay-ws", "proxy", "per_gb"), 1.15)
+        print(f"- (reference) raw p99 / least WebSocket relay's = {ratio('relay-ws', 'ws-proxy'):.2f}×, "
+              f"least WebSocket relay's / plain proxy's = {ratio('ws-proxy', 'proxy'):.2f}×")
         print(f"- (reference) raw CPU s per GB / HAProxy's = {ratio('relay-ws', 'haproxy', 'per_gb'):.2f}×, "
               f"socket.io's / raw's = {ratio('relay-sio', 'relay-ws', 'per_gb'):.2f}×")
 

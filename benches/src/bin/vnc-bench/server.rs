@@ -3,7 +3,10 @@
 //! - `source`: the "container" for throughput tests, writes as fast as the peer reads;
 //! - `desktop`: the "container" for mixed load: FramebufferUpdates on a timer, and each
 //!   key release answered in-band with a ServerCutText carrying its keysym;
-//! - `proxy`: the baseline, a plain TCP-to-TCP proxy (what a relay costs at the least).
+//! - `proxy`: the baseline, a plain TCP-to-TCP proxy (what a relay costs at the least);
+//! - `ws-proxy`: the least a WebSocket relay can be (tokio-tungstenite toward the
+//!   client, TCP upstream, no RFB, no tokens): what WebSocket framing costs, on both
+//!   ends, against the plain proxy.
 //!
 //! Each accepts in a loop and gives every connection its own task, so one slow peer never
 //! stalls the accept loop. They run until killed.
@@ -14,9 +17,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use bytes::Bytes;
 use clap::Args;
+use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{
+    Callback, ErrorResponse, Request, Response,
+};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use crate::{report, rfb};
 
@@ -219,22 +229,79 @@ pub async fn desktop(args: DesktopArgs) -> Result<()> {
 }
 
 pub async fn proxy(args: ProxyArgs) -> Result<()> {
-    let upstream = tokio::net::lookup_host(&args.upstream)
-        .await
-        .with_context(|| format!("resolving {}", args.upstream))?
-        .next()
-        .with_context(|| format!("{} resolved to no address", args.upstream))?;
+    let upstream = resolve(&args.upstream).await?;
     serve(args.listen, move |mut client| async move {
-        let mut server = tokio::time::timeout(PROXY_CONNECT_TIMEOUT, TcpStream::connect(upstream))
-            .await
-            .context("upstream connect timed out")?
-            .context("upstream connect")?;
-        server.set_nodelay(true)?;
+        let mut server = connect_upstream(upstream).await?;
         tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, PROXY_BUF, PROXY_BUF)
             .await?;
         Ok(())
     })
     .await
+}
+
+/// The WebSocket baseline: each upstream read (up to [`PROXY_BUF`]) goes to the client
+/// as one binary message, each client message's payload upstream as it is.
+pub async fn ws_proxy(args: ProxyArgs) -> Result<()> {
+    let upstream = resolve(&args.upstream).await?;
+    serve(args.listen, move |client| async move {
+        let ws = tokio_tungstenite::accept_hdr_async(client, BinarySubprotocol).await?;
+        let (mut rd, mut wr) = connect_upstream(upstream).await?.into_split();
+        let (mut sink, mut stream) = ws.split();
+        let down = async {
+            let mut buf = vec![0; PROXY_BUF];
+            loop {
+                let n = rd.read(&mut buf).await?;
+                if n == 0 {
+                    return anyhow::Ok(());
+                }
+                sink.send(Message::binary(Bytes::copy_from_slice(&buf[..n])))
+                    .await?;
+            }
+        };
+        let up = async {
+            while let Some(msg) = stream.next().await {
+                if let Message::Binary(payload) = msg? {
+                    wr.write_all(&payload).await?;
+                }
+            }
+            anyhow::Ok(())
+        };
+        tokio::select! {
+            r = down => r,
+            r = up => r,
+        }
+    })
+    .await
+}
+
+/// Answers the WebSocket upgrade with the `binary` subprotocol the clients ask for, as
+/// the relay and websockify do.
+struct BinarySubprotocol;
+
+impl Callback for BinarySubprotocol {
+    fn on_request(self, _: &Request, mut answer: Response) -> Result<Response, ErrorResponse> {
+        answer
+            .headers_mut()
+            .insert("sec-websocket-protocol", HeaderValue::from_static("binary"));
+        Ok(answer)
+    }
+}
+
+async fn resolve(upstream: &str) -> Result<SocketAddr> {
+    tokio::net::lookup_host(upstream)
+        .await
+        .with_context(|| format!("resolving {upstream}"))?
+        .next()
+        .with_context(|| format!("{upstream} resolved to no address"))
+}
+
+async fn connect_upstream(upstream: SocketAddr) -> Result<TcpStream> {
+    let server = tokio::time::timeout(PROXY_CONNECT_TIMEOUT, TcpStream::connect(upstream))
+        .await
+        .context("upstream connect timed out")?
+        .context("upstream connect")?;
+    server.set_nodelay(true)?;
+    Ok(server)
 }
 
 /// Listener with a deep accept queue: a TCP connect completes in the kernel before
