@@ -77,6 +77,21 @@ pub async fn docker_stack() -> Option<DockerStack> {
     })
 }
 
+/// Flags of a control on the machine's Docker engine allowing `image`, publishing its
+/// desktops' VNC ports on 127.0.0.1 (what the Docker tests run), then `extra`.
+pub fn docker_args<'a>(image: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--image",
+        image,
+        "--network",
+        "published",
+        "--publish-ip",
+        "127.0.0.1",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 pub struct ControlProcess {
     pub proc: Proc,
     pub api: SocketAddr,
@@ -252,6 +267,28 @@ impl ControlProcess {
             .await;
         assert_eq!(job["state"], "completed", "{job}");
         (cid, guard)
+    }
+
+    /// Deletes desktop `cid` as `bearer` and waits up to `within` for its stop job to
+    /// finish; the job's record.
+    pub async fn delete_desktop(
+        &self,
+        bearer: &str,
+        cid: &str,
+        within: std::time::Duration,
+    ) -> serde_json::Value {
+        let (status, deleted) = self
+            .call(
+                "DELETE",
+                &format!("/v1/containers/{cid}"),
+                Some(bearer),
+                None,
+            )
+            .await
+            .expect("DELETE /v1/containers/{id}");
+        assert_eq!(status, 202, "{deleted}");
+        self.wait_job(bearer, deleted["job_id"].as_str().expect("job_id"), within)
+            .await
     }
 
     /// Polls job `job` as `bearer` until it is completed or failed; its record.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use vnc_tests::browser::{Browser, browser_required, start_relay};
-use vnc_tests::control::{ControlProcess, DockerStack, docker_stack};
+use vnc_tests::control::{ControlProcess, DockerStack, docker_args, docker_stack};
 use vnc_tests::docker::{
     ContainerGuard, DESKTOP_DOWNLOADS, DESKTOP_GID, DESKTOP_UID, DESKTOP_UPLOADS, docker,
     files_fixture_image,
@@ -48,18 +48,10 @@ impl FilesStack {
         let image = files_fixture_image();
         let origin = format!("http://{}", relay.public);
         let relay_url = format!("ws://{}", relay.public);
-        let mut args = vec![
-            "--image",
+        let mut args = docker_args(
             &image,
-            "--network",
-            "published",
-            "--publish-ip",
-            "127.0.0.1",
-            "--relay-url",
-            &relay_url,
-            "--viewer-origin",
-            &origin,
-        ];
+            &["--relay-url", &relay_url, "--viewer-origin", &origin],
+        );
         args.extend_from_slice(extra);
         let control =
             ControlProcess::start(&stack.redis.url(), &stack.keys, &stack.identity, &args)

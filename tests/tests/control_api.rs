@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use serde_json::{Value, json};
-use vnc_tests::control::{ControlProcess, DockerStack, Identity, docker_stack};
+use vnc_tests::control::{ControlProcess, DockerStack, Identity, docker_args, docker_stack};
 use vnc_tests::fixture::Fixture;
 use vnc_tests::keys::TestKeys;
 use vnc_tests::process::eventually;
@@ -324,18 +324,10 @@ async fn container_lifecycle_on_docker_through_the_relay() {
         &redis.url(),
         &keys,
         &identity,
-        &[
-            "--image",
+        &docker_args(
             &image,
-            "--network",
-            "published",
-            "--publish-ip",
-            "127.0.0.1",
-            "--relay-url",
-            &relay_url,
-            "--start-timeout",
-            "30s",
-        ],
+            &["--relay-url", &relay_url, "--start-timeout", "30s"],
+        ),
     )
     .await
     .unwrap();

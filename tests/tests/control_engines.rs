@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::AsyncReadExt as _;
-use vnc_tests::control::{ControlProcess, DockerStack, docker_stack};
+use vnc_tests::control::{ControlProcess, DockerStack, docker_args, docker_stack};
 use vnc_tests::docker::{ContainerGuard, docker};
 use vnc_tests::engine::SecondEngine;
 use vnc_tests::process::eventually;
@@ -91,6 +91,50 @@ async fn create(
     (cid, guard)
 }
 
+/// Redis, keys, the machine's engine as `a` and a [`SecondEngine`] as `b` (each with
+/// the capacity given, `cpus=…,memory_mb=…`), the fixture image on both, and a control
+/// placing desktops on them (reconciling every 500 ms) with `extra` flags.
+struct TwoEngines {
+    _stack: (vnc_tests::redis::RedisServer, vnc_tests::keys::TestKeys),
+    identity: vnc_tests::control::Identity,
+    second: SecondEngine,
+    control: ControlProcess,
+    image: String,
+}
+
+async fn two_engines(a: &str, b: &str, extra: &[&str]) -> Option<TwoEngines> {
+    let DockerStack {
+        redis,
+        keys,
+        identity,
+    } = docker_stack().await?;
+    let second = SecondEngine::start()?;
+    let image = vnc_tests::docker::fixture_image();
+    second.load_image(&image);
+    let engine_a = format!("name=a,docker_host={FIRST_ENGINE},{a}");
+    let engine_b = format!("name=b,docker_host={},{b}", second.host());
+    let mut flags = vec![
+        "--reconcile-interval",
+        "500ms",
+        "--docker-engine",
+        &engine_a,
+        "--docker-engine",
+        &engine_b,
+    ];
+    flags.extend_from_slice(extra);
+    let control =
+        ControlProcess::start(&redis.url(), &keys, &identity, &docker_args(&image, &flags))
+            .await
+            .unwrap();
+    Some(TwoEngines {
+        _stack: (redis, keys),
+        identity,
+        second,
+        control,
+        image,
+    })
+}
+
 /// Engine `a` (the machine's, 2 CPUs and 512 MiB) and `b` (the test's own, 2 CPUs and
 /// 384 MiB); each desktop asks for 0.5 CPU and 128 MiB. By the placement rule (most
 /// free memory, then most free CPUs, then the name) the first goes to `a` (512 > 384),
@@ -102,42 +146,16 @@ async fn create(
 /// at the port the engine publishes.
 #[tokio::test]
 async fn desktops_are_placed_across_engines_and_survive_one_going_away() {
-    let Some(DockerStack {
-        redis,
-        keys,
+    let Some(TwoEngines {
+        _stack,
         identity,
-    }) = docker_stack().await
+        mut second,
+        control,
+        image,
+    }) = two_engines("cpus=2,memory_mb=512", "cpus=2,memory_mb=384", &[]).await
     else {
         return;
     };
-    let Some(mut second) = SecondEngine::start() else {
-        return;
-    };
-    let image = vnc_tests::docker::fixture_image();
-    second.load_image(&image);
-    let engine_a = format!("name=a,docker_host={FIRST_ENGINE},cpus=2,memory_mb=512");
-    let engine_b = format!("name=b,docker_host={},cpus=2,memory_mb=384", second.host());
-    let control = ControlProcess::start(
-        &redis.url(),
-        &keys,
-        &identity,
-        &[
-            "--image",
-            &image,
-            "--network",
-            "published",
-            "--publish-ip",
-            "127.0.0.1",
-            "--reconcile-interval",
-            "500ms",
-            "--docker-engine",
-            &engine_a,
-            "--docker-engine",
-            &engine_b,
-        ],
-    )
-    .await
-    .unwrap();
     let alice = identity.token("alice", "t1", false);
     let admin = identity.token("root", "t1", true);
     let (status, _) = control
@@ -250,46 +268,21 @@ async fn desktops_are_placed_across_engines_and_survive_one_going_away() {
 /// there.
 #[tokio::test]
 async fn a_desktop_deleted_while_its_engine_is_down_is_removed_when_it_comes_back() {
-    let Some(DockerStack {
-        redis,
-        keys,
+    let Some(TwoEngines {
+        _stack,
         identity,
-    }) = docker_stack().await
+        mut second,
+        control,
+        image,
+    }) = two_engines(
+        "cpus=0.25,memory_mb=4096",
+        "cpus=2,memory_mb=512",
+        &["--job-attempts", "2", "--job-backoff", "100ms"],
+    )
+    .await
     else {
         return;
     };
-    let Some(mut second) = SecondEngine::start() else {
-        return;
-    };
-    let image = vnc_tests::docker::fixture_image();
-    second.load_image(&image);
-    let engine_a = format!("name=a,docker_host={FIRST_ENGINE},cpus=0.25,memory_mb=4096");
-    let engine_b = format!("name=b,docker_host={},cpus=2,memory_mb=512", second.host());
-    let control = ControlProcess::start(
-        &redis.url(),
-        &keys,
-        &identity,
-        &[
-            "--image",
-            &image,
-            "--network",
-            "published",
-            "--publish-ip",
-            "127.0.0.1",
-            "--reconcile-interval",
-            "500ms",
-            "--job-attempts",
-            "2",
-            "--job-backoff",
-            "100ms",
-            "--docker-engine",
-            &engine_a,
-            "--docker-engine",
-            &engine_b,
-        ],
-    )
-    .await
-    .unwrap();
     let alice = identity.token("alice", "t1", false);
     let (cid, _guard) = create(&control, &second, &alice, &image, "b").await;
     let name = format!("vnc-{cid}");
@@ -301,19 +294,7 @@ async fn a_desktop_deleted_while_its_engine_is_down_is_removed_when_it_comes_bac
         || async { (state_of(&control, &alice, &cid).await == "unavailable").then_some(()) },
     )
     .await;
-    let (status, deleted) = control
-        .call(
-            "DELETE",
-            &format!("/v1/containers/{cid}"),
-            Some(&alice),
-            None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 202, "{deleted}");
-    let job = control
-        .wait_job(&alice, deleted["job_id"].as_str().unwrap(), START_WITHIN)
-        .await;
+    let job = control.delete_desktop(&alice, &cid, START_WITHIN).await;
     assert_eq!(job["state"], "completed", "{job}");
     assert_eq!(state_of(&control, &alice, &cid).await, "stopped");
 

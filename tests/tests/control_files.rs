@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use vnc_shared::token::{ClipboardPolicy, FilePolicy, Scope, TokenRequest};
-use vnc_tests::control::{ControlProcess, DockerStack, docker_stack};
+use vnc_tests::control::{ControlProcess, DockerStack, docker_args, docker_stack};
 use vnc_tests::docker::{
     ContainerGuard, DESKTOP_DOWNLOADS, DESKTOP_GID, DESKTOP_UID, DESKTOP_UPLOADS, docker,
     files_fixture_image,
@@ -33,15 +33,7 @@ struct Desktop {
 
 async fn start_control(stack: &DockerStack, extra: &[&str]) -> ControlProcess {
     let image = files_fixture_image();
-    let mut args = vec![
-        "--image",
-        image.as_str(),
-        "--network",
-        "published",
-        "--publish-ip",
-        "127.0.0.1",
-    ];
-    args.extend_from_slice(extra);
+    let args = docker_args(&image, extra);
     ControlProcess::start(&stack.redis.url(), &stack.keys, &stack.identity, &args)
         .await
         .unwrap()

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use vnc_tests::control::{ControlProcess, DockerStack, docker_stack};
+use vnc_tests::control::{ControlProcess, DockerStack, docker_args, docker_stack};
 use vnc_tests::docker::{ContainerGuard, docker};
 use vnc_tests::process::eventually;
 use vnc_tests::relay::RelayProcess;
@@ -62,20 +62,17 @@ async fn desktops_survive_redis_losing_its_data() {
         &redis.url(),
         &keys,
         &identity,
-        &[
-            "--image",
+        &docker_args(
             &image,
-            "--network",
-            "published",
-            "--publish-ip",
-            "127.0.0.1",
-            "--relay-url",
-            &relay_url,
-            "--reconcile-interval",
-            "500ms",
-            "--vnc-password-secret-file",
-            secrets.to_str().unwrap(),
-        ],
+            &[
+                "--relay-url",
+                &relay_url,
+                "--reconcile-interval",
+                "500ms",
+                "--vnc-password-secret-file",
+                secrets.to_str().unwrap(),
+            ],
+        ),
     )
     .await
     .unwrap();
@@ -297,19 +294,7 @@ async fn a_delete_during_a_start_wins() {
         (job["progress"].as_u64() >= Some(10)).then_some(())
     })
     .await;
-    let (status, deleted) = control
-        .call(
-            "DELETE",
-            &format!("/v1/containers/{cid}"),
-            Some(&alice),
-            None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 202, "{deleted}");
-    let stop = control
-        .wait_job(&alice, deleted["job_id"].as_str().unwrap(), START_WITHIN)
-        .await;
+    let stop = control.delete_desktop(&alice, &cid, START_WITHIN).await;
     assert_eq!(stop["state"], "completed", "{stop}");
     let start = control.wait_job(&alice, &start_job, START_WITHIN).await;
     assert_eq!(start["state"], "failed", "{start}");
