@@ -65,6 +65,8 @@ let browser = null;
 let page = null;
 const consoleLines = [];
 
+const NETWORK_CHANGED = 'ERR_NETWORK_CHANGED';
+
 async function open({ url, width = 1280, height = 830, permissions = [] }) {
   if (!browser) {
     // launch() gives every run a fresh temporary --user-data-dir and removes it after.
@@ -74,8 +76,21 @@ async function open({ url, width = 1280, height = 830, permissions = [] }) {
   page = await context.newPage();
   page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
-  await page.goto(url, { waitUntil: 'load' });
-  await page.waitForFunction(() => window.vncViewer !== undefined, null, { timeout: 10_000 });
+  // Chromium aborts a page's loads when the machine's network interfaces change
+  // (ERR_NETWORK_CHANGED), as they do whenever a Docker container starts or stops: a
+  // load that failed so is tried again (3 times at most); any other failure is not.
+  for (let attempt = 1; ; attempt++) {
+    const seen = consoleLines.length;
+    try {
+      await page.goto(url, { waitUntil: 'load' });
+      await page.waitForFunction(() => window.vncViewer !== undefined, null, { timeout: 10_000 });
+      break;
+    } catch (e) {
+      const changed = String(e).includes(NETWORK_CHANGED)
+        || consoleLines.slice(seen).some((line) => line.includes(NETWORK_CHANGED));
+      if (!changed || attempt === 3) throw e;
+    }
+  }
   return { state: await viewerState() };
 }
 

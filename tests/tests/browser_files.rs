@@ -28,7 +28,13 @@ const UPLOAD_WAIT_MS: u64 = 180_000;
 
 /// Control on the Docker runtime with the relay's origin (where the page comes from)
 /// on `viewer_origins`, the relay serving the page, and alice's running desktop.
+/// One test of this file at a time: a container's start adds network interfaces, and
+/// Chromium aborts a page's loads when the interfaces change (`ERR_NETWORK_CHANGED`),
+/// so no test's desktop may start during another test's page load.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct FilesStack {
+    _turn: tokio::sync::MutexGuard<'static, ()>,
     _stack: DockerStack,
     relay: RelayProcess,
     control: ControlProcess,
@@ -43,6 +49,7 @@ impl FilesStack {
         if !browser_required() {
             return None;
         }
+        let turn = ONE_AT_A_TIME.lock().await;
         let stack = docker_stack().await?;
         let relay = start_relay(&stack.redis, &stack.keys, "relay-a", &[]).await;
         let image = files_fixture_image();
@@ -61,6 +68,7 @@ impl FilesStack {
         let body = json!({"image": image, "resources": {"cpus": 0.5, "memory_mb": 128}});
         let (cid, guard) = control.start_desktop(&owner, &body, START_WITHIN).await;
         Some(FilesStack {
+            _turn: turn,
             _stack: stack,
             relay,
             control,
@@ -328,6 +336,7 @@ async fn the_static_runtime_refusal_is_shown_in_controls_words() {
     if !browser_required() {
         return;
     }
+    let _turn = ONE_AT_A_TIME.lock().await;
     let redis = vnc_tests::redis::RedisServer::start().await.expect("redis");
     let keys = vnc_tests::keys::TestKeys::new();
     let identity = vnc_tests::control::Identity::new();
