@@ -648,8 +648,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn host_networking_and_bad_isolation_settings_are_refused() {
+    /// The configuration of a Docker control with a signing key, an identity secret,
+    /// an image and `extra` flags; a flag or setting refused is the error.
+    fn resolve(extra: &[&str]) -> Result<ControlConfig, String> {
         let base = [
             "vnc-control",
             "--jwt-private-key",
@@ -659,10 +660,14 @@ mod tests {
             "--image",
             "desk",
         ];
-        let resolve = |extra: &[&str]| {
-            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
-            Cli::parse_from(args).settings.resolve()
-        };
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        Cli::try_parse_from(args)
+            .map_err(|e| e.to_string())
+            .and_then(|c| c.settings.resolve().map_err(|e| e.to_string()))
+    }
+
+    #[test]
+    fn host_networking_and_bad_isolation_settings_are_refused() {
         let err = resolve(&["--network", "host"]).unwrap_err().to_string();
         assert!(
             err.contains("allow_host_network") && err.contains("Redis"),
@@ -700,21 +705,6 @@ mod tests {
 
     #[test]
     fn docker_engines_from_flags_and_file() {
-        let base = [
-            "vnc-control",
-            "--jwt-private-key",
-            "/k",
-            "--auth-secret-file",
-            "/s",
-            "--image",
-            "desk",
-        ];
-        let resolve = |extra: &[&str]| {
-            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
-            Cli::try_parse_from(args)
-                .map_err(|e| e.to_string())
-                .and_then(|c| c.settings.resolve().map_err(|e| e.to_string()))
-        };
         // No engines listed: today's single engine, unbounded.
         let c = resolve(&["--docker-host", "tcp://10.0.0.1:2375"]).unwrap();
         assert_eq!(c.engines.len(), 1);

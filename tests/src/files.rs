@@ -241,3 +241,19 @@ pub fn in_container(name: &str, path: &str) -> (String, u64, String) {
         .unwrap();
     (owner, size, hex(&Sha256::digest(&data.stdout)))
 }
+
+/// Writes `size` bytes of pattern `seed` to `path`; their SHA-256.
+pub fn write_pattern(path: &std::path::Path, seed: u64, size: u64) -> String {
+    use std::io::Write as _;
+    let mut f = std::fs::File::create(path).unwrap();
+    let mut p = Pattern::new(seed, size);
+    let mut buf = Vec::new();
+    loop {
+        p.next_chunk(&mut buf);
+        if buf.is_empty() {
+            break;
+        }
+        f.write_all(&buf).unwrap();
+    }
+    Pattern::sha256(seed, size)
+}

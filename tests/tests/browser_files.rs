@@ -7,7 +7,6 @@
 //! a token may not do is greyed out with the reason; the static runtime's 409 is shown
 //! in its words.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -17,7 +16,7 @@ use vnc_tests::docker::{
     ContainerGuard, DESKTOP_DOWNLOADS, DESKTOP_GID, DESKTOP_UID, DESKTOP_UPLOADS, docker,
     files_fixture_image,
 };
-use vnc_tests::files::{Pattern, hex, in_container};
+use vnc_tests::files::{hex, in_container, write_pattern};
 use vnc_tests::relay::RelayProcess;
 
 /// Bound on a start job of the fixture image.
@@ -110,22 +109,6 @@ impl FilesStack {
 fn sha256_of(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     hex(&sha2::Sha256::digest(bytes))
-}
-
-/// Writes `size` bytes of pattern `seed` to `path`; their SHA-256.
-fn write_pattern(path: &Path, seed: u64, size: u64) -> String {
-    use std::io::Write as _;
-    let mut f = std::fs::File::create(path).unwrap();
-    let mut p = Pattern::new(seed, size);
-    let mut buf = Vec::new();
-    loop {
-        p.next_chunk(&mut buf);
-        if buf.is_empty() {
-            break;
-        }
-        f.write_all(&buf).unwrap();
-    }
-    Pattern::sha256(seed, size)
 }
 
 /// `[disabled, title, reason text]` of the upload button.

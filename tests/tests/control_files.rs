@@ -14,7 +14,9 @@ use vnc_tests::docker::{
     ContainerGuard, DESKTOP_DOWNLOADS, DESKTOP_GID, DESKTOP_UID, DESKTOP_UPLOADS, docker,
     files_fixture_image,
 };
-use vnc_tests::files::{Answer, Pattern, TRANSFER_WAIT, in_container, request, upload};
+use vnc_tests::files::{
+    Answer, Pattern, TRANSFER_WAIT, in_container, request, upload, write_pattern,
+};
 
 /// Bound on a start job of the fixture image.
 const START_WITHIN: Duration = Duration::from_secs(60);
@@ -155,19 +157,7 @@ async fn files_go_in_and_out_with_every_byte() {
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().join("out.bin");
     let out_size = 50 * 1024 * 1024 + 123;
-    {
-        use std::io::Write as _;
-        let mut f = std::fs::File::create(&local).unwrap();
-        let mut p = Pattern::new(11, out_size);
-        let mut buf = Vec::new();
-        loop {
-            p.next_chunk(&mut buf);
-            if buf.is_empty() {
-                break;
-            }
-            f.write_all(&buf).unwrap();
-        }
-    }
+    write_pattern(&local, 11, out_size);
     docker(&[
         "cp",
         local.to_str().unwrap(),

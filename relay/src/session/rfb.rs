@@ -9,7 +9,7 @@
 //! after ServerInit stays on the zero-copy path; socket.io sessions also follow it
 //! (reading, never copying) to report resize answers (`socketio/resize.rs`), and
 //! sessions that may not read the desktop's clipboard have it filtered
-//! (`server_stream.rs`), in the pixel format [`Filter::formats`] follows.
+//! (the session's server-stream module), in the pixel format [`Filter::formats`] follows.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -40,7 +40,7 @@ pub struct RfbPolicy {
     pub clipboard_in: bool,
     /// The claim lets the desktop's clipboard reach the browser (ServerCutText, plain
     /// or extended); without it the server's stream goes through
-    /// [`super::server_stream::CutTextFilter`].
+    /// the server-stream clipboard filter (`CutTextFilter`).
     pub clipboard_out: bool,
 }
 
