@@ -132,7 +132,7 @@ async fn pttl(redis: &RedisServer, key: &str) -> i64 {
 async fn dead_letters(redis: &RedisServer) -> Vec<(String, String)> {
     let entries: Vec<(String, HashMap<String, String>)> = redis
         .client
-        .xrange("vnc:jobs:dead", "-", "+", None)
+        .xrange("vnc:{jobs}:dead", "-", "+", None)
         .await
         .unwrap();
     entries
@@ -195,11 +195,11 @@ async fn enqueued_job_runs_to_completed_with_result_and_progress() {
         (depth.waiting, depth.active, depth.delayed, depth.failed),
         (0, 0, 0, 0)
     );
-    let len: u64 = redis.client.xlen("vnc:jobs").await.unwrap();
+    let len: u64 = redis.client.xlen("vnc:{jobs}").await.unwrap();
     assert_eq!(len, 0);
     let locks: i64 = redis
         .client
-        .exists(format!("vnc:jobs:lock:{id}"))
+        .exists(format!("vnc:{{jobs}}:lock:{id}"))
         .await
         .unwrap();
     assert_eq!(locks, 0, "lock released");
@@ -217,7 +217,7 @@ async fn completed_job_hash_gets_the_retention_ttl_and_expires() {
     let r = Replica::start(&redis, cfg, handler(|_| async { Ok(json!(1)) })).await;
     let id = r.queue.enqueue("stop", json!({}), None).await.unwrap();
     wait_state(&r.queue, &id, JobState::Completed).await;
-    let ttl = pttl(&redis, &format!("vnc:job:{id}")).await;
+    let ttl = pttl(&redis, &format!("vnc:{{jobs}}:job:{id}")).await;
     assert!(ttl > 0 && ttl <= 800, "completed job TTL {ttl} ms");
     eventually("completed job hash expires", WAIT, || async {
         r.queue.get(&id).await.unwrap().is_none().then_some(())
@@ -315,7 +315,7 @@ async fn always_retry_ends_failed_and_dead_lettered() {
         dead_letters(&redis).await,
         vec![(id.clone(), "nope 3".to_owned())]
     );
-    let ttl = pttl(&redis, &format!("vnc:job:{id}")).await;
+    let ttl = pttl(&redis, &format!("vnc:{{jobs}}:job:{id}")).await;
     assert!(ttl > 0 && ttl <= 30_000, "failed job TTL {ttl} ms");
     let depth = r.queue.depth().await.unwrap();
     assert_eq!((depth.failed, depth.delayed, depth.waiting), (1, 0, 0));
@@ -480,7 +480,7 @@ async fn two_replicas_share_work_and_never_run_a_job_twice_at_once() {
     for _ in 0..3 {
         let _: String = redis
             .client
-            .xadd("vnc:jobs", false, None, "*", ("id", slow.as_str()))
+            .xadd("vnc:{jobs}", false, None, "*", ("id", slow.as_str()))
             .await
             .unwrap();
     }
@@ -490,7 +490,7 @@ async fn two_replicas_share_work_and_never_run_a_job_twice_at_once() {
         wait_state(&a.queue, id, JobState::Completed).await;
     }
     eventually("every duplicate delivery acked", WAIT, || async {
-        let len: u64 = redis.client.xlen("vnc:jobs").await.unwrap();
+        let len: u64 = redis.client.xlen("vnc:{jobs}").await.unwrap();
         let depth = a.queue.depth().await.unwrap();
         (len == 0 && depth.active == 0).then_some(())
     })
@@ -535,14 +535,14 @@ async fn a_long_job_is_not_taken_over_while_its_worker_lives() {
     for _ in 0..2 {
         let _: String = redis
             .client
-            .xadd("vnc:jobs", false, None, "*", ("id", slow.as_str()))
+            .xadd("vnc:{jobs}", false, None, "*", ("id", slow.as_str()))
             .await
             .unwrap();
     }
     let done = wait_state(&a.queue, &slow, JobState::Completed).await;
     assert_eq!(done.attempts, 1, "never started twice");
     eventually("duplicates acked", WAIT, || async {
-        let len: u64 = redis.client.xlen("vnc:jobs").await.unwrap();
+        let len: u64 = redis.client.xlen("vnc:{jobs}").await.unwrap();
         (len == 0).then_some(())
     })
     .await;
@@ -593,7 +593,7 @@ async fn a_dead_replicas_job_is_reclaimed_and_completed_by_another() {
     let done = wait_state(&b.queue, &id, JobState::Completed).await;
     assert_eq!(done.result, Some(json!({ "by": "b", "attempt": 2 })));
     assert_eq!(done.attempts, 2, "the lost run counts");
-    let len: u64 = redis.client.xlen("vnc:jobs").await.unwrap();
+    let len: u64 = redis.client.xlen("vnc:{jobs}").await.unwrap();
     assert_eq!(len, 0);
     b.stop().await;
 }
@@ -689,11 +689,11 @@ async fn groups_take_rate_slots_in_turn() {
     let left: u64 = redis
         .client
         .exists(vec![
-            "vnc:jobs:ring:start",
-            "vnc:jobs:served:start",
-            "vnc:jobs:group:start:a",
-            "vnc:jobs:group:start:b",
-            "vnc:jobs:group:start:c",
+            "vnc:{jobs}:ring:start",
+            "vnc:{jobs}:served:start",
+            "vnc:{jobs}:group:start:a",
+            "vnc:{jobs}:group:start:b",
+            "vnc:{jobs}:group:start:c",
         ])
         .await
         .unwrap();
@@ -844,6 +844,6 @@ async fn invalid_jobs_are_refused_before_redis() {
     assert!(q.enqueue("", json!({}), None).await.is_err());
     let big = "x".repeat(vnc_control::infra::queue::MAX_JOB_DATA_BYTES + 1);
     assert!(q.enqueue("start", json!(big), None).await.is_err());
-    let len: u64 = redis.client.xlen("vnc:jobs").await.unwrap();
+    let len: u64 = redis.client.xlen("vnc:{jobs}").await.unwrap();
     assert_eq!(len, 0);
 }

@@ -36,3 +36,31 @@ where
         }
     });
 }
+
+/// Every key matching `pattern` (and of type `kind`, if given), scanned in pages of
+/// about `page` keys (never KEYS, which blocks Redis): on a Redis Cluster on every
+/// primary, else on the one server. A key may come twice (SCAN's guarantee): the
+/// result is sorted and deduplicated.
+pub async fn scan_keys(
+    client: &fred::clients::Client,
+    pattern: &str,
+    page: u32,
+    kind: Option<fred::types::scan::ScanType>,
+) -> Result<Vec<String>, fred::error::Error> {
+    use futures_util::TryStreamExt;
+    let keys: Vec<fred::types::Key> = if client.is_clustered() {
+        client
+            .scan_cluster_buffered(pattern, Some(page), kind)
+            .try_collect()
+            .await?
+    } else {
+        client
+            .scan_buffered(pattern, Some(page), kind)
+            .try_collect()
+            .await?
+    };
+    let mut keys: Vec<String> = keys.into_iter().filter_map(|k| k.into_string()).collect();
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
+}

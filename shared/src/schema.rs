@@ -1,5 +1,13 @@
 //! The Redis key schema of `docs/architecture.md` as typed helpers, so both sides build the
 //! same keys from one place. The prefix is configurable (default `vnc:`).
+//!
+//! Redis Cluster: every script and transaction touches keys of one hash slot. Keys a
+//! script combines carry the same hash tag (the part in braces): a container's lease and
+//! room channel share `{cid}`, the job queue's keys share `{jobs}`. Counting sets
+//! (sessions of a container, of a user, of a share; shares of a container) are sorted
+//! sets scored by expiry, counted and pruned within their own key, so no script reads a
+//! key of another slot; what spans slots (admission against several limits, a tenant's
+//! quota) follows the protocols written down in the architecture.
 
 use serde::{Deserialize, Serialize};
 
@@ -39,14 +47,21 @@ impl Keys {
         format!("{}containers:{tenant}", self.prefix)
     }
 
+    /// String, PX: held while a create counts and writes a tenant's containers
+    /// against its quota.
+    pub fn tenant_lock(&self, tenant: &str) -> String {
+        format!("{}containers_lock:{tenant}", self.prefix)
+    }
+
     /// Hash with TTL: one live session.
     pub fn session(&self, sid: &str) -> String {
         format!("{}session:{sid}", self.prefix)
     }
 
-    /// Set: live session ids of a container.
+    /// Sorted set: live session ids of a container, scored by expiry (Unix ms, the
+    /// Redis server's clock).
     pub fn container_sessions(&self, cid: &str) -> String {
-        format!("{}sessions:{cid}", self.prefix)
+        format!("{}sessions:{{{cid}}}", self.prefix)
     }
 
     /// Hash with TTL: a relay node's heartbeat.
@@ -66,9 +81,10 @@ impl Keys {
         format!("{}token:{jti}", self.prefix)
     }
 
-    /// Set: live session ids of one user (for the per-user session limit).
+    /// Sorted set: live session ids of one user (for the per-user session limit),
+    /// scored by expiry.
     pub fn user_sessions(&self, tenant: &str, sub: &str) -> String {
-        format!("{}user_sessions:{tenant}:{sub}", self.prefix)
+        format!("{}user_sessions:{{{tenant}:{sub}}}", self.prefix)
     }
 
     /// String with TTL: the live session holding a single-use token (one live session
@@ -80,7 +96,7 @@ impl Keys {
     /// String with TTL: the session that holds input on a container (the driver
     /// lease; see "Sharing and control" in the architecture).
     pub fn driver(&self, cid: &str) -> String {
-        format!("{}driver:{cid}", self.prefix)
+        format!("{}driver:{{{cid}}}", self.prefix)
     }
 
     /// Hash expiring with the share: a share link ([`share_field`]).
@@ -88,24 +104,31 @@ impl Keys {
         format!("{}share:{share_id}", self.prefix)
     }
 
-    /// Set: share ids of a container.
+    /// Sorted set: share ids of a container, scored by the share's expiry (Unix
+    /// seconds).
     pub fn container_shares(&self, cid: &str) -> String {
-        format!("{}shares:{cid}", self.prefix)
+        format!("{}shares:{{{cid}}}", self.prefix)
     }
 
-    /// Set expiring with the share: live session ids opened with a share link.
+    /// Sorted set: live session ids opened with a share link, scored by expiry.
     pub fn share_sessions(&self, share_id: &str) -> String {
-        format!("{}share_sessions:{share_id}", self.prefix)
+        format!("{}share_sessions:{{{share_id}}}", self.prefix)
+    }
+
+    /// What every key of the job queue starts with (one hash slot: its scripts touch
+    /// several).
+    pub fn queue(&self) -> String {
+        format!("{}{{jobs}}", self.prefix)
     }
 
     /// Stream: job ids to run (group `workers`).
     pub fn jobs(&self) -> String {
-        format!("{}jobs", self.prefix)
+        self.queue()
     }
 
     /// Hash: one job.
     pub fn job(&self, id: &str) -> String {
-        format!("{}job:{id}", self.prefix)
+        format!("{}:job:{id}", self.queue())
     }
 
     /// Pub/sub channel of domain events.
@@ -113,9 +136,18 @@ impl Keys {
         format!("{}events", self.prefix)
     }
 
-    /// Pub/sub channel of one container's room.
+    /// Sharded pub/sub channel of one container's room (`SPUBLISH`, in the slot of
+    /// the container's lease).
     pub fn room_channel(&self, cid: &str) -> String {
-        format!("{}room:{cid}", self.prefix)
+        format!("{}room:{{{cid}}}", self.prefix)
+    }
+
+    /// The container whose room channel `channel` is.
+    pub fn room_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        channel
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix("room:{")?
+            .strip_suffix('}')
     }
 
     /// Pub/sub channel of kicks.
@@ -422,19 +454,52 @@ mod tests {
         assert_eq!(k.container("c1"), "vnc:container:c1");
         assert_eq!(k.tenant_containers("t1"), "vnc:containers:t1");
         assert_eq!(k.session("s1"), "vnc:session:s1");
-        assert_eq!(k.container_sessions("c1"), "vnc:sessions:c1");
+        assert_eq!(k.container_sessions("c1"), "vnc:sessions:{c1}");
+        assert_eq!(k.user_sessions("t1", "u1"), "vnc:user_sessions:{t1:u1}");
         assert_eq!(k.node("n1"), "vnc:node:n1");
         assert_eq!(k.revoked("j1"), "vnc:revoked:j1");
-        assert_eq!(k.jobs(), "vnc:jobs");
-        assert_eq!(k.job("1"), "vnc:job:1");
+        assert_eq!(k.jobs(), "vnc:{jobs}");
+        assert_eq!(k.job("1"), "vnc:{jobs}:job:1");
         assert_eq!(k.events_channel(), "vnc:events");
-        assert_eq!(k.room_channel("c1"), "vnc:room:c1");
+        assert_eq!(k.room_channel("c1"), "vnc:room:{c1}");
+        assert_eq!(k.room_of(&k.room_channel("c-1")), Some("c-1"));
+        assert_eq!(k.room_of("vnc:room:c1"), None);
+        assert_eq!(k.room_of("vnc:control"), None);
         assert_eq!(k.control_channel(), "vnc:control");
-        assert_eq!(k.driver("c1"), "vnc:driver:c1");
+        assert_eq!(k.driver("c1"), "vnc:driver:{c1}");
         assert_eq!(k.share("h1"), "vnc:share:h1");
-        assert_eq!(k.container_shares("c1"), "vnc:shares:c1");
-        assert_eq!(k.share_sessions("h1"), "vnc:share_sessions:h1");
+        assert_eq!(k.container_shares("c1"), "vnc:shares:{c1}");
+        assert_eq!(k.share_sessions("h1"), "vnc:share_sessions:{h1}");
         assert_eq!(Keys::new("test:").container("c"), "test:container:c");
+    }
+
+    /// Redis Cluster's hash tag: the part between the first `{` and the next `}`, if
+    /// not empty; else the whole key.
+    fn hash_tag(key: &str) -> &str {
+        key.find('{')
+            .and_then(|open| {
+                let rest = &key[open + 1..];
+                rest.find('}')
+                    .filter(|&close| close > 0)
+                    .map(|close| &rest[..close])
+            })
+            .unwrap_or(key)
+    }
+
+    #[test]
+    fn keys_a_script_combines_share_a_slot() {
+        let k = Keys::default();
+        assert_eq!(hash_tag(&k.driver("c1")), hash_tag(&k.room_channel("c1")));
+        assert_ne!(hash_tag(&k.driver("c1")), hash_tag(&k.driver("c2")));
+        assert_eq!(hash_tag(&k.jobs()), hash_tag(&k.job("j1")));
+        assert_eq!(
+            hash_tag(&k.jobs()),
+            hash_tag(&format!("{}:delayed", k.queue()))
+        );
+        // Counting sets spread: one slot per container, user, share.
+        assert_eq!(hash_tag(&k.container_sessions("c1")), "c1");
+        assert_eq!(hash_tag(&k.user_sessions("t1", "u1")), "t1:u1");
+        assert_eq!(hash_tag(&k.share_sessions("h1")), "h1");
     }
 
     #[test]

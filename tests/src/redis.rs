@@ -78,6 +78,12 @@ async fn connect(port: u16) -> anyhow::Result<Client> {
     Ok(client)
 }
 
+/// A score in a sorted set that scores by expiry (Unix ms or s) that never passes:
+/// a member as a relay or control would write it, kept for the whole test.
+pub fn far_future() -> f64 {
+    1e13
+}
+
 /// A running redis-server, killed on drop.
 pub struct RedisServer {
     child: tokio::process::Child,
@@ -274,12 +280,12 @@ impl RedisServer {
         counts.get(1).and_then(Value::as_i64).unwrap_or(0)
     }
 
-    /// Publishes a room event the way control does.
+    /// Publishes a room event the way control does (on the room's sharded channel).
     pub async fn publish_room(&self, cid: &str, kind: &str) {
         let event = serde_json::json!({ "type": kind, "cid": cid, "tenant": "t1", "at": 0 });
         let _: i64 = self
             .client
-            .publish(format!("vnc:room:{cid}"), event.to_string())
+            .spublish(format!("vnc:room:{{{cid}}}"), event.to_string())
             .await
             .expect("PUBLISH");
     }
@@ -302,9 +308,17 @@ impl RedisServer {
     pub async fn sessions(&self, cid: &str) -> BTreeMap<String, HashMap<String, String>> {
         let sids: Vec<String> = self
             .client
-            .smembers(format!("vnc:sessions:{cid}"))
+            .zrange(
+                format!("vnc:sessions:{{{cid}}}"),
+                0,
+                -1,
+                None,
+                false,
+                None,
+                false,
+            )
             .await
-            .expect("SMEMBERS");
+            .expect("ZRANGE");
         let mut out = BTreeMap::new();
         for sid in sids {
             let record: HashMap<String, String> = self
@@ -324,13 +338,14 @@ impl RedisServer {
         self.client.hgetall(key).await.expect("HGETALL")
     }
 
-    /// Pub/sub channels with at least one subscriber, matching `pattern`.
-    pub async fn channels(&self, pattern: &str) -> Vec<String> {
+    /// Sharded pub/sub channels (rooms) with at least one subscriber, matching
+    /// `pattern`.
+    pub async fn shard_channels(&self, pattern: &str) -> Vec<String> {
         let mut channels: Vec<String> = self
             .client
-            .pubsub_channels(pattern)
+            .pubsub_shardchannels(pattern)
             .await
-            .expect("PUBSUB CHANNELS");
+            .expect("PUBSUB SHARDCHANNELS");
         channels.sort();
         channels
     }

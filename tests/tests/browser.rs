@@ -261,7 +261,7 @@ async fn a_stopped_container_is_shown_in_words_and_not_retried() {
         "the relay subscribed to room desk",
         vnc_tests::WAIT,
         || async {
-            let channels = stack.redis.channels("vnc:room:desk").await;
+            let channels = stack.redis.shard_channels("vnc:room:{desk}").await;
             (!channels.is_empty()).then_some(())
         },
     )

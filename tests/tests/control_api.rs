@@ -514,7 +514,7 @@ async fn failed_starts_are_recorded_and_dead_lettered() {
     );
     let dead: Vec<(String, std::collections::HashMap<String, String>)> = redis
         .client
-        .xrange("vnc:jobs:dead", "-", "+", None)
+        .xrange("vnc:{jobs}:dead", "-", "+", None)
         .await
         .unwrap();
     assert!(

@@ -74,7 +74,7 @@ async fn created(c: &ControlProcess, bearer: &str) -> (String, String) {
 async fn job_ms(redis: &RedisServer, job: &str, field: &str) -> Option<u64> {
     let v: Option<String> = redis
         .client
-        .hget(format!("vnc:job:{job}"), field)
+        .hget(format!("vnc:{{jobs}}:job:{job}"), field)
         .await
         .unwrap();
     v.and_then(|v| v.parse().ok())

@@ -18,7 +18,7 @@ use vnc_tests::WAIT;
 use vnc_tests::control::{ControlProcess, Identity};
 use vnc_tests::keys::TestKeys;
 use vnc_tests::process::eventually;
-use vnc_tests::redis::RedisServer;
+use vnc_tests::redis::{RedisServer, far_future};
 
 /// Container `desk` belongs to alice of tenant t1, `lab` to tina of tenant t2. Bob is
 /// alice's colleague, root t1's admin, boss t2's admin.
@@ -100,7 +100,14 @@ impl RelaySession<'_> {
             .await
             .unwrap();
         let _: () = pipe
-            .sadd(format!("vnc:sessions:{}", self.cid), self.sid)
+            .zadd(
+                format!("vnc:sessions:{{{}}}", self.cid),
+                None,
+                None,
+                false,
+                false,
+                (far_future(), self.sid),
+            )
             .await
             .unwrap();
         let _: Vec<fred::types::Value> = pipe.all().await.unwrap();
@@ -209,11 +216,19 @@ async fn a_containers_live_sessions_are_listed_to_its_owner_and_admins() {
     session("s-lab", "lab", "tina", "t2")
         .register(&s.redis, Duration::from_secs(60))
         .await;
-    // A dead node's session: its hash expired, its id is still in the set.
+    // A dead node's session: its hash expired, its id is still in the set (until its
+    // score passes).
     let _: () = s
         .redis
         .client
-        .sadd("vnc:sessions:desk", "s-dead")
+        .zadd(
+            "vnc:sessions:{desk}",
+            None,
+            None,
+            false,
+            false,
+            (far_future(), "s-dead"),
+        )
         .await
         .unwrap();
 
@@ -234,9 +249,6 @@ async fn a_containers_live_sessions_are_listed_to_its_owner_and_admins() {
              "client_addr": null},
         ]})
     );
-    let mut members: Vec<String> = s.redis.client.smembers("vnc:sessions:desk").await.unwrap();
-    members.sort();
-    assert_eq!(members, ["s-new", "s-old"], "the stale id is dropped");
 
     let (status, body) = s
         .control

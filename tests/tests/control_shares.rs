@@ -18,7 +18,7 @@ use vnc_shared::token::{KeySet, Scope, VerifyPolicy, unix_now};
 use vnc_tests::WAIT;
 use vnc_tests::control::{ControlProcess, Identity};
 use vnc_tests::keys::TestKeys;
-use vnc_tests::redis::RedisServer;
+use vnc_tests::redis::{RedisServer, far_future};
 
 /// Container `desk` belongs to alice of tenant t1, `lab` to tina of tenant t2. Bob is
 /// alice's colleague, root t1's admin, boss t2's admin.
@@ -95,12 +95,26 @@ impl RelaySession<'_> {
         let _: () = pipe.hset(&key, fields).await.unwrap();
         let _: () = pipe.pexpire(&key, 60_000, None).await.unwrap();
         let _: () = pipe
-            .sadd(format!("vnc:sessions:{}", self.cid), self.sid)
+            .zadd(
+                format!("vnc:sessions:{{{}}}", self.cid),
+                None,
+                None,
+                false,
+                false,
+                (far_future(), self.sid),
+            )
             .await
             .unwrap();
         if let Some(share) = self.share {
             let _: () = pipe
-                .sadd(format!("vnc:share_sessions:{share}"), self.sid)
+                .zadd(
+                    format!("vnc:share_sessions:{{{share}}}"),
+                    None,
+                    None,
+                    false,
+                    false,
+                    (far_future(), self.sid),
+                )
                 .await
                 .unwrap();
         }
@@ -128,7 +142,12 @@ async fn subscribe(redis: &RedisServer, channel: &str) -> (SubscriberClient, Rec
         .unwrap();
     sub.init().await.unwrap();
     let rx = sub.message_rx();
-    sub.subscribe(channel).await.unwrap();
+    // Rooms are sharded channels.
+    if channel.starts_with("vnc:room:") {
+        sub.ssubscribe(channel).await.unwrap();
+    } else {
+        sub.subscribe(channel).await.unwrap();
+    }
     (sub, rx)
 }
 
@@ -252,8 +271,13 @@ async fn a_share_link_is_minted_recorded_and_listed() {
         .await
         .unwrap();
     assert_eq!(expires, claims.exp as i64);
-    let members: Vec<String> = s.redis.client.smembers("vnc:shares:desk").await.unwrap();
-    assert_eq!(members, [id.as_str()]);
+    let members: Vec<(String, f64)> = s
+        .redis
+        .client
+        .zrange("vnc:shares:{desk}", 0, -1, None, false, None, true)
+        .await
+        .unwrap();
+    assert_eq!(members, [(id.clone(), claims.exp as f64)]);
     let recorded: bool = s
         .redis
         .client
@@ -288,14 +312,28 @@ async fn a_share_link_is_minted_recorded_and_listed() {
     let _: () = s
         .redis
         .client
-        .sadd(format!("vnc:share_sessions:{id}"), "g-dead")
+        .zadd(
+            format!("vnc:share_sessions:{{{id}}}"),
+            None,
+            None,
+            false,
+            false,
+            (far_future(), "g-dead"),
+        )
         .await
         .unwrap();
     // A share that expired: its hash is gone, its id is still in the set.
     let _: () = s
         .redis
         .client
-        .sadd("vnc:shares:desk", "gone")
+        .zadd(
+            "vnc:shares:{desk}",
+            None,
+            None,
+            false,
+            false,
+            (far_future(), "gone"),
+        )
         .await
         .unwrap();
 
@@ -320,7 +358,12 @@ async fn a_share_link_is_minted_recorded_and_listed() {
         (&other["sessions"], &other["created_by"], &other["name"]),
         (&json!(0), &json!("root"), &Value::Null)
     );
-    let mut members: Vec<String> = s.redis.client.smembers("vnc:shares:desk").await.unwrap();
+    let mut members: Vec<String> = s
+        .redis
+        .client
+        .zrange("vnc:shares:{desk}", 0, -1, None, false, None, false)
+        .await
+        .unwrap();
     members.sort();
     let mut expected = vec![id.clone(), second_id.clone()];
     expected.sort();
@@ -388,7 +431,7 @@ async fn share_requests_are_bounded_and_checked() {
     let (status, body) = create(&s, &s.root, "desk", view(60)).await;
     assert_eq!(status, 429, "{body}");
     assert!(body["message"].as_str().unwrap().contains("32"), "{body}");
-    let n: i64 = s.redis.client.scard("vnc:shares:desk").await.unwrap();
+    let n: i64 = s.redis.client.zcard("vnc:shares:{desk}").await.unwrap();
     assert_eq!(n, 32);
     let (_, listing) = list(&s, &s.alice, "desk").await;
     let some = listing["shares"][0]["share_id"]
@@ -572,7 +615,7 @@ async fn presence_lists_the_registry_and_the_driver() {
     let _: () = s
         .redis
         .client
-        .set("vnc:driver:desk", "s-guest", None, None, false)
+        .set("vnc:driver:{desk}", "s-guest", None, None, false)
         .await
         .unwrap();
     let (status, body) = presence(s.root.clone()).await;
@@ -590,7 +633,7 @@ async fn presence_lists_the_registry_and_the_driver() {
 async fn control_gives_the_driver_lease_and_tells_the_room() {
     let s = stack().await;
     register_room(&s).await;
-    let (_sub, mut rx) = subscribe(&s.redis, "vnc:room:desk").await;
+    let (_sub, mut rx) = subscribe(&s.redis, "vnc:room:{desk}").await;
     let give = |bearer: String, body: Value| {
         let s = &s;
         async move {
@@ -609,11 +652,11 @@ async fn control_gives_the_driver_lease_and_tells_the_room() {
     let (status, body) = give(s.alice.clone(), json!({"session_id": "s-guest"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, json!({"driver": "s-guest"}));
-    let lease: Option<String> = s.redis.client.get("vnc:driver:desk").await.unwrap();
+    let lease: Option<String> = s.redis.client.get("vnc:driver:{desk}").await.unwrap();
     assert_eq!(lease.as_deref(), Some("s-guest"));
-    let pttl: i64 = s.redis.client.pttl("vnc:driver:desk").await.unwrap();
+    let pttl: i64 = s.redis.client.pttl("vnc:driver:{desk}").await.unwrap();
     assert!(pttl > 0 && pttl <= 60_000, "{pttl}");
-    let msg = next_message(&mut rx, "vnc:room:desk").await;
+    let msg = next_message(&mut rx, "vnc:room:{desk}").await;
     assert!(
         msg["at"].as_u64().unwrap() >= unix_now() * 1000 - 60_000,
         "{msg}"
@@ -638,15 +681,15 @@ async fn control_gives_the_driver_lease_and_tells_the_room() {
         let (status, answer) = give(bearer.clone(), body.clone()).await;
         assert_eq!(status, want, "{body}: {answer}");
     }
-    let lease: Option<String> = s.redis.client.get("vnc:driver:desk").await.unwrap();
+    let lease: Option<String> = s.redis.client.get("vnc:driver:{desk}").await.unwrap();
     assert_eq!(lease.as_deref(), Some("s-guest"));
 
     // An admin frees it; the next message on the room is that.
     let (status, body) = give(s.root.clone(), json!({"session_id": null})).await;
     assert_eq!((status, body), (200, json!({"driver": null})));
-    let lease: Option<String> = s.redis.client.get("vnc:driver:desk").await.unwrap();
+    let lease: Option<String> = s.redis.client.get("vnc:driver:{desk}").await.unwrap();
     assert_eq!(lease, None);
-    let msg = next_message(&mut rx, "vnc:room:desk").await;
+    let msg = next_message(&mut rx, "vnc:room:{desk}").await;
     assert_eq!(
         (&msg["type"], &msg["driver"], &msg["by"]),
         (&json!("driver"), &Value::Null, &json!("control"))

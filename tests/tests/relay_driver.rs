@@ -120,7 +120,7 @@ impl Desk {
     }
 
     async fn driver(&self) -> Option<String> {
-        self.redis.get("vnc:driver:c1").await
+        self.redis.get("vnc:driver:{c1}").await
     }
 
     /// The session id of the one registry record `pick` accepts.
@@ -210,7 +210,7 @@ async fn the_lease_passes_at_once_to_the_owners_next_session_on_the_same_node() 
     first.handshake().await.unwrap();
     let mut second = RfbClient::connect(&url()).await.unwrap();
     second.handshake().await.unwrap();
-    let lease = || async { stack.redis.get("vnc:driver:c1").await };
+    let lease = || async { stack.redis.get("vnc:driver:{c1}").await };
     let first_sid = eventually("a driver", vnc_tests::WAIT, || async { lease().await }).await;
     drop(first);
     // Well inside the 15 s the lease would take to expire.

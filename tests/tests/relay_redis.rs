@@ -88,7 +88,7 @@ async fn live_sessions_survive_a_redis_restart_and_new_ones_wait_for_it() {
         .await;
         // The room channel was subscribed again: a stop reaches both sessions.
         eventually("the room channel back", vnc_tests::WAIT, || async {
-            (!stack.redis.channels("vnc:room:c1").await.is_empty()).then_some(())
+            (!stack.redis.shard_channels("vnc:room:{c1}").await.is_empty()).then_some(())
         })
         .await;
         stack.redis.publish_room("c1", "container.stopped").await;

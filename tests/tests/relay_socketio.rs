@@ -407,7 +407,7 @@ async fn room_events_reach_viewers_on_every_node_and_a_stop_ends_all_sessions() 
     bystander.handshake().await.unwrap();
     // Both nodes hold c1 sessions, so both subscribe to its room channel.
     eventually("both nodes on the c1 room", vnc_tests::WAIT, || async {
-        let n: Vec<String> = stack.redis.channels("vnc:room:c1").await;
+        let n: Vec<String> = stack.redis.shard_channels("vnc:room:{c1}").await;
         (!n.is_empty()).then_some(())
     })
     .await;
@@ -465,13 +465,16 @@ async fn room_events_reach_viewers_on_every_node_and_a_stop_ends_all_sessions() 
     eventually("c1 room channel unsubscribed", vnc_tests::WAIT, || async {
         stack
             .redis
-            .channels("vnc:room:c1")
+            .shard_channels("vnc:room:{c1}")
             .await
             .is_empty()
             .then_some(())
     })
     .await;
-    assert_eq!(stack.redis.channels("vnc:room:*").await, ["vnc:room:c2"]);
+    assert_eq!(
+        stack.redis.shard_channels("vnc:room:*").await,
+        ["vnc:room:{c2}"]
+    );
 }
 
 /// The channel module the relay serves, driven as noVNC drives a channel: it connects,

@@ -2,9 +2,8 @@
 //! (`{prefix}session:{sid}`, `{prefix}sessions:{cid}`, `{prefix}node:{id}`), and the
 //! kicks control publishes on `{prefix}control` for whichever node holds a session.
 //!
-//! The relays write all of these; control only reads them, except that it drops the
-//! stale members of a container's session set (sids of a dead node, whose hashes
-//! expired) when it meets them. It also reads and sets a container's driver lease
+//! The relays write all of these; control only reads them. It also reads and sets a
+//! container's driver lease
 //! (`{prefix}driver:{cid}`) and publishes the change on the container's room
 //! channel, as a relay does.
 
@@ -42,28 +41,22 @@ impl SessionStore {
     }
 
     /// The live sessions of a container, oldest first. Members of its set whose hash
-    /// is gone are left out and removed from the set.
+    /// is gone (or not yet written: a relay reserves a session's place before it
+    /// writes its record) are left out; expired ones leave the set by their score.
     pub async fn container_sessions(&self, cid: &str) -> Result<Vec<Session>, StoreError> {
         let set = self.keys.container_sessions(cid);
-        let sids: Vec<String> = self.client.smembers(&set).await?;
+        let sids: Vec<String> = self
+            .client
+            .zrange(&set, 0, -1, None, false, None, false)
+            .await?;
         let maps = self
             .hashes(sids.iter().map(|s| self.keys.session(s)))
             .await?;
-        let mut live = Vec::with_capacity(sids.len());
-        let mut stale = Vec::new();
-        for (sid, map) in sids.iter().zip(&maps) {
-            match parse_session(sid, map) {
-                Some(s) => live.push(s),
-                None => stale.push(sid.as_str()),
-            }
-        }
-        if !stale.is_empty() {
-            // A relay writes a session's hash before adding it to the set (one
-            // pipeline), so a member without a hash is stale, not yet to come. A node
-            // that restores its registry re-adds whatever this removes by mistake.
-            tracing::debug!(container.id = %cid, stale = stale.len(), "dropping stale session ids");
-            let _: i64 = self.client.srem(&set, stale).await?;
-        }
+        let mut live: Vec<Session> = sids
+            .iter()
+            .zip(&maps)
+            .filter_map(|(sid, map)| parse_session(sid, map))
+            .collect();
         live.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
         Ok(live)
     }
@@ -73,27 +66,9 @@ impl SessionStore {
     pub async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
         let prefix = self.keys.node("");
         let pattern = format!("{prefix}*");
-        let mut cursor = "0".to_owned();
-        let mut keys = Vec::new();
-        loop {
-            let (next, page): (String, Vec<String>) = self
-                .client
-                .scan_page(
-                    cursor,
-                    pattern.as_str(),
-                    Some(SCAN_PAGE),
-                    Some(ScanType::Hash),
-                )
+        let keys =
+            vnc_shared::redis::scan_keys(&self.client, &pattern, SCAN_PAGE, Some(ScanType::Hash))
                 .await?;
-            keys.extend(page);
-            if next == "0" {
-                break;
-            }
-            cursor = next;
-        }
-        // SCAN may return a key twice.
-        keys.sort();
-        keys.dedup();
         let maps = self.hashes(keys.iter().cloned()).await?;
         let mut nodes: Vec<Node> = keys
             .iter()
@@ -156,7 +131,7 @@ impl SessionStore {
         })?;
         Ok(self
             .client
-            .publish(self.keys.room_channel(cid), json)
+            .spublish(self.keys.room_channel(cid), json)
             .await?)
     }
 

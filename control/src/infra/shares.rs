@@ -1,6 +1,7 @@
 //! Share links (`{prefix}share:{id}` hashes, expiring with the share, and each
-//! container's set of share ids `{prefix}shares:{cid}`), and the live sessions the
-//! relays count per share (`{prefix}share_sessions:{id}`, which control only reads).
+//! container's share ids `{prefix}shares:{cid}`, a sorted set scored by expiry), and
+//! the live sessions the relays count per share (`{prefix}share_sessions:{id}`, which
+//! control only reads).
 //!
 //! Control writes the share hashes; the relays read them at admission and on every
 //! heartbeat, so deleting one ends its sessions even when a kick is lost.
@@ -28,34 +29,39 @@ impl ShareStore {
 
     /// Records a share (expiring at its `expires_at`) and adds it to its container's
     /// set, unless the container already has `limit` live shares: then returns
-    /// `Some(live)` and writes nothing. One script, so two creates can't both pass
-    /// the limit.
+    /// `Some(live)` and writes nothing. The count and the place in the set are one
+    /// script on the set (two creates can't both pass the limit); the hash, in
+    /// another hash slot on a Redis Cluster, is written after it.
     pub async fn create_within_limit(
         &self,
         share: &Share,
         limit: usize,
     ) -> Result<Option<usize>, StoreError> {
-        let mut args: Vec<Value> = vec![
+        let set = self.keys.container_shares(&share.cid);
+        let args: Vec<Value> = vec![
             (limit.min(i64::MAX as usize) as i64).into(),
-            self.keys.share("").into(),
             share.id.as_str().into(),
             (share.expires_at.min(i64::MAX as u64) as i64).into(),
         ];
-        for (k, v) in fields(share) {
-            args.push(k.into());
-            args.push(v.into());
-        }
-        let live = CREATE_WITHIN_LIMIT
-            .eval(
-                &self.client,
-                &[
-                    &self.keys.share(&share.id),
-                    &self.keys.container_shares(&share.cid),
-                ],
-                args,
-            )
+        let live = RESERVE_WITHIN_LIMIT
+            .eval(&self.client, &[&set], args)
             .await?;
-        Ok(live.as_i64().and_then(|n| usize::try_from(n).ok()))
+        if let Some(live) = live.as_i64().filter(|n| *n >= 0) {
+            return Ok(usize::try_from(live).ok());
+        }
+        let key = self.keys.share(&share.id);
+        let written = async {
+            let _: () = self.client.hset(&key, fields(share)).await?;
+            let at = share.expires_at.min(i64::MAX as u64) as i64;
+            let _: () = self.client.expire_at(&key, at, None).await?;
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        if written.is_err() {
+            // Best effort: a place left behind only counts until the share's expiry.
+            let _: Result<i64, _> = self.client.zrem(&set, share.id.as_str()).await;
+        }
+        written.map(|()| None)
     }
 
     /// A live share; `None` once it expired or was revoked.
@@ -74,7 +80,10 @@ impl ShareStore {
     /// or revoked) are left out and removed from the set.
     pub async fn container_shares(&self, cid: &str) -> Result<Vec<Share>, StoreError> {
         let set = self.keys.container_shares(cid);
-        let ids: Vec<String> = self.client.smembers(&set).await?;
+        let ids: Vec<String> = self
+            .client
+            .zrange(&set, 0, -1, None, false, None, false)
+            .await?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -102,7 +111,7 @@ impl ShareStore {
             }
         }
         if !stale.is_empty() {
-            let _: i64 = self.client.srem(&set, stale).await?;
+            let _: i64 = self.client.zrem(&set, stale).await?;
         }
         live.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         Ok(live)
@@ -116,7 +125,17 @@ impl ShareStore {
         }
         let pipe = self.client.pipeline();
         for id in ids {
-            let _: () = pipe.smembers(self.keys.share_sessions(id)).await?;
+            let _: () = pipe
+                .zrange(
+                    self.keys.share_sessions(id),
+                    0,
+                    -1,
+                    None,
+                    false,
+                    None,
+                    false,
+                )
+                .await?;
         }
         let values: Vec<Value> = pipe.all().await?;
         values
@@ -128,33 +147,25 @@ impl ShareStore {
     /// Deletes a share and takes it off its container's set. True when this call
     /// deleted it (false: it was already gone).
     pub async fn delete(&self, share: &Share) -> Result<bool, StoreError> {
-        let tx = self.client.multi();
-        let _: () = tx.del(self.keys.share(&share.id)).await?;
-        let _: () = tx
-            .srem(self.keys.container_shares(&share.cid), share.id.as_str())
+        // The hash first: once it is gone the share opens nothing, whatever the set says.
+        let deleted: i64 = self.client.del(self.keys.share(&share.id)).await?;
+        let _: i64 = self
+            .client
+            .zrem(self.keys.container_shares(&share.cid), share.id.as_str())
             .await?;
-        let (deleted, _): (i64, i64) = tx.exec(true).await?;
         Ok(deleted > 0)
     }
 }
 
-/// Records a share within its container's limit. KEYS: share hash, container's share
-/// set. ARGV: limit, share key prefix, share id, expires_at (Unix seconds), then the
-/// hash's field/value pairs. Ids whose hash is gone are dropped from the set on the
-/// way. Returns -1 when written, else the live count.
-const CREATE_WITHIN_LIMIT: Script = Script::new(&[r#"
-local live = 0
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  if redis.call('EXISTS', ARGV[2] .. id) == 1 then
-    live = live + 1
-  else
-    redis.call('SREM', KEYS[2], id)
-  end
-end
+/// A share's place in its container's set, within the limit. KEYS: the container's
+/// share set (scored by expiry, Unix seconds). ARGV: limit, share id, expires_at.
+/// Expired ids leave the set on the way. Returns -1 when added, else the live count.
+const RESERVE_WITHIN_LIMIT: Script = Script::new(&[r#"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', redis.call('TIME')[1])
+local live = redis.call('ZCARD', KEYS[1])
 if live >= tonumber(ARGV[1]) then return live end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-redis.call('EXPIREAT', KEYS[1], ARGV[4])
-redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
+redis.call('EXPIREAT', KEYS[1], redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2])
 return -1
 "#]);
 

@@ -3,13 +3,14 @@
 //! `container.stopping` also on the container's room channel for the relays).
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use fred::prelude::*;
+use futures_util::future::try_join_all;
 use vnc_shared::schema::{ContainerState, Keys, container_field as f};
 use vnc_shared::token::unix_now;
 
 use crate::domain::Container;
-use crate::infra::queue::script::Script;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -84,14 +85,25 @@ end
 return 1
 ";
 
-/// KEYS: the record, the tenant's set. ARGV: the cid, then field/value pairs. Writes
-/// the record and its set membership only if there is no record: 1 if written.
+/// KEYS: the record. ARGV: field/value pairs. Writes the record only if there is none:
+/// 1 if written.
 const ADOPT: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
 ";
+
+/// Deletes a lock only if it still holds `ARGV[1]`.
+const UNLOCK: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+/// How long a tenant's quota lock holds: a create that stalls longer may let one more
+/// create pass the quota (the race the design accepts).
+const QUOTA_LOCK_TTL: Duration = Duration::from_secs(5);
+/// How long a create waits for its tenant's quota lock before it fails (503).
+const QUOTA_LOCK_WAIT: Duration = Duration::from_secs(3);
+/// Container records read at once when counting a tenant's live containers.
+const STATE_READS: usize = 500;
 
 pub use vnc_shared::schema::now_ms;
 
@@ -110,52 +122,100 @@ impl ContainerStore {
         &self.keys
     }
 
-    /// Writes a new record and adds it to its tenant's set, atomically. The VNC
-    /// password is written by the start job ([`ContainerStore::set_password`]).
+    /// Writes a new record and adds it to its tenant's set (the set first: an id
+    /// without a record is skipped and dropped, a record is never missing from its
+    /// set). The VNC password is written by the start job
+    /// ([`ContainerStore::set_password`]).
     pub async fn create(&self, c: &Container) -> Result<(), StoreError> {
-        let tx = self.client.multi();
-        let _: () = tx.hset(self.keys.container(&c.id), fields(c)).await?;
-        let _: () = tx
+        let _: i64 = self
+            .client
             .sadd(self.keys.tenant_containers(&c.tenant), c.id.as_str())
             .await?;
-        let _: () = tx.exec(true).await?;
+        let _: () = self
+            .client
+            .hset(self.keys.container(&c.id), fields(c))
+            .await?;
         Ok(())
     }
 
     /// [`ContainerStore::create`] only if the tenant has fewer than `quota` live (not
-    /// stopped or failed) containers, counted and written in one script, so parallel
-    /// creates on any number of replicas never pass the quota. `Ok(Some(live))`:
-    /// refused, the tenant has `live`.
+    /// stopped or failed) containers. The records lie in many hash slots (Redis
+    /// Cluster), so creates of one tenant take turns under the tenant's lock
+    /// (`{p}containers_lock:{tenant}`, [`QUOTA_LOCK_TTL`]) to count and write: parallel
+    /// creates on any number of replicas never pass the quota while the lock holds.
+    /// `Ok(Some(live))`: refused, the tenant has `live`.
     pub async fn create_within_quota(
         &self,
         c: &Container,
         quota: usize,
     ) -> Result<Option<usize>, StoreError> {
-        let mut args: Vec<Value> = vec![
-            (quota.min(i64::MAX as usize) as i64).into(),
-            self.keys.container("").into(),
-            c.id.as_str().into(),
-        ];
-        for (k, v) in fields(c) {
-            args.push(k.into());
-            args.push(v.into());
+        let lock = self.keys.tenant_lock(&c.tenant);
+        let holder = uuid::Uuid::new_v4().to_string();
+        self.take_lock(&lock, &holder).await?;
+        let created = async {
+            let live = self.live_containers(&c.tenant).await?;
+            if live >= quota {
+                return Ok(Some(live));
+            }
+            self.create(c).await?;
+            Ok(None)
         }
-        let live = CREATE_WITHIN_QUOTA
-            .eval(
-                &self.client,
-                &[
-                    &self.keys.container(&c.id),
-                    &self.keys.tenant_containers(&c.tenant),
-                ],
-                args,
-            )
+        .await;
+        let _: i64 = self.client.eval(UNLOCK, vec![lock], vec![holder]).await?;
+        created
+    }
+
+    /// Takes `lock` for `holder`, retrying while another create holds it, for at most
+    /// [`QUOTA_LOCK_WAIT`].
+    async fn take_lock(&self, lock: &str, holder: &str) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + QUOTA_LOCK_WAIT;
+        let ttl = Some(Expiration::PX(QUOTA_LOCK_TTL.as_millis() as i64));
+        loop {
+            let taken: Option<String> = self
+                .client
+                .set(lock, holder, ttl.clone(), Some(SetOptions::NX), false)
+                .await?;
+            if taken.is_some() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError::Unavailable(format!("{lock} stays taken")));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// How many of the tenant's containers are live (not stopped or failed); ids
+    /// whose record is gone are dropped from the tenant's set on the way.
+    async fn live_containers(&self, tenant: &str) -> Result<usize, StoreError> {
+        let set = self.keys.tenant_containers(tenant);
+        let ids: Vec<String> = self.client.smembers(&set).await?;
+        let mut live = 0;
+        let mut stale = Vec::new();
+        for batch in ids.chunks(STATE_READS) {
+            let states = try_join_all(batch.iter().map(|id| async move {
+                let state: Option<String> =
+                    self.client.hget(self.keys.container(id), f::STATE).await?;
+                Ok::<_, StoreError>(state)
+            }))
             .await?;
-        Ok(live.as_i64().and_then(|n| usize::try_from(n).ok()))
+            for (id, state) in batch.iter().zip(states) {
+                match state.as_deref() {
+                    None => stale.push(id.as_str()),
+                    Some("stopped" | "failed") => {}
+                    Some(_) => live += 1,
+                }
+            }
+        }
+        if !stale.is_empty() {
+            let _: i64 = self.client.srem(&set, stale).await?;
+        }
+        Ok(live)
     }
 
     /// Writes the record of a container found running without one (its record was
-    /// lost), with its endpoint and VNC password, and adds it to its tenant's set;
-    /// unless a record appeared meanwhile. True when this call wrote it.
+    /// lost), with its endpoint and VNC password, unless a record appeared meanwhile,
+    /// and adds it to its tenant's set. True when this call wrote the record.
     pub async fn adopt(
         &self,
         c: &Container,
@@ -179,16 +239,20 @@ impl ContainerStore {
             fields.push((extra::PASSWORD_KEY, key.to_owned()));
             fields.push((f::VNC_PASSWORD, password.to_owned()));
         }
-        let keys = vec![
-            self.keys.container(&c.id),
-            self.keys.tenant_containers(&c.tenant),
-        ];
-        let mut args = vec![c.id.clone()];
+        let mut args = Vec::with_capacity(fields.len() * 2);
         for (field, value) in fields {
             args.push(field.to_owned());
             args.push(value);
         }
-        let written: i64 = self.client.eval(ADOPT, keys, args).await?;
+        let written: i64 = self
+            .client
+            .eval(ADOPT, vec![self.keys.container(&c.id)], args)
+            .await?;
+        // Whether or not this call wrote the record: its set membership, after it.
+        let _: i64 = self
+            .client
+            .sadd(self.keys.tenant_containers(&c.tenant), c.id.as_str())
+            .await?;
         Ok(written == 1)
     }
 
@@ -379,24 +443,13 @@ impl ContainerStore {
     pub async fn all_ids(&self) -> Result<Vec<String>, StoreError> {
         const PAGE: u32 = 500;
         let prefix = self.keys.container("");
-        let pattern = format!("{prefix}*");
-        let mut cursor = "0".to_owned();
-        let mut ids = Vec::new();
-        loop {
-            let (next, keys): (String, Vec<String>) = self
-                .client
-                .scan_page(cursor, pattern.as_str(), Some(PAGE), None)
-                .await?;
-            ids.extend(
-                keys.iter()
-                    .filter_map(|k| k.strip_prefix(&prefix))
-                    .map(str::to_owned),
-            );
-            if next == "0" {
-                return Ok(ids);
-            }
-            cursor = next;
-        }
+        let keys =
+            vnc_shared::redis::scan_keys(&self.client, &format!("{prefix}*"), PAGE, None).await?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| k.strip_prefix(&prefix))
+            .map(str::to_owned)
+            .collect())
     }
 
     /// Publishes a domain event on `{prefix}events`; `container.stopping` also goes to
@@ -416,7 +469,7 @@ impl ContainerStore {
         if kind == "container.stopping" || kind == "container.stopped" {
             let _: () = self
                 .client
-                .publish(self.keys.room_channel(&c.id), event.as_str())
+                .spublish(self.keys.room_channel(&c.id), event.as_str())
                 .await?;
         }
         Ok(())
@@ -449,26 +502,6 @@ fn fields(c: &Container) -> Vec<(&'static str, String)> {
     fields.push((extra::CLIPBOARD, c.clipboard.as_str().to_owned()));
     fields
 }
-
-/// Counts the tenant's live containers and, below the quota, writes the record and
-/// adds it to the tenant's set. KEYS: record, tenant set. ARGV: quota, record key
-/// prefix, cid, then the record's field/value pairs. Ids whose record is gone are
-/// dropped from the set on the way. Returns -1 when written, else the live count.
-const CREATE_WITHIN_QUOTA: Script = Script::new(&[r#"
-local live = 0
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  local state = redis.call('HGET', ARGV[2] .. id, 'state')
-  if not state then
-    redis.call('SREM', KEYS[2], id)
-  elseif state ~= 'stopped' and state ~= 'failed' then
-    live = live + 1
-  end
-end
-if live >= tonumber(ARGV[1]) then return live end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-redis.call('SADD', KEYS[2], ARGV[3])
-return -1
-"#]);
 
 fn parse(cid: &str, m: &HashMap<String, String>) -> Result<Container, StoreError> {
     let corrupt = |why: String| StoreError::Corrupt {

@@ -70,9 +70,11 @@ pub async fn admit(
         node.live().revoked.insert(&claims.jti, Some(claims.exp));
         return Err(Reject::Revoked);
     }
-    if share.is_some() && lookup.share_cid.as_deref() != Some(claims.cid.as_str()) {
-        return Err(Reject::ShareGone);
-    }
+    let share_limit = match (share, &lookup.share) {
+        (None, _) => 0,
+        (Some(_), Some(s)) if s.cid == claims.cid => s.max_sessions,
+        (Some(_), _) => return Err(Reject::ShareGone),
+    };
     let target = lookup.container.ok_or(Reject::UnknownContainer)?;
     if target.tenant != claims.tenant {
         return Err(Reject::WrongContainer);
@@ -121,6 +123,7 @@ pub async fn admit(
             &record,
             &config.node.id,
             config.registry.session_limits,
+            share_limit,
             config.registry.session_ttl,
         )
         .await?;
@@ -130,7 +133,6 @@ pub async fn admit(
         Admission::ContainerFull => return Err(Reject::TooManySessions("container")),
         Admission::UserFull => return Err(Reject::TooManySessions("user")),
         Admission::ShareFull => return Err(Reject::TooManySessions("share link")),
-        Admission::ShareGone => return Err(Reject::ShareGone),
     }
     let policy = RfbPolicy {
         password: target.password,

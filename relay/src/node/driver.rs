@@ -10,15 +10,21 @@
 //! writes them back after Redis lost them, and gives a free lease to a privileged
 //! session.
 //!
-//! Presence: when a session starts or ends, one script reads the room's sessions from
+//! Presence: when a session starts or ends, the node reads the room's sessions from
 //! the registry and publishes `{type:"presence", …}` on the room channel.
+//!
+//! The lease and the room channel share the container's hash slot (Redis Cluster), so
+//! a change's script publishes on it (`SPUBLISH`); everything else one step reads lies
+//! in other slots and is read beside the script, never inside it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use fred::interfaces::LuaInterface;
+use fred::prelude::*;
+use futures_util::future::try_join_all;
 use serde_json::json;
-use vnc_shared::schema::{MAX_PRESENCE, RoomMessage};
+use vnc_shared::schema::{MAX_PRESENCE, RoomMessage, Viewer};
+use vnc_shared::token::Scope;
 
 use super::Node;
 use super::store::StoreError;
@@ -27,10 +33,11 @@ use crate::metrics::DRIVER_CHANGES;
 use crate::session::record::SessionRecord;
 use crate::transport::socketio::room::emit_local;
 
-/// One change of the lease. KEYS: the lease, and for `grant` the target's session
-/// hash. ARGV: op, caller, target (or the caller's name for `request`), ttl ms, cid,
-/// channel. Answers `{outcome, seq}`; `seq` is Redis's clock in microseconds, also in
-/// the published message.
+/// One change of the lease. KEYS: the lease. ARGV: op, caller, target (or the
+/// caller's name for `request`), ttl ms, cid, channel (the room's, in the lease's hash
+/// slot: `SPUBLISH`). A `grant`'s target was checked before (a session of this
+/// container with the control scope). Answers `{outcome, seq}`; `seq` is Redis's
+/// clock in microseconds, also in the published message.
 const CHANGE: &str = r#"
 local op, caller, target, ttl, cid, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local current = redis.call('GET', KEYS[1])
@@ -42,7 +49,7 @@ local function move(driver, by)
   local message = cjson.encode({type = 'driver', cid = cid,
     driver = driver or cjson.null, by = by or cjson.null,
     at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)})
-  redis.call('PUBLISH', channel, string.sub(message, 1, -2) .. ',"seq":' .. seq .. '}')
+  redis.call('SPUBLISH', channel, string.sub(message, 1, -2) .. ',"seq":' .. seq .. '}')
   return {'ok', seq}
 end
 if op == 'free' then
@@ -51,14 +58,11 @@ if op == 'free' then
 elseif op == 'request' then
   if current == caller then return {'driving', '0'} end
   if not current then return move(caller, caller) end
-  redis.call('PUBLISH', channel, cjson.encode({type = 'control.request', cid = cid,
+  redis.call('SPUBLISH', channel, cjson.encode({type = 'control.request', cid = cid,
     session_id = caller, name = target}))
   return {'asked', '0'}
 elseif op == 'grant' or op == 'grant_any' then
   if op == 'grant' and current ~= caller then return {'moved', '0'} end
-  local f = redis.call('HMGET', KEYS[2], 'cid', 'scope')
-  if f[1] ~= cid then return {'unknown', '0'} end
-  if f[2] ~= 'control' then return {'view', '0'} end
   return move(target, caller)
 elseif op == 'take' then
   return move(caller, caller)
@@ -77,51 +81,41 @@ end
 return {'bad op', '0'}
 "#;
 
-/// Publishes the room's presence list. KEYS: the container's session set, the lease.
-/// ARGV: session key prefix, cid, channel, most listed. Viewers oldest first.
-const PRESENCE: &str = r#"
-local driver = redis.call('GET', KEYS[2])
-local rows = {}
-for _, sid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local f = redis.call('HMGET', ARGV[1] .. sid, 'cid', 'name', 'sub', 'scope', 'node', 'share', 'started_at')
-  if f[1] == ARGV[2] then
-    table.insert(rows, {t = tonumber(f[7]) or 0, v = cjson.encode({session_id = sid,
-      name = f[2] or f[3] or '', scope = f[4] or 'view', driver = sid == driver,
-      node = f[5] or '', guest = f[6] ~= false})})
-  end
-end
-table.sort(rows, function(a, b) return a.t < b.t end)
-local parts = {}
-for i = 1, math.min(#rows, tonumber(ARGV[4])) do parts[i] = rows[i].v end
-redis.call('PUBLISH', ARGV[3], '{"type":"presence","cid":' .. cjson.encode(ARGV[2]) ..
-  ',"viewers":[' .. table.concat(parts, ',') .. '],"more":' .. (#rows - #parts) .. '}')
-return #rows
-"#;
-
-/// The leases named by KEYS as Redis has them now, after the order number of this
-/// moment (Redis's clock in microseconds, as the changes' `seq`): a change applied
-/// after the snapshot was taken is not undone by it.
+/// The lease named by KEYS[1] as Redis has it now, after the order number of this
+/// moment on the lease's own server (Redis's clock in microseconds, as the changes'
+/// `seq`): a change applied after the snapshot was taken is not undone by it.
 const SNAPSHOT: &str = r#"
 local t = redis.call('TIME')
 return {string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2])),
-  unpack(redis.call('MGET', unpack(KEYS)))}
+  redis.call('GET', KEYS[1])}
 "#;
 
-/// The leases of `rooms` now, and the order number of the moment.
-async fn snapshot(node: &Node, rooms: &[String]) -> Result<(u64, Vec<Option<String>>), StoreError> {
+/// The lease of each of `rooms` now, with the order number of its moment; one script
+/// per lease (each in its own hash slot on a Redis Cluster), sent together.
+async fn snapshot(node: &Node, rooms: &[String]) -> Result<Vec<Lease>, StoreError> {
     let store = node.store();
-    let keys: Vec<String> = rooms.iter().map(|cid| store.keys().driver(cid)).collect();
-    let mut answer: Vec<Option<String>> = store
-        .client()
-        .eval(SNAPSHOT, keys, Vec::<String>::new())
-        .await?;
-    if answer.len() != rooms.len() + 1 {
-        return Err(StoreError::Corrupt(
-            "lease snapshot of the wrong length".into(),
-        ));
-    }
-    let seq = answer.remove(0).and_then(|s| s.parse().ok()).unwrap_or(0);
-    Ok((seq, answer))
+    try_join_all(rooms.iter().map(|cid| async move {
+        let (seq, holder): (String, Option<String>) = store
+            .client()
+            .eval(
+                SNAPSHOT,
+                vec![store.keys().driver(cid)],
+                Vec::<String>::new(),
+            )
+            .await?;
+        Ok::<_, StoreError>(Lease {
+            seq: seq.parse().unwrap_or(0),
+            holder,
+        })
+    }))
+    .await
+}
+
+/// A lease as a snapshot read it.
+struct Lease {
+    /// The order number of the moment it was read.
+    seq: u64,
+    holder: Option<String>,
 }
 
 /// What a lease change answered.
@@ -184,10 +178,15 @@ pub async fn change(
     let store = node.store();
     let keys = store.keys();
     let cid = caller.cid.as_str();
-    let (target, second_key) = match change {
-        Change::Grant { target, .. } => (target.to_owned(), keys.session(target)),
-        Change::Request(name) => (name.to_owned(), keys.driver(cid)),
-        _ => (String::new(), keys.driver(cid)),
+    let target = match change {
+        Change::Grant { target, .. } => {
+            if let Some(refused) = grantable(node, cid, target).await? {
+                return Ok(refused);
+            }
+            target.to_owned()
+        }
+        Change::Request(name) => name.to_owned(),
+        _ => String::new(),
     };
     let ttl = node.config().registry.session_ttl.as_millis().to_string();
     let args = vec![
@@ -200,7 +199,7 @@ pub async fn change(
     ];
     let (answer, seq): (String, String) = store
         .client()
-        .eval(CHANGE, vec![keys.driver(cid), second_key], args)
+        .eval(CHANGE, vec![keys.driver(cid)], args)
         .await?;
     let seq = seq.parse().unwrap_or(0);
     let outcome = match answer.as_str() {
@@ -210,8 +209,6 @@ pub async fn change(
         "driving" => Outcome::Refused("already in control"),
         "held" => Outcome::Refused("someone else is in control"),
         "moved" => Outcome::Refused("control moved meanwhile"),
-        "unknown" => Outcome::Refused("no such session in this desktop"),
-        "view" => Outcome::Refused("that session is view-only"),
         "not_driver" => Outcome::Refused("not in control"),
         _ => Outcome::Refused("lease change failed"),
     };
@@ -226,6 +223,25 @@ pub async fn change(
         applied(node, cid, driver, by, seq).await;
     }
     Ok(outcome)
+}
+
+/// Whether `target` may be given the lease of `cid`: a live session of that container
+/// with the control scope (read before the change, in the session's own hash slot; a
+/// session that ends in between leaves a lease its node never keeps alive, which the
+/// heartbeats then free). `Some(refusal)` when not.
+async fn grantable(node: &Node, cid: &str, target: &str) -> Result<Option<Outcome>, StoreError> {
+    use vnc_shared::schema::session_field::{CID, SCOPE};
+    let store = node.store();
+    let fields: Vec<Option<String>> = store
+        .client()
+        .hmget(store.keys().session(target), vec![CID, SCOPE])
+        .await?;
+    Ok(match fields.as_slice() {
+        [Some(of), _] if of != cid => Some(Outcome::Refused("no such session in this desktop")),
+        [Some(_), Some(scope)] if scope == "control" => None,
+        [Some(_), _] => Some(Outcome::Refused("that session is view-only")),
+        _ => Some(Outcome::Refused("no such session in this desktop")),
+    })
 }
 
 /// A lease change reached this node (room channel, its own change, the heartbeat):
@@ -307,7 +323,11 @@ pub async fn on_message(node: &Node, message: RoomMessage) {
 pub async fn learn(node: &Node, cid: &str) {
     if node.live().mode() == InputMode::Lease {
         match snapshot(node, &[cid.to_owned()]).await {
-            Ok((seq, mut leases)) => applied(node, cid, leases.pop().flatten(), None, seq).await,
+            Ok(mut leases) => {
+                if let Some(lease) = leases.pop() {
+                    applied(node, cid, lease.holder, None, lease.seq).await;
+                }
+            }
             Err(e) => tracing::debug!(container.id = %cid, error = %e, "lease not read"),
         }
     }
@@ -316,25 +336,85 @@ pub async fn learn(node: &Node, cid: &str) {
     }
 }
 
-/// Publishes the room's presence list (after a session started or ended here).
+/// Publishes the room's presence list (after a session started or ended here): the
+/// container's live sessions (its counting set, then each session's record, which
+/// lives in the session's own hash slot), oldest first, at most [`MAX_PRESENCE`]
+/// named, with the lease holder marked.
 pub async fn publish_presence(node: &Node, cid: &str) -> Result<(), StoreError> {
     let store = node.store();
     let keys = store.keys();
-    let args = vec![
-        keys.session(""),
-        cid.to_owned(),
-        keys.room_channel(cid),
-        MAX_PRESENCE.to_string(),
-    ];
-    let _: i64 = store
+    let sids: Vec<String> = store
         .client()
-        .eval(
-            PRESENCE,
-            vec![keys.container_sessions(cid), keys.driver(cid)],
-            args,
+        .zrange(
+            keys.container_sessions(cid),
+            0,
+            -1,
+            None,
+            false,
+            None,
+            false,
         )
         .await?;
+    let driver: Option<String> = store.client().get(keys.driver(cid)).await?;
+    let records = try_join_all(sids.iter().map(|sid| async move {
+        let record: HashMap<String, String> = store.client().hgetall(keys.session(sid)).await?;
+        Ok::<_, StoreError>(record)
+    }))
+    .await?;
+    let mut rows: Vec<(u64, Viewer)> = sids
+        .iter()
+        .zip(records)
+        .filter_map(|(sid, record)| viewer(cid, sid, &record, driver.as_deref()))
+        .collect();
+    rows.sort_by_key(|(started_at, _)| *started_at);
+    let more = rows.len().saturating_sub(MAX_PRESENCE);
+    let viewers = rows
+        .into_iter()
+        .take(MAX_PRESENCE)
+        .map(|(_, v)| v)
+        .collect();
+    let message = RoomMessage::Presence {
+        cid: cid.to_owned(),
+        viewers,
+        more,
+    };
+    let json = serde_json::to_string(&message)
+        .map_err(|e| StoreError::Corrupt(format!("presence: {e}")))?;
+    let _: i64 = store
+        .client()
+        .spublish(keys.room_channel(cid), json)
+        .await?;
     Ok(())
+}
+
+/// One row of a presence list from a session's record (and when it started); `None`
+/// when the record is gone or belongs to another container.
+fn viewer(
+    cid: &str,
+    sid: &str,
+    record: &HashMap<String, String>,
+    driver: Option<&str>,
+) -> Option<(u64, Viewer)> {
+    use vnc_shared::schema::session_field as f;
+    if record.get(f::CID).map(String::as_str) != Some(cid) {
+        return None;
+    }
+    let get = |k: &str| record.get(k).cloned();
+    let scope = get(f::SCOPE)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(Scope::View);
+    let started_at = get(f::STARTED_AT).and_then(|t| t.parse().ok()).unwrap_or(0);
+    Some((
+        started_at,
+        Viewer {
+            session_id: sid.to_owned(),
+            name: get(f::NAME).or_else(|| get(f::SUB)).unwrap_or_default(),
+            scope,
+            driver: driver == Some(sid),
+            node: get(f::NODE).unwrap_or_default(),
+            guest: record.contains_key(f::SHARE),
+        },
+    ))
 }
 
 /// A session started here: a privileged one takes a free lease; the room learns who
@@ -376,11 +456,11 @@ pub async fn beat(node: &Node, sessions: &[Arc<SessionRecord>]) -> Result<(), St
     if rooms.is_empty() {
         return Ok(());
     }
-    let (seq, leases) = snapshot(node, &rooms).await?;
+    let leases = snapshot(node, &rooms).await?;
     // This node's sessions by id, once per beat (not a scan per room).
     let here: HashMap<&str, &Arc<SessionRecord>> =
         sessions.iter().map(|r| (r.sid.as_str(), r)).collect();
-    for (cid, lease) in rooms.iter().zip(leases) {
+    for (cid, Lease { seq, holder: lease }) in rooms.iter().zip(leases) {
         let known = node.live().driver(cid);
         let ours = known
             .as_deref()

@@ -1,4 +1,5 @@
-//! The pub/sub feed of a relay node. Rooms: it subscribes to `{prefix}room:{cid}` while
+//! The pub/sub feed of a relay node. Rooms: it subscribes to `{prefix}room:{cid}` (a
+//! sharded channel: `SSUBSCRIBE`, served by the node of the container's slot) while
 //! it holds at least one session of container `cid`, and hands every event published
 //! there (by control: `container.stopping`, `container.stopped`, ...) to that room's
 //! viewers: socket.io viewers get it as `vnc:event`; every session of the room ends
@@ -32,7 +33,6 @@ pub async fn feed(
     let live = node.live().clone();
     let mut messages = subscriber.message_rx();
     let mut reconnects = subscriber.reconnect_rx();
-    let prefix = keys.room_channel("");
     let control = keys.control_channel();
     vnc_shared::redis::keep_connecting(subscriber.clone());
     loop {
@@ -44,7 +44,7 @@ pub async fn feed(
                     driver::learn(&node, &cid).await;
                 }
                 Some(RoomChange::Left(cid)) => {
-                    if let Err(e) = subscriber.unsubscribe(keys.room_channel(&cid)).await {
+                    if let Err(e) = subscriber.sunsubscribe(keys.room_channel(&cid)).await {
                         tracing::debug!(container.id = %cid, error = %e, "room unsubscribe failed");
                     }
                 }
@@ -71,7 +71,7 @@ pub async fn feed(
                         super::registry::kick(&live, &payload);
                     }
                 }
-                Ok(m) => deliver(&node, &prefix, m).await,
+                Ok(m) => deliver(&node, &keys, m).await,
                 Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "room feed lagged"),
                 Err(RecvError::Closed) => break,
             },
@@ -81,7 +81,7 @@ pub async fn feed(
 }
 
 async fn subscribe(subscriber: &SubscriberClient, keys: &Keys, cid: &str) {
-    if let Err(e) = subscriber.subscribe(keys.room_channel(cid)).await {
+    if let Err(e) = subscriber.ssubscribe(keys.room_channel(cid)).await {
         // Retried on the next reconnect.
         tracing::warn!(container.id = %cid, error = %e, "room subscribe failed");
     }
@@ -89,8 +89,8 @@ async fn subscribe(subscriber: &SubscriberClient, keys: &Keys, cid: &str) {
 
 /// Hands one room event to the room's viewers on this node; the driver lease's and
 /// presence messages go to `driver.rs`.
-async fn deliver(node: &Node, prefix: &str, m: Message) {
-    let Some(cid) = m.channel.strip_prefix(prefix) else {
+async fn deliver(node: &Node, keys: &Keys, m: Message) {
+    let Some(cid) = keys.room_of(&m.channel) else {
         return;
     };
     let Some(text) = m.value.as_str() else {

@@ -10,6 +10,7 @@ use fred::clients::SubscriberClient;
 use fred::interfaces::LuaInterface;
 use fred::prelude::*;
 use fred::types::RespVersion;
+use futures_util::future::try_join_all;
 use vnc_shared::config::Secret;
 
 use crate::config::SessionLimits;
@@ -53,39 +54,23 @@ pub struct ContainerTarget {
     pub owner: String,
 }
 
-/// Admission in one step (see [`Store::admit_session`]). KEYS: token claim, container
-/// set, user set, session hash, and for a share session the share hash and its session
-/// set. ARGV: sid, ttl ms, single use (0/1), container limit, user limit, session key
-/// prefix, then the session hash's field/value pairs.
-const ADMIT_SESSION: &str = r#"
-local sid, ttl = ARGV[1], tonumber(ARGV[2])
-local function live(set)
-  local n = 0
-  for _, m in ipairs(redis.call('SMEMBERS', set)) do
-    if redis.call('EXISTS', ARGV[6] .. m) == 1 then n = n + 1 else redis.call('SREM', set, m) end
-  end
-  return n
+/// One reservation of admission, in one key (one hash slot): the sorted set of a
+/// container's, a user's or a share's live sessions, scored by expiry on the Redis
+/// server's clock. Drops expired members, refuses when `limit` (0: none) others are
+/// live, else adds (or refreshes) the session and keeps the set alive as long as its
+/// newest member. KEYS: the set. ARGV: sid, ttl ms, limit. 1 when reserved.
+const RESERVE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if limit > 0 and not redis.call('ZSCORE', KEYS[1], ARGV[1])
+    and redis.call('ZCARD', KEYS[1]) >= limit then
+  return 0
 end
-local share = #KEYS == 6
-if share then
-  local max = tonumber(redis.call('HGET', KEYS[5], 'max_sessions'))
-  if not max then return 'share_gone' end
-  if live(KEYS[6]) >= max then return 'share' end
-end
-local per_container, per_user = tonumber(ARGV[4]), tonumber(ARGV[5])
-if per_container > 0 and live(KEYS[2]) >= per_container then return 'container' end
-if per_user > 0 and live(KEYS[3]) >= per_user then return 'user' end
-if ARGV[3] == '1' and not redis.call('SET', KEYS[1], sid, 'NX', 'PX', ttl) then return 'token' end
-redis.call('HSET', KEYS[4], unpack(ARGV, 7))
-redis.call('PEXPIRE', KEYS[4], ttl)
-redis.call('SADD', KEYS[2], sid)
-redis.call('SADD', KEYS[3], sid)
-if share then
-  redis.call('SADD', KEYS[6], sid)
-  local left = redis.call('PTTL', KEYS[5])
-  if left > 0 then redis.call('PEXPIRE', KEYS[6], left) end
-end
-return 'ok'
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ttl)
+return 1
 "#;
 
 /// What [`Store::admit_session`] decided.
@@ -96,8 +81,6 @@ pub enum Admission {
     UserFull,
     TokenInUse,
     ShareFull,
-    /// The share link was revoked or expired between the lookup and admission.
-    ShareGone,
 }
 
 /// The `session:{sid}` hash of a record.
@@ -140,9 +123,16 @@ pub struct NodeRecord {
 pub struct Lookup {
     pub container: Option<ContainerTarget>,
     pub revoked: bool,
-    /// For a share token: the container its share link opens, `None` when the share
-    /// is gone (revoked or expired).
-    pub share_cid: Option<String>,
+    /// For a share token: the container its share link opens and the live sessions
+    /// it allows, `None` when the share is gone (revoked or expired).
+    pub share: Option<ShareTarget>,
+}
+
+/// What admission needs of a share link.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ShareTarget {
+    pub cid: String,
+    pub max_sessions: u32,
 }
 
 /// Redis client plus the key schema.
@@ -238,13 +228,21 @@ impl Store {
         let _: () = pipe.hmget(self.keys.container(cid), fields).await?;
         let _: () = pipe.exists(self.keys.revoked(jti)).await?;
         if let Some(share) = share {
+            use vnc_shared::schema::share_field::{CID, MAX_SESSIONS};
             let _: () = pipe
-                .hget(self.keys.share(share), vnc_shared::schema::share_field::CID)
+                .hmget(self.keys.share(share), vec![CID, MAX_SESSIONS])
                 .await?;
         }
         let mut replies: Vec<Value> = pipe.all().await?;
-        let share_cid = match share {
-            Some(_) => replies.pop().and_then(|v| v.convert().ok()).flatten(),
+        let share = match share {
+            Some(_) => {
+                let fields: Vec<Option<String>> = replies
+                    .pop()
+                    .map(|v| v.convert())
+                    .transpose()?
+                    .unwrap_or_default();
+                parse_share(&fields)
+            }
             None => None,
         };
         let revoked: i64 = replies.pop().map(|v| v.convert()).transpose()?.unwrap_or(0);
@@ -256,52 +254,134 @@ impl Store {
         Ok(Lookup {
             container: parse_target(&fields)?,
             revoked: revoked > 0,
-            share_cid,
+            share,
         })
     }
 
-    /// Admits session `r` into the registry in one atomic step: the per-container and
-    /// per-user limits (0: none) against the live sessions of every node (stale set
-    /// members are pruned), the token's single-use claim, then the session record and
-    /// its set memberships, all with `ttl`.
+    /// Admits session `r` into the registry: its single-use claim, and a reservation in
+    /// each of its counting sets (container, user, and share with `share_limit`) against
+    /// the limits (0: none) over the live sessions of every node, plus its record, all
+    /// with `ttl`, in one pipeline. Each step is atomic in its own key (its own hash
+    /// slot on a Redis Cluster); when one refuses, the steps that passed are undone.
+    /// Between the two, a concurrent admission may count this one and be refused too:
+    /// over-refusal under contention, never over-admission.
     pub async fn admit_session(
         &self,
         r: &SessionRecord,
         node_id: &str,
         limits: SessionLimits,
+        share_limit: u32,
         ttl: Duration,
     ) -> Result<Admission, StoreError> {
-        let mut keys = vec![
-            self.keys.token_session(&r.jti),
-            self.keys.container_sessions(&r.cid),
-            self.keys.user_sessions(&r.tenant, &r.sub),
-            self.keys.session(&r.sid),
-        ];
+        if r.share.is_some() && share_limit == 0 {
+            // A share allowing no session (the limit 0 of a set means none).
+            return Ok(Admission::ShareFull);
+        }
+        let ms = ttl.as_millis() as u64;
+        // In the order their refusals are reported.
+        let mut sets = Vec::with_capacity(3);
         if let Some(share) = &r.share {
-            keys.push(self.keys.share(share));
-            keys.push(self.keys.share_sessions(share));
+            sets.push((
+                self.keys.share_sessions(share),
+                share_limit as usize,
+                Admission::ShareFull,
+            ));
         }
-        let mut args = vec![
-            r.sid.clone(),
-            ttl.as_millis().to_string(),
-            u8::from(r.single_use).to_string(),
-            limits.per_container.to_string(),
-            limits.per_user.to_string(),
-            self.keys.session(""),
-        ];
-        for (field, value) in session_fields(r, node_id) {
-            args.push(field.to_owned());
-            args.push(value);
+        sets.push((
+            self.keys.container_sessions(&r.cid),
+            limits.per_container,
+            Admission::ContainerFull,
+        ));
+        sets.push((
+            self.keys.user_sessions(&r.tenant, &r.sub),
+            limits.per_user,
+            Admission::UserFull,
+        ));
+        // Sent together: the client pipelines concurrent commands on its connections.
+        let reservations = try_join_all(
+            sets.iter()
+                .map(|(set, limit, _)| self.reserve(set, &r.sid, ms, *limit)),
+        );
+        let claim = async {
+            if !r.single_use {
+                return Ok(true);
+            }
+            let expiry = Some(Expiration::PX(ms as i64));
+            let set: Option<String> = self
+                .client
+                .set(
+                    self.keys.token_session(&r.jti),
+                    r.sid.as_str(),
+                    expiry,
+                    Some(SetOptions::NX),
+                    false,
+                )
+                .await?;
+            Ok::<_, StoreError>(set.is_some())
+        };
+        let (reserved, claimed) = tokio::try_join!(reservations, claim)?;
+        let refusal = sets
+            .iter()
+            .zip(&reserved)
+            .find(|(_, ok)| !**ok)
+            .map(|((_, _, why), _)| *why)
+            .or((!claimed).then_some(Admission::TokenInUse));
+        let Some(refusal) = refusal else {
+            self.write_session(r, node_id, ttl).await?;
+            return Ok(Admission::Admitted);
+        };
+        let undo = self.client.pipeline();
+        for ((set, _, _), ok) in sets.iter().zip(&reserved) {
+            if *ok {
+                let _: () = undo.zrem(set.as_str(), r.sid.as_str()).await?;
+            }
         }
-        let answer: String = self.client.eval(ADMIT_SESSION, keys, args).await?;
-        Ok(match answer.as_str() {
-            "ok" => Admission::Admitted,
-            "container" => Admission::ContainerFull,
-            "user" => Admission::UserFull,
-            "share" => Admission::ShareFull,
-            "share_gone" => Admission::ShareGone,
-            _ => Admission::TokenInUse,
-        })
+        let _: Vec<Value> = undo.all().await?;
+        if r.single_use && claimed {
+            self.release_claim(r).await?;
+        }
+        Ok(refusal)
+    }
+
+    /// [`RESERVE`]: one session in one counting set; false when `limit` refused it.
+    async fn reserve(
+        &self,
+        set: &str,
+        sid: &str,
+        ttl_ms: u64,
+        limit: usize,
+    ) -> Result<bool, StoreError> {
+        let args = vec![sid.to_owned(), ttl_ms.to_string(), limit.to_string()];
+        let reserved: i64 = self.client.eval(RESERVE, vec![set], args).await?;
+        Ok(reserved == 1)
+    }
+
+    /// Releases the session's single-use claim if it still holds it.
+    async fn release_claim(&self, r: &SessionRecord) -> Result<(), StoreError> {
+        let _: i64 = self
+            .client
+            .eval(
+                RELEASE_CLAIM,
+                vec![self.keys.token_session(&r.jti)],
+                vec![r.sid.as_str()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Writes the record of an admitted session (`session:{sid}`, with `ttl`).
+    async fn write_session(
+        &self,
+        r: &SessionRecord,
+        node_id: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let key = self.keys.session(&r.sid);
+        let pipe = self.client.pipeline();
+        let _: () = pipe.hset(&key, session_fields(r, node_id)).await?;
+        let _: () = pipe.pexpire(&key, ttl.as_millis() as i64, None).await?;
+        let _: Vec<Value> = pipe.all().await?;
+        Ok(())
     }
 
     /// Writes this node's heartbeat record with `ttl`.
@@ -345,17 +425,6 @@ impl Store {
             let fields = session_fields(r, node_id);
             let _: () = pipe.hset(&key, fields).await?;
             let _: () = pipe.pexpire(&key, ms, None).await?;
-            let _: () = pipe
-                .sadd(self.keys.container_sessions(&r.cid), r.sid.as_str())
-                .await?;
-            let _: () = pipe
-                .sadd(self.keys.user_sessions(&r.tenant, &r.sub), r.sid.as_str())
-                .await?;
-            if let Some(share) = &r.share {
-                let _: () = pipe
-                    .sadd(self.keys.share_sessions(share), r.sid.as_str())
-                    .await?;
-            }
             if r.single_use {
                 let _: () = pipe
                     .set(
@@ -369,21 +438,44 @@ impl Store {
             }
         }
         let _: Vec<Value> = pipe.all().await?;
+        // The counting sets, refreshed (limit 0: never refused), in bounded batches.
+        let memberships: Vec<(String, &str)> = sessions
+            .iter()
+            .flat_map(|r| {
+                let mut sets = vec![
+                    self.keys.container_sessions(&r.cid),
+                    self.keys.user_sessions(&r.tenant, &r.sub),
+                ];
+                sets.extend(r.share.as_ref().map(|s| self.keys.share_sessions(s)));
+                sets.into_iter().map(|set| (set, r.sid.as_str()))
+            })
+            .collect();
+        for batch in memberships.chunks(WRITE_BATCH) {
+            try_join_all(
+                batch
+                    .iter()
+                    .map(|(set, sid)| self.reserve(set, sid, ms as u64, 0)),
+            )
+            .await?;
+        }
         Ok(())
     }
 
-    /// Which of `jtis` Redis has revoked, in one round trip (MGET of their revocation
-    /// keys).
+    /// Which of `jtis` Redis has revoked, in one round trip.
     pub async fn revoked_among(&self, jtis: &[&str]) -> Result<HashSet<String>, StoreError> {
         if jtis.is_empty() {
             return Ok(HashSet::new());
         }
-        let keys: Vec<String> = jtis.iter().map(|j| self.keys.revoked(j)).collect();
-        let flags: Vec<Option<String>> = self.client.mget(keys).await?;
+        // One EXISTS per key, not MGET: on a Redis Cluster the keys lie in many slots.
+        let pipe = self.client.pipeline();
+        for jti in jtis {
+            let _: () = pipe.exists(self.keys.revoked(jti)).await?;
+        }
+        let flags: Vec<i64> = pipe.all().await?;
         Ok(jtis
             .iter()
             .zip(flags)
-            .filter(|(_, flag)| flag.is_some())
+            .filter(|(_, flag)| *flag > 0)
             .map(|(jti, _)| (*jti).to_owned())
             .collect())
     }
@@ -412,26 +504,19 @@ impl Store {
         let pipe = self.client.pipeline();
         let _: () = pipe.del(self.keys.session(&r.sid)).await?;
         let _: () = pipe
-            .srem(self.keys.container_sessions(&r.cid), r.sid.as_str())
+            .zrem(self.keys.container_sessions(&r.cid), r.sid.as_str())
             .await?;
         let _: () = pipe
-            .srem(self.keys.user_sessions(&r.tenant, &r.sub), r.sid.as_str())
+            .zrem(self.keys.user_sessions(&r.tenant, &r.sub), r.sid.as_str())
             .await?;
         if let Some(share) = &r.share {
             let _: () = pipe
-                .srem(self.keys.share_sessions(share), r.sid.as_str())
+                .zrem(self.keys.share_sessions(share), r.sid.as_str())
                 .await?;
         }
         let _: Vec<Value> = pipe.all().await?;
         if r.single_use {
-            let _: i64 = self
-                .client
-                .eval(
-                    RELEASE_CLAIM,
-                    vec![self.keys.token_session(&r.jti)],
-                    vec![r.sid.as_str()],
-                )
-                .await?;
+            self.release_claim(r).await?;
         }
         Ok(())
     }
@@ -459,6 +544,17 @@ impl Store {
             Err(StoreError::Unavailable("not connected".into()))
         }
     }
+}
+
+/// A share's `cid` and `max_sessions`; `None` when the share is gone or unreadable.
+fn parse_share(fields: &[Option<String>]) -> Option<ShareTarget> {
+    let [Some(cid), Some(max)] = fields else {
+        return None;
+    };
+    Some(ShareTarget {
+        cid: cid.clone(),
+        max_sessions: max.parse().ok()?,
+    })
 }
 
 fn parse_target(fields: &[Option<String>]) -> Result<Option<ContainerTarget>, StoreError> {

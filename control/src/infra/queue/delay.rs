@@ -1,5 +1,5 @@
 //! Delayed jobs: the mover that brings due jobs from the delayed set
-//! (`{p}jobs:delayed`, score = due Unix ms) back onto the stream as `waiting` (a job of
+//! (`{p}{jobs}:delayed`, score = due Unix ms) back onto the stream as `waiting` (a job of
 //! a rate-limited name to its group's list), then gives free rate-limit slots to the
 //! groups (`fair.rs`).
 //!

@@ -1,6 +1,6 @@
 //! Fair dispatch of rate-limited jobs: each job of a limited name waits in its group's
-//! list (`{p}jobs:group:{name}:{group}`; the app's group is the tenant), and the
-//! groups with waiting jobs form a ring (`{p}jobs:ring:{name}`). Whenever the name's
+//! list (`{p}{jobs}:group:{name}:{group}`; the app's group is the tenant), and the
+//! groups with waiting jobs form a ring (`{p}{jobs}:ring:{name}`). Whenever the name's
 //! sliding window has a free slot, the dispatcher gives it to the next group of the
 //! ring and moves that group's oldest job onto the stream, in one script
 //! ([`script::DISPATCH`]): a job is always in exactly one place (list, stream or
@@ -9,7 +9,7 @@
 //! Bounds: a group's list holds that group's waiting jobs (in the app, one start per
 //! container, so at most the tenant's container quota) and is deleted by Redis when it
 //! empties; the ring holds each group with waiting jobs once and drops it with its
-//! last job; the marker of the group served last (`{p}jobs:served:{name}`) goes with
+//! last job; the marker of the group served last (`{p}{jobs}:served:{name}`) goes with
 //! it. Admission happens here, so the worker runs a dispatched job without checking
 //! the limit again, and a reclaimed run of it takes no second slot.
 

@@ -1,4 +1,4 @@
-//! The per-job lock (`{p}jobs:lock:{id}`): held by one run at a time, across
+//! The per-job lock (`{p}{jobs}:lock:{id}`): held by one run at a time, across
 //! replicas, on top of the consumer group's single delivery. Needed because a stream
 //! entry can be delivered twice (XAUTOCLAIM of a slow but live worker, a redelivery
 //! after a lost ack); the lock makes the second delivery wait instead of running.

@@ -6,15 +6,15 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `{p}jobs` | stream, group `workers` | one entry (`id` = job id) per job ready to run; acked and deleted when its run ends |
-//! | `{p}job:{id}` | hash | the job ([`record::field`]); TTL once completed/failed (retention) |
-//! | `{p}jobs:delayed` | sorted set | job ids waiting for a time (score = due Unix ms): delayed enqueues, retry backoff, rate-limit deferrals |
-//! | `{p}jobs:dead` | stream | dead letters (`id`, `name`, `error`, `attempts`), trimmed to `failed_retention` |
-//! | `{p}jobs:lock:{id}` | string, PX | the run holding the job (`{consumer}/{uuid}`), refreshed by heartbeat |
-//! | `{p}jobs:rate:{name}` | sorted set, PX | sliding-window log of starts of one job name (at most `max` members) |
-//! | `{p}jobs:group:{name}:{group}` | list | ids of one group's (tenant's) jobs of a rate-limited name waiting for a slot, oldest first; deleted when empty |
-//! | `{p}jobs:ring:{name}` | list | the groups with waiting jobs of a rate-limited name, each once, in serving order |
-//! | `{p}jobs:served:{name}` | string | the group served last (at the ring's head); gone when its group empties |
+//! | `{p}{jobs}` | stream, group `workers` | one entry (`id` = job id) per job ready to run; acked and deleted when its run ends |
+//! | `{p}{jobs}:job:{id}` | hash | the job ([`record::field`]); TTL once completed/failed (retention) |
+//! | `{p}{jobs}:delayed` | sorted set | job ids waiting for a time (score = due Unix ms): delayed enqueues, retry backoff, rate-limit deferrals |
+//! | `{p}{jobs}:dead` | stream | dead letters (`id`, `name`, `error`, `attempts`), trimmed to `failed_retention` |
+//! | `{p}{jobs}:lock:{id}` | string, PX | the run holding the job (`{consumer}/{uuid}`), refreshed by heartbeat |
+//! | `{p}{jobs}:rate:{name}` | sorted set, PX | sliding-window log of starts of one job name (at most `max` members) |
+//! | `{p}{jobs}:group:{name}:{group}` | list | ids of one group's (tenant's) jobs of a rate-limited name waiting for a slot, oldest first; deleted when empty |
+//! | `{p}{jobs}:ring:{name}` | list | the groups with waiting jobs of a rate-limited name, each once, in serving order |
+//! | `{p}{jobs}:served:{name}` | string | the group served last (at the ring's head); gone when its group empties |
 //!
 //! # How a job moves
 //!
@@ -42,8 +42,9 @@
 //! failed job is just acked. Handlers must still be idempotent: a worker that dies
 //! after its handler's side effects but before the ack gets its job run again.
 //!
-//! On Redis Cluster all these keys must hash to one slot (the scripts touch several):
-//! use a hash-tagged prefix such as `{vnc}:`.
+//! On Redis Cluster all these keys hash to one slot (the scripts touch several): they
+//! share the hash tag `{jobs}`. The queue's throughput is one Redis node's, ample for
+//! desktop lifecycle jobs.
 
 mod attempt;
 mod delay;
@@ -268,17 +269,17 @@ struct QueueKeys {
     stream: String,
     delayed: String,
     dead: String,
-    /// `{p}job:` (scripts append the id).
+    /// `{p}{jobs}:job:` (scripts append the id).
     job_prefix: String,
 }
 
 impl QueueKeys {
     fn new(schema: Keys) -> QueueKeys {
-        let p = schema.prefix().to_owned();
+        let q = schema.queue();
         QueueKeys {
             stream: schema.jobs(),
-            delayed: format!("{p}jobs:delayed"),
-            dead: format!("{p}jobs:dead"),
+            delayed: format!("{q}:delayed"),
+            dead: format!("{q}:dead"),
             job_prefix: schema.job(""),
             schema,
         }
@@ -289,29 +290,29 @@ impl QueueKeys {
     }
 
     fn lock(&self, id: &str) -> String {
-        format!("{}jobs:lock:{id}", self.schema.prefix())
+        format!("{}:lock:{id}", self.schema.queue())
     }
 
     fn rate(&self, name: &str) -> String {
-        format!("{}jobs:rate:{name}", self.schema.prefix())
+        format!("{}:rate:{name}", self.schema.queue())
     }
 
-    /// `{p}jobs:` (scripts append `group:{name}:{group}`, `ring:{name}`, `served:{name}`).
+    /// `{p}{jobs}:` (scripts append `group:{name}:{group}`, `ring:{name}`, `served:{name}`).
     fn base(&self) -> String {
-        format!("{}jobs:", self.schema.prefix())
+        format!("{}:", self.schema.queue())
     }
 
     fn ring(&self, name: &str) -> String {
-        format!("{}jobs:ring:{name}", self.schema.prefix())
+        format!("{}:ring:{name}", self.schema.queue())
     }
 
     fn served(&self, name: &str) -> String {
-        format!("{}jobs:served:{name}", self.schema.prefix())
+        format!("{}:served:{name}", self.schema.queue())
     }
 
-    /// `{p}jobs:group:{name}:` (the dispatcher appends the group).
+    /// `{p}{jobs}:group:{name}:` (the dispatcher appends the group).
     fn group_prefix(&self, name: &str) -> String {
-        format!("{}jobs:group:{name}:", self.schema.prefix())
+        format!("{}:group:{name}:", self.schema.queue())
     }
 }
 
@@ -527,16 +528,16 @@ mod tests {
     #[test]
     fn keys_live_under_the_prefix() {
         let k = QueueKeys::new(Keys::new("t:"));
-        assert_eq!(k.stream, "t:jobs");
-        assert_eq!(k.job("1"), "t:job:1");
-        assert_eq!(k.job_prefix, "t:job:");
-        assert_eq!(k.delayed, "t:jobs:delayed");
-        assert_eq!(k.dead, "t:jobs:dead");
-        assert_eq!(k.lock("1"), "t:jobs:lock:1");
-        assert_eq!(k.rate("start"), "t:jobs:rate:start");
-        assert_eq!(k.ring("start"), "t:jobs:ring:start");
-        assert_eq!(k.served("start"), "t:jobs:served:start");
-        assert_eq!(k.group_prefix("start"), "t:jobs:group:start:");
-        assert_eq!(k.base(), "t:jobs:");
+        assert_eq!(k.stream, "t:{jobs}");
+        assert_eq!(k.job("1"), "t:{jobs}:job:1");
+        assert_eq!(k.job_prefix, "t:{jobs}:job:");
+        assert_eq!(k.delayed, "t:{jobs}:delayed");
+        assert_eq!(k.dead, "t:{jobs}:dead");
+        assert_eq!(k.lock("1"), "t:{jobs}:lock:1");
+        assert_eq!(k.rate("start"), "t:{jobs}:rate:start");
+        assert_eq!(k.ring("start"), "t:{jobs}:ring:start");
+        assert_eq!(k.served("start"), "t:{jobs}:served:start");
+        assert_eq!(k.group_prefix("start"), "t:{jobs}:group:start:");
+        assert_eq!(k.base(), "t:{jobs}:");
     }
 }

@@ -1,5 +1,5 @@
 //! Global rate limit per job name, across replicas: a sliding-window log in Redis
-//! (`{p}jobs:rate:{name}`, a sorted set of admission times holding at most `max`
+//! (`{p}{jobs}:rate:{name}`, a sorted set of admission times holding at most `max`
 //! members, expiring with the window). A sliding window, not a fixed one, so no
 //! interval of `window` length ever sees more than `max` starts, even across a
 //! window boundary.

@@ -39,7 +39,7 @@ end
 
 /// Puts job `id` (named `name`, in `group`) at the end of its group's list, and the
 /// group at the end of the ring if its list was empty (a group is in the ring exactly
-/// while its list is not empty). `base` is `{p}jobs:`.
+/// while its list is not empty). `base` is `{p}{jobs}:`.
 const ENTER_GROUP: &str = r#"
 local function enter_group(base, name, group, id)
   if redis.call('RPUSH', base .. 'group:' .. name .. ':' .. group, id) == 1 then
@@ -83,7 +83,7 @@ impl Script {
 
 /// Creates a job. KEYS: job hash, stream, delayed set. ARGV: id, name, data (JSON),
 /// max_attempts, delay in ms (0 = run now), '1' if the name is rate-limited (the job
-/// then records its group and waits in the group's list), group, `{p}jobs:`.
+/// then records its group and waits in the group's list), group, `{p}{jobs}:`.
 pub(super) const ENQUEUE: Script = Script {
     body: &[
         ENTER_GROUP,
@@ -203,7 +203,7 @@ return 0
 
 /// Moves due delayed jobs onto the stream, or a job with a group (rate-limited) to
 /// the end of its group's list. KEYS: delayed set, stream. ARGV: job key prefix, batch
-/// size, `{p}jobs:`, then the rate-limited names (a job whose name lost its limit goes
+/// size, `{p}{jobs}:`, then the rate-limited names (a job whose name lost its limit goes
 /// to the stream). ZREM happens inside the script, so when several replicas run it
 /// each job moves once. A member whose job is no longer `delayed` (expired, or
 /// finished by a stale run) is just dropped. Returns {due, moved, ms until the next
@@ -241,7 +241,7 @@ return {#due, moved, wait}
 
 /// Gives free slots of one rate-limited name to its groups in turn and moves each
 /// chosen job onto the stream. KEYS: ring, served marker, the name's rate log, stream.
-/// ARGV: `{p}jobs:group:{name}:`, job key prefix, max, window ms, batch size.
+/// ARGV: `{p}{jobs}:group:{name}:`, job key prefix, max, window ms, batch size.
 ///
 /// The ring's head is the group served last when the marker names it: it is rotated
 /// to the end first, so a group that just joined (at the end) is served before the
@@ -290,7 +290,7 @@ return {moved, 0}
 "#],
 };
 
-/// Jobs waiting in the groups of one name. KEYS: ring. ARGV: `{p}jobs:group:{name}:`.
+/// Jobs waiting in the groups of one name. KEYS: ring. ARGV: `{p}{jobs}:group:{name}:`.
 pub(super) const GROUPED: Script = Script {
     body: &[r#"
 local n = 0

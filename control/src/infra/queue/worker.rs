@@ -251,7 +251,7 @@ async fn claim(
     Ok((next, entries))
 }
 
-/// `XGROUP CREATE {p}jobs workers 0 MKSTREAM`; an existing group is fine. From 0 so
+/// `XGROUP CREATE {p}{jobs} workers 0 MKSTREAM`; an existing group is fine. From 0 so
 /// jobs enqueued before the first worker ever started are delivered too.
 async fn ensure_group(s: &Shared) -> Result<(), QueueError> {
     match timed(
@@ -383,7 +383,7 @@ mod tests {
     #[test]
     fn parses_resp2_read_replies() {
         let reply = Value::Array(vec![Value::Array(vec![
-            s("vnc:jobs"),
+            s("vnc:{jobs}"),
             Value::Array(vec![
                 Value::Array(vec![s("1-0"), Value::Array(vec![s("id"), s("j1")])]),
                 Value::Array(vec![s("2-0"), Value::Array(vec![s("other"), s("x")])]),
