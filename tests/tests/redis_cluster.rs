@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
-use fred::types::{ClusterHash, CustomCommand};
 use fred::types::scan::Scanner;
+use fred::types::{ClusterHash, CustomCommand};
 use futures_util::StreamExt;
 use vnc_tests::WAIT;
 use vnc_tests::cluster::{RedisCluster, cluster_required, connect};
@@ -52,7 +52,10 @@ async fn the_cluster_forms_and_a_client_from_its_url_spreads_keys_over_every_pri
     let primaries: Vec<_> = view.iter().filter(|v| v.primary).collect();
     let replicas: Vec<_> = view.iter().filter(|v| !v.primary).collect();
     assert_eq!((primaries.len(), replicas.len()), (3, 3), "{view:?}");
-    let replicated: BTreeSet<_> = replicas.iter().filter_map(|r| r.primary_id.clone()).collect();
+    let replicated: BTreeSet<_> = replicas
+        .iter()
+        .filter_map(|r| r.primary_id.clone())
+        .collect();
     let primary_ids: BTreeSet<_> = primaries.iter().map(|p| p.id.clone()).collect();
     assert_eq!(replicated, primary_ids, "one replica per primary: {view:?}");
 
@@ -123,28 +126,46 @@ async fn fred_pipelines_and_scripts_route_by_key_and_a_transaction_keeps_to_one_
     let _: () = trx.incr("{t}:b").await.unwrap();
     let (_, b): (Value, i64) = trx.exec(true).await.unwrap();
     assert_eq!(b, 1);
-    // Keys of two slots do not: refused (by fred when the slots are on two nodes, by
-    // Redis with CROSSSLOT when on one).
-    let (k1, k2) = two_keys_of_other_slots(&cluster).await;
-    let trx = client.multi();
-    let first = trx.set(&k1, "1", None, None, false).await;
-    let second: Result<(), _> = trx.set(&k2, "1", None, None, false).await;
-    let exec = match (first, second) {
-        (Ok(()), Ok(())) => trx.exec::<Value>(true).await.map(drop),
-        (Err(e), _) | (_, Err(e)) => Err(e),
-    };
-    assert!(exec.is_err(), "a MULTI over two slots ran: {k1}, {k2}");
+    // Keys of two slots do not: fred refuses them when the slots are on two nodes,
+    // Redis (CROSSSLOT) when they are on one.
+    let (same_node, other_node) = key_pairs(&cluster).await;
+    let refusals = [(same_node, "CROSSSLOT"), (other_node, "same cluster node")];
+    for ((k1, k2), refusal) in refusals {
+        let trx = client.multi();
+        let first = trx.set(&k1, "1", None, None, false).await;
+        let second: Result<(), _> = trx.set(&k2, "1", None, None, false).await;
+        let exec = match (first, second) {
+            (Ok(()), Ok(())) => trx.exec::<Value>(true).await.map(drop),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        let err = exec.expect_err(&format!("a MULTI over two slots ran: {k1}, {k2}"));
+        assert!(err.to_string().contains(refusal), "{k1}, {k2}: {err}");
+    }
+}
+
+/// Two keys of different slots on one primary, and two keys on different primaries.
+async fn key_pairs(cluster: &RedisCluster) -> ((String, String), (String, String)) {
+    let mut placed = Vec::new();
+    for key in keys() {
+        let at = (
+            cluster.primary_of(&key).await.unwrap(),
+            cluster.slot_of(&key).await.unwrap(),
+        );
+        placed.push((key, at));
+    }
+    let (k0, (node0, slot0)) = placed[0].clone();
+    let same = placed.iter().find(|(_, (n, s))| *n == node0 && *s != slot0);
+    let other = placed.iter().find(|(_, (n, _))| *n != node0);
+    let (same, other) = (
+        same.expect("two slots on one node"),
+        other.expect("two nodes"),
+    );
+    ((k0.clone(), same.0.clone()), (k0, other.0.clone()))
 }
 
 /// Two keys whose slots differ.
 async fn two_keys_of_other_slots(cluster: &RedisCluster) -> (String, String) {
-    let a = cluster.slot_of("key:0").await.unwrap();
-    for key in keys() {
-        if cluster.slot_of(&key).await.unwrap() != a {
-            return ("key:0".to_owned(), key);
-        }
-    }
-    unreachable!("32 keys in one slot")
+    key_pairs(cluster).await.1
 }
 
 #[tokio::test]
@@ -162,16 +183,34 @@ async fn flushall_and_scan_reach_one_node_and_their_cluster_forms_every_primary(
     let mut pages = cluster.client.scan("key:*", Some(100), None);
     while let Some(page) = pages.next().await {
         let mut page = page.unwrap();
-        one.extend(page.take_results().unwrap_or_default().iter().map(|k| k.as_str().unwrap().to_owned()));
+        one.extend(
+            page.take_results()
+                .unwrap_or_default()
+                .iter()
+                .map(|k| k.as_str().unwrap().to_owned()),
+        );
     }
     assert!(one.len() < keys().len(), "SCAN saw {} keys", one.len());
     let mut all: BTreeSet<String> = BTreeSet::new();
     let mut pages = cluster.client.scan_cluster("key:*", Some(100), None);
     while let Some(page) = pages.next().await {
         let mut page = page.unwrap();
-        all.extend(page.take_results().unwrap_or_default().iter().map(|k| k.as_str().unwrap().to_owned()));
+        all.extend(
+            page.take_results()
+                .unwrap_or_default()
+                .iter()
+                .map(|k| k.as_str().unwrap().to_owned()),
+        );
     }
     assert_eq!(all, keys().into_iter().collect());
+    // scan_page (what control pages with) reads one node too, unless the pattern has a
+    // hash tag: then it reads the tag's node, which holds all of the tag's keys.
+    assert!(paged(&cluster.client, "key:*").await.len() < keys().len());
+    let tagged: BTreeSet<String> = (0..8).map(|i| format!("{{t}}:{i}")).collect();
+    for key in &tagged {
+        cluster.set(key, "x").await;
+    }
+    assert_eq!(paged(&cluster.client, "{t}:*").await, tagged);
 
     // FLUSHALL reaches one node; wipe (flushall_cluster) all of them.
     let _: () = cluster.client.flushall(false).await.unwrap();
@@ -186,13 +225,29 @@ async fn flushall_and_scan_reach_one_node_and_their_cluster_forms_every_primary(
     }
 }
 
+/// Every key matching `pattern` that SCAN pages (`scan_page`) return.
+async fn paged(client: &Client, pattern: &str) -> BTreeSet<String> {
+    let (mut cursor, mut found) = ("0".to_owned(), BTreeSet::new());
+    loop {
+        let (next, page): (String, Vec<String>) = client
+            .scan_page(cursor, pattern, Some(100), None)
+            .await
+            .unwrap();
+        found.extend(page);
+        if next == "0" {
+            return found;
+        }
+        cursor = next;
+    }
+}
+
 #[tokio::test]
 async fn sharded_and_plain_pubsub_deliver_across_nodes() {
     if !cluster_required() {
         return;
     }
     let cluster = start().await;
-    let subscriber = cluster.subscriber().await.unwrap();
+    let subscriber = cluster.subscriber(false).await.unwrap();
     let mut rx = subscriber.message_rx();
 
     subscriber.ssubscribe("room:{a}").await.unwrap();
@@ -211,7 +266,9 @@ async fn sharded_and_plain_pubsub_deliver_across_nodes() {
     subscriber.subscribe("control").await.unwrap();
     let kick = serde_json::json!({ "type": "kick" });
     for port in cluster.live_ports() {
-        let other = connect(&format!("redis-cluster://127.0.0.1:{port}")).await.unwrap();
+        let other = connect(&format!("redis-cluster://127.0.0.1:{port}"))
+            .await
+            .unwrap();
         let _: i64 = other.publish("control", kick.to_string()).await.unwrap();
         assert_eq!(
             next_message(&mut rx).await,
@@ -229,7 +286,9 @@ async fn the_client_follows(cluster: &RedisCluster, key: &str, new_primary: u16)
     cluster.set(key, "after").await;
     assert_eq!(cluster.get(key).await.as_deref(), Some("after"));
     let on_new: String = {
-        let direct = connect(&format!("redis-cluster://127.0.0.1:{new_primary}")).await.unwrap();
+        let direct = connect(&format!("redis-cluster://127.0.0.1:{new_primary}"))
+            .await
+            .unwrap();
         direct.get(key).await.unwrap()
     };
     assert_eq!(on_new, "after");
@@ -251,8 +310,15 @@ async fn a_manual_failover_moves_the_slot_and_the_client_follows() {
     // The old primary is now a replica of the new one.
     let view = cluster.view(old).await.unwrap();
     let me = view.iter().find(|v| v.port == old).unwrap();
-    let new_id = &view.iter().find(|v| v.port == failover.new_primary).unwrap().id;
-    assert!(!me.primary && me.primary_id.as_ref() == Some(new_id), "{view:?}");
+    let new_id = &view
+        .iter()
+        .find(|v| v.port == failover.new_primary)
+        .unwrap()
+        .id;
+    assert!(
+        !me.primary && me.primary_id.as_ref() == Some(new_id),
+        "{view:?}"
+    );
 }
 
 #[tokio::test]
@@ -273,17 +339,32 @@ async fn a_killed_primary_is_replaced_by_its_replica_and_the_client_follows() {
     }
 }
 
-/// A shard subscription across a failover of its slot: after the slot moves, Redis
-/// tells the subscriber it lost the channel (an unsolicited SUNSUBSCRIBE); whether
-/// fred's subscriber takes the channel up again on the new primary is what this
-/// records.
+/// Subscribers of `channel` that an SPUBLISH reaches, once one does (or 0 after
+/// [`WAIT`]): each try publishes `message` once more.
+async fn reached(cluster: &RedisCluster, channel: &str, message: &serde_json::Value) -> i64 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let n = cluster.spublish(channel, message).await;
+        if n > 0 || tokio::time::Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A shard subscription when its slot's primary hands over with CLUSTER FAILOVER: the
+/// old primary drops the subscription (an unsolicited SUNSUBSCRIBE), the connection
+/// stays up, and fred's subscriber neither reconnects nor subscribes again on the new
+/// primary; it still lists the channel as tracked. `resubscribe_all` brings it back.
+/// socketioxide-redis subscribes this way (RESP3, `ssubscribe`), so a daemon whose
+/// socket.io adapter runs on a cluster has to resubscribe when a slot moves.
 #[tokio::test]
-async fn a_shard_subscription_after_its_slot_fails_over() {
+async fn a_shard_subscription_is_dropped_by_a_manual_failover_until_resubscribed() {
     if !cluster_required() {
         return;
     }
     let cluster = start().await;
-    let subscriber: SubscriberClient = cluster.subscriber().await.unwrap();
+    let subscriber: SubscriberClient = cluster.subscriber(true).await.unwrap();
     let mut rx = subscriber.message_rx();
     subscriber.ssubscribe("room:{s}").await.unwrap();
     let message = serde_json::json!({ "n": 1 });
@@ -291,7 +372,42 @@ async fn a_shard_subscription_after_its_slot_fails_over() {
     assert!(next_message(&mut rx).await.is_some());
 
     cluster.failover_slot_of("room:{s}").await.unwrap();
-    let heard = cluster.spublish("room:{s}", &message).await;
-    let arrived = !nothing_within(&mut rx, Duration::from_secs(2)).await;
-    eprintln!("after failover: spublish reached {heard}, arrived {arrived}, tracked {:?}", subscriber.tracked_shard_channels());
+    assert_eq!(cluster.spublish("room:{s}", &message).await, 0);
+    assert!(nothing_within(&mut rx, Duration::from_millis(500)).await);
+    let tracked: Vec<String> = subscriber
+        .tracked_shard_channels()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(tracked, ["room:{s}"]);
+
+    subscriber.resubscribe_all().await.unwrap();
+    assert_eq!(cluster.spublish("room:{s}", &message).await, 1);
+    assert_eq!(
+        next_message(&mut rx).await,
+        Some(("room:{s}".to_owned(), message.to_string()))
+    );
+}
+
+/// A shard subscription when its slot's primary dies: the connection drops, and fred's
+/// subscriber (with `manage_subscriptions`) subscribes again on the promoted replica.
+#[tokio::test]
+async fn a_shard_subscription_follows_a_killed_primary() {
+    if !cluster_required() {
+        return;
+    }
+    let mut cluster = start().await;
+    let subscriber: SubscriberClient = cluster.subscriber(true).await.unwrap();
+    let mut rx = subscriber.message_rx();
+    subscriber.ssubscribe("room:{k}").await.unwrap();
+    let message = serde_json::json!({ "n": 1 });
+    assert_eq!(cluster.spublish("room:{k}", &message).await, 1);
+    assert!(next_message(&mut rx).await.is_some());
+
+    cluster.kill_primary_of("room:{k}").await.unwrap();
+    assert_eq!(reached(&cluster, "room:{k}", &message).await, 1);
+    assert_eq!(
+        next_message(&mut rx).await,
+        Some(("room:{k}".to_owned(), message.to_string()))
+    );
 }
