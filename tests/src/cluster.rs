@@ -22,7 +22,8 @@
 //! - A `multi()` must stay within one slot (fred refuses keys on two nodes, Redis
 //!   `CROSSSLOT` two slots on one node): keys written together share a `{hash tag}`.
 //! - `spublish` and `ssubscribe` route by the channel's slot, so one `ssubscribe` call
-//!   takes channels of one slot only. Plain `publish` reaches subscribers on every node.
+//!   takes channels of one slot only. Plain `publish` reaches subscribers on every node,
+//!   but the count it returns is of the subscribers on the node it was sent to.
 //! - A shard subscription is lost when its slot's primary hands over with `CLUSTER
 //!   FAILOVER` (the connection stays up; `resubscribe_all` brings it back), and
 //!   follows a primary that dies (the connection drops, `manage_subscriptions`
@@ -486,8 +487,9 @@ impl RedisCluster {
         self.client.flushall_cluster().await.expect("FLUSHALL");
     }
 
-    /// Publishes `message` (JSON) on `channel`; returns how many subscribers it reached
-    /// (cluster-wide: Redis forwards a `PUBLISH` to every node).
+    /// Publishes `message` (JSON) on `channel`. Redis forwards a `PUBLISH` to every
+    /// node, but the count it returns is of the subscribers on the node it was sent to
+    /// only (fred picks that node), so it is returned here for display, not for checks.
     pub async fn publish(&self, channel: &str, message: &serde_json::Value) -> i64 {
         self.client
             .publish(channel, message.to_string())
@@ -504,11 +506,30 @@ impl RedisCluster {
             .expect("SPUBLISH")
     }
 
-    /// Waits until a key exists (or fails).
-    pub async fn wait_key(&self, key: &str) -> anyhow::Result<()> {
-        poll(key, crate::WAIT, || async {
-            let n: i64 = self.client.exists(key).await?;
-            Ok((n > 0).then_some(()))
+    /// Subscribers of one plain pub/sub channel, over every live node (`PUBSUB NUMSUB`
+    /// counts one node's clients only).
+    pub async fn subscribers(&self, channel: &str) -> i64 {
+        let mut total = 0;
+        for port in self.live_ports() {
+            let out = self
+                .node_command(port, &["PUBSUB", "NUMSUB", channel])
+                .await
+                .expect("PUBSUB NUMSUB");
+            // Two lines: the channel, its count.
+            total += out
+                .lines()
+                .nth(1)
+                .and_then(|n| n.trim().parse::<i64>().ok())
+                .expect("a PUBSUB NUMSUB count");
+        }
+        total
+    }
+
+    /// Waits until a key exists (or panics).
+    pub async fn wait_key(&self, key: &str) {
+        crate::process::eventually(key, crate::WAIT, || async {
+            let n: i64 = self.client.exists(key).await.ok()?;
+            (n > 0).then_some(())
         })
         .await
     }
