@@ -14,7 +14,8 @@
 //! - `Config::from_url` takes `redis-cluster://host:port?node=host:port&node=...`
 //!   ([`RedisCluster::url`]); any one node is enough, the client learns the rest.
 //! - Commands with keys go to the primary of the key's slot, pipelines included (each
-//!   command by its own key), and so does an EVAL sent with `ClusterHash::Offset(2)`; a
+//!   command by its own key), and so do scripts: fred's `eval` by its keys (which must
+//!   share a slot) and an EVAL sent with `ClusterHash::Offset(2)` by its first key. A
 //!   `MOVED` after a failover is followed.
 //! - `flushall` reaches one node only: [`RedisCluster::wipe`] uses `flushall_cluster`.
 //!   `scan` and `scan_page` read one node (the hash tag's, if the pattern has one);

@@ -89,6 +89,9 @@ async fn the_cluster_forms_and_a_client_from_its_url_spreads_keys_over_every_pri
     }
 }
 
+/// A script reading its first key.
+const GET_FIRST: &str = "return redis.call('GET', KEYS[1])";
+
 #[tokio::test]
 async fn fred_pipelines_and_scripts_route_by_key_and_a_transaction_keeps_to_one_slot() {
     if !cluster_required() {
@@ -111,13 +114,25 @@ async fn fred_pipelines_and_scripts_route_by_key_and_a_transaction_keeps_to_one_
     // EVAL routed by its first key, the way control runs its scripts.
     for key in keys() {
         let eval = CustomCommand::new_static("EVAL", ClusterHash::Offset(2), false);
-        let args: Vec<Value> = vec![
-            "return redis.call('GET', KEYS[1])".into(),
-            1.into(),
-            key.as_str().into(),
-        ];
+        let args: Vec<Value> = vec![GET_FIRST.into(), 1.into(), key.as_str().into()];
         let got: String = client.custom(eval, args).await.unwrap();
         assert_eq!(got, "piped", "{key}");
+    }
+
+    // fred's own `eval` routes by its keys too; keys of two slots are refused (by fred
+    // when on two nodes, by Redis with CROSSSLOT when on one).
+    for key in keys() {
+        let got: String = client
+            .eval(GET_FIRST, key.as_str(), Vec::<String>::new())
+            .await
+            .unwrap();
+        assert_eq!(got, "piped", "{key}");
+    }
+    let (same_node, other_node) = key_pairs(&cluster).await;
+    for (k1, k2) in [&same_node, &other_node] {
+        let two = vec![k1.as_str(), k2.as_str()];
+        let refused: Result<String, _> = client.eval(GET_FIRST, two, Vec::<String>::new()).await;
+        assert!(refused.is_err(), "EVAL over two slots ran: {k1}, {k2}");
     }
 
     // Keys of one hash tag share a slot, so one MULTI takes them.
@@ -128,7 +143,6 @@ async fn fred_pipelines_and_scripts_route_by_key_and_a_transaction_keeps_to_one_
     assert_eq!(b, 1);
     // Keys of two slots do not: fred refuses them when the slots are on two nodes,
     // Redis (CROSSSLOT) when they are on one.
-    let (same_node, other_node) = key_pairs(&cluster).await;
     let refusals = [(same_node, "CROSSSLOT"), (other_node, "same cluster node")];
     for ((k1, k2), refusal) in refusals {
         let trx = client.multi();
