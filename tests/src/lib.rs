@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod browser;
+pub mod cluster;
 pub mod control;
 pub mod desktop;
 pub mod docker;
