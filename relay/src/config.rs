@@ -454,9 +454,9 @@ impl RelayConfig {
                 "handshake_timeout and connect_timeout must be positive",
             ),
             (
-                !r.redis_url.expose().starts_with("redis://")
-                    && !r.redis_url.expose().starts_with("rediss://"),
-                "redis_url must start with redis:// or rediss://",
+                !vnc_shared::redis::url_ok(r.redis_url.expose()),
+                "redis_url must be a Redis URL: redis://, rediss://, redis-cluster://, \
+                 rediss-cluster://, redis-sentinel:// or rediss-sentinel://",
             ),
             (n.id.is_empty(), "node_id must not be empty"),
             (

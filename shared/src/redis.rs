@@ -11,6 +11,23 @@ use std::time::Duration;
 
 use fred::interfaces::ClientLike;
 
+/// Whether `url` is a Redis URL the clients accept: one server (`redis://`,
+/// `rediss://`), a cluster (`redis-cluster://host:port?node=host:port&...`) or a
+/// Sentinel deployment (`redis-sentinel://host:port?node=...&sentinelServiceName=...`),
+/// each optionally over TLS.
+pub fn url_ok(url: &str) -> bool {
+    const SCHEMES: [&str; 6] = [
+        "redis://",
+        "rediss://",
+        "redis-cluster://",
+        "rediss-cluster://",
+        "redis-sentinel://",
+        "rediss-sentinel://",
+    ];
+    SCHEMES.iter().any(|s| url.starts_with(s)) && fred::types::config::Config::from_url(url).is_ok()
+}
+
+
 /// Longest pause between two first-connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -63,4 +80,27 @@ pub async fn scan_keys(
     keys.sort();
     keys.dedup();
     Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_deployment_form_is_a_redis_url() {
+        for ok in [
+            "redis://127.0.0.1:6379",
+            "rediss://:pw@redis.example:6380/2",
+            "redis-cluster://10.0.0.1:7000?node=10.0.0.2:7000&node=10.0.0.3:7000",
+            "redis-sentinel://10.0.0.1:26379?node=10.0.0.2:26379&sentinelServiceName=vnc",
+        ] {
+            assert!(super::url_ok(ok), "{ok}");
+        }
+        for bad in [
+            "http://127.0.0.1:6379",
+            "127.0.0.1:6379",
+            "redis-sentinel://10.0.0.1:26379",
+            "",
+        ] {
+            assert!(!super::url_ok(bad), "{bad}");
+        }
+    }
 }

@@ -87,12 +87,22 @@ pub fn far_future() -> f64 {
     1e13
 }
 
-/// A running redis-server, killed on drop.
+/// A running Redis, killed on drop: one redis-server, or a 6-node Redis Cluster
+/// ([`RedisServer::start_cluster`]) that the same helpers reach by key.
 pub struct RedisServer {
-    child: tokio::process::Child,
+    backing: Backing,
+    /// The server's port (a cluster's first node).
     pub port: u16,
+    /// Routes by key on a cluster.
     pub client: Client,
-    _dir: tempfile::TempDir,
+}
+
+enum Backing {
+    One {
+        child: tokio::process::Child,
+        dir: tempfile::TempDir,
+    },
+    Cluster(crate::cluster::RedisCluster),
 }
 
 /// A loopback port nothing listens on right now.
@@ -139,11 +149,35 @@ impl RedisServer {
             return Ok(None);
         }
         Ok(Some(RedisServer {
-            child,
+            backing: Backing::One { child, dir },
             port,
             client: connect(port).await?,
-            _dir: dir,
         }))
+    }
+
+    /// A 6-node Redis Cluster (3 primaries, 3 replicas) on loopback.
+    pub async fn start_cluster() -> anyhow::Result<RedisServer> {
+        let cluster = crate::cluster::RedisCluster::start().await?;
+        Ok(RedisServer {
+            port: cluster.ports()[0],
+            client: cluster.client.clone(),
+            backing: Backing::Cluster(cluster),
+        })
+    }
+
+    /// The cluster behind this Redis, if it is one.
+    pub fn cluster(&mut self) -> Option<&mut crate::cluster::RedisCluster> {
+        match &mut self.backing {
+            Backing::Cluster(c) => Some(c),
+            Backing::One { .. } => None,
+        }
+    }
+
+    fn one(&mut self) -> (&mut tokio::process::Child, &std::path::Path) {
+        match &mut self.backing {
+            Backing::One { child, dir } => (child, dir.path()),
+            Backing::Cluster(_) => panic!("a single server's operation asked of a cluster"),
+        }
     }
 
     /// Stops the server (SIGKILL), after writing its data to disk when `keep_data`.
@@ -156,24 +190,28 @@ impl RedisServer {
                 .await
                 .expect("SAVE");
         }
-        let _ = self.child.kill().await;
+        let _ = self.one().0.kill().await;
     }
 
     /// Starts the server again on the same port, with the data `stop` kept (if any).
     pub async fn start_again(&mut self) -> anyhow::Result<()> {
-        let mut child = spawn(self.port, self._dir.path())?;
+        let port = self.port;
+        let mut child = spawn(port, self.one().1)?;
         anyhow::ensure!(
             wait_listening(&mut child, self.port).await?,
             "redis-server would not start again on port {}",
             self.port
         );
-        self.child = child;
+        *self.one().0 = child;
         self.client = connect(self.port).await?;
         Ok(())
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.backing {
+            Backing::One { .. } => format!("redis://127.0.0.1:{}", self.port),
+            Backing::Cluster(c) => c.url(),
+        }
     }
 
     /// Writes a container record the way control does.
@@ -275,6 +313,9 @@ impl RedisServer {
 
     /// Subscribers of one pub/sub channel.
     pub async fn subscribers(&self, channel: &str) -> i64 {
+        if let Backing::Cluster(c) = &self.backing {
+            return c.subscribers(channel).await;
+        }
         let counts: Vec<Value> = self
             .client
             .pubsub_numsub(channel)
@@ -295,7 +336,7 @@ impl RedisServer {
 
     /// FLUSHALL: Redis as after a restart that lost its data.
     pub async fn wipe(&self) {
-        let _: () = self.client.flushall(false).await.expect("FLUSHALL");
+        let _: () = self.client.flushall_cluster().await.expect("FLUSHALL");
     }
 
     /// Publishes `message` (JSON) on `channel`.
@@ -344,12 +385,27 @@ impl RedisServer {
     /// Sharded pub/sub channels (rooms) with at least one subscriber, matching
     /// `pattern`.
     pub async fn shard_channels(&self, pattern: &str) -> Vec<String> {
-        let mut channels: Vec<String> = self
-            .client
-            .pubsub_shardchannels(pattern)
-            .await
-            .expect("PUBSUB SHARDCHANNELS");
+        let mut channels: Vec<String> = match &self.backing {
+            Backing::One { .. } => self
+                .client
+                .pubsub_shardchannels(pattern)
+                .await
+                .expect("PUBSUB SHARDCHANNELS"),
+            // Each node knows the channels of its own slots.
+            Backing::Cluster(c) => {
+                let mut all = Vec::new();
+                for port in c.live_ports() {
+                    let out = c
+                        .node_command(port, &["PUBSUB", "SHARDCHANNELS", pattern])
+                        .await
+                        .expect("PUBSUB SHARDCHANNELS");
+                    all.extend(out.lines().filter(|l| !l.is_empty()).map(str::to_owned));
+                }
+                all
+            }
+        };
         channels.sort();
+        channels.dedup();
         channels
     }
 

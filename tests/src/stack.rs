@@ -16,7 +16,15 @@ pub struct Stack {
 impl Stack {
     /// Starts the stack; `fixture_args` and `relay_args` are extra flags.
     pub async fn start(fixture_args: &[&str], relay_args: &[&str]) -> anyhow::Result<Stack> {
-        let redis = RedisServer::start().await?;
+        Stack::start_on(RedisServer::start().await?, fixture_args, relay_args).await
+    }
+
+    /// The stack on a Redis of the caller's (one server or a cluster).
+    pub async fn start_on(
+        redis: RedisServer,
+        fixture_args: &[&str],
+        relay_args: &[&str],
+    ) -> anyhow::Result<Stack> {
         let keys = TestKeys::new();
         let fixture = Fixture::start(fixture_args).await?;
         redis

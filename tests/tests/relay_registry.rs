@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 use vnc_shared::token::Scope;
 use vnc_tests::process::eventually;
+use vnc_tests::redis::RedisServer;
 use vnc_tests::relay::RelayProcess;
 use vnc_tests::rfb::RfbClient;
 use vnc_tests::stack::Stack;
@@ -19,8 +20,10 @@ const H: u16 = 48;
 const TTL: &str = "3s";
 
 /// The usual stack (node A, registry TTL 3 s) and a second node B on the same Redis.
-async fn two_nodes() -> (Stack, RelayProcess) {
-    let stack = Stack::start(&[], &["--session-ttl", TTL]).await.unwrap();
+async fn two_nodes(redis: RedisServer) -> (Stack, RelayProcess) {
+    let stack = Stack::start_on(redis, &[], &["--session-ttl", TTL])
+        .await
+        .unwrap();
     let b = RelayProcess::start(
         &stack.redis.url(),
         &stack.keys.public,
@@ -51,9 +54,10 @@ async fn sid_on(stack: &Stack, node: &str) -> String {
     .await
 }
 
-#[tokio::test]
-async fn sessions_and_nodes_are_registered_and_a_killed_node_vanishes_within_the_ttl() {
-    let (stack, b) = two_nodes().await;
+async fn sessions_and_nodes_are_registered_and_a_killed_node_vanishes_within_the_ttl(
+    redis: RedisServer,
+) {
+    let (stack, b) = two_nodes(redis).await;
     let a = &stack.relay;
     let mut on_a = viewer(a, &stack.keys.token("c1", Scope::Control)).await;
     let _on_b = viewer(&b, &stack.keys.token("c1", Scope::View)).await;
@@ -103,9 +107,8 @@ async fn sessions_and_nodes_are_registered_and_a_killed_node_vanishes_within_the
     .await;
 }
 
-#[tokio::test]
-async fn a_kick_ends_the_named_session_with_4003_on_whichever_node_holds_it() {
-    let (stack, b) = two_nodes().await;
+async fn a_kick_ends_the_named_session_with_4003_on_whichever_node_holds_it(redis: RedisServer) {
+    let (stack, b) = two_nodes(redis).await;
     let mut on_a = viewer(&stack.relay, &stack.keys.token("c1", Scope::Control)).await;
     let mut on_b = viewer(&b, &stack.keys.token("c1", Scope::Control)).await;
     let sid_b = sid_on(&stack, &b.node_id).await;
@@ -131,9 +134,8 @@ async fn a_kick_ends_the_named_session_with_4003_on_whichever_node_holds_it() {
     .await;
 }
 
-#[tokio::test]
-async fn a_revoked_token_ends_its_session_and_is_refused_on_every_node() {
-    let (stack, b) = two_nodes().await;
+async fn a_revoked_token_ends_its_session_and_is_refused_on_every_node(redis: RedisServer) {
+    let (stack, b) = two_nodes(redis).await;
     let claims = vnc_tests::keys::TestKeys::claims("c1");
     let jti = claims["jti"].as_str().unwrap().to_owned();
     let token = stack.keys.sign(&claims);
@@ -157,9 +159,8 @@ async fn a_revoked_token_ends_its_session_and_is_refused_on_every_node() {
     bystander.round_trip(W, H).await.unwrap();
 }
 
-#[tokio::test]
-async fn a_single_use_token_holds_one_live_session_across_nodes() {
-    let (stack, b) = two_nodes().await;
+async fn a_single_use_token_holds_one_live_session_across_nodes(redis: RedisServer) {
+    let (stack, b) = two_nodes(redis).await;
     let token = stack.keys.token("c1", Scope::Control);
     let first = viewer(&stack.relay, &token).await;
     let (status, body) = refused(&b.ws_url(&token)).await;
@@ -175,9 +176,10 @@ async fn a_single_use_token_holds_one_live_session_across_nodes() {
     .await;
 }
 
-#[tokio::test]
-async fn the_registry_is_rewritten_after_redis_loses_its_data() {
-    let stack = Stack::start(&[], &["--session-ttl", TTL]).await.unwrap();
+async fn the_registry_is_rewritten_after_redis_loses_its_data(redis: RedisServer) {
+    let stack = Stack::start_on(redis, &[], &["--session-ttl", TTL])
+        .await
+        .unwrap();
     let mut rfb = viewer(&stack.relay, &stack.keys.token("c1", Scope::Control)).await;
     let sid = sid_on(&stack, &stack.relay.node_id).await;
     stack.redis.wipe().await;
@@ -188,8 +190,7 @@ async fn the_registry_is_rewritten_after_redis_loses_its_data() {
     rfb.round_trip(W, H).await.unwrap();
 }
 
-#[tokio::test]
-async fn session_limits_hold_across_nodes() {
+async fn session_limits_hold_across_nodes(redis: RedisServer) {
     let limits = [
         "--session-ttl",
         TTL,
@@ -198,7 +199,7 @@ async fn session_limits_hold_across_nodes() {
         "--max-sessions-per-user",
         "1",
     ];
-    let stack = Stack::start(&[], &limits).await.unwrap();
+    let stack = Stack::start_on(redis, &[], &limits).await.unwrap();
     let b = RelayProcess::start(&stack.redis.url(), &stack.keys.public, &limits)
         .await
         .unwrap();
@@ -226,3 +227,12 @@ async fn session_limits_hold_across_nodes() {
     })
     .await;
 }
+
+vnc_tests::on_every_redis!(
+    sessions_and_nodes_are_registered_and_a_killed_node_vanishes_within_the_ttl,
+    a_kick_ends_the_named_session_with_4003_on_whichever_node_holds_it,
+    a_revoked_token_ends_its_session_and_is_refused_on_every_node,
+    a_single_use_token_holds_one_live_session_across_nodes,
+    the_registry_is_rewritten_after_redis_loses_its_data,
+    session_limits_hold_across_nodes,
+);

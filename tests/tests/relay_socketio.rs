@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 use vnc_shared::token::Scope;
 use vnc_tests::fixture::Fixture;
 use vnc_tests::process::eventually;
+use vnc_tests::redis::RedisServer;
 use vnc_tests::relay::RelayProcess;
 use vnc_tests::rfb::{EXTENDED_DESKTOP_SIZE, RfbClient};
 use vnc_tests::sio::{SioClient, SioEvent, socketio_client_available};
@@ -367,12 +368,12 @@ async fn a_viewer_behind_a_flood_keeps_getting_pings() {
 
 /// Two relay nodes on one Redis: room events reach the room's viewers on both, on
 /// both transports; stopping the container ends every one of its sessions.
-#[tokio::test]
-async fn room_events_reach_viewers_on_every_node_and_a_stop_ends_all_sessions() {
+async fn room_events_reach_viewers_on_every_node_and_a_stop_ends_all_sessions(redis: RedisServer) {
     if !socketio_client_available() {
         return;
     }
-    let stack = stack(&[]).await;
+    let stack = Stack::start_on(redis, &[], &[]).await.unwrap();
+    stack.relay.wait_ready().await;
     let other = Fixture::start(&[]).await.unwrap();
     stack
         .redis
@@ -741,3 +742,5 @@ async fn a_cookie_token_from_another_site_is_refused() {
     .unwrap();
     assert_eq!(client.next().await.unwrap(), SioEvent::Connect);
 }
+
+vnc_tests::on_every_redis!(room_events_reach_viewers_on_every_node_and_a_stop_ends_all_sessions);

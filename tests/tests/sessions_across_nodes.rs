@@ -33,8 +33,7 @@ struct Nodes {
     _identity: Identity,
 }
 
-async fn nodes() -> Nodes {
-    let redis = RedisServer::start().await.unwrap();
+async fn nodes(redis: RedisServer) -> Nodes {
     let keys = TestKeys::new();
     let identity = Identity::new();
     let fixture = Fixture::start(&[]).await.unwrap();
@@ -101,9 +100,8 @@ fn jti_of(token: &str) -> String {
     claims["jti"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test]
-async fn control_sees_kicks_and_revokes_sessions_on_every_node() {
-    let n = nodes().await;
+async fn control_sees_kicks_and_revokes_sessions_on_every_node(redis: RedisServer) {
+    let n = nodes(redis).await;
     let mut on_a = viewer(&n.a, &n.token().await).await;
     let mut on_b = viewer(&n.b, &n.token().await).await;
 
@@ -181,9 +179,8 @@ async fn control_sees_kicks_and_revokes_sessions_on_every_node() {
 /// opens a guest session on the other node, control's presence lists both, the driver
 /// control names types and the owner's session no longer does, and revoking the link
 /// ends the guest's session with 4003 while the owner's goes on.
-#[tokio::test]
-async fn control_shares_a_desktop_and_moves_its_driver() {
-    let n = nodes().await;
+async fn control_shares_a_desktop_and_moves_its_driver(redis: RedisServer) {
+    let n = nodes(redis).await;
     let typed = |keysym: u32| {
         n.fixture
             .events()
@@ -282,3 +279,8 @@ async fn control_shares_a_desktop_and_moves_its_driver() {
     owner.round_trip(W, H).await.unwrap();
     assert_eq!(refused(&n.a.ws_url(token)).await.0, 403);
 }
+
+vnc_tests::on_every_redis!(
+    control_sees_kicks_and_revokes_sessions_on_every_node,
+    control_shares_a_desktop_and_moves_its_driver,
+);

@@ -35,6 +35,7 @@ pub async fn feed(
     let mut reconnects = subscriber.reconnect_rx();
     let control = keys.control_channel();
     vnc_shared::redis::keep_connecting(subscriber.clone());
+    node.store().follow_topology(subscriber.clone());
     loop {
         tokio::select! {
             change = changes.recv() => match change {

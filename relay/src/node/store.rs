@@ -11,6 +11,7 @@ use fred::interfaces::LuaInterface;
 use fred::prelude::*;
 use fred::types::RespVersion;
 use futures_util::future::try_join_all;
+use tokio::sync::broadcast::error::RecvError;
 use vnc_shared::config::Secret;
 
 use crate::config::SessionLimits;
@@ -181,6 +182,32 @@ impl Store {
             config.version = RespVersion::RESP3;
         }
         Ok(builder(config).build_subscriber_client()?)
+    }
+
+    /// On a Redis Cluster, a failover moves a slot to another primary without closing
+    /// `subscriber`'s connection, and the server drops the sharded subscriptions of
+    /// that slot without a word: whenever this node's command client sees the
+    /// topology change (a `MOVED` reply, at the latest to the next heartbeat's write
+    /// of a room's keys), `subscriber` subscribes again to everything it holds. The
+    /// task ends with the client.
+    pub fn follow_topology(&self, subscriber: SubscriberClient) {
+        if !self.client.is_clustered() {
+            return;
+        }
+        let mut changes = self.client.cluster_change_rx();
+        tokio::spawn(async move {
+            loop {
+                match changes.recv().await {
+                    Ok(_) | Err(RecvError::Lagged(_)) => {
+                        tracing::info!("redis cluster topology changed: subscribing again");
+                        if let Err(e) = subscriber.resubscribe_all().await {
+                            tracing::warn!(error = %e, "subscribing again failed");
+                        }
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
     }
 
     pub fn keys(&self) -> &Keys {

@@ -102,6 +102,8 @@ pub async fn start(node: Arc<Node>) {
 
 async fn build(node: &Arc<Node>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let subscriber = node.store().subscriber(true)?;
+    // The adapter's channels are sharded: they too must follow a failover.
+    node.store().follow_topology(subscriber.clone());
     let config = RedisAdapterConfig::new()
         .with_prefix(format!("{}socket.io", node.config().registry.redis_prefix))
         .with_request_timeout(COMMAND_TIMEOUT);
