@@ -27,7 +27,6 @@ pub fn url_ok(url: &str) -> bool {
     SCHEMES.iter().any(|s| url.starts_with(s)) && fred::types::config::Config::from_url(url).is_ok()
 }
 
-
 /// Longest pause between two first-connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 

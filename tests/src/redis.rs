@@ -166,8 +166,8 @@ impl RedisServer {
     }
 
     /// The cluster behind this Redis, if it is one.
-    pub fn cluster(&mut self) -> Option<&mut crate::cluster::RedisCluster> {
-        match &mut self.backing {
+    pub fn cluster(&self) -> Option<&crate::cluster::RedisCluster> {
+        match &self.backing {
             Backing::Cluster(c) => Some(c),
             Backing::One { .. } => None,
         }
@@ -322,6 +322,32 @@ impl RedisServer {
             .await
             .expect("PUBSUB NUMSUB");
         counts.get(1).and_then(Value::as_i64).unwrap_or(0)
+    }
+
+    /// Subscribers of one sharded channel (a room), on every node of a cluster.
+    pub async fn shard_subscribers(&self, channel: &str) -> i64 {
+        let Backing::Cluster(c) = &self.backing else {
+            let counts: Vec<Value> = self
+                .client
+                .pubsub_shardnumsub(channel)
+                .await
+                .expect("PUBSUB SHARDNUMSUB");
+            return counts.get(1).and_then(Value::as_i64).unwrap_or(0);
+        };
+        let mut total = 0;
+        for port in c.live_ports() {
+            let out = c
+                .node_command(port, &["PUBSUB", "SHARDNUMSUB", channel])
+                .await
+                .expect("PUBSUB SHARDNUMSUB");
+            // Two lines: the channel, its count.
+            total += out
+                .lines()
+                .nth(1)
+                .and_then(|n| n.trim().parse::<i64>().ok())
+                .unwrap_or(0);
+        }
+        total
     }
 
     /// Publishes a room event the way control does (on the room's sharded channel).

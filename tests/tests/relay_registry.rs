@@ -228,6 +228,69 @@ async fn session_limits_hold_across_nodes(redis: RedisServer) {
     .await;
 }
 
+/// A failover of the primary that serves container c1's slot (its session set, lease
+/// and room channel), mid-session, on a real Redis Cluster (`CLUSTER FAILOVER` on its
+/// replica): the live sessions on both nodes keep relaying, new sessions are admitted,
+/// the relays take their room subscriptions again (the server dropped them with the
+/// slot), so a room event and a kick still reach both nodes.
+#[tokio::test]
+async fn a_failover_of_a_rooms_primary_leaves_every_session_relaying() {
+    if !vnc_tests::cluster::cluster_required() {
+        return;
+    }
+    let redis = RedisServer::start_cluster().await.unwrap();
+    let (stack, b) = two_nodes(redis).await;
+    let room = "vnc:room:{c1}";
+    let token = || stack.keys.token("c1", Scope::Control);
+    let mut on_a = viewer(&stack.relay, &token()).await;
+    let mut on_b = viewer(&b, &token()).await;
+    let sid_b = sid_on(&stack, &b.node_id).await;
+    let both_listen = || async { (stack.redis.shard_subscribers(room).await == 2).then_some(()) };
+    eventually("both nodes in the room", vnc_tests::WAIT, both_listen).await;
+
+    let cluster = stack.redis.cluster().unwrap();
+    let moved = cluster.failover_slot_of(room).await.unwrap();
+    assert_ne!(moved.old_primary, moved.new_primary);
+    assert_eq!(cluster.primary_of(room).await.unwrap(), moved.new_primary);
+
+    on_a.round_trip(W, H).await.unwrap();
+    on_b.round_trip(W, H).await.unwrap();
+    let mut after = eventually(
+        "a session admitted after the failover",
+        vnc_tests::WAIT,
+        || async {
+            let mut rfb = RfbClient::connect(&stack.relay.ws_url(&token()))
+                .await
+                .ok()?;
+            rfb.handshake().await.ok()?;
+            Some(rfb)
+        },
+    )
+    .await;
+    after.round_trip(W, H).await.unwrap();
+    // The subscriptions are back on the slot's new primary (within a heartbeat).
+    eventually("both nodes in the room again", vnc_tests::WAIT, both_listen).await;
+
+    stack
+        .redis
+        .publish(
+            "vnc:control",
+            &json!({"type": "kick", "sid": sid_b, "reason": "kicked"}),
+        )
+        .await;
+    let (code, _) = expect_close(on_b.ws(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(code, 4003);
+    stack.redis.publish_room("c1", "container.stopped").await;
+    for rfb in [&mut on_a, &mut after] {
+        let (code, _) = expect_close(rfb.ws(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(code, 4004);
+    }
+}
+
 vnc_tests::on_every_redis!(
     sessions_and_nodes_are_registered_and_a_killed_node_vanishes_within_the_ttl,
     a_kick_ends_the_named_session_with_4003_on_whichever_node_holds_it,
