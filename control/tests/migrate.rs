@@ -2,7 +2,8 @@
 //! with its type, contents, TTL and (a stream's) consumer group and pending entry; share
 //! sets become sorted sets scored by expiry; old session sets go; a second run changes
 //! nothing; a key already in the new form keeps what it has; two runs at once move each
-//! key once; and `vnc-control migrate` does it from the command line.
+//! key once; `vnc-control migrate` does it from the command line, and the daemon at
+//! its start.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,6 +11,9 @@ use std::time::Duration;
 use fred::prelude::*;
 use fred::types::{CustomCommand, Expiration};
 use vnc_control::infra::migrate::{Report, migrate};
+use vnc_tests::control::{ControlProcess, Identity};
+use vnc_tests::keys::TestKeys;
+use vnc_tests::process::eventually;
 use vnc_tests::redis::RedisServer;
 
 /// Every key with its type, sorted: what a run may change.
@@ -336,6 +340,29 @@ async fn a_key_already_in_the_new_form_keeps_what_it_has() {
 }
 
 #[tokio::test]
+async fn a_run_stopped_between_restore_and_del_is_finished_without_duplicates() {
+    let redis = RedisServer::start().await.unwrap();
+    let c = &redis.client;
+    seed_old(c).await;
+    // An earlier run restored the stream and stopped before deleting the old one.
+    let dump: Value = c.dump("vnc:jobs").await.unwrap();
+    let _: () = c
+        .restore("vnc:{jobs}", 0, dump, false, false, None, None)
+        .await
+        .unwrap();
+
+    let report = migrate(c, "vnc:").await.unwrap();
+    assert_eq!((report.stream, report.merged), (1, 1), "{report}");
+    assert_eq!(stream_ids(c, "vnc:{jobs}").await, ["j1", "j2", "j3"]);
+    let pending: Vec<Value> = custom(c, "XPENDING", vec!["vnc:{jobs}", "workers"])
+        .await
+        .convert()
+        .unwrap();
+    assert_eq!(pending[0].as_i64(), Some(1), "{pending:?}");
+    assert!(!exists(c, "vnc:jobs").await);
+}
+
+#[tokio::test]
 async fn two_runs_at_once_move_each_key_once() {
     const JOBS: usize = 300;
     let redis = RedisServer::start().await.unwrap();
@@ -403,4 +430,34 @@ async fn the_command_migrates_under_its_prefix_and_prints_counts() {
     assert!(!exists(c, "t[1]:sessions:c1").await);
     assert!(exists(c, "t1:job:j1").await);
     assert!(exists(c, "vnc:job:j1").await);
+}
+
+#[tokio::test]
+async fn the_daemon_migrates_at_start() {
+    let redis = RedisServer::start().await.unwrap();
+    let c = &redis.client;
+    let _: () = c
+        .hset("vnc:job:j1", vec![("name", "stop"), ("state", "completed")])
+        .await
+        .unwrap();
+    let _: () = c.expire("vnc:job:j1", 600, None).await.unwrap();
+    share(c, "h1", 2_000_000_000).await;
+    let _: () = c.sadd("vnc:shares:c1", vec!["h1", "h2"]).await.unwrap();
+
+    let (keys, identity) = (TestKeys::new(), Identity::new());
+    let _control = ControlProcess::start_static(&redis.url(), &keys, &identity, &[("d1", "u1", "t1")])
+        .await
+        .unwrap();
+    eventually("the old keys moved", Duration::from_secs(15), || async {
+        (exists(c, "vnc:{jobs}:job:j1").await && !exists(c, "vnc:shares:c1").await).then_some(())
+    })
+    .await;
+    assert!(!exists(c, "vnc:job:j1").await);
+    assert_eq!(hash(c, "vnc:{jobs}:job:j1").await["state"], "completed");
+    let ttl: i64 = c.ttl("vnc:{jobs}:job:j1").await.unwrap();
+    assert!((1..=600).contains(&ttl), "ttl {ttl}");
+    assert_eq!(
+        zset(c, "vnc:shares:{c1}").await,
+        [("h1".to_owned(), 2_000_000_000.0)]
+    );
 }

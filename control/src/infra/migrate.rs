@@ -17,7 +17,7 @@
 //! the new key already exists (RESTORE says BUSYKEY: an earlier run stopped between
 //! its RESTORE and its DEL, or this version wrote it first), the new key keeps what it
 //! has and gets what only the old one has, where that is well defined: a stream's
-//! entries whose ids it lacks (appended, so those jobs still run), a sorted set's
+//! entries it lacks (appended, so those jobs still run), a sorted set's
 //! members it lacks, a list's elements it lacks (in front: they are older). Any other
 //! type keeps the new key as it is. Then the old key goes. So a second run finds
 //! nothing to do, and a key already in the new form is never overwritten.
@@ -80,8 +80,8 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "jobs stream {}, job hashes {}, queue keys {} ({} merged into existing new keys), \
-             share sets {} ({} stale share ids dropped), old session sets deleted {}",
+            "jobs stream {}, job hashes {}, queue keys {}, of these merged into existing new \
+             keys {}, share sets {}, stale share ids dropped {}, old session sets deleted {}",
             self.stream,
             self.jobs,
             self.queue,
@@ -295,7 +295,7 @@ impl Run<'_> {
         }
     }
 
-    /// Appends the entries of `old` whose ids `new` lacks (their pending state stays
+    /// Appends the entries of `old` that `new` lacks (their pending state stays
     /// behind: a job listed again is delivered again, which the queue tolerates), and
     /// deletes each from `old` once appended, so a run that stops half-way appends
     /// none twice.
@@ -309,9 +309,12 @@ impl Run<'_> {
                 return Ok(());
             }
             for (id, fields) in entries {
+                // The same entry: a RESTORE copied it (ids alone may meet by chance:
+                // each stream numbers its own).
                 let present: Vec<(String, Vec<String>)> =
                     c.xrange(new, id.as_str(), id.as_str(), Some(1)).await?;
-                if present.is_empty() && fields.len() >= 2 {
+                let copied = present.first().is_some_and(|(_, f)| *f == fields);
+                if !copied && fields.len() >= 2 {
                     let pairs: Vec<(String, String)> = fields
                         .chunks_exact(2)
                         .map(|kv| (kv[0].clone(), kv[1].clone()))
