@@ -74,7 +74,10 @@ async fn share(c: &Client, id: &str, expires_at: u64) {
     let _: () = c
         .hset(
             format!("vnc:share:{id}"),
-            vec![("cid", "c1".to_owned()), ("expires_at", expires_at.to_string())],
+            vec![
+                ("cid", "c1".to_owned()),
+                ("expires_at", expires_at.to_string()),
+            ],
         )
         .await
         .unwrap();
@@ -91,7 +94,14 @@ async fn seed_old(c: &Client) {
         c,
         "XREADGROUP",
         vec![
-            "GROUP", "workers", "control-1", "COUNT", "1", "STREAMS", "vnc:jobs", ">",
+            "GROUP",
+            "workers",
+            "control-1",
+            "COUNT",
+            "1",
+            "STREAMS",
+            "vnc:jobs",
+            ">",
         ],
     )
     .await;
@@ -107,7 +117,14 @@ async fn seed_old(c: &Client) {
         .unwrap();
     // The queue's other keys.
     let _: () = c
-        .zadd("vnc:jobs:delayed", None, None, false, false, (12345.0, "j3"))
+        .zadd(
+            "vnc:jobs:delayed",
+            None,
+            None,
+            false,
+            false,
+            (12345.0, "j3"),
+        )
         .await
         .unwrap();
     let _: () = c
@@ -143,7 +160,10 @@ async fn seed_old(c: &Client) {
     let _: () = c.sadd("vnc:user_sessions:t1:u1", "s1").await.unwrap();
     let _: () = c.sadd("vnc:share_sessions:h1", "s1").await.unwrap();
     // Keys that stay as they are.
-    let _: () = c.hset("vnc:container:c1", ("state", "running")).await.unwrap();
+    let _: () = c
+        .hset("vnc:container:c1", ("state", "running"))
+        .await
+        .unwrap();
     let _: () = c.sadd("vnc:containers:t1", "c1").await.unwrap();
     let _: () = c
         .zadd("vnc:sessions:{c1}", None, None, false, false, (1.0, "s2"))
@@ -212,7 +232,10 @@ async fn every_kind_moves_with_its_contents_ttl_and_group() {
     assert_eq!(list(c, "vnc:{jobs}:group:start:t1").await, ["j4"]);
 
     // Shares: a sorted set by expiry, the stale id dropped.
-    assert_eq!(c.r#type::<String, _>("vnc:shares:{c1}").await.unwrap(), "zset");
+    assert_eq!(
+        c.r#type::<String, _>("vnc:shares:{c1}").await.unwrap(),
+        "zset"
+    );
     assert_eq!(
         zset(c, "vnc:shares:{c1}").await,
         [
@@ -313,10 +336,7 @@ async fn a_key_already_in_the_new_form_keeps_what_it_has() {
     );
     assert_eq!(
         zset(c, "vnc:shares:{c1}").await,
-        [
-            ("h1".to_owned(), 5.0),
-            ("h2".to_owned(), 2_000_000_001.0)
-        ]
+        [("h1".to_owned(), 5.0), ("h2".to_owned(), 2_000_000_001.0)]
     );
     // A list gets the elements it lacked, in front (they are older), each once.
     assert_eq!(list(c, "vnc:{jobs}:ring:start").await, ["t1", "t3"]);
@@ -445,9 +465,10 @@ async fn the_daemon_migrates_at_start() {
     let _: () = c.sadd("vnc:shares:c1", vec!["h1", "h2"]).await.unwrap();
 
     let (keys, identity) = (TestKeys::new(), Identity::new());
-    let _control = ControlProcess::start_static(&redis.url(), &keys, &identity, &[("d1", "u1", "t1")])
-        .await
-        .unwrap();
+    let _control =
+        ControlProcess::start_static(&redis.url(), &keys, &identity, &[("d1", "u1", "t1")])
+            .await
+            .unwrap();
     eventually("the old keys moved", Duration::from_secs(15), || async {
         (exists(c, "vnc:{jobs}:job:j1").await && !exists(c, "vnc:shares:c1").await).then_some(())
     })

@@ -200,7 +200,9 @@ impl Run<'_> {
 
         for old in scan_keys(self.client, &format!("{glob}job:*"), SCAN_PAGE).await? {
             let id = &old[p.len() + "job:".len()..];
-            let moved = self.move_key(&old, &format!("{new_queue}:job:{id}")).await?;
+            let moved = self
+                .move_key(&old, &format!("{new_queue}:job:{id}"))
+                .await?;
             self.report.jobs += self.count(&moved);
         }
 
@@ -278,10 +280,15 @@ impl Run<'_> {
     /// Gives the existing `new` what only `old` has (see the module doc).
     async fn merge(&mut self, old: &str, new: &str) -> Result<(), MigrateError> {
         let c = self.client;
-        let (old_type, new_type): (String, String) =
-            (c.r#type(old).await?, c.r#type(new).await?);
+        let (old_type, new_type): (String, String) = (c.r#type(old).await?, c.r#type(new).await?);
         if old_type != new_type {
-            tracing::warn!(old, new, old_type, new_type, "kept the new key; the old one differs in type");
+            tracing::warn!(
+                old,
+                new,
+                old_type,
+                new_type,
+                "kept the new key; the old one differs in type"
+            );
             return Ok(());
         }
         match old_type.as_str() {
@@ -406,7 +413,14 @@ impl Run<'_> {
         }
         for chunk in live.chunks(COPY_PAGE) {
             let _: i64 = c
-                .zadd(new, Some(SetOptions::NX), None, false, false, chunk.to_vec())
+                .zadd(
+                    new,
+                    Some(SetOptions::NX),
+                    None,
+                    false,
+                    false,
+                    chunk.to_vec(),
+                )
                 .await?;
         }
         let _: i64 = c.del(old).await?;
