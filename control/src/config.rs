@@ -20,6 +20,7 @@ use vnc_shared::token::{ClipboardPolicy, DEFAULT_AUDIENCE, DEFAULT_ISSUER, FileP
 
 mod checks;
 mod engines;
+mod redis_target;
 
 use checks::{base_url_ok, isolation_problems, origin_ok};
 
@@ -27,6 +28,7 @@ use engines::engines;
 pub use engines::{
     DEFAULT_ENGINE_NAME, DockerEngine, EngineConfig, MAX_DOCKER_ENGINES, MAX_ENGINE_NAME_LEN,
 };
+pub use redis_target::RedisTarget;
 
 use crate::domain::StaticContainer;
 use crate::infra::runtime::{
@@ -367,31 +369,7 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
-/// What `vnc-control migrate` needs: Redis and logging.
-#[derive(Clone, Debug)]
-pub struct RedisTarget {
-    pub redis_url: Secret<String>,
-    pub redis_prefix: String,
-    pub log_level: String,
-    pub log_format: LogFormat,
-}
-
 impl ControlSettings {
-    /// Only Redis and logging, from flags/env over the file (if any): the rest of the
-    /// configuration (keys, images) need not be in place to migrate keys.
-    pub fn resolve_redis(&self) -> Result<RedisTarget, ConfigError> {
-        let s = match &self.config {
-            Some(path) => overlay(self, &load_toml::<ControlSettings>(path)?)?,
-            None => self.clone(),
-        };
-        Ok(RedisTarget {
-            redis_url: Secret::new(s.redis_url.unwrap_or(DEFAULT_REDIS_URL.into())),
-            redis_prefix: s.redis_prefix.unwrap_or(DEFAULT_PREFIX.into()),
-            log_level: s.log_level.unwrap_or(DEFAULT_LOG_LEVEL.into()),
-            log_format: s.log_format.unwrap_or(DEFAULT_LOG_FORMAT),
-        })
-    }
-
     /// Lays flags/env over the file (if any), fills defaults and validates.
     pub fn resolve(&self) -> Result<ControlConfig, ConfigError> {
         let s = match &self.config {
