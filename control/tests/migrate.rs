@@ -3,7 +3,7 @@
 //! sets become sorted sets scored by expiry; old session sets go; a second run changes
 //! nothing; a key already in the new form keeps what it has; two runs at once move each
 //! key once; `vnc-control migrate` does it from the command line, and the daemon at
-//! its start.
+//! its start; on a Redis Cluster, keys move across slots and every primary is scanned.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use vnc_tests::control::{ControlProcess, Identity};
 use vnc_tests::keys::TestKeys;
 use vnc_tests::process::eventually;
 use vnc_tests::redis::RedisServer;
+use vnc_tests::redis_cluster::RedisCluster;
 
 /// Every key with its type, sorted: what a run may change.
 async fn keyspace(c: &Client) -> Vec<(String, String)> {
@@ -481,4 +482,82 @@ async fn the_daemon_migrates_at_start() {
         zset(c, "vnc:shares:{c1}").await,
         [("h1".to_owned(), 2_000_000_000.0)]
     );
+}
+
+#[tokio::test]
+async fn on_a_cluster_keys_move_across_slots_from_every_primary() {
+    const JOBS: usize = 30;
+    let cluster = RedisCluster::start().await.unwrap();
+    let c = &cluster.client;
+    for i in 0..JOBS {
+        let _: () = c
+            .hset(format!("vnc:job:j{i}"), ("state", format!("s{i}")))
+            .await
+            .unwrap();
+    }
+    assert!(
+        cluster
+            .keys_per_node()
+            .await
+            .unwrap()
+            .iter()
+            .all(|&n| n > 0),
+        "the job hashes are spread over every primary"
+    );
+    for id in ["j1", "j2"] {
+        xadd(c, "vnc:jobs", vec![("id", id)]).await;
+    }
+    let _: Value = c
+        .xgroup_create("vnc:jobs", "workers", "0", false)
+        .await
+        .unwrap();
+    let _: Value = c
+        .xreadgroup(
+            "workers",
+            "control-1",
+            Some(1),
+            None,
+            false,
+            "vnc:jobs",
+            ">",
+        )
+        .await
+        .unwrap();
+    share(c, "h1", 2_000_000_000).await;
+    let _: () = c.sadd("vnc:shares:c1", vec!["h1", "h2"]).await.unwrap();
+    let _: () = c.sadd("vnc:sessions:c1", "s1").await.unwrap();
+    // Old and new names live in different slots: RENAME would fail.
+    let slot = |k: &str| fred::util::redis_keyslot(k.as_bytes());
+    assert_ne!(slot("vnc:jobs"), slot("vnc:{jobs}"));
+
+    let report = migrate(c, "vnc:").await.unwrap();
+    assert_eq!(
+        (
+            report.stream,
+            report.jobs,
+            report.shares,
+            report.stale_share_ids,
+            report.sessions
+        ),
+        (1, JOBS as u64, 1, 1, 1),
+        "{report}"
+    );
+    for i in 0..JOBS {
+        assert_eq!(
+            hash(c, &format!("vnc:{{jobs}}:job:j{i}")).await["state"],
+            format!("s{i}")
+        );
+        assert!(!exists(c, &format!("vnc:job:j{i}")).await);
+    }
+    assert_eq!(stream_ids(c, "vnc:{jobs}").await, ["j1", "j2"]);
+    let pending: Vec<Value> = c.xpending("vnc:{jobs}", "workers", ()).await.unwrap();
+    assert_eq!(pending[0].as_i64(), Some(1), "{pending:?}");
+    assert_eq!(
+        zset(c, "vnc:shares:{c1}").await,
+        [("h1".to_owned(), 2_000_000_000.0)]
+    );
+    for old in ["vnc:jobs", "vnc:shares:c1", "vnc:sessions:c1"] {
+        assert!(!exists(c, old).await, "{old} is still there");
+    }
+    assert_eq!(migrate(c, "vnc:").await.unwrap(), Report::default());
 }

@@ -17,6 +17,7 @@ pub mod process;
 pub mod prometheus;
 pub mod recording;
 pub mod redis;
+pub mod redis_cluster;
 pub mod relay;
 pub mod rfb;
 pub mod sio;
