@@ -166,7 +166,16 @@ pub async fn migrate(client: &Client, prefix: &str) -> Result<Report, MigrateErr
     lease.release(client).await;
     let report = result?;
     if report.changed() > 0 {
-        tracing::info!(%report, "redis keys migrated");
+        tracing::info!(
+            stream = report.stream,
+            jobs = report.jobs,
+            queue = report.queue,
+            merged = report.merged,
+            shares = report.shares,
+            stale_share_ids = report.stale_share_ids,
+            sessions = report.sessions,
+            "redis keys migrated"
+        );
     } else {
         tracing::debug!("redis keys: nothing to migrate");
     }
@@ -267,7 +276,7 @@ impl Run<'_> {
             .await
         {
             Ok(_) => Moved::Restored,
-            Err(e) if e.details().starts_with("BUSYKEY") || e.to_string().contains("BUSYKEY") => {
+            Err(e) if e.details().contains("BUSYKEY") => {
                 self.merge(old, new).await?;
                 Moved::Merged
             }
