@@ -20,6 +20,7 @@ use vnc_shared::token::{ClipboardPolicy, DEFAULT_AUDIENCE, DEFAULT_ISSUER, FileP
 
 mod checks;
 mod engines;
+mod redis_target;
 
 use checks::{base_url_ok, isolation_problems, origin_ok};
 
@@ -27,6 +28,7 @@ use engines::engines;
 pub use engines::{
     DEFAULT_ENGINE_NAME, DockerEngine, EngineConfig, MAX_DOCKER_ENGINES, MAX_ENGINE_NAME_LEN,
 };
+pub use redis_target::RedisTarget;
 
 use crate::domain::StaticContainer;
 use crate::infra::runtime::{

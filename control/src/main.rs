@@ -30,6 +30,13 @@ enum Command {
     Check,
     /// Print the API's OpenAPI 3.1 description (what `GET /v1/openapi.json` serves).
     Openapi,
+    /// Move the Redis keys of an older version to their current names (the daemon also
+    /// does at start), print what moved, then exit. Reads only the Redis and logging
+    /// settings, which may follow the subcommand too (`migrate --redis-url …`).
+    Migrate {
+        #[command(flatten)]
+        settings: Box<ControlSettings>,
+    },
     /// Key management.
     Keys {
         #[command(subcommand)]
@@ -100,6 +107,16 @@ fn main() -> anyhow::Result<()> {
         Command::Check => {
             let config = cli.settings.resolve()?;
             println!("{}", vnc_control::startup::check(&config)?);
+        }
+        Command::Migrate { settings } => {
+            let settings = vnc_shared::config::overlay(settings.as_ref(), &cli.settings)?;
+            let target = settings.resolve_redis()?;
+            vnc_shared::telemetry::init_tracing(&target.log_level, target.log_format);
+            let report = process::block_on(vnc_control::infra::migrate::once(
+                target.redis_url.expose(),
+                &target.redis_prefix,
+            ))??;
+            println!("migrated: {report}");
         }
         Command::Openapi => {
             let doc = vnc_control::api::openapi::document();

@@ -330,7 +330,12 @@ impl Control {
             let queue = running.queue.clone();
             let shutdown = shutdown.clone();
             let lifecycle = lifecycle.clone();
-            async move { queue.run(lifecycle, shutdown).await }
+            let (redis, prefix) = (running.redis.clone(), config.redis_prefix.clone());
+            async move {
+                // Keys of the old schema first: the workers read only the new names.
+                crate::infra::migrate::at_start(&redis, &prefix, &shutdown).await;
+                queue.run(lifecycle, shutdown).await
+            }
         });
         let reconciler = tokio::spawn(reconcile_loop(
             lifecycle,

@@ -53,10 +53,14 @@ where
     });
 }
 
-/// Every key matching `pattern` (and of type `kind`, if given), scanned in pages of
-/// about `page` keys (never KEYS, which blocks Redis): on a Redis Cluster on every
-/// primary, else on the one server. A key may come twice (SCAN's guarantee): the
-/// result is sorted and deduplicated.
+/// Every key matching `pattern` (and of type `kind`, if given; SCAN MATCH, asking `page`
+/// keys per call: the COUNT hint, which bounds each call's work on the server; never
+/// KEYS, which blocks Redis), each once and sorted. On a Redis Cluster every primary is
+/// scanned (fred's `scan_cluster`), elsewhere the one server is. Holds every matching
+/// key in memory: for key sets known to stay small, or for one-shot operator work.
+///
+/// `pattern` is a Redis glob: `*`, `?`, `[`, `]` and `\` in a literal part must be
+/// escaped with `\` ([`glob_escape`]); `{` and `}` are literal.
 pub async fn scan_keys(
     client: &fred::clients::Client,
     pattern: &str,
@@ -81,6 +85,18 @@ pub async fn scan_keys(
     Ok(keys)
 }
 
+/// `s` with the glob specials of Redis's MATCH escaped, so it matches only itself.
+pub fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -101,5 +117,12 @@ mod tests {
         ] {
             assert!(!super::url_ok(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn glob_escape_leaves_only_literals() {
+        assert_eq!(super::glob_escape("vnc:"), "vnc:");
+        assert_eq!(super::glob_escape("{vnc}:"), "{vnc}:");
+        assert_eq!(super::glob_escape(r"a*b?[c]\"), r"a\*b\?\[c\]\\");
     }
 }

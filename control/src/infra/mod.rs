@@ -1,8 +1,10 @@
 //! Adapters to the outside world: Redis (container records, the job queue, the
-//! relays' session registry, issued and revoked tokens, share links), the container runtimes
+//! relays' session registry, issued and revoked tokens, share links, the move of old
+//! key names), the container runtimes
 //! (Docker through bollard, or static hosts from config) and an OpenID Connect
 //! issuer's keys.
 
+pub mod migrate;
 pub mod oidc;
 pub mod passwords;
 pub mod queue;
