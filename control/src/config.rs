@@ -507,6 +507,11 @@ impl ControlSettings {
                 "public_url: {url:?} is not a base URL (http(s)://host[:port][/path], no query)"
             ));
         }
+        if let Some(url) = &s.redis_url
+            && let Some(problem) = vnc_shared::redis::url_problem(url)
+        {
+            problems.push(problem.into());
+        }
         let share_max_ttl = s.share_max_ttl.unwrap_or(DEFAULT_SHARE_MAX_TTL);
         if share_max_ttl < Duration::from_secs(1) || share_max_ttl > MAX_TTL {
             problems.push(format!(

@@ -429,6 +429,7 @@ impl RelaySettings {
 impl RelayConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let (n, l, r) = (&self.node, &self.limits, &self.registry);
+        let redis_url = vnc_shared::redis::url_problem(r.redis_url.expose());
         let problems: Vec<&str> = [
             (n.max_sessions == 0, "max_sessions must be at least 1"),
             (
@@ -453,11 +454,7 @@ impl RelayConfig {
                 l.handshake_timeout.is_zero() || l.connect_timeout.is_zero(),
                 "handshake_timeout and connect_timeout must be positive",
             ),
-            (
-                !r.redis_url.expose().starts_with("redis://")
-                    && !r.redis_url.expose().starts_with("rediss://"),
-                "redis_url must start with redis:// or rediss://",
-            ),
+            (redis_url.is_some(), redis_url.unwrap_or_default()),
             (n.id.is_empty(), "node_id must not be empty"),
             (
                 r.session_ttl < Duration::from_secs(3),

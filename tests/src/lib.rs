@@ -19,6 +19,7 @@ pub mod recording;
 pub mod redis;
 pub mod relay;
 pub mod rfb;
+pub mod sentinel;
 pub mod sio;
 pub mod stack;
 pub mod tls;

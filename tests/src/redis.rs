@@ -33,7 +33,10 @@ fn spawn(port: u16, dir: &std::path::Path) -> anyhow::Result<tokio::process::Chi
 /// process that took the port between `free_port` and the server's bind accepts
 /// connections too, even another test's redis-server, so only a server that reports the
 /// child's process id counts.
-async fn wait_listening(child: &mut tokio::process::Child, port: u16) -> anyhow::Result<bool> {
+pub(crate) async fn wait_listening(
+    child: &mut tokio::process::Child,
+    port: u16,
+) -> anyhow::Result<bool> {
     let pid = child.id().context("redis-server has no pid")?;
     tokio::time::timeout(crate::WAIT, async {
         loop {
@@ -94,7 +97,7 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn redis_binary() -> PathBuf {
+pub(crate) fn redis_binary() -> PathBuf {
     for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
         let p = PathBuf::from(dir).join("redis-server");
         if p.exists() {

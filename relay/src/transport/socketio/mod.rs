@@ -28,6 +28,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use fred::clients::SubscriberClient;
+use fred::interfaces::{EventInterface, PubsubInterface};
 use http_body_util::Full;
 use serde_json::json;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
@@ -37,6 +39,7 @@ use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{ParserConfig, SocketIo, TransportType};
 use socketioxide_core::Value;
 use socketioxide_redis::{RedisAdapterConfig, RedisAdapterCtr};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -100,12 +103,36 @@ pub async fn start(node: Arc<Node>) {
     }
 }
 
+/// The adapter subscribes (`SSUBSCRIBE`) to its channels once, as its namespace
+/// starts, and pub/sub is not replicated: a new connection (Redis restarted, a Sentinel
+/// failover to another primary) has none. This takes every channel the adapter holds
+/// again after each reconnect, one command per channel (fred's own
+/// `manage_subscriptions` took back one of the adapter's three channels after a
+/// failover, in `tests/tests/redis_sentinel.rs`). Ends with the client.
+async fn resubscribe(subscriber: SubscriberClient) {
+    let mut reconnects = subscriber.reconnect_rx();
+    loop {
+        match reconnects.recv().await {
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
+        }
+        for channel in subscriber.tracked_shard_channels() {
+            if let Err(e) = subscriber.ssubscribe(channel.to_string()).await {
+                // Taken again on the next reconnect.
+                tracing::warn!(%channel, error = %e, "socket.io adapter resubscribe failed");
+            }
+        }
+    }
+}
+
 async fn build(node: &Arc<Node>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let subscriber = node.store().subscriber(true)?;
     let config = RedisAdapterConfig::new()
         .with_prefix(format!("{}socket.io", node.config().registry.redis_prefix))
         .with_request_timeout(COMMAND_TIMEOUT);
-    let adapter = RedisAdapterCtr::new_with_fred_config(subscriber, config).await?;
+    let adapter = RedisAdapterCtr::new_with_fred_config(subscriber.clone(), config).await?;
+    // Only once the adapter is built: a failed build retries with a new client.
+    tokio::spawn(resubscribe(subscriber));
     let config = node.config();
     let limits = &config.limits;
     // Room for the Engine.IO and socket.io framing around one full `vnc:data` event.
