@@ -33,10 +33,7 @@ fn spawn(port: u16, dir: &std::path::Path) -> anyhow::Result<tokio::process::Chi
 /// process that took the port between `free_port` and the server's bind accepts
 /// connections too, even another test's redis-server, so only a server that reports the
 /// child's process id counts.
-pub(crate) async fn wait_listening(
-    child: &mut tokio::process::Child,
-    port: u16,
-) -> anyhow::Result<bool> {
+async fn wait_listening(child: &mut tokio::process::Child, port: u16) -> anyhow::Result<bool> {
     let pid = child.id().context("redis-server has no pid")?;
     tokio::time::timeout(crate::WAIT, async {
         loop {

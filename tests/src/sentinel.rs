@@ -13,10 +13,16 @@ use fred::types::CustomCommand;
 use tokio::process::{Child, Command};
 
 use crate::process::eventually;
-use crate::redis::{free_port, redis_binary, wait_listening};
+use crate::redis::{free_port, redis_binary};
 
 /// The name the sentinels know the primary by (`sentinelServiceName`).
 pub const SERVICE: &str = "vnc";
+
+/// The data nodes' password (`requirepass`, and `masterauth` for the replica, which
+/// becomes a primary's replica again after a failover). The sentinels have none, as
+/// in a deployment that keeps them on a private network: a client must not send them
+/// the data nodes' password.
+const PASSWORD: &str = "sentinel-test-secret";
 
 /// How long a primary may not answer before a sentinel thinks it down. Small, so a
 /// failover takes a few seconds (Sentinel's default is 30 s).
@@ -48,7 +54,7 @@ pub struct Sentinel {
 
 /// Starts `redis-server` with `args` on a free port (trying a few ports: another
 /// process may take one between `free_port` and the bind); `args` gets the port.
-async fn start_node(what: &str, args: impl Fn(u16) -> Vec<String>) -> anyhow::Result<Node> {
+async fn start_node(what: &str, to: To, args: impl Fn(u16) -> Vec<String>) -> anyhow::Result<Node> {
     for _ in 0..5 {
         let port = free_port();
         let mut child = Command::new(redis_binary())
@@ -57,11 +63,32 @@ async fn start_node(what: &str, args: impl Fn(u16) -> Vec<String>) -> anyhow::Re
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting the {what}"))?;
-        if wait_listening(&mut child, port).await? {
+        if wait_listening(&mut child, port, to).await? {
             return Ok(Node { child, port });
         }
     }
     bail!("the {what} would not start")
+}
+
+/// Waits until the server answers on its port; false if it exited (port taken). Only
+/// a server that reports the child's process id counts: another process (another
+/// test's redis-server) may have taken the port.
+async fn wait_listening(child: &mut Child, port: u16, to: To) -> anyhow::Result<bool> {
+    let pid = child.id().context("redis-server has no pid")?;
+    let expected = format!("\r\nprocess_id:{pid}\r\n");
+    tokio::time::timeout(crate::WAIT, async {
+        loop {
+            if child.try_wait()?.is_some() {
+                return anyhow::Ok(false);
+            }
+            let info = command::<String>((port, to), "INFO", &["server"]).await;
+            if info.is_ok_and(|info| info.contains(&expected)) {
+                return Ok(true);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await?
 }
 
 /// A data node's flags: no persistence, and a full sync that starts at once (Redis 7
@@ -78,6 +105,10 @@ fn data_args(port: u16, dir: &Path, extra: &[String]) -> Vec<String> {
         "no",
         "--repl-diskless-sync-delay",
         "0",
+        "--requirepass",
+        PASSWORD,
+        "--masterauth",
+        PASSWORD,
         "--dir",
     ]
     .iter()
@@ -88,9 +119,20 @@ fn data_args(port: u16, dir: &Path, extra: &[String]) -> Vec<String> {
     args
 }
 
-/// A client of one node (a data node or a sentinel), connected.
-async fn client_of(port: u16) -> anyhow::Result<Client> {
-    let config = Config::from_url(&format!("redis://127.0.0.1:{port}"))?;
+/// Which kind of node a command goes to: data nodes want the password.
+#[derive(Clone, Copy)]
+enum To {
+    Data,
+    Sentinel,
+}
+
+/// A client of one node, connected.
+async fn client_of(port: u16, to: To) -> anyhow::Result<Client> {
+    let auth = match to {
+        To::Data => format!(":{PASSWORD}@"),
+        To::Sentinel => String::new(),
+    };
+    let config = Config::from_url(&format!("redis://{auth}127.0.0.1:{port}"))?;
     let client = Builder::from_config(config)
         .with_connection_config(|c| c.connection_timeout = Duration::from_secs(1))
         .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(2))
@@ -100,8 +142,12 @@ async fn client_of(port: u16) -> anyhow::Result<Client> {
 }
 
 /// One command to the server on `port`, on a connection of its own.
-async fn command<R: FromValue>(port: u16, name: &'static str, args: &[&str]) -> anyhow::Result<R> {
-    let client = client_of(port).await?;
+async fn command<R: FromValue>(
+    (port, to): (u16, To),
+    name: &'static str,
+    args: &[&str],
+) -> anyhow::Result<R> {
+    let client = client_of(port, to).await?;
     let reply = client
         .custom(CustomCommand::new_static(name, None, false), args.to_vec())
         .await;
@@ -111,7 +157,8 @@ async fn command<R: FromValue>(port: u16, name: &'static str, args: &[&str]) -> 
 
 /// `SENTINEL MASTER` of the service as field → value.
 async fn master_state(sentinel: u16) -> anyhow::Result<HashMap<String, String>> {
-    let flat: Vec<String> = command(sentinel, "SENTINEL", &["MASTER", SERVICE]).await?;
+    let flat: Vec<String> =
+        command((sentinel, To::Sentinel), "SENTINEL", &["MASTER", SERVICE]).await?;
     Ok(flat
         .chunks(2)
         .filter_map(|kv| match kv {
@@ -123,14 +170,20 @@ async fn master_state(sentinel: u16) -> anyhow::Result<HashMap<String, String>> 
 
 /// The primary's port as one sentinel names it.
 async fn named_primary(sentinel: u16) -> anyhow::Result<u16> {
-    let addr: Vec<String> =
-        command(sentinel, "SENTINEL", &["GET-MASTER-ADDR-BY-NAME", SERVICE]).await?;
+    let addr: Vec<String> = command(
+        (sentinel, To::Sentinel),
+        "SENTINEL",
+        &["GET-MASTER-ADDR-BY-NAME", SERVICE],
+    )
+    .await?;
     addr.get(1).context("no address")?.parse().context("a port")
 }
 
 /// The `role:` line of a data node's `INFO replication`.
 async fn role(port: u16) -> Option<String> {
-    let info: String = command(port, "INFO", &["replication"]).await.ok()?;
+    let info: String = command((port, To::Data), "INFO", &["replication"])
+        .await
+        .ok()?;
     info.lines()
         .find_map(|l| l.strip_prefix("role:"))
         .map(|r| r.trim().to_owned())
@@ -146,9 +199,12 @@ impl Sentinel {
         let replica_dir = dir.path().join("replica");
         std::fs::create_dir_all(&primary_dir)?;
         std::fs::create_dir_all(&replica_dir)?;
-        let primary = start_node("primary", |port| data_args(port, &primary_dir, &[])).await?;
+        let primary = start_node("primary", To::Data, |port| {
+            data_args(port, &primary_dir, &[])
+        })
+        .await?;
         let primary_port = primary.port;
-        let replica = start_node("replica", |port| {
+        let replica = start_node("replica", To::Data, |port| {
             let of = [
                 "--replicaof".into(),
                 "127.0.0.1".into(),
@@ -160,7 +216,7 @@ impl Sentinel {
         let replica_port = replica.port;
         tokio::time::timeout(crate::WAIT, async {
             loop {
-                let info: String = command(primary_port, "INFO", &["replication"])
+                let info: String = command((primary_port, To::Data), "INFO", &["replication"])
                     .await
                     .unwrap_or_default();
                 if info.contains(&format!("port={replica_port},state=online")) {
@@ -178,10 +234,11 @@ impl Sentinel {
             let conf = dir.path().join(format!("sentinel-{i}.conf"));
             let sentinel_dir = dir.path().join(format!("sentinel-{i}"));
             std::fs::create_dir_all(&sentinel_dir)?;
-            let node = start_node("sentinel", |port| {
+            let node = start_node("sentinel", To::Sentinel, |port| {
                 let text = format!(
                     "port {port}\nbind 127.0.0.1\ndir {}\n\
                      sentinel monitor {SERVICE} 127.0.0.1 {primary_port} 2\n\
+                     sentinel auth-pass {SERVICE} {PASSWORD}\n\
                      sentinel down-after-milliseconds {SERVICE} {}\n\
                      sentinel failover-timeout {SERVICE} {}\n",
                     sentinel_dir.display(),
@@ -220,9 +277,13 @@ impl Sentinel {
         })
     }
 
-    /// The URL both daemons take: the first sentinel as host, the others as `node`.
+    /// The URL both daemons take: the data nodes' password, the first sentinel as
+    /// host, the others as `node`.
     pub fn url(&self) -> String {
-        let mut url = format!("redis-sentinel://127.0.0.1:{}?", self.sentinels[0].port);
+        let mut url = format!(
+            "redis-sentinel://:{PASSWORD}@127.0.0.1:{}?",
+            self.sentinels[0].port
+        );
         for s in &self.sentinels[1..] {
             url.push_str(&format!("node=127.0.0.1:{}&", s.port));
         }
@@ -242,14 +303,14 @@ impl Sentinel {
 
     /// A client of the current primary (not following failovers: ask again after one).
     pub async fn primary(&self) -> anyhow::Result<Client> {
-        client_of(self.primary_port().await?).await
+        client_of(self.primary_port().await?, To::Data).await
     }
 
     /// Waits until the replica has every write the primary has acknowledged so far
     /// (`WAIT 1`), so a kill right after loses nothing.
     pub async fn sync_replica(&self) -> anyhow::Result<()> {
         let primary = self.primary_port().await?;
-        let acked: i64 = command(primary, "WAIT", &["1", "5000"]).await?;
+        let acked: i64 = command((primary, To::Data), "WAIT", &["1", "5000"]).await?;
         anyhow::ensure!(acked == 1, "the replica did not acknowledge the writes");
         Ok(())
     }
@@ -290,8 +351,9 @@ impl Sentinel {
     /// client must subscribe again on a new primary.
     pub async fn subscriptions(&self) -> anyhow::Result<(Vec<String>, Vec<String>)> {
         let port = self.primary_port().await?;
-        let mut channels: Vec<String> = command(port, "PUBSUB", &["CHANNELS"]).await?;
-        let mut shards: Vec<String> = command(port, "PUBSUB", &["SHARDCHANNELS"]).await?;
+        let mut channels: Vec<String> = command((port, To::Data), "PUBSUB", &["CHANNELS"]).await?;
+        let mut shards: Vec<String> =
+            command((port, To::Data), "PUBSUB", &["SHARDCHANNELS"]).await?;
         channels.sort();
         shards.sort();
         Ok((channels, shards))
