@@ -6,6 +6,7 @@
 pub mod oidc;
 pub mod passwords;
 pub mod queue;
+pub mod redis;
 pub mod runtime;
 pub mod sessions;
 pub mod shares;
