@@ -672,6 +672,19 @@ mod tests {
     }
 
     #[test]
+    fn a_sentinel_url_is_taken_and_another_scheme_refused() {
+        let sentinel =
+            "redis-sentinel://:hunter2@10.0.0.1:26379?node=10.0.0.2:26379&sentinelServiceName=vnc";
+        let c = resolve(&["--redis-url", sentinel]).unwrap();
+        assert_eq!(c.redis_url.expose(), sentinel);
+        let err = resolve(&["--redis-url", "tcp://:hunter2@10.0.0.1:6379"]).unwrap_err();
+        assert!(err.contains("redis_url must start with redis://"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = resolve(&["--redis-url", "redis-sentinel://10.0.0.1:26379"]).unwrap_err();
+        assert!(err.contains("sentinelServiceName"), "{err}");
+    }
+
+    #[test]
     fn host_networking_and_bad_isolation_settings_are_refused() {
         let err = resolve(&["--network", "host"]).unwrap_err().to_string();
         assert!(

@@ -633,4 +633,24 @@ mod tests {
         let c = cli.settings.resolve().unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
     }
+
+    #[test]
+    fn a_sentinel_url_is_taken_and_another_scheme_refused() {
+        let resolve = |url: &str| {
+            Cli::parse_from(["vnc-relay", "--jwt-public-key", "k.pem", "--redis-url", url])
+                .settings
+                .resolve()
+        };
+        let sentinel =
+            "redis-sentinel://:hunter2@10.0.0.1:26379?node=10.0.0.2:26379&sentinelServiceName=vnc";
+        assert_eq!(
+            resolve(sentinel).unwrap().registry.redis_url.expose(),
+            sentinel
+        );
+        let err = resolve("http://:hunter2@10.0.0.1:6379")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("redis_url must start with redis://"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
 }
