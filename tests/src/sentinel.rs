@@ -2,6 +2,8 @@
 //! (`--replicaof`) and three sentinels (quorum 2) watching them as service
 //! [`SERVICE`]. Tests point both daemons at [`Sentinel::url`], kill the primary and
 //! wait until the sentinels have promoted the replica. Every process is killed on drop.
+//! Without `redis-server` (which runs the sentinels too, with `--sentinel`) it panics,
+//! as `redis.rs` does: a test that needs it fails, it never skips.
 
 use std::collections::HashMap;
 use std::path::Path;
