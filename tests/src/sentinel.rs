@@ -303,11 +303,6 @@ impl Sentinel {
         bail!("no sentinel names a primary")
     }
 
-    /// A client of the current primary (not following failovers: ask again after one).
-    pub async fn primary(&self) -> anyhow::Result<Client> {
-        client_of(self.primary_port().await?, To::Data).await
-    }
-
     /// Waits until the replica has every write the primary has acknowledged so far
     /// (`WAIT 1`), so a kill right after loses nothing.
     pub async fn sync_replica(&self) -> anyhow::Result<()> {
