@@ -16,6 +16,7 @@ use vnc_tests::process::eventually;
 use vnc_tests::relay::RelayProcess;
 use vnc_tests::rfb::RfbClient;
 use vnc_tests::sentinel::{FAILOVER_WITHIN, Sentinel};
+use vnc_tests::sio::{SioClient, socketio_client_available};
 use vnc_tests::ws::expect_close;
 
 const W: u16 = 64;
@@ -59,6 +60,68 @@ async fn ended_once(control: &ControlProcess, bearer: &str, job: &str) -> Value 
     record
 }
 
+/// The Sentinel deployment, control (static runtime: the fixture is desktop `desk` of
+/// alice, tenant t1) and `n` relays, all given the Sentinel URL.
+struct Deployment {
+    sentinel: Sentinel,
+    control: ControlProcess,
+    relays: Vec<RelayProcess>,
+    /// alice's bearer token for control's API.
+    alice: String,
+    _fixture: Fixture,
+    _keys: TestKeys,
+    _identity: Identity,
+}
+
+impl Deployment {
+    async fn start(n: usize) -> Deployment {
+        let sentinel = Sentinel::start().await.unwrap();
+        let url = sentinel.url();
+        let keys = TestKeys::new();
+        let identity = Identity::new();
+        let fixture = Fixture::start(&[]).await.unwrap();
+        let control = ControlProcess::start_static_with(
+            &url,
+            &keys,
+            &identity,
+            &[("desk", "alice", "t1", fixture.port())],
+            &["--image", IMAGE],
+        )
+        .await
+        .unwrap();
+        let mut relays = Vec::new();
+        for _ in 0..n {
+            let relay = RelayProcess::start(&url, &keys.public, &["--session-ttl", "3s"])
+                .await
+                .unwrap();
+            relay.wait_ready().await;
+            relays.push(relay);
+        }
+        let alice = identity.token("alice", "t1", false);
+        eventually(
+            "control to register the desktop",
+            vnc_tests::WAIT,
+            || async {
+                let (status, _) = control
+                    .call("GET", "/v1/containers/desk", Some(&alice), None)
+                    .await
+                    .ok()?;
+                (status == 200).then_some(())
+            },
+        )
+        .await;
+        Deployment {
+            sentinel,
+            control,
+            relays,
+            alice,
+            _fixture: fixture,
+            _keys: keys,
+            _identity: identity,
+        }
+    }
+}
+
 /// The primary dies mid-session. The live session keeps relaying, before and after
 /// the sentinels promote the replica (RFB bytes go over TCP, Redis is not in the data
 /// path); a new session is refused with 503 and nothing else until the daemons found
@@ -69,37 +132,16 @@ async fn ended_once(control: &ControlProcess, bearer: &str, job: &str) -> Value 
 /// not run again a job that ended before it.
 #[tokio::test]
 async fn both_daemons_follow_a_sentinel_failover() {
-    let mut sentinel = Sentinel::start().await.unwrap();
-    let url = sentinel.url();
-    let keys = TestKeys::new();
-    let identity = Identity::new();
-    let fixture = Fixture::start(&[]).await.unwrap();
-    let control = ControlProcess::start_static_with(
-        &url,
-        &keys,
-        &identity,
-        &[("desk", "alice", "t1", fixture.port())],
-        &["--image", IMAGE],
-    )
-    .await
-    .unwrap();
-    let relay = RelayProcess::start(&url, &keys.public, &["--session-ttl", "3s"])
-        .await
-        .unwrap();
-    relay.wait_ready().await;
-    let alice = identity.token("alice", "t1", false);
-    eventually(
-        "control to register the desktop",
-        vnc_tests::WAIT,
-        || async {
-            let (status, _) = control
-                .call("GET", "/v1/containers/desk", Some(&alice), None)
-                .await
-                .ok()?;
-            (status == 200).then_some(())
-        },
-    )
-    .await;
+    let Deployment {
+        mut sentinel,
+        control,
+        relays,
+        alice,
+        _fixture,
+        _keys,
+        _identity,
+    } = Deployment::start(1).await;
+    let relay = &relays[0];
 
     let mut live = RfbClient::connect(&relay.ws_url(&control.vnc_token(&alice, "desk").await))
         .await
@@ -212,4 +254,84 @@ async fn both_daemons_follow_a_sentinel_failover() {
         (&again["state"], &again["attempts"]),
         (&json!("failed"), &json!(1))
     );
+}
+
+/// A `view` token for `desk` from control's API, as `bearer`.
+async fn view_token(control: &ControlProcess, bearer: &str) -> String {
+    let body = json!({"scope": "view", "ttl_seconds": 60});
+    let (status, minted) = control
+        .call(
+            "POST",
+            "/v1/containers/desk/vnc-tokens",
+            Some(bearer),
+            Some(&body),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{minted}");
+    minted["token"].as_str().unwrap().to_owned()
+}
+
+/// A socket.io viewer of `desk` on `relay`, past the RFB handshake.
+async fn sio_viewer(relay: &RelayProcess, token: &str) -> RfbClient {
+    let sio = SioClient::connect(relay.public, token, "desk")
+        .await
+        .unwrap();
+    let mut rfb = RfbClient::over_socketio(sio);
+    rfb.handshake().await.unwrap();
+    rfb
+}
+
+/// The next `viewer.joined` of a `view` session that `rfb` hears, skipping those of
+/// `control` sessions (its own among them: a node announces to its own viewers too).
+async fn view_joined(rfb: &mut RfbClient) -> Value {
+    loop {
+        let joined = rfb.sio().expect_room_event("viewer.joined").await.unwrap();
+        if joined["scope"] == "view" {
+            return joined;
+        }
+    }
+}
+
+/// socket.io viewers of one desktop on two relay nodes hear each other through the
+/// socket.io adapter (`viewer.joined` is broadcast through Redis), after a failover
+/// too: each node's adapter subscribed again on the new primary. Node A's viewer has
+/// a `control` token; those joining on B have `view` tokens, so A can tell their
+/// announcements from its own.
+#[tokio::test]
+async fn socketio_viewers_on_two_nodes_hear_each_other_after_a_failover() {
+    if !socketio_client_available() {
+        return;
+    }
+    let Deployment {
+        mut sentinel,
+        control,
+        relays,
+        alice,
+        _fixture,
+        _keys,
+        _identity,
+    } = Deployment::start(2).await;
+    let (a, b) = (&relays[0], &relays[1]);
+    let mut on_a = sio_viewer(a, &control.vnc_token(&alice, "desk").await).await;
+    let _on_b = sio_viewer(b, &view_token(&control, &alice).await).await;
+    assert_eq!(view_joined(&mut on_a).await["transport"], "socketio");
+    // Minted now: control can't mint while no primary answers.
+    let later = view_token(&control, &alice).await;
+    let (_, shards) = sentinel.subscriptions().await.unwrap();
+    sentinel.sync_replica().await.unwrap();
+
+    let old = sentinel.kill_primary().await.unwrap();
+    sentinel.wait_failover(old).await;
+    // Both nodes' adapters have subscribed again before the next viewer joins (else
+    // its announcement could go out before node A listens).
+    eventually("the adapters' channels back", RESUME_WITHIN, || async {
+        let (_, now) = sentinel.subscriptions().await.ok()?;
+        shards.iter().all(|c| now.contains(c)).then_some(())
+    })
+    .await;
+    b.wait_ready().await;
+    let _also_on_b = sio_viewer(b, &later).await;
+    assert_eq!(view_joined(&mut on_a).await["transport"], "socketio");
+    on_a.round_trip(W, H).await.unwrap();
 }
