@@ -108,7 +108,8 @@ pub async fn start(node: Arc<Node>) {
 /// failover to another primary) has none. This takes every channel the adapter holds
 /// again after each reconnect, one command per channel (fred's own
 /// `manage_subscriptions` took back one of the adapter's three channels after a
-/// failover, in `tests/tests/redis_sentinel.rs`). Ends with the client.
+/// failover, in `tests/tests/redis_sentinel.rs`). One such task per relay process (the
+/// adapter is built once); it runs as long as the relay.
 async fn resubscribe(subscriber: SubscriberClient) {
     let mut reconnects = subscriber.reconnect_rx();
     loop {
