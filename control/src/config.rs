@@ -509,6 +509,11 @@ impl ControlSettings {
                 "public_url: {url:?} is not a base URL (http(s)://host[:port][/path], no query)"
             ));
         }
+        if let Some(url) = &s.redis_url
+            && let Some(problem) = vnc_shared::redis::url_problem(url)
+        {
+            problems.push(problem.into());
+        }
         let share_max_ttl = s.share_max_ttl.unwrap_or(DEFAULT_SHARE_MAX_TTL);
         if share_max_ttl < Duration::from_secs(1) || share_max_ttl > MAX_TTL {
             problems.push(format!(
@@ -666,6 +671,19 @@ mod tests {
         Cli::try_parse_from(args)
             .map_err(|e| e.to_string())
             .and_then(|c| c.settings.resolve().map_err(|e| e.to_string()))
+    }
+
+    #[test]
+    fn a_sentinel_url_is_taken_and_another_scheme_refused() {
+        let sentinel =
+            "redis-sentinel://:hunter2@10.0.0.1:26379?node=10.0.0.2:26379&sentinelServiceName=vnc";
+        let c = resolve(&["--redis-url", sentinel]).unwrap();
+        assert_eq!(c.redis_url.expose(), sentinel);
+        let err = resolve(&["--redis-url", "tcp://:hunter2@10.0.0.1:6379"]).unwrap_err();
+        assert!(err.contains("redis_url must start with redis://"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = resolve(&["--redis-url", "redis-sentinel://10.0.0.1:26379"]).unwrap_err();
+        assert!(err.contains("sentinelServiceName"), "{err}");
     }
 
     #[test]

@@ -236,12 +236,7 @@ pub async fn build(config: ControlConfig, listeners: Listeners) -> Result<Contro
     let passwords = Arc::new(Swap::new(password_keys(&config)?));
     let tls = tls.map(|config| Arc::new(ReloadableTls::new(config)));
     let keys = Keys::new(config.redis_prefix.clone());
-    let mut redis_config = Config::from_url(config.redis_url.expose())?;
-    redis_config.fail_fast = true;
-    let client = Builder::from_config(redis_config)
-        .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(2))
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-        .build()?;
+    let client = crate::infra::redis::client(config.redis_url.expose())?;
     vnc_shared::redis::keep_connecting(client.clone());
     if tokio::time::timeout(REDIS_STARTUP_WAIT, client.wait_for_connect())
         .await

@@ -847,3 +847,93 @@ async fn invalid_jobs_are_refused_before_redis() {
     let len: u64 = redis.client.xlen("vnc:{jobs}").await.unwrap();
     assert_eq!(len, 0);
 }
+
+/// The queue behind Redis Sentinel, on control's own client
+/// (`vnc_control::infra::redis::client`), across a failover: the primary is killed
+/// while job `held` runs (after the replica has every write so far) and the
+/// sentinels promote the replica. The run keeps its lock (it lives `reclaim_idle`,
+/// longer than the failover) and completes once the new primary answers; a job that
+/// completed before the failover is not run again; a job enqueued from the kill on,
+/// retried until the queue acknowledges it (which only the new primary can), runs
+/// exactly once. Nothing is left to run: the stream and the pending list are empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_run_once_across_a_sentinel_failover() {
+    use vnc_tests::sentinel::{FAILOVER_WITHIN, Sentinel};
+
+    let mut sentinel = Sentinel::start().await.unwrap();
+    let client = vnc_control::infra::redis::client(&sentinel.url()).unwrap();
+    vnc_shared::redis::keep_connecting(client.clone());
+    tokio::time::timeout(WAIT, client.wait_for_connect())
+        .await
+        .expect("connected through the sentinels")
+        .unwrap();
+    let cfg = QueueConfig {
+        // Control's default: a run keeps its lock through a failover of seconds.
+        reclaim_idle: vnc_control::infra::queue::DEFAULT_RECLAIM_IDLE,
+        ..config("a")
+    };
+    let queue = Queue::new(client, Keys::default(), cfg);
+    let runs = Arc::new(Mutex::new(Vec::<(String, String, u32)>::new()));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let h = handler({
+        let (runs, gate) = (runs.clone(), gate.clone());
+        move |job: Job| {
+            runs.lock()
+                .unwrap()
+                .push((job.name.clone(), job.id.clone(), job.attempt));
+            let gate = gate.clone();
+            async move {
+                if job.name == "held" {
+                    let _go = gate.acquire().await.unwrap();
+                }
+                Ok(json!(job.name))
+            }
+        }
+    });
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (queue, shutdown) = (queue.clone(), shutdown.clone());
+        async move { queue.run(h, shutdown).await }
+    });
+
+    let done_before = queue.enqueue("before", json!({}), None).await.unwrap();
+    wait_state(&queue, &done_before, JobState::Completed).await;
+    let held = queue.enqueue("held", json!({}), None).await.unwrap();
+    wait_state(&queue, &held, JobState::Active).await;
+    sentinel.sync_replica().await.unwrap();
+
+    let old = sentinel.kill_primary().await.unwrap();
+    let after = eventually(
+        "an enqueue to be acknowledged",
+        FAILOVER_WITHIN + WAIT,
+        || async { queue.enqueue("after", json!({}), None).await.ok() },
+    )
+    .await;
+    assert_ne!(sentinel.wait_failover(old).await, old);
+    gate.add_permits(1);
+
+    for (id, name) in [(&held, "held"), (&after, "after"), (&done_before, "before")] {
+        let done = wait_state(&queue, id, JobState::Completed).await;
+        assert_eq!(done.result, Some(json!(name)));
+        assert_eq!(done.attempts, 1, "{name}: one attempt");
+    }
+    let depth = queue.depth().await.unwrap();
+    assert_eq!(
+        (depth.waiting, depth.active, depth.delayed, depth.failed),
+        (0, 0, 0, 0)
+    );
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    let mut ran = runs.lock().unwrap().clone();
+    ran.sort();
+    let expected = {
+        let mut e = vec![
+            ("after".to_owned(), after.clone(), 1),
+            ("before".to_owned(), done_before.clone(), 1),
+            ("held".to_owned(), held.clone(), 1),
+        ];
+        e.sort();
+        e
+    };
+    assert_eq!(ran, expected, "each job ran exactly once");
+}

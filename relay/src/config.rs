@@ -429,6 +429,7 @@ impl RelaySettings {
 impl RelayConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let (n, l, r) = (&self.node, &self.limits, &self.registry);
+        let redis_url = vnc_shared::redis::url_problem(r.redis_url.expose());
         let problems: Vec<&str> = [
             (n.max_sessions == 0, "max_sessions must be at least 1"),
             (
@@ -453,11 +454,7 @@ impl RelayConfig {
                 l.handshake_timeout.is_zero() || l.connect_timeout.is_zero(),
                 "handshake_timeout and connect_timeout must be positive",
             ),
-            (
-                !vnc_shared::redis::url_ok(r.redis_url.expose()),
-                "redis_url must be a Redis URL: redis://, rediss://, redis-cluster://, \
-                 rediss-cluster://, redis-sentinel:// or rediss-sentinel://",
-            ),
+            (redis_url.is_some(), redis_url.unwrap_or_default()),
             (n.id.is_empty(), "node_id must not be empty"),
             (
                 r.session_ttl < Duration::from_secs(3),
@@ -635,5 +632,25 @@ mod tests {
         ]);
         let c = cli.settings.resolve().unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_sentinel_url_is_taken_and_another_scheme_refused() {
+        let resolve = |url: &str| {
+            Cli::parse_from(["vnc-relay", "--jwt-public-key", "k.pem", "--redis-url", url])
+                .settings
+                .resolve()
+        };
+        let sentinel =
+            "redis-sentinel://:hunter2@10.0.0.1:26379?node=10.0.0.2:26379&sentinelServiceName=vnc";
+        assert_eq!(
+            resolve(sentinel).unwrap().registry.redis_url.expose(),
+            sentinel
+        );
+        let err = resolve("http://:hunter2@10.0.0.1:6379")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("redis_url must start with redis://"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 }

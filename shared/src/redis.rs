@@ -11,22 +11,6 @@ use std::time::Duration;
 
 use fred::interfaces::ClientLike;
 
-/// Whether `url` is a Redis URL the clients accept: one server (`redis://`,
-/// `rediss://`), a cluster (`redis-cluster://host:port?node=host:port&...`) or a
-/// Sentinel deployment (`redis-sentinel://host:port?node=...&sentinelServiceName=...`),
-/// each optionally over TLS.
-pub fn url_ok(url: &str) -> bool {
-    const SCHEMES: [&str; 6] = [
-        "redis://",
-        "rediss://",
-        "redis-cluster://",
-        "rediss-cluster://",
-        "redis-sentinel://",
-        "rediss-sentinel://",
-    ];
-    SCHEMES.iter().any(|s| url.starts_with(s)) && fred::types::config::Config::from_url(url).is_ok()
-}
-
 /// Longest pause between two first-connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -97,25 +81,53 @@ pub fn glob_escape(s: &str) -> String {
     out
 }
 
+/// The URL schemes both daemons take for `redis_url`: one server (`redis`), a primary
+/// found through Sentinel (`redis-sentinel`: the host and every `node` query parameter
+/// are sentinels, `sentinelServiceName` names the primary), or a Cluster
+/// (`redis-cluster`); each with a TLS form (`rediss…`).
+pub const URL_SCHEMES: [&str; 6] = [
+    "redis",
+    "rediss",
+    "redis-sentinel",
+    "rediss-sentinel",
+    "redis-cluster",
+    "rediss-cluster",
+];
+
+/// Why `url` is no Redis address the daemons can use, or `None`. The reason never
+/// quotes the URL, which may carry a password.
+pub fn url_problem(url: &str) -> Option<&'static str> {
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    if !scheme.is_some_and(|s| URL_SCHEMES.contains(&s)) {
+        return Some(
+            "redis_url must start with redis://, rediss://, redis-sentinel://, \
+             rediss-sentinel://, redis-cluster:// or rediss-cluster://",
+        );
+    }
+    // fred reads it the same way when the daemon connects.
+    if fred::types::config::Config::from_url(url).is_err() {
+        return Some(
+            "redis_url is not a valid Redis URL (a Sentinel URL needs \
+             ?sentinelServiceName=NAME; more sentinels as &node=host:port)",
+        );
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
+    use super::url_problem;
+
     #[test]
-    fn every_deployment_form_is_a_redis_url() {
-        for ok in [
+    fn sentinel_and_cluster_urls_are_taken() {
+        for url in [
             "redis://127.0.0.1:6379",
-            "rediss://:pw@redis.example:6380/2",
-            "redis-cluster://10.0.0.1:7000?node=10.0.0.2:7000&node=10.0.0.3:7000",
-            "redis-sentinel://10.0.0.1:26379?node=10.0.0.2:26379&sentinelServiceName=vnc",
+            "rediss://:secret@redis.example:6380/2",
+            "redis-sentinel://10.0.0.1:26379?node=10.0.0.2:26379&node=10.0.0.3:26379&sentinelServiceName=vnc",
+            "rediss-sentinel://:secret@s1:26379/0?sentinelServiceName=vnc",
+            "redis-cluster://10.0.0.1:6379?node=10.0.0.2:6379",
         ] {
-            assert!(super::url_ok(ok), "{ok}");
-        }
-        for bad in [
-            "http://127.0.0.1:6379",
-            "127.0.0.1:6379",
-            "redis-sentinel://10.0.0.1:26379",
-            "",
-        ] {
-            assert!(!super::url_ok(bad), "{bad}");
+            assert_eq!(url_problem(url), None, "{url}");
         }
     }
 
@@ -124,5 +136,19 @@ mod tests {
         assert_eq!(super::glob_escape("vnc:"), "vnc:");
         assert_eq!(super::glob_escape("{vnc}:"), "{vnc}:");
         assert_eq!(super::glob_escape(r"a*b?[c]\"), r"a\*b\?\[c\]\\");
+    }
+
+    #[test]
+    fn other_schemes_and_a_sentinel_url_without_its_service_are_refused() {
+        for url in [
+            "http://127.0.0.1:6379",
+            "127.0.0.1:6379",
+            "redis-sentinel://10.0.0.1:26379?node=10.0.0.2:26379",
+        ] {
+            assert!(url_problem(url).is_some(), "{url}");
+        }
+        // The reason never quotes the URL (a password may be in it).
+        let reason = url_problem("redis-sentinel://:hunter2@s1:26379").unwrap();
+        assert!(!reason.contains("hunter2"), "{reason}");
     }
 }

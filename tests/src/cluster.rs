@@ -39,7 +39,7 @@ use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use tokio::process::{Child, Command};
 
-use crate::redis::{free_port, wait_listening};
+use crate::redis_process::{free_port, wait_listening};
 
 mod topology;
 

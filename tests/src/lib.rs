@@ -18,8 +18,10 @@ pub mod process;
 pub mod prometheus;
 pub mod recording;
 pub mod redis;
+pub mod redis_process;
 pub mod relay;
 pub mod rfb;
+pub mod sentinel;
 pub mod sio;
 pub mod stack;
 pub mod tls;
@@ -27,35 +29,3 @@ pub mod ws;
 
 /// Bound on every wait in the harness: a test that waits longer has failed.
 pub const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Runs each named test body, an `async fn(RedisServer)`, twice: on one redis-server
-/// (`standalone::name`) and on a real 6-node Redis Cluster (`cluster::name`; fails
-/// under `CI=true` when the cluster's binaries are missing, skips loudly elsewhere).
-#[macro_export]
-macro_rules! on_every_redis {
-    ($($name:ident),+ $(,)?) => {
-        mod standalone {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let redis = $crate::redis::RedisServer::start().await.expect("redis-server");
-                    super::$name(redis).await
-                }
-            )+
-        }
-        mod cluster {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    if !$crate::cluster::cluster_required() {
-                        return;
-                    }
-                    let redis = $crate::redis::RedisServer::start_cluster()
-                        .await
-                        .expect("redis cluster");
-                    super::$name(redis).await
-                }
-            )+
-        }
-    };
-}

@@ -1,13 +1,14 @@
 //! A real `redis-server` per test on a free loopback port, and a client for it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use fred::prelude::*;
 use tokio::process::Command;
 
 use crate::process::eventually;
+pub use crate::redis_process::free_port;
+use crate::redis_process::{redis_binary, wait_listening};
 
 fn spawn(port: u16, dir: &std::path::Path) -> anyhow::Result<tokio::process::Child> {
     Command::new(redis_binary())
@@ -27,51 +28,6 @@ fn spawn(port: u16, dir: &std::path::Path) -> anyhow::Result<tokio::process::Chi
         .kill_on_drop(true)
         .spawn()
         .context("starting redis-server")
-}
-
-/// Waits until the server answers on its port; false if it exited (port taken). Another
-/// process that took the port between `free_port` and the server's bind accepts
-/// connections too, even another test's redis-server, so only a server that reports the
-/// child's process id counts.
-pub(crate) async fn wait_listening(
-    child: &mut tokio::process::Child,
-    port: u16,
-) -> anyhow::Result<bool> {
-    let pid = child.id().context("redis-server has no pid")?;
-    tokio::time::timeout(crate::WAIT, async {
-        loop {
-            if child.try_wait()?.is_some() {
-                return anyhow::Ok(false);
-            }
-            if served_by(port, pid).await {
-                return Ok(true);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    })
-    .await?
-}
-
-/// Whether the Redis server on `port` is process `pid` (`INFO server`'s `process_id`).
-async fn served_by(port: u16, pid: u32) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let expected = format!("\r\nprocess_id:{pid}\r\n");
-    let exchange = async {
-        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        conn.write_all(b"INFO server\r\n").await?;
-        let mut reply = Vec::new();
-        // `process_id` comes before `run_id` in the section.
-        while !reply.windows(7).any(|w| w == b"run_id:") {
-            if conn.read_buf(&mut reply).await? == 0 {
-                break;
-            }
-        }
-        std::io::Result::Ok(String::from_utf8_lossy(&reply).contains(&expected))
-    };
-    matches!(
-        tokio::time::timeout(std::time::Duration::from_millis(200), exchange).await,
-        Ok(Ok(true))
-    )
 }
 
 async fn connect(port: u16) -> anyhow::Result<Client> {
@@ -103,26 +59,6 @@ enum Backing {
         dir: tempfile::TempDir,
     },
     Cluster(crate::cluster::RedisCluster),
-}
-
-/// A loopback port nothing listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn redis_binary() -> PathBuf {
-    for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
-        let p = PathBuf::from(dir).join("redis-server");
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!(
-        "redis-server is not installed: `apt-get install redis-server` (scripts/test-deps does)"
-    );
 }
 
 impl RedisServer {
@@ -443,6 +379,38 @@ impl RedisServer {
         })
         .await
     }
+}
+
+/// Runs each named test body, an `async fn(RedisServer)`, twice: on one redis-server
+/// (`standalone::name`) and on a real 6-node Redis Cluster (`cluster::name`; fails
+/// under `CI=true` when the cluster's binaries are missing, skips loudly elsewhere).
+#[macro_export]
+macro_rules! on_every_redis {
+    ($($name:ident),+ $(,)?) => {
+        mod standalone {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let redis = $crate::redis::RedisServer::start().await.expect("redis-server");
+                    super::$name(redis).await
+                }
+            )+
+        }
+        mod cluster {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if !$crate::cluster::cluster_required() {
+                        return;
+                    }
+                    let redis = $crate::redis::RedisServer::start_cluster()
+                        .await
+                        .expect("redis cluster");
+                    super::$name(redis).await
+                }
+            )+
+        }
+    };
 }
 
 #[cfg(test)]

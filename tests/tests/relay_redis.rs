@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use fred::interfaces::ClientLike;
+
 use vnc_shared::token::Scope;
 use vnc_tests::fixture::Fixture;
 use vnc_tests::keys::TestKeys;
@@ -17,6 +19,19 @@ use vnc_tests::ws::{expect_close, http_get, refused};
 
 const W: u16 = 64;
 const H: u16 = 48;
+
+/// Shard channels (`PUBSUB SHARDCHANNELS`) with a subscriber, sorted: the socket.io
+/// adapter's.
+async fn shard_channels(redis: &RedisServer) -> Vec<String> {
+    let cmd = fred::types::CustomCommand::new_static("PUBSUB", None, false);
+    let mut channels: Vec<String> = redis
+        .client
+        .custom(cmd, vec!["SHARDCHANNELS"])
+        .await
+        .expect("PUBSUB SHARDCHANNELS");
+    channels.sort();
+    channels
+}
 
 #[tokio::test]
 async fn a_relay_started_before_redis_serves_once_redis_comes_up() {
@@ -59,6 +74,8 @@ async fn live_sessions_survive_a_redis_restart_and_new_ones_wait_for_it() {
         let mut live = RfbClient::connect(&stack.url()).await.unwrap();
         live.handshake().await.unwrap();
         live.round_trip(W, H).await.unwrap();
+        let adapter = shard_channels(&stack.redis).await;
+        assert!(!adapter.is_empty(), "the socket.io adapter subscribed");
 
         stack.redis.stop(keep_data).await;
         eventually("the relay to notice", vnc_tests::WAIT, || async {
@@ -90,6 +107,13 @@ async fn live_sessions_survive_a_redis_restart_and_new_ones_wait_for_it() {
         eventually("the room channel back", vnc_tests::WAIT, || async {
             (!stack.redis.shard_channels("vnc:room:{c1}").await.is_empty()).then_some(())
         })
+        .await;
+        // So did the socket.io adapter's (sharded pub/sub), on its own client.
+        eventually(
+            "the socket.io adapter's channels back",
+            vnc_tests::WAIT,
+            || async { (shard_channels(&stack.redis).await == adapter).then_some(()) },
+        )
         .await;
         stack.redis.publish_room("c1", "container.stopped").await;
         for rfb in [&mut live, &mut fresh] {

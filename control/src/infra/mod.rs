@@ -8,6 +8,7 @@ pub mod migrate;
 pub mod oidc;
 pub mod passwords;
 pub mod queue;
+pub mod redis;
 pub mod runtime;
 pub mod sessions;
 pub mod shares;

@@ -35,7 +35,9 @@ pub async fn feed(
     let mut reconnects = subscriber.reconnect_rx();
     let control = keys.control_channel();
     vnc_shared::redis::keep_connecting(subscriber.clone());
-    node.store().follow_topology(subscriber.clone());
+    // Its reconnects are handled below (with the control channel and failed rooms).
+    node.store()
+        .keep_shard_subscriptions(subscriber.clone(), false);
     loop {
         tokio::select! {
             change = changes.recv() => match change {

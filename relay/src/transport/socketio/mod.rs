@@ -102,12 +102,15 @@ pub async fn start(node: Arc<Node>) {
 
 async fn build(node: &Arc<Node>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let subscriber = node.store().subscriber(true)?;
-    // The adapter's channels are sharded: they too must follow a failover.
-    node.store().follow_topology(subscriber.clone());
     let config = RedisAdapterConfig::new()
         .with_prefix(format!("{}socket.io", node.config().registry.redis_prefix))
         .with_request_timeout(COMMAND_TIMEOUT);
-    let adapter = RedisAdapterCtr::new_with_fred_config(subscriber, config).await?;
+    let adapter = RedisAdapterCtr::new_with_fred_config(subscriber.clone(), config).await?;
+    // The adapter subscribes to its channels once, as its namespace starts; only once
+    // it is built (a failed build retries with a new client). fred's own
+    // `manage_subscriptions` took back one of the adapter's three channels after a
+    // failover (`tests/tests/redis_sentinel.rs`).
+    node.store().keep_shard_subscriptions(subscriber, true);
     let config = node.config();
     let limits = &config.limits;
     // Room for the Engine.IO and socket.io framing around one full `vnc:data` event.
