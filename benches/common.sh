@@ -183,22 +183,60 @@ CFG
   wait_port "127.0.0.1:$port"
 }
 
-# two_relays: Redis, a token key pair (kid `bench`), the `echo` stand-in registered as
-# container `echo` of user `bench` (tenant `bench`), and two relay nodes (`bench-a`,
-# `bench-b`) on that Redis, ready; sets ECHO and the array `relays` (their public
-# addresses).
+# start_cluster: a throwaway Redis Cluster of 6 nodes (3 primaries, 3 replicas) on free
+# loopback ports, settled; sets CLUSTER_PORTS and CLUSTER_URL.
+start_cluster() {
+  CLUSTER_PORTS=()
+  local port dir addrs=()
+  for _ in 1 2 3 4 5 6; do
+    port="$(free_port)"; dir="$STATE/cluster-$port"; mkdir -p "$dir"
+    redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
+      --cluster-config-file "$dir/nodes.conf" --cluster-port "$(free_port)" \
+      --cluster-node-timeout 2000 --repl-diskless-sync-delay 0 --save '' --appendonly no \
+      --dir "$dir" >"$dir/log" 2>&1 &
+    pids+=($!)
+    CLUSTER_PORTS+=("$port"); addrs+=("127.0.0.1:$port")
+  done
+  for port in "${CLUSTER_PORTS[@]}"; do
+    until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.05; done
+  done
+  redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >"$STATE/cluster.log"
+  for port in "${CLUSTER_PORTS[@]}"; do
+    until redis-cli -p "$port" cluster info | grep -q '^cluster_state:ok'; do sleep 0.1; done
+  done
+  CLUSTER_URL="redis-cluster://127.0.0.1:${CLUSTER_PORTS[0]}?node=127.0.0.1:${CLUSTER_PORTS[1]}&node=127.0.0.1:${CLUSTER_PORTS[2]}"
+}
+
+# start_backend: the Redis of REDIS_BACKEND (`standalone`, the default, or `cluster`);
+# sets REDIS_URL and REDIS_CLI (a redis-cli that follows a cluster's redirects).
+start_backend() {
+  case "${REDIS_BACKEND:-standalone}" in
+    standalone)
+      start_redis
+      REDIS_URL="redis://127.0.0.1:$REDIS_PORT"; REDIS_CLI=(redis-cli -p "$REDIS_PORT") ;;
+    cluster)
+      start_cluster
+      REDIS_URL="$CLUSTER_URL"; REDIS_CLI=(redis-cli -c -p "${CLUSTER_PORTS[0]}") ;;
+    *) echo "REDIS_BACKEND must be standalone or cluster"; exit 2 ;;
+  esac
+}
+
+# two_relays: Redis (start_backend), a token key pair (kid `bench`), the `echo` stand-in
+# registered as container `echo` of user `bench` (tenant `bench`), and two relay nodes
+# (`bench-a`, `bench-b`) on that Redis, ready; sets ECHO and the array `relays` (their
+# public addresses).
 two_relays() {
-  start_redis
+  start_backend
   "$BIN/vnc-control" keys generate --out "$STATE/keys" --kid bench >/dev/null
   start_listening echo "$BIN/vnc-bench" echo --listen 127.0.0.1:0
   ECHO="$(listening_addr echo)"
-  redis-cli -p "$REDIS_PORT" hset vnc:container:echo state running tenant bench owner bench \
+  "${REDIS_CLI[@]}" hset vnc:container:echo state running tenant bench owner bench \
     host 127.0.0.1 port "${ECHO##*:}" >/dev/null
   relays=()
   local node admin
   for node in a b; do
     start_listening "relay_$node" "$BIN/vnc-relay" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-      --redis-url "redis://127.0.0.1:$REDIS_PORT" --jwt-public-key "$STATE/keys/bench.pub.pem" \
+      --redis-url "$REDIS_URL" --jwt-public-key "$STATE/keys/bench.pub.pem" \
       --node-id "bench-$node" --idle-timeout 10m
     relays+=("$(sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/relay_$node.out")")
     admin="$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/relay_$node.out")"

@@ -156,9 +156,7 @@ impl JobHandler for Gated {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn enqueued_job_runs_to_completed_with_result_and_progress() {
-    let redis = RedisServer::start().await.unwrap();
+async fn enqueued_job_runs_to_completed_with_result_and_progress(redis: RedisServer) {
     let gated = Arc::new(Gated {
         go: tokio::sync::Semaphore::new(0),
     });
@@ -226,9 +224,7 @@ async fn completed_job_hash_gets_the_retention_ttl_and_expires() {
     r.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn retry_twice_then_success_goes_through_delayed() {
-    let redis = RedisServer::start().await.unwrap();
+async fn retry_twice_then_success_goes_through_delayed(redis: RedisServer) {
     let base = Duration::from_millis(150);
     let cfg = QueueConfig {
         backoff_base: base,
@@ -371,9 +367,7 @@ async fn a_panicking_handler_is_a_failed_run_not_a_dead_worker() {
     r.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn delayed_enqueue_runs_only_after_its_delay() {
-    let redis = RedisServer::start().await.unwrap();
+async fn delayed_enqueue_runs_only_after_its_delay(redis: RedisServer) {
     let started = Arc::new(Mutex::new(None));
     let h = handler({
         let started = started.clone();
@@ -445,9 +439,7 @@ fn overlap_handler(o: Arc<Overlap>, replica: &'static str, work: Duration) -> Ar
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_replicas_share_work_and_never_run_a_job_twice_at_once() {
-    let redis = RedisServer::start().await.unwrap();
+async fn two_replicas_share_work_and_never_run_a_job_twice_at_once(redis: RedisServer) {
     let o = Arc::new(Overlap::default());
     let cfg = |c| QueueConfig {
         concurrency: 3,
@@ -553,9 +545,7 @@ async fn a_long_job_is_not_taken_over_while_its_worker_lives() {
 
 /// The job is rate-limited (one start an hour): a reclaimed run of a dispatched job
 /// needs no second slot.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_dead_replicas_job_is_reclaimed_and_completed_by_another() {
-    let redis = RedisServer::start().await.unwrap();
+async fn a_dead_replicas_job_is_reclaimed_and_completed_by_another(redis: RedisServer) {
     let config = |c| QueueConfig {
         rate_limits: vec![("start".to_owned(), 1, Duration::from_secs(3600))],
         ..config(c)
@@ -598,9 +588,7 @@ async fn a_dead_replicas_job_is_reclaimed_and_completed_by_another() {
     b.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rate_limit_holds_across_replicas() {
-    let redis = RedisServer::start().await.unwrap();
+async fn rate_limit_holds_across_replicas(redis: RedisServer) {
     let window = Duration::from_secs(1);
     let cfg = |c| QueueConfig {
         rate_limits: vec![("start".to_owned(), 3, window)],
@@ -652,9 +640,7 @@ async fn rate_limit_holds_across_replicas() {
 
 /// Jobs of a rate-limited name take its slots by group in turn, a group that just
 /// joined before the one served last, whatever order they were queued in.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn groups_take_rate_slots_in_turn() {
-    let redis = RedisServer::start().await.unwrap();
+async fn groups_take_rate_slots_in_turn(redis: RedisServer) {
     let cfg = QueueConfig {
         rate_limits: vec![("start".to_owned(), 1, Duration::from_millis(150))],
         ..config("a")
@@ -937,3 +923,15 @@ async fn jobs_run_once_across_a_sentinel_failover() {
     };
     assert_eq!(ran, expected, "each job ran exactly once");
 }
+
+// The queue on one Redis server and again on a 6-node Redis Cluster (its keys share one
+// hash slot).
+vnc_tests::on_every_redis!(
+    enqueued_job_runs_to_completed_with_result_and_progress,
+    retry_twice_then_success_goes_through_delayed,
+    delayed_enqueue_runs_only_after_its_delay,
+    two_replicas_share_work_and_never_run_a_job_twice_at_once,
+    a_dead_replicas_job_is_reclaimed_and_completed_by_another,
+    rate_limit_holds_across_replicas,
+    groups_take_rate_slots_in_turn,
+);

@@ -383,13 +383,14 @@ impl RedisServer {
 
 /// Runs each named test body, an `async fn(RedisServer)`, twice: on one redis-server
 /// (`standalone::name`) and on a real 6-node Redis Cluster (`cluster::name`; fails
-/// under `CI=true` when the cluster's binaries are missing, skips loudly elsewhere).
+/// under `CI=true` when the cluster's binaries are missing, skips loudly elsewhere). A
+/// multi-threaded runtime of 4 workers, as the queue's tests need.
 #[macro_export]
 macro_rules! on_every_redis {
     ($($name:ident),+ $(,)?) => {
         mod standalone {
             $(
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
                     let redis = $crate::redis::RedisServer::start().await.expect("redis-server");
                     super::$name(redis).await
@@ -398,7 +399,7 @@ macro_rules! on_every_redis {
         }
         mod cluster {
             $(
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
                     if !$crate::cluster::cluster_required() {
                         return;
