@@ -80,7 +80,9 @@ impl SessionStore {
     }
 
     /// Publishes a kick on the control channel; returns how many subscribers (relay
-    /// nodes) got it.
+    /// nodes) got it from the Redis node that took it: on a Redis Cluster the message
+    /// reaches every node's subscribers, the count only that node's (for the log, never
+    /// for a decision).
     pub async fn kick(&self, kick: &Kick) -> Result<i64, StoreError> {
         Ok(self
             .client
