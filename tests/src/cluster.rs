@@ -510,18 +510,29 @@ impl RedisCluster {
     /// Subscribers of one plain pub/sub channel, over every live node (`PUBSUB NUMSUB`
     /// counts one node's clients only).
     pub async fn subscribers(&self, channel: &str) -> i64 {
+        self.count_over_nodes("NUMSUB", channel).await
+    }
+
+    /// Subscribers of one sharded channel, over every live node (a slot's subscribers
+    /// are on its primary; after a failover, on the new one).
+    pub async fn shard_subscribers(&self, channel: &str) -> i64 {
+        self.count_over_nodes("SHARDNUMSUB", channel).await
+    }
+
+    /// `PUBSUB {command} channel` on every live node, summed.
+    async fn count_over_nodes(&self, command: &str, channel: &str) -> i64 {
         let mut total = 0;
         for port in self.live_ports() {
             let out = self
-                .node_command(port, &["PUBSUB", "NUMSUB", channel])
+                .node_command(port, &["PUBSUB", command, channel])
                 .await
-                .expect("PUBSUB NUMSUB");
+                .expect("PUBSUB");
             // Two lines: the channel, its count.
             total += out
                 .lines()
                 .nth(1)
                 .and_then(|n| n.trim().parse::<i64>().ok())
-                .expect("a PUBSUB NUMSUB count");
+                .expect("a PUBSUB count");
         }
         total
     }

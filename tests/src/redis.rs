@@ -8,22 +8,11 @@ use tokio::process::Command;
 
 use crate::process::eventually;
 pub use crate::redis_process::free_port;
-use crate::redis_process::{redis_binary, wait_listening};
+use crate::redis_process::{redis_binary, server_args, wait_listening};
 
 fn spawn(port: u16, dir: &std::path::Path) -> anyhow::Result<tokio::process::Child> {
     Command::new(redis_binary())
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir)
+        .args(server_args(port, dir))
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -184,6 +173,35 @@ impl RedisServer {
             .expect("EXPIRE share");
     }
 
+    /// Registers a live session as a relay does: its record `fields` (expiring after
+    /// `ttl`), then its place in the container's counting set and, for a share
+    /// session, in the share's.
+    pub async fn register_session(
+        &self,
+        sid: &str,
+        cid: &str,
+        share: Option<&str>,
+        fields: Vec<(&str, String)>,
+        ttl: std::time::Duration,
+    ) {
+        let key = format!("vnc:session:{sid}");
+        let _: () = self.client.hset(&key, fields).await.expect("HSET session");
+        let _: () = self
+            .client
+            .pexpire(&key, ttl.as_millis() as i64, None)
+            .await
+            .expect("PEXPIRE session");
+        let sets = std::iter::once(format!("vnc:sessions:{{{cid}}}"))
+            .chain(share.map(|h| format!("vnc:share_sessions:{{{h}}}")));
+        for set in sets {
+            let _: () = self
+                .client
+                .zadd(set, None, None, false, false, (far_future(), sid))
+                .await
+                .expect("ZADD");
+        }
+    }
+
     /// A string key's value.
     pub async fn get(&self, key: &str) -> Option<String> {
         self.client.get(key).await.expect("GET")
@@ -270,20 +288,7 @@ impl RedisServer {
                 .expect("PUBSUB SHARDNUMSUB");
             return counts.get(1).and_then(Value::as_i64).unwrap_or(0);
         };
-        let mut total = 0;
-        for port in c.live_ports() {
-            let out = c
-                .node_command(port, &["PUBSUB", "SHARDNUMSUB", channel])
-                .await
-                .expect("PUBSUB SHARDNUMSUB");
-            // Two lines: the channel, its count.
-            total += out
-                .lines()
-                .nth(1)
-                .and_then(|n| n.trim().parse::<i64>().ok())
-                .unwrap_or(0);
-        }
-        total
+        c.shard_subscribers(channel).await
     }
 
     /// Publishes a room event the way control does (on the room's sharded channel).

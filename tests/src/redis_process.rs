@@ -6,6 +6,27 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+/// The flags every test server starts with: `port` on loopback, no persistence, its
+/// files in `dir`.
+pub fn server_args(port: u16, dir: &std::path::Path) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(dir.display().to_string());
+    args
+}
+
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -15,7 +15,7 @@ use fred::types::CustomCommand;
 use tokio::process::{Child, Command};
 
 use crate::process::eventually;
-use crate::redis_process::{free_port, redis_binary};
+use crate::redis_process::{free_port, redis_binary, server_args};
 
 /// The name the sentinels know the primary by (`sentinelServiceName`).
 pub const SERVICE: &str = "vnc";
@@ -96,27 +96,17 @@ async fn wait_listening(child: &mut Child, port: u16, to: To) -> anyhow::Result<
 /// A data node's flags: no persistence, and a full sync that starts at once (Redis 7
 /// waits 5 s by default for more replicas to share a diskless sync).
 fn data_args(port: u16, dir: &Path, extra: &[String]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
+    let mut args = server_args(port, dir);
+    for flag in [
         "--repl-diskless-sync-delay",
         "0",
         "--requirepass",
         PASSWORD,
         "--masterauth",
         PASSWORD,
-        "--dir",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.push(dir.display().to_string());
+    ] {
+        args.push(flag.to_owned());
+    }
     args.extend_from_slice(extra);
     args
 }

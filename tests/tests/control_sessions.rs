@@ -60,8 +60,7 @@ async fn stack() -> Stack {
     }
 }
 
-/// A session as a relay node registers it: the hash (with its TTL), then the sid in
-/// the container's set, in one pipeline.
+/// A session as a relay node registers it.
 struct RelaySession<'a> {
     sid: &'a str,
     cid: &'a str,
@@ -78,7 +77,6 @@ struct RelaySession<'a> {
 
 impl RelaySession<'_> {
     async fn register(&self, redis: &RedisServer, ttl: Duration) {
-        let key = format!("vnc:session:{}", self.sid);
         let fields: Vec<(&str, String)> = vec![
             ("cid", self.cid.to_owned()),
             ("sub", self.sub.to_owned()),
@@ -93,24 +91,9 @@ impl RelaySession<'_> {
             .into_iter()
             .chain(self.client_addr.map(|a| ("client_addr", a.to_owned())))
             .collect();
-        let pipe = redis.client.pipeline();
-        let _: () = pipe.hset(&key, fields).await.unwrap();
-        let _: () = pipe
-            .pexpire(&key, ttl.as_millis() as i64, None)
-            .await
-            .unwrap();
-        let _: () = pipe
-            .zadd(
-                format!("vnc:sessions:{{{}}}", self.cid),
-                None,
-                None,
-                false,
-                false,
-                (far_future(), self.sid),
-            )
-            .await
-            .unwrap();
-        let _: Vec<fred::types::Value> = pipe.all().await.unwrap();
+        redis
+            .register_session(self.sid, self.cid, None, fields, ttl)
+            .await;
     }
 }
 

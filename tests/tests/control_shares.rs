@@ -61,8 +61,7 @@ async fn stack() -> Stack {
     }
 }
 
-/// A session as a relay node registers it: the hash (with its TTL), then the sid in
-/// the container's set (and a share session's in its share's), in one pipeline.
+/// A session as a relay node registers it.
 struct RelaySession<'a> {
     sid: &'a str,
     cid: &'a str,
@@ -77,7 +76,6 @@ struct RelaySession<'a> {
 
 impl RelaySession<'_> {
     async fn register(&self, redis: &RedisServer) {
-        let key = format!("vnc:session:{}", self.sid);
         let mut fields: Vec<(&str, String)> = vec![
             ("cid", self.cid.to_owned()),
             ("sub", self.sub.to_owned()),
@@ -91,34 +89,10 @@ impl RelaySession<'_> {
         ];
         fields.extend(self.name.map(|n| ("name", n.to_owned())));
         fields.extend(self.share.map(|h| ("share", h.to_owned())));
-        let pipe = redis.client.pipeline();
-        let _: () = pipe.hset(&key, fields).await.unwrap();
-        let _: () = pipe.pexpire(&key, 60_000, None).await.unwrap();
-        let _: () = pipe
-            .zadd(
-                format!("vnc:sessions:{{{}}}", self.cid),
-                None,
-                None,
-                false,
-                false,
-                (far_future(), self.sid),
-            )
-            .await
-            .unwrap();
-        if let Some(share) = self.share {
-            let _: () = pipe
-                .zadd(
-                    format!("vnc:share_sessions:{{{share}}}"),
-                    None,
-                    None,
-                    false,
-                    false,
-                    (far_future(), self.sid),
-                )
-                .await
-                .unwrap();
-        }
-        let _: Vec<fred::types::Value> = pipe.all().await.unwrap();
+        let ttl = std::time::Duration::from_secs(60);
+        redis
+            .register_session(self.sid, self.cid, self.share, fields, ttl)
+            .await;
     }
 }
 

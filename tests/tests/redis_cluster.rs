@@ -375,7 +375,7 @@ async fn reached(cluster: &RedisCluster, channel: &str, message: &serde_json::Va
 /// A shard subscription when its slot's primary hands over with CLUSTER FAILOVER: the
 /// old primary drops the subscription (an unsolicited SUNSUBSCRIBE), the connection
 /// stays up, and fred's subscriber neither reconnects nor subscribes again on the new
-/// primary; it still lists the channel as tracked. `resubscribe_all` brings it back.
+/// primary; it still lists the channel as tracked. Subscribing to it again brings it back.
 /// socketioxide-redis subscribes this way (RESP3, `ssubscribe`), so a daemon whose
 /// socket.io adapter runs on a cluster has to resubscribe when a slot moves.
 #[tokio::test]
@@ -401,7 +401,10 @@ async fn a_shard_subscription_is_dropped_by_a_manual_failover_until_resubscribed
         .collect();
     assert_eq!(tracked, ["room:{s}"]);
 
-    subscriber.resubscribe_all().await.unwrap();
+    // As the relay does (`Store::keep_shard_subscriptions`): each channel again.
+    for channel in subscriber.tracked_shard_channels() {
+        subscriber.ssubscribe(channel.to_string()).await.unwrap();
+    }
     assert_eq!(cluster.spublish("room:{s}", &message).await, 1);
     assert_eq!(
         next_message(&mut rx).await,

@@ -40,6 +40,12 @@ async fn viewer(relay: &RelayProcess, token: &str) -> RfbClient {
     rfb
 }
 
+/// Kicks one session the way control does.
+async fn kick(stack: &Stack, sid: &str) {
+    let kick = json!({"type": "kick", "sid": sid, "reason": "kicked"});
+    stack.redis.publish("vnc:control", &kick).await;
+}
+
 /// The sid of the session `node` holds for `c1` (waits for it to be registered).
 async fn sid_on(stack: &Stack, node: &str) -> String {
     eventually(&format!("a session on {node}"), vnc_tests::WAIT, || async {
@@ -112,13 +118,7 @@ async fn a_kick_ends_the_named_session_with_4003_on_whichever_node_holds_it(redi
     let mut on_a = viewer(&stack.relay, &stack.keys.token("c1", Scope::Control)).await;
     let mut on_b = viewer(&b, &stack.keys.token("c1", Scope::Control)).await;
     let sid_b = sid_on(&stack, &b.node_id).await;
-    stack
-        .redis
-        .publish(
-            "vnc:control",
-            &json!({"type": "kick", "sid": sid_b, "reason": "kicked"}),
-        )
-        .await;
+    kick(&stack, &sid_b).await;
     let (code, reason) = expect_close(on_b.ws(), Duration::from_secs(5))
         .await
         .unwrap();
@@ -271,13 +271,7 @@ async fn a_failover_of_a_rooms_primary_leaves_every_session_relaying() {
     // The subscriptions are back on the slot's new primary (within a heartbeat).
     eventually("both nodes in the room again", vnc_tests::WAIT, both_listen).await;
 
-    stack
-        .redis
-        .publish(
-            "vnc:control",
-            &json!({"type": "kick", "sid": sid_b, "reason": "kicked"}),
-        )
-        .await;
+    kick(&stack, &sid_b).await;
     let (code, _) = expect_close(on_b.ws(), Duration::from_secs(5))
         .await
         .unwrap();
