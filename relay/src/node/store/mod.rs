@@ -2,7 +2,7 @@
 //! revocation, in one round trip per new session (never per relayed message), and the
 //! registry writes of the heartbeat.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,6 +76,20 @@ fn session_fields(r: &SessionRecord, node_id: &str) -> Vec<(&'static str, String
     }
     fields
 }
+
+/// Refreshes a node's live sessions in one counting set (see admission's `RESERVE`):
+/// each gets the score now + ttl on the Redis server's clock, expired members go, and
+/// the set lives as long as its newest member. KEYS: the set. ARGV: ttl ms, then the
+/// session ids.
+const REFRESH: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], now + ttl, ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], ttl)
+return #ARGV - 1
+"#;
 
 /// Deletes a single-use claim only if it still names this session.
 const RELEASE_CLAIM: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
@@ -320,24 +334,31 @@ impl Store {
             }
         }
         let _: Vec<Value> = pipe.all().await?;
-        // The counting sets, refreshed (limit 0: never refused), in bounded batches.
-        let memberships: Vec<(String, &str)> = sessions
-            .iter()
-            .flat_map(|r| {
-                let mut sets = vec![
-                    self.keys.container_sessions(&r.cid),
-                    self.keys.user_sessions(&r.tenant, &r.sub),
-                ];
-                sets.extend(r.share.as_ref().map(|s| self.keys.share_sessions(s)));
-                sets.into_iter().map(|set| (set, r.sid.as_str()))
-            })
-            .collect();
-        for batch in memberships.chunks(WRITE_BATCH) {
-            try_join_all(
-                batch
-                    .iter()
-                    .map(|(set, sid)| self.reserve(set, sid, ms as u64, 0)),
-            )
+        // The counting sets, refreshed: one script per set, with this node's sessions in
+        // it, at most WRITE_BATCH sets at once.
+        let mut sets: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for r in sessions {
+            let sid = r.sid.as_str();
+            sets.entry(self.keys.container_sessions(&r.cid))
+                .or_default()
+                .push(sid);
+            sets.entry(self.keys.user_sessions(&r.tenant, &r.sub))
+                .or_default()
+                .push(sid);
+            if let Some(share) = &r.share {
+                sets.entry(self.keys.share_sessions(share))
+                    .or_default()
+                    .push(sid);
+            }
+        }
+        let sets: Vec<_> = sets.into_iter().collect();
+        for batch in sets.chunks(WRITE_BATCH) {
+            try_join_all(batch.iter().map(|(set, sids)| async move {
+                let mut args = vec![ms.to_string()];
+                args.extend(sids.iter().map(|s| s.to_string()));
+                let _: i64 = self.client.eval(REFRESH, vec![set.as_str()], args).await?;
+                Ok::<_, StoreError>(())
+            }))
             .await?;
         }
         Ok(())
