@@ -426,9 +426,7 @@ pub async fn joined(node: &Node, record: &SessionRecord) {
     {
         tracing::debug!(error = %e, "taking the lease at start failed");
     }
-    if let Err(e) = publish_presence(node, &record.cid).await {
-        tracing::debug!(error = %e, "presence not published");
-    }
+    node.live().presence_changed(&record.cid);
 }
 
 /// A session ended here: its lease, if it held it, is free again (and goes to a
@@ -439,9 +437,7 @@ pub async fn left(node: &Node, record: &SessionRecord) {
     {
         tracing::debug!(error = %e, "lease left to expire");
     }
-    if let Err(e) = publish_presence(node, &record.cid).await {
-        tracing::debug!(error = %e, "presence not published");
-    }
+    node.live().presence_changed(&record.cid);
 }
 
 /// The heartbeat's part: for every room this node holds, the lease as Redis has it

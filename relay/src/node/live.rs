@@ -31,6 +31,9 @@ use crate::session::record::SessionRecord;
 pub enum RoomChange {
     Joined(String),
     Left(String),
+    /// A session of the room started or ended here: its presence list is published
+    /// anew (by the room feed, off the session's path, bursts coalesced).
+    Presence(String),
 }
 
 struct Member {
@@ -132,6 +135,11 @@ impl Live {
 
     pub fn mode(&self) -> InputMode {
         self.mode
+    }
+
+    /// The room's presence changed here (a session started or ended).
+    pub fn presence_changed(&self, cid: &str) {
+        let _ = self.changes.send(RoomChange::Presence(cid.to_owned()));
     }
 
     /// Registers a session; `signal` is set right away if the relay has stopped or its

@@ -8,6 +8,7 @@
 //! the named local sessions with 4003; after each (re)subscribe it has the heartbeat
 //! check for revocations published while it was away (see `registry.rs`).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use fred::clients::SubscriberClient;
@@ -34,6 +35,10 @@ pub async fn feed(
     let mut messages = subscriber.message_rx();
     let mut reconnects = subscriber.reconnect_rx();
     let control = keys.control_channel();
+    // Presence publications: at most one running per room; a change meanwhile runs one
+    // more after it (a burst of joins publishes twice, not once per join).
+    let (published_tx, mut published) = mpsc::unbounded_channel::<String>();
+    let mut presence = PresenceQueue::default();
     vnc_shared::redis::keep_connecting(subscriber.clone());
     // Its reconnects are handled below (with the control channel and failed rooms).
     node.store()
@@ -46,6 +51,11 @@ pub async fn feed(
                     // What was said in the room before this node listened.
                     driver::learn(&node, &cid).await;
                 }
+                Some(RoomChange::Presence(cid)) => {
+                    if presence.wanted(&cid) {
+                        publish_presence(&node, cid, &published_tx);
+                    }
+                }
                 Some(RoomChange::Left(cid)) => {
                     if let Err(e) = subscriber.sunsubscribe(keys.room_channel(&cid)).await {
                         tracing::debug!(container.id = %cid, error = %e, "room unsubscribe failed");
@@ -53,6 +63,11 @@ pub async fn feed(
                 }
                 None => break,
             },
+            Some(cid) = published.recv() => {
+                if presence.done(&cid) {
+                    publish_presence(&node, cid, &published_tx);
+                }
+            }
             // A new connection has no subscriptions: take the control channel and
             // every room this node holds again (also those whose subscribe failed while
             // Redis was away). The first connection counts as one.
@@ -81,6 +96,46 @@ pub async fn feed(
         }
     }
     let _ = subscriber.quit().await;
+}
+
+/// The rooms whose presence is being published, and those changed meanwhile.
+#[derive(Default)]
+struct PresenceQueue {
+    running: HashSet<String>,
+    again: HashSet<String>,
+}
+
+impl PresenceQueue {
+    /// A change: true when a publication should start now (none is running).
+    fn wanted(&mut self, cid: &str) -> bool {
+        if self.running.contains(cid) {
+            self.again.insert(cid.to_owned());
+            return false;
+        }
+        self.running.insert(cid.to_owned());
+        true
+    }
+
+    /// A publication ended: true when the room changed meanwhile and gets another.
+    fn done(&mut self, cid: &str) -> bool {
+        if self.again.remove(cid) {
+            return true;
+        }
+        self.running.remove(cid);
+        false
+    }
+}
+
+/// Publishes the room's presence in a task of its own; says when it is done.
+fn publish_presence(node: &Arc<Node>, cid: String, done: &mpsc::UnboundedSender<String>) {
+    let node = node.clone();
+    let done = done.clone();
+    tokio::spawn(async move {
+        if let Err(e) = driver::publish_presence(&node, &cid).await {
+            tracing::debug!(container.id = %cid, error = %e, "presence not published");
+        }
+        let _ = done.send(cid);
+    });
 }
 
 async fn subscribe(subscriber: &SubscriberClient, keys: &Keys, cid: &str) {
@@ -116,5 +171,22 @@ async fn deliver(node: &Node, keys: &Keys, m: Message) {
     if event["type"] == "container.stopped" {
         let ended = node.live().stop_room(cid, Stop::ContainerStopped);
         tracing::info!(container.id = %cid, sessions = ended, "container stopped: ending its sessions");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PresenceQueue;
+
+    #[test]
+    fn a_burst_of_changes_publishes_a_room_twice_and_rooms_apart() {
+        let mut q = PresenceQueue::default();
+        assert!(q.wanted("c1"));
+        assert!(!q.wanted("c1") && !q.wanted("c1"));
+        assert!(q.wanted("c2"), "another room is not held up");
+        assert!(q.done("c1"), "changed meanwhile: once more");
+        assert!(!q.done("c1"), "nothing since: the room is free");
+        assert!(q.wanted("c1"));
+        assert!(!q.done("c2"));
     }
 }
