@@ -72,23 +72,26 @@ async function open({ url, width = 1280, height = 830, permissions = [] }) {
     // launch() gives every run a fresh temporary --user-data-dir and removes it after.
     browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS, headless: true });
   }
-  const context = await browser.newContext({ viewport: { width, height }, permissions });
-  page = await context.newPage();
-  page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
-  page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
   // Chromium aborts a page's loads when the machine's network interfaces change
   // (ERR_NETWORK_CHANGED), as they do whenever a Docker container starts or stops: a
-  // load that failed so is tried again (3 times at most); any other failure is not.
+  // load that failed so is tried again (3 times at most), each time in a fresh context
+  // (no load it cached, failed or not, carries over); any other failure is not.
   for (let attempt = 1; ; attempt++) {
+    const context = await browser.newContext({ viewport: { width, height }, permissions });
+    page = await context.newPage();
+    page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
+    page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
     const seen = consoleLines.length;
     try {
       await page.goto(url, { waitUntil: 'load' });
-      await page.waitForFunction(() => window.vncViewer !== undefined, null, { timeout: 10_000 });
+      await page.waitForFunction(() => window.vncViewer !== undefined, null, { timeout: 20_000 });
       break;
     } catch (e) {
       const changed = String(e).includes(NETWORK_CHANGED)
         || consoleLines.slice(seen).some((line) => line.includes(NETWORK_CHANGED));
       if (!changed || attempt === 3) throw e;
+      consoleLines.push(`driver: load ${attempt} hit ${NETWORK_CHANGED}; trying again`);
+      await context.close();
     }
   }
   return { state: await viewerState() };

@@ -34,6 +34,10 @@ pub const TOLERANCE: u8 = 6;
 /// Bound on what the page waits for (connect, reconnect through another node).
 pub const PAGE_WAIT_MS: u64 = 15_000;
 
+/// Bound on one page load in the driver (`open`), until the viewer is set up (the
+/// driver's `waitForFunction` timeout).
+const OPEN_WAIT_MS: u64 = 20_000;
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -246,8 +250,11 @@ impl Browser {
         }
     }
 
+    /// Opens `url` in a fresh page; the driver tries a load Chromium aborted for a
+    /// network change again (3 loads of at most [`OPEN_WAIT_MS`] each).
     pub async fn open(&mut self, url: &str) -> Value {
-        self.call(json!({"cmd": "open", "url": url})).await
+        self.call(json!({"cmd": "open", "url": url, "timeoutMs": 3 * OPEN_WAIT_MS}))
+            .await
     }
 
     /// Waits until the page's status is `status` with at least `sessions` sessions
