@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use vnc_shared::config::{ConfigError, Secret, load_toml, overlay};
-use vnc_shared::schema::DEFAULT_PREFIX;
 use vnc_shared::telemetry::LogFormat;
 use vnc_shared::tls::TlsFiles;
 use vnc_shared::token::{ClipboardPolicy, DEFAULT_AUDIENCE, DEFAULT_ISSUER, FilePolicy, MAX_TTL};
@@ -468,6 +467,7 @@ impl ControlSettings {
         if http_header_timeout.is_zero() || http_max_connections == 0 {
             problems.push("http_header_timeout and http_max_connections must be positive".into());
         }
+        let redis = RedisTarget::of(&s);
         let tls =
             TlsFiles::from_settings(s.tls_cert, s.tls_key, s.tls_client_ca).unwrap_or_else(|e| {
                 problems.push(e.to_owned());
@@ -527,8 +527,8 @@ impl ControlSettings {
         Ok(ControlConfig {
             listen: s.listen.unwrap_or(addr(DEFAULT_LISTEN)),
             admin_listen: s.admin_listen.unwrap_or(addr(DEFAULT_ADMIN_LISTEN)),
-            redis_url: Secret::new(s.redis_url.unwrap_or(DEFAULT_REDIS_URL.into())),
-            redis_prefix: s.redis_prefix.unwrap_or(DEFAULT_PREFIX.into()),
+            redis_url: redis.redis_url,
+            redis_prefix: redis.redis_prefix,
             jwt_private_key,
             jwt_kid: s.jwt_kid,
             jwt_issuer: s.jwt_issuer.unwrap_or(DEFAULT_ISSUER.into()),
@@ -583,8 +583,8 @@ impl ControlSettings {
             job_reclaim_idle: s.job_reclaim_idle,
             static_containers,
             tls,
-            log_level: s.log_level.unwrap_or(DEFAULT_LOG_LEVEL.into()),
-            log_format: s.log_format.unwrap_or(DEFAULT_LOG_FORMAT),
+            log_level: redis.log_level,
+            log_format: redis.log_format,
         })
     }
 }

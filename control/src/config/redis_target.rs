@@ -24,12 +24,20 @@ impl ControlSettings {
             Some(path) => overlay(self, &load_toml::<ControlSettings>(path)?)?,
             None => self.clone(),
         };
-        Ok(RedisTarget {
-            redis_url: Secret::new(s.redis_url.unwrap_or(DEFAULT_REDIS_URL.into())),
-            redis_prefix: s.redis_prefix.unwrap_or(DEFAULT_PREFIX.into()),
-            log_level: s.log_level.unwrap_or(DEFAULT_LOG_LEVEL.into()),
+        Ok(RedisTarget::of(&s))
+    }
+}
+
+impl RedisTarget {
+    /// Redis and logging of settings already overlaid, each with its default: the one
+    /// place both [`ControlSettings::resolve`] and `migrate` take them from.
+    pub(super) fn of(s: &ControlSettings) -> RedisTarget {
+        RedisTarget {
+            redis_url: Secret::new(s.redis_url.clone().unwrap_or(DEFAULT_REDIS_URL.into())),
+            redis_prefix: s.redis_prefix.clone().unwrap_or(DEFAULT_PREFIX.into()),
+            log_level: s.log_level.clone().unwrap_or(DEFAULT_LOG_LEVEL.into()),
             log_format: s.log_format.unwrap_or(DEFAULT_LOG_FORMAT),
-        })
+        }
     }
 }
 

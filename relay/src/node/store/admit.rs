@@ -8,28 +8,9 @@ use fred::interfaces::LuaInterface;
 use fred::prelude::*;
 use futures_util::future::try_join_all;
 
-use super::{RELEASE_CLAIM, Store, StoreError, session_fields};
+use super::{PLACE, RELEASE_CLAIM, Store, StoreError, session_fields};
 use crate::config::SessionLimits;
 use crate::session::record::SessionRecord;
-
-/// One reservation of admission, in one key (one hash slot): the sorted set of a
-/// container's, a user's or a share's live sessions, scored by expiry on the Redis
-/// server's clock. Drops expired members, refuses when `limit` (0: none) others are
-/// live, else adds (or refreshes) the session and keeps the set alive as long as its
-/// newest member. KEYS: the set. ARGV: sid, ttl ms, limit. 1 when reserved.
-const RESERVE: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if limit > 0 and not redis.call('ZSCORE', KEYS[1], ARGV[1])
-    and redis.call('ZCARD', KEYS[1]) >= limit then
-  return 0
-end
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ttl)
-return 1
-"#;
 
 /// What [`Store::admit_session`] decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,8 +25,8 @@ pub enum Admission {
 impl Store {
     /// Admits session `r` into the registry: its single-use claim, and a reservation in
     /// each of its counting sets (container, user, and share with `share_limit`) against
-    /// the limits (0: none) over the live sessions of every node, plus its record, all
-    /// with `ttl`, in one pipeline. Each step is atomic in its own key (its own hash
+    /// the limits (0: none) over the live sessions of every node, all with `ttl`, sent
+    /// together; then its record. Each step is atomic in its own key (its own hash
     /// slot on a Redis Cluster); when one refuses, the steps that passed are undone.
     /// Between the two, a concurrent admission may count this one and be refused too:
     /// over-refusal under contention, never over-admission.
@@ -127,7 +108,7 @@ impl Store {
         Ok(refusal)
     }
 
-    /// [`RESERVE`]: one session in one counting set; false when `limit` refused it.
+    /// [`PLACE`]: one session in one counting set; false when `limit` refused it.
     pub(super) async fn reserve(
         &self,
         set: &str,
@@ -135,8 +116,8 @@ impl Store {
         ttl_ms: u64,
         limit: usize,
     ) -> Result<bool, StoreError> {
-        let args = vec![sid.to_owned(), ttl_ms.to_string(), limit.to_string()];
-        let reserved: i64 = self.client.eval(RESERVE, vec![set], args).await?;
+        let args = vec![ttl_ms.to_string(), limit.to_string(), sid.to_owned()];
+        let reserved: i64 = self.client.eval(PLACE, vec![set], args).await?;
         Ok(reserved == 1)
     }
 

@@ -77,18 +77,24 @@ fn session_fields(r: &SessionRecord, node_id: &str) -> Vec<(&'static str, String
     fields
 }
 
-/// Refreshes a node's live sessions in one counting set (see admission's `RESERVE`):
-/// each gets the score now + ttl on the Redis server's clock, expired members go, and
-/// the set lives as long as its newest member. KEYS: the set. ARGV: ttl ms, then the
-/// session ids.
-const REFRESH: &str = r#"
+/// Places sessions in one counting set, in one key (one hash slot): the sorted set of
+/// a container's, a user's or a share's live sessions, scored by expiry on the Redis
+/// server's clock. Drops expired members; with a `limit` (0: none; admission places one
+/// session), refuses when that many others are live; else gives each session the
+/// score now + ttl and keeps the set alive as long as its newest member. KEYS: the
+/// set. ARGV: ttl ms, limit, then the session ids. 1 when placed.
+const PLACE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[1])
+local ttl, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], now + ttl, ARGV[i]) end
+if limit > 0 and not redis.call('ZSCORE', KEYS[1], ARGV[3])
+    and redis.call('ZCARD', KEYS[1]) >= limit then
+  return 0
+end
+for i = 3, #ARGV do redis.call('ZADD', KEYS[1], now + ttl, ARGV[i]) end
 redis.call('PEXPIRE', KEYS[1], ttl)
-return #ARGV - 1
+return 1
 "#;
 
 /// Deletes a single-use claim only if it still names this session.
@@ -354,9 +360,10 @@ impl Store {
         let sets: Vec<_> = sets.into_iter().collect();
         for batch in sets.chunks(WRITE_BATCH) {
             try_join_all(batch.iter().map(|(set, sids)| async move {
-                let mut args = vec![ms.to_string()];
+                // Limit 0: a refresh, never refused.
+                let mut args = vec![ms.to_string(), "0".to_owned()];
                 args.extend(sids.iter().map(|s| s.to_string()));
-                let _: i64 = self.client.eval(REFRESH, vec![set.as_str()], args).await?;
+                let _: i64 = self.client.eval(PLACE, vec![set.as_str()], args).await?;
                 Ok::<_, StoreError>(())
             }))
             .await?;
