@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use fred::clients::SubscriberClient;
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
@@ -35,8 +36,9 @@ pub async fn feed(
     let mut messages = subscriber.message_rx();
     let mut reconnects = subscriber.reconnect_rx();
     let control = keys.control_channel();
-    // Presence publications: at most one running per room; a change meanwhile runs one
-    // more after it (a burst of joins publishes twice, not once per join).
+    // Presence publications: at most one running per room, then a pause; a change
+    // meanwhile runs one more after it (a burst of joins publishes twice, not once per
+    // join).
     let (published_tx, mut published) = mpsc::unbounded_channel::<String>();
     let mut presence = PresenceQueue::default();
     vnc_shared::redis::keep_connecting(subscriber.clone());
@@ -126,7 +128,15 @@ impl PresenceQueue {
     }
 }
 
-/// Publishes the room's presence in a task of its own; says when it is done.
+/// Least time from one presence publication of a room to the next. A publication reads
+/// every live session's record of the room (one command each), so without a pause a
+/// room of hundreds with steady churn would keep Redis busy with its presence, and
+/// every other command (admissions, kicks) waiting behind it. A viewer sees a change at
+/// most this much later.
+const PRESENCE_PAUSE: Duration = Duration::from_millis(100);
+
+/// Publishes the room's presence in a task of its own; says when it is done and the
+/// pause after it is over.
 fn publish_presence(node: &Arc<Node>, cid: String, done: &mpsc::UnboundedSender<String>) {
     let node = node.clone();
     let done = done.clone();
@@ -134,6 +144,7 @@ fn publish_presence(node: &Arc<Node>, cid: String, done: &mpsc::UnboundedSender<
         if let Err(e) = driver::publish_presence(&node, &cid).await {
             tracing::debug!(container.id = %cid, error = %e, "presence not published");
         }
+        tokio::time::sleep(PRESENCE_PAUSE).await;
         let _ = done.send(cid);
     });
 }
