@@ -18,6 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
 NAMES = {"relay-ws": "vnc-relay ws://", "relay-sio": "vnc-relay socket.io",
+         "relay-wss": "vnc-relay wss://", "relay-sios": "vnc-relay socket.io TLS",
+         "relay-alt": "vnc-relay ws:// ALT_ARGS",
          "proxy": "plain TCP proxy", "ws-proxy": "least WebSocket relay",
          "haproxy": "HAProxy splice-auto",
          "websockify": "websockify 0.13", "node-sio": "Node socket.io relay"}

@@ -58,6 +58,23 @@ prepare() {
   OUT="$STATE/results.jsonl"
 }
 
+# make_pki: a throwaway CA and a P-256 server certificate for 127.0.0.1 and localhost
+# in $STATE/pki (sets PKI): ca.crt for the client's --ca, server.crt/server.key for the
+# relay's --tls-cert/--tls-key.
+make_pki() {
+  PKI="$STATE/pki"
+  mkdir -p "$PKI"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=vnc-bench-ca -keyout "$PKI/ca.key" -out "$PKI/ca.crt" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -subj /CN=localhost -keyout "$PKI/server.key" -out "$PKI/server.csr" 2>/dev/null
+  printf '%s\n' 'subjectAltName=IP:127.0.0.1,DNS:localhost' 'basicConstraints=CA:FALSE' \
+    'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' >"$PKI/server.ext"
+  openssl x509 -req -in "$PKI/server.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
+    -CAcreateserial -days 2 -extfile "$PKI/server.ext" -out "$PKI/server.crt" 2>/dev/null
+}
+
 # start_stand_ins: a token key pair in $STATE/keys (kid `bench`) and the `source` and
 # `echo` stand-ins for a VNC server (see start_listening); sets SRC and ECHO.
 start_stand_ins() {

@@ -13,7 +13,11 @@
 # Env: SESSIONS (list, default "100 500 2000"), DURATION (default 15s), WARMUP (3s),
 #      RATE (key strokes/s, 20), FPS (30), UPDATE_SIZE (bytes, 40000),
 #      TARGETS (default "relay-ws relay-sio proxy haproxy websockify node-sio"; also
-#      ws-proxy, the least WebSocket relay, `vnc-bench ws-proxy`),
+#      ws-proxy, the least WebSocket relay, `vnc-bench ws-proxy`; relay-wss and
+#      relay-sios, the relay's two paths over TLS, served by a second relay with a
+#      throwaway certificate; relay-alt, the raw path of a third relay, the binary
+#      ALT_BIN (default: this checkout's) started with ALT_ARGS, to compare a build or
+#      a setting in one run, e.g. ALT_ARGS="--read-buffer-size 262144"),
 #      WEBSOCKIFY_MAX (largest N run through websockify, default 500: it forks a
 #      Python process per connection)
 set -euo pipefail
@@ -52,12 +56,33 @@ wait_port "$WSFY"
 # One container and token per session (as many desktops as viewers): no socket.io room
 # has more than one viewer, so no session pays for others' join announcements. Every
 # session comes from 127.0.0.1, so the per-address handshake bound is lifted to the
-# client's connect concurrency (200).
-start_listening relay "$BIN/vnc-relay" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-  --redis-url "redis://127.0.0.1:$REDIS_PORT" --jwt-public-key "$STATE/keys/bench.pub.pem" \
-  --max-sessions 20000 --idle-timeout 10m --single-use-tokens false \
-  --max-pending-per-address 1024
-RELAY="$(sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/relay.out")"
+# client's connect concurrency (200). A relay is started only when a target needs it.
+# start_relay NAME BINARY FLAGS...: a relay on this Redis with the bench's settings and
+# FLAGS.
+start_relay() {
+  local name="$1" binary="$2"; shift 2
+  start_listening "$name" "$binary" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+    --redis-url "redis://127.0.0.1:$REDIS_PORT" --jwt-public-key "$STATE/keys/bench.pub.pem" \
+    --max-sessions 20000 --idle-timeout 10m --single-use-tokens false \
+    --max-pending-per-address 1024 "$@"
+}
+relay_public() { sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/$1.out"; }
+start_relay relay "$BIN/vnc-relay"
+RELAY="$(relay_public relay)"
+relays=(relay)
+if [[ " $TARGETS " == *" relay-wss "* || " $TARGETS " == *" relay-sios "* ]]; then
+  make_pki
+  start_relay relaytls "$BIN/vnc-relay" --tls-cert "$PKI/server.crt" --tls-key "$PKI/server.key"
+  RELAYTLS="$(relay_public relaytls)"
+  relays+=(relaytls)
+fi
+if [[ " $TARGETS " == *" relay-alt "* ]]; then
+  cp "${ALT_BIN:-$BIN/vnc-relay}" "$BIN/vnc-relay-alt"
+  # shellcheck disable=SC2086
+  start_relay relayalt "$BIN/vnc-relay-alt" ${ALT_ARGS:-}
+  RELAYALT="$(relay_public relayalt)"
+  relays+=(relayalt)
+fi
 start_listening node node benches/node-relay/relay.mjs --listen 127.0.0.1:0 --upstream "$DESK"
 NODE="$(listening_addr node)"
 
@@ -69,16 +94,32 @@ for i in $(seq 0 $((max_n - 1))); do
   t="$(token "desk$i")"
   echo "ws://$RELAY/websockify?token=$t" >>"$STATE/relay-ws.urls"
   echo "sio://$RELAY?containerId=desk$i&token=$t" >>"$STATE/relay-sio.urls"
+  if [[ -n "${RELAYTLS:-}" ]]; then
+    echo "wss://$RELAYTLS/websockify?token=$t" >>"$STATE/relay-wss.urls"
+    echo "sios://$RELAYTLS?containerId=desk$i&token=$t" >>"$STATE/relay-sios.urls"
+  fi
+  if [[ -n "${RELAYALT:-}" ]]; then
+    echo "ws://$RELAYALT/websockify?token=$t" >>"$STATE/relay-alt.urls"
+  fi
 done
-until curl -sf "http://$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/relay.out")/readyz" >/dev/null; do sleep 0.05; done
-until [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://$RELAY/socket.io/?EIO=4&transport=websocket")" != 503 ]]; do
-  sleep 0.05
+for r in "${relays[@]}"; do
+  admin="$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/$r.out")"
+  until curl -sf "http://$admin/readyz" >/dev/null; do sleep 0.05; done
 done
+# socket.io answers 503 until its Redis adapter is up.
+sio_up() { [[ "$(curl -s ${PKI:+--cacert "$PKI/ca.crt"} -o /dev/null -w '%{http_code}' "$1/socket.io/?EIO=4&transport=websocket")" != 503 ]]; }
+until sio_up "http://$RELAY"; do sleep 0.05; done
+if [[ -n "${RELAYTLS:-}" ]]; then
+  until sio_up "https://$RELAYTLS"; do sleep 0.05; done
+fi
 
 # target_args T: the vnc-bench flags naming target T and its server process.
 target_args() {
   case "$1" in
     relay-ws | relay-sio) echo "--url-file $STATE/$1.urls --pid server=$relay_pid" ;;
+    relay-wss | relay-sios)
+      echo "--url-file $STATE/$1.urls --ca $PKI/ca.crt --pid server=$relaytls_pid" ;;
+    relay-alt) echo "--url-file $STATE/$1.urls --pid server=$relayalt_pid" ;;
     proxy) echo "--target tcp://$(listening_addr proxy) --pid server=$proxy_pid" ;;
     ws-proxy) echo "--target ws://$(listening_addr wsproxy)/ --pid server=$wsproxy_pid" ;;
     haproxy) echo "--target tcp://$haproxy_addr --pid server=$haproxy_pid" ;;

@@ -21,19 +21,7 @@ COUNT="${COUNT:-20000}"
 source benches/common.sh
 prepare tls
 
-# A CA and a P-256 server certificate for 127.0.0.1 (what the URLs name) and localhost.
-PKI="$STATE/pki"
-mkdir -p "$PKI"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -subj /CN=vnc-bench-ca -keyout "$PKI/ca.key" -out "$PKI/ca.crt" \
-  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
-openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-  -subj /CN=localhost -keyout "$PKI/server.key" -out "$PKI/server.csr" 2>/dev/null
-printf '%s\n' 'subjectAltName=IP:127.0.0.1,DNS:localhost' 'basicConstraints=CA:FALSE' \
-  'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' >"$PKI/server.ext"
-openssl x509 -req -in "$PKI/server.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
-  -CAcreateserial -days 2 -extfile "$PKI/server.ext" -out "$PKI/server.crt" 2>/dev/null
-
+make_pki
 start_redis
 start_stand_ins
 
