@@ -140,8 +140,7 @@ async fn serve_client(
         peer.handshake_over();
         if let Some((browser, leftover, admitted)) = upgraded {
             let session = run_session(node.clone(), browser, leftover, admitted);
-            node.tracker()
-                .spawn(session.instrument(tracing::Span::current()));
+            node.tracker().spawn(session);
         }
         return;
     };
@@ -167,21 +166,20 @@ async fn serve_client(
     peer.handshake_over();
     if let Some((tls, leftover, admitted)) = upgraded {
         let session = run_tls_session(node.clone(), tls, leftover, admitted);
-        node.tracker()
-            .spawn(session.instrument(tracing::Span::current()));
+        node.tracker().spawn(session);
     }
 }
 
 /// A raw WebSocket session over TLS: the session's pumps drive the rustls connection
 /// on the TCP stream themselves (`wire/tls.rs`).
-async fn run_tls_session(
+fn run_tls_session(
     node: Arc<Node>,
     tls: tokio_rustls::server::TlsStream<TcpStream>,
     leftover: Bytes,
     admitted: Admitted,
-) {
+) -> impl Future<Output = ()> + Send {
     let (tcp, conn) = tls.into_inner();
-    run_session(node, TlsSocket::new(tcp, conn), leftover, admitted).await;
+    run_session(node, TlsSocket::new(tcp, conn), leftover, admitted)
 }
 
 /// The client a connection's PROXY header names (the peer itself for a balancer's

@@ -125,7 +125,10 @@ where
     {
         Ok(Ok(parts)) => Some((
             parts.io.into_inner().into_inner(),
-            parts.read_buf,
+            // A copy of what the browser sent behind its request (usually nothing):
+            // `read_buf` shares hyper's whole read buffer, which a session would
+            // otherwise hold for its lifetime (8 KiB or more per idle session).
+            Bytes::copy_from_slice(&parts.read_buf),
             accepted.admitted,
         )),
         _ => {
@@ -194,13 +197,16 @@ where
 }
 
 /// A raw WebSocket session on the upgraded connection.
-async fn run_session<B: Socket>(node: Arc<Node>, browser: B, leftover: Bytes, admitted: Admitted) {
+fn run_session<B: Socket>(
+    node: Arc<Node>,
+    browser: B,
+    leftover: Bytes,
+    admitted: Admitted,
+) -> impl Future<Output = ()> + Send {
     let span = session::span(&admitted, "websocket");
     let transport = WebSocket::new(browser, leftover, &node.config().limits);
     let stop = Arc::new(StopSignal::default());
-    session::drive(&node, admitted, stop, transport)
-        .instrument(span)
-        .await;
+    session::drive(node, admitted, stop, transport).instrument(span)
 }
 
 async fn handle(

@@ -80,12 +80,16 @@ pub struct Link<'a> {
 
 /// Runs one admitted session over `transport` to its end, with its bookkeeping.
 /// Setting `stop` ends it from outside.
-pub async fn drive<T: Transport>(
-    node: &Node,
+///
+/// Not an `async fn`: what the session doesn't keep of `admitted` (its claims) is
+/// dropped before the session's future is made, so the future, which an idle session
+/// holds for its whole life, carries only what it uses.
+pub fn drive<T: Transport>(
+    node: Arc<Node>,
     admitted: Admitted,
     stop: Arc<StopSignal>,
     mut transport: T,
-) {
+) -> impl Future<Output = ()> + Send {
     let Admitted {
         upstream,
         policy,
@@ -95,26 +99,31 @@ pub async fn drive<T: Transport>(
         gate,
         ..
     } = admitted;
-    let tracked = track(node, record.clone(), &stop, gate.clone());
-    let config = node.config();
-    let recorder = node
-        .recordings()
-        .filter(|_| recorded)
-        .map(|r| r.start(&record, node.tracker()));
-    let session = Session {
-        limits: &config.limits,
-        stop: &stop,
-        metrics: &tracked.metrics,
-        policy: &policy,
-        gate: &gate,
-    };
-    // The room learns of the session, and a privileged one takes a free lease before
-    // its first input can arrive.
-    driver::joined(node, &record).await;
-    let end = run(&mut transport, upstream, session, recorder).await;
-    tracked.finish(end).await;
-    drop(permit);
-    transport.close(end).await;
+    async move {
+        let node = &*node;
+        let tracked = track(node, record.clone(), &stop, gate.clone());
+        let config = node.config();
+        let recorder = node
+            .recordings()
+            .filter(|_| recorded)
+            .map(|r| r.start(&record, node.tracker()));
+        let session = Session {
+            limits: &config.limits,
+            stop: &stop,
+            metrics: &tracked.metrics,
+            policy: &policy,
+            gate: &gate,
+        };
+        // The room learns of the session, and a privileged one takes a free lease
+        // before its first input can arrive. That and the bookkeeping at the end wait
+        // on Redis commands, whose futures are large (9 KiB): boxed, they take memory
+        // only while they run, not in every session's task for its whole life.
+        Box::pin(driver::joined(node, &record)).await;
+        let end = run(&mut transport, upstream, session, recorder).await;
+        Box::pin(tracked.finish(end)).await;
+        drop(permit);
+        transport.close(end).await;
+    }
 }
 
 /// What [`run`] needs of the session beside its two ends.
@@ -291,10 +300,12 @@ impl Activity {
     }
 }
 
-/// A session's log span.
+/// A session's log span: a root span, so the connection's span (HTTP and the
+/// handshakes) is freed once the session starts; it names the client too.
 pub fn span(admitted: &Admitted, transport: &'static str) -> tracing::Span {
     let claims = &admitted.claims;
     tracing::info_span!(
+        parent: None,
         "session",
         session.id = %admitted.record.sid,
         container.id = %claims.cid,

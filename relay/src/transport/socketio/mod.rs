@@ -278,9 +278,7 @@ fn on_connect(node: Weak<Node>, socket: SocketRef<Adapter>) {
     let span = session::span(&admitted, "socketio");
     let transport = SocketIoTransport::new(socket, written, input, gone);
     let tracker = node.tracker().clone();
-    tracker.spawn(
-        async move { session::drive(&node, admitted, stop, transport).await }.instrument(span),
-    );
+    tracker.spawn(session::drive(node, admitted, stop, transport).instrument(span));
 }
 
 /// Extractor of `vnc:data` that queues the bytes for the VNC server as it runs, in
