@@ -32,12 +32,14 @@ listening_addr() { sed -n 's/^LISTENING \([^ ]*\).*/\1/p' "$STATE/$1.out" | head
 # peak_rss_kib PID: the process's peak resident set (VmHWM).
 peak_rss_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo n/a; }
 
-# record LABEL ARGS... : runs vnc-bench (from $BIN), appends {"label":..., "result":...}
-# to $OUT; a failed run is recorded with its error instead of stopping the script.
+# record LABEL ARGS... : runs vnc-bench (from $BIN, behind CLIENT_PREFIX if set), appends
+# {"label":..., "result":...} to $OUT; a failed run is recorded with its error instead of
+# stopping the script.
 record() {
   local label="$1"; shift
   local line
-  line="$("$BIN/vnc-bench" "$@" 2>"$STATE/last.err" | sed -n 's/^RESULT //p' | tail -1)" || true
+  # shellcheck disable=SC2086  # CLIENT_PREFIX is words (e.g. `taskset -c 1`) or empty.
+  line="$(${CLIENT_PREFIX:-} "$BIN/vnc-bench" "$@" 2>"$STATE/last.err" | sed -n 's/^RESULT //p' | tail -1)" || true
   if [[ -z "$line" ]]; then
     line="{\"error\":$(python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().strip()[-300:]))' <"$STATE/last.err")}"
   fi

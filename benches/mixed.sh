@@ -20,6 +20,10 @@
 #      a setting in one run, e.g. ALT_ARGS="--read-buffer-size 262144"),
 #      WEBSOCKIFY_MAX (largest N run through websockify, default 500: it forks a
 #      Python process per connection)
+#      CLIENT_CPUS, SERVER_CPUS (CPU lists for taskset, e.g. 1 and 0): when set, the
+#      client runs on CLIENT_CPUS and everything the script started (servers under
+#      test, stand-in, Redis) on SERVER_CPUS, so the client's WebSocket and TLS work
+#      doesn't share cores with the servers (as browsers on other machines wouldn't)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS="${1:-3}"
@@ -127,6 +131,12 @@ target_args() {
     node-sio) echo "--target sio://$NODE?containerId=desk&token=any --pid server=$node_pid" ;;
   esac
 }
+
+if [[ -n "${CLIENT_CPUS:-}" ]]; then
+  for p in "${pids[@]}"; do taskset -a -p -c "${SERVER_CPUS:?SERVER_CPUS with CLIENT_CPUS}" "$p" >/dev/null; done
+  CLIENT_PREFIX="taskset -c $CLIENT_CPUS"
+  echo "== client on CPUs $CLIENT_CPUS, servers on CPUs $SERVER_CPUS"
+fi
 
 read -ra targets <<<"$TARGETS"
 for n in $SESSIONS; do
