@@ -29,6 +29,22 @@ start_listening() {
 }
 # listening_addr NAME: the address of NAME's `LISTENING ADDR` line.
 listening_addr() { sed -n 's/^LISTENING \([^ ]*\).*/\1/p' "$STATE/$1.out" | head -1; }
+# relay_public NAME, relay_admin NAME: the public and admin listeners of the relay
+# started as NAME (see start_listening: its LISTENING line).
+relay_public() { sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/$1.out"; }
+relay_admin() { sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/$1.out"; }
+# relay_ready NAME: waits until the relay started as NAME answers /readyz.
+relay_ready() { until curl -sf "http://$(relay_admin "$1")/readyz" >/dev/null; do sleep 0.05; done; }
+# socketio_ready BASE_URL: waits until the relay's socket.io is up (it answers 503 until
+# its Redis adapter is, then 400 to a request that isn't an upgrade); trusts $PKI's CA
+# when make_pki made one.
+socketio_ready() {
+  until [[ "$(curl -s ${PKI:+--cacert "$PKI/ca.crt"} -o /dev/null -w '%{http_code}' \
+    "$1/socket.io/?EIO=4&transport=websocket")" != 503 ]]; do
+    sleep 0.05
+  done
+}
+
 # peak_rss_kib PID: the process's peak resident set (VmHWM).
 peak_rss_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo n/a; }
 
@@ -252,13 +268,12 @@ two_relays() {
   "${REDIS_CLI[@]}" hset vnc:container:echo state running tenant bench owner bench \
     host 127.0.0.1 port "${ECHO##*:}" >/dev/null
   relays=()
-  local node admin
+  local node
   for node in a b; do
     start_listening "relay_$node" "$BIN/vnc-relay" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
       --redis-url "$REDIS_URL" --jwt-public-key "$STATE/keys/bench.pub.pem" \
       --node-id "bench-$node" --idle-timeout 10m
-    relays+=("$(sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/relay_$node.out")")
-    admin="$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/relay_$node.out")"
-    until curl -sf "http://$admin/readyz" >/dev/null; do sleep 0.05; done
+    relays+=("$(relay_public "relay_$node")")
+    relay_ready "relay_$node"
   done
 }

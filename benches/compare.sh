@@ -34,12 +34,9 @@ register_src_echo
 
 declare -A addr_of pid_of
 for r in current baseline; do
-  addr_of[$r]="$(sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/$r.out")"
-  admin="$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/$r.out")"
-  until curl -sf "http://$admin/readyz" >/dev/null; do sleep 0.05; done
-  until [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://${addr_of[$r]}/socket.io/?EIO=4&transport=websocket")" != 503 ]]; do
-    sleep 0.05
-  done
+  addr_of[$r]="$(relay_public "$r")"
+  relay_ready "$r"
+  socketio_ready "http://${addr_of[$r]}"
 done
 pid_of[current]="$current_pid"; pid_of[baseline]="$baseline_pid"
 

@@ -70,7 +70,6 @@ start_relay() {
     --max-sessions 20000 --idle-timeout 10m --single-use-tokens false \
     --max-pending-per-address 1024 "$@"
 }
-relay_public() { sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/$1.out"; }
 start_relay relay "$BIN/vnc-relay"
 RELAY="$(relay_public relay)"
 relays=(relay)
@@ -106,16 +105,9 @@ for i in $(seq 0 $((max_n - 1))); do
     echo "ws://$RELAYALT/websockify?token=$t" >>"$STATE/relay-alt.urls"
   fi
 done
-for r in "${relays[@]}"; do
-  admin="$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/$r.out")"
-  until curl -sf "http://$admin/readyz" >/dev/null; do sleep 0.05; done
-done
-# socket.io answers 503 until its Redis adapter is up.
-sio_up() { [[ "$(curl -s ${PKI:+--cacert "$PKI/ca.crt"} -o /dev/null -w '%{http_code}' "$1/socket.io/?EIO=4&transport=websocket")" != 503 ]]; }
-until sio_up "http://$RELAY"; do sleep 0.05; done
-if [[ -n "${RELAYTLS:-}" ]]; then
-  until sio_up "https://$RELAYTLS"; do sleep 0.05; done
-fi
+for r in "${relays[@]}"; do relay_ready "$r"; done
+socketio_ready "http://$RELAY"
+if [[ -n "${RELAYTLS:-}" ]]; then socketio_ready "https://$RELAYTLS"; fi
 
 # target_args T: the vnc-bench flags naming target T and its server process.
 target_args() {

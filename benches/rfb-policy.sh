@@ -29,8 +29,7 @@ start_listening locked "$BIN/vnc-bench" source --listen 127.0.0.1:0 --password "
 start_listening relay "$BIN/vnc-relay" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
   --redis-url "redis://127.0.0.1:$REDIS_PORT" --jwt-public-key "$STATE/keys/bench.pub.pem" \
   --idle-timeout 10m
-RELAY="$(sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/relay.out")"
-ADMIN="$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/relay.out")"
+RELAY="$(relay_public relay)"
 
 SRC="$(listening_addr source)"; LOCKED="$(listening_addr locked)"
 redis-cli -p "$REDIS_PORT" hset vnc:container:open state running tenant bench owner bench \
@@ -43,7 +42,7 @@ url[injected]="ws://$RELAY/websockify?token=$(token locked control)"
 url[view]="ws://$RELAY/websockify?token=$(token open view)"
 url[noclip]="ws://$RELAY/websockify?token=$(token open control --clipboard to_desktop)"
 TARGETS=(plain injected view noclip)
-until curl -sf "http://$ADMIN/readyz" >/dev/null; do sleep 0.05; done
+relay_ready relay
 
 echo "== throughput, $ROUNDS rounds, alternating (${TARGETS[*]})"
 for r in $(seq "$ROUNDS"); do

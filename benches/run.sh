@@ -5,8 +5,7 @@
 # (copy_bidirectional, 256 KiB buffers) and websockify 0.13, alternating targets each
 # round; then 5,000 concurrent pinging sessions through the relay, the plain proxy and
 # straight to the echo upstream, alternating round after round; then relay RSS per idle
-# session. Loopback only; everything it starts
-# is stopped on exit.
+# session. Loopback only; everything it starts is stopped on exit.
 #
 #   benches/run.sh [ROUNDS]          (default 3)
 # Env: DURATION (throughput seconds, default 8), COUNT (pings, default 20000),
@@ -47,12 +46,12 @@ relay_args=(--listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --redis-url "redis:/
   --jwt-public-key "$STATE/keys/bench.pub.pem" --max-sessions 20000 --idle-timeout 10m
   --single-use-tokens false --input shared --max-pending-per-address 1024)
 start_listening relay "$BIN/vnc-relay" "${relay_args[@]}"
-RELAY="$(sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/relay.out")"
+RELAY="$(relay_public relay)"
 start_listening relay256 "$BIN/vnc-relay" "${relay_args[@]}" --read-buffer-size 262144
-RELAY256="$(sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/relay256.out")"
+RELAY256="$(relay_public relay256)"
 
 register_src_echo
-until curl -sf "http://$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/relay.out")/readyz" >/dev/null; do sleep 0.05; done
+relay_ready relay
 
 # bench LABEL ARGS... : runs vnc-bench, appends {"label":..., "result":...} to $OUT.
 bench() {
@@ -89,8 +88,8 @@ done
 echo "== relay RSS per idle session (fresh relay)"
 kill "$relay_pid" "$relay256_pid"; wait "$relay_pid" "$relay256_pid" 2>/dev/null || true
 start_listening relay "$BIN/vnc-relay" "${relay_args[@]}"
-RELAY="$(sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/relay.out")"
-until curl -sf "http://$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/relay.out")/readyz" >/dev/null; do sleep 0.05; done
+RELAY="$(relay_public relay)"
+relay_ready relay
 bench idle/relay conns --target "ws://$RELAY/websockify?token=$TOKEN_ECHO" --sessions "$SESSIONS" \
   --rate 0 --duration 5s --pid "$relay_pid"
 

@@ -34,18 +34,14 @@ start_listening proxy_echo "$BIN/vnc-bench" proxy --listen 127.0.0.1:0 --upstrea
 start_listening relay "$BIN/vnc-relay" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
   --redis-url "redis://127.0.0.1:$REDIS_PORT" --jwt-public-key "$STATE/keys/bench.pub.pem" \
   --max-sessions 20000 --idle-timeout 10m
-RELAY="$(sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/relay.out")"
+RELAY="$(relay_public relay)"
 start_listening node node benches/node-relay/relay.mjs --listen 127.0.0.1:0 \
   --upstream "src=$SRC" --upstream "echo=$ECHO"
 NODE="$(listening_addr node)"
 
 register_src_echo
-until curl -sf "http://$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/relay.out")/readyz" >/dev/null; do sleep 0.05; done
-# socket.io answers 503 until its Redis adapter is up, then 400 to a request that isn't
-# an upgrade.
-until [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://$RELAY/socket.io/?EIO=4&transport=websocket")" != 503 ]]; do
-  sleep 0.05
-done
+relay_ready relay
+socketio_ready "http://$RELAY"
 
 # Each target: name, source URL, echo URL, pid (for RSS).
 declare -A url_src url_echo pid_of

@@ -33,18 +33,12 @@ relay_args=(--listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --redis-url "redis:/
 start_listening relay "$BIN/vnc-relay" "${relay_args[@]}"
 start_listening relaytls "$BIN/vnc-relay" "${relay_args[@]}" \
   --tls-cert "$PKI/server.crt" --tls-key "$PKI/server.key"
-public() { sed -n 's/^LISTENING public=\([^ ]*\).*/\1/p' "$STATE/$1.out"; }
-admin() { sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$STATE/$1.out"; }
-RELAY="$(public relay)"; RELAYTLS="$(public relaytls)"
+RELAY="$(relay_public relay)"; RELAYTLS="$(relay_public relaytls)"
 
 register_src_echo
-for r in relay relaytls; do
-  until curl -sf "http://$(admin $r)/readyz" >/dev/null; do sleep 0.05; done
-done
-# socket.io answers 503 until its Redis adapter is up, then 400 to a request that isn't
-# an upgrade.
-sio_up() { [[ "$(curl -s --cacert "$PKI/ca.crt" -o /dev/null -w '%{http_code}' "$1/socket.io/?EIO=4&transport=websocket")" != 503 ]]; }
-until sio_up "http://$RELAY" && sio_up "https://$RELAYTLS"; do sleep 0.05; done
+for r in relay relaytls; do relay_ready "$r"; done
+socketio_ready "http://$RELAY"
+socketio_ready "https://$RELAYTLS"
 # What a TLS 1.3 client offering rustls' suite order gets from the relay (for the record).
 echo "TLS: $(openssl s_client -connect "$RELAYTLS" -CAfile "$PKI/ca.crt" -alpn http/1.1 -brief \
   -ciphersuites TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256 \
