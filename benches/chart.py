@@ -19,8 +19,10 @@ from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa
 
 NAMES = {"relay-ws": "vnc-relay ws://", "relay-sio": "vnc-relay socket.io",
          "relay-wss": "vnc-relay wss://", "relay-sios": "vnc-relay socket.io TLS",
-         "relay-alt": "vnc-relay ws:// ALT_ARGS",
+         "relay-alt": "vnc-relay ws:// ALT_ARGS", "relay-alt-sio": "vnc-relay socket.io ALT_ARGS",
          "proxy": "plain TCP proxy", "ws-proxy": "least WebSocket relay",
+         "wss-proxy": "least WebSocket relay wss://",
+         "sio-proxy": "least socket.io relay",
          "haproxy": "HAProxy splice-auto",
          "websockify": "websockify 0.13", "node-sio": "Node socket.io relay"}
 

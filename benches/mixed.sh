@@ -13,17 +13,21 @@
 # Env: SESSIONS (list, default "100 500 2000"), DURATION (default 15s), WARMUP (3s),
 #      RATE (key strokes/s, 20), FPS (30), UPDATE_SIZE (bytes, 40000),
 #      TARGETS (default "relay-ws relay-sio proxy haproxy websockify node-sio"; also
-#      ws-proxy, the least WebSocket relay, `vnc-bench ws-proxy`; relay-wss and
+#      ws-proxy, the least WebSocket relay, `vnc-bench ws-proxy`, and wss-proxy, the
+#      same over TLS with a throwaway certificate; sio-proxy, the least socket.io
+#      relay, `vnc-bench sio-proxy` (socketioxide); relay-wss and
 #      relay-sios, the relay's two paths over TLS, served by a second relay with a
 #      throwaway certificate; relay-alt, the raw path of a third relay, the binary
 #      ALT_BIN (default: this checkout's) started with ALT_ARGS, to compare a build or
-#      a setting in one run, e.g. ALT_ARGS="--read-buffer-size 262144"),
+#      a setting in one run, e.g. ALT_ARGS="--read-buffer-size 262144"; relay-alt-sio,
+#      that relay's socket.io path),
 #      WEBSOCKIFY_MAX (largest N run through websockify, default 500: it forks a
 #      Python process per connection)
 #      CLIENT_CPUS, SERVER_CPUS (CPU lists for taskset, e.g. 1 and 0): when set, the
-#      client runs on CLIENT_CPUS and everything the script started (servers under
-#      test, stand-in, Redis) on SERVER_CPUS, so the client's WebSocket and TLS work
-#      doesn't share cores with the servers (as browsers on other machines wouldn't)
+#      client runs on CLIENT_CPUS and everything the script starts (servers under
+#      test, stand-in, Redis, each sizing its threads to them) on SERVER_CPUS, so the
+#      client's WebSocket and TLS work doesn't share cores with the servers (as
+#      browsers on other machines wouldn't)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS="${1:-3}"
@@ -41,6 +45,13 @@ source benches/common.sh
 prepare mixed
 websockify_venv
 node_relay_deps
+if [[ -n "${CLIENT_CPUS:-}" ]]; then
+  # This shell first, so every server starts on SERVER_CPUS and sizes its runtime to
+  # them (as in a container limited to those CPUs), not to the whole machine.
+  taskset -p -c "${SERVER_CPUS:?SERVER_CPUS with CLIENT_CPUS}" $$ >/dev/null
+  CLIENT_PREFIX="taskset -c $CLIENT_CPUS"
+  echo "== client on CPUs $CLIENT_CPUS, servers on CPUs $SERVER_CPUS"
+fi
 
 max_n=0
 for n in $SESSIONS; do (( n > max_n )) && max_n=$n; done
@@ -52,6 +63,14 @@ start_listening desktop "$BIN/vnc-bench" desktop --listen 127.0.0.1:0 --fps "$FP
 DESK="$(listening_addr desktop)"
 start_listening proxy "$BIN/vnc-bench" proxy --listen 127.0.0.1:0 --upstream "$DESK"
 start_listening wsproxy "$BIN/vnc-bench" ws-proxy --listen 127.0.0.1:0 --upstream "$DESK"
+if [[ " $TARGETS " == *" sio-proxy "* ]]; then
+  start_listening sioproxy "$BIN/vnc-bench" sio-proxy --listen 127.0.0.1:0 --upstream "$DESK"
+fi
+if [[ " $TARGETS " =~ \ (wss-proxy|relay-wss|relay-sios)\  ]]; then make_pki; fi
+if [[ " $TARGETS " == *" wss-proxy "* ]]; then
+  start_listening wssproxy "$BIN/vnc-bench" ws-proxy --listen 127.0.0.1:0 --upstream "$DESK" \
+    --tls-cert "$PKI/server.crt" --tls-key "$PKI/server.key"
+fi
 start_haproxy haproxy "$DESK"
 WSFY="127.0.0.1:$(free_port)"
 "$WEBSOCKIFY" "$WSFY" "$DESK" >"$STATE/websockify.log" 2>&1 &
@@ -74,12 +93,11 @@ start_relay relay "$BIN/vnc-relay"
 RELAY="$(relay_public relay)"
 relays=(relay)
 if [[ " $TARGETS " == *" relay-wss "* || " $TARGETS " == *" relay-sios "* ]]; then
-  make_pki
   start_relay relaytls "$BIN/vnc-relay" --tls-cert "$PKI/server.crt" --tls-key "$PKI/server.key"
   RELAYTLS="$(relay_public relaytls)"
   relays+=(relaytls)
 fi
-if [[ " $TARGETS " == *" relay-alt "* ]]; then
+if [[ " $TARGETS " =~ \ relay-alt(-sio)?\  ]]; then
   cp "${ALT_BIN:-$BIN/vnc-relay}" "$BIN/vnc-relay-alt"
   # shellcheck disable=SC2086
   start_relay relayalt "$BIN/vnc-relay-alt" ${ALT_ARGS:-}
@@ -103,6 +121,7 @@ for i in $(seq 0 $((max_n - 1))); do
   fi
   if [[ -n "${RELAYALT:-}" ]]; then
     echo "ws://$RELAYALT/websockify?token=$t" >>"$STATE/relay-alt.urls"
+    echo "sio://$RELAYALT?containerId=desk$i&token=$t" >>"$STATE/relay-alt-sio.urls"
   fi
 done
 for r in "${relays[@]}"; do relay_ready "$r"; done
@@ -115,20 +134,19 @@ target_args() {
     relay-ws | relay-sio) echo "--url-file $STATE/$1.urls --pid server=$relay_pid" ;;
     relay-wss | relay-sios)
       echo "--url-file $STATE/$1.urls --ca $PKI/ca.crt --pid server=$relaytls_pid" ;;
-    relay-alt) echo "--url-file $STATE/$1.urls --pid server=$relayalt_pid" ;;
+    relay-alt | relay-alt-sio) echo "--url-file $STATE/$1.urls --pid server=$relayalt_pid" ;;
     proxy) echo "--target tcp://$(listening_addr proxy) --pid server=$proxy_pid" ;;
     ws-proxy) echo "--target ws://$(listening_addr wsproxy)/ --pid server=$wsproxy_pid" ;;
+    sio-proxy)
+      echo "--target sio://$(listening_addr sioproxy)?containerId=desk&token=any --pid server=$sioproxy_pid" ;;
+    wss-proxy)
+      echo "--target wss://$(listening_addr wssproxy)/ --ca $PKI/ca.crt --pid server=$wssproxy_pid" ;;
     haproxy) echo "--target tcp://$haproxy_addr --pid server=$haproxy_pid" ;;
     websockify) echo "--target ws://$WSFY/ --pid server=$websockify_pid" ;;
     node-sio) echo "--target sio://$NODE?containerId=desk&token=any --pid server=$node_pid" ;;
   esac
 }
 
-if [[ -n "${CLIENT_CPUS:-}" ]]; then
-  for p in "${pids[@]}"; do taskset -a -p -c "${SERVER_CPUS:?SERVER_CPUS with CLIENT_CPUS}" "$p" >/dev/null; done
-  CLIENT_PREFIX="taskset -c $CLIENT_CPUS"
-  echo "== client on CPUs $CLIENT_CPUS, servers on CPUs $SERVER_CPUS"
-fi
 
 read -ra targets <<<"$TARGETS"
 for n in $SESSIONS; do

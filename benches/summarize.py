@@ -137,8 +137,11 @@ def summarize_mixed():
              "relay-wss": "vnc-relay, raw WebSocket over TLS (wss://)",
              "relay-sios": "vnc-relay, socket.io over TLS (sios://)",
              "relay-alt": "vnc-relay, raw WebSocket, ALT_ARGS (ws://)",
+             "relay-alt-sio": "vnc-relay, socket.io, ALT_ARGS (sio://)",
              "proxy": "plain TCP proxy (tcp://)",
              "ws-proxy": "least WebSocket relay, tokio-tungstenite (ws://)",
+             "sio-proxy": "least socket.io relay, socketioxide (sio://)",
+             "wss-proxy": "least WebSocket relay over TLS, tokio-rustls (wss://)",
              "haproxy": "HAProxy, TCP mode, splice-auto (tcp://)",
              "websockify": "websockify 0.13 (ws://)",
              "node-sio": "Node socket.io 4 relay (sio://)"}
@@ -201,9 +204,15 @@ def summarize_mixed():
         goal("wss p99 / ws p99", ratio("relay-wss", "relay-ws"), 1.2)
         goal("sios p99 / sio p99", ratio("relay-sios", "relay-sio"), 1.2)
         print(f"- (reference) ALT_ARGS relay p99 / raw p99 = {ratio('relay-alt', 'relay-ws'):.2f}×, "
-              f"CPU s per GB = {ratio('relay-alt', 'relay-ws', 'per_gb'):.2f}×")
+              f"CPU s per GB = {ratio('relay-alt', 'relay-ws', 'per_gb'):.2f}×; socket.io: "
+              f"{ratio('relay-alt-sio', 'relay-sio'):.2f}×, {ratio('relay-alt-sio', 'relay-sio', 'per_gb'):.2f}×")
         print(f"- (reference) raw p99 / least WebSocket relay's = {ratio('relay-ws', 'ws-proxy'):.2f}×, "
               f"least WebSocket relay's / plain proxy's = {ratio('ws-proxy', 'proxy'):.2f}×")
+        print(f"- (reference) socket.io p99 / least socket.io relay's = {ratio('relay-sio', 'sio-proxy'):.2f}×, "
+              f"least socket.io relay's / least WebSocket relay's = {ratio('sio-proxy', 'ws-proxy'):.2f}× p99, "
+              f"{ratio('sio-proxy', 'ws-proxy', 'per_gb'):.2f}× CPU s per GB")
+        print(f"- (reference) least WebSocket relay over TLS / plain = {ratio('wss-proxy', 'ws-proxy'):.2f}× "
+              f"p99, {ratio('wss-proxy', 'ws-proxy', 'per_gb'):.2f}× CPU s per GB")
         print(f"- (reference) raw CPU s per GB / HAProxy's = {ratio('relay-ws', 'haproxy', 'per_gb'):.2f}×, "
               f"socket.io's / raw's = {ratio('relay-sio', 'relay-ws', 'per_gb'):.2f}×")
 

@@ -70,8 +70,11 @@ enum Mode {
     Desktop(server::DesktopArgs),
     /// Baseline TCP-to-TCP proxy (copy_bidirectional, 256 KiB buffers).
     Proxy(server::ProxyArgs),
-    /// Baseline WebSocket-to-TCP relay (tokio-tungstenite, 256 KiB reads, no RFB).
-    WsProxy(server::ProxyArgs),
+    /// Baseline WebSocket-to-TCP relay (tokio-tungstenite, 256 KiB reads, no RFB; wss://
+    /// with a certificate).
+    WsProxy(server::WsProxyArgs),
+    /// Baseline socket.io-to-TCP relay (socketioxide defaults, `vnc:data` events).
+    SioProxy(server::ProxyArgs),
     /// Read everything the target sends; report bytes per second.
     Throughput(throughput::ThroughputArgs),
     /// Sequential ping-pong on one connection; report RTT percentiles.
@@ -116,6 +119,7 @@ fn run(cli: Cli) -> Result<()> {
             Mode::Desktop(a) => server::desktop(a).await,
             Mode::Proxy(a) => server::proxy(a).await,
             Mode::WsProxy(a) => server::ws_proxy(a).await,
+            Mode::SioProxy(a) => server::sio_proxy(a).await,
             Mode::Throughput(a) => throughput::run(a).await,
             Mode::Latency(a) => latency::run(a).await,
             Mode::Conns(a) => conns::run(a).await,

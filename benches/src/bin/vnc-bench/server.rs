@@ -6,13 +6,19 @@
 //! - `proxy`: the baseline, a plain TCP-to-TCP proxy (what a relay costs at the least);
 //! - `ws-proxy`: the least a WebSocket relay can be (tokio-tungstenite toward the
 //!   client, TCP upstream, no RFB, no tokens): what WebSocket framing costs, on both
-//!   ends, against the plain proxy.
+//!   ends, against the plain proxy; with `--tls-cert`/`--tls-key` the same over TLS
+//!   (tokio-rustls), what TLS adds to the least WebSocket relay;
+//! - `sio-proxy`: the least socket.io relay (socketioxide with its defaults, namespace
+//!   `/vnc`, bytes as `vnc:data` events both ways, no RFB, no tokens): what the socket.io
+//!   crate costs, against `ws-proxy`.
 //!
 //! Each accepts in a loop and gives every connection its own task, so one slow peer never
 //! stalls the accept loop. They run until killed.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,13 +26,24 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use hyper_util::rt::TokioIo;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::SocketRef;
+use socketioxide::handler::message::FromMessage;
+use socketioxide::socket::Socket;
+use socketioxide::{SendError, SocketError, SocketIo, TransportType};
+use socketioxide_core::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{
     Callback, ErrorResponse, Request, Response,
 };
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use vnc_shared::tls::{self, TlsFiles};
 
 use crate::{report, rfb};
 
@@ -43,6 +60,12 @@ const MIN_UPDATE: usize = 20;
 const MAX_UPDATE: usize = 16 << 20;
 /// Copy buffer of the baseline proxy, per direction.
 const PROXY_BUF: usize = 256 * 1024;
+/// Largest `vnc:data` event of the socket.io baseline (the relay's `MAX_DATA_EVENT`).
+const SIO_EVENT: usize = 64 * 1024;
+/// Client `vnc:data` payloads of one socket.io baseline session waiting for upstream.
+const SIO_INPUT_QUEUE: usize = 64;
+/// Pause of the socket.io baseline's reader while the socket's queue is full.
+const SIO_FULL_PAUSE: Duration = Duration::from_millis(1);
 /// Bound on the proxy's upstream connect.
 const PROXY_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Accept queue length asked for (the kernel caps it at `net.core.somaxconn`).
@@ -100,6 +123,18 @@ pub struct ProxyArgs {
     /// TCP address every connection is forwarded to.
     #[arg(long)]
     pub upstream: String,
+}
+
+#[derive(Args, Debug)]
+pub struct WsProxyArgs {
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+    /// Serve wss:// with this certificate chain (PEM; with `--tls-key`).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 pub async fn echo(args: EchoArgs) -> Result<()> {
@@ -240,38 +275,144 @@ pub async fn proxy(args: ProxyArgs) -> Result<()> {
 }
 
 /// The WebSocket baseline: each upstream read (up to [`PROXY_BUF`]) goes to the client
-/// as one binary message, each client message's payload upstream as it is.
-pub async fn ws_proxy(args: ProxyArgs) -> Result<()> {
-    let upstream = resolve(&args.upstream).await?;
-    serve(args.listen, move |client| async move {
-        let ws = tokio_tungstenite::accept_hdr_async(client, BinarySubprotocol).await?;
-        let (mut rd, mut wr) = connect_upstream(upstream).await?.into_split();
-        let (mut sink, mut stream) = ws.split();
-        let down = async {
-            let mut buf = vec![0; PROXY_BUF];
-            loop {
-                let n = rd.read(&mut buf).await?;
-                if n == 0 {
-                    return anyhow::Ok(());
-                }
-                sink.send(Message::binary(Bytes::copy_from_slice(&buf[..n])))
-                    .await?;
+/// as one binary message, each client message's payload upstream as it is; over TLS when
+/// given a certificate.
+pub async fn ws_proxy(args: WsProxyArgs) -> Result<()> {
+    let upstream = resolve(&args.proxy.upstream).await?;
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = TlsFiles {
+                cert,
+                key,
+                client_ca: None,
+            };
+            Some(TlsAcceptor::from(Arc::new(tls::server_config(&files)?)))
+        }
+        _ => None,
+    };
+    serve(args.proxy.listen, move |client| {
+        let tls = tls.clone();
+        async move {
+            match tls {
+                Some(tls) => ws_relay(tls.accept(client).await?, upstream).await,
+                None => ws_relay(client, upstream).await,
             }
-        };
-        let up = async {
-            while let Some(msg) = stream.next().await {
-                if let Message::Binary(payload) = msg? {
-                    wr.write_all(&payload).await?;
-                }
-            }
-            anyhow::Ok(())
-        };
-        tokio::select! {
-            r = down => r,
-            r = up => r,
         }
     })
     .await
+}
+
+async fn ws_relay<S>(client: S, upstream: SocketAddr) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let ws = tokio_tungstenite::accept_hdr_async(client, BinarySubprotocol).await?;
+    let (mut rd, mut wr) = connect_upstream(upstream).await?.into_split();
+    let (mut sink, mut stream) = ws.split();
+    let down = async {
+        let mut buf = vec![0; PROXY_BUF];
+        loop {
+            let n = rd.read(&mut buf).await?;
+            if n == 0 {
+                return anyhow::Ok(());
+            }
+            sink.send(Message::binary(Bytes::copy_from_slice(&buf[..n])))
+                .await?;
+        }
+    };
+    let up = async {
+        while let Some(msg) = stream.next().await {
+            if let Message::Binary(payload) = msg? {
+                wr.write_all(&payload).await?;
+            }
+        }
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        r = down => r,
+        r = up => r,
+    }
+}
+
+/// The socket.io baseline: each upstream read (up to [`SIO_EVENT`], the relay's largest
+/// `vnc:data`) is emitted as one `vnc:data` event (waiting while the socket's queue is
+/// full), each `vnc:data` from the client written upstream in order (a client that
+/// outruns the upstream by [`SIO_INPUT_QUEUE`] events is disconnected). Any token is
+/// accepted.
+pub async fn sio_proxy(args: ProxyArgs) -> Result<()> {
+    let upstream = resolve(&args.upstream).await?;
+    let (svc, io) = SocketIo::builder()
+        .transports([TransportType::Websocket])
+        .build_svc();
+    io.ns("/vnc", async move |socket: SocketRef| {
+        let Ok(server) = connect_upstream(upstream).await else {
+            let _ = socket.disconnect();
+            return;
+        };
+        let (mut rd, mut wr) = server.into_split();
+        let (input, mut queued) = mpsc::channel::<Bytes>(SIO_INPUT_QUEUE);
+        socket.extensions.insert(input);
+        socket.on("vnc:data", async |_: OrderedInput| {});
+        tokio::spawn(async move {
+            while let Some(payload) = queued.recv().await {
+                if wr.write_all(&payload).await.is_err() {
+                    return;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let mut buf = vec![0; SIO_EVENT];
+            while let Ok(n @ 1..) = rd.read(&mut buf).await {
+                let data = Bytes::copy_from_slice(&buf[..n]);
+                loop {
+                    match socket.emit("vnc:data", &data) {
+                        Ok(()) => break,
+                        Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                            tokio::time::sleep(SIO_FULL_PAUSE).await
+                        }
+                        Err(_) => return,
+                    }
+                }
+            }
+            let _ = socket.disconnect();
+        });
+    });
+    serve(args.listen, move |client| {
+        let svc = svc.clone();
+        async move {
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(client), svc)
+                .with_upgrades()
+                .await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// The socket.io baseline's `vnc:data` from the client, queued for upstream as the
+/// packet arrives: socketioxide runs extractors in arrival order, handlers as tasks of
+/// their own in no order (key strokes would reach the desktop reordered).
+struct OrderedInput;
+
+impl FromMessage<LocalAdapter> for OrderedInput {
+    type Error = Infallible;
+
+    fn from_message(
+        socket: Arc<Socket<LocalAdapter>>,
+        v: Value,
+        _ack: Option<i64>,
+    ) -> Result<Self, Infallible> {
+        let input = socket.extensions.get::<mpsc::Sender<Bytes>>();
+        if let (Some(input), Value::Str(_, Some(bins))) = (input, v) {
+            for payload in bins {
+                if input.try_send(payload).is_err() {
+                    let _ = socket.clone().disconnect();
+                }
+            }
+        }
+        Ok(OrderedInput)
+    }
 }
 
 /// Answers the WebSocket upgrade with the `binary` subprotocol the clients ask for, as
