@@ -3,8 +3,9 @@
 # throughput and 16-byte ping-pong latency through vnc-relay (default 64 KiB read
 # buffer, and 256 KiB like the proxy's), a plain tokio TCP proxy
 # (copy_bidirectional, 256 KiB buffers) and websockify 0.13, alternating targets each
-# round; then 5,000 concurrent pinging sessions through the relay, the plain proxy and
-# straight to the echo upstream, alternating round after round; then relay RSS per idle
+# round; then 5,000 concurrent pinging sessions through the relay, the plain proxy, the
+# least WebSocket relay (`vnc-bench ws-proxy`) and straight to the echo upstream,
+# alternating round after round; then relay RSS per idle
 # session. Loopback only; everything it starts is stopped on exit.
 #
 #   benches/run.sh [ROUNDS]          (default 3)
@@ -32,6 +33,7 @@ start_redis
 start_stand_ins
 start_listening proxy_src "$BIN/vnc-bench" proxy --listen 127.0.0.1:0 --upstream "$SRC"
 start_listening proxy_echo "$BIN/vnc-bench" proxy --listen 127.0.0.1:0 --upstream "$ECHO"
+start_listening wsproxy_echo "$BIN/vnc-bench" ws-proxy --listen 127.0.0.1:0 --upstream "$ECHO"
 WS_SRC_PORT="$(free_port)"; WS_ECHO_PORT="$(free_port)"
 "$WEBSOCKIFY" "127.0.0.1:$WS_SRC_PORT" "$SRC" >"$STATE/wsfy_src.log" 2>&1 & pids+=($!)
 "$WEBSOCKIFY" "127.0.0.1:$WS_ECHO_PORT" "$ECHO" >"$STATE/wsfy_echo.log" 2>&1 & pids+=($!)
@@ -75,13 +77,15 @@ for r in $(seq "$ROUNDS"); do
   bench latency/direct latency --target "tcp://$ECHO" --count "$COUNT"
 done
 
-echo "== $SESSIONS concurrent sessions, 5 pings/s each, $ROUNDS rounds, alternating (relay, plain proxy, straight to the echo upstream)"
+echo "== $SESSIONS concurrent sessions, 5 pings/s each, $ROUNDS rounds, alternating (relay, plain proxy, least WebSocket relay, straight to the echo upstream)"
 for r in $(seq "$ROUNDS"); do
   echo "round $r"
   bench conns/relay conns --target "ws://$RELAY/websockify?token=$TOKEN_ECHO" --sessions "$SESSIONS" \
     --rate 5 --duration "$CONNS_DURATION" --warmup 2s --pid "$relay_pid"
   bench conns/proxy conns --target "tcp://$(listening_addr proxy_echo)" --sessions "$SESSIONS" \
     --rate 5 --duration "$CONNS_DURATION" --warmup 2s --pid "$proxy_echo_pid"
+  bench conns/ws-proxy conns --target "ws://$(listening_addr wsproxy_echo)/" --sessions "$SESSIONS" \
+    --rate 5 --duration "$CONNS_DURATION" --warmup 2s --pid "$wsproxy_echo_pid"
   bench conns/direct conns --target "tcp://$ECHO" --sessions "$SESSIONS" --rate 5 --duration "$CONNS_DURATION" --warmup 2s
 done
 

@@ -283,18 +283,22 @@ for t in ("relay", "proxy", "websockify", "direct"):
 print(f"  relay - proxy: p50 {lat['relay'][0] - lat['proxy'][0]:+.1f} us (goal <= +5), "
       f"p99 {lat['relay'][1] - lat['proxy'][1]:+.1f} us (goal <= +20)")
 
-for t in ("relay", "direct", "proxy"):
+for t in ("relay", "direct", "proxy", "ws-proxy"):
     for r in rows.get(f"conns/{t}", []):
         print(f"\nconns/{t}: opened {r['opened']}/{r['sessions']}, failed connects {r['failed_connects']}, "
               f"errored {r['errored']}, pings {r['pings']}, rtt {r['rtt_us']}")
 conns_p99 = {t: med(f"conns/{t}", lambda r: r["rtt_us"]["p99"])
-             for t in ("relay", "direct", "proxy") if rows.get(f"conns/{t}")}
+             for t in ("relay", "direct", "proxy", "ws-proxy") if rows.get(f"conns/{t}")}
 if {"relay", "proxy", "direct"} <= conns_p99.keys():
     print(f"  p99 median over rounds: relay {conns_p99['relay']:.0f} us, proxy {conns_p99['proxy']:.0f} us, "
           f"direct {conns_p99['direct']:.0f} us")
     print(f"  p99 relay/proxy = {conns_p99['relay'] / conns_p99['proxy']:.2f}x (goal <= 1.15), "
           f"relay/direct = {conns_p99['relay'] / conns_p99['direct']:.2f}x, "
           f"proxy/direct = {conns_p99['proxy'] / conns_p99['direct']:.2f}x")
+if {"relay", "proxy", "ws-proxy"} <= conns_p99.keys():
+    print(f"  (reference) least WebSocket relay p99 {conns_p99['ws-proxy']:.0f} us: relay/it = "
+          f"{conns_p99['relay'] / conns_p99['ws-proxy']:.2f}x, it/proxy = "
+          f"{conns_p99['ws-proxy'] / conns_p99['proxy']:.2f}x")
 for r in rows.get("idle/relay", []):
     rss = r["rss"]
     print(f"\nidle: {r['opened']} sessions, RSS before {rss['before_kib']} KiB, open {rss['open_kib']} KiB, "
