@@ -53,6 +53,13 @@ if [[ -n "${CLIENT_CPUS:-}" ]]; then
   echo "== client on CPUs $CLIENT_CPUS, servers on CPUs $SERVER_CPUS"
 fi
 
+# wants T...: whether TARGETS names any of the targets T.
+wants() {
+  local t
+  for t in "$@"; do [[ " $TARGETS " == *" $t "* ]] && return 0; done
+  return 1
+}
+
 max_n=0
 for n in $SESSIONS; do (( n > max_n )) && max_n=$n; done
 
@@ -63,11 +70,11 @@ start_listening desktop "$BIN/vnc-bench" desktop --listen 127.0.0.1:0 --fps "$FP
 DESK="$(listening_addr desktop)"
 start_listening proxy "$BIN/vnc-bench" proxy --listen 127.0.0.1:0 --upstream "$DESK"
 start_listening wsproxy "$BIN/vnc-bench" ws-proxy --listen 127.0.0.1:0 --upstream "$DESK"
-if [[ " $TARGETS " == *" sio-proxy "* ]]; then
+if wants sio-proxy; then
   start_listening sioproxy "$BIN/vnc-bench" sio-proxy --listen 127.0.0.1:0 --upstream "$DESK"
 fi
-if [[ " $TARGETS " =~ \ (wss-proxy|relay-wss|relay-sios)\  ]]; then make_pki; fi
-if [[ " $TARGETS " == *" wss-proxy "* ]]; then
+if wants wss-proxy relay-wss relay-sios; then make_pki; fi
+if wants wss-proxy; then
   start_listening wssproxy "$BIN/vnc-bench" ws-proxy --listen 127.0.0.1:0 --upstream "$DESK" \
     --tls-cert "$PKI/server.crt" --tls-key "$PKI/server.key"
 fi
@@ -92,12 +99,12 @@ start_relay() {
 start_relay relay "$BIN/vnc-relay"
 RELAY="$(relay_public relay)"
 relays=(relay)
-if [[ " $TARGETS " == *" relay-wss "* || " $TARGETS " == *" relay-sios "* ]]; then
+if wants relay-wss relay-sios; then
   start_relay relaytls "$BIN/vnc-relay" --tls-cert "$PKI/server.crt" --tls-key "$PKI/server.key"
   RELAYTLS="$(relay_public relaytls)"
   relays+=(relaytls)
 fi
-if [[ " $TARGETS " =~ \ relay-alt(-sio)?\  ]]; then
+if wants relay-alt relay-alt-sio; then
   cp "${ALT_BIN:-$BIN/vnc-relay}" "$BIN/vnc-relay-alt"
   # shellcheck disable=SC2086
   start_relay relayalt "$BIN/vnc-relay-alt" ${ALT_ARGS:-}
@@ -146,7 +153,6 @@ target_args() {
     node-sio) echo "--target sio://$NODE?containerId=desk&token=any --pid server=$node_pid" ;;
   esac
 }
-
 
 read -ra targets <<<"$TARGETS"
 for n in $SESSIONS; do

@@ -5,8 +5,8 @@
 # (copy_bidirectional, 256 KiB buffers) and websockify 0.13, alternating targets each
 # round; then 5,000 concurrent pinging sessions through the relay, the plain proxy, the
 # least WebSocket relay (`vnc-bench ws-proxy`) and straight to the echo upstream,
-# alternating round after round; then relay RSS per idle
-# session. Loopback only; everything it starts is stopped on exit.
+# alternating round after round; then relay RSS per idle session. Loopback only;
+# everything it starts is stopped on exit.
 #
 #   benches/run.sh [ROUNDS]          (default 3)
 # Env: DURATION (throughput seconds, default 8), COUNT (pings, default 20000),

@@ -408,6 +408,7 @@ impl FromMessage<LocalAdapter> for OrderedInput {
             for payload in bins {
                 if input.try_send(payload).is_err() {
                     let _ = socket.clone().disconnect();
+                    break;
                 }
             }
         }
